@@ -1,0 +1,11 @@
+"""destatic: take steady background noise out of videos and recordings.
+
+``import destatic`` stays light (numpy and scipy only); the Prefect pipeline
+lives in :mod:`destatic.flows`, :mod:`destatic.tasks` and
+:mod:`destatic.settings`, imported on demand.
+"""
+
+from destatic.errors import BadInputError, DestaticError, ParameterError, TransientError
+
+__all__ = ["BadInputError", "DestaticError", "ParameterError", "TransientError"]
+__version__ = "0.1.0"

@@ -1,0 +1,56 @@
+"""Error types shared by every layer of destatic.
+
+One root, :class:`DestaticError`, and three kinds under it that callers act on
+differently: a bad argument (fix the call), a bad input file (quarantine it,
+never retry) and a transient failure (retry with backoff).
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["DestaticError", "ParameterError", "BadInputError", "TransientError"]
+
+
+class DestaticError(Exception):
+    """Root of every error destatic raises on purpose."""
+
+
+class ParameterError(DestaticError, ValueError):
+    """A function argument or setting has a value that is not allowed.
+
+    The message quotes the bad value and says what is allowed, e.g.
+    ``reduction_db=-3 must be a positive number of dB``.
+    """
+
+
+def _display_path(path: os.PathLike[str] | str | bytes) -> str:
+    """Render a path for a one-line message, whatever bytes its name holds."""
+    raw = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
+    return raw.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", "\\n")
+
+
+class BadInputError(DestaticError):
+    """An input file cannot be processed: not media, corrupt, no audio, ...
+
+    Never retried: the pipeline moves the file to quarantine.
+
+    Parameters
+    ----------
+    path : path-like
+        The offending input file.
+    reason : str
+        One line saying what is wrong with it.
+    """
+
+    def __init__(self, path: os.PathLike[str] | str | bytes, reason: str) -> None:
+        self.path = path
+        self.reason = " ".join(str(reason).split())
+        super().__init__(f"{_display_path(path)}: {self.reason}")
+
+
+class TransientError(DestaticError):
+    """A failure that may not happen again: ffmpeg killed, an I/O error.
+
+    The pipeline retries these with backoff.
+    """
