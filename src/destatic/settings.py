@@ -1,0 +1,250 @@
+"""Settings of the destatic pipeline, from flags, environment and files.
+
+One root :class:`Settings` with nested groups. Sources, strongest first:
+
+1. keyword arguments (the CLI's flags),
+2. ``DESTATIC_*`` environment variables, ``__`` between nesting levels
+   (``DESTATIC_SUPPRESSION__REDUCTION_DB=18``),
+3. a ``.env`` file in the working directory,
+4. a ``destatic.toml`` file in the working directory (or the file named by
+   ``DESTATIC_CONFIG``),
+5. the defaults below.
+
+A bad value fails when the settings are built, naming the field and what is
+allowed (:func:`load_settings` turns pydantic's error into a
+:class:`~destatic.errors.ParameterError`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from destatic.errors import ParameterError
+
+__all__ = [
+    "NoiseSettings",
+    "OutputSettings",
+    "PathSettings",
+    "RuntimeSettings",
+    "Settings",
+    "SuppressionSettings",
+    "WatchSettings",
+    "CONFIG_FILE",
+    "load_settings",
+]
+
+CONFIG_FILE = "destatic.toml"
+_config_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "destatic_config_file", default=None
+)
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PathSettings(_Group):
+    """Folders the pipeline reads and writes; relative paths are from the working directory."""
+
+    inbox: Path = Field(Path("inbox"), description="Folder the watcher takes new files from.")
+    outbox: Path = Field(Path("outbox"), description="Where the watcher writes results, mirroring the inbox's subfolders.")
+    work: Path = Field(Path("work"), description="Per-file work folders, cached step outputs and reports.")
+    quarantine: Path = Field(Path("quarantine"), description="Bad inputs are moved here with NAME.error.txt.")
+    done: Path = Field(Path("done"), description="Originals are moved here once processed (never deleted).")
+
+
+class OutputSettings(_Group):
+    """What the pipeline writes for each input."""
+
+    mode: Literal["remux", "audio"] = Field(
+        "remux", description="remux: the original container with cleaned audio (video copied); audio: audio only."
+    )
+    format: str | None = Field(
+        None, description="Audio-only format (wav, flac, mp3, m4a, ogg, opus); None: from the output name, else flac."
+    )
+    suffix: str = Field("-clean", description="Added to the input's stem when no output name is given.")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.lower().lstrip(".")
+        if value not in AUDIO_FORMATS:
+            raise ValueError(f"format={value!r} is not one of {', '.join(AUDIO_FORMATS)}")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _plain_suffix(cls, value: str) -> str:
+        if "/" in value or "\\" in value or "\0" in value:
+            raise ValueError(f"suffix={value!r} must not contain path separators")
+        return value
+
+
+AUDIO_FORMATS = ("wav", "flac", "mp3", "m4a", "ogg", "opus")
+
+
+class NoiseSettings(_Group):
+    """How the noise profile is made (see :func:`destatic.dsp.estimate_profile`)."""
+
+    mode: Literal["auto", "head", "segment", "file"] = Field(
+        "auto", description="auto: track the noise floor; head: first samples; segment: start..end; file: a noise recording."
+    )
+    head_samples: int = Field(8192, gt=0, description="Samples read for mode=head.")
+    start_s: float | None = Field(None, ge=0, description="Start of the noise-only stretch (mode=segment), seconds.")
+    end_s: float | None = Field(None, gt=0, description="End of the noise-only stretch (mode=segment), seconds.")
+    file: Path | None = Field(None, description="Noise-only recording (mode=file).")
+
+    @model_validator(mode="after")
+    def _mode_has_what_it_needs(self) -> NoiseSettings:
+        if self.mode == "segment":
+            if self.start_s is None or self.end_s is None:
+                raise ValueError("mode='segment' needs both start_s and end_s")
+            if self.end_s <= self.start_s:
+                raise ValueError(f"end_s={self.end_s} must be greater than start_s={self.start_s}")
+        if self.mode == "file" and self.file is None:
+            raise ValueError("mode='file' needs file, the path of a noise-only recording")
+        return self
+
+
+class SuppressionSettings(_Group):
+    """How the noise is taken out; None means the DSP core's default."""
+
+    method: str | None = Field(None, description="Suppression method (see destatic.dsp.METHODS); None: the default.")
+    reduction_db: float | None = Field(None, gt=0, le=120, description="Maximum reduction per bin, dB.")
+    smoothing: float | None = Field(None, ge=0, le=1, description="Gain smoothing against musical noise, 0..1.")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from destatic.dsp import METHODS
+
+        if value not in METHODS:
+            raise ValueError(f"method={value!r} is not one of {', '.join(sorted(METHODS))}")
+        return value
+
+    def dsp_options(self) -> dict[str, Any]:
+        """Keyword options for the DSP core, leaving out what it should derive."""
+        return {
+            name: value
+            for name, value in (("reduction_db", self.reduction_db), ("smoothing", self.smoothing))
+            if value is not None
+        }
+
+
+class WatchSettings(_Group):
+    """The folder watcher."""
+
+    interval_s: float = Field(10.0, gt=0, description="Seconds between scans of the inbox.")
+    stable_s: float = Field(5.0, ge=0, description="A file is taken once its size and mtime have not changed for this long.")
+    concurrency: int = Field(1, ge=1, le=64, description="Files processed at once by one watcher.")
+
+
+class RuntimeSettings(_Group):
+    """How Prefect runs the steps."""
+
+    retries: int = Field(3, ge=0, le=20, description="Retries of a step after a transient failure (never after bad input).")
+    retry_delay_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each retry.")
+    task_runner: Literal["thread", "dask"] = Field("thread", description="thread: one process; dask: prefect-dask.")
+    dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster; None: a local cluster.")
+
+
+class Settings(BaseSettings):
+    """Every setting of destatic, in groups.
+
+    Build it with :func:`load_settings` (or ``Settings(**overrides)``); see the
+    module docstring for the order of sources.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DESTATIC_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+    )
+
+    paths: PathSettings = PathSettings()
+    output: OutputSettings = OutputSettings()
+    noise: NoiseSettings = NoiseSettings()
+    suppression: SuppressionSettings = SuppressionSettings()
+    watch: WatchSettings = WatchSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _config_override.get() or Path(os.environ.get("DESTATIC_CONFIG", CONFIG_FILE))
+        toml_settings = TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
+        return init_settings, env_settings, dotenv_settings, toml_settings
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "settings"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] in ("extra_forbidden",):
+            message = "is not a setting"
+        elif "input" in item and not isinstance(item["input"], dict):
+            field = f"{field}={item['input']!r}"
+        lines.append(f"{field}: {message}")
+    return "; ".join(lines)
+
+
+def load_settings(*, config: Path | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from every source, with `overrides` strongest.
+
+    Parameters
+    ----------
+    config : Path or None
+        TOML file to read instead of ``destatic.toml`` / ``$DESTATIC_CONFIG``.
+    **overrides
+        Group dictionaries, e.g. ``suppression={"reduction_db": 18}``; values of
+        None are dropped so that weaker sources still apply.
+
+    Returns
+    -------
+    Settings
+
+    Raises
+    ------
+    ParameterError
+        A value is not allowed; the message names the field and what is allowed.
+    """
+    if config is not None and not Path(config).is_file():
+        raise ParameterError(f"config={str(config)!r} is not a file")
+    cleaned = {
+        group: {key: value for key, value in fields.items() if value is not None}
+        if isinstance(fields, dict)
+        else fields
+        for group, fields in overrides.items()
+    }
+    token = _config_override.set(Path(config) if config is not None else None)
+    try:
+        return Settings(**{group: fields for group, fields in cleaned.items() if fields != {}})
+    except ValidationError as error:
+        raise ParameterError(f"bad setting: {_describe(error)}") from None
+    finally:
+        _config_override.reset(token)

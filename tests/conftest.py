@@ -1,0 +1,39 @@
+"""Fixtures shared by every test: the shared media folder, a seeded rng.
+
+Prefect is configured here, before anything imports it, so that no test
+touches the user's ``~/.prefect``; the Prefect server itself is started only
+for the tests that need it (``tests/pipeline/conftest.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MEDIA_DIR = REPO_ROOT.parent / "shared" / "media"
+
+os.environ["PREFECT_HOME"] = str(REPO_ROOT / ".prefect" / "pytest")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ["DO_NOT_TRACK"] = "1"
+os.environ.pop("PREFECT_API_URL", None)
+for _name in [name for name in os.environ if name.startswith("DESTATIC_")]:
+    del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """The shared real media (``../shared/media`` beside the checkout); skip if absent."""
+    if not MEDIA_DIR.is_dir():
+        pytest.skip(f"shared media folder {MEDIA_DIR} is absent")
+    return MEDIA_DIR
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A random generator with a fixed seed, so failures reproduce."""
+    return np.random.default_rng(20240611)
