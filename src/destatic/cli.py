@@ -1,0 +1,273 @@
+"""The ``destatic`` command: run, watch, profile, artifacts.
+
+Every command builds :class:`~destatic.settings.Settings` from its flags (the
+strongest source) and calls a flow or a task's core. Exit status: 0 success,
+1 a file failed, 2 bad usage or a bad setting.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from destatic import __version__
+from destatic.errors import DestaticError, ParameterError
+
+app = typer.Typer(
+    name="destatic",
+    help="Remove steady background noise (hiss, hum, fans, static) from videos and recordings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class ProfileMode(str, Enum):
+    auto = "auto"
+    head = "head"
+    segment = "segment"
+    file = "file"
+
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", exists=True, dir_okay=False, help="TOML settings file (default: ./destatic.toml)."),
+]
+NoiseStart = Annotated[Optional[float], typer.Option("--noise-start", min=0, help="Start of a noise-only stretch, s.")]
+NoiseEnd = Annotated[Optional[float], typer.Option("--noise-end", min=0, help="End of a noise-only stretch, s.")]
+NoiseFile = Annotated[
+    Optional[Path],
+    typer.Option("--noise-file", exists=True, dir_okay=False, help="A separate noise-only recording."),
+]
+ProfileOption = Annotated[
+    Optional[ProfileMode], typer.Option("--profile", help="How to find the noise (default auto).")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"destatic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Remove steady background noise from videos and recordings, through a Prefect pipeline."""
+
+
+def _noise_overrides(
+    noise_start: float | None, noise_end: float | None, noise_file: Path | None, profile: ProfileMode | None
+) -> dict[str, Any]:
+    given = [name for name, value in (("--noise-start/--noise-end", noise_start is not None or noise_end is not None),
+                                      ("--noise-file", noise_file is not None), ("--profile", profile is not None)) if value]
+    if len(given) > 1:
+        raise typer.BadParameter(f"choose one of {', '.join(given)}")
+    if (noise_start is None) != (noise_end is None):
+        raise typer.BadParameter("--noise-start and --noise-end go together")
+    if noise_start is not None:
+        return {"mode": "segment", "start_s": noise_start, "end_s": noise_end}
+    if noise_file is not None:
+        return {"mode": "file", "file": noise_file}
+    return {"mode": profile.value if profile else None}
+
+
+def _settings(config: Path | None, **overrides: Any) -> Any:
+    from destatic.settings import load_settings
+
+    try:
+        return load_settings(config=config, **overrides)
+    except ParameterError as error:
+        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+def _outputs(inputs: list[Path], output: Path | None, settings: Any) -> list[Path]:
+    from destatic.flows import default_output
+
+    if output is None:
+        return [default_output(source, settings) for source in inputs]
+    if len(inputs) == 1 and not output.is_dir():
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise typer.BadParameter(f"--output {str(output)!r} must be a folder for {len(inputs)} inputs")
+    return [output / default_output(source, settings).name for source in inputs]
+
+
+@app.command()
+def run(
+    inputs: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="Video or audio files.")
+    ],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output file (one input; its extension picks the format) or folder."),
+    ] = None,
+    audio_only: Annotated[bool, typer.Option("--audio-only", help="Write the cleaned audio alone.")] = False,
+    format: Annotated[
+        Optional[str], typer.Option("--format", help="Audio-only format: wav, flac, mp3, m4a, ogg, opus.")
+    ] = None,
+    noise_start: NoiseStart = None,
+    noise_end: NoiseEnd = None,
+    noise_file: NoiseFile = None,
+    profile: ProfileOption = None,
+    method: Annotated[Optional[str], typer.Option("--method", help="Suppression method.")] = None,
+    reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Maximum reduction, dB.")] = None,
+    work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Clean one file or many, through the denoise-file flow."""
+    from destatic.media import AUDIO_SUFFIXES
+
+    noise = _noise_overrides(noise_start, noise_end, noise_file, profile)
+    if output is not None and len(inputs) == 1 and output.suffix.lower() in AUDIO_SUFFIXES and not output.is_dir():
+        audio_only = True
+        format = format or output.suffix.lower().lstrip(".")
+    settings = _settings(
+        config,
+        output={"mode": "audio" if audio_only or format else None, "format": format},
+        noise=noise,
+        suppression={"method": method, "reduction_db": reduction_db},
+        paths={"work": work},
+    )
+    targets = _outputs(inputs, output, settings)
+    if settings.output.mode == "remux":
+        for source, target in zip(inputs, targets):
+            if source.suffix.lower() not in AUDIO_SUFFIXES and target.suffix.lower() != source.suffix.lower():
+                raise typer.BadParameter(
+                    f"--output {str(target)!r}: remuxing keeps the container {source.suffix!r}; "
+                    "use that extension, or an audio extension for audio only"
+                )
+
+    from destatic.flows import denoise_file
+
+    failed = 0
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task("cleaning", total=len(inputs))
+        for source, target in zip(inputs, targets):
+            progress.update(bar, description=source.name)
+            try:
+                written = denoise_file(source, settings, output=target, quarantine_bad=False)
+            except DestaticError as error:
+                failed += 1
+                console.print(f"[red]failed:[/red] {error}", highlight=False)
+            except Exception as error:
+                failed += 1
+                console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False)
+            else:
+                typer.echo(str(written))
+            progress.advance(bar)
+    if failed:
+        console.print(f"{failed} of {len(inputs)} file(s) failed")
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def watch(
+    inbox: Annotated[Optional[Path], typer.Argument(file_okay=False, help="Folder to watch (default: settings).")] = None,
+    outbox: Annotated[Optional[Path], typer.Option("--outbox", file_okay=False, help="Where results go.")] = None,
+    interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between scans.")] = None,
+    stable: Annotated[Optional[float], typer.Option("--stable", help="Seconds a file must stay unchanged.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Scan once, process, exit.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Watch an inbox folder: serve the scheduled watcher, or scan once."""
+    settings = _settings(
+        config,
+        paths={"inbox": inbox, "outbox": outbox},
+        watch={"interval_s": interval, "stable_s": stable},
+    )
+    if not settings.paths.inbox.is_dir():
+        raise typer.BadParameter(f"inbox {str(settings.paths.inbox)!r} is not a folder")
+    from destatic.flows import serve_watcher, watch_inbox
+
+    if not once:
+        console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s (Ctrl+C stops)")
+        serve_watcher(settings)
+        return
+    rows = watch_inbox(settings)
+    table = Table("file", "status", "seconds", "output or reason")
+    for row in rows:
+        table.add_row(row["file"], row["status"], f"{row['seconds']:.2f}", row["output"] or row["reason"])
+    console.print(table if rows else "nothing to do")
+    if any(row["status"] != "done" for row in rows):
+        raise typer.Exit(EXIT_FAILED)
+
+
+@app.command("profile")
+def profile_command(
+    input: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="Video or audio file.")],
+    save: Annotated[Optional[Path], typer.Option("--save", help="Save the profile (.npz).")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Plot the profile (.png).")] = None,
+    noise_start: NoiseStart = None,
+    noise_end: NoiseEnd = None,
+    noise_file: NoiseFile = None,
+    profile: ProfileOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Estimate the noise profile of a file; save and plot it."""
+    settings = _settings(config, noise=_noise_overrides(noise_start, noise_end, noise_file, profile))
+    from destatic import media, report
+    from destatic.tasks import estimate_file_profile
+
+    with tempfile.TemporaryDirectory(prefix="destatic-profile-") as scratch:
+        try:
+            with console.status(f"reading {input.name}"):
+                audio_wav = Path(scratch) / "audio.wav"
+                media.extract_audio(input, audio_wav)
+                noise_wav = None
+                if settings.noise.mode == "file":
+                    noise_wav = Path(scratch) / "noise.wav"
+                    media.extract_audio(settings.noise.file, noise_wav)
+                noise_profile = estimate_file_profile(audio_wav, settings.noise, noise_wav=noise_wav)
+        except DestaticError as error:
+            console.print(f"[red]failed:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+    if save is not None:
+        noise_profile.save(save)
+        typer.echo(f"profile: {save}")
+    if plot is not None:
+        report.plot_profile(noise_profile.power, noise_profile.sample_rate, plot, title=f"Noise profile of {input.name}")
+        typer.echo(f"plot: {plot}")
+    typer.echo(f"{input.name}: {settings.noise.mode} profile, {noise_profile.sample_rate} Hz, "
+               f"{noise_profile.power.shape[0]} channel(s), {noise_profile.power.shape[-1]} bins")
+
+
+@app.command()
+def artifacts(
+    input: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="A file run before.")],
+    work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (default: settings).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Show where the last run's artifacts of a file are."""
+    settings = _settings(config, paths={"work": work})
+    from destatic.flows import LAST_RUN, work_dir_for
+
+    record_path = work_dir_for(input, settings) / LAST_RUN
+    if not record_path.is_file():
+        console.print(f"no run of {input} recorded under {settings.paths.work}", highlight=False)
+        raise typer.Exit(EXIT_FAILED)
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    work_dir = Path(record["work_dir"])
+    typer.echo(f"work folder: {work_dir}")
+    typer.echo(f"report:      {record['report']}")
+    typer.echo(f"output:      {record['output']}")
+    typer.echo(f"flow run:    {record['flow_run_id']}")
+    typer.echo(f"artifact:    {record['artifact_key']}  (prefect artifact inspect {record['artifact_key']})")
+    for path in sorted(work_dir.iterdir()):
+        typer.echo(f"  {path.name}")

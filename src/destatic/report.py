@@ -1,0 +1,209 @@
+"""Per-file reports: noise-profile plot, before/after spectrograms, markdown.
+
+matplotlib (Agg backend) is imported only when a plot is drawn. Every plot is
+written twice: a full-size PNG in the work folder, and a small one embedded in
+the markdown as a ``data:`` URI so that the Prefect UI shows it inline.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+__all__ = [
+    "markdown_table",
+    "noise_reduction_db",
+    "plot_profile",
+    "plot_spectrograms",
+    "png_data_uri",
+    "render_report",
+]
+
+FULL_DPI = 100
+EMBED_DPI = 40
+SPECTROGRAM_SECONDS = 30.0
+LEVEL_FRAME_S = 0.05
+QUIET_FRACTION = 0.2
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(figure: Any, path: Path) -> str:
+    """Write `figure` to `path` at full size; return a small copy as a data: URI."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=FULL_DPI)
+    small = io.BytesIO()
+    figure.savefig(small, dpi=EMBED_DPI, format="png")
+    _pyplot().close(figure)
+    return "data:image/png;base64," + base64.b64encode(small.getvalue()).decode("ascii")
+
+
+def png_data_uri(path: Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI."""
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
+
+
+def plot_profile(power: np.ndarray, sample_rate: int, path: Path, *, title: str = "Noise profile") -> str:
+    """Plot a noise profile, power per frequency bin, one line per channel.
+
+    Parameters
+    ----------
+    power : np.ndarray [shape=(channels, bins)]
+        Noise power per bin, linear.
+    sample_rate : int
+        Hz; bins span 0..sample_rate/2.
+    path : Path
+        PNG written here.
+
+    Returns
+    -------
+    str
+        A downsampled copy of the plot as a data: URI.
+    """
+    power = np.atleast_2d(np.asarray(power, dtype=np.float64))
+    plt = _pyplot()
+    figure, axes = plt.subplots(figsize=(8, 3))
+    freqs = np.linspace(0.0, sample_rate / 2, power.shape[-1])
+    for channel, row in enumerate(power):
+        axes.plot(freqs, 10 * np.log10(np.maximum(row, 1e-20)), linewidth=1, label=f"channel {channel + 1}")
+    axes.set_xlabel("Frequency (Hz)")
+    axes.set_ylabel("Power (dB)")
+    axes.set_title(title)
+    if power.shape[0] > 1:
+        axes.legend(loc="upper right", fontsize="small")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _mono_head(wav: Path, seconds: float) -> tuple[np.ndarray, int]:
+    with sf.SoundFile(wav) as handle:
+        audio = handle.read(frames=min(handle.frames, round(seconds * handle.samplerate)), dtype="float32", always_2d=True)
+        return audio.mean(axis=1), handle.samplerate
+
+
+def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds: float = SPECTROGRAM_SECONDS) -> str:
+    """Plot the spectrograms of the first `seconds` before and after cleaning, one above the other.
+
+    Returns
+    -------
+    str
+        A downsampled copy of the plot as a data: URI.
+    """
+    plt = _pyplot()
+    figure, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    for ax, wav, label in ((axes[0], before_wav, "before"), (axes[1], after_wav, "after")):
+        audio, sr = _mono_head(wav, seconds)
+        nfft = 1024 if sr > 24000 else 512
+        if len(audio) >= nfft:
+            ax.specgram(audio, NFFT=nfft, Fs=sr, noverlap=nfft // 2, cmap="magma", vmin=-140, vmax=-20)
+        ax.set_ylabel(f"{label}\nHz")
+    axes[1].set_xlabel("Time (s)")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def _frame_energies(wav: Path) -> np.ndarray:
+    """Mean power of consecutive frames of LEVEL_FRAME_S, all channels, read block by block."""
+    with sf.SoundFile(wav) as handle:
+        frame = max(1, round(LEVEL_FRAME_S * handle.samplerate))
+        energies = []
+        for block in handle.blocks(blocksize=frame * 256, dtype="float32", always_2d=True):
+            usable = len(block) // frame * frame
+            if usable:
+                energies.append(np.square(block[:usable], dtype=np.float64).reshape(-1, frame * block.shape[1]).mean(axis=1))
+        return np.concatenate(energies) if energies else np.zeros(0)
+
+
+def noise_reduction_db(before_wav: Path, after_wav: Path) -> float | None:
+    """Estimated noise reduction: power ratio, in dB, over the quietest frames of the input.
+
+    The quietest QUIET_FRACTION of 50 ms frames of the input are taken as noise
+    only; the result is how much quieter the same frames are after cleaning.
+    None when the input is too short or silent.
+    """
+    before, after = _frame_energies(before_wav), _frame_energies(after_wav)
+    count = min(len(before), len(after))
+    if count == 0:
+        return None
+    before, after = before[:count], after[:count]
+    quiet = before <= np.quantile(before, QUIET_FRACTION)
+    noise_before, noise_after = before[quiet].sum(), after[quiet].sum()
+    if noise_before <= 0:
+        return None
+    return float(10 * math.log10(noise_before / max(noise_after, 1e-30)))
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A GitHub-style markdown table, cells escaped."""
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_report(
+    *,
+    source: Path,
+    output: Path | None,
+    streams: Sequence[Mapping[str, Any]],
+    profile_how: str,
+    settings: Mapping[str, Any],
+    step_seconds: Mapping[str, float],
+    reduction_db: float | None,
+    profile_uri: str | None,
+    spectrogram_uri: str | None,
+    files: Mapping[str, Path],
+) -> str:
+    """The markdown report of one file.
+
+    Parameters
+    ----------
+    streams : sequence of mapping
+        One row per input stream (index, type, codec, ...).
+    profile_how : str
+        How the noise profile was made, one line.
+    settings : mapping
+        Flat ``group.field -> value``.
+    step_seconds : mapping
+        Wall time of each step, s.
+    files : mapping
+        Label -> path of the work files worth opening.
+    """
+    reduction = "n/a" if reduction_db is None else f"{reduction_db:.1f} dB"
+    parts = [
+        f"# destatic: {source.name}",
+        f"- input: `{source}`",
+        f"- output: `{output}`" if output else "- output: none",
+        f"- estimated noise reduction: **{reduction}** (quietest {QUIET_FRACTION:.0%} of 50 ms frames)",
+        f"- total step time: {sum(step_seconds.values()):.2f} s",
+        "## Input streams",
+    ]
+    if streams:
+        columns = list(dict.fromkeys(key for stream in streams for key in stream))
+        parts.append(markdown_table(columns, [[stream.get(c, "") for c in columns] for stream in streams]))
+    parts += ["## Noise profile", profile_how]
+    if profile_uri:
+        parts.append(f"![noise profile]({profile_uri})")
+    parts += ["## Steps", markdown_table(["step", "seconds"], [[s, f"{t:.3f}"] for s, t in step_seconds.items()])]
+    if spectrogram_uri:
+        parts += ["## Spectrograms, before and after", f"![before and after]({spectrogram_uri})"]
+    parts += ["## Settings", markdown_table(["setting", "value"], sorted(settings.items()))]
+    parts += ["## Files", markdown_table(["file", "path"], [[label, f"`{path}`"] for label, path in files.items()])]
+    return "\n\n".join(parts) + "\n"

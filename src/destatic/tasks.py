@@ -1,0 +1,361 @@
+"""Prefect tasks: one small step each, calling the DSP core or the media layer.
+
+Every step writes one artifact into the file's work folder and returns its
+path; arrays never travel through Prefect results. Artifacts are named by
+their cache key (``subtract-<key>.npy``), so a key always names the same
+bytes: a downstream key can use the upstream artifact's *name* instead of
+re-reading its bytes, while the files that come from outside (the input, a
+noise recording) are hashed by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from prefect import task
+from prefect.artifacts import update_progress_artifact
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from pydantic import BaseModel
+
+from destatic import dsp, media
+from destatic.errors import BadInputError, TransientError
+from destatic.settings import NoiseSettings, SuppressionSettings
+
+__all__ = [
+    "STEP_VERSIONS",
+    "StepCache",
+    "artifact_path",
+    "deliver",
+    "estimate_file_profile",
+    "export_audio",
+    "extract_audio",
+    "file_digest",
+    "inverse_stft",
+    "is_transient",
+    "profile_noise",
+    "remux",
+    "step_key",
+    "subtract_noise",
+]
+
+# Bump a step's version when its code changes what it writes: old cache entries
+# then stop matching.
+STEP_VERSIONS: dict[str, str] = {
+    "extract": "1",
+    "profile": "1",
+    "subtract": "1",
+    "inverse": "1",
+    "remux": "1",
+    "export": "1",
+}
+KEY_CHARS = 20
+READ_BLOCK = 1 << 16
+GAIN_DTYPE = np.float16
+
+_digests: dict[tuple[int, int, int, int], str] = {}
+_digests_lock = threading.Lock()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, remembered while its inode, size and mtime stay the same.
+
+    Raises
+    ------
+    BadInputError
+        The file is missing, not a regular file, or unreadable.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError as error:
+        raise BadInputError(path, f"cannot be read: {error.strerror}") from None
+    if not os.path.isfile(path):
+        raise BadInputError(path, "is not a regular file")
+    stamp = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    with _digests_lock:
+        known = _digests.get(stamp)
+    if known is not None:
+        return known
+    try:
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as error:
+        raise BadInputError(path, f"cannot be read: {error.strerror}") from None
+    with _digests_lock:
+        _digests[stamp] = digest
+    return digest
+
+
+def _key_part(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return json.loads(value.model_dump_json())
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def step_key(step: str, inputs: Mapping[str, Any], *, content: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> str:
+    """The cache key of one step for these inputs.
+
+    Parameters
+    ----------
+    step : str
+        A key of :data:`STEP_VERSIONS`.
+    inputs : mapping
+        The task's arguments by name.
+    content : tuple of str
+        Arguments naming files from outside the work folder: hashed by their bytes.
+        Every other argument counts by value (paths by name).
+    ignore : tuple of str
+        Arguments that do not change the result (progress handles).
+
+    Returns
+    -------
+    str
+        Hex digest, :data:`KEY_CHARS` characters.
+    """
+    parts: dict[str, Any] = {"step": step, "version": STEP_VERSIONS[step]}
+    for name in sorted(inputs):
+        if name in ignore:
+            continue
+        value = inputs[name]
+        parts[name] = file_digest(Path(value)) if name in content and value is not None else _key_part(value)
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:KEY_CHARS]
+
+
+def artifact_path(work_dir: Path, step: str, key: str, suffix: str) -> Path:
+    """Where step `step` with cache key `key` writes its artifact."""
+    return Path(work_dir) / f"{step}-{key}{suffix}"
+
+
+@dataclass
+class StepCache(CachePolicy):
+    """Cache policy of a step: its key from content, refused when the artifact is gone.
+
+    The key is :func:`step_key` of the task's arguments; when the artifact named
+    by the key is missing (deleted, or a work folder wiped), no key is returned,
+    so the step runs again instead of handing back a path to nothing.
+    """
+
+    step: str = ""
+    suffix: str = ""
+    suffix_from: str | None = None
+    content: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ("progress",)
+
+    def artifact_suffix(self, inputs: Mapping[str, Any]) -> str:
+        """The artifact's file suffix: fixed, or taken from an argument."""
+        if self.suffix_from is None:
+            return self.suffix
+        value = inputs[self.suffix_from]
+        return Path(value).suffix if isinstance(value, Path) else f".{value}"
+
+    def compute_key(
+        self,
+        task_ctx: Any,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        key = step_key(self.step, inputs, content=self.content, ignore=self.ignore)
+        if not artifact_path(inputs["work_dir"], self.step, key, self.artifact_suffix(inputs)).is_file():
+            return None
+        return key
+
+
+def is_transient(task: Any, task_run: TaskRun, state: State) -> bool:
+    """Retry condition: retry a step only after a :class:`TransientError`."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            error = state.result(raise_on_failure=False)
+        except Exception as raised:  # a result that cannot be read is not worth a retry
+            error = raised
+    return isinstance(error, TransientError)
+
+
+def _target(policy: StepCache, work_dir: Path, inputs: dict[str, Any]) -> Path:
+    key = step_key(policy.step, inputs, content=policy.content, ignore=policy.ignore)
+    target = artifact_path(work_dir, policy.step, key, policy.artifact_suffix(inputs))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+_EXTRACT = StepCache(step="extract", suffix=".wav", content=("source",))
+_PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file",))
+_SUBTRACT = StepCache(step="subtract", suffix=".npy")
+_INVERSE = StepCache(step="inverse", suffix=".wav")
+_REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
+_EXPORT = StepCache(step="export", suffix_from="format")
+_STEP_OPTIONS: dict[str, Any] = {"retry_condition_fn": is_transient, "persist_result": True}
+
+
+@task(name="extract_audio", cache_policy=_EXTRACT, **_STEP_OPTIONS)
+def extract_audio(source: Path, work_dir: Path, *, stream: int | None = None) -> Path:
+    """Decode one audio stream of `source` to a float32 WAV in `work_dir`.
+
+    Returns
+    -------
+    Path
+        ``extract-<key>.wav``, native sample rate and channel count.
+    """
+    target = _target(_EXTRACT, work_dir, {"source": source, "work_dir": work_dir, "stream": stream})
+    with media.atomic_output(target) as partial:
+        media.extract_audio(source, partial, stream=stream)
+    return target
+
+
+def _blocks(path: Path, *, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+    """Blocks of a WAV as float32 (frames, channels), read with soundfile."""
+    with sf.SoundFile(path) as handle:
+        yield from handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True, start=start, stop=stop)
+
+
+def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: Path | None = None) -> dsp.NoiseProfile:
+    """Noise profile of a WAV file as `noise` asks, reading it block by block.
+
+    Parameters
+    ----------
+    audio_wav : Path
+        The audio to clean (a WAV written by :func:`extract_audio`).
+    noise : NoiseSettings
+        ``head``: its first ``head_samples``; ``segment``: ``start_s``..``end_s``;
+        ``file``: all of `noise_wav`; ``auto``: tracked over the whole file.
+    noise_wav : Path or None
+        The noise recording as a WAV, for ``mode="file"``.
+
+    Returns
+    -------
+    destatic.dsp.NoiseProfile
+    """
+    info = sf.info(str(audio_wav))
+    sr = info.samplerate
+    if noise.mode == "file":
+        if noise_wav is None:
+            raise ValueError("noise.mode='file' needs noise_wav")
+        noise_info = sf.info(str(noise_wav))
+        if noise_info.samplerate != sr:
+            raise BadInputError(noise.file or noise_wav, f"noise recording at {noise_info.samplerate} Hz, audio at {sr} Hz")
+        blocks = _blocks(noise_wav)
+    elif noise.mode == "head":
+        blocks = _blocks(audio_wav, stop=min(noise.head_samples, info.frames))
+    elif noise.mode == "segment":
+        assert noise.start_s is not None and noise.end_s is not None
+        start, stop = round(noise.start_s * sr), min(round(noise.end_s * sr), info.frames)
+        if start >= stop:
+            raise BadInputError(audio_wav, f"noise segment {noise.start_s}..{noise.end_s} s is outside the audio ({info.duration:.3f} s)")
+        blocks = _blocks(audio_wav, start=start, stop=stop)
+    else:
+        blocks = _blocks(audio_wav)
+    return dsp.profile_from_blocks(blocks, sr, mode=noise.mode)
+
+
+@task(name="profile_noise", cache_policy=_PROFILE, **_STEP_OPTIONS)
+def profile_noise(audio_wav: Path, work_dir: Path, noise: NoiseSettings, *, noise_file: Path | None = None, noise_wav: Path | None = None) -> Path:
+    """Estimate the noise profile of `audio_wav` and save it as ``profile-<key>.npz``."""
+    inputs = {"audio_wav": audio_wav, "work_dir": work_dir, "noise": noise, "noise_file": noise_file, "noise_wav": noise_wav}
+    target = _target(_PROFILE, work_dir, inputs)
+    profile = estimate_file_profile(audio_wav, noise, noise_wav=noise_wav)
+    with media.atomic_output(target) as partial:
+        profile.save(partial)
+    return target
+
+
+def _report_progress(progress: Any, done: int, total: int, *, start: float, span: float) -> None:
+    if progress is not None and total:
+        update_progress_artifact(progress, progress=round(start + span * min(done, total) / total, 1))
+
+
+@task(name="subtract_noise", cache_policy=_SUBTRACT, **_STEP_OPTIONS)
+def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppression: SuppressionSettings, *, progress: Any = None) -> Path:
+    """Compute the suppression gains of `audio_wav` into ``subtract-<key>.npy``.
+
+    The gains, shape (channels, frames, bins), float16, are written chunk by
+    chunk into a memory-mapped ``.npy``, so memory does not grow with duration.
+    """
+    inputs = {"audio_wav": audio_wav, "profile_npz": profile_npz, "work_dir": work_dir, "suppression": suppression, "progress": progress}
+    target = _target(_SUBTRACT, work_dir, inputs)
+    profile = dsp.NoiseProfile.load(profile_npz)
+    info = sf.info(str(audio_wav))
+    frames = dsp.frame_count(info.frames, profile=profile)
+    shape = (info.channels, frames, profile.n_bins)
+    chunks = dsp.compute_gains(_blocks(audio_wav), info.samplerate, profile, method=suppression.method, **suppression.dsp_options())
+    with media.atomic_output(target) as partial:
+        gains = np.lib.format.open_memmap(partial, mode="w+", dtype=GAIN_DTYPE, shape=shape)
+        filled = 0
+        for chunk in chunks:
+            gains[:, filled : filled + chunk.shape[1]] = chunk
+            filled += chunk.shape[1]
+            _report_progress(progress, filled, frames, start=20, span=40)
+        if filled != frames:
+            raise RuntimeError(f"compute_gains gave {filled} frames, frame_count said {frames}")
+        gains.flush()
+        del gains
+    return target
+
+
+def _gain_chunks(gains_npy: Path, *, frames_per_chunk: int = 256) -> Iterator[np.ndarray]:
+    gains = np.load(gains_npy, mmap_mode="r")
+    for start in range(0, gains.shape[1], frames_per_chunk):
+        yield np.asarray(gains[:, start : start + frames_per_chunk], dtype=np.float32)
+
+
+@task(name="inverse_stft", cache_policy=_INVERSE, **_STEP_OPTIONS)
+def inverse_stft(audio_wav: Path, gains_npy: Path, profile_npz: Path, work_dir: Path, *, progress: Any = None) -> Path:
+    """Apply the gains to `audio_wav` and write the cleaned audio, ``inverse-<key>.wav`` (float32)."""
+    inputs = {"audio_wav": audio_wav, "gains_npy": gains_npy, "profile_npz": profile_npz, "work_dir": work_dir, "progress": progress}
+    target = _target(_INVERSE, work_dir, inputs)
+    profile = dsp.NoiseProfile.load(profile_npz)
+    info = sf.info(str(audio_wav))
+    cleaned = dsp.apply_gains(_blocks(audio_wav), info.samplerate, _gain_chunks(gains_npy), profile=profile)
+    with media.atomic_output(target) as partial:
+        with sf.SoundFile(partial, "w", samplerate=info.samplerate, channels=info.channels, subtype="FLOAT", format="WAV") as out:
+            written = 0
+            for block in cleaned:
+                out.write(block)
+                written += len(block)
+                _report_progress(progress, written, info.frames, start=60, span=30)
+    return target
+
+
+@task(name="remux", cache_policy=_REMUX, **_STEP_OPTIONS)
+def remux(source: Path, cleaned_wav: Path, work_dir: Path) -> Path:
+    """Put the cleaned audio back into `source`'s container, the video copied bit for bit."""
+    target = _target(_REMUX, work_dir, {"source": source, "cleaned_wav": cleaned_wav, "work_dir": work_dir})
+    media.remux(source, cleaned_wav, target)
+    return target
+
+
+@task(name="export_audio", cache_policy=_EXPORT, **_STEP_OPTIONS)
+def export_audio(cleaned_wav: Path, work_dir: Path, format: str) -> Path:
+    """Encode the cleaned audio alone as `format` (wav, flac, mp3, m4a, ogg, opus)."""
+    target = _target(_EXPORT, work_dir, {"cleaned_wav": cleaned_wav, "work_dir": work_dir, "format": format})
+    media.export_audio(cleaned_wav, target, format=format)
+    return target
+
+
+@task(name="deliver", cache_policy=NO_CACHE, retry_condition_fn=is_transient)
+def deliver(artifact: Path, output: Path) -> Path:
+    """Copy a finished artifact to where the user wants it, atomically.
+
+    A copy, not a link: editing the delivered file must not corrupt the cache.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with media.atomic_output(output) as partial, open(artifact, "rb") as src, open(partial, "wb") as dst:
+        while chunk := src.read(1 << 22):
+            dst.write(chunk)
+    return output
+
