@@ -242,10 +242,10 @@ def profile_command(
         noise_profile.save(save)
         typer.echo(f"profile: {save}")
     if plot is not None:
-        report.plot_profile(noise_profile.power, noise_profile.sample_rate, plot, title=f"Noise profile of {input.name}")
+        report.plot_profile(noise_profile, plot)
         typer.echo(f"plot: {plot}")
     typer.echo(f"{input.name}: {settings.noise.mode} profile, {noise_profile.sample_rate} Hz, "
-               f"{noise_profile.power.shape[0]} channel(s), {noise_profile.power.shape[-1]} bins")
+               f"{noise_profile.channels} channel(s), {noise_profile.bins} bins")
 
 
 @app.command()

@@ -178,7 +178,7 @@ def _configured(step: Any, settings: Settings) -> Any:
 
 def _write_report(run: _Run, *, audio_wav: Path, profile_npz: Path, cleaned_wav: Path, output: Path) -> Path:
     profile = tasks.dsp.NoiseProfile.load(profile_npz)
-    profile_uri = report.plot_profile(profile.power, profile.sample_rate, run.work_dir / "profile.png")
+    profile_uri = report.plot_profile(profile, run.work_dir / "profile.png")
     spectrogram_uri = report.plot_spectrograms(audio_wav, cleaned_wav, run.work_dir / "spectrograms.png")
     reduction = report.noise_reduction_db(audio_wav, cleaned_wav)
     text = report.render_report(

@@ -57,34 +57,28 @@ def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def plot_profile(power: np.ndarray, sample_rate: int, path: Path, *, title: str = "Noise profile") -> str:
-    """Plot a noise profile, power per frequency bin, one line per channel.
+def plot_profile(profile: Any, path: Path, *, title: str | None = None) -> str:
+    """Plot a noise profile (:class:`destatic.dsp.NoiseProfile`, drawn by its own ``plot``).
 
     Parameters
     ----------
-    power : np.ndarray [shape=(channels, bins)]
-        Noise power per bin, linear.
-    sample_rate : int
-        Hz; bins span 0..sample_rate/2.
+    profile : destatic.dsp.NoiseProfile
+        The profile to draw, power per channel and bin.
     path : Path
         PNG written here.
+    title : str or None
+        None: the profile's own title.
 
     Returns
     -------
     str
         A downsampled copy of the plot as a data: URI.
     """
-    power = np.atleast_2d(np.asarray(power, dtype=np.float64))
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 3))
-    freqs = np.linspace(0.0, sample_rate / 2, power.shape[-1])
-    for channel, row in enumerate(power):
-        axes.plot(freqs, 10 * np.log10(np.maximum(row, 1e-20)), linewidth=1, label=f"channel {channel + 1}")
-    axes.set_xlabel("Frequency (Hz)")
-    axes.set_ylabel("Power (dB)")
-    axes.set_title(title)
-    if power.shape[0] > 1:
-        axes.legend(loc="upper right", fontsize="small")
+    profile.plot(ax=axes)
+    if title is not None:
+        axes.set_title(title)
     figure.tight_layout()
     return _save(figure, path)
 

@@ -218,10 +218,10 @@ def extract_audio(source: Path, work_dir: Path, *, stream: int | None = None) ->
     return target
 
 
-def _blocks(path: Path, *, start: int = 0, stop: int | None = None) -> Iterator[np.ndarray]:
+def _blocks(path: Path) -> Iterator[np.ndarray]:
     """Blocks of a WAV as float32 (frames, channels), read with soundfile."""
     with sf.SoundFile(path) as handle:
-        yield from handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True, start=start, stop=stop)
+        yield from handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True)
 
 
 def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: Path | None = None) -> dsp.NoiseProfile:
@@ -233,7 +233,7 @@ def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: P
         The audio to clean (a WAV written by :func:`extract_audio`).
     noise : NoiseSettings
         ``head``: its first ``head_samples``; ``segment``: ``start_s``..``end_s``;
-        ``file``: all of `noise_wav`; ``auto``: tracked over the whole file.
+        ``file``: all of `noise_wav`; ``auto``: tracked without a noise-only stretch.
     noise_wav : Path or None
         The noise recording as a WAV, for ``mode="file"``.
 
@@ -241,26 +241,24 @@ def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: P
     -------
     destatic.dsp.NoiseProfile
     """
-    info = sf.info(str(audio_wav))
-    sr = info.samplerate
-    if noise.mode == "file":
-        if noise_wav is None:
-            raise ValueError("noise.mode='file' needs noise_wav")
-        noise_info = sf.info(str(noise_wav))
-        if noise_info.samplerate != sr:
-            raise BadInputError(noise.file or noise_wav, f"noise recording at {noise_info.samplerate} Hz, audio at {sr} Hz")
-        blocks = _blocks(noise_wav)
-    elif noise.mode == "head":
-        blocks = _blocks(audio_wav, stop=min(noise.head_samples, info.frames))
-    elif noise.mode == "segment":
-        assert noise.start_s is not None and noise.end_s is not None
-        start, stop = round(noise.start_s * sr), min(round(noise.end_s * sr), info.frames)
-        if start >= stop:
-            raise BadInputError(audio_wav, f"noise segment {noise.start_s}..{noise.end_s} s is outside the audio ({info.duration:.3f} s)")
-        blocks = _blocks(audio_wav, start=start, stop=stop)
+    sample_rate = sf.info(str(audio_wav)).samplerate
+    if noise.mode != "file":
+        source = audio_wav
+    elif noise_wav is None:
+        raise ValueError("noise.mode='file' needs noise_wav")
     else:
-        blocks = _blocks(audio_wav)
-    return dsp.profile_from_blocks(blocks, sr, mode=noise.mode)
+        source = noise_wav
+        noise_rate = sf.info(str(noise_wav)).samplerate
+        if noise_rate != sample_rate:
+            raise BadInputError(noise.file or noise_wav, f"noise recording at {noise_rate} Hz, audio at {sample_rate} Hz")
+    return dsp.profile_from_blocks(
+        _blocks(source),
+        sample_rate,
+        mode=noise.mode,
+        head_samples=noise.head_samples,
+        start_s=noise.start_s,
+        end_s=noise.end_s,
+    )
 
 
 @task(name="profile_noise", cache_policy=_PROFILE, **_STEP_OPTIONS)
@@ -290,8 +288,10 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
     target = _target(_SUBTRACT, work_dir, inputs)
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
-    frames = dsp.frame_count(info.frames, profile=profile)
-    shape = (info.channels, frames, profile.n_bins)
+    frames = dsp.frame_count(
+        info.frames, info.samplerate, n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered
+    )
+    shape = (info.channels, frames, profile.bins)
     chunks = dsp.compute_gains(_blocks(audio_wav), info.samplerate, profile, method=suppression.method, **suppression.dsp_options())
     with media.atomic_output(target) as partial:
         gains = np.lib.format.open_memmap(partial, mode="w+", dtype=GAIN_DTYPE, shape=shape)

@@ -1,0 +1,92 @@
+"""Settings: the order of sources, and bad values failing with the field named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from destatic.errors import ParameterError
+from destatic.settings import Settings, load_settings
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run in an empty folder with no DESTATIC_* variables set."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DESTATIC_CONFIG", raising=False)
+    return tmp_path
+
+
+def test_defaults(in_tmp: Path) -> None:
+    settings = load_settings()
+    assert settings == Settings()
+    assert settings.noise.mode == "auto"
+    assert settings.noise.head_samples == 8192
+    assert settings.output.mode == "remux"
+    assert settings.suppression.dsp_options() == {}
+
+
+def test_each_source_beats_the_next(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Each of the five fields is set by every source from the weakest up to one
+    # level: whichever source is strongest among those that set it must win.
+    (in_tmp / "destatic.toml").write_text(
+        "[watch]\ninterval_s = 1.0\nstable_s = 1.0\nconcurrency = 1\n[runtime]\nretries = 1\n"
+    )
+    (in_tmp / ".env").write_text("DESTATIC_WATCH__INTERVAL_S=2\nDESTATIC_WATCH__STABLE_S=2\nDESTATIC_WATCH__CONCURRENCY=2\n")
+    monkeypatch.setenv("DESTATIC_WATCH__INTERVAL_S", "3")
+    monkeypatch.setenv("DESTATIC_WATCH__STABLE_S", "3")
+    settings = load_settings(watch={"interval_s": 4.0, "stable_s": None})
+    assert settings.watch.interval_s == 4.0  # flag > env > .env > toml
+    assert settings.watch.stable_s == 3.0  # env > .env > toml; a None flag does not count
+    assert settings.watch.concurrency == 2  # .env > toml
+    assert settings.runtime.retries == 1  # toml > default
+    assert settings.runtime.retry_delay_s == Settings.model_fields["runtime"].default.retry_delay_s
+
+
+def test_nested_groups_merge_across_sources(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESTATIC_SUPPRESSION__SMOOTHING", "0.25")
+    settings = load_settings(suppression={"reduction_db": 9})
+    assert settings.suppression.smoothing == 0.25
+    assert settings.suppression.reduction_db == 9
+    assert settings.suppression.dsp_options() == {"reduction_db": 9, "smoothing": 0.25}
+
+
+def test_config_file_named_explicitly(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (in_tmp / "destatic.toml").write_text("[output]\nsuffix = '-toml'\n")
+    other = in_tmp / "other.toml"
+    other.write_text("[output]\nsuffix = '-other'\n")
+    assert load_settings().output.suffix == "-toml"
+    assert load_settings(config=other).output.suffix == "-other"
+    monkeypatch.setenv("DESTATIC_CONFIG", str(other))
+    assert load_settings().output.suffix == "-other"
+    with pytest.raises(ParameterError, match="missing.toml"):
+        load_settings(config=in_tmp / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"suppression": {"reduction_db": -3}}, r"suppression\.reduction_db=-3: Input should be greater than 0"),
+        ({"noise": {"mode": "bogus"}}, r"noise\.mode='bogus': Input should be 'auto', 'head', 'segment' or 'file'"),
+        ({"noise": {"mode": "segment", "start_s": 2.0}}, r"noise: mode='segment' needs both start_s and end_s"),
+        ({"noise": {"mode": "segment", "start_s": 2.0, "end_s": 1.0}}, r"end_s=1\.0 must be greater than start_s=2\.0"),
+        ({"noise": {"mode": "file"}}, r"mode='file' needs file"),
+        ({"output": {"format": "xyz"}}, r"format='xyz' is not one of wav, flac"),
+        ({"watch": {"concurrency": 0}}, r"watch\.concurrency=0: Input should be greater than or equal to 1"),
+        ({"watch": {"colour": 1}}, r"watch\.colour: is not a setting"),
+    ],
+)
+def test_bad_values_name_the_field(in_tmp: Path, overrides: dict, expected: str) -> None:
+    with pytest.raises(ParameterError, match=expected):
+        load_settings(**overrides)
+
+
+def test_bad_environment_value_fails_at_start(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESTATIC_RUNTIME__RETRIES", "many")
+    with pytest.raises(ParameterError, match=r"runtime\.retries='many'"):
+        load_settings()
+
+
+def test_output_format_is_normalised(in_tmp: Path) -> None:
+    assert load_settings(output={"format": ".FLAC"}).output.format == "flac"
