@@ -123,8 +123,13 @@ class SuppressionSettings(_Group):
     """How the noise is taken out; None means the DSP core's default."""
 
     method: str | None = Field(None, description="Suppression method (see destatic.dsp.METHODS); None: the default.")
-    reduction_db: float | None = Field(None, gt=0, le=120, description="Maximum reduction per bin, dB.")
-    smoothing: float | None = Field(None, ge=0, le=1, description="Gain smoothing against musical noise, 0..1.")
+    reduction_db: float | None = Field(None, gt=0, le=120, description="Maximum reduction of any bin, dB; none: the DSP default.")
+    smoothing: float | None = Field(
+        None, ge=0, le=0.999, description="Weight of the previous frame in the prior SNR, 0..0.999; higher: less musical noise."
+    )
+    sensitivity_db: float | None = Field(
+        None, ge=-40, le=40, description="Raise (+) or lower (-) the noise estimate by this many dB."
+    )
 
     @field_validator("method")
     @classmethod
@@ -134,16 +139,19 @@ class SuppressionSettings(_Group):
         from destatic.dsp import METHODS
 
         if value not in METHODS:
-            raise ValueError(f"method={value!r} is not one of {', '.join(sorted(METHODS))}")
+            raise ValueError(f"method={value!r} is not one of {', '.join(METHODS)}")
         return value
 
+    @model_validator(mode="after")
+    def _seed_takes_no_options(self) -> SuppressionSettings:
+        if self.method == "seed" and self.dsp_options():
+            raise ValueError(f"method='seed' reproduces the tutorial and takes no options, got {sorted(self.dsp_options())}")
+        return self
+
     def dsp_options(self) -> dict[str, Any]:
-        """Keyword options for the DSP core, leaving out what it should derive."""
-        return {
-            name: value
-            for name, value in (("reduction_db", self.reduction_db), ("smoothing", self.smoothing))
-            if value is not None
-        }
+        """Keyword options for :func:`destatic.dsp.compute_gains`, leaving out what it should derive."""
+        names = {"reduction_db": "max_reduction_db", "smoothing": "smoothing", "sensitivity_db": "sensitivity_db"}
+        return {option: getattr(self, field) for field, option in names.items() if getattr(self, field) is not None}
 
 
 class WatchSettings(_Group):

@@ -49,7 +49,7 @@ def test_nested_groups_merge_across_sources(in_tmp: Path, monkeypatch: pytest.Mo
     settings = load_settings(suppression={"reduction_db": 9})
     assert settings.suppression.smoothing == 0.25
     assert settings.suppression.reduction_db == 9
-    assert settings.suppression.dsp_options() == {"reduction_db": 9, "smoothing": 0.25}
+    assert settings.suppression.dsp_options() == {"max_reduction_db": 9, "smoothing": 0.25}
 
 
 def test_config_file_named_explicitly(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
