@@ -1,0 +1,38 @@
+"""destatic's signal-processing core: pure numpy/scipy, no files, no Prefect.
+
+One-call use is :func:`denoise`; long recordings stream through
+:func:`denoise_stream`, or through :func:`compute_gains` then
+:func:`apply_gains` when the two steps are run and cached separately.
+"""
+
+from destatic.dsp.engine import (
+    NoiseSpec,
+    apply_gains,
+    compute_gains,
+    denoise,
+    denoise_stream,
+    gain_shape,
+    resolve_profile,
+)
+from destatic.dsp.gains import DEFAULT_METHOD, METHODS, SuppressionOptions
+from destatic.dsp.profile import NoiseProfile, ProfileMode, estimate_profile, profile_from_blocks
+from destatic.dsp.stft import default_n_fft, frame_count
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
+    "NoiseProfile",
+    "NoiseSpec",
+    "ProfileMode",
+    "SuppressionOptions",
+    "apply_gains",
+    "compute_gains",
+    "default_n_fft",
+    "denoise",
+    "denoise_stream",
+    "estimate_profile",
+    "frame_count",
+    "gain_shape",
+    "profile_from_blocks",
+    "resolve_profile",
+]

@@ -1,0 +1,124 @@
+"""Argument checks shared by the DSP core: one place that says what audio is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from numbers import Integral, Real
+
+import numpy as np
+
+from destatic.errors import ParameterError
+
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 192_000
+MAX_CHANNELS = 64
+
+
+def check_sample_rate(sample_rate: int) -> int:
+    """Return ``sample_rate`` as an int, or raise if it is outside 8-192 kHz."""
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, Integral | Real):
+        raise ParameterError(f"sample_rate={sample_rate!r} must be an integer number of Hz")
+    if int(sample_rate) != sample_rate or not (
+        MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE
+    ):
+        raise ParameterError(
+            f"sample_rate={sample_rate!r} must be a whole number of Hz "
+            f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}"
+        )
+    return int(sample_rate)
+
+
+def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
+    """Check audio samples and return them as float32 of shape ``(frames, channels)``.
+
+    Float input is taken as is (full scale is 1.0); integer input is scaled by
+    its type's full scale (int16 by 32768, unsigned types centred first), so
+    nothing is clipped or wrapped.
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(frames,) or (frames, channels)]
+        Samples, real floats or integers.
+    name : str
+        How the argument is called in error messages.
+
+    Returns
+    -------
+    np.ndarray [shape=(frames, channels), dtype=float32]
+        A C-contiguous view or copy.
+
+    Raises
+    ------
+    ParameterError
+        Wrong rank, too many channels, complex or non-numeric samples, NaN or inf.
+    """
+    array = np.asarray(audio)
+    if array.ndim not in (1, 2):
+        raise ParameterError(
+            f"{name} has shape {array.shape}; it must be (frames,) or (frames, channels)"
+        )
+    if array.ndim == 1:
+        array = array[:, np.newaxis]
+    channels = array.shape[1]
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise ParameterError(
+            f"{name} has {channels} channels (shape {array.shape}); 1 to {MAX_CHANNELS} "
+            "are allowed, with time on the first axis: (frames, channels)"
+        )
+    kind = array.dtype.kind
+    if kind == "f":
+        result = np.ascontiguousarray(array, dtype=np.float32)
+        if not np.isfinite(result).all():
+            bad = int(np.count_nonzero(~np.isfinite(result)))
+            raise ParameterError(
+                f"{name} holds {bad} NaN or infinite samples (or values beyond float32); "
+                "only finite samples are allowed"
+            )
+        return result
+    if kind in "iu":
+        info = np.iinfo(array.dtype)
+        scale = (int(info.max) + 1) if kind == "i" else (int(info.max) + 1) // 2
+        offset = 0 if kind == "i" else scale
+        result = array.astype(np.float64)
+        if offset:
+            result -= offset
+        return np.ascontiguousarray(result / scale, dtype=np.float32)
+    if kind == "b":
+        raise ParameterError(f"{name} has boolean samples; numbers are required")
+    raise ParameterError(f"{name} has dtype {array.dtype}; real float or integer samples are required")
+
+
+def iter_array_blocks(audio: np.ndarray, block_size: int) -> Iterator[np.ndarray]:
+    """Yield successive views of ``audio`` (frames first), ``block_size`` frames each."""
+    for start in range(0, audio.shape[0], block_size):
+        yield audio[start : start + block_size]
+
+
+def checked_blocks(blocks: Iterable[np.ndarray], channels: int | None = None) -> Iterator[np.ndarray]:
+    """Validate each block of a stream and check they all have the same channel count."""
+    for index, block in enumerate(blocks):
+        checked = as_audio(block, name=f"block {index}")
+        if channels is None:
+            channels = checked.shape[1]
+        elif checked.shape[1] != channels:
+            raise ParameterError(
+                f"block {index} has {checked.shape[1]} channels but earlier blocks have "
+                f"{channels}; every block of a stream must have the same channels"
+            )
+        yield checked
+
+
+def check_number(
+    name: str,
+    value: float,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    allowed: str,
+) -> float:
+    """Return ``value`` as float if it is finite and within [low, high], else raise."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+        raise ParameterError(f"{name}={value!r} must be {allowed}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ParameterError(f"{name}={value!r} must be {allowed}")
+    return float(value)

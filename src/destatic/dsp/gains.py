@@ -1,0 +1,262 @@
+"""Suppression rules: from noisy spectra and a noise estimate to a real gain per bin.
+
+``seed``
+    The tutorial: ``|Y| - E|N|`` with the original phase and no
+    rectification, i.e. the gain ``1 - E|N| / |Y|`` (negative where the noise
+    estimate exceeds the bin, which flips its phase).
+``subtract``
+    Berouti power subtraction: ``|S|^2 = |Y|^2 - alpha lambda_N`` floored at
+    ``beta lambda_N``, ``alpha`` falling with the frame's SNR.
+``wiener``
+    ``xi / (1 + xi)`` with the decision-directed prior SNR ``xi``.
+``logmmse``
+    Ephraim-Malah log-spectral amplitude estimator with the same ``xi``.
+
+Every rule but ``seed`` is then limited to ``max_reduction_db`` and may be
+smoothed over frequency and time against musical noise.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import scipy.ndimage
+import scipy.signal
+import scipy.special
+
+from destatic.dsp._audio import check_number
+from destatic.dsp.noise import NoiseTracker, smoothing_factor
+from destatic.dsp.profile import NoiseProfile
+from destatic.errors import ParameterError
+
+__all__ = ["DEFAULT_METHOD", "METHODS", "GainComputer", "SuppressionOptions"]
+
+METHODS: tuple[str, ...] = ("seed", "subtract", "wiener", "logmmse")
+DEFAULT_METHOD = "logmmse"
+PRIOR_SNR_FLOOR_DB = -25.0
+
+
+@dataclass(frozen=True)
+class SuppressionOptions:
+    """Controls shared by the ``subtract``, ``wiener`` and ``logmmse`` methods.
+
+    Parameters
+    ----------
+    max_reduction_db : float > 0
+        Largest attenuation of any bin in dB (the gain floor); lower keeps more
+        of the noise but sounds more natural.
+    sensitivity_db : float
+        Raises (positive) or lowers (negative) the noise estimate by this many
+        dB before suppression: more or less aggressive.
+    smoothing : float in [0, 1)
+        Weight of the previous frame in the decision-directed prior SNR
+        (``wiener``, ``logmmse``); higher is smoother with less musical noise.
+    freq_smoothing_hz : float >= 0
+        Width of a triangular smoothing of the gain across frequency; 0 is off.
+    time_smoothing_ms : float >= 0
+        Release time of a one-pole smoothing of the gain over time; 0 is off.
+    over_subtraction : float >= 1 or None
+        ``subtract`` only: the factor ``alpha``; ``None`` derives it per frame
+        from the SNR (Berouti: ``4 - 0.15 SNR_dB``, within 1..5).
+    spectral_floor : float in (0, 1]
+        ``subtract`` only: ``beta``, the residual noise power kept.
+    track_noise : bool or None
+        Keep following the noise while denoising (MCRA); ``None`` tracks only
+        with ``auto`` profiles.
+    """
+
+    max_reduction_db: float = 30.0
+    sensitivity_db: float = 0.0
+    smoothing: float = 0.98
+    freq_smoothing_hz: float = 0.0
+    time_smoothing_ms: float = 0.0
+    over_subtraction: float | None = None
+    spectral_floor: float = 0.01
+    track_noise: bool | None = None
+
+    def __post_init__(self) -> None:
+        check_number("max_reduction_db", self.max_reduction_db, low=0.1, high=200.0,
+                     allowed="a number of dB from 0.1 to 200")
+        check_number("sensitivity_db", self.sensitivity_db, low=-40.0, high=40.0,
+                     allowed="a number of dB from -40 to 40")
+        check_number("smoothing", self.smoothing, low=0.0, high=0.999,
+                     allowed="a number from 0 to 0.999")
+        check_number("freq_smoothing_hz", self.freq_smoothing_hz, low=0.0, high=20_000.0,
+                     allowed="a number of Hz from 0 to 20000")
+        check_number("time_smoothing_ms", self.time_smoothing_ms, low=0.0, high=10_000.0,
+                     allowed="a number of milliseconds from 0 to 10000")
+        if self.over_subtraction is not None:
+            check_number("over_subtraction", self.over_subtraction, low=1.0, high=20.0,
+                         allowed="None or a number from 1 to 20")
+        check_number("spectral_floor", self.spectral_floor, low=1e-6, high=1.0,
+                     allowed="a number in (0, 1]")
+        if self.track_noise not in (None, True, False):
+            raise ParameterError(f"track_noise={self.track_noise!r} must be True, False or None")
+
+    @classmethod
+    def from_options(cls, method: str, options: dict[str, Any]) -> SuppressionOptions:
+        """Build from ``**options``, refusing names that do not exist or do not apply."""
+        allowed = [item.name for item in fields(cls)]
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ParameterError(f"unknown option(s) {unknown}; allowed: {allowed}")
+        if method == "seed" and options:
+            raise ParameterError(
+                f"method='seed' reproduces the tutorial and takes no options, got {sorted(options)}"
+            )
+        return cls(**options)
+
+
+def resolve_method(method: str | None) -> str:
+    """Return the method name, ``None`` meaning the default."""
+    if method is None:
+        return DEFAULT_METHOD
+    if method not in METHODS:
+        raise ParameterError(f"method={method!r} must be one of {METHODS} or None (the default)")
+    return method
+
+
+@functools.lru_cache(maxsize=1)
+def _half_exp1_table() -> tuple[np.ndarray, float, float]:
+    """exp(E1(v) / 2) tabulated on a log2 grid of v, for a fast log-MMSE gain."""
+    low, high, steps = -24.0, 6.0, 4096
+    grid = np.linspace(low, high, steps)
+    values = np.exp(0.5 * scipy.special.exp1(np.exp2(grid)))
+    values[-1] = 1.0
+    return values.astype(np.float32), low, (steps - 1) / (high - low)
+
+
+def _logmmse_factor(v: np.ndarray) -> np.ndarray:
+    table, low, scale = _half_exp1_table()
+    position = (np.log2(np.maximum(v, 1e-30)) - low) * scale
+    np.clip(position, 0, table.size - 1, out=position)
+    index = position.astype(np.int32)
+    np.minimum(index, table.size - 2, out=index)
+    frac = position - index
+    lower = table[index]
+    return lower + frac * (table[index + 1] - lower)
+
+
+def _triangle_kernel(width_bins: float) -> np.ndarray | None:
+    half = int(width_bins // 2)
+    if half < 1:
+        return None
+    kernel = 1.0 - np.abs(np.arange(-half, half + 1)) / (half + 1)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+class GainComputer:
+    """The stateful gain rule of one stream: call it on successive spectra.
+
+    Parameters
+    ----------
+    profile : NoiseProfile
+        Noise estimate, already with the stream's channel count.
+    method : str
+        One of :data:`METHODS`.
+    options : SuppressionOptions
+
+    Notes
+    -----
+    Calling it on ``(channels, frames, bins)`` complex spectra returns float32
+    gains of that shape; the result does not depend on how frames are grouped.
+    """
+
+    def __init__(self, profile: NoiseProfile, method: str, options: SuppressionOptions):
+        self.profile = profile
+        self.method = method
+        self.options = options
+        self.floor = float(10 ** (-options.max_reduction_db / 20))
+        self.scale = float(10 ** (options.sensitivity_db / 10))
+        track = options.track_noise if options.track_noise is not None else profile.mode == "auto"
+        self.tracker = (
+            NoiseTracker(
+                profile.power,
+                sample_rate=profile.sample_rate,
+                n_fft=profile.n_fft,
+                hop_length=profile.hop_length,
+            )
+            if track and method != "seed"
+            else None
+        )
+        self._prior = np.zeros(profile.power.shape, np.float32)
+        self._kernel = _triangle_kernel(
+            options.freq_smoothing_hz * profile.n_fft / profile.sample_rate
+        )
+        self._release = (
+            smoothing_factor(options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length)
+            if options.time_smoothing_ms > 0
+            else 0.0
+        )
+        self._release_state: np.ndarray | None = None
+
+    def __call__(self, spectra: np.ndarray) -> np.ndarray:
+        if spectra.shape[1] == 0:
+            return np.zeros(spectra.shape, np.float32)
+        if self.method == "seed":
+            return self._seed(spectra)
+        power = (spectra.real**2 + spectra.imag**2).astype(np.float32)
+        if self.tracker is not None:
+            noise = self.tracker.update(power)
+        else:
+            noise = np.broadcast_to(self.profile.power[:, np.newaxis, :], power.shape)
+        noise = np.maximum(noise * self.scale, np.float32(1e-30))
+        gamma = np.minimum(power / noise, np.float32(1e6))
+        if self.method == "subtract":
+            gain = self._subtract(gamma, power, noise)
+        else:
+            gain = self._decision_directed(gamma)
+        return self._finish(gain)
+
+    def _seed(self, spectra: np.ndarray) -> np.ndarray:
+        magnitude = np.abs(spectra)
+        safe = np.where(magnitude > 0, magnitude, 1.0)
+        gain = 1.0 - self.profile.magnitude[:, np.newaxis, :] / safe
+        return np.where(magnitude > 0, gain, 0.0).astype(np.float32)
+
+    def _subtract(self, gamma: np.ndarray, power: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        alpha = self.options.over_subtraction
+        if alpha is None:
+            snr_db = 10 * np.log10(
+                np.maximum(power.sum(axis=-1, keepdims=True), 1e-30)
+                / noise.sum(axis=-1, keepdims=True)
+            )
+            alpha = np.clip(4 - 0.15 * snr_db, 1.0, 5.0).astype(np.float32)
+        beta = self.options.spectral_floor
+        ratio = np.maximum(1 - alpha / gamma, beta / gamma)
+        return np.sqrt(ratio)
+
+    def _decision_directed(self, gamma: np.ndarray) -> np.ndarray:
+        a = np.float32(self.options.smoothing)
+        xi_min = np.float32(10 ** (PRIOR_SNR_FLOOR_DB / 10))
+        fresh = (1 - a) * np.maximum(gamma - 1, 0)
+        xi = np.empty_like(gamma)
+        prior = self._prior
+        for frame in range(gamma.shape[1]):
+            current = a * prior + fresh[:, frame]
+            np.maximum(current, xi_min, out=current)
+            xi[:, frame] = current
+            wiener = current / (1 + current)
+            prior = wiener * wiener * gamma[:, frame]
+        self._prior = prior
+        wiener = xi / (1 + xi)
+        if self.method == "wiener":
+            return wiener
+        return wiener * _logmmse_factor(wiener * gamma)
+
+    def _finish(self, gain: np.ndarray) -> np.ndarray:
+        np.clip(gain, self.floor, 1.0, out=gain)
+        if self._kernel is not None:
+            gain = scipy.ndimage.convolve1d(gain, self._kernel, axis=-1, mode="nearest")
+        if self._release:
+            r = self._release
+            if self._release_state is None:
+                self._release_state = (r * gain[:, :1, :]).astype(np.float64)
+            smoothed, self._release_state = scipy.signal.lfilter(
+                [1 - r], [1, -r], gain, axis=1, zi=self._release_state
+            )
+            gain = np.maximum(gain, smoothed)
+        return gain.astype(np.float32, copy=False)

@@ -1,0 +1,468 @@
+"""Noise profiles: how loud the noise is in each channel and frequency bin."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import IO, Any, Literal
+
+import numpy as np
+import scipy.signal
+
+from destatic.dsp._audio import as_audio, check_number, check_sample_rate, checked_blocks, iter_array_blocks
+from destatic.dsp.noise import min_window_frames, minimum_bias, smooth_bins, smoothing_factor, SMOOTHING_SECONDS
+from destatic.dsp.stft import FrameSplitter, resolve_fft_size
+from destatic.errors import ParameterError
+
+__all__ = ["NoiseProfile", "ProfileMode", "estimate_profile", "profile_from_blocks"]
+
+ProfileMode = Literal["head", "segment", "file", "auto"]
+PROFILE_MODES: tuple[str, ...] = ("head", "segment", "file", "auto")
+FORMAT_VERSION = 1
+BLOCK_SIZE = 1 << 16
+
+
+def _frozen_array(values: Any) -> np.ndarray:
+    array = np.array(values, dtype=np.float32, copy=True)
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class NoiseProfile:
+    """Noise power per channel and frequency bin, with the framing it belongs to.
+
+    Parameters
+    ----------
+    power : np.ndarray [shape=(channels, n_fft // 2 + 1)]
+        Mean noise power ``E|N|^2`` of the Hann-windowed, unnormalised STFT.
+    magnitude : np.ndarray [shape=(channels, n_fft // 2 + 1)]
+        Mean magnitude ``E|N|`` (what the ``seed`` method subtracts).
+    sample_rate : int
+        Hz.
+    n_fft, hop_length : int
+        Framing of the STFT the profile was measured with.
+    mode : {'head', 'segment', 'file', 'auto'}
+        How it was made: the first samples, a stretch given in seconds, a
+        separate recording, or minimum statistics over speech.
+    centered : bool
+        ``True`` for librosa's centred framing (the ``seed`` method).
+    details : mapping of str to str, int or float
+        Provenance, e.g. ``{"start_s": 0.0, "end_s": 1.0, "frames": 60}``.
+
+    Notes
+    -----
+    Immutable (arrays are read-only); :meth:`save` / :meth:`load` use ``.npz``
+    with arrays only, no pickle.
+    """
+
+    power: np.ndarray
+    magnitude: np.ndarray
+    sample_rate: int
+    n_fft: int
+    hop_length: int
+    mode: str
+    centered: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        power = _frozen_array(self.power)
+        magnitude = _frozen_array(self.magnitude)
+        check_sample_rate(self.sample_rate)
+        n_fft, hop_length = resolve_fft_size(self.sample_rate, self.n_fft, self.hop_length)
+        bins = n_fft // 2 + 1
+        for name, array in (("power", power), ("magnitude", magnitude)):
+            if array.ndim != 2 or array.shape[1] != bins or array.shape[0] < 1:
+                raise ParameterError(
+                    f"NoiseProfile.{name} has shape {array.shape}; it must be (channels, {bins}) "
+                    f"for n_fft={n_fft}"
+                )
+            if not np.isfinite(array).all() or (array < 0).any():
+                raise ParameterError(f"NoiseProfile.{name} must be finite and non-negative")
+        if power.shape != magnitude.shape:
+            raise ParameterError(
+                f"NoiseProfile.power {power.shape} and magnitude {magnitude.shape} differ in shape"
+            )
+        if self.mode not in PROFILE_MODES:
+            raise ParameterError(f"NoiseProfile.mode={self.mode!r} must be one of {PROFILE_MODES}")
+        object.__setattr__(self, "power", power)
+        object.__setattr__(self, "magnitude", magnitude)
+        object.__setattr__(self, "sample_rate", int(self.sample_rate))
+        object.__setattr__(self, "centered", bool(self.centered))
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @property
+    def channels(self) -> int:
+        """Number of channels profiled."""
+        return self.power.shape[0]
+
+    @property
+    def bins(self) -> int:
+        """``n_fft // 2 + 1``."""
+        return self.power.shape[1]
+
+    @property
+    def frequencies(self) -> np.ndarray:
+        """Centre frequency of each bin in Hz, shape ``(bins,)``."""
+        return np.arange(self.bins) * (self.sample_rate / self.n_fft)
+
+    def power_db(self) -> np.ndarray:
+        """Noise power in dB relative to a full-scale sine's peak bin, ``(channels, bins)``."""
+        full_scale = (np.sum(np.hanning(self.n_fft + 1)[:-1]) / 2) ** 2
+        return 10 * np.log10(np.maximum(self.power / full_scale, 1e-20))
+
+    def for_channels(self, channels: int) -> NoiseProfile:
+        """This profile for ``channels`` channels: itself, or a mono profile repeated."""
+        if channels == self.channels:
+            return self
+        if self.channels != 1:
+            raise ParameterError(
+                f"the noise profile has {self.channels} channels but the audio has {channels}; "
+                "a profile must have the audio's channel count, or 1"
+            )
+        return NoiseProfile(
+            power=np.repeat(self.power, channels, axis=0),
+            magnitude=np.repeat(self.magnitude, channels, axis=0),
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            mode=self.mode,
+            centered=self.centered,
+            details=self.details,
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NoiseProfile):
+            return NotImplemented
+        return (
+            (self.sample_rate, self.n_fft, self.hop_length, self.mode, self.centered)
+            == (other.sample_rate, other.n_fft, other.hop_length, other.mode, other.centered)
+            and dict(self.details) == dict(other.details)
+            and np.array_equal(self.power, other.power)
+            and np.array_equal(self.magnitude, other.magnitude)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def save(self, file: str | os.PathLike[str] | IO[bytes]) -> None:
+        """Write the profile to ``file`` (a path or binary file object) as ``.npz``."""
+        np.savez(
+            file,
+            format_version=np.int64(FORMAT_VERSION),
+            power=self.power,
+            magnitude=self.magnitude,
+            sample_rate=np.int64(self.sample_rate),
+            n_fft=np.int64(self.n_fft),
+            hop_length=np.int64(self.hop_length),
+            mode=np.str_(self.mode),
+            centered=np.bool_(self.centered),
+            details=np.str_(json.dumps(dict(self.details), sort_keys=True)),
+        )
+
+    @classmethod
+    def load(cls, file: str | os.PathLike[str] | IO[bytes]) -> NoiseProfile:
+        """Read a profile written by :meth:`save`; raise ParameterError if it is not one."""
+        try:
+            with np.load(file, allow_pickle=False) as data:
+                version = int(data["format_version"])
+                if version != FORMAT_VERSION:
+                    raise ParameterError(
+                        f"noise profile format_version={version} is not supported "
+                        f"(this destatic reads version {FORMAT_VERSION})"
+                    )
+                return cls(
+                    power=data["power"],
+                    magnitude=data["magnitude"],
+                    sample_rate=int(data["sample_rate"]),
+                    n_fft=int(data["n_fft"]),
+                    hop_length=int(data["hop_length"]),
+                    mode=str(data["mode"]),
+                    centered=bool(data["centered"]),
+                    details=json.loads(str(data["details"])),
+                )
+        except (KeyError, ValueError, OSError) as error:
+            if isinstance(error, ParameterError):
+                raise
+            raise ParameterError(f"{file!r} is not a destatic noise profile (.npz): {error}") from error
+
+    def plot(self, ax: Any = None) -> Any:
+        """Draw the noise spectrum in dB per channel on a matplotlib axes; return the axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(8, 4))
+        db = self.power_db()
+        for channel in range(self.channels):
+            ax.semilogx(self.frequencies[1:], db[channel, 1:], label=f"channel {channel}")
+        ax.set_xlabel("frequency (Hz)")
+        ax.set_ylabel("noise power (dB FS)")
+        ax.set_title(f"noise profile ({self.mode}, {self.sample_rate} Hz, n_fft {self.n_fft})")
+        ax.grid(True, which="both", alpha=0.3)
+        if self.channels > 1:
+            ax.legend()
+        return ax
+
+
+def _derive_mode(
+    mode: str | None, start_s: float | None, end_s: float | None, has_noise_audio: bool
+) -> str:
+    if mode is None:
+        if has_noise_audio:
+            return "file"
+        if start_s is not None or end_s is not None:
+            return "segment"
+        return "auto"
+    if mode not in PROFILE_MODES:
+        raise ParameterError(f"mode={mode!r} must be one of {PROFILE_MODES} or None (derive it)")
+    return mode
+
+
+class _MeanAccumulator:
+    """Mean power and magnitude over the frames of one clip of the stream."""
+
+    def __init__(self, channels: int, n_fft: int, hop_length: int, centered: bool):
+        self.splitter = FrameSplitter(
+            channels, n_fft=n_fft, hop_length=hop_length, centered=centered, padded=centered
+        )
+        self.power = np.zeros((channels, n_fft // 2 + 1))
+        self.magnitude = np.zeros((channels, n_fft // 2 + 1))
+        self.frames = 0
+
+    def add(self, spectra: np.ndarray) -> None:
+        magnitude = np.abs(spectra).astype(np.float64)
+        self.magnitude += magnitude.sum(axis=1)
+        self.power += (magnitude**2).sum(axis=1)
+        self.frames += spectra.shape[1]
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.add(self.splitter.finish())
+        return self.power / self.frames, self.magnitude / self.frames
+
+
+class _MinimumAccumulator:
+    """Minimum statistics over consecutive 1.5 s windows of the smoothed periodogram."""
+
+    def __init__(self, channels: int, sample_rate: int, n_fft: int, hop_length: int):
+        self.splitter = FrameSplitter(channels, n_fft=n_fft, hop_length=hop_length, padded=False)
+        self.overlap = n_fft // hop_length
+        self.window = min_window_frames(sample_rate, hop_length)
+        self.smoothing = smoothing_factor(SMOOTHING_SECONDS, sample_rate, hop_length)
+        self.state: np.ndarray | None = None
+        self.current_min: np.ndarray | None = None
+        self.current_len = 0
+        self.weighted_sum = np.zeros((channels, n_fft // 2 + 1))
+        self.weight = 0
+        self.frames = 0
+
+    def add(self, spectra: np.ndarray) -> None:
+        if spectra.shape[1] == 0:
+            return
+        power = smooth_bins(np.abs(spectra).astype(np.float64) ** 2)
+        a = self.smoothing
+        if self.state is None:
+            self.state = a * power[:, :1, :]
+        smoothed, self.state = scipy.signal.lfilter([1 - a], [1, -a], power, axis=1, zi=self.state)
+        self.frames += smoothed.shape[1]
+        start = 0
+        while start < smoothed.shape[1]:
+            take = min(self.window - self.current_len, smoothed.shape[1] - start)
+            part_min = smoothed[:, start : start + take].min(axis=1)
+            self.current_min = (
+                part_min if self.current_min is None else np.minimum(self.current_min, part_min)
+            )
+            self.current_len += take
+            start += take
+            if self.current_len == self.window:
+                self._close_window()
+
+    def _close_window(self) -> None:
+        if self.current_min is None or self.current_len == 0:
+            return
+        bias = minimum_bias(self.current_len, self.overlap, self.smoothing)
+        self.weighted_sum += self.current_len * bias * self.current_min
+        self.weight += self.current_len
+        self.current_min = None
+        self.current_len = 0
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        self.add(self.splitter.finish())
+        if self.current_len >= max(4, self.window // 4) or self.weight == 0:
+            self._close_window()
+        power = self.weighted_sum / self.weight
+        return power, np.sqrt(np.pi * power) / 2
+
+
+def profile_from_blocks(
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    *,
+    mode: ProfileMode | None = None,
+    head_samples: int = 8192,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    auto_seconds: float = 8.0,
+    n_fft: int | None = None,
+    hop_length: int | None = None,
+    centered: bool = False,
+) -> NoiseProfile:
+    """Measure a noise profile from a stream of blocks, in bounded memory.
+
+    Reading stops as soon as the profile is complete, so a ``head`` or
+    ``auto`` profile of a long file reads only its beginning.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(n,) or (n, channels)]
+        The audio (or, for ``mode='file'``, the noise recording), in order.
+    sample_rate : int
+        Hz, 8000 to 192000.
+    mode : {'auto', 'head', 'segment', 'file'} or None
+        ``head``: the first ``head_samples`` samples are noise only.
+        ``segment``: ``[start_s, end_s)`` seconds are noise only.
+        ``file``: the whole stream is noise only.
+        ``auto``: no noise-only stretch; minimum statistics over the first
+        ``auto_seconds`` (works with speech from the start).
+        ``None`` derives it: ``segment`` if ``start_s`` or ``end_s`` is given,
+        else ``auto``.
+    head_samples : int > 0
+        Length of the ``head`` clip; 8192 as in the seed tutorial.
+    start_s, end_s : float or None
+        Bounds of the ``segment`` clip in seconds (``None``: start / end of stream).
+    auto_seconds : float > 0
+        How much of the stream ``auto`` looks at.
+    n_fft, hop_length : int or None
+        Framing; ``None`` derives it from the sample rate.
+    centered : bool
+        librosa's centred framing, with the clip zero-padded at both ends as
+        ``librosa.stft`` does (the ``seed`` method's profile).
+
+    Returns
+    -------
+    NoiseProfile
+    """
+    sample_rate = check_sample_rate(sample_rate)
+    mode = _derive_mode(mode, start_s, end_s, False)
+    n_fft, hop_length = resolve_fft_size(sample_rate, n_fft, hop_length)
+    if mode == "head":
+        if isinstance(head_samples, bool) or not isinstance(head_samples, int) or head_samples < 1:
+            raise ParameterError(f"head_samples={head_samples!r} must be a positive integer")
+        first, last = 0, head_samples
+    elif mode == "segment":
+        low = 0.0 if start_s is None else check_number(
+            "start_s", start_s, low=0.0, allowed="a non-negative number of seconds"
+        )
+        high = math.inf if end_s is None else check_number(
+            "end_s", end_s, low=0.0, allowed="a non-negative number of seconds"
+        )
+        if high <= low:
+            raise ParameterError(f"end_s={end_s!r} must be greater than start_s={start_s!r}")
+        first = round(low * sample_rate)
+        last = math.inf if high == math.inf else max(round(high * sample_rate), first + 1)
+    elif mode == "auto":
+        seconds = check_number(
+            "auto_seconds", auto_seconds, low=1e-3, allowed="a positive number of seconds"
+        )
+        first, last = 0, max(round(seconds * sample_rate), 1)
+    else:
+        first, last = 0, math.inf
+
+    accumulator: _MeanAccumulator | _MinimumAccumulator | None = None
+    position = 0
+    for block in checked_blocks(blocks):
+        if accumulator is None:
+            channels = block.shape[1]
+            accumulator = (
+                _MinimumAccumulator(channels, sample_rate, n_fft, hop_length)
+                if mode == "auto"
+                else _MeanAccumulator(channels, n_fft, hop_length, centered)
+            )
+        clip = block[max(first - position, 0) : max(last - position, 0)]
+        position += block.shape[0]
+        if clip.shape[0]:
+            accumulator.add(accumulator.splitter.push(clip))
+        if position >= last:
+            break
+    if accumulator is None or accumulator.splitter.n_samples == 0:
+        raise ParameterError(
+            f"no samples to profile: the stream has {position} samples and the "
+            f"{mode} clip starts at sample {first}"
+        )
+    used = accumulator.splitter.n_samples
+    power, magnitude = accumulator.result()
+    details: dict[str, Any] = {
+        "start_s": first / sample_rate,
+        "end_s": (first + used) / sample_rate,
+        "frames": int(accumulator.frames),
+    }
+    return NoiseProfile(
+        power=power,
+        magnitude=magnitude,
+        sample_rate=sample_rate,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        mode=mode,
+        centered=centered,
+        details=details,
+    )
+
+
+def estimate_profile(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    mode: ProfileMode | None = None,
+    head_samples: int = 8192,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    noise_audio: np.ndarray | None = None,
+    auto_seconds: float = 8.0,
+    n_fft: int | None = None,
+    hop_length: int | None = None,
+    centered: bool = False,
+) -> NoiseProfile:
+    """Measure the noise profile of ``audio`` held in memory.
+
+    Same as :func:`profile_from_blocks` (see there for the parameters), plus
+    ``mode='file'`` with a separate noise recording ``noise_audio``
+    (``mode=None`` derives ``file`` when it is given). The noise recording must
+    have the audio's channel count, or one channel (used for every channel).
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(frames,) or (frames, channels)]
+        The recording to denoise.
+    sample_rate : int
+        Hz, of both ``audio`` and ``noise_audio``.
+
+    Returns
+    -------
+    NoiseProfile
+        With as many channels as ``audio``.
+    """
+    samples = as_audio(audio)
+    mode = _derive_mode(mode, start_s, end_s, noise_audio is not None)
+    if mode == "file":
+        if noise_audio is None:
+            raise ParameterError("mode='file' needs noise_audio, a separate noise recording")
+        source = as_audio(noise_audio, name="noise_audio")
+    else:
+        if noise_audio is not None:
+            raise ParameterError(f"noise_audio is only used with mode='file', not mode={mode!r}")
+        source = samples
+    profile = profile_from_blocks(
+        iter_array_blocks(source, BLOCK_SIZE),
+        sample_rate,
+        mode=mode,
+        head_samples=head_samples,
+        start_s=start_s,
+        end_s=end_s,
+        auto_seconds=auto_seconds,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        centered=centered,
+    )
+    return profile.for_channels(samples.shape[1])

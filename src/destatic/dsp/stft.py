@@ -1,0 +1,292 @@
+"""Streaming short-time Fourier transform with exact length and zero delay.
+
+Two framings share one engine:
+
+``aligned`` (destatic's own)
+    Frame ``k`` covers samples ``[k*hop - (n_fft - hop), k*hop + hop)``: every
+    input sample is covered by all ``n_fft // hop`` frames, so the unit-gain
+    round trip is exact at the edges too and nothing wraps around.
+``centered`` (librosa's ``center=True`` with zero padding)
+    Frame ``k`` is centred on sample ``k*hop``; used by the ``seed`` method to
+    reproduce the tutorial.
+
+Analysis and synthesis both use a periodic Hann window; the overlap-add is
+divided by the accumulated squared window (as :func:`librosa.istft` does).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.fft
+
+from destatic.dsp._audio import check_sample_rate
+from destatic.errors import ParameterError
+
+__all__ = [
+    "FrameSplitter",
+    "OverlapAdder",
+    "default_n_fft",
+    "frame_count",
+    "hann_window",
+    "resolve_fft_size",
+]
+
+WINDOW_SECONDS = 0.032
+
+
+def default_n_fft(sample_rate: int) -> int:
+    """FFT size for ``sample_rate``: the smallest power of two spanning >= 32 ms.
+
+    256 at 8 kHz, 512 at 16 kHz, 1024 at 22.05 kHz, 2048 at 44.1/48 kHz, 8192 at
+    192 kHz: 32-46 ms windows, long enough to resolve hum harmonics and short
+    enough for speech.
+    """
+    sample_rate = check_sample_rate(sample_rate)
+    return 1 << math.ceil(math.log2(sample_rate * WINDOW_SECONDS))
+
+
+def resolve_fft_size(
+    sample_rate: int, n_fft: int | None = None, hop_length: int | None = None
+) -> tuple[int, int]:
+    """Return ``(n_fft, hop_length)``, deriving ``None`` ones (hop is ``n_fft // 4``)."""
+    if n_fft is None:
+        n_fft = default_n_fft(sample_rate)
+    if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < 16 or n_fft % 2:
+        raise ParameterError(f"n_fft={n_fft!r} must be an even integer >= 16")
+    if hop_length is None:
+        hop_length = n_fft // 4
+    if (
+        isinstance(hop_length, bool)
+        or not isinstance(hop_length, int)
+        or hop_length < 1
+        or n_fft % hop_length
+        or n_fft // hop_length < 2
+    ):
+        raise ParameterError(
+            f"hop_length={hop_length!r} must be a positive integer dividing n_fft={n_fft} "
+            "at least twice (n_fft // 4 is the default)"
+        )
+    return n_fft, hop_length
+
+
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window of length ``n_fft`` (float32), as ``scipy.signal.get_window('hann')``."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def _lead(n_fft: int, hop_length: int, centered: bool) -> int:
+    return n_fft // 2 if centered else n_fft - hop_length
+
+
+def frame_count(
+    n_samples: int,
+    sample_rate: int | None = None,
+    *,
+    n_fft: int | None = None,
+    hop_length: int | None = None,
+    centered: bool = False,
+) -> int:
+    """Number of STFT frames the engine makes for ``n_samples`` samples.
+
+    Lets a caller preallocate a gain array of shape
+    ``(channels, frame_count(...), n_fft // 2 + 1)``.
+
+    Parameters
+    ----------
+    n_samples : int >= 0
+        Input length in samples (per channel).
+    sample_rate : int or None
+        Used to derive ``n_fft`` when it is ``None``.
+    n_fft, hop_length : int or None
+        FFT size and hop; ``None`` derives them as :func:`resolve_fft_size` does.
+    centered : bool
+        ``True`` for librosa's centred framing (the ``seed`` method).
+
+    Returns
+    -------
+    int
+        ``ceil(n / hop) + n_fft / hop - 1`` aligned, ``1 + n // hop`` centred, 0 for no samples.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 0:
+        raise ParameterError(f"n_samples={n_samples!r} must be a non-negative integer")
+    if n_fft is None and sample_rate is None:
+        raise ParameterError("frame_count needs sample_rate or n_fft")
+    n_fft, hop_length = resolve_fft_size(
+        sample_rate if sample_rate is not None else 8000, n_fft, hop_length
+    )
+    n_samples = int(n_samples)
+    if n_samples == 0:
+        return 0
+    if centered:
+        return 1 + n_samples // hop_length
+    return -(-n_samples // hop_length) + n_fft // hop_length - 1
+
+
+class FrameSplitter:
+    """Cut a stream of sample blocks into Hann-windowed spectra.
+
+    Parameters
+    ----------
+    channels : int
+        Channel count of every block.
+    n_fft, hop_length : int
+        FFT size and hop, in samples.
+    centered : bool
+        Framing: ``False`` aligned (default), ``True`` librosa-centred.
+
+    Notes
+    -----
+    :meth:`push` takes blocks of shape ``(n, channels)`` and returns the spectra
+    of the frames it completes, shape ``(channels, frames, n_fft // 2 + 1)``
+    complex64; :meth:`finish` zero-pads the end and returns the rest, so the
+    total is :func:`frame_count` of the samples pushed.
+
+    With ``padded=False`` only frames lying wholly inside the stream are made
+    (one zero-padded frame if the stream is shorter than ``n_fft``): for noise
+    profiles, where padding would bias the estimate low.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        n_fft: int,
+        hop_length: int,
+        centered: bool = False,
+        padded: bool = True,
+    ):
+        self.channels = channels
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.centered = centered
+        self.padded = padded
+        self.n_samples = 0
+        self.frames_done = 0
+        self._window = hann_window(n_fft)
+        lead = _lead(n_fft, hop_length, centered) if padded else 0
+        self._pending = np.zeros((channels, lead), np.float32)
+
+    @property
+    def bins(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def _spectra(self, n_frames: int) -> np.ndarray:
+        if n_frames <= 0:
+            return np.zeros((self.channels, 0, self.bins), np.complex64)
+        frames = np.lib.stride_tricks.sliding_window_view(self._pending, self.n_fft, axis=1)
+        frames = frames[:, : (n_frames - 1) * self.hop_length + 1 : self.hop_length]
+        spectra = scipy.fft.rfft(frames * self._window, axis=-1)
+        self._pending = self._pending[:, n_frames * self.hop_length :].copy()
+        self.frames_done += n_frames
+        return spectra.astype(np.complex64, copy=False)
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Add a ``(n, channels)`` float32 block; return the spectra it completes."""
+        if block.shape[0] == 0:
+            return self._spectra(0)
+        self.n_samples += block.shape[0]
+        self._pending = np.concatenate([self._pending, block.T], axis=1)
+        available = self._pending.shape[1]
+        n_frames = (available - self.n_fft) // self.hop_length + 1 if available >= self.n_fft else 0
+        return self._spectra(n_frames)
+
+    def finish(self) -> np.ndarray:
+        """Zero-pad the end of the stream and return the remaining spectra."""
+        if not self.padded:
+            remaining = 1 if self.frames_done == 0 and self.n_samples > 0 else 0
+        else:
+            remaining = (
+                frame_count(
+                    self.n_samples,
+                    n_fft=self.n_fft,
+                    hop_length=self.hop_length,
+                    centered=self.centered,
+                )
+                - self.frames_done
+            )
+        if remaining <= 0:
+            return self._spectra(0)
+        needed = (remaining - 1) * self.hop_length + self.n_fft
+        shortfall = needed - self._pending.shape[1]
+        if shortfall > 0:
+            self._pending = np.pad(self._pending, ((0, 0), (0, shortfall)))
+        return self._spectra(remaining)
+
+
+class OverlapAdder:
+    """Turn a stream of spectra back into samples (inverse of :class:`FrameSplitter`).
+
+    :meth:`push` takes spectra ``(channels, frames, bins)`` and returns the
+    samples they complete, ``(n, channels)`` float32, with the framing's lead
+    trimmed so output sample ``i`` lines up with input sample ``i``. Set
+    :attr:`limit` to the input length before the last push; :meth:`finish`
+    returns whatever is still owed up to it.
+    """
+
+    def __init__(self, channels: int, *, n_fft: int, hop_length: int, centered: bool = False):
+        self.channels = channels
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.limit: int | None = None
+        self.emitted = 0
+        self._lead = _lead(n_fft, hop_length, centered)
+        self._to_skip = self._lead
+        self._window = hann_window(n_fft)
+        tail = n_fft - hop_length
+        self._tail = np.zeros((channels, tail), np.float32)
+        self._tail_weight = np.zeros(tail, np.float32)
+        self._ratio = n_fft // hop_length
+
+    def _emit(self, samples: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        nonzero = weight > np.finfo(np.float32).tiny
+        samples[:, nonzero] /= weight[nonzero]
+        if self._to_skip:
+            skip = min(self._to_skip, samples.shape[1])
+            samples = samples[:, skip:]
+            self._to_skip -= skip
+        if self.limit is not None:
+            samples = samples[:, : max(self.limit - self.emitted, 0)]
+        self.emitted += samples.shape[1]
+        return np.ascontiguousarray(samples.T)
+
+    def push(self, spectra: np.ndarray) -> np.ndarray:
+        """Overlap-add ``spectra``; return the completed samples ``(n, channels)``."""
+        n_frames = spectra.shape[1]
+        if n_frames == 0:
+            return np.zeros((0, self.channels), np.float32)
+        hop = self.hop_length
+        frames = scipy.fft.irfft(spectra, n=self.n_fft, axis=-1).astype(np.float32, copy=False)
+        frames *= self._window
+        length = (n_frames - 1) * hop + self.n_fft
+        total = np.zeros((self.channels, length), np.float32)
+        weight = np.zeros(length, np.float32)
+        tail = self._tail.shape[1]
+        total[:, :tail] += self._tail
+        weight[:tail] += self._tail_weight
+        squared = self._window**2
+        parts = frames.reshape(self.channels, n_frames, self._ratio, hop)
+        for part in range(self._ratio):
+            start = part * hop
+            total[:, start : start + n_frames * hop] += parts[:, :, part, :].reshape(
+                self.channels, n_frames * hop
+            )
+            weight[start : start + n_frames * hop] += np.tile(
+                squared[start : start + hop], n_frames
+            )
+        done = n_frames * hop
+        self._tail = total[:, done:].copy()
+        self._tail_weight = weight[done:].copy()
+        return self._emit(total[:, :done], weight[:done])
+
+    def finish(self) -> np.ndarray:
+        """Return the samples still owed up to :attr:`limit` (zeros past the last frame)."""
+        if self.limit is None:
+            raise ParameterError("OverlapAdder.finish needs limit set to the input length")
+        samples = self._emit(self._tail.copy(), self._tail_weight.copy())
+        owed = self.limit - self.emitted
+        if owed > 0:
+            samples = np.concatenate([samples, np.zeros((owed, self.channels), np.float32)])
+            self.emitted += owed
+        return samples
