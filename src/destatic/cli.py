@@ -244,7 +244,7 @@ def profile_command(
     if plot is not None:
         report.plot_profile(noise_profile, plot)
         typer.echo(f"plot: {plot}")
-    typer.echo(f"{input.name}: {settings.noise.mode} profile, {noise_profile.sample_rate} Hz, "
+    typer.echo(f"{input.name}: {noise_profile.mode} profile, {noise_profile.sample_rate} Hz, "
                f"{noise_profile.channels} channel(s), {noise_profile.bins} bins")
 
 

@@ -117,12 +117,13 @@ def _flat_settings(settings: Settings) -> dict[str, Any]:
 
 def _profile_how(settings: Settings) -> str:
     noise = settings.noise
+    mode = noise.resolved_mode(settings.suppression.method)
     return {
-        "auto": "auto: noise floor tracked over the whole file (no noise-only stretch needed)",
-        "head": f"head: the first {noise.head_samples} samples",
-        "segment": f"segment: {noise.start_s} s to {noise.end_s} s of the input",
-        "file": f"file: the separate recording `{noise.file}`",
-    }[noise.mode]
+        "auto": "auto: noise floor tracked by minimum statistics (no noise-only stretch needed)",
+        "head": f"head: the first {noise.head_samples} samples are taken as noise only",
+        "segment": f"segment: {noise.start_s} s to {noise.end_s} s of the input are noise only",
+        "file": f"file: the separate noise recording `{noise.file}`",
+    }[mode]
 
 
 def _stream_rows(source: Path) -> list[dict[str, Any]]:
@@ -289,7 +290,12 @@ def _denoise(run: _Run, output: Path | None) -> Path:
             noise_file = settings.noise.file.absolute()
             noise_wav = _configured(tasks.extract_audio, settings)(noise_file, run.work_dir)
         profile_npz = _configured(tasks.profile_noise, settings)(
-            audio_wav, run.work_dir, settings.noise, noise_file=noise_file, noise_wav=noise_wav
+            audio_wav,
+            run.work_dir,
+            settings.noise,
+            method=settings.suppression.method,
+            noise_file=noise_file,
+            noise_wav=noise_wav,
         )
     with _timed(run, "subtract"):
         gains_npy = _configured(tasks.subtract_noise, settings)(

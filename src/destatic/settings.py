@@ -99,8 +99,10 @@ AUDIO_FORMATS = ("wav", "flac", "mp3", "m4a", "ogg", "opus")
 class NoiseSettings(_Group):
     """How the noise profile is made (see :func:`destatic.dsp.estimate_profile`)."""
 
-    mode: Literal["auto", "head", "segment", "file"] = Field(
-        "auto", description="auto: track the noise floor; head: first samples; segment: start..end; file: a noise recording."
+    mode: Literal["auto", "head", "segment", "file"] | None = Field(
+        None,
+        description="auto: track the noise floor; head: first samples; segment: start..end; file: a noise recording; "
+        "none: auto (head for the seed method).",
     )
     head_samples: int = Field(8192, gt=0, description="Samples read for mode=head.")
     start_s: float | None = Field(None, ge=0, description="Start of the noise-only stretch (mode=segment), seconds.")
@@ -117,6 +119,12 @@ class NoiseSettings(_Group):
         if self.mode == "file" and self.file is None:
             raise ValueError("mode='file' needs file, the path of a noise-only recording")
         return self
+
+    def resolved_mode(self, method: str | None) -> str:
+        """The profile mode to use with `method`: as set, else ``head`` for ``seed`` and ``auto`` otherwise."""
+        if self.mode is not None:
+            return self.mode
+        return "head" if method == "seed" else "auto"
 
 
 class SuppressionSettings(_Group):

@@ -61,7 +61,7 @@ STEP_VERSIONS: dict[str, str] = {
 }
 KEY_CHARS = 20
 READ_BLOCK = 1 << 16
-GAIN_DTYPE = np.float16
+GAIN_DTYPE = np.float32
 
 _digests: dict[tuple[int, int, int, int], str] = {}
 _digests_lock = threading.Lock()
@@ -224,7 +224,14 @@ def _blocks(path: Path) -> Iterator[np.ndarray]:
         yield from handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True)
 
 
-def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: Path | None = None) -> dsp.NoiseProfile:
+def _framing(method: str | None) -> dict[str, Any]:
+    """STFT framing the profile must share with the suppression `method`; empty: derive it."""
+    return dict(dsp.engine.SEED_FRAMING) if method == "seed" else {}
+
+
+def estimate_file_profile(
+    audio_wav: Path, noise: NoiseSettings, *, method: str | None = None, noise_wav: Path | None = None
+) -> dsp.NoiseProfile:
     """Noise profile of a WAV file as `noise` asks, reading it block by block.
 
     Parameters
@@ -234,6 +241,8 @@ def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: P
     noise : NoiseSettings
         ``head``: its first ``head_samples``; ``segment``: ``start_s``..``end_s``;
         ``file``: all of `noise_wav`; ``auto``: tracked without a noise-only stretch.
+    method : str or None
+        The suppression method the profile is for (``seed`` has its own framing).
     noise_wav : Path or None
         The noise recording as a WAV, for ``mode="file"``.
 
@@ -242,7 +251,8 @@ def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: P
     destatic.dsp.NoiseProfile
     """
     sample_rate = sf.info(str(audio_wav)).samplerate
-    if noise.mode != "file":
+    mode = noise.resolved_mode(method)
+    if mode != "file":
         source = audio_wav
     elif noise_wav is None:
         raise ValueError("noise.mode='file' needs noise_wav")
@@ -254,19 +264,35 @@ def estimate_file_profile(audio_wav: Path, noise: NoiseSettings, *, noise_wav: P
     return dsp.profile_from_blocks(
         _blocks(source),
         sample_rate,
-        mode=noise.mode,
+        mode=mode,
         head_samples=noise.head_samples,
         start_s=noise.start_s,
         end_s=noise.end_s,
+        **_framing(method),
     )
 
 
 @task(name="profile_noise", cache_policy=_PROFILE, **_STEP_OPTIONS)
-def profile_noise(audio_wav: Path, work_dir: Path, noise: NoiseSettings, *, noise_file: Path | None = None, noise_wav: Path | None = None) -> Path:
+def profile_noise(
+    audio_wav: Path,
+    work_dir: Path,
+    noise: NoiseSettings,
+    *,
+    method: str | None = None,
+    noise_file: Path | None = None,
+    noise_wav: Path | None = None,
+) -> Path:
     """Estimate the noise profile of `audio_wav` and save it as ``profile-<key>.npz``."""
-    inputs = {"audio_wav": audio_wav, "work_dir": work_dir, "noise": noise, "noise_file": noise_file, "noise_wav": noise_wav}
+    inputs = {
+        "audio_wav": audio_wav,
+        "work_dir": work_dir,
+        "noise": noise,
+        "method": method,
+        "noise_file": noise_file,
+        "noise_wav": noise_wav,
+    }
     target = _target(_PROFILE, work_dir, inputs)
-    profile = estimate_file_profile(audio_wav, noise, noise_wav=noise_wav)
+    profile = estimate_file_profile(audio_wav, noise, method=method, noise_wav=noise_wav)
     with media.atomic_output(target) as partial:
         profile.save(partial)
     return target
@@ -281,17 +307,15 @@ def _report_progress(progress: Any, done: int, total: int, *, start: float, span
 def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppression: SuppressionSettings, *, progress: Any = None) -> Path:
     """Compute the suppression gains of `audio_wav` into ``subtract-<key>.npy``.
 
-    The gains, shape (channels, frames, bins), float16, are written chunk by
+    The gains, shape (channels, frames, bins), float32, are written chunk by
     chunk into a memory-mapped ``.npy``, so memory does not grow with duration.
     """
     inputs = {"audio_wav": audio_wav, "profile_npz": profile_npz, "work_dir": work_dir, "suppression": suppression, "progress": progress}
     target = _target(_SUBTRACT, work_dir, inputs)
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
-    frames = dsp.frame_count(
-        info.frames, info.samplerate, n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered
-    )
-    shape = (info.channels, frames, profile.bins)
+    _, frames, bins = dsp.gain_shape(info.frames, profile)
+    shape = (info.channels, frames, bins)
     chunks = dsp.compute_gains(_blocks(audio_wav), info.samplerate, profile, method=suppression.method, **suppression.dsp_options())
     with media.atomic_output(target) as partial:
         gains = np.lib.format.open_memmap(partial, mode="w+", dtype=GAIN_DTYPE, shape=shape)

@@ -21,7 +21,9 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_defaults(in_tmp: Path) -> None:
     settings = load_settings()
     assert settings == Settings()
-    assert settings.noise.mode == "auto"
+    assert settings.noise.mode is None
+    assert settings.noise.resolved_mode(None) == "auto"
+    assert settings.noise.resolved_mode("seed") == "head"
     assert settings.noise.head_samples == 8192
     assert settings.output.mode == "remux"
     assert settings.suppression.dsp_options() == {}

@@ -1,0 +1,100 @@
+"""Clean a few sample files with the pipeline on Prefect's embedded server.
+
+Uses the real recordings in ``../shared/media`` when present; otherwise
+generates a noisy clip (a tone sweep under white hiss and 50 Hz hum, in an mp4
+with a test-pattern video) with numpy and ffmpeg. Prints where the outputs,
+reports and Prefect artifacts are. Run through ``make demo``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MEDIA_DIR = REPO_ROOT.parent / "shared" / "media"
+OUT = REPO_ROOT / "out" / "demo"
+SAMPLES = ("video/chaplin.mp4", "video/bbaf2n.mpg", "pairs/noizeus")
+
+os.environ.setdefault("PREFECT_HOME", str(REPO_ROOT / ".prefect"))
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _noizeus_file() -> Path | None:
+    folder = MEDIA_DIR / "pairs" / "noizeus"
+    candidates = sorted(folder.glob("*_sn5.wav")) or sorted(folder.glob("*.wav"))
+    return candidates[0] if candidates else None
+
+
+def real_samples() -> list[Path]:
+    """A video with speech, a talking-head mpg and a noisy NOIZEUS sentence, when present."""
+    found = [MEDIA_DIR / rel for rel in SAMPLES[:2] if (MEDIA_DIR / rel).is_file()]
+    noizeus = _noizeus_file()
+    return found + ([noizeus] if noizeus else [])
+
+
+def generated_sample(folder: Path) -> Path:
+    """A 6 s mp4: a test pattern with a tone sweep under hiss and hum."""
+    import imageio_ffmpeg
+
+    rate = 48000
+    rng = np.random.default_rng(7)
+    t = np.arange(6 * rate) / rate
+    sweep = 0.3 * np.sin(2 * np.pi * (300 * t + 60 * t**2)) * (t > 1.0)
+    hum = sum(0.02 / k * np.sin(2 * np.pi * 50 * k * t) for k in range(1, 6))
+    noisy = np.stack([sweep + hum + 0.03 * rng.standard_normal(t.size) for _ in range(2)], axis=1)
+    folder.mkdir(parents=True, exist_ok=True)
+    wav, mp4 = folder / "generated.wav", folder / "generated-noisy.mp4"
+    sf.write(wav, noisy.astype(np.float32), rate, subtype="FLOAT")
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+        "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25:duration=6", "-i", str(wav),
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-shortest", str(mp4),
+    ]
+    subprocess.run(command, check=True)
+    wav.unlink()
+    return mp4
+
+
+def main() -> int:
+    from destatic.flows import LAST_RUN, denoise_file, work_dir_for
+    from destatic.settings import load_settings
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    samples = real_samples() if MEDIA_DIR.is_dir() else []
+    if not samples:
+        print(f"{MEDIA_DIR} not found: generating a noisy clip")
+        samples = [generated_sample(OUT / "input")]
+    settings = load_settings(paths={"work": OUT / "work", "quarantine": OUT / "quarantine"})
+    print(f"cleaning {len(samples)} file(s) with Prefect's embedded server (PREFECT_HOME={os.environ['PREFECT_HOME']})")
+    failed = 0
+    for source in samples:
+        started = time.perf_counter()
+        target = OUT / f"{source.stem}-clean{source.suffix}"
+        try:
+            denoise_file(source, settings, output=target, quarantine_bad=False)
+        except Exception as error:  # the demo reports and goes on
+            failed += 1
+            print(f"FAILED {source.name}: {error}")
+            continue
+        work = work_dir_for(source, settings)
+        print(f"\n{source.name}  ({time.perf_counter() - started:.1f} s)")
+        print(f"  output:    {target}")
+        print(f"  report:    {work / 'report.md'}")
+        print(f"  plots:     {work / 'profile.png'}, {work / 'spectrograms.png'}")
+        print(f"  last run:  {work / LAST_RUN}")
+    print("\nPrefect artifacts (markdown reports with the plots inline):")
+    print(f"  PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent / 'prefect'} artifact ls")
+    print("  or open the UI: make the same PREFECT_HOME, run `prefect server start`, browse http://127.0.0.1:4200/artifacts")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
