@@ -204,7 +204,7 @@ class GainComputer:
         else:
             noise = np.broadcast_to(self.profile.power[:, np.newaxis, :], power.shape)
         noise = np.maximum(noise * self.scale, np.float32(1e-30))
-        gamma = np.minimum(power / noise, np.float32(1e6))
+        gamma = np.clip(power / noise, np.float32(1e-10), np.float32(1e6))
         if self.method == "subtract":
             gain = self._subtract(gamma, power, noise)
         else:

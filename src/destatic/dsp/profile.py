@@ -380,7 +380,8 @@ def profile_from_blocks(
                 if mode == "auto"
                 else _MeanAccumulator(channels, n_fft, hop_length, centered)
             )
-        clip = block[max(first - position, 0) : max(last - position, 0)]
+        stop = None if last == math.inf else max(last - position, 0)
+        clip = block[max(first - position, 0) : stop]
         position += block.shape[0]
         if clip.shape[0]:
             accumulator.add(accumulator.splitter.push(clip))

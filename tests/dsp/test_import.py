@@ -1,0 +1,17 @@
+"""``import destatic`` stays light: no Prefect, librosa or matplotlib."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_import_destatic_does_not_import_heavy_packages():
+    code = (
+        "import sys, destatic, destatic.dsp\n"
+        "heavy = [m for m in ('prefect', 'librosa', 'matplotlib', 'numba') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+    assert "denoise" in dir(__import__("destatic"))
