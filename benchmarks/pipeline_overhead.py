@@ -1,0 +1,221 @@
+"""Pipeline figures: Prefect overhead, cached re-runs, a 10-minute video against ffmpeg afftdn.
+
+Starts its own local ``prefect server start`` (a private PREFECT_HOME under
+benchmarks/out/) and prints one table:
+
+- overhead per file: wall time of the denoise-file flow minus the time of the
+  same steps called directly (the tasks' own functions, no Prefect), on short
+  real clips; target <= 1.5 s;
+- a cached re-run of an unchanged file; target <= 1 s;
+- ``destatic run`` on a 10-minute 640x360 h264/aac video against
+  ``ffmpeg -i in.mp4 -af afftdn -c:v copy out.mp4`` on the same file in the
+  same run; target <= 1.5x;
+- a cold ``destatic run`` of a 3-second clip with the embedded server (no
+  PREFECT_API_URL), with a fresh and with a warm PREFECT_HOME.
+
+Usage: ``python benchmarks/pipeline_overhead.py [--minutes 10] [--skip-long]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MEDIA_DIR = REPO_ROOT.parent / "shared" / "media"
+OUT = REPO_ROOT / "benchmarks" / "out" / "pipeline"
+CLIPS = ("video/bbaf2n.mpg", "video/brbk7n.mpg", "video/lbax4n.mpg", "video/lbbc2a.mpg", "video/pwij3p.mpg")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _base_env(prefect_home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DESTATIC_"))}
+    env.update(
+        PREFECT_HOME=str(prefect_home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+        DO_NOT_TRACK="1",
+    )
+    return env
+
+
+def start_server(prefect_home: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``prefect server start`` on a free port; return it and its API URL once healthy."""
+    port = _free_port()
+    env = _base_env(prefect_home)
+    log = open(OUT / "server.log", "w")
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return server, url
+        except OSError:
+            time.sleep(0.5)
+    server.terminate()
+    raise RuntimeError(f"prefect server did not start; see {OUT / 'server.log'}")
+
+
+def make_long_video(path: Path, minutes: float) -> None:
+    """A 640x360 h264 + aac (48 kHz stereo) test video: a tone sweep under hiss and hum."""
+    import imageio_ffmpeg
+
+    seconds = int(minutes * 60)
+    audio = (
+        "aevalsrc='0.2*sin(2*PI*(220+110*sin(2*PI*t/7))*t)+0.03*sin(2*PI*50*t)"
+        f"|0.2*sin(2*PI*(330+90*sin(2*PI*t/5))*t)+0.03*sin(2*PI*50*t)':s=48000:d={seconds}"
+    )
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error",
+        "-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=25:duration={seconds}",
+        "-f", "lavfi", "-i", audio,
+        "-f", "lavfi", "-i", f"anoisesrc=color=pink:amplitude=0.05:sample_rate=48000:duration={seconds}",
+        "-filter_complex", "[2:a]aformat=channel_layouts=stereo[n];[1:a][n]amix=inputs=2:normalize=0[a]",
+        "-map", "0:v", "-map", "[a]",
+        "-c:v", "libx264", "-preset", "ultrafast", "-crf", "28", "-g", "250",
+        "-c:a", "aac", "-b:a", "160k", str(path),
+    ]
+    subprocess.run(command, check=True)
+
+
+def timed(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{command[:3]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return elapsed
+
+
+def direct_steps(source: Path, work: Path) -> float:
+    """The pipeline's steps called directly (the tasks' functions, no Prefect, no caching)."""
+    from destatic import media, tasks
+    from destatic.settings import load_settings
+
+    settings = load_settings()
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    audio = work / "audio.wav"
+    media.extract_audio(source, audio)
+    profile_path = work / "profile.npz"
+    tasks.estimate_file_profile(audio, settings.noise).save(profile_path)
+    gains = tasks.subtract_noise.fn(audio, profile_path, work, settings.suppression)
+    cleaned = tasks.inverse_stft.fn(audio, gains, profile_path, work)
+    media.remux(source, cleaned, work / f"out{source.suffix}")
+    return time.perf_counter() - started
+
+
+def flow_overhead(clips: list[Path], scratch: Path) -> tuple[list[float], list[float], list[float]]:
+    """Flow wall time, direct time and cached re-run time per clip (run in this process)."""
+    from destatic.flows import denoise_file
+    from destatic.settings import load_settings
+
+    flow_times, direct_times, cached_times = [], [], []
+    for index, clip in enumerate(clips):
+        settings = load_settings(paths={"work": scratch / f"work{index}", "quarantine": scratch / "q"})
+        direct_times.append(direct_steps(clip, scratch / f"direct{index}"))
+        started = time.perf_counter()
+        denoise_file(clip, settings, output=scratch / f"flow{index}{clip.suffix}", quarantine_bad=False)
+        flow_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        denoise_file(clip, settings, output=scratch / f"again{index}{clip.suffix}", quarantine_bad=False)
+        cached_times.append(time.perf_counter() - started)
+    return flow_times, direct_times, cached_times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the long video")
+    parser.add_argument("--skip-long", action="store_true", help="skip the long-video comparison")
+    args = parser.parse_args()
+
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir(parents=True)
+    prefect_home = OUT / "prefect-home"
+    server, api_url = start_server(prefect_home)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        os.environ.update(_base_env(prefect_home))
+        os.environ["PREFECT_API_URL"] = api_url
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+        clips = [MEDIA_DIR / rel for rel in CLIPS if (MEDIA_DIR / rel).is_file()]
+        if not clips:
+            print(f"{MEDIA_DIR} missing: no real clips", file=sys.stderr)
+            return 1
+        scratch = OUT / "overhead"
+        with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            denoise_warm = flow_overhead(clips[:1], OUT / "warm-up")  # imports, first API calls
+            flow_t, direct_t, cached_t = flow_overhead(clips, scratch)
+        overhead = [f - d for f, d in zip(flow_t, direct_t)]
+        rows.append((f"flow on {len(clips)} x 3 s clips, median", f"{statistics.median(flow_t):.2f} s", "", ""))
+        rows.append(("same steps without Prefect, median", f"{statistics.median(direct_t):.2f} s", "", ""))
+        rows.append(("orchestration overhead per file, median (max)",
+                     f"{statistics.median(overhead):.2f} s ({max(overhead):.2f})", "<= 1.5 s",
+                     "ok" if statistics.median(overhead) <= 1.5 else "MISSED"))
+        rows.append(("cached re-run of an unchanged file, median (max)",
+                     f"{statistics.median(cached_t):.2f} s ({max(cached_t):.2f})", "<= 1 s",
+                     "ok" if statistics.median(cached_t) <= 1.0 else "MISSED"))
+        del denoise_warm
+
+        cli = [str(Path(sys.executable).parent / "destatic"), "run"]
+        server_env = {**_base_env(prefect_home), "PREFECT_API_URL": api_url}
+        if not args.skip_long:
+            import imageio_ffmpeg
+
+            long_video = OUT / "long.mp4"
+            started = time.perf_counter()
+            make_long_video(long_video, args.minutes)
+            print(f"made a {args.minutes:g}-minute video in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+            ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(long_video),
+                      "-af", "afftdn", "-c:v", "copy", str(OUT / "afftdn.mp4")]
+            peer = timed(ffmpeg, server_env)
+            ours = timed([*cli, str(long_video), "-o", str(OUT / "long-clean.mp4"), "--work", str(OUT / "work-long")], server_env)
+            again = timed([*cli, str(long_video), "-o", str(OUT / "long-again.mp4"), "--work", str(OUT / "work-long")], server_env)
+            rows.append((f"ffmpeg -af afftdn -c:v copy, {args.minutes:g} min video", f"{peer:.1f} s", "", ""))
+            rows.append((f"destatic run, same video (CLI, local server)", f"{ours:.1f} s = {ours / peer:.2f}x afftdn",
+                         "<= 1.5x", "ok" if ours / peer <= 1.5 else "MISSED"))
+            rows.append(("destatic run again, cached (CLI process)", f"{again:.1f} s", "", ""))
+
+        clip = clips[0]
+        fresh_home = OUT / "cold-home"
+        cold_env = _base_env(fresh_home)
+        first = timed([*cli, str(clip), "-o", str(OUT / f"cold1{clip.suffix}"), "--work", str(OUT / "work-cold1")], cold_env)
+        warm = timed([*cli, str(clip), "-o", str(OUT / f"cold2{clip.suffix}"), "--work", str(OUT / "work-cold2")], cold_env)
+        rows.append(("cold destatic run, 3 s clip, embedded server, fresh PREFECT_HOME", f"{first:.1f} s", "", ""))
+        rows.append(("cold destatic run, 3 s clip, embedded server, warm PREFECT_HOME", f"{warm:.1f} s", "", ""))
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'figure':<{width}}  {'measured':<28}  {'target':<9}  status")
+    for name, value, target, status in rows:
+        print(f"{name:<{width}}  {value:<28}  {target:<9}  {status}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

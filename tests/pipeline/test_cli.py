@@ -1,0 +1,109 @@
+"""The destatic command through typer's CliRunner: exit codes, outputs, flags in step with Settings."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from destatic.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("command", [[], ["run"], ["watch"], ["profile"], ["artifacts"]])
+def test_help_everywhere(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Usage" in result.output
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["run", "missing.wav"], "does not exist"),
+        (["run", "{speech}", "--noise-file", "{speech}", "--profile", "head"], "choose one of"),
+        (["run", "{speech}", "--noise-start", "1"], "go together"),
+        (["run", "{speech}", "--reduction-db", "-3"], "suppression.reduction_db=-3.0"),
+        (["run", "{speech}", "--method", "magic"], "method='magic' is not one of"),
+        (["run", "{speech}", "--format", "doc"], "format='doc' is not one of"),
+        (["bogus"], "No such command"),
+    ],
+)
+def test_bad_usage_exits_2(in_tmp: Path, speech_wav: Path, arguments: list[str], message: str) -> None:
+    result = runner.invoke(app, [a.format(speech=speech_wav) for a in arguments])
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_one_file_to_a_named_output(in_tmp: Path, speech_wav: Path) -> None:
+    output = in_tmp / "clean" / "speech.flac"
+    result = runner.invoke(app, ["run", str(speech_wav), "-o", str(output), "--work", str(in_tmp / "work")])
+    assert result.exit_code == 0, result.output
+    assert sf.info(str(output)).format == "FLAC"
+    assert sf.info(str(output)).frames == sf.info(str(speech_wav)).frames
+
+    shown = runner.invoke(app, ["artifacts", str(speech_wav), "--work", str(in_tmp / "work")])
+    assert shown.exit_code == 0, shown.output
+    assert "report.md" in shown.output and "destatic-speech-" in shown.output
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_run_many_files_one_bad_exits_1(in_tmp: Path, speech_wav: Path) -> None:
+    bad = in_tmp / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEnot really")
+    folder = in_tmp / "cleaned"
+    folder.mkdir()
+    result = runner.invoke(app, ["run", str(speech_wav), str(bad), "-o", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert (folder / "speech-clean.wav").is_file()
+    assert bad.exists(), "run must not move the user's files"
+    assert "bad.wav" in result.output
+
+
+def test_artifacts_of_a_file_never_run(in_tmp: Path, speech_wav: Path) -> None:
+    result = runner.invoke(app, ["artifacts", str(speech_wav)])
+    assert result.exit_code == 1
+    assert "no run of" in result.output
+
+
+def test_profile_saves_and_plots(in_tmp: Path, speech_wav: Path) -> None:
+    from destatic.dsp import NoiseProfile
+
+    result = runner.invoke(app, ["profile", str(speech_wav), "--save", "p.npz", "--plot", "p.png", "--profile", "head"])
+    assert result.exit_code == 0, result.output
+    profile = NoiseProfile.load(in_tmp / "p.npz")
+    assert profile.mode == "head" and profile.sample_rate == sf.info(str(speech_wav)).samplerate
+    assert np.all(profile.power > 0)
+    assert (in_tmp / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_watch_once(in_tmp: Path, speech_wav: Path) -> None:
+    inbox = in_tmp / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    (inbox / "sub" / "s.wav").write_bytes(speech_wav.read_bytes())
+    result = runner.invoke(app, ["watch", str(inbox), "--outbox", "out", "--stable", "0", "--once"])
+    assert result.exit_code == 0, result.output
+    assert (in_tmp / "out" / "sub" / "s.wav").is_file()
+    assert (in_tmp / "done" / "sub" / "s.wav").is_file()
+
+
+def test_run_flags_default_to_the_settings_defaults() -> None:
+    # None on every optional flag: the Settings defaults (or weaker sources) apply.
+    from destatic.cli import run
+
+    for name, parameter in inspect.signature(run).parameters.items():
+        if name not in ("inputs", "audio_only"):
+            assert parameter.default is None, name

@@ -1,0 +1,221 @@
+"""The denoise-file flow under a real Prefect server: caching, retries, quarantine, artifacts."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+STEPS = ("extract_audio", "profile_noise", "subtract_noise", "inverse_stft", "export_audio")
+
+
+def _run(task_runs, source: Path, settings, **kwargs):
+    from destatic.flows import denoise_file
+
+    state = denoise_file(source, settings, return_state=True, **kwargs)
+    runs = task_runs(state.state_details.flow_run_id, expected=len(STEPS) + 1)
+    return state, runs
+
+
+def _cached(runs: dict, name: str) -> bool:
+    (run,) = runs[name]
+    return run.state.name == "Cached"
+
+
+def test_rerun_hits_the_cache_and_partial_change_reruns_only_what_follows(task_runs, speech_wav: Path, make_settings, tmp_path: Path) -> None:
+    output = tmp_path / "out" / "speech.flac"
+    first_state, first = _run(task_runs, speech_wav, make_settings(), output=output)
+    assert first_state.is_completed(), first_state.message
+    assert not any(_cached(first, step) for step in STEPS)
+    cleaned_first, rate = sf.read(output, dtype="float32")
+    noisy, noisy_rate = sf.read(speech_wav, dtype="float32")
+    assert rate == noisy_rate and cleaned_first.shape == noisy.shape
+    assert np.sum(cleaned_first**2) < np.sum(noisy**2)
+
+    output.unlink()
+    state, again = _run(task_runs, speech_wav, make_settings(), output=output)
+    assert state.is_completed()
+    assert all(_cached(again, step) for step in STEPS)
+    assert np.array_equal(sf.read(output, dtype="float32")[0], cleaned_first)
+
+    state, changed = _run(task_runs, speech_wav, make_settings(suppression={"reduction_db": 6}), output=output)
+    assert state.is_completed()
+    assert _cached(changed, "extract_audio") and _cached(changed, "profile_noise")
+    assert not any(_cached(changed, step) for step in ("subtract_noise", "inverse_stft", "export_audio"))
+    cleaned_6db = sf.read(output, dtype="float32")[0]
+    assert np.sum(cleaned_6db**2) > np.sum(cleaned_first**2)
+
+
+def test_deleted_artifact_is_recomputed_not_returned_stale(task_runs, speech_wav: Path, make_settings, tmp_path: Path) -> None:
+    settings = make_settings()
+    output = tmp_path / "speech.wav"
+    state, _ = _run(task_runs, speech_wav, settings, output=output)
+    assert state.is_completed()
+    (profile_npz,) = settings.paths.work.glob("*/profile-*.npz")
+    (extracted,) = settings.paths.work.glob("*/extract-*.wav")
+    profile_npz.unlink()
+    extracted.unlink()
+    state, runs = _run(task_runs, speech_wav, settings, output=output)
+    assert state.is_completed()
+    assert not _cached(runs, "extract_audio") and not _cached(runs, "profile_noise")
+    assert profile_npz.is_file() and extracted.is_file()
+
+
+def test_changed_input_bytes_miss_the_cache(task_runs, speech_wav: Path, make_settings, tmp_path: Path) -> None:
+    settings = make_settings()
+    _run(task_runs, speech_wav, settings, output=tmp_path / "a.wav")
+    audio, rate = sf.read(speech_wav, dtype="float32")
+    sf.write(speech_wav, audio * 0.5, rate, subtype="FLOAT")
+    state, runs = _run(task_runs, speech_wav, settings, output=tmp_path / "b.wav")
+    assert state.is_completed()
+    assert not any(_cached(runs, step) for step in STEPS)
+
+
+def _flaky_ffmpeg(folder: Path) -> Path:
+    """An ffmpeg that gets killed (SIGKILL) on its first call, then runs the real one."""
+    import imageio_ffmpeg
+
+    script = folder / "ffmpeg"
+    marker = folder / "killed-once"
+    script.write_text(
+        textwrap.dedent(
+            f"""\
+            #!/bin/sh
+            if [ ! -e '{marker}' ]; then
+                : > '{marker}'
+                kill -9 $$
+            fi
+            exec '{imageio_ffmpeg.get_ffmpeg_exe()}' "$@"
+            """
+        )
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return script
+
+
+def test_transient_failure_is_retried(task_runs, denoise_runs, speech_wav: Path, tmp_path: Path) -> None:
+    # A separate process, so that its ffmpeg is the flaky one from the start.
+    from prefect.settings import PREFECT_API_URL
+
+    script = _flaky_ffmpeg(tmp_path)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "DESTATIC_FFMPEG": str(script),
+        "DESTATIC_RUNTIME__RETRIES": "2",
+        "DESTATIC_RUNTIME__RETRY_DELAY_S": "0",
+        "DESTATIC_PATHS__WORK": str(tmp_path / "work"),
+    }
+    command = [sys.executable, "-m", "destatic", "run", str(speech_wav), "-o", str(tmp_path / "out.wav")]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert (tmp_path / "killed-once").exists(), "the flaky ffmpeg was not used"
+    assert done.returncode == 0, done.stderr
+    assert sf.info(str(tmp_path / "out.wav")).frames == sf.info(str(speech_wav)).frames
+    (flow_run,) = denoise_runs(speech_wav)
+    runs = task_runs(flow_run.id, expected=len(STEPS) + 1)
+    (extract,) = runs["extract_audio"]
+    assert extract.run_count == 2
+
+
+def test_bad_input_is_not_retried_and_is_quarantined(make_settings, task_runs, rng: np.random.Generator) -> None:
+    from destatic.flows import denoise_file
+
+    settings = make_settings(runtime={"retries": 3})
+    bad = settings.paths.inbox / "sub" / "noise.mp4"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(rng.bytes(4096))
+    state = denoise_file(bad, settings, relative=Path("sub/noise.mp4"), return_state=True)
+    assert state.is_failed()
+    runs = task_runs(state.state_details.flow_run_id, expected=1)
+    (extract,) = runs["extract_audio"]
+    assert extract.run_count == 1
+    assert not bad.exists()
+    moved = settings.paths.quarantine / "sub" / "noise.mp4"
+    assert moved.is_file()
+    note = (settings.paths.quarantine / "sub" / "noise.mp4.error.txt").read_text()
+    assert "step: extract" in note and "time: " in note
+    reason = next(line for line in note.splitlines() if line.startswith("reason: ")).removeprefix("reason: ")
+    assert reason and reason in state.message
+
+
+def test_bad_input_from_run_stays_where_it_is(make_settings, tmp_path: Path) -> None:
+    from destatic.errors import BadInputError
+    from destatic.flows import denoise_file
+
+    settings = make_settings()
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    with pytest.raises(BadInputError):
+        denoise_file(empty, settings, quarantine_bad=False)
+    assert empty.exists()
+    assert not settings.paths.quarantine.exists()
+
+
+def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_path: Path) -> None:
+    from prefect.artifacts import Artifact
+
+    from destatic import media
+    from destatic.flows import LAST_RUN, denoise_file, report_key, work_dir_for
+
+    settings = make_settings()
+    output = denoise_file(short_video, settings)
+    assert output == short_video.with_name("talk-clean.mpg")
+    before, after = media.probe(short_video), media.probe(output)
+    assert [s.kind for s in after.streams] == [s.kind for s in before.streams]
+
+    work = work_dir_for(short_video, settings)
+    for name in ("report.md", "profile.png", "spectrograms.png", LAST_RUN):
+        assert (work / name).is_file(), name
+    artifact = Artifact.get(report_key(short_video))
+    assert artifact is not None and artifact.type == "markdown"
+    text = artifact.data
+    assert "data:image/png;base64," in text
+    for heading in ("## Input streams", "## Noise profile", "## Steps", "## Settings"):
+        assert heading in text
+    assert "estimated noise reduction" in text and "suppression.reduction_db" in text
+
+
+def test_long_file_gets_a_progress_artifact(make_settings, tmp_path: Path, rng: np.random.Generator) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from destatic.flows import LONG_FILE_S, denoise_file
+
+    rate = 8000
+    long_wav = tmp_path / "long.wav"
+    seconds = LONG_FILE_S + 1
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(long_wav, (0.2 * np.sin(2 * np.pi * 440 * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32), rate)
+    state = denoise_file(long_wav, make_settings(), output=tmp_path / "long-clean.wav", return_state=True)
+    assert state.is_completed()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]))
+        )
+    progress = [a for a in artifacts if a.type == "progress"]
+    assert len(progress) == 1 and progress[0].data == 100.0
+
+
+def test_step_keys_follow_content_and_settings(speech_wav: Path, tmp_path: Path) -> None:
+    from destatic.settings import SuppressionSettings
+    from destatic.tasks import step_key
+
+    inputs = {"audio_wav": speech_wav, "work_dir": tmp_path, "suppression": SuppressionSettings()}
+    base = step_key("subtract", inputs)
+    assert step_key("subtract", inputs) == base
+    assert step_key("subtract", {**inputs, "suppression": SuppressionSettings(reduction_db=6)}) != base
+    assert step_key("inverse", inputs) != base
+    by_content = step_key("extract", {"source": speech_wav, "work_dir": tmp_path}, content=("source",))
+    os.utime(speech_wav, (1, 1))
+    assert step_key("extract", {"source": speech_wav, "work_dir": tmp_path}, content=("source",)) == by_content
+    speech_wav.write_bytes(speech_wav.read_bytes() + b"\0")
+    assert step_key("extract", {"source": speech_wav, "work_dir": tmp_path}, content=("source",)) != by_content

@@ -1,0 +1,128 @@
+"""The inbox watcher: stable files, atomic claims, outbox mirror, done/, quarantine, two watchers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+
+def _drop(inbox: Path, relative: str, source: Path) -> Path:
+    target = inbox / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
+def test_find_ready_waits_for_stable_files_and_skips_hidden(tmp_path: Path) -> None:
+    from destatic.flows import find_ready
+
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    (inbox / ".hidden").mkdir()
+    for name in ("old.wav", "sub/old.mp4", "fresh.wav", "notes.txt", ".dot.wav", ".hidden/x.wav"):
+        (inbox / name).write_bytes(b"x")
+    long_ago = time.time() - 60
+    for name in ("old.wav", "sub/old.mp4", "notes.txt", ".dot.wav", ".hidden/x.wav"):
+        os.utime(inbox / name, (long_ago, long_ago))
+    assert find_ready(inbox, stable_s=30) == [Path("old.wav"), Path("sub/old.mp4")]
+    assert Path("fresh.wav") in find_ready(inbox, stable_s=0)
+
+
+def test_claim_is_exclusive_and_moves_the_file_out_of_the_inbox(tmp_path: Path) -> None:
+    from destatic.flows import CLAIM_DIR, claim, find_ready
+
+    inbox = tmp_path / "inbox"
+    (inbox / "a").mkdir(parents=True)
+    (inbox / "a" / "clip.wav").write_bytes(b"data")
+    first = claim(inbox, Path("a/clip.wav"))
+    assert first is not None and first.path.read_bytes() == b"data"
+    assert first.path.is_relative_to(inbox / CLAIM_DIR)
+    assert claim(inbox, Path("a/clip.wav")) is None
+    assert find_ready(inbox, stable_s=0) == []
+
+
+def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
+    from destatic.flows import claim, release_stale_claims
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "clip.wav").write_bytes(b"data")
+    taken = claim(inbox, Path("clip.wav"))
+    assert taken is not None
+    assert release_stale_claims(inbox) == []  # its owner, this process, is alive
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    owner = json.loads((taken.folder / "owner.json").read_text())
+    (taken.folder / "owner.json").write_text(json.dumps({**owner, "pid": int(dead.stdout)}))
+    assert release_stale_claims(inbox) == [Path("clip.wav")]
+    assert (inbox / "clip.wav").read_bytes() == b"data"
+    assert not taken.folder.exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_watch_processes_mirrors_and_goes_on_past_bad_files(make_settings, speech_wav: Path, rng: np.random.Generator) -> None:
+    from prefect.artifacts import Artifact
+
+    from destatic.flows import watch_inbox
+
+    settings = make_settings()
+    inbox = settings.paths.inbox
+    _drop(inbox, "a.wav", speech_wav)
+    _drop(inbox, "deep/er/b.wav", speech_wav)
+    (inbox / "broken.mp4").write_bytes(rng.bytes(2048))
+    rows = watch_inbox(settings)
+    by_file = {row["file"]: row for row in rows}
+    assert set(by_file) == {"a.wav", "deep/er/b.wav", "broken.mp4"}
+    assert by_file["a.wav"]["status"] == by_file["deep/er/b.wav"]["status"] == "done"
+    assert by_file["broken.mp4"]["status"] == "failed" and by_file["broken.mp4"]["reason"]
+
+    for relative in ("a.wav", "deep/er/b.wav"):
+        out, rate = sf.read(settings.paths.outbox / relative)
+        assert rate == sf.info(str(speech_wav)).samplerate and len(out) == sf.info(str(speech_wav)).frames
+        assert (settings.paths.done / relative).read_bytes() == speech_wav.read_bytes()
+    assert (settings.paths.quarantine / "broken.mp4").is_file()
+    assert "step: extract" in (settings.paths.quarantine / "broken.mp4.error.txt").read_text()
+    assert sorted(p.name for p in inbox.iterdir()) in ([], [".processing"])
+    assert not any((inbox / ".processing").iterdir()) if (inbox / ".processing").exists() else True
+
+    table = Artifact.get("destatic-watch")
+    assert table is not None and table.type == "table"
+    assert {row["file"] for row in json.loads(table.data)} == set(by_file)
+    assert watch_inbox(settings) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_two_watchers_process_each_file_exactly_once(make_settings, denoise_runs, speech_wav: Path, tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL
+
+    settings = make_settings()
+    names = [f"f{i}.wav" for i in range(8)]
+    for name in names:
+        _drop(settings.paths.inbox, name, speech_wav)
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "DESTATIC_PATHS__OUTBOX": str(settings.paths.outbox),
+        "DESTATIC_PATHS__WORK": str(settings.paths.work),
+        "DESTATIC_PATHS__DONE": str(settings.paths.done),
+        "DESTATIC_PATHS__QUARANTINE": str(settings.paths.quarantine),
+        "DESTATIC_WATCH__STABLE_S": "0",
+    }
+    command = [sys.executable, "-m", "destatic", "watch", str(settings.paths.inbox), "--once"]
+    watchers = [subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    logs = [watcher.communicate(timeout=300)[0] for watcher in watchers]
+    assert [watcher.returncode for watcher in watchers] == [0, 0], logs
+    assert sorted(p.name for p in settings.paths.outbox.iterdir()) == names
+    assert sorted(p.name for p in settings.paths.done.iterdir()) == names
+    claimed = settings.paths.inbox / ".processing"
+    runs = denoise_runs(claimed, under=True)
+    assert len(runs) == len(names), [run.parameters for run in runs]
+    assert sorted(Path(run.parameters["path"]).name for run in runs) == names
