@@ -1,0 +1,30 @@
+"""ffmpeg media layer: probe, extract, remux and export, safely and atomically.
+
+Uses the ffmpeg binary shipped by imageio-ffmpeg (or ``$DESTATIC_FFMPEG``).
+No Prefect here: the pipeline calls these functions from its tasks.
+"""
+
+from destatic.media.atomic import atomic_output
+from destatic.media.audio import AudioTrack, export_audio, extract_audio, read_audio
+from destatic.media.probe import MediaInfo, StreamInfo, probe
+from destatic.media.remux import remux
+
+VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg")
+"""Video container suffixes destatic accepts as input (lowercase)."""
+
+AUDIO_SUFFIXES: tuple[str, ...] = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".oga", ".opus")
+"""Audio file suffixes destatic accepts as input (lowercase)."""
+
+__all__ = [
+    "AUDIO_SUFFIXES",
+    "VIDEO_SUFFIXES",
+    "AudioTrack",
+    "MediaInfo",
+    "StreamInfo",
+    "atomic_output",
+    "export_audio",
+    "extract_audio",
+    "probe",
+    "read_audio",
+    "remux",
+]

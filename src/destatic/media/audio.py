@@ -1,0 +1,280 @@
+"""Audio in and out: decode one stream to a float WAV, encode cleaned audio alone."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from destatic.errors import BadInputError, ParameterError
+from destatic.media import _ffmpeg
+from destatic.media.atomic import atomic_output
+from destatic.media.probe import MediaInfo, StreamInfo, probe
+
+__all__ = ["AudioTrack", "EXPORT_FORMATS", "export_audio", "extract_audio", "read_audio", "select_audio_stream"]
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """A decoded audio stream written as a float32 WAV by :func:`extract_audio`.
+
+    Attributes
+    ----------
+    path : Path
+        The WAV file (RF64 when over 4 GiB).
+    sample_rate : int
+        Hz, the stream's native rate.
+    channels : int
+        The stream's native channel count.
+    frames : int
+        Samples per channel, exactly as decoded.
+    start_time : float
+        Seconds at which the stream starts in its container's timeline (see
+        :attr:`StreamInfo.start_time`); the WAV itself has no timestamps.
+    offset : float
+        ``start_time`` minus the container's start: where the audio sits
+        relative to the file's first timestamp, which is what A/V sync needs.
+    codec : str
+        The source stream's codec, e.g. ``"aac"``.
+    stream : int
+        The source stream's index in its file.
+    """
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+    start_time: float
+    offset: float
+    codec: str
+    stream: int
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio."""
+        return self.frames / self.sample_rate
+
+
+def select_audio_stream(info: MediaInfo, stream: int | None) -> StreamInfo:
+    """The audio stream to work on: `stream` (a file stream index) or the default one.
+
+    Raises
+    ------
+    destatic.errors.BadInputError
+        The file has no audio stream.
+    destatic.errors.ParameterError
+        `stream` is not the index of an audio stream of the file.
+    """
+    audio = info.audio_streams
+    if not audio:
+        kinds = ", ".join(s.kind for s in info.streams) or "no streams"
+        raise BadInputError(info.path, f"has no audio stream ({kinds})")
+    if stream is None:
+        chosen = info.default_audio_stream
+        assert chosen is not None
+        return chosen
+    for candidate in audio:
+        if candidate.index == stream:
+            return candidate
+    allowed = ", ".join(str(s.index) for s in audio)
+    raise ParameterError(f"stream={stream!r} is not an audio stream of {info.path.name!r}; its audio streams are {allowed}")
+
+
+def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str, *, stream: int | None = None) -> AudioTrack:
+    """Decode one audio stream of `path` to a float32 WAV at its native rate and channel count.
+
+    No resampling, no mixing, no trimming: the WAV holds exactly the samples
+    the decoder produces (container edit lists and encoder priming applied, as
+    any player would). The stream's start offset is returned, not written, so
+    that :func:`destatic.media.remux` can put the cleaned audio back in sync.
+    `dest_wav` is written atomically.
+
+    Parameters
+    ----------
+    path : path-like
+        A video or audio file.
+    dest_wav : path-like
+        Where to write the WAV (RF64 when larger than 4 GiB).
+    stream : int or None
+        Index of the audio stream in the file (:attr:`StreamInfo.index`);
+        None takes the default audio stream.
+
+    Returns
+    -------
+    AudioTrack
+
+    Raises
+    ------
+    destatic.errors.BadInputError
+        Not media, corrupt or truncated, no audio stream, empty audio, unsupported codec.
+    destatic.errors.ParameterError
+        `stream` is not an audio stream of the file.
+    destatic.errors.TransientError
+        ffmpeg killed, disk full or another I/O error.
+    """
+    info = probe(path)
+    chosen = select_audio_stream(info, stream)
+    with atomic_output(dest_wav) as partial:
+        args = [
+            *_ffmpeg.base_args(),
+            *_ffmpeg.input_args(path),
+            "-map", f"0:{chosen.index}",
+            "-map_metadata", "-1", "-map_chapters", "-1",
+            "-c:a", "pcm_f32le", "-rf64", "auto",
+            *_ffmpeg.output_args(partial, muxer="wav"),
+        ]
+        done = _ffmpeg.run(args, source=path)
+        _reject_partial_decode(_ffmpeg.decode_text(done.stderr), path)
+        decoded = sf.info(str(partial))
+        if decoded.frames == 0:
+            raise BadInputError(path, f"audio stream {chosen.index} decodes to no samples (empty audio)")
+    return AudioTrack(
+        path=Path(dest_wav),
+        sample_rate=decoded.samplerate,
+        channels=decoded.channels,
+        frames=decoded.frames,
+        start_time=chosen.start_time,
+        offset=chosen.start_time - info.start_time,
+        codec=chosen.codec,
+        stream=chosen.index,
+    )
+
+
+def _reject_partial_decode(stderr: str, path: os.PathLike[str] | str) -> None:
+    """Raise if ffmpeg reported that the file ends before its own index says it should."""
+    for line in stderr.splitlines():
+        if "partial file" in line:
+            raise BadInputError(path, f"is truncated or corrupt: {line.strip()[:200]}")
+
+
+def read_audio(path: os.PathLike[str] | str, *, stream: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode one audio stream of `path` into memory.
+
+    A convenience over :func:`extract_audio` (through a temporary WAV) for
+    short files and tests; the pipeline streams WAV files instead.
+
+    Parameters
+    ----------
+    path : path-like
+        A video or audio file.
+    stream : int or None
+        Audio stream index in the file; None takes the default one.
+
+    Returns
+    -------
+    audio : np.ndarray [shape=(frames, channels), dtype=float32]
+    sample_rate : int
+        Hz.
+    """
+    with tempfile.TemporaryDirectory(prefix="destatic-read-") as scratch:
+        track = extract_audio(path, Path(scratch) / "audio.wav", stream=stream)
+        audio, sample_rate = sf.read(str(track.path), dtype="float32", always_2d=True)
+    return audio, int(sample_rate)
+
+
+EXPORT_FORMATS = {
+    ".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".m4a": "m4a", ".ogg": "ogg", ".oga": "ogg", ".opus": "opus",
+}
+
+_LOSSY_DEFAULT_BITRATE = {"mp3": 192_000, "m4a": 192_000, "ogg": 192_000, "opus": 160_000}
+
+
+def _export_codec_args(format: str, *, bit_depth: int | None, bitrate: int | None, channels: int) -> tuple[list[str], str]:
+    """Encoder arguments and muxer for an audio-only export."""
+    lossless = format in ("wav", "flac")
+    if lossless and bitrate is not None:
+        raise ParameterError(f"bitrate={bitrate!r} applies to lossy formats only; {format} is lossless")
+    if not lossless and bit_depth is not None:
+        raise ParameterError(f"bit_depth={bit_depth!r} applies to wav and flac only, not {format}")
+    if bitrate is not None and (not isinstance(bitrate, int) or bitrate < 8000):
+        raise ParameterError(f"bitrate={bitrate!r} must be an integer number of bits per second >= 8000")
+    if format == "wav":
+        codecs = {None: "pcm_f32le", 32: "pcm_f32le", 24: "pcm_s24le", 16: "pcm_s16le"}
+        if bit_depth not in codecs:
+            raise ParameterError(f"bit_depth={bit_depth!r} for wav must be 16, 24 or 32 (float)")
+        return ["-c:a", codecs[bit_depth], "-rf64", "auto"], "wav"
+    if format == "flac":
+        if bit_depth in (None, 24):
+            return ["-c:a", "flac", "-sample_fmt", "s32", "-bits_per_raw_sample", "24"], "flac"
+        if bit_depth == 16:
+            return ["-c:a", "flac", "-sample_fmt", "s16"], "flac"
+        raise ParameterError(f"bit_depth={bit_depth!r} for flac must be 16 or 24")
+    rate = str(bitrate or _LOSSY_DEFAULT_BITRATE[format])
+    if format == "mp3":
+        if channels > 2:
+            raise ParameterError(f"mp3 holds at most 2 channels; this audio has {channels}: export flac, m4a or opus")
+        return ["-c:a", "libmp3lame", "-b:a", rate], "mp3"
+    if format == "m4a":
+        return ["-c:a", "aac", "-b:a", rate], "ipod"
+    if format == "ogg":
+        return ["-c:a", "libvorbis", "-b:a", rate], "ogg"
+    return ["-c:a", "libopus", "-b:a", rate], "opus"
+
+
+def export_audio(
+    cleaned_wav: os.PathLike[str] | str,
+    output: os.PathLike[str] | str,
+    *,
+    format: str | None = None,
+    bit_depth: int | None = None,
+    bitrate: int | None = None,
+) -> Path:
+    """Encode audio alone into a file of the chosen format, atomically.
+
+    Lossless by default: wav stays float32 and flac stores 24-bit integers.
+    Lossy formats default to transparent bitrates (192 kb/s mp3, aac, vorbis;
+    160 kb/s opus, resampled to 48 kHz as Opus requires).
+
+    Parameters
+    ----------
+    cleaned_wav : path-like
+        The audio to encode (any format ffmpeg reads; normally a float32 WAV).
+    output : path-like
+        Destination file.
+    format : {"wav", "flac", "mp3", "m4a", "ogg", "opus"} or None
+        None derives it from `output`'s suffix.
+    bit_depth : {16, 24, 32} or None
+        wav: 16/24-bit PCM or 32-bit float (None); flac: 16 or 24 (None).
+    bitrate : int or None
+        Bits per second for mp3, m4a, ogg and opus; None takes the default above.
+
+    Returns
+    -------
+    Path
+        `output`.
+
+    Raises
+    ------
+    destatic.errors.ParameterError
+        Unknown format, or an option the format does not take.
+    destatic.errors.BadInputError
+        `cleaned_wav` is missing or not audio.
+    destatic.errors.TransientError
+        ffmpeg killed, disk full or another I/O error.
+    """
+    output = Path(output)
+    if format is None:
+        if output.suffix.lower() not in EXPORT_FORMATS:
+            raise ParameterError(f"cannot derive a format from output suffix {output.suffix!r}; use one of {sorted(EXPORT_FORMATS)} or pass format=")
+        format = EXPORT_FORMATS[output.suffix.lower()]
+    format = format.lower().lstrip(".")
+    if format not in set(EXPORT_FORMATS.values()):
+        raise ParameterError(f"format={format!r} is not supported; use one of {sorted(set(EXPORT_FORMATS.values()))}")
+    info = probe(cleaned_wav)
+    source = select_audio_stream(info, None)
+    codec_args, muxer = _export_codec_args(format, bit_depth=bit_depth, bitrate=bitrate, channels=source.channels or 1)
+    with atomic_output(output) as partial:
+        args = [
+            *_ffmpeg.base_args(),
+            *_ffmpeg.input_args(cleaned_wav),
+            "-map", f"0:{source.index}",
+            "-map_metadata", "-1",
+            *codec_args,
+            *_ffmpeg.output_args(partial, muxer=muxer),
+        ]
+        _ffmpeg.run(args, source=cleaned_wav)
+    return output

@@ -1,0 +1,202 @@
+"""Put cleaned audio back into its original container, everything else untouched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from destatic.errors import ParameterError
+from destatic.media import _ffmpeg
+from destatic.media.atomic import atomic_output
+from destatic.media.audio import select_audio_stream
+from destatic.media.probe import StreamInfo, probe
+
+__all__ = ["MUXERS", "choose_audio_codec", "remux"]
+
+MUXERS = {
+    ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
+    ".mpg": "mpeg", ".mpeg": "mpeg", ".ts": "mpegts",
+    ".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".m4a": "ipod", ".ogg": "ogg", ".oga": "ogg", ".opus": "opus",
+}
+
+# codec name -> ffmpeg encoder, for every codec destatic can write back.
+_ENCODERS = {
+    "aac": "aac", "mp3": "libmp3lame", "mp2": "mp2", "vorbis": "libvorbis", "opus": "libopus",
+    "ac3": "ac3", "eac3": "eac3", "flac": "flac", "alac": "alac",
+    **{pcm: pcm for pcm in ("pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_f32le", "pcm_s16be", "pcm_s24be", "pcm_u8")},
+}
+_LOSSY = {"aac", "mp3", "mp2", "vorbis", "opus", "ac3", "eac3"}
+
+# Codecs each muxer takes, preferred first: the first is used when the original's cannot be written.
+_CONTAINER_CODECS = {
+    "mp4": ("aac", "mp3", "ac3", "eac3", "alac", "flac", "opus"),
+    "ipod": ("aac", "alac"),
+    "mov": ("aac", "mp3", "ac3", "eac3", "alac", "flac", "pcm_s16le", "pcm_s24le", "pcm_s16be", "pcm_s24be", "pcm_f32le"),
+    "matroska": ("flac", *(_ENCODERS)),
+    "webm": ("opus", "vorbis"),
+    "avi": ("mp3", "ac3", "mp2", "aac", "pcm_s16le", "pcm_u8"),
+    "mpeg": ("mp2", "mp3", "ac3"),
+    "mpegts": ("aac", "mp2", "mp3", "ac3", "eac3", "opus"),
+    "wav": ("pcm_f32le", "pcm_s16le", "pcm_s24le", "pcm_s32le", "pcm_u8"),
+    "flac": ("flac",),
+    "mp3": ("mp3",),
+    "ogg": ("vorbis", "opus", "flac"),
+    "opus": ("opus",),
+}
+
+# Constant bitrates (kb/s) the MPEG audio encoders accept.
+_MPEG_AUDIO_RATES = {
+    "mp3": (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    "mp2": (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+}
+_MAX_RATE = {"aac": 512_000, "vorbis": 500_000, "opus": 510_000, "ac3": 640_000, "eac3": 640_000}
+_DEFAULT_RATE_PER_CHANNEL = 96_000
+
+
+def choose_audio_codec(muxer: str, original: StreamInfo, *, requested: str | None = None) -> str:
+    """The codec to encode replaced audio in: `requested`, else the original's, else the container's usual one.
+
+    Raises
+    ------
+    destatic.errors.ParameterError
+        `requested` is unknown or the container cannot hold it.
+    """
+    allowed = _CONTAINER_CODECS[muxer]
+    if requested is not None:
+        codec = {"libmp3lame": "mp3", "libvorbis": "vorbis", "libopus": "opus"}.get(requested, requested)
+        if codec not in _ENCODERS or codec not in allowed:
+            raise ParameterError(f"audio_codec={requested!r} cannot be written to {muxer}; use one of {list(allowed)}")
+        return codec
+    return original.codec if original.codec in allowed and original.codec in _ENCODERS else allowed[0]
+
+
+def _bitrate(codec: str, original: StreamInfo, requested: int | None) -> int | None:
+    """Bits per second for a lossy codec: the request, else no lower than the original's."""
+    if codec not in _LOSSY:
+        return None
+    if requested is not None:
+        if not isinstance(requested, int) or requested < 8000:
+            raise ParameterError(f"audio_bitrate={requested!r} must be an integer number of bits per second >= 8000")
+        wanted = requested
+    else:
+        wanted = max(original.bitrate or 0, _DEFAULT_RATE_PER_CHANNEL * min(original.channels or 2, 2))
+    if codec in _MPEG_AUDIO_RATES:
+        rates = _MPEG_AUDIO_RATES[codec]
+        return 1000 * next((r for r in rates if r * 1000 >= wanted), rates[-1])
+    return min(wanted, _MAX_RATE.get(codec, wanted))
+
+
+def _video_encoder_args(muxer: str, index: int) -> list[str]:
+    if muxer == "webm":
+        return [f"-c:{index}", "libvpx-vp9", f"-crf:{index}", "24", f"-b:{index}", "0"]
+    if muxer == "mpeg":
+        return [f"-c:{index}", "mpeg2video", f"-q:{index}", "2"]
+    if muxer == "avi":
+        return [f"-c:{index}", "mpeg4", f"-q:{index}", "2"]
+    return [f"-c:{index}", "libx264", f"-crf:{index}", "16", f"-preset:{index}", "medium"]
+
+
+def _same_file(a: os.PathLike[str] | str, b: os.PathLike[str] | str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def remux(
+    original: os.PathLike[str] | str,
+    cleaned_wav: os.PathLike[str] | str,
+    output: os.PathLike[str] | str,
+    *,
+    stream: int | None = None,
+    audio_codec: str | None = None,
+    audio_bitrate: int | None = None,
+    reencode_video: bool = False,
+) -> Path:
+    """Write `original` with one audio stream replaced by `cleaned_wav`, atomically.
+
+    Every other stream (video, other audio tracks, subtitles, data, cover art)
+    is copied packet for packet, in the same order, with container metadata,
+    stream tags, dispositions and chapters. The cleaned audio is placed at the
+    replaced stream's start offset, so A/V sync is kept, and encoded in the
+    original's codec when the container takes it and destatic can encode it
+    (else the container's usual codec: aac in mp4/mov, opus in webm, mp2 in
+    mpg, mp3 in avi, flac in mkv), at a bitrate no lower than the original's.
+
+    Parameters
+    ----------
+    original : path-like
+        The source video or audio file.
+    cleaned_wav : path-like
+        The replacement audio, at the replaced stream's sample rate and channel
+        count, starting at its first sample (as :func:`extract_audio` wrote it).
+    output : path-like
+        Destination; its suffix picks the container (normally `original`'s).
+    stream : int or None
+        Index in `original` of the audio stream to replace; None: the default one.
+    audio_codec : str or None
+        Force this audio codec (``"aac"``, ``"opus"``, ``"flac"``...); None chooses as above.
+    audio_bitrate : int or None
+        Bits per second for a lossy codec; None: the original's, at least 96 kb/s per channel.
+    reencode_video : bool
+        Re-encode video streams (near-transparent quality) instead of copying them.
+        Off by default: copying is lossless and fast.
+
+    Returns
+    -------
+    Path
+        `output`.
+
+    Raises
+    ------
+    destatic.errors.ParameterError
+        `output` is `original`, has an unsupported suffix, or `audio_codec` does not fit.
+    destatic.errors.BadInputError
+        `original` or `cleaned_wav` cannot be read, or `original` has no audio.
+    destatic.errors.TransientError
+        ffmpeg killed, disk full or another I/O error.
+    """
+    output = Path(output)
+    if _same_file(original, output):
+        raise ParameterError(f"output={os.fsdecode(output)!r} is the original file; inputs are never overwritten")
+    muxer = MUXERS.get(output.suffix.lower())
+    if muxer is None:
+        raise ParameterError(f"output suffix {output.suffix!r} is not supported; use one of {sorted(MUXERS)}")
+    info = probe(original)
+    replaced = select_audio_stream(info, stream)
+    cleaned = probe(cleaned_wav)
+    cleaned_audio = select_audio_stream(cleaned, None)
+    codec = choose_audio_codec(muxer, replaced, requested=audio_codec)
+    bitrate = _bitrate(codec, replaced, audio_bitrate)
+    offset = replaced.start_time - info.start_time
+
+    maps: list[str] = []
+    codecs: list[str] = ["-c", "copy"]
+    for out_index, source in enumerate(info.streams):
+        if source.index == replaced.index:
+            maps += ["-map", f"1:{cleaned_audio.index}"]
+            codecs += [f"-c:{out_index}", _ENCODERS[codec]]
+            if bitrate is not None:
+                codecs += [f"-b:{out_index}", str(bitrate)]
+            flags = "+".join(flag.replace(" ", "_") for flag in source.dispositions) or "0"
+            codecs += [f"-disposition:{out_index}", flags]
+        else:
+            maps += ["-map", f"0:{source.index}"]
+            if reencode_video and source.kind == "video" and not source.attached_pic:
+                codecs += _video_encoder_args(muxer, out_index)
+        # An explicit per-stream mapping turns off ffmpeg's automatic one, so map every stream's tags.
+        codecs += [f"-map_metadata:s:{out_index}", f"0:s:{source.index}"]
+    with atomic_output(output) as partial:
+        args = [
+            *_ffmpeg.base_args(),
+            *_ffmpeg.input_args(original),
+            "-itsoffset", f"{offset:.9f}",
+            *_ffmpeg.input_args(cleaned_wav),
+            *maps,
+            "-map_metadata", "0", "-map_chapters", "0",
+            *codecs,
+            "-max_muxing_queue_size", "4096",
+            *_ffmpeg.output_args(partial, muxer=muxer),
+        ]
+        _ffmpeg.run(args, source=original)
+    return output
