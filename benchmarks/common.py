@@ -306,3 +306,33 @@ def write_speech_noise_wav(path: Path, minutes: float, *, sample_rate: int = 480
         for block in speech_noise_blocks(minutes, sample_rate=sample_rate, channels=channels):
             out.write(block)
     return path
+
+
+def denoise_file_streaming(source: Path, target: Path, *, block_frames: int = 65536, **kwargs: object) -> None:
+    """Denoise a sound file into a 16-bit WAV block by block through ``destatic.dsp.denoise_stream``.
+
+    ``kwargs`` go to ``denoise_stream`` (``noise``, ``method``, options).
+    """
+    from destatic.dsp import denoise_stream
+
+    info = sf.info(source)
+    blocks = sf.blocks(source, blocksize=block_frames, dtype="float32", always_2d=True)
+    with sf.SoundFile(target, "w", samplerate=info.samplerate, channels=info.channels, subtype="PCM_16") as out:
+        for block in denoise_stream(blocks, info.samplerate, **kwargs):
+            out.write(np.clip(block, -1.0, 1.0))
+
+
+def denoise_file_in_memory(source: Path, target: Path, **kwargs: object) -> dict[str, float]:
+    """Read a whole file, ``destatic.denoise`` it, write a 16-bit WAV; return the seconds of each step."""
+    import time
+
+    import destatic
+
+    began = time.perf_counter()
+    audio, sample_rate = sf.read(source, dtype="float32", always_2d=True)
+    read = time.perf_counter()
+    output = destatic.denoise(audio, sample_rate, **kwargs)
+    computed = time.perf_counter()
+    sf.write(target, np.clip(output, -1.0, 1.0), sample_rate, subtype="PCM_16")
+    written = time.perf_counter()
+    return {"read": read - began, "denoise": computed - read, "write": written - computed}
