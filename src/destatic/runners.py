@@ -1,0 +1,131 @@
+"""Task runners: threads in one process, or a Dask cluster across cores or machines.
+
+:func:`build_task_runner` is the one place that turns the ``runtime.task_runner``
+setting into a Prefect task runner. The Dask runner makes sure every Dask
+worker talks to the same Prefect API as the flow: a worker without
+``PREFECT_API_URL`` would start a temporary server of its own and leave it
+running after the cluster is gone.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from destatic.errors import DestaticError, ParameterError
+
+__all__ = ["RunnerKind", "build_task_runner", "current_api_url"]
+
+RunnerKind = Literal["thread", "dask"]
+
+try:
+    from prefect_dask import DaskTaskRunner
+except ImportError:  # the optional "dask" extra is not installed
+    DaskTaskRunner = None
+
+
+def current_api_url() -> str:
+    """The Prefect API URL the current process talks to, starting the embedded server if needed.
+
+    Returns ``PREFECT_API_URL`` when it is set. Otherwise the flow runs on
+    Prefect's temporary local server: it is started (once per process, as
+    Prefect itself does on a flow's first API call) and its URL returned.
+
+    Returns
+    -------
+    str
+        e.g. ``"http://127.0.0.1:4200/api"``.
+    """
+    configured = PREFECT_API_URL.value()
+    if configured:
+        return str(configured)
+    if not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        raise DestaticError("PREFECT_API_URL is not set and the temporary server is disabled: set PREFECT_API_URL")
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()
+    server.start()
+    return server.api_url
+
+
+if DaskTaskRunner is not None:
+
+    class SharedApiDaskTaskRunner(DaskTaskRunner):
+        """A ``DaskTaskRunner`` whose workers report to the flow's Prefect API.
+
+        On entry it resolves the flow's API URL, puts it in the settings that
+        Prefect ships with every task (so remote workers use it) and, for a
+        local cluster, in each worker process's environment.
+        """
+
+        def __enter__(self) -> SharedApiDaskTaskRunner:
+            api_url = current_api_url()
+            if self.address is None and self._cluster is None:
+                worker_env = dict(self.cluster_kwargs.get("env") or {})
+                worker_env["PREFECT_API_URL"] = api_url
+                self.cluster_kwargs["env"] = worker_env
+            super().__enter__()
+            if PREFECT_API_URL.value() != api_url:
+                self._exit_stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api_url}))
+            return self
+
+
+def build_task_runner(
+    kind: RunnerKind,
+    *,
+    dask_address: str | None = None,
+    dask_workers: int = 2,
+) -> TaskRunner[Any]:
+    """Build the task runner that a flow's steps run on.
+
+    Parameters
+    ----------
+    kind : {"thread", "dask"}
+        ``"thread"``: a thread pool in the flow's own process. ``"dask"``: a
+        Dask cluster (requires the ``dask`` extra: ``pip install destatic[dask]``).
+    dask_address : str or None
+        Address of a running Dask scheduler, e.g. ``"tcp://10.0.0.5:8786"``.
+        ``None``: start a local cluster for the flow run and stop it after.
+        Only for ``kind="dask"``.
+    dask_workers : int > 0
+        Worker processes of the local cluster, one thread each (DSP holds the
+        GIL only briefly, but ffmpeg and numpy scale better across processes).
+        Ignored when ``dask_address`` is given.
+
+    Returns
+    -------
+    TaskRunner
+        A new, unstarted task runner: pass it to ``flow.with_options(task_runner=...)``.
+
+    Raises
+    ------
+    ParameterError
+        On an unknown ``kind``, ``dask_workers < 1``, or an address given for threads.
+    DestaticError
+        ``kind="dask"`` without prefect-dask installed.
+    """
+    if kind not in ("thread", "dask"):
+        raise ParameterError(f"kind={kind!r} must be 'thread' or 'dask'")
+    if isinstance(dask_workers, bool) or not isinstance(dask_workers, int) or dask_workers < 1:
+        raise ParameterError(f"dask_workers={dask_workers!r} must be a positive integer")
+    if kind == "thread":
+        if dask_address is not None:
+            raise ParameterError(f"dask_address={dask_address!r} needs kind='dask', not 'thread'")
+        return ThreadPoolTaskRunner()
+    if DaskTaskRunner is None:
+        raise DestaticError("kind='dask' needs prefect-dask: pip install 'destatic[dask]'")
+    if dask_address is not None:
+        if not dask_address.strip():
+            raise ParameterError(f"dask_address={dask_address!r} must be a scheduler address like 'tcp://host:8786'")
+        return SharedApiDaskTaskRunner(address=dask_address)
+    return SharedApiDaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": dask_workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "host": "127.0.0.1",
+            "dashboard_address": None,
+        }
+    )
