@@ -29,6 +29,7 @@ SYNTHETIC_NOISES = ("white", "hum")
 HUM_HZ = 50.0
 HUM_HARMONICS = 10
 PEAK_LIMIT = 0.95
+SI_SDR_FLOOR_DB = -50.0
 
 
 def require_media() -> Path:
@@ -154,9 +155,14 @@ def mix_at_snr(
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:
-    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019), zero-mean signals."""
+    """Scale-invariant signal-to-distortion ratio in dB (Le Roux et al. 2019), zero-mean signals.
+
+    A silent (constant) estimate scores ``SI_SDR_FLOOR_DB`` rather than NaN.
+    """
     reference = reference - reference.mean()
     estimate = estimate - estimate.mean()
+    if not np.any(estimate):
+        return SI_SDR_FLOOR_DB
     target = reference * (np.dot(estimate, reference) / np.dot(reference, reference))
     distortion = estimate - target
     return float(10 * np.log10(np.dot(target, target) / max(np.dot(distortion, distortion), 1e-20)))
@@ -184,8 +190,8 @@ def advance(audio: np.ndarray, lag: int, frames: int) -> np.ndarray:
 def score(clean: np.ndarray, output: np.ndarray, sample_rate: int) -> dict[str, float]:
     """PESQ (wide-band at 16 kHz, narrow-band at 8 kHz), STOI and SI-SDR of ``output``.
 
-    A PESQ failure (e.g. a silent output) scores 1.0, the bottom of the scale,
-    and is counted in ``pesq_failed``.
+    A PESQ failure or NaN (e.g. a silent output) scores 1.0, the bottom of the
+    scale, and is counted in ``pesq_failed``.
     """
     from pesq import PesqError, pesq
     from pystoi import stoi
@@ -194,7 +200,7 @@ def score(clean: np.ndarray, output: np.ndarray, sample_rate: int) -> dict[str, 
     if sample_rate not in modes:
         raise ValueError(f"sample_rate={sample_rate} must be one of {sorted(modes)} for PESQ")
     quality = pesq(sample_rate, clean, output, modes[sample_rate], on_error=PesqError.RETURN_VALUES)
-    failed = quality < 0
+    failed = not np.isfinite(quality) or quality < 0
     return {
         "pesq": 1.0 if failed else float(quality),
         "stoi": float(stoi(clean, output, sample_rate, extended=False)),
