@@ -31,7 +31,6 @@ ALLOWED_DEMUXERS = (
 Arg = str | bytes
 
 
-@functools.cache
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary: ``$DESTATIC_FFMPEG`` if set, else imageio-ffmpeg's.
 
@@ -191,7 +190,7 @@ def check_readable(path: os.PathLike[str] | str | bytes) -> Path:
         if error.errno in (errno.EIO, errno.ENOMEM):
             raise TransientError(f"cannot read {os.fsdecode(path)!r}: {error.strerror}") from error
         raise BadInputError(path, f"cannot be read: {error.strerror}") from None
-    return Path(os.fsdecode(path)) if not isinstance(path, bytes) else Path(os.fsdecode(path))
+    return Path(os.fsdecode(path))
 
 
 @functools.cache

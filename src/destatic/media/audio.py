@@ -129,7 +129,7 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
         ]
         done = _ffmpeg.run(args, source=path)
         _reject_partial_decode(_ffmpeg.decode_text(done.stderr), path)
-        decoded = sf.info(str(partial))
+        decoded = wav_info(partial)
         if decoded.frames == 0:
             raise BadInputError(path, f"audio stream {chosen.index} decodes to no samples (empty audio)")
     return AudioTrack(
@@ -142,6 +142,12 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
         codec=chosen.codec,
         stream=chosen.index,
     )
+
+
+def wav_info(path: os.PathLike[str] | str) -> sf._SoundFileInfo:
+    """soundfile's header info, opened through Python so that names with any bytes work."""
+    with open(path, "rb") as handle:
+        return sf.info(handle)
 
 
 def _reject_partial_decode(stderr: str, path: os.PathLike[str] | str) -> None:
@@ -172,7 +178,8 @@ def read_audio(path: os.PathLike[str] | str, *, stream: int | None = None) -> tu
     """
     with tempfile.TemporaryDirectory(prefix="destatic-read-") as scratch:
         track = extract_audio(path, Path(scratch) / "audio.wav", stream=stream)
-        audio, sample_rate = sf.read(str(track.path), dtype="float32", always_2d=True)
+        with open(track.path, "rb") as handle:
+            audio, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
     return audio, int(sample_rate)
 
 

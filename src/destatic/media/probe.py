@@ -43,6 +43,10 @@ class StreamInfo:
         Audio only. ``channels`` counts the channels of ``channel_layout``.
     channel_layout : str or None
         Audio only, ffmpeg's layout name (``"stereo"``, ``"5.1(side)"``...).
+    sample_format : str or None
+        Audio only, the decoder's sample format (``"fltp"``, ``"s16"``, ``"s32"``...).
+    bits_per_sample : int or None
+        Audio only, significant bits when ffmpeg states them (``"s32 (24 bit)"`` -> 24).
     width, height : int or None
         Video only, pixels.
     fps : float or None
@@ -66,6 +70,8 @@ class StreamInfo:
     sample_rate: int | None = None
     channels: int | None = None
     channel_layout: str | None = None
+    sample_format: str | None = None
+    bits_per_sample: int | None = None
     width: int | None = None
     height: int | None = None
     fps: float | None = None
@@ -219,6 +225,11 @@ def _parse_stream(match: re.Match[str]) -> dict:
         elif kind == "audio" and "sample_rate" in stream and "channel_layout" not in stream:
             stream["channel_layout"] = item
             stream["channels"] = _channels_of(item)
+        elif kind == "audio" and "channel_layout" in stream and "sample_format" not in stream:
+            m = re.fullmatch(r"([a-z0-9]+)(?: \((\d+) bit\))?", item)
+            if m:
+                stream["sample_format"] = m.group(1)
+                stream["bits_per_sample"] = int(m.group(2)) if m.group(2) else None
     return stream
 
 

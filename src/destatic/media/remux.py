@@ -86,6 +86,15 @@ def _bitrate(codec: str, original: StreamInfo, requested: int | None) -> int | N
     return min(wanted, _MAX_RATE.get(codec, wanted))
 
 
+def _depth_args(codec: str, original: StreamInfo, index: int) -> list[str]:
+    """Keep flac's bit depth (its encoder would otherwise take 16 bits from float input)."""
+    if codec != "flac":
+        return []
+    if original.codec == "flac" and original.sample_format == "s16":
+        return [f"-sample_fmt:{index}", "s16"]
+    return [f"-sample_fmt:{index}", "s32", f"-bits_per_raw_sample:{index}", str(original.bits_per_sample or 24)]
+
+
 def _video_encoder_args(muxer: str, index: int) -> list[str]:
     if muxer == "webm":
         return [f"-c:{index}", "libvpx-vp9", f"-crf:{index}", "24", f"-b:{index}", "0"]
@@ -175,7 +184,7 @@ def remux(
     for out_index, source in enumerate(info.streams):
         if source.index == replaced.index:
             maps += ["-map", f"1:{cleaned_audio.index}"]
-            codecs += [f"-c:{out_index}", _ENCODERS[codec]]
+            codecs += [f"-c:{out_index}", _ENCODERS[codec], *_depth_args(codec, source, out_index)]
             if bitrate is not None:
                 codecs += [f"-b:{out_index}", str(bitrate)]
             flags = "+".join(flag.replace(" ", "_") for flag in source.dispositions) or "0"
