@@ -433,12 +433,12 @@ def main(argv: list[str] | None = None) -> int:
     specs = tuple(args.methods)
     began = time.perf_counter()
     print(f"{len(cases)} cases, methods {', '.join(specs)}, {args.jobs} job(s)", file=sys.stderr)
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            results = list(pool.map(run_case, cases, [specs] * len(cases)))
-    else:
-        results = [run_case(case, specs) for case in cases]
-    rows = [row for result in results for row in result]
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for done, result in enumerate(pool.map(run_case, cases, [specs] * len(cases)), start=1):
+            rows += result
+            print(f"\r{done}/{len(cases)} cases, {time.perf_counter() - began:.0f} s", end="", file=sys.stderr)
+    print(file=sys.stderr)
     summary = summarise(rows)
     margin_rows = margins(summary)
     tables = summary_tables(summary, margin_rows)
