@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.signal
 import soundfile as sf
 
 MEDIA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "media"
@@ -70,7 +71,7 @@ def aligned_snr_db(reference: np.ndarray, test: np.ndarray, *, max_lag: int = 20
     tst = test.mean(axis=1).astype(np.float64)
     core = ref[max_lag : min(len(ref), len(tst)) - max_lag]
     assert len(core) > max_lag, "signals too short to align"
-    scores = np.correlate(tst[: len(core) + 2 * max_lag], core, mode="valid")
+    scores = scipy.signal.correlate(tst[: len(core) + 2 * max_lag], core, mode="valid", method="fft")
     lag = int(np.argmax(scores)) - max_lag
     seg = tst[max_lag + lag : max_lag + lag + len(core)]
     noise = float(np.sum((seg - core) ** 2))
