@@ -17,6 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MEDIA_DIR = REPO_ROOT.parent / "shared" / "media"
 
 os.environ["PREFECT_HOME"] = str(REPO_ROOT / ".prefect" / "pytest")
+(REPO_ROOT / ".prefect" / "pytest").mkdir(parents=True, exist_ok=True)
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"

@@ -25,6 +25,7 @@ from prefect import task
 from prefect.artifacts import update_progress_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import TaskRun
+from prefect.results import get_result_store
 from prefect.states import State
 from pydantic import BaseModel
 
@@ -145,9 +146,10 @@ def artifact_path(work_dir: Path, step: str, key: str, suffix: str) -> Path:
 class StepCache(CachePolicy):
     """Cache policy of a step: its key from content, refused when the artifact is gone.
 
-    The key is :func:`step_key` of the task's arguments; when the artifact named
-    by the key is missing (deleted, or a work folder wiped), no key is returned,
-    so the step runs again instead of handing back a path to nothing.
+    The key is :func:`step_key` of the task's arguments. When a cache record
+    exists but the artifact named by the key is missing (deleted, or a work
+    folder wiped), no key is returned, so the step runs again instead of
+    handing back a path to nothing.
     """
 
     step: str = ""
@@ -171,9 +173,12 @@ class StepCache(CachePolicy):
         **kwargs: Any,
     ) -> str | None:
         key = step_key(self.step, inputs, content=self.content, ignore=self.ignore)
-        if not artifact_path(inputs["work_dir"], self.step, key, self.artifact_suffix(inputs)).is_file():
-            return None
-        return key
+        if artifact_path(inputs["work_dir"], self.step, key, self.artifact_suffix(inputs)).is_file():
+            return key
+        store = getattr(task_ctx, "result_store", None) or get_result_store()
+        # A record without its artifact: run uncached; rewriting the artifact
+        # (same key, same name, same bytes) makes the old record true again.
+        return None if store.exists(key) else key
 
 
 def is_transient(task: Any, task_run: TaskRun, state: State) -> bool:
@@ -213,8 +218,7 @@ def extract_audio(source: Path, work_dir: Path, *, stream: int | None = None) ->
         ``extract-<key>.wav``, native sample rate and channel count.
     """
     target = _target(_EXTRACT, work_dir, {"source": source, "work_dir": work_dir, "stream": stream})
-    with media.atomic_output(target) as partial:
-        media.extract_audio(source, partial, stream=stream)
+    media.extract_audio(source, target, stream=stream)
     return target
 
 
