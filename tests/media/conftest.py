@@ -46,7 +46,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     delayed = root / "delayed.mp4"
     ffmpeg(
         "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=2",
-        "-itsoffset", "0.5", "-f", "lavfi", "-i", "sine=frequency=500:sample_rate=48000:duration=1.5",
+        "-itsoffset", "0.5", "-f", "lavfi", "-i", "aevalsrc=0.5*sin(2*PI*(200+1000*t)*t):s=48000:d=1.5",
         "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", delayed,
     )
     files["delayed.mp4"] = delayed
