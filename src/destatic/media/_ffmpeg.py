@@ -144,16 +144,21 @@ _TRANSIENT_MARKERS = {
 }
 
 _BAD_INPUT_MARKERS = (
-    ("Format not on whitelist", "its container is not an allowed media format (playlists, concat lists and image sequences are refused)"),
-    ("Protocol not on whitelist", "it refers to another file or URL, which is refused"),
-    ("No such file or directory", "it does not exist (vanished?)"),
-    ("Permission denied", "it cannot be read (permission denied)"),
-    ("moov atom not found", "it is truncated or corrupt (no moov atom)"),
-    ("Invalid data found when processing input", "ffmpeg cannot read it as media (not media, truncated or corrupt)"),
-    ("Decoder not found", "its audio codec is not supported"),
-    ("Decoding requested, but no decoder", "its audio codec is not supported"),
-    ("Error while opening decoder", "its audio codec is not supported"),
+    ("Format not on whitelist", "container not allowed (playlists, concat lists and image sequences are refused)"),
+    ("Protocol not on whitelist", "refers to another file or URL, which is refused"),
+    ("No such file or directory", "does not exist (vanished?)"),
+    ("Permission denied", "cannot be read (permission denied)"),
+    ("moov atom not found", "truncated or corrupt (no moov atom)"),
+    ("Invalid data found when processing input", "not media ffmpeg can read (or truncated or corrupt)"),
+    ("Decoder not found", "audio codec not supported"),
+    ("Decoding requested, but no decoder", "audio codec not supported"),
+    ("Error while opening decoder", "audio codec not supported"),
 )
+
+
+def strip_context(line: str) -> str:
+    """An ffmpeg log line without its ``[component @ 0x...]`` prefixes."""
+    return re.sub(r"^(\[[^\]]*\]\s*)+", "", line.strip())
 
 
 def classify_failure(stderr: str, *, source: os.PathLike[str] | str | bytes) -> Exception:
@@ -168,7 +173,7 @@ def classify_failure(stderr: str, *, source: os.PathLike[str] | str | bytes) -> 
     for marker, reason in _BAD_INPUT_MARKERS:
         if marker in stderr:
             return BadInputError(source, reason)
-    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "no message")
+    last = next((strip_context(line) for line in reversed(stderr.splitlines()) if line.strip()), "no message")
     return BadInputError(source, f"ffmpeg failed: {last[:300]}")
 
 

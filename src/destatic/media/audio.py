@@ -72,7 +72,7 @@ def select_audio_stream(info: MediaInfo, stream: int | None) -> StreamInfo:
     audio = info.audio_streams
     if not audio:
         kinds = ", ".join(s.kind for s in info.streams) or "no streams"
-        raise BadInputError(info.path, f"has no audio stream ({kinds})")
+        raise BadInputError(info.path, f"has no audio stream (streams: {kinds})")
     if stream is None:
         chosen = info.default_audio_stream
         assert chosen is not None
@@ -120,7 +120,7 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
     chosen = select_audio_stream(info, stream)
     with atomic_output(dest_wav) as partial:
         args = [
-            *_ffmpeg.base_args(),
+            *_ffmpeg.base_args(loglevel="warning"),
             *_ffmpeg.input_args(path),
             "-map", f"0:{chosen.index}",
             "-map_metadata", "-1", "-map_chapters", "-1",
@@ -150,11 +150,14 @@ def wav_info(path: os.PathLike[str] | str) -> sf._SoundFileInfo:
         return sf.info(handle)
 
 
+_TRUNCATION_MARKERS = ("partial file", "File ended prematurely", "Packet corrupt", "corrupt input packet")
+
+
 def _reject_partial_decode(stderr: str, path: os.PathLike[str] | str) -> None:
-    """Raise if ffmpeg reported that the file ends before its own index says it should."""
+    """Raise if ffmpeg warned that the file ends early or holds corrupt packets."""
     for line in stderr.splitlines():
-        if "partial file" in line:
-            raise BadInputError(path, f"is truncated or corrupt: {line.strip()[:200]}")
+        if any(marker in line for marker in _TRUNCATION_MARKERS):
+            raise BadInputError(path, f"truncated or corrupt ({_ffmpeg.strip_context(line)[:200]})")
 
 
 def read_audio(path: os.PathLike[str] | str, *, stream: int | None = None) -> tuple[np.ndarray, int]:
