@@ -28,6 +28,7 @@ import scipy.signal
 import scipy.special
 
 from destatic.dsp._audio import check_number
+from destatic.dsp import noise as noise_module
 from destatic.dsp.noise import NoiseTracker, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
@@ -63,19 +64,20 @@ class SuppressionOptions:
         from the SNR (Berouti: ``4 - 0.15 SNR_dB``, within 1..5).
     spectral_floor : float in (0, 1]
         ``subtract`` only: ``beta``, the residual noise power kept.
-    track_noise : bool or None
-        Keep following the noise while denoising (MCRA); ``None`` tracks only
-        with ``auto`` profiles.
+    track_noise : bool
+        Keep following the noise while denoising (MCRA), starting from the
+        profile: quickly for ``auto`` profiles, slowly (1 s) for measured ones,
+        never in bins where the profiled noise is a steady tone.
     """
 
     max_reduction_db: float = 30.0
     sensitivity_db: float = 0.0
-    smoothing: float = 0.98
+    smoothing: float = 0.94
     freq_smoothing_hz: float = 0.0
     time_smoothing_ms: float = 0.0
     over_subtraction: float | None = None
     spectral_floor: float = 0.01
-    track_noise: bool | None = None
+    track_noise: bool = True
 
     def __post_init__(self) -> None:
         check_number("max_reduction_db", self.max_reduction_db, low=0.1, high=200.0,
@@ -93,8 +95,8 @@ class SuppressionOptions:
                          allowed="None or a number from 1 to 20")
         check_number("spectral_floor", self.spectral_floor, low=1e-6, high=1.0,
                      allowed="a number in (0, 1]")
-        if self.track_noise not in (None, True, False):
-            raise ParameterError(f"track_noise={self.track_noise!r} must be True, False or None")
+        if self.track_noise not in (True, False):
+            raise ParameterError(f"track_noise={self.track_noise!r} must be True or False")
 
     @classmethod
     def from_options(cls, method: str, options: dict[str, Any]) -> SuppressionOptions:
@@ -140,6 +142,20 @@ def _logmmse_factor(v: np.ndarray) -> np.ndarray:
     return lower + frac * (table[index + 1] - lower)
 
 
+def _tonality(profile: NoiseProfile) -> np.ndarray | None:
+    """Per-bin weight in [0, 1]: 1 where the noise is a steady tone (hum), 0 where Gaussian.
+
+    ``E|N|^2 / (E|N|)^2`` is 4/pi for Gaussian noise and 1 for a steady tone.
+    Tracking keeps the profile in tonal bins: minimum statistics assume
+    Gaussian noise and would overestimate a steady tone by the bias factor.
+    """
+    if profile.mode == "auto":
+        return None
+    ratio = profile.power / np.maximum(profile.magnitude, 1e-30) ** 2
+    weight = np.clip((4 / np.pi - ratio) / (4 / np.pi - 1) * 2 - 0.5, 0, 1)
+    return weight.astype(np.float32) if weight.any() else None
+
+
 def _triangle_kernel(width_bins: float) -> np.ndarray | None:
     half = int(width_bins // 2)
     if half < 1:
@@ -171,13 +187,18 @@ class GainComputer:
         self.options = options
         self.floor = float(10 ** (-options.max_reduction_db / 20))
         self.scale = float(10 ** (options.sensitivity_db / 10))
-        track = options.track_noise if options.track_noise is not None else profile.mode == "auto"
+        track = options.track_noise
         self.tracker = (
             NoiseTracker(
                 profile.power,
                 sample_rate=profile.sample_rate,
                 n_fft=profile.n_fft,
                 hop_length=profile.hop_length,
+                update_seconds=(
+                    noise_module.NOISE_UPDATE_SECONDS
+                    if profile.mode == "auto"
+                    else noise_module.PROFILED_NOISE_UPDATE_SECONDS
+                ),
             )
             if track and method != "seed"
             else None
@@ -192,6 +213,7 @@ class GainComputer:
             else 0.0
         )
         self._release_state: np.ndarray | None = None
+        self._tonal = _tonality(profile) if self.tracker is not None else None
 
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
@@ -201,6 +223,9 @@ class GainComputer:
         power = (spectra.real**2 + spectra.imag**2).astype(np.float32)
         if self.tracker is not None:
             noise = self.tracker.update(power)
+            if self._tonal is not None:
+                steady = self._tonal * self.profile.power
+                noise = steady[:, np.newaxis, :] + (1 - self._tonal)[:, np.newaxis, :] * noise
         else:
             noise = np.broadcast_to(self.profile.power[:, np.newaxis, :], power.shape)
         noise = np.maximum(noise * self.scale, np.float32(1e-30))

@@ -22,8 +22,8 @@ __all__ = ["NoiseTracker", "min_window_frames", "minimum_bias", "smoothing_facto
 SMOOTHING_SECONDS = 0.04
 MIN_WINDOW_SECONDS = 1.5
 PRESENCE_RATIO = 3.0
-PRESENCE_SMOOTHING_SECONDS = 0.03
 NOISE_UPDATE_SECONDS = 0.2
+PROFILED_NOISE_UPDATE_SECONDS = 1.0
 
 
 def smoothing_factor(seconds: float, sample_rate: int, hop_length: int) -> float:
@@ -88,53 +88,75 @@ class NoiseTracker:
         Hz.
     n_fft, hop_length : int
         Framing of the spectra passed to :meth:`update`.
+    update_seconds : float
+        Time constant of the noise update where speech is absent: short when
+        the initial estimate is a guess (``auto``), longer when it was
+        measured on noise only, so the estimate wanders less.
 
     Notes
     -----
-    :meth:`update` is chunk-invariant: feeding frames in any grouping gives the
-    same estimates.
+    The 1.5 s minimum is kept as the minima of 8 sub-windows (Martin), so each
+    frame costs a few operations on ``(channels, bins)`` arrays; the result
+    does not depend on how frames are grouped into calls.
     """
 
-    def __init__(self, initial_power: np.ndarray, *, sample_rate: int, n_fft: int, hop_length: int):
-        initial = np.maximum(np.asarray(initial_power, np.float64), np.finfo(np.float32).tiny)
+    SUBWINDOWS = 8
+
+    def __init__(
+        self,
+        initial_power: np.ndarray,
+        *,
+        sample_rate: int,
+        n_fft: int,
+        hop_length: int,
+        update_seconds: float = NOISE_UPDATE_SECONDS,
+    ):
+        initial = np.maximum(np.asarray(initial_power, np.float32), np.finfo(np.float32).tiny)
         channels, bins = initial.shape
-        self.window = min_window_frames(sample_rate, hop_length)
+        window = min_window_frames(sample_rate, hop_length)
+        self.subwindow = -(-window // self.SUBWINDOWS)
         self.smoothing = smoothing_factor(SMOOTHING_SECONDS, sample_rate, hop_length)
-        self.bias = minimum_bias(self.window, n_fft // hop_length, self.smoothing)
-        self.presence_smoothing = smoothing_factor(
-            PRESENCE_SMOOTHING_SECONDS, sample_rate, hop_length
+        self.bias = minimum_bias(
+            self.subwindow * self.SUBWINDOWS - self.subwindow // 2, n_fft // hop_length, self.smoothing
         )
-        self.noise_smoothing = smoothing_factor(NOISE_UPDATE_SECONDS, sample_rate, hop_length)
-        self._smooth_state = (self.smoothing * initial)[:, np.newaxis, :]
-        self._history = np.repeat((initial / self.bias)[:, np.newaxis, :], self.window - 1, axis=1)
-        self._presence_state = np.zeros((channels, 1, bins))
+        self.noise_smoothing = smoothing_factor(update_seconds, sample_rate, hop_length)
+        seeded_minimum = initial / np.float32(self.bias)
+        self._smoothed = initial.copy()
+        self._ring = np.repeat(seeded_minimum[:, np.newaxis, :], self.SUBWINDOWS - 1, axis=1)
+        self._ring_index = 0
+        self._ring_minimum = seeded_minimum.copy()
+        self._sub_minimum = seeded_minimum.copy()
+        self._sub_count = 0
         self._noise = initial.copy()
 
     def update(self, power: np.ndarray) -> np.ndarray:
         """Take ``|Y|^2`` of shape ``(channels, frames, bins)``; return the noise power per frame."""
         n_frames = power.shape[1]
-        if n_frames == 0:
-            return np.zeros(power.shape, np.float32)
-        a = self.smoothing
-        smoothed, self._smooth_state = scipy.signal.lfilter(
-            [1 - a], [1, -a], smooth_bins(power.astype(np.float64)), axis=1, zi=self._smooth_state
-        )
-        extended = np.concatenate([self._history, smoothed], axis=1)
-        minimum = scipy.ndimage.minimum_filter1d(
-            extended, self.window, axis=1, origin=(self.window - 1) // 2
-        )[:, self.window - 1 :]
-        self._history = extended[:, -(self.window - 1) :]
-        speech = (smoothed > PRESENCE_RATIO * self.bias * minimum).astype(np.float64)
-        b = self.presence_smoothing
-        presence, self._presence_state = scipy.signal.lfilter(
-            [1 - b], [1, -b], speech, axis=1, zi=self._presence_state
-        )
-        keep = self.noise_smoothing + (1 - self.noise_smoothing) * presence
-        update = (1 - keep) * power
-        noise = np.empty(power.shape, np.float64)
-        current = self._noise
+        a = np.float32(self.smoothing)
+        fresh = smooth_bins(power) * (1 - a)
+        smoothed = np.empty(power.shape, np.float32)
+        minimum = np.empty(power.shape, np.float32)
+        current = self._smoothed
         for frame in range(n_frames):
-            current = keep[:, frame] * current + update[:, frame]
-            noise[:, frame] = current
-        self._noise = current
-        return noise.astype(np.float32)
+            current *= a
+            current += fresh[:, frame]
+            smoothed[:, frame] = current
+            np.minimum(self._sub_minimum, current, out=self._sub_minimum)
+            np.minimum(self._ring_minimum, self._sub_minimum, out=minimum[:, frame])
+            self._sub_count += 1
+            if self._sub_count == self.subwindow:
+                self._ring[:, self._ring_index] = self._sub_minimum
+                self._ring_index = (self._ring_index + 1) % self._ring.shape[1]
+                self._ring_minimum = self._ring.min(axis=1)
+                self._sub_minimum = current.copy()
+                self._sub_count = 0
+        speech = smoothed > np.float32(PRESENCE_RATIO * self.bias) * minimum
+        keep = np.where(speech, np.float32(1.0), np.float32(self.noise_smoothing))
+        noise = np.empty(power.shape, np.float32)
+        estimate = self._noise
+        for frame in range(n_frames):
+            estimate -= power[:, frame]
+            estimate *= keep[:, frame]
+            estimate += power[:, frame]
+            noise[:, frame] = estimate
+        return noise

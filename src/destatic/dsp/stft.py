@@ -240,8 +240,7 @@ class OverlapAdder:
         self._ratio = n_fft // hop_length
 
     def _emit(self, samples: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        nonzero = weight > np.finfo(np.float32).tiny
-        samples[:, nonzero] /= weight[nonzero]
+        samples *= np.where(weight > np.finfo(np.float32).tiny, 1 / np.maximum(weight, 1e-30), 1)
         if self._to_skip:
             skip = min(self._to_skip, samples.shape[1])
             samples = samples[:, skip:]
