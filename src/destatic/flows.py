@@ -186,7 +186,9 @@ def _write_report(run: _Run, *, audio_wav: Path, profile_npz: Path, cleaned_wav:
         source=run.source,
         output=output,
         streams=_stream_rows(run.source),
-        profile_how=_profile_how(run.settings),
+        profile_how=f"{_profile_how(run.settings)}; {profile.sample_rate} Hz, n_fft {profile.n_fft}, "
+        f"hop {profile.hop_length}, {profile.channels} channel(s), measured as `{profile.mode}`"
+        + (f" ({', '.join(f'{k}={v}' for k, v in profile.details.items())})" if profile.details else ""),
         settings=_flat_settings(run.settings),
         step_seconds=run.steps,
         reduction_db=reduction,

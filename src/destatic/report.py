@@ -2,7 +2,8 @@
 
 matplotlib (Agg backend) is imported only when a plot is drawn. Every plot is
 written twice: a full-size PNG in the work folder, and a small one embedded in
-the markdown as a ``data:`` URI so that the Prefect UI shows it inline.
+the markdown as a ``data:`` URI (downsampled, 48 colours: tens of kB) so
+that the Prefect UI shows it inline.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
 
 FULL_DPI = 100
 EMBED_DPI = 40
+EMBED_COLORS = 48
 SPECTROGRAM_SECONDS = 30.0
 LEVEL_FRAME_S = 0.05
 QUIET_FRACTION = 0.2
@@ -46,9 +48,14 @@ def _save(figure: Any, path: Path) -> str:
     """Write `figure` to `path` at full size; return a small copy as a data: URI."""
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=FULL_DPI)
-    small = io.BytesIO()
-    figure.savefig(small, dpi=EMBED_DPI, format="png")
+    rendered = io.BytesIO()
+    figure.savefig(rendered, dpi=EMBED_DPI, format="png")
     _pyplot().close(figure)
+    from PIL import Image
+
+    small = io.BytesIO()
+    with Image.open(rendered) as image:
+        image.convert("RGB").quantize(colors=EMBED_COLORS).save(small, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(small.getvalue()).decode("ascii")
 
 
