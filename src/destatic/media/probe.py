@@ -279,8 +279,11 @@ def parse_report(text: str, path: Path) -> MediaInfo:
             if m.group(6):
                 header["bitrate"] = int(m.group(6)) * 1000
         elif m := _STREAM.match(line):
-            streams.append(_parse_stream(m))
-            section = "stream"
+            if any(s["index"] == int(m.group(1)) for s in streams):
+                section = "repeat"  # listed again under another program: keep the first listing
+            else:
+                streams.append(_parse_stream(m))
+                section = "stream"
         elif _CHAPTER.match(line):
             chapters += 1
             section = "chapter"

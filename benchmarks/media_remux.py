@@ -1,0 +1,91 @@
+"""Extraction + remux of a 10-minute 640x360 h264/aac video: destatic.media against bare ffmpeg.
+
+Generates the video with ffmpeg into a temporary folder (testsrc + tone and
+noise, x264 fast preset), then times, alternating the two to share the
+machine's load fairly:
+
+- destatic: ``extract_audio`` then ``remux`` (probing, whitelists, atomic
+  renames and all);
+- bare ffmpeg: the two commands doing the same work (decode the audio to a
+  float WAV; copy the video and encode that WAV to aac at the same bitrate).
+
+Prints the median time of each and the ratio. Target: destatic <= 1.3x.
+
+Usage: python benchmarks/media_remux.py [--minutes 10] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from destatic import media
+from destatic.media import _ffmpeg
+
+
+def bare(*args: str | Path) -> None:
+    subprocess.run([_ffmpeg.ffmpeg_exe(), "-hide_banner", "-nostdin", "-v", "error", "-y", *args], check=True)
+
+
+def generate(path: Path, minutes: float) -> None:
+    seconds = str(int(minutes * 60))
+    bare(
+        "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25",
+        "-f", "lavfi", "-i", "aevalsrc=0.3*sin(2*PI*440*t)+0.05*(random(0)-0.5)|0.3*sin(2*PI*550*t)+0.05*(random(1)-0.5):s=48000",
+        "-t", seconds, "-c:v", "libx264", "-preset", "fast", "-c:a", "aac", "-b:a", "192k", path,
+    )
+
+
+def run_destatic(source: Path, work: Path) -> float:
+    start = time.perf_counter()
+    track = media.extract_audio(source, work / "destatic.wav")
+    media.remux(source, track.path, work / "destatic.mp4")
+    return time.perf_counter() - start
+
+
+def run_bare(source: Path, work: Path, bitrate: int) -> float:
+    start = time.perf_counter()
+    bare("-i", source, "-map", "0:a:0", "-c:a", "pcm_f32le", work / "bare.wav")
+    bare("-i", source, "-i", work / "bare.wav", "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-b:a", str(bitrate), work / "bare.mp4")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="destatic-bench-") as scratch:
+        work = Path(scratch)
+        source = work / "source.mp4"
+        started = time.perf_counter()
+        generate(source, options.minutes)
+        print(f"generated {options.minutes:g} min 640x360 h264/aac ({source.stat().st_size / 1e6:.0f} MB) in {time.perf_counter() - started:.0f} s")
+        run_destatic(source, work)
+        chosen = media.probe(work / "destatic.mp4").streams[1].bitrate
+        ours, theirs = [], []
+        for _ in range(options.repeats):
+            ours.append(run_destatic(source, work))
+            theirs.append(run_bare(source, work, chosen))
+        same_video = len({_md5(work / name) for name in ("source.mp4", "destatic.mp4", "bare.mp4")}) == 1
+        print(f"audio: aac at {chosen // 1000} kb/s in both (destatic's choice, measured); video packets identical: {same_video}")
+        print(f"{'step':<28}{'destatic s':>12}{'bare ffmpeg s':>15}{'ratio':>8}")
+        mine, base = statistics.median(ours), statistics.median(theirs)
+        print(f"{'extract + remux (median)':<28}{mine:>12.2f}{base:>15.2f}{mine / base:>8.2f}")
+        print(f"runs: destatic {', '.join(f'{t:.2f}' for t in ours)}; bare {', '.join(f'{t:.2f}' for t in theirs)}")
+        print(f"target <= 1.30x: {'met' if mine / base <= 1.3 else 'NOT met'}")
+
+
+def _md5(path: Path) -> str:
+    done = subprocess.run(
+        [_ffmpeg.ffmpeg_exe(), "-v", "error", "-i", path, "-map", "0:v", "-c", "copy", "-f", "md5", "-"], capture_output=True, check=True
+    )
+    return done.stdout.decode().strip()
+
+
+if __name__ == "__main__":
+    main()
