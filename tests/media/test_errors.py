@@ -61,6 +61,11 @@ def _directory(folder: Path) -> Path:
     return folder / "folder.mp4"
 
 
+def _fifo(folder: Path) -> Path:
+    os.mkfifo(folder / "pipe.wav")
+    return folder / "pipe.wav"
+
+
 def _no_samples(folder: Path) -> Path:
     sf.write(folder / "silence.wav", np.zeros((0, 1)), 8000)
     return folder / "silence.wav"
@@ -77,10 +82,11 @@ def _unknown_codec(folder: Path) -> Path:
         (_empty_file, "is empty"),
         (_text, "not media"),
         (_directory, "is a directory"),
+        (_fifo, "not a regular file"),
         (_unknown_codec, "audio codec not supported"),
         (_no_samples, "empty audio"),
     ],
-    ids=["missing", "empty-file", "not-media", "directory", "unknown-codec", "no-samples"],
+    ids=["missing", "empty-file", "not-media", "directory", "fifo", "unknown-codec", "no-samples"],
 )
 def test_bad_input_names_file_and_reason(tmp_path: Path, make, reason: str) -> None:
     source = make(tmp_path)

@@ -15,9 +15,9 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 
 from destatic.errors import BadInputError, ParameterError, TransientError
 
@@ -60,21 +60,13 @@ def file_url(path: os.PathLike[str] | str | bytes) -> bytes:
     return b"file:" + os.fsencode(os.path.abspath(os.fsencode(path)))
 
 
-def input_args(path: os.PathLike[str] | str | bytes, *, demuxer: str | None = None) -> list[Arg]:
-    """The ``-i`` arguments that open `path` with the protocol and demuxer whitelists.
-
-    Parameters
-    ----------
-    path : path-like
-        The input file.
-    demuxer : str or None
-        Force this demuxer (``-f``); None lets ffmpeg sniff it among the allowed ones.
-    """
-    forced: list[Arg] = ["-f", demuxer] if demuxer else []
+def input_args(path: os.PathLike[str] | str | bytes) -> list[Arg]:
+    """The ``-i`` arguments that open `path` through the ``file`` protocol only, with a demuxer
+    ffmpeg sniffs among :data:`ALLOWED_DEMUXERS` (a playlist or concat list is refused even when
+    named ``.mp4``)."""
     return [
         "-protocol_whitelist", "file",
         "-format_whitelist", ",".join(ALLOWED_DEMUXERS),
-        *forced,
         "-i", file_url(path),
     ]
 
@@ -177,25 +169,30 @@ def classify_failure(stderr: str, *, source: os.PathLike[str] | str | bytes) -> 
     return BadInputError(source, f"ffmpeg failed: {last[:300]}")
 
 
-def check_readable(path: os.PathLike[str] | str | bytes) -> Path:
-    """Raise :class:`BadInputError` unless `path` is an existing, readable, non-empty regular file."""
+def check_readable(path: os.PathLike[str] | str | bytes) -> None:
+    """Raise :class:`BadInputError` unless `path` is an existing, readable, non-empty regular file.
+
+    Checked before ffmpeg runs so that the reason is precise, and so that a FIFO
+    or device never reaches ffmpeg (it would block or read forever).
+    """
     try:
+        mode = os.stat(path)
+        if stat.S_ISDIR(mode.st_mode):
+            raise BadInputError(path, "is a directory, not a media file")
+        if not stat.S_ISREG(mode.st_mode):
+            raise BadInputError(path, "is not a regular file (a device, FIFO or socket)")
+        if mode.st_size == 0:
+            raise BadInputError(path, "is empty (0 bytes)")
         with open(path, "rb") as handle:
-            if not os.path.isfile(path):
-                raise BadInputError(path, "is not a regular file")
-            if not handle.read(1):
-                raise BadInputError(path, "is empty (0 bytes)")
+            handle.read(1)
     except FileNotFoundError:
         raise BadInputError(path, "does not exist (vanished?)") from None
-    except IsADirectoryError:
-        raise BadInputError(path, "is a directory, not a media file") from None
     except PermissionError:
         raise BadInputError(path, "cannot be read (permission denied)") from None
     except OSError as error:
         if error.errno in (errno.EIO, errno.ENOMEM):
             raise TransientError(f"cannot read {os.fsdecode(path)!r}: {error.strerror}") from error
         raise BadInputError(path, f"cannot be read: {error.strerror}") from None
-    return Path(os.fsdecode(path))
 
 
 @functools.cache
