@@ -63,7 +63,7 @@ def measure(mode: str, source: Path, target: Path, method: str | None) -> dict[s
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, nargs="+", default=[10.0, 60.0], help="streaming cases (default 10 60)")
+    parser.add_argument("--minutes", type=float, nargs="*", default=[10.0, 60.0], help="streaming cases (default 10 60)")
     parser.add_argument(
         "--in-memory-minutes", type=float, nargs="*", default=[10.0], help="in-memory cases, for information (default 10)"
     )

@@ -119,9 +119,8 @@ class Method:
 def parse_spec(spec: str) -> tuple[str | None, dict[str, object]]:
     """``"logmmse:max_reduction_db=18,smoothing=0.95"`` -> ``("logmmse", {...})``; ``default`` -> None.
 
-    Values are Python literals (numbers, True/False/None) or else strings; the
-    key ``noise`` takes ``auto`` (None) or a ``(start_s, end_s)`` tuple and
-    overrides the group's noise argument.
+    Values are Python literals (numbers, True/False/None) or else strings;
+    ``noise=auto`` overrides the group's noise argument with None.
     """
     name, _, rest = spec.partition(":")
     options: dict[str, object] = {}
