@@ -13,7 +13,10 @@
     Ephraim-Malah log-spectral amplitude estimator with the same ``xi``.
 
 Every rule but ``seed`` is then limited to ``max_reduction_db`` and may be
-smoothed over frequency and time against musical noise.
+smoothed over frequency and time against musical noise. The noise estimate
+starts from the profile and is tracked through the stream (MCRA). Where a
+measured profile shows a steady tone (hum), its known magnitude is subtracted
+instead, without rectification, so gains there lie in [-1, 1].
 """
 
 from __future__ import annotations
@@ -132,26 +135,41 @@ def _half_exp1_table() -> tuple[np.ndarray, float, float]:
 
 
 def _logmmse_factor(v: np.ndarray) -> np.ndarray:
+    """exp(E1(v) / 2), interpolated from a table (exact to ~1e-5 relative)."""
     table, low, scale = _half_exp1_table()
-    position = (np.log2(np.maximum(v, 1e-30)) - low) * scale
-    np.clip(position, 0, table.size - 1, out=position)
-    index = position.astype(np.int32)
-    np.minimum(index, table.size - 2, out=index)
-    frac = position - index
-    lower = table[index]
-    return lower + frac * (table[index + 1] - lower)
+    position = np.log2(np.maximum(v, np.float32(1e-30)))
+    position -= np.float32(low)
+    position *= np.float32(scale)
+    np.clip(position, 0, table.size - 2, out=position)
+    index = position.astype(np.intp)
+    position -= index
+    lower = table.take(index)
+    upper = table.take(index + 1)
+    upper -= lower
+    upper *= position
+    upper += lower
+    return upper
+
+
+MIN_TONAL_FRAMES = 16
 
 
 def _tonality(profile: NoiseProfile) -> np.ndarray | None:
     """Per-bin weight in [0, 1]: 1 where the noise is a steady tone (hum), 0 where Gaussian.
 
     ``E|N|^2 / (E|N|)^2`` is 4/pi for Gaussian noise and 1 for a steady tone.
-    Tracking keeps the profile in tonal bins: minimum statistics assume
-    Gaussian noise and would overestimate a steady tone by the bias factor.
+    Tonal bins get the profile's own magnitude subtracted, unrectified (as the
+    seed does: right for a deterministic tone, whose magnitude is known), and
+    tracking leaves them alone: minimum statistics assume Gaussian noise and
+    would overestimate a steady tone by the bias factor. ``None`` for ``auto``
+    profiles and for profiles of too few frames to tell.
     """
-    if profile.mode == "auto":
+    if profile.mode == "auto" or int(profile.details.get("frames", 0)) < MIN_TONAL_FRAMES:
         return None
-    ratio = profile.power / np.maximum(profile.magnitude, 1e-30) ** 2
+    squared_mean = profile.magnitude.astype(np.float64) ** 2
+    ratio = np.divide(
+        profile.power, squared_mean, out=np.full(squared_mean.shape, 4 / np.pi), where=squared_mean > 0
+    )
     weight = np.clip((4 / np.pi - ratio) / (4 / np.pi - 1) * 2 - 0.5, 0, 1)
     return weight.astype(np.float32) if weight.any() else None
 
@@ -213,7 +231,12 @@ class GainComputer:
             else 0.0
         )
         self._release_state: np.ndarray | None = None
-        self._tonal = _tonality(profile) if self.tracker is not None else None
+        self._tonal = _tonality(profile)
+        if self._tonal is not None:
+            self._tonal_bins = np.flatnonzero(self._tonal.max(axis=0) > 0)
+            self._tone_magnitude = (
+                profile.magnitude[:, self._tonal_bins] * np.float32(np.sqrt(self.scale))
+            )
 
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
@@ -234,7 +257,14 @@ class GainComputer:
             gain = self._subtract(gamma, power, noise)
         else:
             gain = self._decision_directed(gamma)
-        return self._finish(gain)
+        gain = self._finish(gain)
+        if self._tonal is not None:
+            bins = self._tonal_bins
+            weight = self._tonal[:, np.newaxis, bins]
+            magnitude = np.sqrt(np.maximum(power[..., bins], np.float32(1e-30)))
+            tone = np.clip(1 - self._tone_magnitude[:, np.newaxis, :] / magnitude, -1, 1)
+            gain[..., bins] = gain[..., bins] * (1 - weight) + tone * weight
+        return gain
 
     def _seed(self, spectra: np.ndarray) -> np.ndarray:
         magnitude = np.abs(spectra)
@@ -270,7 +300,7 @@ class GainComputer:
         wiener = xi / (1 + xi)
         if self.method == "wiener":
             return wiener
-        return wiener * _logmmse_factor(wiener * gamma)
+        return np.minimum(wiener * _logmmse_factor(wiener * gamma), 1)
 
     def _finish(self, gain: np.ndarray) -> np.ndarray:
         np.clip(gain, self.floor, 1.0, out=gain)

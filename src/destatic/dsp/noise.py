@@ -38,8 +38,13 @@ def min_window_frames(sample_rate: int, hop_length: int) -> int:
 
 def smooth_bins(power: np.ndarray) -> np.ndarray:
     """Smooth power over frequency with the kernel (1/4, 1/2, 1/4), edges repeated."""
-    padded = np.concatenate([power[..., :1], power, power[..., -1:]], axis=-1)
-    return 0.5 * power + 0.25 * (padded[..., :-2] + padded[..., 2:])
+    quarter = power * np.float32(0.25) if power.dtype == np.float32 else power * 0.25
+    smoothed = quarter + quarter
+    smoothed[..., 1:] += quarter[..., :-1]
+    smoothed[..., :-1] += quarter[..., 1:]
+    smoothed[..., 0] += quarter[..., 0]
+    smoothed[..., -1] += quarter[..., -1]
+    return smoothed
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,7 +157,7 @@ class NoiseTracker:
                 self._sub_count = 0
         speech = smoothed > np.float32(PRESENCE_RATIO * self.bias) * minimum
         keep = np.where(speech, np.float32(1.0), np.float32(self.noise_smoothing))
-        noise = np.empty(power.shape, np.float32)
+        noise = smoothed
         estimate = self._noise
         for frame in range(n_frames):
             estimate -= power[:, frame]
