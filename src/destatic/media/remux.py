@@ -105,6 +105,13 @@ def _video_encoder_args(muxer: str, index: int) -> list[str]:
     return [f"-c:{index}", "libx264", f"-crf:{index}", "16", f"-preset:{index}", "medium"]
 
 
+def _timing_args(muxer: str, start_time: float) -> list[str]:
+    """MPEG-PS: start where the original started (the muxer would otherwise add 0.5 s of preload)."""
+    if muxer != "mpeg":
+        return []
+    return ["-preload", str(max(round(start_time * 1_000_000), 0))]
+
+
 def _same_file(a: os.PathLike[str] | str, b: os.PathLike[str] | str) -> bool:
     try:
         return os.path.samefile(a, b)
@@ -205,6 +212,7 @@ def remux(
             "-map_metadata", "0", "-map_chapters", "0",
             *codecs,
             "-max_muxing_queue_size", "4096",
+            *_timing_args(muxer, info.start_time),
             *_ffmpeg.output_args(partial, muxer=muxer),
         ]
         _ffmpeg.run(args, source=original)
