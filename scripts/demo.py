@@ -8,6 +8,7 @@ reports and Prefect artifacts are. Run through ``make demo``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,12 +85,13 @@ def main() -> int:
             failed += 1
             print(f"FAILED {source.name}: {error}")
             continue
-        work = work_dir_for(source, settings)
+        record = json.loads((work_dir_for(source, settings) / LAST_RUN).read_text())
         print(f"\n{source.name}  ({time.perf_counter() - started:.1f} s)")
         print(f"  output:    {target}")
-        print(f"  report:    {work / 'report.md'}")
-        print(f"  plots:     {work / 'profile.png'}, {work / 'spectrograms.png'}")
-        print(f"  last run:  {work / LAST_RUN}")
+        print(f"  report:    {record['report']}  (noise reduction ~{record['reduction_db']:.1f} dB)")
+        print(f"  plots:     {record['profile_plot']}")
+        print(f"             {record['spectrogram_plot']}")
+        print(f"  artifact:  {record['artifact_key']}")
     print("\nPrefect artifacts (markdown reports with the plots inline):")
     print(f"  PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent / 'prefect'} artifact ls")
     print("  or open the UI: make the same PREFECT_HOME, run `prefect server start`, browse http://127.0.0.1:4200/artifacts")

@@ -178,33 +178,34 @@ def _configured(step: Any, settings: Settings) -> Any:
 
 
 def _write_report(run: _Run, *, audio_wav: Path, profile_npz: Path, cleaned_wav: Path, output: Path) -> Path:
+    plots_json = _configured(tasks.plot_report, run.settings)(audio_wav, profile_npz, cleaned_wav, run.work_dir)
+    plots = json.loads(plots_json.read_text(encoding="utf-8"))
     profile = tasks.dsp.NoiseProfile.load(profile_npz)
-    profile_uri = report.plot_profile(profile, run.work_dir / "profile.png")
-    spectrogram_uri = report.plot_spectrograms(audio_wav, cleaned_wav, run.work_dir / "spectrograms.png")
-    reduction = report.noise_reduction_db(audio_wav, cleaned_wav)
+    details = ", ".join(f"{name}={value}" for name, value in profile.details.items())
     text = report.render_report(
         source=run.source,
         output=output,
         streams=_stream_rows(run.source),
         profile_how=f"{_profile_how(run.settings)}; {profile.sample_rate} Hz, n_fft {profile.n_fft}, "
         f"hop {profile.hop_length}, {profile.channels} channel(s), measured as `{profile.mode}`"
-        + (f" ({', '.join(f'{k}={v}' for k, v in profile.details.items())})" if profile.details else ""),
+        + (f" ({details})" if details else ""),
         settings=_flat_settings(run.settings),
         step_seconds=run.steps,
-        reduction_db=reduction,
-        profile_uri=profile_uri,
-        spectrogram_uri=spectrogram_uri,
+        reduction_db=plots["reduction_db"],
+        profile_uri=plots["profile_uri"],
+        spectrogram_uri=plots["spectrogram_uri"],
         files={
             "work folder": run.work_dir,
-            "profile plot": run.work_dir / "profile.png",
-            "spectrograms": run.work_dir / "spectrograms.png",
+            "profile plot": Path(plots["profile_png"]),
+            "spectrograms": Path(plots["spectrogram_png"]),
             "audio": audio_wav,
             "noise profile": profile_npz,
             "cleaned audio": cleaned_wav,
         },
     )
     path = run.work_dir / "report.md"
-    path.write_text(text, encoding="utf-8")
+    with media.atomic_output(path) as partial:
+        partial.write_text(text, encoding="utf-8")
     key = report_key(run.source)
     create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
     flow_run = FlowRunContext.get()
@@ -213,13 +214,16 @@ def _write_report(run: _Run, *, audio_wav: Path, profile_npz: Path, cleaned_wav:
         "output": str(output),
         "work_dir": str(run.work_dir),
         "report": str(path),
+        "profile_plot": plots["profile_png"],
+        "spectrogram_plot": plots["spectrogram_png"],
         "artifact_key": key,
         "flow_run_id": str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
-        "reduction_db": reduction,
+        "reduction_db": plots["reduction_db"],
         "step_seconds": run.steps,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    (run.work_dir / LAST_RUN).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    with media.atomic_output(run.work_dir / LAST_RUN) as partial:
+        partial.write_text(json.dumps(record, indent=2), encoding="utf-8")
     return path
 
 

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 FULL_DPI = 100
-EMBED_DPI = 40
+EMBED_DPI = 45
 EMBED_COLORS = 48
 SPECTROGRAM_SECONDS = 30.0
 LEVEL_FRAME_S = 0.05
@@ -45,17 +45,20 @@ def _pyplot() -> Any:
 
 
 def _save(figure: Any, path: Path) -> str:
-    """Write `figure` to `path` at full size; return a small copy as a data: URI."""
+    """Write `figure` to `path` at full size; return a small copy as a data: URI.
+
+    The small copy is the full PNG scaled down and quantised (one render, not two).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=FULL_DPI)
-    rendered = io.BytesIO()
-    figure.savefig(rendered, dpi=EMBED_DPI, format="png")
     _pyplot().close(figure)
     from PIL import Image
 
     small = io.BytesIO()
-    with Image.open(rendered) as image:
-        image.convert("RGB").quantize(colors=EMBED_COLORS).save(small, format="PNG", optimize=True)
+    with Image.open(path) as image:
+        size = (max(1, image.width * EMBED_DPI // FULL_DPI), max(1, image.height * EMBED_DPI // FULL_DPI))
+        thumbnail = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
+        thumbnail.quantize(colors=EMBED_COLORS).save(small, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(small.getvalue()).decode("ascii")
 
 
@@ -86,7 +89,7 @@ def plot_profile(profile: Any, path: Path, *, title: str | None = None) -> str:
     profile.plot(ax=axes)
     if title is not None:
         axes.set_title(title)
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.9)
     return _save(figure, path)
 
 
@@ -113,7 +116,7 @@ def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds:
             ax.specgram(audio, NFFT=nfft, Fs=sr, noverlap=nfft // 2, cmap="magma", vmin=-140, vmax=-20)
         ax.set_ylabel(f"{label}\nHz")
     axes[1].set_xlabel("Time (s)")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.97, hspace=0.12)
     return _save(figure, path)
 
 

@@ -29,7 +29,7 @@ from prefect.results import get_result_store
 from prefect.states import State
 from pydantic import BaseModel
 
-from destatic import dsp, media
+from destatic import dsp, media, report
 from destatic.errors import BadInputError, TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
 
@@ -44,6 +44,7 @@ __all__ = [
     "file_digest",
     "inverse_stft",
     "is_transient",
+    "plot_report",
     "profile_noise",
     "remux",
     "step_key",
@@ -59,6 +60,7 @@ STEP_VERSIONS: dict[str, str] = {
     "inverse": "1",
     "remux": "1",
     "export": "1",
+    "plots": "1",
 }
 KEY_CHARS = 20
 READ_BLOCK = 1 << 16
@@ -205,6 +207,7 @@ _SUBTRACT = StepCache(step="subtract", suffix=".npy")
 _INVERSE = StepCache(step="inverse", suffix=".wav")
 _REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
 _EXPORT = StepCache(step="export", suffix_from="format")
+_PLOTS = StepCache(step="plots", suffix=".json")
 _STEP_OPTIONS: dict[str, Any] = {"retry_condition_fn": is_transient, "persist_result": True}
 
 
@@ -372,6 +375,33 @@ def export_audio(cleaned_wav: Path, work_dir: Path, format: str) -> Path:
     """Encode the cleaned audio alone as `format` (wav, flac, mp3, m4a, ogg, opus)."""
     target = _target(_EXPORT, work_dir, {"cleaned_wav": cleaned_wav, "work_dir": work_dir, "format": format})
     media.export_audio(cleaned_wav, target, format=format)
+    return target
+
+
+@task(name="plot_report", cache_policy=_PLOTS, **_STEP_OPTIONS)
+def plot_report(audio_wav: Path, profile_npz: Path, cleaned_wav: Path, work_dir: Path) -> Path:
+    """Plot the noise profile and the spectrograms before and after; estimate the reduction.
+
+    Returns
+    -------
+    Path
+        ``plots-<key>.json``: the two PNG paths (``plots-<key>-profile.png``,
+        ``plots-<key>-spectrograms.png``), their small data: URIs and the
+        estimated noise reduction in dB.
+    """
+    inputs = {"audio_wav": audio_wav, "profile_npz": profile_npz, "cleaned_wav": cleaned_wav, "work_dir": work_dir}
+    target = _target(_PLOTS, work_dir, inputs)
+    profile_png = target.with_name(f"{target.stem}-profile.png")
+    spectrogram_png = target.with_name(f"{target.stem}-spectrograms.png")
+    record = {
+        "profile_png": str(profile_png),
+        "spectrogram_png": str(spectrogram_png),
+        "profile_uri": report.plot_profile(dsp.NoiseProfile.load(profile_npz), profile_png),
+        "spectrogram_uri": report.plot_spectrograms(audio_wav, cleaned_wav, spectrogram_png),
+        "reduction_db": report.noise_reduction_db(audio_wav, cleaned_wav),
+    }
+    with media.atomic_output(target) as partial:
+        partial.write_text(json.dumps(record), encoding="utf-8")
     return target
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -15,7 +16,7 @@ import soundfile as sf
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
-STEPS = ("extract_audio", "profile_noise", "subtract_noise", "inverse_stft", "export_audio")
+STEPS = ("extract_audio", "profile_noise", "subtract_noise", "inverse_stft", "export_audio", "plot_report")
 
 
 def _run(task_runs, source: Path, settings, **kwargs):
@@ -173,8 +174,11 @@ def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_pat
     assert [s.kind for s in after.streams] == [s.kind for s in before.streams]
 
     work = work_dir_for(short_video, settings)
-    for name in ("report.md", "profile.png", "spectrograms.png", LAST_RUN):
+    for name in ("report.md", LAST_RUN):
         assert (work / name).is_file(), name
+    record = json.loads((work / LAST_RUN).read_text())
+    for plot in (record["profile_plot"], record["spectrogram_plot"]):
+        assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     artifact = Artifact.get(report_key(short_video))
     assert artifact is not None and artifact.type == "markdown"
     text = artifact.data
