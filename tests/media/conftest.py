@@ -60,4 +60,19 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "-c:v", "mpeg4", "-c:a", "libmp3lame", "-b:a", "128k", avi,
     )
     files["clip.avi"] = avi
+    timecode = root / "timecode.mov"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=1", "-f", "lavfi", "-i", "sine=duration=1",
+        "-timecode", "01:00:00:00", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", timecode,
+    )
+    files["timecode.mov"] = timecode
+    notes = root / "notes.txt"
+    notes.write_text("an attachment\n")
+    attached = root / "attached.mkv"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=1", "-f", "lavfi", "-i", "sine=duration=1",
+        "-attach", notes, "-metadata:s:t", "mimetype=text/plain",
+        "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "flac", attached,
+    )
+    files["attached.mkv"] = attached
     return files

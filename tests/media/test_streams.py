@@ -117,3 +117,22 @@ def test_video_without_audio_is_bad_input(generated: dict[str, Path], tmp_path: 
     with pytest.raises(BadInputError, match=r"silent\.mp4: has no audio stream"):
         media.extract_audio(generated["silent.mp4"], tmp_path / "a.wav")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "kinds"),
+    [("timecode.mov", ["video", "audio", "data"]), ("attached.mkv", ["video", "audio", "attachment"])],
+)
+def test_remux_keeps_data_and_attachment_streams(generated: dict[str, Path], tmp_path: Path, name: str, kinds: list[str]) -> None:
+    source = generated[name]
+    before = media.probe(source)
+    assert [s.kind for s in before.streams] == kinds
+    track = media.extract_audio(source, tmp_path / "a.wav")
+    output = media.remux(source, track.path, tmp_path / f"out{source.suffix}")
+    after = media.probe(output)
+    assert [(s.kind, s.codec) for s in after.streams] == [(s.kind, s.codec) for s in before.streams]
+    assert after.streams[2].tags.get("timecode") == before.streams[2].tags.get("timecode")
+    assert after.streams[2].tags.get("filename") == before.streams[2].tags.get("filename")
+    assert packets_md5(output, "0:0") == packets_md5(source, "0:0")
+    if before.streams[1].codec == "flac":
+        np.testing.assert_array_equal(decode(output), decode(source))

@@ -107,7 +107,7 @@ class MediaInfo:
     bitrate : int or None
         Overall bits per second.
     streams : list of StreamInfo
-        In file order.
+        In index order (ffmpeg may print them in another order, e.g. a timecode track under its video).
     tags : dict of str to str
         Container metadata.
     chapters : int
@@ -292,7 +292,7 @@ def parse_report(text: str, path: Path) -> MediaInfo:
     if format_name is None:
         raise BadInputError(path, "ffmpeg printed no stream list for it")
     infos = []
-    for stream in streams:
+    for stream in sorted(streams, key=lambda s: s["index"]):
         stream_tags = stream.get("tags", {})
         duration = _parse_duration_tag(next((v for k, v in stream_tags.items() if k.upper() == "DURATION"), None))
         infos.append(StreamInfo(**{**stream, "duration": duration}))
