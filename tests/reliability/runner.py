@@ -1,0 +1,293 @@
+"""Run the hostile catalogue through the real watcher and observe what became of each case.
+
+Shared by the tests and ``scripts/reliability_report.py``: both need a Prefect
+API (the test harness) and call :func:`run_batch`. Observations come from the
+file system (outbox, ``done/``, quarantine, inbox) and the watcher's rows,
+never from the code under test's own account alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hostile
+from hostile import Case, Context
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+STABLE_S = 2.0
+PARTIAL_MARK = ".partial"
+
+
+class Unavailable(Exception):
+    """This machine cannot set up the world a batch needs (no mount, no setpriv)."""
+
+
+def settings_for(root: Path, **groups: dict[str, Any]) -> Any:
+    """Settings whose five folders live in `root` (inbox and outbox created), no retry delay."""
+    from destatic.settings import load_settings
+
+    paths = {name: root / name for name in ("inbox", "outbox", "work", "quarantine", "done")}
+    paths.update(groups.pop("paths", {}))
+    for folder in ("inbox", "outbox"):
+        Path(paths[folder]).mkdir(parents=True, exist_ok=True)
+    runtime = {"retry_delay_s": 0.0, **groups.pop("runtime", {})}
+    return load_settings(paths=paths, runtime=runtime, **groups)
+
+
+def sha256(path: Path) -> str | None:
+    """SHA-256 of a regular file's bytes; None for anything else (links, FIFOs, sockets, folders)."""
+    try:
+        if not path.is_file() or path.is_symlink():
+            return None
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except PermissionError:
+        return None
+
+
+@dataclass
+class Observed:
+    """What became of one case."""
+
+    outcome: str
+    reason: str = ""
+    where: Path | None = None
+    output: Path | None = None
+    note: Path | None = None
+    note_text: str = ""
+    hash_before: str | None = None
+    hash_after: str | None = None
+    row: dict[str, Any] | None = None
+
+
+@dataclass
+class BatchResult:
+    """A batch run: per-case observations and what held for the whole batch."""
+
+    batch: str
+    root: Path
+    settings: Any
+    observed: dict[str, Observed] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    leftovers: list[Path] = field(default_factory=list)
+    leaks: list[Path] = field(default_factory=list)
+    connections: int = 0
+    seconds: float = 0.0
+    returncode: int | None = None
+    log: str = ""
+
+
+def _note_reason(note: Path) -> tuple[str, str]:
+    text = note.read_text(encoding="utf-8", errors="replace")
+    reason = next((line.removeprefix("reason:").strip() for line in text.splitlines() if line.startswith("reason:")), "")
+    return reason, text
+
+
+def observe(case: Case, settings: Any, rows: dict[str, dict[str, Any]], hash_before: str | None) -> Observed:
+    """Find where a case's input ended up and classify it."""
+    relative = case.relative
+    paths = settings.paths
+    output = paths.outbox / relative
+    done = paths.done / relative
+    quarantined = paths.quarantine / relative
+    left = paths.inbox / relative
+    row = rows.get(str(relative))
+    if done.exists() and output.exists():
+        found = Observed("processed", where=done, output=output)
+    elif os.path.lexists(quarantined):
+        found = Observed("quarantined", where=quarantined)
+        note = quarantined.with_name(quarantined.name + ".error.txt")
+        if note.is_file():
+            found.note = note
+            found.reason, found.note_text = _note_reason(note)
+    elif os.path.lexists(left) and row is None:
+        found = Observed("ignored", where=left)
+    elif row is not None and row["status"] == "failed" and not os.path.lexists(left):
+        found = Observed("vanished", reason=row["reason"])
+    else:
+        found = Observed("lost")
+    if row is not None and not found.reason:
+        found.reason = row.get("reason", "")
+    found.row = row
+    found.hash_before = hash_before
+    found.hash_after = sha256(found.where) if found.where is not None else None
+    return found
+
+
+def partial_files(*roots: Path) -> list[Path]:
+    """Temporary or partial files left anywhere under `roots` (and files left in claim folders)."""
+    found = []
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for path in hostile.walk_all(root):
+            if PARTIAL_MARK in path.name:
+                found.append(path)
+            elif ".processing" in path.parts and not path.is_dir():
+                found.append(path)
+    return found
+
+
+def leaked_secrets(root: Path, ctx: Context) -> list[Path]:
+    """Files under `root` (the outside folder excepted, links not followed) holding secret bytes."""
+    needles = (hostile.SECRET_TOKEN, ctx.secret_samples())
+    hits = []
+    for path in hostile.walk_all(root):
+        if path.is_relative_to(ctx.outside) or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if any(needle in data for needle in needles):
+            hits.append(path)
+    return hits
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, *, size: str, read_only: bool = False) -> Iterator[Path]:
+    """Mount a small tmpfs at `path` for the block (root and mount(8) needed, else :class:`Unavailable`)."""
+    path.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise Unavailable(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def _hashes(cases: list[Case], inbox: Path) -> dict[str, str | None]:
+    return {case.name: sha256(inbox / case.relative) for case in cases}
+
+
+def _finish(result: BatchResult, cases: list[Case], ctx: Context, before: dict[str, str | None], started: float) -> BatchResult:
+    rows = {row["file"]: row for row in result.rows}
+    for case in cases:
+        result.observed[case.name] = observe(case, result.settings, rows, before[case.name])
+    paths = result.settings.paths
+    result.leftovers = partial_files(paths.inbox, paths.outbox, paths.work, paths.quarantine, paths.done)
+    result.leaks = leaked_secrets(result.root, ctx)
+    result.connections = ctx.listener.connections
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _run_in_process(batch: str, root: Path, ctx: Context, settings: Any) -> BatchResult:
+    from destatic.flows import watch_inbox
+
+    inbox = settings.paths.inbox
+    cases = hostile.build_batch(batch, inbox, ctx)
+    deferred = [case for case in cases if case.outcome == "deferred"]
+    hostile.age([inbox / c.relative for c in cases if c not in deferred and os.path.lexists(inbox / c.relative)], 3600)
+    before = _hashes(cases, inbox)
+    result = BatchResult(batch, root, settings)
+    stop = threading.Event()
+    helpers = [
+        threading.Thread(target=case.during, args=(inbox / case.relative, settings.paths.work, stop), daemon=True)
+        for case in cases
+        if case.during is not None
+    ]
+    started = time.perf_counter()
+    for helper in helpers:
+        helper.start()
+    try:
+        result.rows = list(watch_inbox(settings))
+    finally:
+        stop.set()
+        for helper in helpers:
+            helper.join(timeout=10)
+    first = {row["file"] for row in result.rows}
+    if deferred:
+        waiting = [c for c in deferred if str(c.relative) not in first and (inbox / c.relative).is_file()]
+        for case in waiting:
+            before[case.name] = sha256(inbox / case.relative)
+        hostile.age([inbox / c.relative for c in waiting], 3600)
+        second = list(watch_inbox(settings))
+        result.rows += second
+    result = _finish(result, cases, ctx, before, started)
+    for case in deferred:
+        seen = result.observed[case.name]
+        if seen.outcome == "processed" and str(case.relative) not in first:
+            seen.outcome = "deferred"
+    return result
+
+
+def _run_unprivileged(batch: str, root: Path, ctx: Context) -> BatchResult:
+    """Run ``destatic watch --once`` as uid/gid 65534 in a folder that user owns."""
+    from prefect.settings import PREFECT_API_URL
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        raise Unavailable("needs root and setpriv(1) to run the watcher as an unprivileged user")
+    world = Path(tempfile.mkdtemp(prefix="destatic-unpriv-", dir="/tmp"))
+    settings = settings_for(world)
+    inbox = settings.paths.inbox
+    cases = hostile.build_batch(batch, inbox, ctx)
+    (world / "prefect-home").mkdir()
+    for path in [world, *hostile.walk_all(world)]:
+        os.chown(path, hostile.NOBODY, hostile.NOBODY, follow_symlinks=False)
+    before = {case.name: sha256(inbox / case.relative) for case in cases}
+    for case in cases:  # root reads what nobody may not: hash the locked one as root
+        target = inbox / case.relative
+        if before[case.name] is None and target.is_file():
+            before[case.name] = hashlib.sha256(target.read_bytes()).hexdigest()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DESTATIC_", "PREFECT_"))},
+        "HOME": str(world),
+        "PREFECT_HOME": str(world / "prefect-home"),
+        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DESTATIC_PATHS__OUTBOX": str(settings.paths.outbox),
+        "DESTATIC_PATHS__WORK": str(settings.paths.work),
+        "DESTATIC_PATHS__DONE": str(settings.paths.done),
+        "DESTATIC_PATHS__QUARANTINE": str(settings.paths.quarantine),
+        "DESTATIC_WATCH__STABLE_S": "0",
+        "DESTATIC_RUNTIME__RETRY_DELAY_S": "0",
+    }
+    command = [setpriv, f"--reuid={hostile.NOBODY}", f"--regid={hostile.NOBODY}", "--clear-groups", "--",
+               sys.executable, "-m", "destatic", "watch", str(inbox), "--once"]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=world, capture_output=True, text=True, timeout=300)
+    result = BatchResult(batch, world, settings, returncode=done.returncode, log=done.stdout + done.stderr)
+    result = _finish(result, cases, ctx, before, started)
+    for case in cases:  # the locked file is hashed as root, after the run too
+        seen = result.observed[case.name]
+        if seen.where is not None and seen.hash_after is None and seen.where.is_file():
+            seen.hash_after = hashlib.sha256(seen.where.read_bytes()).hexdigest()
+    return result
+
+
+def run_batch(batch: str, root: Path, ctx: Context) -> BatchResult:
+    """Build `batch`'s inputs under `root` and run the watcher once over them (twice if a case is deferred).
+
+    Needs a Prefect API (the test harness). Raises :class:`Unavailable` when the
+    machine cannot provide the batch's world.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    if batch == "unprivileged":
+        return _run_unprivileged(batch, root, ctx)
+    settings = settings_for(root, watch={"stable_s": STABLE_S, "concurrency": 2 if batch == "main" else 1})
+    if batch == "main":
+        return _run_in_process(batch, root, ctx, settings)
+    mounts = {
+        "readonly-outbox": (settings.paths.outbox, "1m", True),
+        "full-disk-work": (settings.paths.work, "256k", False),
+        "full-disk-outbox": (settings.paths.outbox, "64k", False),
+    }
+    where, size, read_only = mounts[batch]
+    with tmpfs(where, size=size, read_only=read_only):
+        return _run_in_process(batch, root, ctx, settings)
