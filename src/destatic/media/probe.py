@@ -176,6 +176,8 @@ def _split_fields(text: str) -> list[str]:
 
 
 def _channels_of(layout: str) -> int | None:
+    if layout in ("mono", "stereo"):
+        return 1 if layout == "mono" else 2
     counted = re.fullmatch(r"(\d+) channels(?: \(.*\))?", layout)
     if counted:
         return int(counted.group(1))
