@@ -153,11 +153,17 @@ def run(
                     "use that extension, or an audio extension for audio only"
                 )
 
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
     from destatic.flows import denoise_file
 
     failed = 0
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as progress:
+    # No heartbeat thread: it only detects crashed runs of deployments, and
+    # each flow run would wait for it at exit.
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), Progress(
+        *columns, console=console, transient=True
+    ) as progress:
         bar = progress.add_task("cleaning", total=len(inputs))
         for source, target in zip(inputs, targets):
             progress.update(bar, description=source.name)

@@ -177,8 +177,9 @@ def _configured(step: Any, settings: Settings) -> Any:
     )
 
 
-def _write_report(run: _Run, *, audio_wav: Path, profile_npz: Path, cleaned_wav: Path, output: Path) -> Path:
-    plots_json = _configured(tasks.plot_report, run.settings)(audio_wav, profile_npz, cleaned_wav, run.work_dir)
+def _write_report(
+    run: _Run, *, plots_json: Path, audio_wav: Path, profile_npz: Path, cleaned_wav: Path, output: Path
+) -> Path:
     plots = json.loads(plots_json.read_text(encoding="utf-8"))
     profile = tasks.dsp.NoiseProfile.load(profile_npz)
     details = ", ".join(f"{name}={value}" for name, value in profile.details.items())
@@ -311,6 +312,8 @@ def _denoise(run: _Run, output: Path | None) -> Path:
         cleaned_wav = _configured(tasks.inverse_stft, settings)(
             audio_wav, gains_npy, profile_npz, run.work_dir, progress=progress
         )
+    # The plots need only the audio and the profile: drawn while ffmpeg encodes.
+    plots = _configured(tasks.plot_report, settings).submit(audio_wav, profile_npz, cleaned_wav, run.work_dir)
     with _timed(run, "encode"):
         audio_only = settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES
         if audio_only:
@@ -323,7 +326,7 @@ def _denoise(run: _Run, output: Path | None) -> Path:
     if progress is not None:
         tasks.update_progress_artifact(progress, progress=100.0)
     with _timed(run, "report"):
-        _write_report(run, audio_wav=audio_wav, profile_npz=profile_npz, cleaned_wav=cleaned_wav, output=delivered)
+        _write_report(run, plots_json=plots.result(), audio_wav=audio_wav, profile_npz=profile_npz, cleaned_wav=cleaned_wav, output=delivered)
     logger.info("%s done in %.2f s: %s", source.name, run.elapsed, delivered)
     return delivered
 
