@@ -89,3 +89,15 @@ def test_export_rejects_bad_options(chirp_wav, tmp_path: Path, name: str, option
     with pytest.raises(ParameterError, match=message.replace("(", r"\(")):
         media.export_audio(source, tmp_path / name, **options)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cleaned.wav"]
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus"])
+def test_export_low_rate_mono(tmp_path: Path, suffix: str) -> None:
+    """Telephone-band speech (8 kHz mono) exports to every format with the defaults."""
+    t = np.arange(3 * 8000) / 8000
+    source = tmp_path / "speech.wav"
+    sf.write(source, (0.4 * np.sin(2 * np.pi * (150 + 300 * t) * t))[:, None].astype(np.float32), 8000, subtype="FLOAT")
+    output = media.export_audio(source, tmp_path / f"out{suffix}")
+    stream = media.probe(output).streams[0]
+    assert stream.channels == 1 and stream.sample_rate == (48000 if suffix == ".opus" else 8000)
+    assert len(decode(output)) >= 3 * stream.sample_rate

@@ -190,7 +190,7 @@ EXPORT_FORMATS = {
     ".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".m4a": "m4a", ".ogg": "ogg", ".oga": "ogg", ".opus": "opus",
 }
 
-_LOSSY_DEFAULT_BITRATE = {"mp3": 192_000, "m4a": 192_000, "ogg": 192_000, "opus": 160_000}
+_LOSSY_DEFAULT_BITRATE = {"mp3": 192_000, "m4a": 192_000, "opus": 160_000}
 
 
 def _export_codec_args(format: str, *, bit_depth: int | None, bitrate: int | None, channels: int) -> tuple[list[str], str]:
@@ -213,7 +213,7 @@ def _export_codec_args(format: str, *, bit_depth: int | None, bitrate: int | Non
         if bit_depth == 16:
             return ["-c:a", "flac", "-sample_fmt", "s16"], "flac"
         raise ParameterError(f"bit_depth={bit_depth!r} for flac must be 16 or 24")
-    rate = str(bitrate or _LOSSY_DEFAULT_BITRATE[format])
+    rate = str(bitrate or _LOSSY_DEFAULT_BITRATE.get(format, 0))
     if format == "mp3":
         if channels > 2:
             raise ParameterError(f"mp3 holds at most 2 channels; this audio has {channels}: export flac, m4a or opus")
@@ -221,7 +221,8 @@ def _export_codec_args(format: str, *, bit_depth: int | None, bitrate: int | Non
     if format == "m4a":
         return ["-c:a", "aac", "-b:a", rate], "ipod"
     if format == "ogg":
-        return ["-c:a", "libvorbis", "-b:a", rate], "ogg"
+        # Vorbis quality 6 (~190 kb/s stereo at 44.1 kHz) adapts to any rate; a fixed bitrate can be impossible (8 kHz).
+        return ["-c:a", "libvorbis", *(["-b:a", str(bitrate)] if bitrate else ["-q:a", "6"])], "ogg"
     return ["-c:a", "libopus", "-b:a", rate], "opus"
 
 
@@ -236,8 +237,9 @@ def export_audio(
     """Encode audio alone into a file of the chosen format, atomically.
 
     Lossless by default: wav stays float32 and flac stores 24-bit integers.
-    Lossy formats default to transparent bitrates (192 kb/s mp3, aac, vorbis;
-    160 kb/s opus, resampled to 48 kHz as Opus requires).
+    Lossy formats default to transparent settings: 192 kb/s mp3 and aac,
+    Vorbis quality 6 (about 190 kb/s for stereo at 44.1 kHz), 160 kb/s opus
+    (resampled to 48 kHz, as Opus requires).
 
     Parameters
     ----------

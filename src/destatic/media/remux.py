@@ -51,6 +51,7 @@ _MPEG_AUDIO_RATES = {
 }
 _MAX_RATE = {"aac": 512_000, "vorbis": 500_000, "opus": 510_000, "ac3": 640_000, "eac3": 640_000}
 _DEFAULT_RATE_PER_CHANNEL = 96_000
+_VORBIS_QUALITY = 6  # about 190 kb/s for stereo at 44.1 kHz
 
 
 def choose_audio_codec(muxer: str, original: StreamInfo, *, requested: str | None = None) -> str:
@@ -78,6 +79,8 @@ def _bitrate(codec: str, original: StreamInfo, requested: int | None) -> int | N
         if not isinstance(requested, int) or requested < 8000:
             raise ParameterError(f"audio_bitrate={requested!r} must be an integer number of bits per second >= 8000")
         wanted = requested
+    elif codec == "vorbis" and not original.bitrate:
+        return None  # quality-based instead: a fixed rate can be impossible at low sample rates
     else:
         wanted = max(original.bitrate or 0, _DEFAULT_RATE_PER_CHANNEL * min(original.channels or 2, 2))
     if codec in _MPEG_AUDIO_RATES:
@@ -153,7 +156,8 @@ def remux(
     audio_codec : str or None
         Force this audio codec (``"aac"``, ``"opus"``, ``"flac"``...); None chooses as above.
     audio_bitrate : int or None
-        Bits per second for a lossy codec; None: the original's, at least 96 kb/s per channel.
+        Bits per second for a lossy codec; None: the original's, at least 96 kb/s
+        per channel (Vorbis of unknown bitrate: quality 6, about 190 kb/s stereo).
     reencode_video : bool
         Re-encode video streams (near-transparent quality) instead of copying them.
         Off by default: copying is lossless and fast.
@@ -194,6 +198,8 @@ def remux(
             codecs += [f"-c:{out_index}", _ENCODERS[codec], *_depth_args(codec, source, out_index)]
             if bitrate is not None:
                 codecs += [f"-b:{out_index}", str(bitrate)]
+            elif codec == "vorbis":
+                codecs += [f"-q:{out_index}", str(_VORBIS_QUALITY)]
             flags = "+".join(flag.replace(" ", "_") for flag in source.dispositions) or "0"
             codecs += [f"-disposition:{out_index}", flags]
         else:
