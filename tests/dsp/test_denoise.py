@@ -188,3 +188,15 @@ def test_auto_on_real_noizeus_pair(media_dir):
     assert sisdr(clean, out) > sisdr(clean, noisy) + 2.0
     lag = np.argmax(np.correlate(out[2000:6000], clean[2000 - 50 : 6000 + 50], mode="valid")) - 50
     assert lag == 0
+
+
+def test_steady_hum_is_removed_and_a_tone_above_it_kept(rng):
+    t = np.arange(4 * SR) / SR
+    hum = 0.1 * sum(np.sin(2 * np.pi * 50 * k * t + k) / k for k in range(1, 10))
+    tone = 0.05 * np.sin(2 * np.pi * 1000 * t) * (t >= 2.0)
+    noisy = (hum + tone + 1e-3 * rng.standard_normal(t.size)).astype(np.float32)
+    out = destatic.denoise(noisy, SR, noise=(0.0, 1.0))
+    hum_only = slice(SR + SR // 2, 2 * SR - 1024)
+    assert 10 * np.log10(np.mean(noisy[hum_only] ** 2) / np.mean(out[hum_only] ** 2)) > 20
+    kept = slice(2 * SR + 1024, 4 * SR - 1024)
+    assert abs(10 * np.log10(np.mean(out[kept] ** 2) / np.mean(tone[kept] ** 2))) < 1.0

@@ -9,10 +9,10 @@ import pytest
 import scipy.signal
 
 from destatic import NoiseProfile, ParameterError, estimate_profile
-from destatic.dsp import profile_from_blocks
+from destatic.dsp import default_n_fft, profile_from_blocks
 
 SR = 16000
-N_FFT = 512
+N_FFT = default_n_fft(SR)
 
 
 def coloured_noise(rng, n, channels=1):

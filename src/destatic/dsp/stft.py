@@ -33,18 +33,21 @@ __all__ = [
     "resolve_fft_size",
 ]
 
-WINDOW_SECONDS = 0.032
+WINDOW_SECONDS = 0.064
 
 
 def default_n_fft(sample_rate: int) -> int:
-    """FFT size for ``sample_rate``: the smallest power of two spanning >= 32 ms.
+    """FFT size for ``sample_rate``: about 64 ms, a fast FFT length divisible by 4.
 
-    256 at 8 kHz, 512 at 16 kHz, 1024 at 22.05 kHz, 2048 at 44.1/48 kHz, 8192 at
-    192 kHz: 32-46 ms windows, long enough to resolve hum harmonics and short
-    enough for speech.
+    512 at 8 kHz, 1024 at 16 kHz, 2880 at 44.1 kHz, 3072 at 48 kHz, 12288 at
+    192 kHz. 64 ms resolves mains hum harmonics (50 Hz apart) while keeping
+    speech onsets; the hop is a quarter of it.
     """
     sample_rate = check_sample_rate(sample_rate)
-    return 1 << math.ceil(math.log2(sample_rate * WINDOW_SECONDS))
+    n_fft = scipy.fft.next_fast_len(round(sample_rate * WINDOW_SECONDS), real=True)
+    while n_fft % 4:
+        n_fft = scipy.fft.next_fast_len(n_fft + 1, real=True)
+    return n_fft
 
 
 def resolve_fft_size(
