@@ -227,9 +227,7 @@ def _run_in_process(batch: str, root: Path, ctx: Context, settings: Any) -> Batc
 
 
 def _run_unprivileged(batch: str, root: Path, ctx: Context) -> BatchResult:
-    """Run ``destatic watch --once`` as uid/gid 65534 in a folder that user owns."""
-    from prefect.settings import PREFECT_API_URL
-
+    """Run ``destatic watch --once`` as uid/gid 65534 in a folder that user owns (hashes taken as root)."""
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         raise Unavailable("needs root and setpriv(1) to run the watcher as an unprivileged user")
@@ -240,15 +238,24 @@ def _run_unprivileged(batch: str, root: Path, ctx: Context) -> BatchResult:
     (world / "prefect-home").mkdir()
     for path in [world, *hostile.walk_all(world)]:
         os.chown(path, hostile.NOBODY, hostile.NOBODY, follow_symlinks=False)
-    before = {case.name: sha256(inbox / case.relative) for case in cases}
-    for case in cases:  # root reads what nobody may not: hash the locked one as root
-        target = inbox / case.relative
-        if before[case.name] is None and target.is_file():
-            before[case.name] = hashlib.sha256(target.read_bytes()).hexdigest()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DESTATIC_", "PREFECT_"))},
-        "HOME": str(world),
-        "PREFECT_HOME": str(world / "prefect-home"),
+    before = _hashes(cases, inbox)
+    env = cli_env(settings, home=world)
+    command = [setpriv, f"--reuid={hostile.NOBODY}", f"--regid={hostile.NOBODY}", "--clear-groups", "--", *watch_once(settings)]
+    started = time.perf_counter()
+    done = subprocess.run(command, env=env, cwd=world, capture_output=True, text=True, timeout=300)
+    result = BatchResult(batch, world, settings, returncode=done.returncode, log=done.stdout + done.stderr)
+    return _finish(result, cases, ctx, before, started)
+
+
+def cli_env(settings: Any, *, home: Path | None = None) -> dict[str, str]:
+    """Environment for a ``destatic`` subprocess: these settings' folders, the current Prefect API.
+
+    With `home`, HOME and PREFECT_HOME point there (for a user that cannot write root's).
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESTATIC_")}
+    env.update({
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DESTATIC_PATHS__OUTBOX": str(settings.paths.outbox),
@@ -257,18 +264,16 @@ def _run_unprivileged(batch: str, root: Path, ctx: Context) -> BatchResult:
         "DESTATIC_PATHS__QUARANTINE": str(settings.paths.quarantine),
         "DESTATIC_WATCH__STABLE_S": "0",
         "DESTATIC_RUNTIME__RETRY_DELAY_S": "0",
-    }
-    command = [setpriv, f"--reuid={hostile.NOBODY}", f"--regid={hostile.NOBODY}", "--clear-groups", "--",
-               sys.executable, "-m", "destatic", "watch", str(inbox), "--once"]
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=world, capture_output=True, text=True, timeout=300)
-    result = BatchResult(batch, world, settings, returncode=done.returncode, log=done.stdout + done.stderr)
-    result = _finish(result, cases, ctx, before, started)
-    for case in cases:  # the locked file is hashed as root, after the run too
-        seen = result.observed[case.name]
-        if seen.where is not None and seen.hash_after is None and seen.where.is_file():
-            seen.hash_after = hashlib.sha256(seen.where.read_bytes()).hexdigest()
-    return result
+    })
+    if home is not None:
+        (home / "prefect-home").mkdir(exist_ok=True)
+        env.update({"HOME": str(home), "PREFECT_HOME": str(home / "prefect-home")})
+    return env
+
+
+def watch_once(settings: Any) -> list[str]:
+    """The command line of one ``destatic watch INBOX --once``."""
+    return [sys.executable, "-m", "destatic", "watch", str(settings.paths.inbox), "--once"]
 
 
 def run_batch(batch: str, root: Path, ctx: Context) -> BatchResult:

@@ -1,0 +1,221 @@
+"""Crash and concurrency drills: real ``destatic watch --once`` processes over a batch of small files.
+
+Shared by ``test_crash.py``, ``test_concurrency.py`` and the report script.
+Both need a Prefect API (the test harness) that the subprocesses report to.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import hostile
+import runner
+from decode import decode_audio
+
+SEED = 20261123
+
+
+def make_inputs(inbox: Path, count: int, *, bad: int = 0, seconds: float = 1.0) -> dict[str, str]:
+    """`count` distinct short WAVs (a different tone each) and `bad` random-byte .mp4 files; name -> SHA-256."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    source = inbox.parent / "seed-input.wav"
+    hostile.run_ffmpeg("-f", "lavfi", "-i", f"aevalsrc={hostile.tone_expr(1)}:s=16000:d={seconds}", "-c:a", "pcm_s16le", source)
+    base = source.read_bytes()
+    source.unlink()
+    rng = np.random.default_rng(SEED)
+    hashes = {}
+    for index in range(count):
+        name = f"f{index:03d}.wav"
+        data = bytearray(base)
+        data[-2:] = index.to_bytes(2, "little")  # one sample differs: distinct content, same length
+        (inbox / name).write_bytes(bytes(data))
+        hashes[name] = runner.sha256(inbox / name)
+    for index in range(bad):
+        name = f"bad{index:02d}.mp4"
+        (inbox / name).write_bytes(rng.bytes(4096))
+        hashes[name] = runner.sha256(inbox / name)
+    return hashes
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def start_watcher(settings: Any, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``destatic watch --once`` in a session of its own (so that its orphans can be waited for)."""
+    with open(log, "ab") as sink:
+        return subprocess.Popen(
+            runner.watch_once(settings), env=runner.cli_env(settings), cwd=settings.paths.inbox.parent,
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+def kill_hard(process: subprocess.Popen[bytes], *, drain_s: float = 60.0) -> None:
+    """kill -9 the watcher process alone, then wait for the children it orphaned (ffmpeg) to end."""
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + drain_s
+    while _group_alive(process.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@dataclass
+class Verdict:
+    """Where every input ended up, judged on the file system after the drill."""
+
+    expected: list[str]
+    outputs: dict[str, int] = field(default_factory=dict)
+    done: dict[str, int] = field(default_factory=dict)
+    quarantined: dict[str, int] = field(default_factory=dict)
+    left_in_inbox: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    bad_outputs: dict[str, str] = field(default_factory=dict)
+    leftovers: list[Path] = field(default_factory=list)
+
+    @property
+    def exactly_once(self) -> bool:
+        """Every good file once in the outbox and in done/, every bad one once in quarantine, nothing else."""
+        good = {name: 1 for name in self.expected if name.endswith(".wav")}
+        bad = {name: 1 for name in self.expected if not name.endswith(".wav")}
+        return self.outputs == good and self.done == good and self.quarantined == bad and not self.left_in_inbox
+
+
+def _stem_counts(folder: Path, expected: list[str]) -> dict[str, int]:
+    """How many files in `folder` are a copy of each expected name (``name`` or ``stem.<stamp>.suffix``)."""
+    counts: dict[str, int] = {}
+    if not folder.is_dir():
+        return counts
+    for path in folder.iterdir():
+        if path.name.startswith(".") or path.name.endswith(".error.txt"):
+            continue
+        owner = next((n for n in expected if path.name == n or (path.name.startswith(Path(n).stem + ".") and path.suffix == Path(n).suffix)), path.name)
+        counts[owner] = counts.get(owner, 0) + 1
+    return counts
+
+
+def judge(settings: Any, hashes: dict[str, str]) -> Verdict:
+    """Count outputs, originals and quarantined files per input; decode every output to its end."""
+    paths = settings.paths
+    names = sorted(hashes)
+    verdict = Verdict(expected=names)
+    verdict.outputs = _stem_counts(paths.outbox, names)
+    verdict.done = _stem_counts(paths.done, names)
+    verdict.quarantined = _stem_counts(paths.quarantine, names)
+    verdict.left_in_inbox = sorted(p.name for p in paths.inbox.iterdir() if not p.name.startswith("."))
+    for name in names:
+        for folder in (paths.done, paths.quarantine):
+            if (folder / name).is_file() and runner.sha256(folder / name) != hashes[name]:
+                verdict.changed.append(name)
+        output = paths.outbox / name
+        if name.endswith(".wav") and output.is_file():
+            before, after = decode_audio(paths.done / name, channels=1), decode_audio(output, channels=1)
+            if after.errors or after.frames != before.frames or not np.isfinite(after.samples).all():
+                verdict.bad_outputs[name] = after.errors or f"{after.frames} frames, original {before.frames}"
+    verdict.leftovers = runner.partial_files(paths.inbox, paths.outbox, paths.work, paths.quarantine, paths.done)
+    return verdict
+
+
+@dataclass
+class CrashFigures:
+    """What a crash drill did and found."""
+
+    files: int
+    kills: int = 0
+    kill_moments_s: list[float] = field(default_factory=list)
+    done_after_kill: list[int] = field(default_factory=list)
+    finished_unkilled: int = 0
+    restarts_to_finish: int = 0
+    seconds: float = 0.0
+    verdict: Verdict | None = None
+
+
+def crash_drill(root: Path, *, files: int = 12, bad: int = 2, kills: int = 20, seed: int = SEED,
+                max_kill_s: float = 8.0) -> CrashFigures:
+    """kill -9 the watcher `kills` times at seeded random moments, then let it finish and judge.
+
+    Each run is killed ``uniform(0.3, max_kill_s)`` seconds after it starts
+    (the CLI process alone, its orphaned ffmpeg left to end as it would);
+    then watchers run undisturbed until the inbox is empty.
+    """
+    settings = runner.settings_for(root)
+    hashes = make_inputs(settings.paths.inbox, files, bad=bad)
+    rng = np.random.default_rng(seed)
+    figures = CrashFigures(files=files + bad)
+    log = root / "watchers.log"
+    started = time.perf_counter()
+    while figures.kills < kills:
+        moment = float(rng.uniform(0.3, max_kill_s))
+        process = start_watcher(settings, log)
+        try:
+            process.wait(timeout=moment)
+            figures.finished_unkilled += 1
+            if not any(p for p in settings.paths.inbox.iterdir() if not p.name.startswith(".")):
+                break
+        except subprocess.TimeoutExpired:
+            kill_hard(process)
+            figures.kills += 1
+            figures.kill_moments_s.append(round(moment, 2))
+            figures.done_after_kill.append(sum(1 for _ in settings.paths.done.glob("*")) if settings.paths.done.is_dir() else 0)
+    for attempt in range(1, 4):
+        process = start_watcher(settings, log)
+        process.wait(timeout=600)
+        figures.restarts_to_finish = attempt
+        if not any(p for p in settings.paths.inbox.iterdir() if not p.name.startswith(".")):
+            break
+    figures.seconds = round(time.perf_counter() - started, 1)
+    figures.verdict = judge(settings, hashes)
+    return figures
+
+
+@dataclass
+class ConcurrencyFigures:
+    """Two watchers on one inbox: what each did."""
+
+    files: int
+    returncodes: list[int]
+    seconds: float
+    runs_per_file: dict[str, int]
+    verdict: Verdict
+
+
+def two_watchers(root: Path, *, files: int = 10, bad: int = 2) -> ConcurrencyFigures:
+    """Start two ``destatic watch --once`` at the same moment on one inbox and judge the result."""
+    settings = runner.settings_for(root)
+    hashes = make_inputs(settings.paths.inbox, files, bad=bad)
+    log = root / "watchers.log"
+    started, started_at = time.perf_counter(), datetime.now(timezone.utc)
+    watchers = [start_watcher(settings, log) for _ in range(2)]
+    codes = [watcher.wait(timeout=900) for watcher in watchers]
+    seconds = round(time.perf_counter() - started, 1)
+    runs: dict[str, int] = {}
+    for run in flow_runs_under(settings.paths.inbox / ".processing", since=started_at):
+        name = Path(run.parameters["path"]).name
+        runs[name] = runs.get(name, 0) + 1
+    return ConcurrencyFigures(files + bad, codes, seconds, runs, judge(settings, hashes))
+
+
+def flow_runs_under(folder: Path, *, since: datetime) -> list[Any]:
+    """denoise-file flow runs created after `since` (at most 200) whose input path lies under `folder` (the claim folders)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterExpectedStartTime
+
+    with get_client(sync_client=True) as client:
+        found = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["denoise-file"])),
+            flow_run_filter=FlowRunFilter(expected_start_time=FlowRunFilterExpectedStartTime(after_=since)),
+            limit=200,
+        )
+    return [run for run in found if Path(run.parameters.get("path", "")).is_relative_to(folder)]
