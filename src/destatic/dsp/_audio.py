@@ -68,7 +68,7 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
     kind = array.dtype.kind
     if kind == "f":
         result = np.ascontiguousarray(array, dtype=np.float32)
-        if not np.isfinite(result).all():
+        if not np.isfinite(result.sum(dtype=np.float64)):
             bad = int(np.count_nonzero(~np.isfinite(result)))
             raise ParameterError(
                 f"{name} holds {bad} NaN or infinite samples (or values beyond float32); "

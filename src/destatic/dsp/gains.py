@@ -126,29 +126,21 @@ def resolve_method(method: str | None) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _half_exp1_table() -> tuple[np.ndarray, float, float]:
-    """exp(E1(v) / 2) tabulated on a log2 grid of v, for a fast log-MMSE gain."""
-    low, high, steps = -24.0, 6.0, 4096
-    grid = np.linspace(low, high, steps)
-    values = np.exp(0.5 * scipy.special.exp1(np.exp2(grid)))
-    values[-1] = 1.0
-    return values.astype(np.float32), low, (steps - 1) / (high - low)
+    """exp(E1(v) / 2) on a fine log2 grid of v (cell centres), for a fast log-MMSE gain."""
+    low, high, steps = -24.0, 8.0, 1 << 15
+    step = (high - low) / steps
+    centres = low + step * (np.arange(steps) + 0.5)
+    values = np.exp(0.5 * scipy.special.exp1(np.exp2(centres)))
+    return values.astype(np.float32), low, 1 / step
 
 
 def _logmmse_factor(v: np.ndarray) -> np.ndarray:
-    """exp(E1(v) / 2), interpolated from a table (exact to ~1e-5 relative)."""
+    """exp(E1(v) / 2) by table lookup: within 0.05 % (0.005 dB) for v in [6e-8, 256]."""
     table, low, scale = _half_exp1_table()
     position = np.log2(np.maximum(v, np.float32(1e-30)))
     position -= np.float32(low)
     position *= np.float32(scale)
-    np.clip(position, 0, table.size - 2, out=position)
-    index = position.astype(np.intp)
-    position -= index
-    lower = table.take(index)
-    upper = table.take(index + 1)
-    upper -= lower
-    upper *= position
-    upper += lower
-    return upper
+    return table.take(position.astype(np.intp), mode="clip")
 
 
 MIN_TONAL_FRAMES = 16
@@ -243,7 +235,8 @@ class GainComputer:
             return np.zeros(spectra.shape, np.float32)
         if self.method == "seed":
             return self._seed(spectra)
-        power = (spectra.real**2 + spectra.imag**2).astype(np.float32)
+        power = spectra.real * spectra.real
+        power += spectra.imag * spectra.imag
         if self.tracker is not None:
             noise = self.tracker.update(power)
             if self._tonal is not None:
@@ -289,13 +282,17 @@ class GainComputer:
         xi_min = np.float32(10 ** (PRIOR_SNR_FLOOR_DB / 10))
         fresh = (1 - a) * np.maximum(gamma - 1, 0)
         xi = np.empty_like(gamma)
-        prior = self._prior
+        prior = self._prior.copy()
+        wiener = np.empty_like(prior)
         for frame in range(gamma.shape[1]):
-            current = a * prior + fresh[:, frame]
-            np.maximum(current, xi_min, out=current)
-            xi[:, frame] = current
-            wiener = current / (1 + current)
-            prior = wiener * wiener * gamma[:, frame]
+            prior *= a
+            prior += fresh[:, frame]
+            current = xi[:, frame]
+            np.maximum(prior, xi_min, out=current)
+            np.add(current, 1, out=wiener)
+            np.divide(current, wiener, out=wiener)
+            np.square(wiener, out=wiener)
+            np.multiply(wiener, gamma[:, frame], out=prior)
         self._prior = prior
         wiener = xi / (1 + xi)
         if self.method == "wiener":
