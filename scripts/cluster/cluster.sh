@@ -6,13 +6,16 @@
 #   cluster.sh up STATE_DIR [--workers N] [--pool NAME]   all of the below, in order
 #   cluster.sh postgres STATE_DIR        install (apt) if missing, init, start; prints the database URL
 #   cluster.sh server STATE_DIR          prefect server on a free port, waits for /api/health
-#   cluster.sh pool STATE_DIR [--pool NAME]
-#   cluster.sh workers STATE_DIR [--workers N] [--pool NAME]
+#   cluster.sh pool STATE_DIR [--pool NAME]   also the automation that runs again the flow runs
+#                                        whose heartbeats stop: see docs/scaling.md
+#   cluster.sh workers STATE_DIR [--workers N] [--pool NAME] [--limit RUNS_PER_WORKER]
 #   cluster.sh env STATE_DIR             prints `export PREFECT_API_URL=...` lines for a shell
 #   cluster.sh status STATE_DIR
 #   cluster.sh down STATE_DIR            stops everything it started (workers, server, postgres)
 #
 # Environment: DESTATIC_PYTHON (default: the checkout's .venv, else python3),
+# DESTATIC_ZOMBIE_AFTER_SECONDS (90): silence after which a running flow run counts as crashed;
+# PREFECT_FLOWS_HEARTBEAT_FREQUENCY (30, at least 30) is given to the workers' flow runs;
 # PREFECT_WORKER_QUERY_SECONDS and other PREFECT_* settings pass through to workers.
 set -euo pipefail
 
@@ -26,15 +29,24 @@ STATE=$2
 shift 2
 WORKERS=2
 POOL=destatic
+LIMIT=
 while [[ $# -gt 0 ]]; do
     case $1 in
         --workers) WORKERS=${2:?--workers needs a number}; shift 2 ;;
         --pool) POOL=${2:?--pool needs a name}; shift 2 ;;
-        *) die "unknown option '$1' (allowed: --workers N, --pool NAME)" ;;
+        --limit) LIMIT=${2:?--limit needs a number}; shift 2 ;;
+        *) die "unknown option '$1' (allowed: --workers N, --pool NAME, --limit N)" ;;
     esac
 done
 [[ $WORKERS =~ ^[1-9][0-9]*$ ]] || die "--workers '$WORKERS' must be a positive integer"
 [[ $POOL =~ ^[A-Za-z0-9_-]+$ ]] || die "--pool '$POOL' may hold only letters, digits, '-' and '_'"
+[[ -z $LIMIT || $LIMIT =~ ^[1-9][0-9]*$ ]] || die "--limit '$LIMIT' must be a positive integer"
+ZOMBIE_AFTER=${DESTATIC_ZOMBIE_AFTER_SECONDS:-90}
+HEARTBEAT=${PREFECT_FLOWS_HEARTBEAT_FREQUENCY:-30}
+[[ $ZOMBIE_AFTER =~ ^[0-9]+$ && $ZOMBIE_AFTER -ge 10 ]] ||
+    die "DESTATIC_ZOMBIE_AFTER_SECONDS='$ZOMBIE_AFTER' must be a whole number of seconds >= 10"
+[[ $HEARTBEAT =~ ^[0-9]+$ && $HEARTBEAT -ge 30 && $HEARTBEAT -lt $ZOMBIE_AFTER ]] ||
+    die "PREFECT_FLOWS_HEARTBEAT_FREQUENCY='$HEARTBEAT' must be >= 30 s and below DESTATIC_ZOMBIE_AFTER_SECONDS ($ZOMBIE_AFTER)"
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 if [[ -n ${DESTATIC_PYTHON:-} ]]; then PYTHON=$DESTATIC_PYTHON
@@ -212,6 +224,31 @@ start_server() {
     die "prefect server did not answer $health within 300 s"
 }
 
+# A running flow run whose heartbeats stop (its worker or machine died) is put back in the
+# queue (Scheduled, named AwaitingRetry) so that a live worker runs it again.
+create_zombie_automation() {
+    local url=$1 name=destatic-crashed-runs
+    if PREFECT_API_URL=$url "$PREFECT_BIN" automation inspect "$name" >/dev/null 2>&1; then
+        return 0
+    fi
+    log "creating automation '$name' (silence > ${ZOMBIE_AFTER} s)"
+    PREFECT_API_URL=$url "$PREFECT_BIN" automation create --from-json "$(cat <<EOF
+{"name": "$name",
+ "description": "Run again the flow runs whose heartbeats stopped for ${ZOMBIE_AFTER} s",
+ "trigger": {"type": "event", "posture": "Proactive",
+             "match": {"prefect.resource.id": "prefect.flow-run.*"},
+             "after": ["prefect.flow-run.Running", "prefect.flow-run.heartbeat"],
+             "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+                        "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
+                        "prefect.flow-run.Crashed", "prefect.flow-run.Paused",
+                        "prefect.flow-run.Suspended"],
+             "for_each": ["prefect.resource.id"], "threshold": 1, "within": $ZOMBIE_AFTER},
+ "actions": [{"type": "change-flow-run-state", "state": "SCHEDULED", "name": "AwaitingRetry",
+              "message": "No heartbeat for ${ZOMBIE_AFTER} s: the worker running it is gone"}]}
+EOF
+)" >/dev/null
+}
+
 create_pool() {
     local url
     url=$(start_server)
@@ -221,6 +258,7 @@ create_pool() {
         log "creating process work pool '$POOL'"
         PREFECT_API_URL=$url "$PREFECT_BIN" work-pool create "$POOL" --type process >/dev/null
     fi
+    create_zombie_automation "$url"
 }
 
 start_workers() {
@@ -230,8 +268,9 @@ start_workers() {
     for index in $(seq 1 "$WORKERS"); do
         pid_alive "$RUN_DIR/worker-$index.pid" && continue
         log "starting worker $index on pool '$POOL'"
-        PREFECT_API_URL=$url start_detached "$RUN_DIR/worker-$index.pid" "$LOG_DIR/worker-$index.log" \
-            "$PREFECT_BIN" worker start --pool "$POOL" --name "worker-$index" --type process
+        PREFECT_API_URL=$url PREFECT_FLOWS_HEARTBEAT_FREQUENCY=$HEARTBEAT \
+            start_detached "$RUN_DIR/worker-$index.pid" "$LOG_DIR/worker-$index.log" \
+            "$PREFECT_BIN" worker start --pool "$POOL" --name "worker-$index" --type process ${LIMIT:+--limit "$LIMIT"}
     done
     for index in $(seq 1 "$WORKERS"); do
         for _ in $(seq 1 600); do
@@ -245,8 +284,22 @@ start_workers() {
     done
 }
 
+# Flow runs started by a worker live in sessions of their own: stop them along with it.
+flow_run_groups() {
+    local pidfile worker
+    for pidfile in "$RUN_DIR"/worker-*.pid; do
+        [[ -f $pidfile ]] || continue
+        worker=$(cat "$pidfile")
+        ps -eo pid=,ppid=,pgid= | awk -v parent="$worker" '$2 == parent { print $3 }'
+    done | sort -u
+}
+
 stop_all() {
-    stop_detached "$RUN_DIR"/worker-*.pid
+    local group
+    for group in $(flow_run_groups); do
+        echo "$group" >"$RUN_DIR/flow-run-$group.pid"
+    done
+    stop_detached "$RUN_DIR"/worker-*.pid "$RUN_DIR"/flow-run-*.pid
     stop_detached "$RUN_DIR/server.pid"
     stop_postgres
 }
