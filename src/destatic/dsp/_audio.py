@@ -85,7 +85,9 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
         return np.ascontiguousarray(result / scale, dtype=np.float32)
     if kind == "b":
         raise ParameterError(f"{name} has boolean samples; numbers are required")
-    raise ParameterError(f"{name} has dtype {array.dtype}; real float or integer samples are required")
+    raise ParameterError(
+        f"{name} has dtype {array.dtype}; real float or integer samples are required"
+    )
 
 
 def iter_array_blocks(audio: np.ndarray, block_size: int) -> Iterator[np.ndarray]:
@@ -94,7 +96,9 @@ def iter_array_blocks(audio: np.ndarray, block_size: int) -> Iterator[np.ndarray
         yield audio[start : start + block_size]
 
 
-def checked_blocks(blocks: Iterable[np.ndarray], channels: int | None = None) -> Iterator[np.ndarray]:
+def checked_blocks(
+    blocks: Iterable[np.ndarray], channels: int | None = None
+) -> Iterator[np.ndarray]:
     """Validate each block of a stream and check they all have the same channel count."""
     for index, block in enumerate(blocks):
         checked = as_audio(block, name=f"block {index}")

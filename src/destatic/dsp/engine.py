@@ -59,7 +59,9 @@ def _framing(method: str, sample_rate: int) -> dict[str, Any]:
 def _profile_request(noise: NoiseSpec, method: str) -> dict[str, Any]:
     """Keyword arguments of profile_from_blocks for a noise spec naming a stretch."""
     if noise is None:
-        return {"mode": "head", "head_samples": SEED_HEAD_SAMPLES} if method == "seed" else {"mode": "auto"}
+        if method == "seed":
+            return {"mode": "head", "head_samples": SEED_HEAD_SAMPLES}
+        return {"mode": "auto"}
     if isinstance(noise, tuple):
         if len(noise) != 2:
             raise ParameterError(f"noise={noise!r} must be a (start_s, end_s) pair of seconds")

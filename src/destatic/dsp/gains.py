@@ -160,7 +160,10 @@ def _tonality(profile: NoiseProfile) -> np.ndarray | None:
         return None
     squared_mean = profile.magnitude.astype(np.float64) ** 2
     ratio = np.divide(
-        profile.power, squared_mean, out=np.full(squared_mean.shape, 4 / np.pi), where=squared_mean > 0
+        profile.power,
+        squared_mean,
+        out=np.full(squared_mean.shape, 4 / np.pi),
+        where=squared_mean > 0,
     )
     weight = np.clip((4 / np.pi - ratio) / (4 / np.pi - 1) * 2 - 0.5, 0, 1)
     return weight.astype(np.float32) if weight.any() else None
@@ -218,7 +221,9 @@ class GainComputer:
             options.freq_smoothing_hz * profile.n_fft / profile.sample_rate
         )
         self._release = (
-            smoothing_factor(options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length)
+            smoothing_factor(
+                options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length
+            )
             if options.time_smoothing_ms > 0
             else 0.0
         )

@@ -14,7 +14,6 @@ import functools
 import math
 
 import numpy as np
-import scipy.ndimage
 import scipy.signal
 
 __all__ = ["NoiseTracker", "min_window_frames", "minimum_bias", "smoothing_factor"]
@@ -75,7 +74,11 @@ def minimum_bias(window: int, overlap: int, smoothing: float) -> float:
     power = smooth_bins(power)
     mean = power.mean()
     smoothed = scipy.signal.lfilter(
-        [1 - smoothing], [1, -smoothing], power, axis=0, zi=np.full((1, power.shape[1]), smoothing * mean)
+        [1 - smoothing],
+        [1, -smoothing],
+        power,
+        axis=0,
+        zi=np.full((1, power.shape[1]), smoothing * mean),
     )[0]
     minima = smoothed.reshape(windows, window, -1).min(axis=1)
     return float(mean / minima.mean())
@@ -122,7 +125,9 @@ class NoiseTracker:
         self.subwindow = -(-window // self.SUBWINDOWS)
         self.smoothing = smoothing_factor(SMOOTHING_SECONDS, sample_rate, hop_length)
         self.bias = minimum_bias(
-            self.subwindow * self.SUBWINDOWS - self.subwindow // 2, n_fft // hop_length, self.smoothing
+            self.subwindow * self.SUBWINDOWS - self.subwindow // 2,
+            n_fft // hop_length,
+            self.smoothing,
         )
         self.noise_smoothing = smoothing_factor(update_seconds, sample_rate, hop_length)
         seeded_minimum = initial / np.float32(self.bias)
@@ -135,7 +140,7 @@ class NoiseTracker:
         self._noise = initial.copy()
 
     def update(self, power: np.ndarray) -> np.ndarray:
-        """Take ``|Y|^2`` of shape ``(channels, frames, bins)``; return the noise power per frame."""
+        """Take ``|Y|^2``, shape ``(channels, frames, bins)``; return the noise power per frame."""
         n_frames = power.shape[1]
         a = np.float32(self.smoothing)
         fresh = smooth_bins(power) * (1 - a)

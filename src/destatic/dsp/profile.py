@@ -13,8 +13,20 @@ from typing import IO, Any, Literal
 import numpy as np
 import scipy.signal
 
-from destatic.dsp._audio import as_audio, check_number, check_sample_rate, checked_blocks, iter_array_blocks
-from destatic.dsp.noise import min_window_frames, minimum_bias, smooth_bins, smoothing_factor, SMOOTHING_SECONDS
+from destatic.dsp._audio import (
+    as_audio,
+    check_number,
+    check_sample_rate,
+    checked_blocks,
+    iter_array_blocks,
+)
+from destatic.dsp.noise import (
+    SMOOTHING_SECONDS,
+    min_window_frames,
+    minimum_bias,
+    smooth_bins,
+    smoothing_factor,
+)
 from destatic.dsp.stft import FrameSplitter, resolve_fft_size
 from destatic.errors import ParameterError
 
@@ -187,7 +199,9 @@ class NoiseProfile:
         except (KeyError, ValueError, OSError) as error:
             if isinstance(error, ParameterError):
                 raise
-            raise ParameterError(f"{file!r} is not a destatic noise profile (.npz): {error}") from error
+            raise ParameterError(
+                f"{file!r} is not a destatic noise profile (.npz): {error}"
+            ) from error
 
     def plot(self, ax: Any = None) -> Any:
         """Draw the noise spectrum in dB per channel on a matplotlib axes; return the axes."""

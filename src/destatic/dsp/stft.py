@@ -16,7 +16,6 @@ divided by the accumulated squared window (as :func:`librosa.istft` does).
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import scipy.fft
@@ -75,7 +74,7 @@ def resolve_fft_size(
 
 
 def hann_window(n_fft: int) -> np.ndarray:
-    """Periodic Hann window of length ``n_fft`` (float32), as ``scipy.signal.get_window('hann')``."""
+    """Periodic Hann window of ``n_fft`` samples (float32), as ``get_window('hann')``."""
     return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
 
 
