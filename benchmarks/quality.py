@@ -366,7 +366,7 @@ def bar_chart(summary: list[dict[str, object]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = list(dict.fromkeys(s["group"] for s in summary))
+    groups = list(dict.fromkeys(s["group"] for s in summary))  # zoomed: bars do not start at 0
     fig, axes = plt.subplots(len(groups), len(METRICS), figsize=(15, 4.2 * len(groups)), squeeze=False)
     for row, group in enumerate(groups):
         entries = [s for s in summary if s["group"] == group]
@@ -374,7 +374,11 @@ def bar_chart(summary: list[dict[str, object]], path: Path) -> None:
         colours = ["tab:green" if s["is_destatic"] else "tab:gray" for s in entries]
         for col, metric in enumerate(METRICS):
             ax = axes[row][col]
-            ax.bar(range(len(entries)), [float(s[metric]) for s in entries], color=colours)
+            values = [float(s[metric]) for s in entries]
+            bars = ax.bar(range(len(entries)), values, color=colours)
+            ax.bar_label(bars, fmt="%.3g", fontsize=7)
+            span = max(values) - min(values) or 1.0
+            ax.set_ylim(min(values) - 0.5 * span, max(values) + 0.25 * span)
             ax.set_xticks(range(len(entries)), labels, rotation=45, ha="right", fontsize=8)
             ax.set_title(f"group {group}: {metric.upper().replace('_', '-')}")
             ax.grid(axis="y", alpha=0.3)
