@@ -6,6 +6,7 @@ Both need a Prefect API (the test harness) that the subprocesses report to.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -142,38 +143,57 @@ class CrashFigures:
     verdict: Verdict | None = None
 
 
-def crash_drill(root: Path, *, files: int = 12, bad: int = 2, kills: int = 20, seed: int = SEED,
-                max_kill_s: float = 8.0) -> CrashFigures:
-    """kill -9 the watcher `kills` times at seeded random moments, then let it finish and judge.
+def _claimed_by(inbox: Path, pid: int) -> bool:
+    """True once process `pid` has claimed a file of `inbox` (its scan is done, processing has begun)."""
+    for owner in (inbox / ".processing").glob("*/owner.json"):
+        try:
+            if json.loads(owner.read_text()).get("pid") == pid:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
-    Each run is killed ``uniform(0.3, max_kill_s)`` seconds after it starts
-    (the CLI process alone, its orphaned ffmpeg left to end as it would);
-    then watchers run undisturbed until the inbox is empty.
+
+def _inbox_empty(inbox: Path) -> bool:
+    """Nothing left to do: no file in the inbox, none in a claim folder."""
+    waiting = any(p for p in inbox.iterdir() if not p.name.startswith("."))
+    return not waiting and not any(p.is_file() for p in (inbox / ".processing").glob("*/files/**/*"))
+
+
+def crash_drill(root: Path, *, files: int = 24, bad: int = 2, kills: int = 20, seed: int = SEED,
+                max_kill_s: float = 4.0) -> CrashFigures:
+    """kill -9 the watcher `kills` times at seeded random moments of its processing, then let it finish and judge.
+
+    Each run is killed ``uniform(0, max_kill_s)`` seconds after it has claimed
+    its files (so the kill lands in processing, not in Python's start-up): the
+    CLI process alone, its orphaned ffmpeg left to end as it would. Then
+    watchers run undisturbed until the inbox is empty.
     """
     settings = runner.settings_for(root)
-    hashes = make_inputs(settings.paths.inbox, files, bad=bad)
+    inbox = settings.paths.inbox
+    hashes = make_inputs(inbox, files, bad=bad)
     rng = np.random.default_rng(seed)
     figures = CrashFigures(files=files + bad)
     log = root / "watchers.log"
     started = time.perf_counter()
-    while figures.kills < kills:
-        moment = float(rng.uniform(0.3, max_kill_s))
+    while figures.kills < kills and not _inbox_empty(inbox):
+        moment = float(rng.uniform(0.0, max_kill_s))
         process = start_watcher(settings, log)
+        while process.poll() is None and not _claimed_by(inbox, process.pid):
+            time.sleep(0.02)
         try:
             process.wait(timeout=moment)
             figures.finished_unkilled += 1
-            if not any(p for p in settings.paths.inbox.iterdir() if not p.name.startswith(".")):
-                break
         except subprocess.TimeoutExpired:
             kill_hard(process)
             figures.kills += 1
             figures.kill_moments_s.append(round(moment, 2))
-            figures.done_after_kill.append(sum(1 for _ in settings.paths.done.glob("*")) if settings.paths.done.is_dir() else 0)
+            figures.done_after_kill.append(len(list(settings.paths.done.glob("*"))) if settings.paths.done.is_dir() else 0)
     for attempt in range(1, 4):
         process = start_watcher(settings, log)
         process.wait(timeout=600)
         figures.restarts_to_finish = attempt
-        if not any(p for p in settings.paths.inbox.iterdir() if not p.name.startswith(".")):
+        if _inbox_empty(inbox):
             break
     figures.seconds = round(time.perf_counter() - started, 1)
     figures.verdict = judge(settings, hashes)

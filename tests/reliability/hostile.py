@@ -267,6 +267,10 @@ def _symlink_outside(target: Path, ctx: Context) -> None:
     target.symlink_to(ctx.secret_wav)
 
 
+def _symlink_folder_outside(target: Path, ctx: Context) -> None:
+    target.symlink_to(ctx.outside, target_is_directory=True)
+
+
 def _folder(target: Path, ctx: Context) -> None:
     target.mkdir()
 
@@ -401,6 +405,10 @@ CASES: tuple[Case, ...] = (
     Case("symlink-outside", Path("link.wav"), _symlink_outside, "quarantined",
          "symlink to a WAV outside the inbox (refused)", "symbolic link"),
     Case("folder-named-video", Path("folder.mp4"), _folder, "ignored", "an empty folder named like a video"),
+    Case("symlinked-folder", Path("elsewhere"), _symlink_folder_outside, "ignored",
+         "symlink to a folder outside the inbox (not followed)"),
+    Case("bad-name-newline", Path("bad\nname.mp4"), write_bytes(b"\0" * 4096), "quarantined",
+         "4 KiB of zeros named with a newline", "not media"),
     Case("fifo", Path("fifo.wav"), _fifo, "quarantined", "a FIFO named .wav (a read would block forever)",
          "not a regular file"),
     Case("unix-socket", Path("socket.mp4"), _socket, "quarantined", "a Unix socket named .mp4", "not a regular file"),
@@ -443,6 +451,11 @@ def build_batch(batch: str, inbox: Path, ctx: Context) -> list[Case]:
         target.parent.mkdir(parents=True, exist_ok=True)
         case.build(target, ctx)
     return chosen
+
+
+def one_line(name: str) -> str:
+    """A file name as a one-line note should show it: newlines escaped, bytes that are not UTF-8 as \\x.."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace").replace("\n", "\\n")
 
 
 def walk_all(root: Path) -> Iterator[Path]:

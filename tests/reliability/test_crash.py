@@ -12,7 +12,7 @@ import crash
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_twenty_kills_then_every_file_exactly_once(tmp_path: Path) -> None:
-    figures = crash.crash_drill(tmp_path, files=12, bad=2, kills=20)
+    figures = crash.crash_drill(tmp_path, files=24, bad=2, kills=20)
     verdict = figures.verdict
     assert figures.kills == 20, figures
     assert verdict.exactly_once, verdict

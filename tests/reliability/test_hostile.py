@@ -26,6 +26,10 @@ KNOWN_DEFECTS = {
         "flows._process_claim: Prefect cannot JSON-encode a non-UTF-8 path parameter, denoise_file never starts, "
         "and the finally's rmtree of the claim folder deletes the input"
     ),
+    "bad-name-newline": (
+        "flows.quarantine writes `file: {path.name}` raw: a newline in the name splits the note's file line; "
+        "errors._display_path already escapes it"
+    ),
     "name-240-bytes": (
         "media.atomic.partial_path adds 18 bytes to the name: a 238..255-byte name exceeds NAME_MAX (ENAMETOOLONG)"
     ),
@@ -90,7 +94,7 @@ def test_case(world: dict[str, object], case: Case) -> None:
     if case.outcome == "quarantined":
         assert seen.note is not None, f"{case.name}: no NAME.error.txt beside the quarantined input"
         lines = seen.note_text.splitlines()
-        assert f"file: {case.relative.name}" in lines
+        assert f"file: {hostile.one_line(case.relative.name)}" in lines, f"{case.name}: the note does not name the file on one line"
         assert sum(line.startswith("reason: ") for line in lines) == 1 and seen.reason
     if case.outcome == "ignored":
         assert seen.row is None and seen.where == result.settings.paths.inbox / case.relative
