@@ -8,6 +8,7 @@ strongest source) and calls a flow or a task's core. Exit status: 0 success,
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from enum import Enum
 from pathlib import Path
@@ -20,6 +21,10 @@ from rich.table import Table
 
 from destatic import __version__
 from destatic.errors import DestaticError, ParameterError
+
+# Before Prefect is imported: its embedded server may need more than the
+# default 20 s to start (database migrations on a first run, a busy machine).
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 app = typer.Typer(
     name="destatic",
@@ -203,7 +208,10 @@ def watch(
     from destatic.flows import serve_watcher, watch_inbox
 
     if not once:
-        console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s (Ctrl+C stops)")
+        from prefect.settings import PREFECT_API_URL
+
+        how = "served as deployment watch-inbox/destatic-watch" if PREFECT_API_URL.value() else "embedded server, no PREFECT_API_URL"
+        console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)")
         serve_watcher(settings)
         return
     rows = watch_inbox(settings)

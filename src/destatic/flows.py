@@ -532,13 +532,26 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 
 def serve_watcher(settings: Settings) -> None:
-    """Serve :func:`watch_inbox` on a schedule of ``settings.watch.interval_s`` (blocks)."""
-    from prefect import serve
+    """Run :func:`watch_inbox` every ``settings.watch.interval_s`` seconds (blocks).
 
-    deployment = watch_inbox.to_deployment(
-        name="destatic-watch",
-        interval=settings.watch.interval_s,
-        parameters={"settings": settings.model_dump(mode="json")},
-        concurrency_limit=1,
-    )
-    serve(deployment)
+    With a Prefect server (``PREFECT_API_URL`` set) the flow is served as the
+    ``watch-inbox/destatic-watch`` deployment on an interval schedule, visible
+    and controllable in the UI. Prefect's embedded server does not run the
+    scheduler, so without one the scans are started by a plain loop here.
+    """
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        deployment = watch_inbox.to_deployment(
+            name="destatic-watch",
+            interval=settings.watch.interval_s,
+            parameters={"settings": settings.model_dump(mode="json")},
+            concurrency_limit=1,
+        )
+        serve(deployment)
+        return
+    while True:
+        started = time.monotonic()
+        watch_inbox(settings, return_state=True)
+        time.sleep(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
