@@ -6,6 +6,7 @@ between the inbox, its claim folder, the outbox, ``done/`` and quarantine.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import json
 import os
@@ -21,11 +22,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import soundfile as sf
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
 from prefect.context import FlowRunContext
 
-from destatic import media, report, tasks
+from destatic import dsp, media, report, tasks
 from destatic.errors import BadInputError, DestaticError
 from destatic.settings import Settings, load_settings
 
@@ -154,18 +161,15 @@ class _Run:
         return sum(self.steps.values())
 
 
-class _timed:
-    """Times a step into run.steps and remembers which step is running."""
-
-    def __init__(self, run: _Run, step: str) -> None:
-        self.run, self.step = run, step
-
-    def __enter__(self) -> None:
-        self.run.step = self.step
-        self.started = time.perf_counter()
-
-    def __exit__(self, *exc: object) -> None:
-        self.run.steps[self.step] = time.perf_counter() - self.started
+@contextlib.contextmanager
+def _timed(run: _Run, step: str) -> Iterator[None]:
+    """Time a step into ``run.steps``; ``run.step`` names the step running (for quarantine notes)."""
+    run.step = step
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        run.steps[step] = time.perf_counter() - started
 
 
 def _configured(step: Any, settings: Settings) -> Any:
@@ -181,7 +185,7 @@ def _write_report(
     run: _Run, *, plots_json: Path, audio_wav: Path, profile_npz: Path, cleaned_wav: Path, output: Path
 ) -> Path:
     plots = json.loads(plots_json.read_text(encoding="utf-8"))
-    profile = tasks.dsp.NoiseProfile.load(profile_npz)
+    profile = dsp.NoiseProfile.load(profile_npz)
     details = ", ".join(f"{name}={value}" for name, value in profile.details.items())
     text = report.render_report(
         source=run.source,
@@ -287,7 +291,7 @@ def _denoise(run: _Run, output: Path | None) -> Path:
     with _timed(run, "extract"):
         audio_wav = _configured(tasks.extract_audio, settings)(source, run.work_dir)
     progress = None
-    if tasks.sf.info(str(audio_wav)).duration >= LONG_FILE_S:
+    if sf.info(str(audio_wav)).duration >= LONG_FILE_S:
         progress = create_progress_artifact(progress=10.0, description=f"destatic: {source.name}")
 
     noise_file = noise_wav = None
@@ -318,13 +322,14 @@ def _denoise(run: _Run, output: Path | None) -> Path:
         audio_only = settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES
         if audio_only:
             fmt = settings.output.format or output.suffix.lower().lstrip(".") or "flac"
+            fmt = {"oga": "ogg"}.get(fmt, fmt)
             artifact = _configured(tasks.export_audio, settings)(cleaned_wav, run.work_dir, fmt)
         else:
             artifact = _configured(tasks.remux, settings)(source, cleaned_wav, run.work_dir)
     with _timed(run, "deliver"):
         delivered = _configured(tasks.deliver, settings)(artifact, output)
     if progress is not None:
-        tasks.update_progress_artifact(progress, progress=100.0)
+        update_progress_artifact(progress, progress=100.0)
     with _timed(run, "report"):
         _write_report(run, plots_json=plots.result(), audio_wav=audio_wav, profile_npz=profile_npz, cleaned_wav=cleaned_wav, output=delivered)
     logger.info("%s done in %.2f s: %s", source.name, run.elapsed, delivered)

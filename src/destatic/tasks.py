@@ -29,7 +29,7 @@ from prefect.results import get_result_store
 from prefect.states import State
 from pydantic import BaseModel
 
-from destatic import dsp, media, report
+from destatic import __version__, dsp, media, report
 from destatic.errors import BadInputError, TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
 
@@ -129,7 +129,7 @@ def step_key(step: str, inputs: Mapping[str, Any], *, content: tuple[str, ...] =
     str
         Hex digest, :data:`KEY_CHARS` characters.
     """
-    parts: dict[str, Any] = {"step": step, "version": STEP_VERSIONS[step]}
+    parts: dict[str, Any] = {"step": step, "version": STEP_VERSIONS[step], "destatic": __version__}
     for name in sorted(inputs):
         if name in ignore:
             continue

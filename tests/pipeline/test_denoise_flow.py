@@ -223,3 +223,23 @@ def test_step_keys_follow_content_and_settings(speech_wav: Path, tmp_path: Path)
     assert step_key("extract", {"source": speech_wav, "work_dir": tmp_path}, content=("source",)) == by_content
     speech_wav.write_bytes(speech_wav.read_bytes() + b"\0")
     assert step_key("extract", {"source": speech_wav, "work_dir": tmp_path}, content=("source",)) != by_content
+
+
+@pytest.mark.parametrize("mode", ["segment", "file", "head"])
+def test_noise_profile_modes_reach_the_profile(mode: str, speech_wav: Path, make_settings, tmp_path: Path, rng: np.random.Generator) -> None:
+    from destatic.dsp import NoiseProfile
+    from destatic.flows import denoise_file
+
+    noise: dict = {"mode": mode}
+    if mode == "segment":
+        noise.update(start_s=0.0, end_s=0.25)
+    if mode == "file":
+        rate = sf.info(str(speech_wav)).samplerate
+        noise["file"] = tmp_path / "room.wav"
+        sf.write(noise["file"], (0.01 * rng.standard_normal(rate)).astype(np.float32), rate)
+    settings = make_settings(noise=noise)
+    denoise_file(speech_wav, settings, output=tmp_path / "out.wav")
+    (profile_npz,) = settings.paths.work.glob("*/profile-*.npz")
+    assert NoiseProfile.load(profile_npz).mode == mode
+    (report_md,) = settings.paths.work.glob("*/report.md")
+    assert f"## Noise profile\n\n{mode}: " in report_md.read_text()
