@@ -54,7 +54,8 @@ class SuppressionOptions:
         of the noise but sounds more natural.
     sensitivity_db : float
         Raises (positive) or lowers (negative) the noise estimate by this many
-        dB before suppression: more or less aggressive.
+        dB before suppression: more or less aggressive. Steady tones (hum) in
+        a measured profile are subtracted at their measured magnitude regardless.
     smoothing : float in [0, 1)
         Weight of the previous frame in the decision-directed prior SNR
         (``wiener``, ``logmmse``); higher is smoother with less musical noise.
@@ -144,6 +145,9 @@ def _logmmse_factor(v: np.ndarray) -> np.ndarray:
 
 
 MIN_TONAL_FRAMES = 16
+# E|N|^2 / (E|N|)^2 at or below which a bin is a tone, and above which it is not.
+TONAL_FULL = 1.068
+TONAL_ZERO = 1.205
 
 
 def _tonality(profile: NoiseProfile) -> np.ndarray | None:
@@ -165,7 +169,7 @@ def _tonality(profile: NoiseProfile) -> np.ndarray | None:
         out=np.full(squared_mean.shape, 4 / np.pi),
         where=squared_mean > 0,
     )
-    weight = np.clip((4 / np.pi - ratio) / (4 / np.pi - 1) * 2 - 0.5, 0, 1)
+    weight = np.clip((TONAL_ZERO - ratio) / (TONAL_ZERO - TONAL_FULL), 0, 1)
     return weight.astype(np.float32) if weight.any() else None
 
 
@@ -231,9 +235,7 @@ class GainComputer:
         self._tonal = _tonality(profile)
         if self._tonal is not None:
             self._tonal_bins = np.flatnonzero(self._tonal.max(axis=0) > 0)
-            self._tone_magnitude = (
-                profile.magnitude[:, self._tonal_bins] * np.float32(np.sqrt(self.scale))
-            )
+            self._tone_magnitude = profile.magnitude[:, self._tonal_bins]
 
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
