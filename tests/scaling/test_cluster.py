@@ -103,7 +103,10 @@ def cluster(media_dir: Path) -> Iterator[Cluster]:
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             deployment_id = denoise_file.from_source(
                 source=str(REPO_ROOT), entrypoint="src/destatic/flows.py:denoise_file"
-            ).deploy(name="cluster-test", work_pool_name=POOL, build=False, push=False, print_next_steps=False)
+            ).deploy(
+                name="cluster-test", work_pool_name=POOL, build=False, push=False,
+                print_next_steps=False, ignore_warnings=True,
+            )
             yield Cluster(state, api_url, deployment_id, settings)
     finally:
         _script("down", state)
