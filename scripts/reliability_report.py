@@ -38,7 +38,7 @@ def _shown_name(relative: Path) -> str:
 def hostile_section(scratch: Path) -> tuple[list[str], int]:
     """Run every batch of the catalogue; the table and the number of unexpected results."""
     import hostile
-    import runner
+    import hostile_runs
     from test_hostile import KNOWN_DEFECTS
 
     ctx = hostile.make_context(scratch)
@@ -46,8 +46,8 @@ def hostile_section(scratch: Path) -> tuple[list[str], int]:
     for batch in hostile.BATCHES:
         print(f"hostile batch {batch} ...", file=sys.stderr)
         try:
-            results[batch] = runner.run_batch(batch, scratch / batch, ctx)
-        except runner.Unavailable as error:
+            results[batch] = hostile_runs.run_batch(batch, scratch / batch, ctx)
+        except hostile_runs.Unavailable as error:
             results[batch] = error
     ctx.listener.close()
     lines = [
@@ -57,7 +57,7 @@ def hostile_section(scratch: Path) -> tuple[list[str], int]:
     unexpected = 0
     for number, case in enumerate(hostile.CASES, 1):
         result = results[case.batch]
-        if isinstance(result, runner.Unavailable):
+        if isinstance(result, hostile_runs.Unavailable):
             lines.append(f"| {number} | {_shown_name(case.relative)} | {_cell(case.what)} | {case.outcome} | not run | {_cell(result)} | | skipped |")
             continue
         seen = result.observed[case.name]
@@ -78,7 +78,7 @@ def hostile_section(scratch: Path) -> tuple[list[str], int]:
     lines += ["", "| batch | watcher runs | seconds | partial or claimed files left | files holding secret bytes | connections to the listener |",
               "|---|---|---|---|---|---|"]
     for batch, result in results.items():
-        if isinstance(result, runner.Unavailable):
+        if isinstance(result, hostile_runs.Unavailable):
             lines.append(f"| {batch} | not run: {_cell(result)} | | | | |")
             continue
         how = "`destatic watch --once` as uid 65534" if batch == "unprivileged" else "`watch_inbox`, in process"
@@ -92,10 +92,10 @@ def hostile_section(scratch: Path) -> tuple[list[str], int]:
 
 
 def crash_section(scratch: Path, *, files: int, kills: int) -> tuple[list[str], int]:
-    import crash
+    import drills
 
     print(f"crash drill: {kills} kills over {files} files ...", file=sys.stderr)
-    figures = crash.crash_drill(scratch / "crash", files=files, bad=2, kills=kills)
+    figures = drills.crash_drill(scratch / "crash", files=files, bad=2, kills=kills)
     verdict = figures.verdict
     assert verdict is not None
     ok = figures.kills == kills and verdict.exactly_once and not (verdict.changed or verdict.bad_outputs or verdict.leftovers)
@@ -120,10 +120,10 @@ def crash_section(scratch: Path, *, files: int, kills: int) -> tuple[list[str], 
 
 
 def concurrency_section(scratch: Path, *, files: int) -> tuple[list[str], int]:
-    import crash
+    import drills
 
     print(f"two watchers over {files} files ...", file=sys.stderr)
-    figures = crash.two_watchers(scratch / "concurrency", files=files - 2, bad=2)
+    figures = drills.two_watchers(scratch / "concurrency", files=files - 2, bad=2)
     verdict = figures.verdict
     runs = sorted(set(figures.runs_per_file.values()))
     ok = verdict.exactly_once and figures.runs_per_file == {n: 1 for n in verdict.expected} and not verdict.leftovers

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-import crash
+import drills
 
 
-def _check(figures: crash.ConcurrencyFigures) -> None:
+def _check(figures: drills.ConcurrencyFigures) -> None:
     verdict = figures.verdict
     assert sorted(figures.returncodes) in ([0, 1], [1, 1]), "a watcher crashed"
     assert verdict.exactly_once, verdict
@@ -19,10 +19,10 @@ def _check(figures: crash.ConcurrencyFigures) -> None:
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_two_watchers_eight_files(tmp_path: Path) -> None:
-    _check(crash.two_watchers(tmp_path, files=6, bad=2))
+    _check(drills.two_watchers(tmp_path, files=6, bad=2))
 
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
 def test_two_watchers_fifty_files(tmp_path: Path) -> None:
-    _check(crash.two_watchers(tmp_path, files=48, bad=2))
+    _check(drills.two_watchers(tmp_path, files=48, bad=2))

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 import hostile
-import runner
-from decode import decode_audio
+import hostile_runs
+from bare_decode import decode_audio
 from hostile import CASES, Case
 
 # Defects found by these tests, each waiting for a fix in the pipeline or media layer.
@@ -52,19 +52,19 @@ def world(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> It
     yield state
     ctx.listener.close()
     for result in state["results"].values():
-        if isinstance(result, runner.BatchResult) and not result.root.is_relative_to(root):
+        if isinstance(result, hostile_runs.BatchResult) and not result.root.is_relative_to(root):
             shutil.rmtree(result.root, ignore_errors=True)
 
 
-def batch_result(world: dict[str, object], batch: str) -> runner.BatchResult:
+def batch_result(world: dict[str, object], batch: str) -> hostile_runs.BatchResult:
     results: dict[str, object] = world["results"]  # type: ignore[assignment]
     if batch not in results:
         try:
-            results[batch] = runner.run_batch(batch, world["root"] / batch, world["ctx"])  # type: ignore[operator]
-        except runner.Unavailable as error:
+            results[batch] = hostile_runs.run_batch(batch, world["root"] / batch, world["ctx"])  # type: ignore[operator]
+        except hostile_runs.Unavailable as error:
             results[batch] = error
     result = results[batch]
-    if isinstance(result, runner.Unavailable):
+    if isinstance(result, hostile_runs.Unavailable):
         pytest.skip(f"batch {batch!r} cannot run here: {result}")
     return result  # type: ignore[return-value]
 

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 import hostile
-import runner
-from decode import decode_audio
+import hostile_runs
+from bare_decode import decode_audio
 
 SEED = 20261123
 
@@ -39,11 +39,11 @@ def make_inputs(inbox: Path, count: int, *, bad: int = 0, seconds: float = 1.0) 
         data = bytearray(base)
         data[-2:] = index.to_bytes(2, "little")  # one sample differs: distinct content, same length
         (inbox / name).write_bytes(bytes(data))
-        hashes[name] = runner.sha256(inbox / name)
+        hashes[name] = hostile_runs.sha256(inbox / name)
     for index in range(bad):
         name = f"bad{index:02d}.mp4"
         (inbox / name).write_bytes(rng.bytes(4096))
-        hashes[name] = runner.sha256(inbox / name)
+        hashes[name] = hostile_runs.sha256(inbox / name)
     return hashes
 
 
@@ -59,7 +59,7 @@ def start_watcher(settings: Any, log: Path) -> subprocess.Popen[bytes]:
     """Start ``destatic watch --once`` in a session of its own (so that its orphans can be waited for)."""
     with open(log, "ab") as sink:
         return subprocess.Popen(
-            runner.watch_once(settings), env=runner.cli_env(settings), cwd=settings.paths.inbox.parent,
+            hostile_runs.watch_once(settings), env=hostile_runs.cli_env(settings), cwd=settings.paths.inbox.parent,
             stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -118,14 +118,14 @@ def judge(settings: Any, hashes: dict[str, str]) -> Verdict:
     verdict.left_in_inbox = sorted(p.name for p in paths.inbox.iterdir() if not p.name.startswith("."))
     for name in names:
         for folder in (paths.done, paths.quarantine):
-            if (folder / name).is_file() and runner.sha256(folder / name) != hashes[name]:
+            if (folder / name).is_file() and hostile_runs.sha256(folder / name) != hashes[name]:
                 verdict.changed.append(name)
         output = paths.outbox / name
         if name.endswith(".wav") and output.is_file():
             before, after = decode_audio(paths.done / name, channels=1), decode_audio(output, channels=1)
             if after.errors or after.frames != before.frames or not np.isfinite(after.samples).all():
                 verdict.bad_outputs[name] = after.errors or f"{after.frames} frames, original {before.frames}"
-    verdict.leftovers = runner.partial_files(paths.inbox, paths.outbox, paths.work, paths.quarantine, paths.done)
+    verdict.leftovers = hostile_runs.partial_files(paths.inbox, paths.outbox, paths.work, paths.quarantine, paths.done)
     return verdict
 
 
@@ -161,7 +161,7 @@ def _inbox_empty(inbox: Path) -> bool:
 
 
 def crash_drill(root: Path, *, files: int = 24, bad: int = 2, kills: int = 20, seed: int = SEED,
-                max_kill_s: float = 4.0) -> CrashFigures:
+                max_kill_s: float = 8.0) -> CrashFigures:
     """kill -9 the watcher `kills` times at seeded random moments of its processing, then let it finish and judge.
 
     Each run is killed ``uniform(0, max_kill_s)`` seconds after it has claimed
@@ -169,7 +169,7 @@ def crash_drill(root: Path, *, files: int = 24, bad: int = 2, kills: int = 20, s
     CLI process alone, its orphaned ffmpeg left to end as it would. Then
     watchers run undisturbed until the inbox is empty.
     """
-    settings = runner.settings_for(root)
+    settings = hostile_runs.settings_for(root)
     inbox = settings.paths.inbox
     hashes = make_inputs(inbox, files, bad=bad)
     rng = np.random.default_rng(seed)
@@ -213,7 +213,7 @@ class ConcurrencyFigures:
 
 def two_watchers(root: Path, *, files: int = 10, bad: int = 2) -> ConcurrencyFigures:
     """Start two ``destatic watch --once`` at the same moment on one inbox and judge the result."""
-    settings = runner.settings_for(root)
+    settings = hostile_runs.settings_for(root)
     hashes = make_inputs(settings.paths.inbox, files, bad=bad)
     log = root / "watchers.log"
     started, started_at = time.perf_counter(), datetime.now(timezone.utc)
