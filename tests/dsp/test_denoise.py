@@ -200,3 +200,28 @@ def test_steady_hum_is_removed_and_a_tone_above_it_kept(rng):
     assert 10 * np.log10(np.mean(noisy[hum_only] ** 2) / np.mean(out[hum_only] ** 2)) > 20
     kept = slice(2 * SR + 1024, 4 * SR - 1024)
     assert abs(10 * np.log10(np.mean(out[kept] ** 2) / np.mean(tone[kept] ** 2))) < 1.0
+
+
+def all_gains(audio, profile, **options):
+    return np.concatenate(list(compute_gains([audio], SR, profile, **options)), axis=1)
+
+
+def test_smoothing_options_calm_the_gains_in_noise(rng):
+    noise = (0.05 * rng.standard_normal(4 * SR)).astype(np.float32)
+    profile = resolve_profile(noise, SR, (0.0, 1.0))
+    plain = all_gains(noise, profile)[0, 80:, 10:200]
+    for option in ({"freq_smoothing_hz": 200.0}, {"time_smoothing_ms": 100.0}):
+        smoothed = all_gains(noise, profile, **option)[0, 80:, 10:200]
+        assert np.std(np.diff(smoothed, axis=0)) < 0.8 * np.std(np.diff(plain, axis=0))
+
+
+def test_tracking_follows_noise_that_gets_louder(rng):
+    n = 12 * SR
+    level = np.where(np.arange(n) < 2 * SR, 0.02, 0.08).astype(np.float32)
+    noisy = level * rng.standard_normal(n).astype(np.float32)
+    late = slice(8 * SR, None)
+    kept = {
+        track: destatic.denoise(noisy, SR, noise=(0.0, 1.0), track_noise=track)[late]
+        for track in (True, False)
+    }
+    assert np.mean(kept[True] ** 2) < 0.5 * np.mean(kept[False] ** 2)

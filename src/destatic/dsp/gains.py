@@ -62,7 +62,8 @@ class SuppressionOptions:
     freq_smoothing_hz : float >= 0
         Width of a triangular smoothing of the gain across frequency; 0 is off.
     time_smoothing_ms : float >= 0
-        Release time of a one-pole smoothing of the gain over time; 0 is off.
+        Time constant of a one-pole smoothing of the gain over time; 0 is
+        off. Calms musical noise at the cost of softer speech onsets.
     over_subtraction : float >= 1 or None
         ``subtract`` only: the factor ``alpha``; ``None`` derives it per frame
         from the SNR (Berouti: ``4 - 0.15 SNR_dB``, within 1..5).
@@ -144,32 +145,37 @@ def _logmmse_factor(v: np.ndarray) -> np.ndarray:
     return table.take(position.astype(np.intp), mode="clip")
 
 
-MIN_TONAL_FRAMES = 16
-# E|N|^2 / (E|N|)^2 at or below which a bin is a tone, and above which it is not.
-TONAL_FULL = 1.068
-TONAL_ZERO = 1.205
+TONE_RATIO = 1.02
+GAUSSIAN_RATIO = 4 / np.pi
+GAUSSIAN_RATIO_SPREAD = 0.42
 
 
 def _tonality(profile: NoiseProfile) -> np.ndarray | None:
     """Per-bin weight in [0, 1]: 1 where the noise is a steady tone (hum), 0 where Gaussian.
 
     ``E|N|^2 / (E|N|)^2`` is 4/pi for Gaussian noise and 1 for a steady tone.
-    Tonal bins get the profile's own magnitude subtracted, unrectified (as the
-    seed does: right for a deterministic tone, whose magnitude is known), and
-    tracking leaves them alone: minimum statistics assume Gaussian noise and
-    would overestimate a steady tone by the bias factor. ``None`` for ``auto``
-    profiles and for profiles of too few frames to tell.
+    Measured over ``F`` frames, Gaussian noise scatters around 4/pi by about
+    ``0.42 / sqrt(F)``; only bins 4 such spreads below it (and at most 1.10)
+    count, so a short profile finds no tones by chance. Tonal bins get the
+    profile's magnitude subtracted, unrectified (right for a deterministic
+    tone, whose magnitude is known), and tracking leaves them alone: minimum
+    statistics assume Gaussian noise and would overestimate a tone. ``None``
+    for ``auto`` profiles and where no bin qualifies.
     """
-    if profile.mode == "auto" or int(profile.details.get("frames", 0)) < MIN_TONAL_FRAMES:
+    frames = int(profile.details.get("frames", 0))
+    if profile.mode == "auto" or frames < 1:
+        return None
+    not_tonal = min(1.10, GAUSSIAN_RATIO - 4 * GAUSSIAN_RATIO_SPREAD / np.sqrt(frames))
+    if not_tonal <= TONE_RATIO + 0.01:
         return None
     squared_mean = profile.magnitude.astype(np.float64) ** 2
     ratio = np.divide(
         profile.power,
         squared_mean,
-        out=np.full(squared_mean.shape, 4 / np.pi),
+        out=np.full(squared_mean.shape, GAUSSIAN_RATIO),
         where=squared_mean > 0,
     )
-    weight = np.clip((TONAL_ZERO - ratio) / (TONAL_ZERO - TONAL_FULL), 0, 1)
+    weight = np.clip((not_tonal - ratio) / (not_tonal - TONE_RATIO), 0, 1)
     return weight.astype(np.float32) if weight.any() else None
 
 
@@ -224,14 +230,14 @@ class GainComputer:
         self._kernel = _triangle_kernel(
             options.freq_smoothing_hz * profile.n_fft / profile.sample_rate
         )
-        self._release = (
+        self._time_smoothing = (
             smoothing_factor(
                 options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length
             )
             if options.time_smoothing_ms > 0
             else 0.0
         )
-        self._release_state: np.ndarray | None = None
+        self._time_smoothing_state: np.ndarray | None = None
         self._tonal = _tonality(profile)
         if self._tonal is not None:
             self._tonal_bins = np.flatnonzero(self._tonal.max(axis=0) > 0)
@@ -310,12 +316,11 @@ class GainComputer:
         np.clip(gain, self.floor, 1.0, out=gain)
         if self._kernel is not None:
             gain = scipy.ndimage.convolve1d(gain, self._kernel, axis=-1, mode="nearest")
-        if self._release:
-            r = self._release
-            if self._release_state is None:
-                self._release_state = (r * gain[:, :1, :]).astype(np.float64)
-            smoothed, self._release_state = scipy.signal.lfilter(
-                [1 - r], [1, -r], gain, axis=1, zi=self._release_state
+        if self._time_smoothing:
+            r = self._time_smoothing
+            if self._time_smoothing_state is None:
+                self._time_smoothing_state = (r * gain[:, :1, :]).astype(np.float64)
+            gain, self._time_smoothing_state = scipy.signal.lfilter(
+                [1 - r], [1, -r], gain, axis=1, zi=self._time_smoothing_state
             )
-            gain = np.maximum(gain, smoothed)
         return gain.astype(np.float32, copy=False)
