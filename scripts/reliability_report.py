@@ -102,7 +102,7 @@ def crash_section(scratch: Path, *, files: int, kills: int) -> tuple[list[str], 
     lines = [
         "| figure | value |",
         "|---|---|",
-        f"| files in the batch | {figures.files} ({figures.files - 2} WAVs, 2 random-byte .mp4) |",
+        f"| files dropped into the inbox | {figures.files} ({sum(not n.endswith('.wav') for n in verdict.expected)} of them random-byte .mp4) |",
         f"| kill -9 of the watcher process | {figures.kills} |",
         f"| kill moments after the run claimed its files, s | {', '.join(f'{m:g}' for m in figures.kill_moments_s)} |",
         f"| files in done/ after each kill | {', '.join(map(str, figures.done_after_kill))} |",

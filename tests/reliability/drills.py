@@ -25,23 +25,23 @@ from bare_decode import decode_audio
 SEED = 20261123
 
 
-def make_inputs(inbox: Path, count: int, *, bad: int = 0, seconds: float = 1.0) -> dict[str, str]:
-    """`count` distinct short WAVs (a different tone each) and `bad` random-byte .mp4 files; name -> SHA-256."""
+def make_inputs(inbox: Path, count: int, *, bad: int = 0, seconds: float = 1.0, first: int = 0) -> dict[str, str]:
+    """`count` distinct short WAVs and `bad` random-byte .mp4 files, numbered from `first`; name -> SHA-256."""
     inbox.mkdir(parents=True, exist_ok=True)
     source = inbox.parent / "seed-input.wav"
     hostile.run_ffmpeg("-f", "lavfi", "-i", f"aevalsrc={hostile.tone_expr(1)}:s=16000:d={seconds}", "-c:a", "pcm_s16le", source)
     base = source.read_bytes()
     source.unlink()
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(SEED + first)
     hashes = {}
-    for index in range(count):
+    for index in range(first, first + count):
         name = f"f{index:03d}.wav"
         data = bytearray(base)
         data[-2:] = index.to_bytes(2, "little")  # one sample differs: distinct content, same length
         (inbox / name).write_bytes(bytes(data))
         hashes[name] = hostile_runs.sha256(inbox / name)
-    for index in range(bad):
-        name = f"bad{index:02d}.mp4"
+    for index in range(first, first + bad):
+        name = f"bad{index:03d}.mp4"
         (inbox / name).write_bytes(rng.bytes(4096))
         hashes[name] = hostile_runs.sha256(inbox / name)
     return hashes
@@ -166,8 +166,9 @@ def crash_drill(root: Path, *, files: int = 24, bad: int = 2, kills: int = 20, s
 
     Each run is killed ``uniform(0, max_kill_s)`` seconds after it has claimed
     its files (so the kill lands in processing, not in Python's start-up): the
-    CLI process alone, its orphaned ffmpeg left to end as it would. Then
-    watchers run undisturbed until the inbox is empty.
+    CLI process alone, its orphaned ffmpeg left to end as it would. Should the
+    batch be done before the last kill, another batch of the same size is
+    dropped in. Then watchers run undisturbed until the inbox is empty.
     """
     settings = hostile_runs.settings_for(root)
     inbox = settings.paths.inbox
@@ -176,7 +177,10 @@ def crash_drill(root: Path, *, files: int = 24, bad: int = 2, kills: int = 20, s
     figures = CrashFigures(files=files + bad)
     log = root / "watchers.log"
     started = time.perf_counter()
-    while figures.kills < kills and not _inbox_empty(inbox):
+    while figures.kills < kills:
+        if _inbox_empty(inbox):
+            hashes.update(make_inputs(inbox, files, bad=bad, first=len(hashes)))
+            figures.files += files + bad
         moment = float(rng.uniform(0.0, max_kill_s))
         process = start_watcher(settings, log)
         while process.poll() is None and not _claimed_by(inbox, process.pid):

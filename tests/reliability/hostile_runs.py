@@ -25,7 +25,6 @@ from typing import Any
 import hostile
 from hostile import Case, Context
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 STABLE_S = 2.0
 PARTIAL_MARK = ".partial"
 
