@@ -159,6 +159,21 @@ def mutation_section(scratch: Path, *, count: int) -> tuple[list[str], int]:
     return lines, len(other)
 
 
+def defects_section() -> list[str]:
+    """The defects the reliability tests found, as their strict xfail marks state them."""
+    import test_crash
+    import test_fuzz_dsp
+    import test_hostile
+
+    lines = [f"- hostile input `{name}`: {_cell(reason)}" for name, reason in test_hostile.KNOWN_DEFECTS.items()]
+    for module in (test_crash, test_fuzz_dsp):
+        for name, function in vars(module).items():
+            for mark in getattr(function, "pytestmark", []):
+                if name.startswith("test_") and mark.name == "xfail":
+                    lines.append(f"- `{module.__name__}.{name}`: {_cell(mark.kwargs['reason'])}")
+    return lines or ["None open."]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller crash, concurrency and mutation runs")
@@ -223,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
         "## Long input",
         "",
         *long_lines,
+        "",
+        "## Defects found, open",
+        "",
+        "Each is a test marked `xfail(strict=True)` in `tests/reliability/`: it passes the day the defect is fixed,",
+        "and then fails until its mark is removed.",
+        "",
+        *defects_section(),
         "",
     ])
     args.out.parent.mkdir(parents=True, exist_ok=True)
