@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ STEP_VERSIONS: dict[str, str] = {
 KEY_CHARS = 20
 READ_BLOCK = 1 << 16
 GAIN_DTYPE = np.float32
+PROGRESS_EVERY_S = 2.0
 
 _digests: dict[tuple[int, int, int, int], str] = {}
 _digests_lock = threading.Lock()
@@ -305,9 +307,18 @@ def profile_noise(
     return target
 
 
-def _report_progress(progress: Any, done: int, total: int, *, start: float, span: float) -> None:
-    if progress is not None and total:
-        update_progress_artifact(progress, progress=round(start + span * min(done, total) / total, 1))
+class _Progress:
+    """Moves a progress artifact from `start` to `start + span` percent, at most every PROGRESS_EVERY_S."""
+
+    def __init__(self, artifact: Any, total: int, *, start: float, span: float) -> None:
+        self.artifact, self.total, self.start, self.span = artifact, max(total, 1), start, span
+        self.last = time.monotonic()
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if self.artifact is not None and (now - self.last >= PROGRESS_EVERY_S or done >= self.total):
+            update_progress_artifact(self.artifact, progress=round(self.start + self.span * min(done, self.total) / self.total, 1))
+            self.last = now
 
 
 @task(name="subtract_noise", cache_policy=_SUBTRACT, **_STEP_OPTIONS)
@@ -324,13 +335,14 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
     _, frames, bins = dsp.gain_shape(info.frames, profile)
     shape = (info.channels, frames, bins)
     chunks = dsp.compute_gains(_blocks(audio_wav), info.samplerate, profile, method=suppression.method, **suppression.dsp_options())
+    report_progress = _Progress(progress, frames, start=20, span=40)
     with media.atomic_output(target) as partial:
         gains = np.lib.format.open_memmap(partial, mode="w+", dtype=GAIN_DTYPE, shape=shape)
         filled = 0
         for chunk in chunks:
             gains[:, filled : filled + chunk.shape[1]] = chunk
             filled += chunk.shape[1]
-            _report_progress(progress, filled, frames, start=20, span=40)
+            report_progress(filled)
         if filled != frames:
             raise RuntimeError(f"compute_gains gave {filled} frames, frame_count said {frames}")
         gains.flush()
@@ -352,13 +364,14 @@ def inverse_stft(audio_wav: Path, gains_npy: Path, profile_npz: Path, work_dir: 
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
     cleaned = dsp.apply_gains(_blocks(audio_wav), info.samplerate, _gain_chunks(gains_npy), profile=profile)
+    report_progress = _Progress(progress, info.frames, start=60, span=30)
     with media.atomic_output(target) as partial:
         with sf.SoundFile(partial, "w", samplerate=info.samplerate, channels=info.channels, subtype="FLOAT", format="WAV") as out:
             written = 0
             for block in cleaned:
                 out.write(block)
                 written += len(block)
-                _report_progress(progress, written, info.frames, start=60, span=30)
+                report_progress(written)
     return target
 
 
