@@ -146,7 +146,7 @@ def mutation_section(scratch: Path, *, count: int) -> tuple[list[str], int]:
     print(f"{count} mutations ...", file=sys.stderr)
     folder = scratch / "mutations"
     folder.mkdir()
-    trials = mutation_run(folder, count=count)
+    trials = mutation_run(folder, REPO_ROOT.parent / "shared" / "media", count=count)
     worked = sum(t.outcome == "worked" for t in trials)
     refused = sum(t.outcome == "bad input" for t in trials)
     other = [t for t in trials if t.outcome not in ("worked", "bad input")]

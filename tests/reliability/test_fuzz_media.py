@@ -20,8 +20,6 @@ import pytest
 from destatic import media
 from destatic.errors import BadInputError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MEDIA_DIR = REPO_ROOT.parent / "shared" / "media"
 FILES = (
     "video/chaplin.mp4",
     "video/creative_common.mp4",
@@ -83,10 +81,10 @@ class Trial:
     outcome: str
 
 
-def mutation_run(scratch: Path, *, count: int, seed: int = SEED) -> list[Trial]:
-    """Run `count` seeded mutations through probe + extract; returns one trial per mutation."""
+def mutation_run(scratch: Path, media_dir: Path, *, count: int, seed: int = SEED) -> list[Trial]:
+    """Run `count` seeded mutations of files in `media_dir` through probe + extract; one trial per mutation."""
     rng = np.random.default_rng(seed)
-    originals = {name: (MEDIA_DIR / name).read_bytes() for name in FILES}
+    originals = {name: (media_dir / name).read_bytes() for name in FILES}
     trials = []
     for index in range(count):
         name = FILES[index % len(FILES)]
@@ -123,19 +121,17 @@ def _check(trials: list[Trial]) -> None:
     assert {t.outcome for t in trials} == {"worked", "bad input"}, "mutations never (or always) broke a file"
 
 
-@pytest.fixture(scope="module")
-def real_media() -> None:
-    missing = [name for name in FILES if not (MEDIA_DIR / name).is_file()]
+def _present(media_dir: Path) -> Path:
+    missing = [name for name in FILES if not (media_dir / name).is_file()]
     if missing:
-        pytest.skip(f"shared media absent from {MEDIA_DIR}: {missing}")
+        pytest.skip(f"shared media files absent from {media_dir}: {missing}")
+    return media_dir
 
 
-@pytest.mark.usefixtures("real_media")
-def test_hundred_mutations_only_bad_input_errors(tmp_path: Path) -> None:
-    _check(mutation_run(tmp_path, count=100))
+def test_hundred_mutations_only_bad_input_errors(tmp_path: Path, media_dir: Path) -> None:
+    _check(mutation_run(tmp_path, _present(media_dir), count=100))
 
 
 @pytest.mark.slow
-@pytest.mark.usefixtures("real_media")
-def test_many_mutations_only_bad_input_errors(tmp_path: Path) -> None:
-    _check(mutation_run(tmp_path, count=1500, seed=SEED + 1))
+def test_many_mutations_only_bad_input_errors(tmp_path: Path, media_dir: Path) -> None:
+    _check(mutation_run(tmp_path, _present(media_dir), count=1500, seed=SEED + 1))
