@@ -25,6 +25,7 @@ from destatic.errors import DestaticError, ParameterError
 # Before Prefect is imported: its embedded server may need more than the
 # default 20 s to start (database migrations on a first run, a busy machine).
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(
     name="destatic",

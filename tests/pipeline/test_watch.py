@@ -68,12 +68,15 @@ def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
 
 
 @pytest.mark.usefixtures("prefect_harness")
-def test_watch_processes_mirrors_and_goes_on_past_bad_files(make_settings, speech_wav: Path, rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("concurrency", [1, 2])
+def test_watch_processes_mirrors_and_goes_on_past_bad_files(
+    concurrency: int, make_settings, speech_wav: Path, rng: np.random.Generator
+) -> None:
     from prefect.artifacts import Artifact
 
     from destatic.flows import watch_inbox
 
-    settings = make_settings()
+    settings = make_settings(watch={"concurrency": concurrency})
     inbox = settings.paths.inbox
     _drop(inbox, "a.wav", speech_wav)
     _drop(inbox, "deep/er/b.wav", speech_wav)
