@@ -272,8 +272,8 @@ def denoise_file(
     run = _Run(source=source, work_dir=settings.paths.work, settings=settings, steps={})
     try:
         return _denoise(run, output)
-    except BaseException as error:
-        if quarantine_bad and source.exists() and isinstance(error, Exception):
+    except Exception as error:
+        if quarantine_bad and source.exists():
             reason = error.reason if isinstance(error, BadInputError) else f"{type(error).__name__}: {error}"
             where = quarantine(source, settings.paths.quarantine, relative=relative, step=run.step, reason=reason)
             get_run_logger().error("%s failed at step %s: %s; moved to %s", source.name, run.step, reason, where)
