@@ -22,7 +22,9 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("PREFECT_API_URL", None)
-for _name in [name for name in os.environ if name.startswith("DESTATIC_")]:
+# Settings from the caller's environment must not leak into tests (other
+# DESTATIC_* variables, such as DESTATIC_FFMPEG, are left alone).
+for _name in [name for name in os.environ if name.startswith("DESTATIC_") and ("__" in name or name == "DESTATIC_CONFIG")]:
     del os.environ[_name]
 
 

@@ -106,7 +106,7 @@ def test_two_watchers_process_each_file_exactly_once(make_settings, denoise_runs
     from prefect.settings import PREFECT_API_URL
 
     settings = make_settings()
-    names = [f"f{i}.wav" for i in range(6)]
+    names = [f"f{i}.wav" for i in range(4)]
     for name in names:
         _drop(settings.paths.inbox, name, speech_wav)
     env = {
