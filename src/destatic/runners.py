@@ -126,6 +126,6 @@ def build_task_runner(
             "threads_per_worker": 1,
             "processes": True,
             "host": "127.0.0.1",
-            "dashboard_address": None,
+            "dashboard_address": ":0",
         }
     )
