@@ -293,21 +293,21 @@ class GainComputer:
     def _decision_directed(self, gamma: np.ndarray) -> np.ndarray:
         a = np.float32(self.options.smoothing)
         xi_min = np.float32(10 ** (PRIOR_SNR_FLOOR_DB / 10))
-        fresh = (1 - a) * np.maximum(gamma - 1, 0)
-        xi = np.empty_like(gamma)
-        prior = self._prior.copy()
-        wiener = np.empty_like(prior)
+        fresh = np.maximum(gamma - 1, 0)
+        fresh *= 1 - a
+        weighted_gamma = gamma * a
+        wiener = np.empty_like(gamma)
+        prior = self._prior
+        xi = np.empty_like(prior)
         for frame in range(gamma.shape[1]):
-            prior *= a
             prior += fresh[:, frame]
-            current = xi[:, frame]
-            np.maximum(prior, xi_min, out=current)
-            np.add(current, 1, out=wiener)
-            np.divide(current, wiener, out=wiener)
-            np.square(wiener, out=wiener)
-            np.multiply(wiener, gamma[:, frame], out=prior)
+            np.maximum(prior, xi_min, out=xi)
+            current = wiener[:, frame]
+            np.add(xi, 1, out=prior)
+            np.divide(xi, prior, out=current)
+            np.square(current, out=prior)
+            prior *= weighted_gamma[:, frame]
         self._prior = prior
-        wiener = xi / (1 + xi)
         if self.method == "wiener":
             return wiener
         return np.minimum(wiener * _logmmse_factor(wiener * gamma), 1)

@@ -143,30 +143,41 @@ class NoiseTracker:
         """Take ``|Y|^2``, shape ``(channels, frames, bins)``; return the noise power per frame."""
         n_frames = power.shape[1]
         a = np.float32(self.smoothing)
-        fresh = smooth_bins(power) * (1 - a)
+        fresh = smooth_bins(power)
+        fresh *= 1 - a
         smoothed = np.empty(power.shape, np.float32)
+        running = np.empty(power.shape, np.float32)
         minimum = np.empty(power.shape, np.float32)
-        current = self._smoothed
+        previous, sub_minimum = self._smoothed, self._sub_minimum
+        start = 0
         for frame in range(n_frames):
-            current *= a
+            current = smoothed[:, frame]
+            np.multiply(previous, a, out=current)
             current += fresh[:, frame]
-            smoothed[:, frame] = current
-            np.minimum(self._sub_minimum, current, out=self._sub_minimum)
-            np.minimum(self._ring_minimum, self._sub_minimum, out=minimum[:, frame])
+            np.minimum(sub_minimum, current, out=running[:, frame])
+            previous, sub_minimum = current, running[:, frame]
             self._sub_count += 1
             if self._sub_count == self.subwindow:
-                self._ring[:, self._ring_index] = self._sub_minimum
+                np.minimum(running[:, start : frame + 1], self._ring_minimum[:, np.newaxis, :],
+                           out=minimum[:, start : frame + 1])
+                start = frame + 1
+                self._ring[:, self._ring_index] = sub_minimum
                 self._ring_index = (self._ring_index + 1) % self._ring.shape[1]
                 self._ring_minimum = self._ring.min(axis=1)
-                self._sub_minimum = current.copy()
+                sub_minimum = current
                 self._sub_count = 0
+        np.minimum(running[:, start:], self._ring_minimum[:, np.newaxis, :], out=minimum[:, start:])
+        self._smoothed = previous.copy()
+        self._sub_minimum = sub_minimum.copy()
         speech = smoothed > np.float32(PRESENCE_RATIO * self.bias) * minimum
         keep = np.where(speech, np.float32(1.0), np.float32(self.noise_smoothing))
+        fresh_noise = (1 - keep) * power
         noise = smoothed
         estimate = self._noise
         for frame in range(n_frames):
-            estimate -= power[:, frame]
-            estimate *= keep[:, frame]
-            estimate += power[:, frame]
-            noise[:, frame] = estimate
+            current = noise[:, frame]
+            np.multiply(estimate, keep[:, frame], out=current)
+            current += fresh_noise[:, frame]
+            estimate = current
+        self._noise = estimate.copy()
         return noise
