@@ -32,7 +32,11 @@ def _cell(text: object) -> str:
 
 
 def _shown_name(relative: Path) -> str:
-    return "`" + _cell(repr(str(relative))[1:-1] if "\n" in str(relative) else relative) + "`"
+    """A file name as a code span: escaped, long ones shortened."""
+    name = _cell(relative)
+    if len(name) > 60:
+        name = f"{name[:12]}...{name[-8:]} ({len(os.fsencode(str(relative)))} bytes)"
+    return f"`` {name} ``" if "`" in name else f"`{name}`"
 
 
 def hostile_section(scratch: Path) -> tuple[list[str], int]:
@@ -61,14 +65,14 @@ def hostile_section(scratch: Path) -> tuple[list[str], int]:
             lines.append(f"| {number} | {_shown_name(case.relative)} | {_cell(case.what)} | {case.outcome} | not run | {_cell(result)} | | skipped |")
             continue
         seen = result.observed[case.name]
-        as_expected = seen.outcome == case.outcome and case.reason.lower() in seen.reason.lower()
+        problems = hostile_runs.case_problems(case, seen, result.settings)
         intact = "n/a" if case.outcome == "vanished" else ("yes" if seen.hash_after == seen.hash_before else "**NO**")
-        if as_expected and intact != "**NO**":
+        if not problems:
             verdict = "ok"
         elif case.name in KNOWN_DEFECTS:
-            verdict = f"**defect** (xfail): {_cell(KNOWN_DEFECTS[case.name])}"
+            verdict = f"**defect** (xfail): {_cell('; '.join(problems))}"
         else:
-            verdict = "**UNEXPECTED**"
+            verdict = f"**UNEXPECTED**: {_cell('; '.join(problems))}"
             unexpected += 1
         expected = case.outcome + (f" (`{case.reason}`)" if case.reason else "")
         lines.append(

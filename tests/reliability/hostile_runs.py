@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 import hostile
+from bare_decode import decode_audio
 from hostile import Case, Context
 
 STABLE_S = 2.0
@@ -123,6 +126,47 @@ def observe(case: Case, settings: Any, rows: dict[str, dict[str, Any]], hash_bef
     found.hash_before = hash_before
     found.hash_after = sha256(found.where) if found.where is not None else None
     return found
+
+
+LOSSY_SLACK_FRAMES = 2048
+
+
+def output_problems(original: Path, output: Path) -> list[str]:
+    """Why `output` is not a complete cleaned copy of `original`'s audio (bare ffmpeg decodes both to the end)."""
+    before = decode_audio(original, channels=1)
+    after = decode_audio(output, channels=1)
+    problems = [f"decoding the output: {after.errors}"] if after.errors else []
+    if not after.samples.size or not np.isfinite(after.samples).all():
+        problems.append("the output's audio is empty or not finite")
+    slack = 0 if output.suffix.lower() in (".wav", ".flac", ".mkv") else LOSSY_SLACK_FRAMES
+    if abs(after.frames - before.frames) > slack:
+        problems.append(f"the output has {after.frames} frames, the original {before.frames}")
+    return problems
+
+
+def case_problems(case: Case, seen: Observed, settings: Any) -> list[str]:
+    """Everything wrong with what became of `case`: the test asserts none, the report prints them."""
+    problems = []
+    if seen.outcome != case.outcome or case.reason.lower() not in seen.reason.lower():
+        problems.append(f"expected {case.outcome} ({case.reason!r}), got {seen.outcome}: {seen.reason!r}")
+    if case.outcome != "vanished" and seen.hash_after != seen.hash_before:
+        problems.append("the input's bytes changed, or the input is lost")
+    output = settings.paths.outbox / case.relative
+    if case.outcome in ("processed", "deferred") and seen.where is not None and output.is_file():
+        problems += output_problems(seen.where, output)
+    elif case.outcome not in ("processed", "deferred") and output.exists():
+        problems.append("an output was written for an input that failed")
+    if case.outcome == "quarantined":
+        lines = seen.note_text.splitlines()
+        if seen.note is None:
+            problems.append("no NAME.error.txt beside the quarantined input")
+        elif f"file: {hostile.one_line(case.relative.name)}" not in lines:
+            problems.append("the note does not name the file on one line")
+        elif sum(line.startswith("reason: ") for line in lines) != 1 or not seen.reason:
+            problems.append("the note has no one-line reason")
+    if case.outcome == "ignored" and (seen.row is not None or seen.where != settings.paths.inbox / case.relative):
+        problems.append("the watcher took it")
+    return problems
 
 
 def partial_files(*roots: Path) -> list[Path]:
