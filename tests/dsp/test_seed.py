@@ -52,3 +52,13 @@ def test_seed_takes_no_options(rng):
     y = rng.standard_normal(10_000).astype(np.float32)
     with pytest.raises(destatic.ParameterError, match="seed"):
         destatic.denoise(y, 22050, method="seed", max_reduction_db=10)
+
+
+def test_framing_for_names_the_seed_framing_and_derives_the_rest(rng):
+    assert destatic.dsp.framing_for("seed") == destatic.dsp.SEED_FRAMING
+    assert destatic.dsp.framing_for(None) == {} == destatic.dsp.framing_for("wiener")
+    audio = rng.standard_normal(20_000).astype(np.float32)
+    profile = destatic.dsp.estimate_profile(
+        audio, 22_050, mode="head", head_samples=8192, **destatic.dsp.framing_for("seed")
+    )
+    assert (profile.n_fft, profile.hop_length, profile.centered) == (2048, 512, True)

@@ -6,11 +6,13 @@ One-call use is :func:`denoise`; long recordings stream through
 """
 
 from destatic.dsp.engine import (
+    SEED_FRAMING,
     NoiseSpec,
     apply_gains,
     compute_gains,
     denoise,
     denoise_stream,
+    framing_for,
     gain_shape,
     resolve_profile,
 )
@@ -23,6 +25,7 @@ __all__ = [
     "METHODS",
     "NoiseProfile",
     "NoiseSpec",
+    "SEED_FRAMING",
     "ProfileMode",
     "SuppressionOptions",
     "apply_gains",
@@ -31,6 +34,7 @@ __all__ = [
     "denoise",
     "denoise_stream",
     "estimate_profile",
+    "framing_for",
     "frame_count",
     "gain_shape",
     "profile_from_blocks",

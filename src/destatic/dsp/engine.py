@@ -22,18 +22,21 @@ from destatic.dsp.stft import FrameSplitter, OverlapAdder, frame_count, resolve_
 from destatic.errors import ParameterError
 
 __all__ = [
+    "SEED_FRAMING",
     "NoiseSpec",
     "apply_gains",
     "compute_gains",
     "denoise",
     "denoise_stream",
+    "framing_for",
     "gain_shape",
     "resolve_profile",
 ]
 
 NoiseSpec = NoiseProfile | tuple[float, float] | np.ndarray | None
-BLOCK_SIZE = 1 << 15
-SEED_FRAMING = {"n_fft": 2048, "hop_length": 512, "centered": True}
+BLOCK_SIZE = 1 << 16
+SEED_FRAMING: dict[str, Any] = {"n_fft": 2048, "hop_length": 512, "centered": True}
+"""Framing of the ``seed`` method (librosa's defaults); :func:`framing_for` hands out copies."""
 SEED_HEAD_SAMPLES = 8192
 
 
@@ -49,9 +52,18 @@ def gain_shape(n_samples: int, profile: NoiseProfile) -> tuple[int, int, int]:
     return profile.channels, frames, profile.bins
 
 
+def framing_for(method: str | None) -> dict[str, Any]:
+    """STFT framing keyword arguments a noise profile for ``method`` must be made with.
+
+    Pass them to :func:`estimate_profile` or :func:`profile_from_blocks`. Empty
+    for every method but ``seed`` (librosa's framing): derive it from the rate.
+    """
+    return dict(SEED_FRAMING) if resolve_method(method) == "seed" else {}
+
+
 def _framing(method: str, sample_rate: int) -> dict[str, Any]:
-    if method == "seed":
-        return dict(SEED_FRAMING)
+    if framing := framing_for(method):
+        return framing
     n_fft, hop_length = resolve_fft_size(sample_rate)
     return {"n_fft": n_fft, "hop_length": hop_length, "centered": False}
 
