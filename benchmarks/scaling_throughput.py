@@ -148,6 +148,8 @@ def main() -> None:
     finally:
         cluster("down", state)
         shutil.rmtree(root, ignore_errors=True)
+        if options.state is None:
+            shutil.rmtree(state, ignore_errors=True)
 
     baseline = seconds["1 worker"]
     print(f"\n{options.files} real recordings (NOIZEUS, ~3 s, 8 kHz), {os.cpu_count()} cores")
