@@ -33,7 +33,7 @@ from prefect.artifacts import (
 from prefect.context import FlowRunContext
 
 from destatic import dsp, media, report, tasks
-from destatic.errors import BadInputError, DestaticError
+from destatic.errors import BadInputError, DestaticError, _display_path
 from destatic.settings import Settings, load_settings
 
 __all__ = [
@@ -110,7 +110,12 @@ def quarantine(path: Path, root: Path, *, relative: Path | None = None, step: st
     shutil.move(os.fspath(path), target)
     note = target.with_name(target.name + ".error.txt")
     when = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    note.write_text(f"file: {path.name}\nstep: {step}\nreason: {reason}\ntime: {when}\n", encoding="utf-8", errors="backslashreplace")
+    one_line = " ".join(str(reason).split())
+    note.write_text(
+        f"file: {_display_path(path.name)}\nstep: {step}\nreason: {one_line}\ntime: {when}\n",
+        encoding="utf-8",
+        errors="backslashreplace",
+    )
     return target
 
 
@@ -479,7 +484,9 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
     try:
         if taken.path.is_symlink():
             row["reason"] = "is a symbolic link; links are not followed"
-            quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step="claim", reason=row["reason"])
+            return row
+        if not _utf8(taken.path):
+            row["reason"] = "its path is not valid UTF-8 (Prefect parameters are JSON); rename it"
             return row
         output = denoise_file(
             taken.path, settings, output=_outbox_path(taken.relative, settings), relative=taken.relative
@@ -494,9 +501,21 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
         shutil.move(os.fspath(taken.path), done)
         row.update(status="done", output=str(output))
     finally:
+        if taken.path.exists() or taken.path.is_symlink():  # never deleted with its claim folder
+            reason = row["reason"] or "not processed"
+            quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step="claim", reason=reason)
+            row["reason"] = reason
         shutil.rmtree(taken.folder, ignore_errors=True)
         row["seconds"] = round(time.perf_counter() - started, 2)
     return row
+
+
+def _utf8(path: Path) -> bool:
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @flow(name="watch-inbox", log_prints=False)
