@@ -480,13 +480,7 @@ def _outbox_path(relative: Path, settings: Settings) -> Path:
 
 def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
     started = time.perf_counter()
-    row: dict[str, Any] = {
-        "file": _display_path(taken.relative),
-        "status": "failed",
-        "output": "",
-        "seconds": 0.0,
-        "reason": "",
-    }
+    row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
     try:
         if taken.path.is_symlink():
             row["reason"] = "is a symbolic link; links are not followed"
