@@ -16,7 +16,7 @@ unexport PREFECT_API_URL
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[test,bench]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,dask]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -233,11 +233,6 @@ def _blocks(path: Path) -> Iterator[np.ndarray]:
         yield from handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True)
 
 
-def _framing(method: str | None) -> dict[str, Any]:
-    """STFT framing the profile must share with the suppression `method`; empty: derive it."""
-    return dict(dsp.engine.SEED_FRAMING) if method == "seed" else {}
-
-
 def estimate_file_profile(
     audio_wav: Path, noise: NoiseSettings, *, method: str | None = None, noise_wav: Path | None = None
 ) -> dsp.NoiseProfile:
@@ -277,7 +272,7 @@ def estimate_file_profile(
         head_samples=noise.head_samples,
         start_s=noise.start_s,
         end_s=noise.end_s,
-        **_framing(method),
+        **dsp.framing_for(method),
     )
 
 
