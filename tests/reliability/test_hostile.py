@@ -20,12 +20,8 @@ from hostile import CASES, Case
 # Defects found by these tests, each waiting for a fix in the pipeline or media layer.
 KNOWN_DEFECTS = {
     "name-non-utf8": (
-        "flows._process_claim: Prefect cannot JSON-encode a non-UTF-8 path parameter, denoise_file never starts, "
-        "and the finally's rmtree of the claim folder deletes the input"
-    ),
-    "bad-name-newline": (
-        "flows.quarantine writes `file: {path.name}` raw: a newline in the name splits the note's file line; "
-        "errors._display_path already escapes it"
+        "flows._process_claim quarantines non-UTF-8 names ('rename it') because Prefect parameters are JSON; "
+        "the media layer handles them, so the flow should get an ASCII alias of the claimed file"
     ),
     "name-240-bytes": (
         "media.atomic.partial_path adds 18 bytes to the name: a 238..255-byte name exceeds NAME_MAX (ENAMETOOLONG)"
