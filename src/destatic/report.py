@@ -116,7 +116,7 @@ def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds:
             ax.specgram(audio, NFFT=nfft, Fs=sr, noverlap=nfft // 2, cmap="magma", vmin=-140, vmax=-20)
         ax.set_ylabel(f"{label}\nHz")
     axes[1].set_xlabel("Time (s)")
-    figure.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.97, hspace=0.12)
+    figure.subplots_adjust(left=0.12, right=0.98, bottom=0.1, top=0.97, hspace=0.12)
     return _save(figure, path)
 
 
