@@ -12,6 +12,8 @@ from destatic.errors import ParameterError
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
 MAX_CHANNELS = 64
+# Far above full scale (1.0), far below where float32 power overflows.
+MAX_ABS_SAMPLE = 1e6
 
 
 def check_sample_rate(sample_rate: int) -> int:
@@ -50,7 +52,8 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
     Raises
     ------
     ParameterError
-        Wrong rank, too many channels, complex or non-numeric samples, NaN or inf.
+        Wrong rank, too many channels, complex or non-numeric samples, NaN or
+        inf, float samples beyond +-MAX_ABS_SAMPLE.
     """
     array = np.asarray(audio)
     if array.ndim not in (1, 2):
@@ -68,11 +71,17 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
     kind = array.dtype.kind
     if kind == "f":
         result = np.ascontiguousarray(array, dtype=np.float32)
-        if not np.isfinite(result.sum(dtype=np.float64)):
+        peak = float(max(result.max(initial=0.0), -result.min(initial=0.0)))
+        if not np.isfinite(peak):
             bad = int(np.count_nonzero(~np.isfinite(result)))
             raise ParameterError(
                 f"{name} holds {bad} NaN or infinite samples (or values beyond float32); "
                 "only finite samples are allowed"
+            )
+        if peak > MAX_ABS_SAMPLE:
+            raise ParameterError(
+                f"{name} has a sample of magnitude {peak:.3g}; float audio must stay within "
+                f"+-{MAX_ABS_SAMPLE:g} (full scale is 1.0): rescale it first"
             )
         return result
     if kind in "iu":
