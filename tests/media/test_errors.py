@@ -162,6 +162,14 @@ def test_atomic_output_renames_on_success_and_cleans_on_failure(tmp_path: Path) 
     assert target.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.parametrize("stem", ["n" * 250, "é" * 125, "short"])
+def test_atomic_output_works_for_names_up_to_the_filesystem_limit(tmp_path: Path, stem: str) -> None:
+    target = tmp_path / f"{stem}.wav"
+    with media.atomic_output(target) as partial:
+        assert len(os.fsencode(partial.name)) <= 255 and partial.suffix == ".wav"
+        partial.write_bytes(b"done")
+    assert target.read_bytes() == b"done" and sorted(tmp_path.iterdir()) == [target]
+
 def test_failed_remux_leaves_nothing_and_keeps_inputs(real_media: None, tmp_path: Path, generated: dict[str, Path]) -> None:
     source = generated["multi.mkv"]
     track = media.extract_audio(source, tmp_path / "a.wav")

@@ -23,9 +23,6 @@ KNOWN_DEFECTS = {
         "flows._process_claim quarantines non-UTF-8 names ('rename it') because Prefect parameters are JSON; "
         "the media layer handles them, so the flow should get an ASCII alias of the claimed file"
     ),
-    "name-240-bytes": (
-        "media.atomic.partial_path adds 18 bytes to the name: a 238..255-byte name exceeds NAME_MAX (ENAMETOOLONG)"
-    ),
 }
 
 

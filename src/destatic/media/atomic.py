@@ -11,10 +11,16 @@ from pathlib import Path
 __all__ = ["atomic_output", "partial_path"]
 
 
+NAME_MAX = 255  # bytes in one file name on Linux filesystems
+
+
 def partial_path(target: os.PathLike[str] | str) -> Path:
     """A fresh temporary name beside `target`, hidden, keeping its suffix (``.x.mp4`` -> ``..x.<rand>.partial.mp4``)."""
     target = Path(target)
-    return target.with_name(f".{target.stem}.{secrets.token_hex(4)}.partial{target.suffix}")
+    tail = f".{secrets.token_hex(4)}.partial{target.suffix}"
+    room = NAME_MAX - 1 - len(os.fsencode(tail))
+    stem = os.fsdecode(os.fsencode(target.stem)[: max(room, 1)])
+    return target.with_name(f".{stem}{tail}")
 
 
 @contextlib.contextmanager
