@@ -485,12 +485,11 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
         if taken.path.is_symlink():
             row["reason"] = "is a symbolic link; links are not followed"
             return row
-        if not _utf8(taken.path):
-            row["reason"] = "its path is not valid UTF-8 (Prefect parameters are JSON); rename it"
-            return row
-        output = denoise_file(
-            taken.path, settings, output=_outbox_path(taken.relative, settings), relative=taken.relative
-        )
+        target = _outbox_path(taken.relative, settings)
+        if _utf8(taken.path) and _utf8(target):
+            output = denoise_file(taken.path, settings, output=target, relative=taken.relative)
+        else:
+            output = _denoise_alias(taken, target, settings)
     except BadInputError as error:
         row["reason"] = error.reason
     except Exception as error:  # the watcher goes on past any file
@@ -508,6 +507,27 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
         shutil.rmtree(taken.folder, ignore_errors=True)
         row["seconds"] = round(time.perf_counter() - started, 2)
     return row
+
+
+def _denoise_alias(taken: Claim, target: Path, settings: Settings) -> Path:
+    """Clean a claimed file whose path is not UTF-8 (Prefect parameters are JSON) through an ASCII alias.
+
+    The flow sees a hard link ``<claim folder>/input<suffix>`` and writes into
+    the claim folder; the result is then moved to `target` under its real name.
+    A failure leaves the original in the claim folder for the caller to quarantine.
+    """
+    suffix = taken.path.suffix if _utf8(Path(taken.path.suffix)) else ""
+    alias = taken.folder / f"input{suffix}"
+    try:
+        os.link(taken.path, alias)
+    except OSError:
+        shutil.copyfile(taken.path, alias)
+    out_suffix = target.suffix if _utf8(Path(target.suffix)) else suffix
+    staged = denoise_file(alias, settings, output=taken.folder / f"output{out_suffix}", quarantine_bad=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with media.atomic_output(target) as partial:
+        shutil.move(os.fspath(staged), partial)
+    return target
 
 
 def _utf8(path: Path) -> bool:

@@ -18,12 +18,7 @@ import hostile_runs
 from hostile import CASES, Case
 
 # Defects found by these tests, each waiting for a fix in the pipeline or media layer.
-KNOWN_DEFECTS = {
-    "name-non-utf8": (
-        "flows._process_claim quarantines non-UTF-8 names ('rename it') because Prefect parameters are JSON; "
-        "the media layer handles them, so the flow should get an ASCII alias of the claimed file"
-    ),
-}
+KNOWN_DEFECTS: dict[str, str] = {}
 
 
 def _param(case: Case) -> object:
