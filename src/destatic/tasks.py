@@ -57,7 +57,7 @@ __all__ = [
 STEP_VERSIONS: dict[str, str] = {
     "extract": "1",
     "profile": "1",
-    "subtract": "1",
+    "subtract": "2",
     "inverse": "1",
     "remux": "1",
     "export": "1",
@@ -320,35 +320,44 @@ class _Progress:
 def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppression: SuppressionSettings, *, progress: Any = None) -> Path:
     """Compute the suppression gains of `audio_wav` into ``subtract-<key>.npy``.
 
-    The gains, shape (channels, frames, bins), float32, are written chunk by
-    chunk into a memory-mapped ``.npy``, so memory does not grow with duration.
+    The file is a plain ``.npy`` of float32 gains stored frames-major, shape
+    (frames, channels, bins), so each chunk is appended with an ordinary write
+    and read back with an ordinary read: nothing is memory-mapped, and resident
+    memory does not grow with duration.
     """
     inputs = {"audio_wav": audio_wav, "profile_npz": profile_npz, "work_dir": work_dir, "suppression": suppression, "progress": progress}
     target = _target(_SUBTRACT, work_dir, inputs)
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
     _, frames, bins = dsp.gain_shape(info.frames, profile)
-    shape = (info.channels, frames, bins)
     chunks = dsp.compute_gains(_blocks(audio_wav), info.samplerate, profile, method=suppression.method, **suppression.dsp_options())
     report_progress = _Progress(progress, frames, start=20, span=40)
-    with media.atomic_output(target) as partial:
-        gains = np.lib.format.open_memmap(partial, mode="w+", dtype=GAIN_DTYPE, shape=shape)
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(GAIN_DTYPE)), "fortran_order": False, "shape": (frames, info.channels, bins)}
+    with media.atomic_output(target) as partial, open(partial, "wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
         filled = 0
         for chunk in chunks:
-            gains[:, filled : filled + chunk.shape[1]] = chunk
+            out.write(np.ascontiguousarray(chunk.transpose(1, 0, 2), dtype=GAIN_DTYPE))
             filled += chunk.shape[1]
             report_progress(filled)
         if filled != frames:
             raise RuntimeError(f"compute_gains gave {filled} frames, frame_count said {frames}")
-        gains.flush()
-        del gains
     return target
 
 
 def _gain_chunks(gains_npy: Path, *, frames_per_chunk: int = 256) -> Iterator[np.ndarray]:
-    gains = np.load(gains_npy, mmap_mode="r")
-    for start in range(0, gains.shape[1], frames_per_chunk):
-        yield np.asarray(gains[:, start : start + frames_per_chunk], dtype=np.float32)
+    """Read a frames-major gains ``.npy`` back as (channels, frames, bins) chunks, by plain reads."""
+    with open(gains_npy, "rb") as source:
+        if np.lib.format.read_magic(source) != (1, 0):
+            raise RuntimeError(f"{gains_npy} is not a version 1.0 .npy as subtract_noise writes")
+        frames, channels, bins = np.lib.format.read_array_header_1_0(source)[0]
+        for start in range(0, frames, frames_per_chunk):
+            count = min(frames_per_chunk, frames - start)
+            data = source.read(count * channels * bins * np.dtype(GAIN_DTYPE).itemsize)
+            block = np.frombuffer(data, dtype=GAIN_DTYPE)
+            if block.size != count * channels * bins:
+                raise RuntimeError(f"{gains_npy} ends within frames {start}..{start + count} of {frames}")
+            yield np.ascontiguousarray(block.reshape(count, channels, bins).transpose(1, 0, 2))
 
 
 @task(name="inverse_stft", cache_policy=_INVERSE, **_STEP_OPTIONS)

@@ -243,3 +243,26 @@ def test_noise_profile_modes_reach_the_profile(mode: str, speech_wav: Path, make
     assert NoiseProfile.load(profile_npz).mode == mode
     (report_md,) = settings.paths.work.glob("*/report.md")
     assert f"## Noise profile\n\n{mode}: " in report_md.read_text()
+
+
+def test_gains_file_is_frames_major_and_reads_back_as_computed(tmp_path: Path, rng: np.random.Generator) -> None:
+    from destatic import dsp, tasks
+    from destatic.settings import NoiseSettings, SuppressionSettings
+
+    rate = 16000
+    t = np.arange(3 * rate) / rate
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.05 * rng.standard_normal(t.size)], axis=1).astype(np.float32)
+    audio_wav = tmp_path / "stereo.wav"
+    sf.write(audio_wav, stereo, rate, subtype="FLOAT")
+    profile_npz = tasks.profile_noise.fn(audio_wav, tmp_path, NoiseSettings())
+    gains_npy = tasks.subtract_noise.fn(audio_wav, profile_npz, tmp_path, SuppressionSettings())
+
+    profile = dsp.NoiseProfile.load(profile_npz)
+    expected = np.concatenate(list(dsp.compute_gains([stereo], rate, profile)), axis=1)
+    stored = np.load(gains_npy)
+    assert stored.shape == (expected.shape[1], 2, expected.shape[2])
+    np.testing.assert_array_equal(stored.transpose(1, 0, 2), expected)
+    chunks = list(tasks._gain_chunks(gains_npy, frames_per_chunk=7))
+    assert all(chunk.shape[0] == 2 and chunk.flags.c_contiguous for chunk in chunks)
+    np.testing.assert_array_equal(np.concatenate(chunks, axis=1), expected)
+    assert not np.array_equal(expected[0], expected[1])
