@@ -34,6 +34,7 @@ from prefect.context import FlowRunContext
 
 from destatic import dsp, media, report, tasks
 from destatic.errors import BadInputError, DestaticError, _display_path
+from destatic.media.atomic import partial_owner
 from destatic.settings import Settings, load_settings
 
 __all__ = [
@@ -470,6 +471,32 @@ def release_stale_claims(inbox: Path) -> list[Path]:
     return released
 
 
+def remove_dead_partials(*roots: Path) -> list[Path]:
+    """Delete the temporary files under `roots` left by processes of this host that are gone (kill -9).
+
+    Only names made by :func:`destatic.media.atomic.partial_path` are touched,
+    and only when the PID in the name is not running; symbolic links are not
+    followed. The folders must be local to this host (the PID is).
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
+    """
+    removed = []
+    for root in roots:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                owner = partial_owner(name)
+                if owner is None or _pid_alive(owner):
+                    continue
+                path = Path(folder) / name
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 def _outbox_path(relative: Path, settings: Settings) -> Path:
     target = settings.paths.outbox / relative
     if settings.output.mode == "audio" or relative.suffix.lower() in media.AUDIO_SUFFIXES:
@@ -558,6 +585,8 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         raise DestaticError(f"inbox {str(inbox)!r} is not a folder")
     for relative in release_stale_claims(inbox):
         logger.warning("put back %s, claimed by a process that is gone", relative)
+    for path in remove_dead_partials(settings.paths.outbox.absolute(), settings.paths.work.absolute()):
+        logger.warning("deleted %s, left half-written by a process that is gone", path)
     claims = [
         taken
         for relative in find_ready(inbox, stable_s=settings.watch.stable_s)

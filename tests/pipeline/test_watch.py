@@ -128,3 +128,47 @@ def test_two_watchers_process_each_file_exactly_once(make_settings, denoise_runs
     runs = denoise_runs(claimed, under=True)
     assert len(runs) == len(names), [run.parameters for run in runs]
     assert sorted(Path(run.parameters["path"]).name for run in runs) == names
+
+
+def test_partials_of_a_killed_process_are_deleted_and_others_kept(tmp_path: Path) -> None:
+    from destatic.flows import remove_dead_partials
+    from destatic.media.atomic import partial_owner, partial_path
+
+    outbox, work = tmp_path / "outbox", tmp_path / "work" / "clip-0123"
+    outbox.mkdir()
+    work.mkdir(parents=True)
+    writer = (
+        "import sys, time\n"
+        "from destatic.media import atomic_output\n"
+        "with atomic_output(sys.argv[1]) as partial:\n"
+        "    partial.write_bytes(b'half')\n"
+        "    print(partial, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    killed = subprocess.Popen([sys.executable, "-c", writer, str(outbox / "a b.wav")], stdout=subprocess.PIPE, text=True)
+    orphan = Path(killed.stdout.readline().rstrip("\n"))
+    killed.kill()
+    killed.wait()
+    assert orphan.exists() and partial_owner(orphan) == killed.pid
+    dead_in_work = work / partial_path(work / "cleaned.wav").name.replace(f".{os.getpid()}-", f".{killed.pid}-")
+    dead_in_work.write_bytes(b"half")
+    mine = partial_path(outbox / "live.mp4")
+    mine.write_bytes(b"being written")
+    lookalikes = [outbox / ".x.partial.wav", outbox / f".x.{killed.pid}-zzzzzzzz.partial.wav", outbox / "done.wav"]
+    for path in lookalikes:
+        path.write_bytes(b"keep")
+
+    assert sorted(remove_dead_partials(outbox, work.parent)) == sorted([orphan, dead_in_work])
+    assert not orphan.exists() and not dead_in_work.exists()
+    assert mine.exists() and all(path.exists() for path in lookalikes)
+    assert remove_dead_partials(outbox, work.parent) == []
+
+
+def test_partial_name_carries_the_pid_within_name_max(tmp_path: Path) -> None:
+    from destatic.media.atomic import partial_owner, partial_path
+
+    for name in ("x.wav", "n" * 251 + ".wav", "é" * 120 + ".flac", "no-suffix"):
+        partial = partial_path(tmp_path / name)
+        assert len(os.fsencode(partial.name)) <= 255 and partial.name.endswith(".partial" + Path(name).suffix)
+        assert partial_owner(partial) == os.getpid()
+    assert partial_owner(tmp_path / "x.wav") is None

@@ -4,23 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_output", "partial_path"]
+__all__ = ["atomic_output", "partial_owner", "partial_path"]
 
 
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
+_PARTIAL_NAME = re.compile(rb"\A\..*\.(\d+)-[0-9a-f]{8}\.partial(\.[^.]*)?\Z", re.DOTALL)
 
 
 def partial_path(target: os.PathLike[str] | str) -> Path:
-    """A fresh temporary name beside `target`, hidden, keeping its suffix (``.x.mp4`` -> ``..x.<rand>.partial.mp4``)."""
+    """A fresh temporary name beside `target`, hidden, keeping its suffix (``x.mp4`` -> ``.x.<pid>-<rand>.partial.mp4``).
+
+    The name carries the PID of the writing Python process so that a sweep can
+    tell the leftovers of a killed process (see :func:`partial_owner`).
+    """
     target = Path(target)
-    tail = f".{secrets.token_hex(4)}.partial{target.suffix}"
+    tail = f".{os.getpid()}-{secrets.token_hex(4)}.partial{target.suffix}"
     room = NAME_MAX - 1 - len(os.fsencode(tail))
     stem = os.fsdecode(os.fsencode(target.stem)[: max(room, 1)])
     return target.with_name(f".{stem}{tail}")
+
+
+def partial_owner(path: os.PathLike[str] | str) -> int | None:
+    """The PID in a name made by :func:`partial_path`, or None if the name is not one of those."""
+    match = _PARTIAL_NAME.match(os.fsencode(Path(path).name))
+    return int(match.group(1)) if match else None
 
 
 @contextlib.contextmanager
