@@ -23,10 +23,5 @@ def test_twenty_kills_then_every_file_exactly_once_and_complete(drill: drills.Cr
     assert verdict.bad_outputs == {}, "an output does not decode completely"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nothing sweeps the .partial files of a killed run (media.atomic cleans up in-process only): "
-    "steps' .npy/.wav written by Python, and files an orphaned ffmpeg finishes after the watcher is gone",
-)
 def test_no_temporary_file_left_after_kills(drill: drills.CrashFigures) -> None:
     assert drill.verdict.leftovers == [], "temporary or claimed files left behind"
