@@ -10,7 +10,7 @@ three give the same samples.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -181,6 +181,47 @@ def _adder(profile: NoiseProfile, channels: int) -> OverlapAdder:
     )
 
 
+def _filter_blocks(
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    profile: NoiseProfile,
+    make_rule: Callable[[NoiseProfile, int], Callable[[np.ndarray], np.ndarray]],
+    *,
+    residue: bool,
+    before_last: Callable[[], None] | None = None,
+) -> Iterator[np.ndarray]:
+    """STFT the blocks, multiply each frame by its gains, overlap-add back to exact length.
+
+    ``make_rule(profile, channels)`` is called once the first block shows the
+    channel count; the rule maps spectra (channels, frames, bins) to their gains.
+    ``before_last`` runs after the last frames are filtered, before the tail is yielded.
+    """
+    splitter: FrameSplitter | None = None
+    for block in checked_blocks(blocks):
+        if splitter is None:
+            channels = block.shape[1]
+            profile = _checked_profile(profile, sample_rate, channels)
+            splitter = _splitter(profile, channels)
+            adder = _adder(profile, channels)
+            rule = make_rule(profile, channels)
+        spectra = splitter.push(block)
+        if spectra.shape[1]:
+            out = adder.push(_apply(spectra, rule(spectra), residue))
+            if out.shape[0]:
+                yield out
+    if splitter is None:
+        return
+    spectra = splitter.finish()
+    adder.limit = splitter.n_samples
+    out = adder.push(_apply(spectra, rule(spectra), residue))
+    if before_last is not None:
+        before_last()
+    tail = adder.finish()
+    final = np.concatenate([out, tail]) if tail.shape[0] else out
+    if final.shape[0]:
+        yield final
+
+
 class _GainReader:
     """Hand out exactly the requested number of gain frames from a stream of chunks."""
 
@@ -257,29 +298,21 @@ def apply_gains(
         with it (no delay). Block sizes need not match the input's.
     """
     sample_rate = check_sample_rate(sample_rate)
-    splitter: FrameSplitter | None = None
-    for block in checked_blocks(blocks):
-        if splitter is None:
-            channels = block.shape[1]
-            profile = _checked_profile(profile, sample_rate, channels)
-            splitter = _splitter(profile, channels)
-            adder = _adder(profile, channels)
-            reader = _GainReader(gains, channels, profile.bins)
-        spectra = splitter.push(block)
-        if spectra.shape[1]:
-            out = adder.push(_apply(spectra, reader.take(spectra.shape[1]), residue))
-            if out.shape[0]:
-                yield out
-    if splitter is None:
-        return
-    spectra = splitter.finish()
-    adder.limit = splitter.n_samples
-    out = adder.push(_apply(spectra, reader.take(spectra.shape[1]), residue))
-    reader.check_exhausted()
-    tail = adder.finish()
-    final = np.concatenate([out, tail]) if tail.shape[0] else out
-    if final.shape[0]:
-        yield final
+    readers: list[_GainReader] = []
+
+    def stored_gains(profile: NoiseProfile, channels: int) -> Callable[[np.ndarray], np.ndarray]:
+        reader = _GainReader(gains, channels, profile.bins)
+        readers.append(reader)
+        return lambda spectra: reader.take(spectra.shape[1])
+
+    yield from _filter_blocks(
+        blocks,
+        sample_rate,
+        profile,
+        stored_gains,
+        residue=residue,
+        before_last=lambda: readers[0].check_exhausted(),
+    )
 
 
 def _with_lookahead_profile(
@@ -348,28 +381,15 @@ def denoise_stream(
         stream = iter(blocks)
     else:
         profile, stream = _with_lookahead_profile(blocks, sample_rate, noise, method)
-    splitter: FrameSplitter | None = None
-    for block in checked_blocks(stream):
-        if splitter is None:
-            channels = block.shape[1]
-            profile = _checked_profile(profile, sample_rate, channels)
-            splitter = _splitter(profile, channels)
-            adder = _adder(profile, channels)
-            rule = GainComputer(profile, method, SuppressionOptions.from_options(method, options))
-        spectra = splitter.push(block)
-        if spectra.shape[1]:
-            out = adder.push(_apply(spectra, rule(spectra), residue))
-            if out.shape[0]:
-                yield out
-    if splitter is None:
-        return
-    spectra = splitter.finish()
-    adder.limit = splitter.n_samples
-    out = adder.push(_apply(spectra, rule(spectra), residue))
-    tail = adder.finish()
-    final = np.concatenate([out, tail]) if tail.shape[0] else out
-    if final.shape[0]:
-        yield final
+    yield from _filter_blocks(
+        stream,
+        sample_rate,
+        profile,
+        lambda profile, _channels: GainComputer(
+            profile, method, SuppressionOptions.from_options(method, options)
+        ),
+        residue=residue,
+    )
 
 
 def denoise(
