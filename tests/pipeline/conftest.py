@@ -44,18 +44,19 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
 @pytest.fixture
 def speech_wav(media_dir: Path, tmp_path: Path) -> Path:
     """A copy of a real noisy sentence (NOIZEUS, car noise at 5 dB, 8 kHz mono, 2.5 s)."""
-    target = tmp_path / "input" / "speech.wav"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(media_dir / SPEECH_WAV, target)
-    return target
+    return _copy_into(media_dir / SPEECH_WAV, tmp_path / "input" / "speech.wav")
 
 
 @pytest.fixture
 def short_video(media_dir: Path, tmp_path: Path) -> Path:
     """A copy of a real 3 s talking-head clip (mpeg1video + mp2, 44.1 kHz stereo)."""
-    target = tmp_path / "input" / "talk.mpg"
+    return _copy_into(media_dir / SHORT_VIDEO, tmp_path / "input" / "talk.mpg")
+
+
+def _copy_into(source: Path, target: Path) -> Path:
+    """Copy a shared media file to `target` (folders made), so tests never touch the original."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(media_dir / SHORT_VIDEO, target)
+    shutil.copyfile(source, target)
     return target
 
 
