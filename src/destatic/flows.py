@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import io
 import json
 import os
 import re
@@ -15,9 +16,9 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,13 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.states import Failed
 
 from destatic import dsp, media, report, tasks
-from destatic.errors import BadInputError, DestaticError, _display_path
+from destatic.errors import BadInputError, DestaticError, ParameterError, _display_path
 from destatic.media.atomic import partial_owner
+from destatic.runners import build_task_runner
 from destatic.settings import Settings, load_settings
 
 __all__ = [
@@ -44,12 +48,16 @@ __all__ = [
     "claim",
     "default_output",
     "denoise_file",
+    "denoise_files",
+    "deploy_to_pool",
     "find_ready",
     "quarantine",
     "release_stale_claims",
     "report_key",
+    "run_batch",
     "serve_watcher",
     "watch_inbox",
+    "watcher_deployment",
     "work_dir_for",
 ]
 
@@ -153,23 +161,63 @@ def _stream_rows(source: Path) -> list[dict[str, Any]]:
 
 
 @dataclass
-class _Run:
-    """What one run of denoise_file did, for its report."""
+class _FileRun:
+    """One file going through the steps: the futures of its steps, their times, the step running.
+
+    The steps are submitted to the flow's task runner with the futures of the
+    steps they need as arguments, so that the steps of many files interleave
+    (on threads, or across a Dask cluster) while each file's steps keep their order.
+    """
 
     source: Path
-    work_dir: Path
     settings: Settings
-    steps: dict[str, float]
+    output: Path | None = None
+    work_dir: Path = Path()
     step: str = "start"
+    steps: dict[str, float] = field(default_factory=dict)
+    futures: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
+    submitted: dict[str, float] = field(default_factory=dict)
+    finished: dict[str, float] = field(default_factory=dict)
+    progress: Any = None
+    error: BaseException | None = None
 
     @property
     def elapsed(self) -> float:
         return sum(self.steps.values())
 
+    def submit(self, step: str, task: Any, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
+        """Submit `task` as `step` of this file, with its retries, backoff and result storage."""
+        self.submitted[step] = time.perf_counter()
+        future = _configured(task, self.settings).submit(*args, **kwargs)
+        future.add_done_callback(lambda _: self.finished.__setitem__(step, time.perf_counter()))
+        self.futures[step] = future
+        return future
+
+    def wait(self, step: str) -> Any:
+        """The result of `step`, raising its error; the step's time is from its inputs being ready to its end."""
+        self.step = step
+        value = self.futures[step].result()
+        done = self.finished.get(step, time.perf_counter())
+        ready = max([self.submitted[step], *(self.finished.get(need, 0.0) for need in _NEEDS[step])])
+        self.steps[step] = max(0.0, done - ready)
+        return value
+
+
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "extract": (),
+    "noise": (),
+    "profile": ("extract", "noise"),
+    "subtract": ("profile",),
+    "inverse": ("subtract",),
+    "plots": ("inverse",),
+    "encode": ("inverse",),
+    "deliver": ("encode",),
+}
+
 
 @contextlib.contextmanager
-def _timed(run: _Run, step: str) -> Iterator[None]:
-    """Time a step into ``run.steps``; ``run.step`` names the step running (for quarantine notes)."""
+def _timed(run: _FileRun, step: str) -> Iterator[None]:
+    """Time work done in the flow itself into ``run.steps``; ``run.step`` names it (for quarantine notes)."""
     run.step = step
     started = time.perf_counter()
     try:
@@ -188,7 +236,7 @@ def _configured(step: Any, settings: Settings) -> Any:
 
 
 def _write_report(
-    run: _Run, *, plots_json: Path, audio_wav: Path, profile_npz: Path, cleaned_wav: Path, output: Path
+    run: _FileRun, *, plots_json: Path, audio_wav: Path, profile_npz: Path, cleaned_wav: Path, output: Path
 ) -> Path:
     plots = json.loads(plots_json.read_text(encoding="utf-8"))
     profile = dsp.NoiseProfile.load(profile_npz)
@@ -238,6 +286,105 @@ def _write_report(
     return path
 
 
+# --- the graph of one file: started, continued once its audio is out, finished
+
+
+def _start_steps(run: _FileRun) -> None:
+    """Hash the input (its work folder) and submit the extraction of its audio (and of a noise file)."""
+    settings, source = run.settings, run.source
+    with _timed(run, "hash"):
+        run.work_dir = work_dir_for(source, settings)
+    if run.output is None:
+        run.output = default_output(source, settings)
+    run.output = Path(run.output).absolute()
+    get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
+    run.submit("extract", tasks.extract_audio, source, run.work_dir)
+    if settings.noise.mode == "file":
+        assert settings.noise.file is not None
+        run.submit("noise", tasks.extract_audio, settings.noise.file.absolute(), run.work_dir)
+
+
+def _continue_steps(run: _FileRun) -> None:
+    """Once the audio is out (its length decides on a progress artifact), submit every later step."""
+    settings, source, work_dir = run.settings, run.source, run.work_dir
+    audio_wav = run.wait("extract")
+    if sf.info(str(audio_wav)).duration >= LONG_FILE_S:
+        run.progress = create_progress_artifact(progress=10.0, description=f"destatic: {source.name}")
+    audio, noise_wav = run.futures["extract"], run.futures.get("noise")
+    profile = run.submit(
+        "profile",
+        tasks.profile_noise,
+        audio,
+        work_dir,
+        settings.noise,
+        method=settings.suppression.method,
+        noise_file=settings.noise.file.absolute() if noise_wav is not None and settings.noise.file else None,
+        noise_wav=noise_wav,
+    )
+    gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
+    cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
+    # The plots need only the audio and the profile: drawn while ffmpeg encodes.
+    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir)
+    assert run.output is not None
+    if settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES:
+        fmt = settings.output.format or run.output.suffix.lower().lstrip(".") or "flac"
+        encoded = run.submit("encode", tasks.export_audio, cleaned, work_dir, {"oga": "ogg"}.get(fmt, fmt))
+    else:
+        encoded = run.submit("encode", tasks.remux, source, cleaned, work_dir)
+    run.submit("deliver", tasks.deliver, encoded, run.output)
+
+
+def _finish_steps(run: _FileRun) -> Path:
+    """Wait for the steps in order (the first that failed raises), then write the report."""
+    if "noise" in run.futures:
+        run.wait("noise")
+    for step in ("profile", "subtract", "inverse", "encode"):
+        run.wait(step)
+    delivered = run.wait("deliver")
+    if run.progress is not None:
+        update_progress_artifact(run.progress, progress=100.0)
+    with _timed(run, "report"):
+        _write_report(
+            run,
+            plots_json=run.futures["plots"].result(),
+            audio_wav=run.futures["extract"].result(),
+            profile_npz=run.futures["profile"].result(),
+            cleaned_wav=run.futures["inverse"].result(),
+            output=delivered,
+        )
+    get_run_logger().info("%s done in %.2f s: %s", run.source.name, run.elapsed, delivered)
+    return delivered
+
+
+def _reason(error: BaseException) -> str:
+    """One line saying why a file failed."""
+    return error.reason if isinstance(error, BadInputError) else " ".join(f"{type(error).__name__}: {error}".split())
+
+
+def _denoise_one(
+    source: Path, settings: Settings, *, output: Path | None, on_failure: Callable[[str, str], Any] | None = None
+) -> Path:
+    """Clean one file through the graph; `on_failure(step, reason)` is called before its error is raised."""
+    run = _FileRun(source=source, settings=settings, output=output)
+    try:
+        _start_steps(run)
+        _continue_steps(run)
+        return _finish_steps(run)
+    except Exception as error:
+        if on_failure is not None:
+            on_failure(run.step, _reason(error))
+        raise
+
+
+def _quarantine_on_failure(path: Path, settings: Settings, relative: Path | None) -> Callable[[str, str], None]:
+    def move(step: str, reason: str) -> None:
+        if path.exists() or path.is_symlink():
+            where = quarantine(path, settings.paths.quarantine, relative=relative, step=step, reason=reason)
+            get_run_logger().error("%s failed at step %s: %s; moved to %s", path.name, step, reason, where)
+
+    return move
+
+
 @flow(name="denoise-file", log_prints=False)
 def denoise_file(
     path: Path,
@@ -246,13 +393,15 @@ def denoise_file(
     output: Path | None = None,
     relative: Path | None = None,
     quarantine_bad: bool = True,
+    claim: Path | None = None,
 ) -> Path:
     """Clean one file: extract, profile, subtract, inverse STFT, remux or export.
 
     Parameters
     ----------
     path : Path
-        A video or audio file.
+        A video or audio file. With `claim`, only its name for the run's
+        parameters: the file is the one in the claim folder.
     settings : Settings or None
         None: :func:`~destatic.settings.load_settings`.
     output : Path or None
@@ -262,6 +411,13 @@ def denoise_file(
     quarantine_bad : bool
         Move an input that fails into ``settings.paths.quarantine`` with
         ``NAME.error.txt``; False leaves it where it is.
+    claim : Path or None
+        A claim folder of :func:`claim` (``inbox/.processing/<id>``): the run
+        then settles the file as the watcher would: the result to the outbox
+        under its relative path, the original to ``done/`` (or quarantine), the
+        claim released at the end. Run again after a crash, it completes
+        the same file once. `output`, `relative` and `quarantine_bad` are then
+        derived.
 
     Returns
     -------
@@ -274,72 +430,97 @@ def denoise_file(
         The input cannot be processed (never retried); the flow run fails with its reason.
     """
     settings = settings or load_settings()
+    if claim is not None:
+        return _settle_claim(Path(claim).absolute(), settings)
     source = Path(path).absolute()
-    run = _Run(source=source, work_dir=settings.paths.work, settings=settings, steps={})
-    try:
-        return _denoise(run, output)
-    except Exception as error:
-        if quarantine_bad and source.exists():
-            reason = error.reason if isinstance(error, BadInputError) else f"{type(error).__name__}: {error}"
-            where = quarantine(source, settings.paths.quarantine, relative=relative, step=run.step, reason=reason)
-            get_run_logger().error("%s failed at step %s: %s; moved to %s", source.name, run.step, reason, where)
-        raise
+    on_failure = _quarantine_on_failure(source, settings, relative) if quarantine_bad else None
+    return _denoise_one(source, settings, output=output, on_failure=on_failure)
 
 
-def _denoise(run: _Run, output: Path | None) -> Path:
-    settings, source = run.settings, run.source
-    logger = get_run_logger()
-    with _timed(run, "hash"):
-        run.work_dir = work_dir_for(source, settings)
-    output = Path(output).absolute() if output is not None else default_output(source, settings)
-    logger.info("%s -> %s (work folder %s)", source.name, output, run.work_dir)
+@flow(name="denoise-files", log_prints=False)
+def denoise_files(
+    paths: list[Path], settings: Settings | None = None, *, outputs: list[Path] | None = None
+) -> list[dict[str, Any]]:
+    """Clean many files in one flow run, their steps fanned out on the flow's task runner.
 
-    with _timed(run, "extract"):
-        audio_wav = _configured(tasks.extract_audio, settings)(source, run.work_dir)
-    progress = None
-    if sf.info(str(audio_wav)).duration >= LONG_FILE_S:
-        progress = create_progress_artifact(progress=10.0, description=f"destatic: {source.name}")
+    Every file goes through the same cached steps as with :func:`denoise_file`
+    (the same graph, the same reports and artifacts); the steps of different
+    files run at once, on threads or on the Dask cluster of
+    ``settings.runtime`` (see :func:`run_batch`). A file that fails stays
+    where it is, and the others go on; the run then ends ``Failed``.
 
-    noise_file = noise_wav = None
-    with _timed(run, "profile"):
-        if settings.noise.mode == "file":
-            assert settings.noise.file is not None
-            noise_file = settings.noise.file.absolute()
-            noise_wav = _configured(tasks.extract_audio, settings)(noise_file, run.work_dir)
-        profile_npz = _configured(tasks.profile_noise, settings)(
-            audio_wav,
-            run.work_dir,
-            settings.noise,
-            method=settings.suppression.method,
-            noise_file=noise_file,
-            noise_wav=noise_wav,
-        )
-    with _timed(run, "subtract"):
-        gains_npy = _configured(tasks.subtract_noise, settings)(
-            audio_wav, profile_npz, run.work_dir, settings.suppression, progress=progress
-        )
-    with _timed(run, "inverse"):
-        cleaned_wav = _configured(tasks.inverse_stft, settings)(
-            audio_wav, gains_npy, profile_npz, run.work_dir, progress=progress
-        )
-    # The plots need only the audio and the profile: drawn while ffmpeg encodes.
-    plots = _configured(tasks.plot_report, settings).submit(audio_wav, profile_npz, cleaned_wav, run.work_dir)
-    with _timed(run, "encode"):
-        audio_only = settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES
-        if audio_only:
-            fmt = settings.output.format or output.suffix.lower().lstrip(".") or "flac"
-            fmt = {"oga": "ogg"}.get(fmt, fmt)
-            artifact = _configured(tasks.export_audio, settings)(cleaned_wav, run.work_dir, fmt)
-        else:
-            artifact = _configured(tasks.remux, settings)(source, cleaned_wav, run.work_dir)
-    with _timed(run, "deliver"):
-        delivered = _configured(tasks.deliver, settings)(artifact, output)
-    if progress is not None:
-        update_progress_artifact(progress, progress=100.0)
-    with _timed(run, "report"):
-        _write_report(run, plots_json=plots.result(), audio_wav=audio_wav, profile_npz=profile_npz, cleaned_wav=cleaned_wav, output=delivered)
-    logger.info("%s done in %.2f s: %s", source.name, run.elapsed, delivered)
-    return delivered
+    Parameters
+    ----------
+    paths : list of Path
+        Video or audio files.
+    settings : Settings or None
+        None: :func:`~destatic.settings.load_settings`.
+    outputs : list of Path or None
+        One output per input; None: :func:`default_output` of each.
+
+    Returns
+    -------
+    list of dict
+        One row per input, in order: file, status (``done`` or ``failed``),
+        output, step (the failing one), reason.
+    """
+    settings = settings or load_settings()
+    if outputs is not None and len(outputs) != len(paths):
+        raise ParameterError(f"outputs has {len(outputs)} paths for {len(paths)} inputs; give one per input")
+    runs = [
+        _FileRun(source=Path(path).absolute(), settings=settings, output=None if outputs is None else outputs[index])
+        for index, path in enumerate(paths)
+    ]
+    written: dict[int, Path] = {}
+    for phase in (_start_steps, _continue_steps, _finish_steps):
+        for index, run in enumerate(runs):
+            if run.error is not None:
+                continue
+            try:
+                result = phase(run)
+            except Exception as error:  # one bad file does not stop the others
+                run.error = error
+                get_run_logger().error("%s failed at step %s: %s", run.source, run.step, _reason(error))
+            else:
+                if isinstance(result, Path):
+                    written[index] = result
+    rows = [
+        {
+            "file": str(run.source),
+            "status": "failed" if run.error is not None else "done",
+            "output": str(written.get(index, "")),
+            "step": run.step if run.error is not None else "",
+            "reason": _reason(run.error) if run.error is not None else "",
+        }
+        for index, run in enumerate(runs)
+    ]
+    failed = [row for row in rows if row["status"] == "failed"]
+    if failed:
+        return Failed(message=f"{len(failed)} of {len(rows)} file(s) failed, first {failed[0]['file']}: {failed[0]['reason']}", data=rows)
+    return rows
+
+
+def run_batch(paths: list[Path], settings: Settings, *, outputs: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Run :func:`denoise_files` on the task runner that ``settings.runtime`` names.
+
+    ``runtime.task_runner="dask"`` fans the steps out over a local Dask
+    cluster of ``runtime.dask_workers`` processes (none: one per core) or over
+    the existing cluster at ``runtime.dask_address``.
+
+    Returns
+    -------
+    list of dict
+        The rows of :func:`denoise_files`, whether or not a file failed.
+    """
+    runtime = settings.runtime
+    runner = build_task_runner(
+        runtime.task_runner, dask_address=runtime.dask_address, dask_workers=runtime.dask_workers or os.cpu_count() or 1
+    )
+    state = denoise_files.with_options(task_runner=runner)(paths, settings, outputs=outputs, return_state=True)
+    rows = state.result(raise_on_failure=False)
+    if isinstance(rows, BaseException):
+        raise rows
+    return rows
 
 
 # --- the inbox -------------------------------------------------------------
@@ -445,7 +626,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 def release_stale_claims(inbox: Path) -> list[Path]:
-    """Put back into the inbox the files claimed by a dead process on this host.
+    """Put back into the inbox the files whose claim nobody will settle.
+
+    A claim handed to a run of the per-file deployment (``flow_run`` in its
+    ``owner.json``) is given back once that run is over (crashed, cancelled)
+    without having settled it, whatever the host; any other claim once the
+    process that made it, on this host, is gone.
 
     Returns
     -------
@@ -461,14 +647,30 @@ def release_stale_claims(inbox: Path) -> list[Path]:
             owner = json.loads((folder / "owner.json").read_text())
         except (OSError, ValueError):
             continue
-        if owner.get("host") != _HOST or _pid_alive(int(owner.get("pid", 0))):
+        if owner.get("flow_run"):
+            if not _run_is_over(owner["flow_run"]):
+                continue
+        elif owner.get("host") != _HOST or _pid_alive(int(owner.get("pid", 0))):
             continue
-        files = folder / "files"
-        for path in list(_walk(files)) if files.is_dir() else []:
-            _unclaim(Claim(path, path.relative_to(files), folder), inbox)
-            released.append(path.relative_to(files))
+        taken = _claimed(folder)
+        if taken is not None:
+            _unclaim(taken, inbox)
+            released.append(taken.relative)
         shutil.rmtree(folder, ignore_errors=True)
     return released
+
+
+def _run_is_over(flow_run_id: str) -> bool:
+    """Whether a flow run is in a final state (or unknown to the server)."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except ObjectNotFound:
+        return True
+    return state is not None and state.is_final()
 
 
 def remove_dead_partials(*roots: Path) -> list[Path]:
@@ -505,29 +707,74 @@ def _outbox_path(relative: Path, settings: Settings) -> Path:
     return target.absolute()
 
 
+SETTLED = "settled.json"
+
+
+def _claimed(folder: Path) -> Claim | None:
+    """The claim of `folder` as :func:`claim` made it, or None once its file has left."""
+    files = folder / "files"
+    found = [path for path in _walk(files)] if files.is_dir() else []
+    if not found:
+        return None
+    return Claim(found[0], found[0].relative_to(files), folder)
+
+
+def _run_parameter(taken: Claim) -> Path:
+    """What to pass as a run's ``path``: the claimed file, or the claim folder when its name is not UTF-8 (parameters are JSON)."""
+    return taken.path if _utf8(taken.path) else taken.folder
+
+
+def _settle_claim(folder: Path, settings: Settings) -> Path:
+    """Clean the file of a claim folder and settle it; see :func:`denoise_file` (`claim`).
+
+    The claim folder is removed last, after the original is in ``done/`` or
+    quarantine: a run killed at any point finds, when run again, either the
+    file still claimed (cleaned again, from the cache, and delivered over the
+    same output) or ``settled.json`` saying where the output went.
+    """
+    settled = folder / SETTLED
+    taken = _claimed(folder)
+    if taken is None:
+        if settled.is_file():  # delivered and moved to done/ by an earlier attempt of this run
+            output = Path(json.loads(settled.read_text(encoding="utf-8"))["output"])
+            shutil.rmtree(folder, ignore_errors=True)
+            return output
+        raise DestaticError(f"claim {str(folder)!r} holds no file: it was released or settled by another run")
+    target = _outbox_path(taken.relative, settings)
+    on_failure = _quarantine_on_failure(taken.path, settings, taken.relative)
+    try:
+        if taken.path.is_symlink():
+            raise BadInputError(taken.path, "is a symbolic link; links are not followed")
+        if _utf8(taken.path) and _utf8(target):
+            output = _denoise_one(taken.path, settings, output=target, on_failure=on_failure)
+        else:
+            output = _denoise_alias(taken, target, settings, on_failure=on_failure)
+    except Exception as error:  # not on cancellation: the claim is given back once the run is over
+        if taken.path.exists() or taken.path.is_symlink():  # never deleted with its claim folder
+            on_failure("claim", _reason(error))
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    with media.atomic_output(settled) as partial:
+        partial.write_text(json.dumps({"output": os.fsdecode(output)}), encoding="utf-8")
+    done = _free_name(settings.paths.done.absolute() / taken.relative)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(os.fspath(taken.path), done)
+    shutil.rmtree(folder, ignore_errors=True)
+    return output
+
+
 def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
+    """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file."""
     started = time.perf_counter()
     row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
     try:
-        if taken.path.is_symlink():
-            row["reason"] = "is a symbolic link; links are not followed"
-            return row
-        target = _outbox_path(taken.relative, settings)
-        if _utf8(taken.path) and _utf8(target):
-            output = denoise_file(taken.path, settings, output=target, relative=taken.relative)
-        else:
-            output = _denoise_alias(taken, target, settings)
-    except BadInputError as error:
-        row["reason"] = error.reason
+        output = denoise_file(_run_parameter(taken), settings, claim=taken.folder)
     except Exception as error:  # the watcher goes on past any file
-        row["reason"] = f"{type(error).__name__}: {error}"
+        row["reason"] = _reason(error)
     else:
-        done = _free_name(settings.paths.done.absolute() / taken.relative)
-        done.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(os.fspath(taken.path), done)
         row.update(status="done", output=str(output))
     finally:
-        if taken.path.exists() or taken.path.is_symlink():  # never deleted with its claim folder
+        if taken.path.exists() or taken.path.is_symlink():  # the run ended before settling it
             reason = row["reason"] or "not processed"
             quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step="claim", reason=reason)
             row["reason"] = reason
@@ -536,21 +783,68 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
     return row
 
 
-def _denoise_alias(taken: Claim, target: Path, settings: Settings) -> Path:
+def _dispatch_claim(taken: Claim, settings: Settings, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Start a run of the per-file deployment for a claimed file (``watch.dispatch="deployment"``).
+
+    The claim then belongs to that run (recorded in its ``owner.json``): the
+    run settles the file and releases the claim, and :func:`release_stale_claims`
+    gives the file back only once the run is over without having done so.
+    """
+    from prefect.deployments import run_deployment
+
+    started = time.perf_counter()
+    row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
+    try:
+        flow_run = run_deployment(
+            settings.watch.deployment,
+            parameters={"path": str(_run_parameter(taken)), "settings": parameters, "claim": str(taken.folder)},
+            timeout=0,
+        )
+    except Exception as error:
+        _unclaim(taken, settings.paths.inbox.absolute())
+        row["reason"] = f"not dispatched, left in the inbox: {_reason(error)}"
+    else:
+        owner_json = taken.folder / "owner.json"
+        owner = json.loads(owner_json.read_text())
+        with media.atomic_output(owner_json) as partial:
+            partial.write_text(json.dumps({**owner, "flow_run": str(flow_run.id)}))
+        row.update(status="dispatched", output=str(_outbox_path(taken.relative, settings)), flow_run=flow_run.name)
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def _check_deployment(name: str) -> None:
+    """Fail with a clear message when the per-file deployment is not on the server."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        raise DestaticError(
+            f"watch.deployment={name!r} is not a deployment of the Prefect server at {client.api_url}: "
+            "create it with `destatic deploy --pool POOL`, or set watch.dispatch='inline'"
+        ) from None
+
+
+def _denoise_alias(
+    taken: Claim, target: Path, settings: Settings, *, on_failure: Callable[[str, str], Any]
+) -> Path:
     """Clean a claimed file whose path is not UTF-8 (Prefect parameters are JSON) through an ASCII alias.
 
-    The flow sees a hard link ``<claim folder>/input<suffix>`` and writes into
+    The steps see a hard link ``<claim folder>/input<suffix>`` and write into
     the claim folder; the result is then moved to `target` under its real name.
-    A failure leaves the original in the claim folder for the caller to quarantine.
     """
     suffix = taken.path.suffix if _utf8(Path(taken.path.suffix)) else ""
     alias = taken.folder / f"input{suffix}"
-    try:
-        os.link(taken.path, alias)
-    except OSError:
-        shutil.copyfile(taken.path, alias)
+    if not alias.exists():
+        try:
+            os.link(taken.path, alias)
+        except OSError:
+            shutil.copyfile(taken.path, alias)
     out_suffix = target.suffix if _utf8(Path(target.suffix)) else suffix
-    staged = denoise_file(alias, settings, output=taken.folder / f"output{out_suffix}", quarantine_bad=False)
+    staged = _denoise_one(alias, settings, output=taken.folder / f"output{out_suffix}", on_failure=on_failure)
     target.parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(target) as partial:
         shutil.move(os.fspath(staged), partial)
@@ -567,24 +861,32 @@ def _utf8(path: Path) -> bool:
 
 @flow(name="watch-inbox", log_prints=False)
 def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
-    """Scan the inbox once: claim every stable file, clean it, move it to ``done/``.
+    """Scan the inbox once: claim every stable file, have it cleaned, settled in the outbox and ``done/``.
 
-    Results go to the outbox under the same relative path. A file that fails is
-    quarantined with its reason and the scan goes on. A table artifact lists
-    what this scan did.
+    With ``watch.dispatch="inline"`` the files are cleaned here, one run of
+    :func:`denoise_file` each (``watch.concurrency`` at once). With
+    ``"deployment"`` each claimed file is handed to a run of the per-file
+    deployment ``watch.deployment``, for a worker to take, and the scan ends
+    without waiting. Either way the result goes to the outbox under the same
+    relative path, and a file that fails is quarantined with its reason while
+    the others go on. A table artifact lists what this scan did.
 
     Returns
     -------
     list of dict
-        One row per file taken: file, status, output, seconds, reason.
+        One row per file taken: file, status (done, failed, dispatched),
+        output, seconds, reason (and flow_run when dispatched).
     """
     settings = settings or load_settings()
     logger = get_run_logger()
     inbox = settings.paths.inbox.absolute()
     if not inbox.is_dir():
         raise DestaticError(f"inbox {str(inbox)!r} is not a folder")
+    dispatch = settings.watch.dispatch == "deployment"
+    if dispatch:
+        _check_deployment(settings.watch.deployment)
     for relative in release_stale_claims(inbox):
-        logger.warning("put back %s, claimed by a process that is gone", relative)
+        logger.warning("put back %s, claimed by a process or run that is gone", relative)
     for path in remove_dead_partials(settings.paths.outbox.absolute(), settings.paths.work.absolute()):
         logger.warning("deleted %s, left half-written by a process that is gone", path)
     claims = [
@@ -593,7 +895,10 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         if (taken := claim(inbox, relative, stable_s=settings.watch.stable_s)) is not None
     ]
     logger.info("%d file(s) taken from %s", len(claims), inbox)
-    if settings.watch.concurrency == 1 or len(claims) <= 1:
+    if dispatch:
+        parameters = settings.to_parameters()
+        rows = [_dispatch_claim(taken, settings, parameters) for taken in claims]
+    elif settings.watch.concurrency == 1 or len(claims) <= 1:
         rows = [_process_claim(taken, settings) for taken in claims]
     else:
         with ThreadPoolExecutor(settings.watch.concurrency) as pool:
@@ -609,22 +914,107 @@ def serve_watcher(settings: Settings) -> None:
 
     With a Prefect server (``PREFECT_API_URL`` set) the flow is served as the
     ``watch-inbox/destatic-watch`` deployment on an interval schedule, visible
-    and controllable in the UI. Prefect's embedded server does not run the
-    scheduler, so without one the scans are started by a plain loop here.
+    and controllable in the UI; with ``watch.dispatch="deployment"`` its scans
+    hand the files to the workers of the per-file deployment. Prefect's
+    embedded server does not run the scheduler, so without one the scans are
+    started by a plain loop here.
+
+    Raises
+    ------
+    DestaticError
+        ``watch.dispatch="deployment"`` without a server, or without the per-file deployment on it.
     """
     from prefect import serve
     from prefect.settings import PREFECT_API_URL
 
+    if settings.watch.dispatch == "deployment":
+        if not PREFECT_API_URL.value():
+            raise DestaticError("watch.dispatch='deployment' needs a Prefect server with workers: set PREFECT_API_URL")
+        _check_deployment(settings.watch.deployment)
     if PREFECT_API_URL.value():
-        deployment = watch_inbox.to_deployment(
-            name="destatic-watch",
-            interval=settings.watch.interval_s,
-            parameters={"settings": settings.model_dump(mode="json")},
-            concurrency_limit=1,
-        )
-        serve(deployment)
+        serve(watcher_deployment(settings))
         return
     while True:
         started = time.monotonic()
         watch_inbox(settings, return_state=True)
         time.sleep(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
+
+
+def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", module_entrypoint: bool = False) -> Any:
+    """The scheduled watcher as a deployment: every ``watch.interval_s`` seconds, one scan at a time.
+
+    Parameters
+    ----------
+    settings : Settings
+        Given to every scan, its folders made absolute.
+    name : str
+        Deployment name (``watch-inbox/<name>``).
+    module_entrypoint : bool
+        Load the flow as ``destatic.flows.watch_inbox`` from the installed
+        package (for a work pool) instead of from this file.
+
+    Returns
+    -------
+    prefect.deployments.runner.RunnerDeployment
+    """
+    from prefect.types.entrypoint import EntrypointType
+
+    return watch_inbox.to_deployment(
+        name=name,
+        interval=settings.watch.interval_s,
+        parameters={"settings": settings.to_parameters()},
+        concurrency_limit=1,
+        entrypoint_type=EntrypointType.MODULE_PATH if module_entrypoint else EntrypointType.FILE_PATH,
+    )
+
+
+def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> dict[str, str]:
+    """Deploy the per-file flow and the scheduled watcher to a work pool, the watcher dispatching to the other.
+
+    Creates (or updates) ``denoise-file/<name>`` and ``watch-inbox/<name>-watch``
+    on the server at ``PREFECT_API_URL``. Both load the flows from the
+    installed ``destatic`` package (``destatic.flows``), so every worker needs
+    destatic installed, and the folders of `settings` on the same mount.
+
+    Parameters
+    ----------
+    settings : Settings
+        The watcher's settings; its ``watch.dispatch`` and ``watch.deployment``
+        are set here to hand files to ``denoise-file/<name>``.
+    pool : str
+        An existing work pool (``prefect work-pool create POOL --type process``).
+    name : str
+        Name of the per-file deployment.
+
+    Returns
+    -------
+    dict
+        Deployment name (``FLOW/DEPLOYMENT``) to its id.
+
+    Raises
+    ------
+    DestaticError
+        No ``PREFECT_API_URL``, or the pool does not exist.
+    """
+    from prefect import deploy, get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.settings import PREFECT_API_URL
+    from prefect.types.entrypoint import EntrypointType
+
+    if not PREFECT_API_URL.value():
+        raise DestaticError("deploying needs a Prefect server: set PREFECT_API_URL")
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_work_pool(pool)
+    except ObjectNotFound:
+        raise DestaticError(f"work pool {pool!r} does not exist: prefect work-pool create {pool} --type process") from None
+    per_file = f"denoise-file/{name}"
+    watch = settings.watch.model_copy(update={"dispatch": "deployment", "deployment": per_file})
+    dispatching = settings.model_copy(update={"watch": watch})
+    deployments = [
+        denoise_file.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH),
+        watcher_deployment(dispatching, name=f"{name}-watch", module_entrypoint=True),
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        ids = deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False, ignore_warnings=True)
+    return dict(zip((per_file, f"watch-inbox/{name}-watch"), (str(deployment_id) for deployment_id in ids)))

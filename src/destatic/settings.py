@@ -167,7 +167,23 @@ class WatchSettings(_Group):
 
     interval_s: float = Field(10.0, gt=0, description="Seconds between scans of the inbox.")
     stable_s: float = Field(5.0, ge=0, description="A file is taken once its size and mtime have not changed for this long.")
-    concurrency: int = Field(1, ge=1, le=64, description="Files processed at once by one watcher.")
+    concurrency: int = Field(1, ge=1, le=64, description="Files processed at once by one watcher (inline dispatch).")
+    dispatch: Literal["inline", "deployment"] = Field(
+        "inline",
+        description="inline: the watcher cleans its files itself; deployment: it starts one run of the per-file "
+        "deployment per file, for the workers of a Prefect server (PREFECT_API_URL) to take.",
+    )
+    deployment: str = Field(
+        "denoise-file/destatic", description="The per-file deployment for dispatch=deployment, as FLOW/DEPLOYMENT."
+    )
+
+    @field_validator("deployment")
+    @classmethod
+    def _flow_slash_deployment(cls, value: str) -> str:
+        flow_name, _, deployment_name = value.partition("/")
+        if not flow_name.strip() or not deployment_name.strip() or "/" in deployment_name:
+            raise ValueError(f"deployment={value!r} must be FLOW/DEPLOYMENT, e.g. 'denoise-file/destatic'")
+        return value
 
 
 class RuntimeSettings(_Group):
@@ -177,6 +193,15 @@ class RuntimeSettings(_Group):
     retry_delay_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each retry.")
     task_runner: Literal["thread", "dask"] = Field("thread", description="thread: one process; dask: prefect-dask.")
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster; None: a local cluster.")
+    dask_workers: int | None = Field(
+        None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per core."
+    )
+
+    @model_validator(mode="after")
+    def _dask_options_need_dask(self) -> RuntimeSettings:
+        if self.task_runner != "dask" and self.dask_address is not None:
+            raise ValueError(f"dask_address={self.dask_address!r} needs task_runner='dask', not {self.task_runner!r}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -201,6 +226,16 @@ class Settings(BaseSettings):
     suppression: SuppressionSettings = SuppressionSettings()
     watch: WatchSettings = WatchSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+
+    def to_parameters(self) -> dict[str, Any]:
+        """These settings as a JSON-able flow parameter, the folders made absolute.
+
+        A run started elsewhere (a worker process, another machine with the
+        same mount) has another working directory: relative folders would
+        point somewhere else there.
+        """
+        folders = {name: Path(value).absolute() for name, value in self.paths.model_dump().items()}
+        return self.model_copy(update={"paths": PathSettings(**folders)}).model_dump(mode="json")
 
     @classmethod
     def settings_customise_sources(
