@@ -16,7 +16,6 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from destatic import __version__
@@ -44,6 +43,16 @@ class ProfileMode(str, Enum):
     head = "head"
     segment = "segment"
     file = "file"
+
+
+class TaskRunnerKind(str, Enum):
+    thread = "thread"
+    dask = "dask"
+
+
+class Dispatch(str, Enum):
+    inline = "inline"
+    deployment = "deployment"
 
 
 ConfigOption = Annotated[
@@ -134,9 +143,19 @@ def run(
     method: Annotated[Optional[str], typer.Option("--method", help="Suppression method.")] = None,
     reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Maximum reduction, dB.")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
+    task_runner: Annotated[
+        Optional[TaskRunnerKind], typer.Option("--task-runner", help="Where the steps of many files run.")
+    ] = None,
+    dask_address: Annotated[
+        Optional[str], typer.Option("--dask-address", help="Scheduler of an existing Dask cluster (with --task-runner dask).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Clean one file or many, through the denoise-file flow."""
+    """Clean one file or many: one through the denoise-file flow, many in one denoise-files flow run.
+
+    The steps of many files run at once on the task runner of the settings
+    (``runtime.task_runner``: threads, or a Dask cluster).
+    """
     from destatic.media import AUDIO_SUFFIXES
 
     noise = _noise_overrides(noise_start, noise_end, noise_file, profile)
@@ -149,6 +168,7 @@ def run(
         noise=noise,
         suppression={"method": method, "reduction_db": reduction_db},
         paths={"work": work},
+        runtime={"task_runner": task_runner.value if task_runner else None, "dask_address": dask_address},
     )
     targets = _outputs(inputs, output, settings)
     if settings.output.mode == "remux":
@@ -161,32 +181,45 @@ def run(
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from destatic.flows import denoise_file
-
-    failed = 0
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     # No heartbeat thread: it only detects crashed runs of deployments, and
     # each flow run would wait for it at exit.
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), Progress(
-        *columns, console=console, transient=True
-    ) as progress:
-        bar = progress.add_task("cleaning", total=len(inputs))
-        for source, target in zip(inputs, targets):
-            progress.update(bar, description=source.name)
-            try:
-                written = denoise_file(source, settings, output=target, quarantine_bad=False)
-            except DestaticError as error:
-                failed += 1
-                console.print(f"[red]failed:[/red] {error}", highlight=False)
-            except Exception as error:
-                failed += 1
-                console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False)
-            else:
-                typer.echo(str(written))
-            progress.advance(bar)
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        failed = _run_one(inputs[0], targets[0], settings) if len(inputs) == 1 else _run_many(inputs, targets, settings)
     if failed:
         console.print(f"{failed} of {len(inputs)} file(s) failed")
         raise typer.Exit(EXIT_FAILED)
+
+
+def _run_one(source: Path, target: Path, settings: Any) -> int:
+    """Clean one file through the denoise-file flow; the number of failures (0 or 1)."""
+    from destatic.flows import denoise_file
+
+    try:
+        with console.status(f"cleaning {source.name}"):
+            written = denoise_file(source, settings, output=target, quarantine_bad=False)
+    except DestaticError as error:
+        console.print(f"[red]failed:[/red] {error}", highlight=False)
+        return 1
+    except Exception as error:
+        console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False)
+        return 1
+    typer.echo(str(written))
+    return 0
+
+
+def _run_many(inputs: list[Path], targets: list[Path], settings: Any) -> int:
+    """Clean many files in one denoise-files flow run on the configured task runner; the number of failures."""
+    from destatic.flows import run_batch
+
+    runner = settings.runtime.task_runner + (f" at {settings.runtime.dask_address}" if settings.runtime.dask_address else "")
+    with console.status(f"cleaning {len(inputs)} files ({runner})"):
+        rows = run_batch(inputs, settings, outputs=targets)
+    for row in rows:
+        if row["status"] == "done":
+            typer.echo(row["output"])
+        else:
+            console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False)
+    return sum(row["status"] != "done" for row in rows)
 
 
 @app.command()
@@ -196,32 +229,83 @@ def watch(
     interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between scans.")] = None,
     stable: Annotated[Optional[float], typer.Option("--stable", help="Seconds a file must stay unchanged.")] = None,
     once: Annotated[bool, typer.Option("--once", help="Scan once, process, exit.")] = False,
+    dispatch: Annotated[
+        Optional[Dispatch],
+        typer.Option("--dispatch", help="inline: clean here; deployment: one run of --deployment per file, for workers."),
+    ] = None,
+    deployment: Annotated[
+        Optional[str], typer.Option("--deployment", help="Per-file deployment FLOW/NAME (default denoise-file/destatic).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Watch an inbox folder: serve the scheduled watcher, or scan once."""
     settings = _settings(
         config,
         paths={"inbox": inbox, "outbox": outbox},
-        watch={"interval_s": interval, "stable_s": stable},
+        watch={
+            "interval_s": interval,
+            "stable_s": stable,
+            "dispatch": dispatch.value if dispatch else None,
+            "deployment": deployment,
+        },
     )
     if not settings.paths.inbox.is_dir():
         raise typer.BadParameter(f"inbox {str(settings.paths.inbox)!r} is not a folder")
     from destatic.flows import serve_watcher, watch_inbox
 
-    if not once:
-        from prefect.settings import PREFECT_API_URL
+    try:
+        if not once:
+            from prefect.settings import PREFECT_API_URL
 
-        how = "served as deployment watch-inbox/destatic-watch" if PREFECT_API_URL.value() else "embedded server, no PREFECT_API_URL"
-        console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)")
-        serve_watcher(settings)
-        return
-    rows = watch_inbox(settings)
+            how = "served as deployment watch-inbox/destatic-watch" if PREFECT_API_URL.value() else "embedded server, no PREFECT_API_URL"
+            if settings.watch.dispatch == "deployment":
+                how += f", each file to {settings.watch.deployment}"
+            console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)")
+            serve_watcher(settings)
+            return
+        rows = watch_inbox(settings)
+    except DestaticError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
     table = Table("file", "status", "seconds", "output or reason")
     for row in rows:
         table.add_row(row["file"], row["status"], f"{row['seconds']:.2f}", row["output"] or row["reason"])
     console.print(table if rows else "nothing to do")
-    if any(row["status"] != "done" for row in rows):
+    if any(row["status"] == "failed" for row in rows):
         raise typer.Exit(EXIT_FAILED)
+
+
+@app.command()
+def deploy(
+    pool: Annotated[str, typer.Option("--pool", help="The work pool (prefect work-pool create POOL --type process).")],
+    inbox: Annotated[Optional[Path], typer.Argument(file_okay=False, help="Folder to watch (default: settings).")] = None,
+    outbox: Annotated[Optional[Path], typer.Option("--outbox", file_okay=False, help="Where results go.")] = None,
+    interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between scans.")] = None,
+    stable: Annotated[Optional[float], typer.Option("--stable", help="Seconds a file must stay unchanged.")] = None,
+    name: Annotated[str, typer.Option("--name", help="Per-file deployment name; the watcher's is NAME-watch.")] = "destatic",
+    config: ConfigOption = None,
+) -> None:
+    """Deploy the per-file flow and the scheduled watcher to a work pool of the Prefect server at PREFECT_API_URL.
+
+    The watcher (watch-inbox/NAME-watch) claims files and starts one run of
+    denoise-file/NAME per file; the pool's workers take them. Folders are
+    stored absolute: every worker must see them at the same paths.
+    """
+    settings = _settings(
+        config,
+        paths={"inbox": inbox, "outbox": outbox},
+        watch={"interval_s": interval, "stable_s": stable},
+    )
+    from destatic.flows import deploy_to_pool
+
+    try:
+        deployed = deploy_to_pool(settings, pool=pool, name=name)
+    except DestaticError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    for deployment_name, deployment_id in deployed.items():
+        typer.echo(f"{deployment_name}  {deployment_id}")
+    console.print(f"watching {settings.paths.inbox.absolute()} every {settings.watch.interval_s} s on pool {pool!r}")
 
 
 @app.command("profile")

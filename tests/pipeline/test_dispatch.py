@@ -1,0 +1,145 @@
+"""The watcher in deployment dispatch: one run of the per-file deployment per claimed file.
+
+The runs are executed the way a worker's flow-run process executes them
+(``prefect.flow_engine.run_flow`` on the flow run read from the server), in
+this process, so that no worker has to start; the full worker path is in
+``tests/scaling/test_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+NOT_UTF8 = os.fsdecode(b"caf\xe9 \xff.wav")
+
+
+@pytest.fixture
+def per_file_deployment() -> str:
+    """The denoise-file flow as a deployment of the test server (nobody polls it: the tests run its runs)."""
+    from destatic.flows import denoise_file
+
+    name = f"dispatch-{uuid.uuid4().hex[:8]}"
+    denoise_file.to_deployment(name=name).apply()
+    return f"denoise-file/{name}"
+
+
+def _run_like_a_worker(flow_run_id: Any) -> Any:
+    from prefect import get_client
+    from prefect.flow_engine import run_flow
+
+    from destatic.flows import denoise_file
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+    return run_flow(denoise_file, flow_run=flow_run, return_type="state")
+
+
+def _runs_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    by_name = {run.name: run for run in runs}
+    return {row["file"]: by_name[row["flow_run"]] for row in rows}
+
+
+def test_each_claim_goes_to_one_run_that_settles_it(
+    per_file_deployment: str, make_settings, speech_wav: Path, rng: np.random.Generator
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from destatic.flows import CLAIM_DIR, release_stale_claims, report_key, watch_inbox
+
+    settings = make_settings(watch={"dispatch": "deployment", "deployment": per_file_deployment})
+    inbox = settings.paths.inbox
+    for relative in ("a.wav", "deep/b.wav", NOT_UTF8):
+        (inbox / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(speech_wav, inbox / relative)
+    (inbox / "broken.mp4").write_bytes(rng.bytes(2048))
+
+    rows = watch_inbox(settings)
+
+    assert sorted(row["status"] for row in rows) == ["dispatched"] * 4
+    runs = _runs_of(rows)
+    assert {run.state.type.value for run in runs.values()} == {"SCHEDULED"}
+    for run in runs.values():
+        assert Path(run.parameters["claim"]).parent == inbox.absolute() / CLAIM_DIR
+        assert Path(run.parameters["settings"]["paths"]["outbox"]).is_absolute()
+    assert release_stale_claims(inbox) == [], "claims of runs not yet over stay claimed"
+    assert watch_inbox(settings) == [], "a claimed file is not taken twice"
+
+    states = {file: _run_like_a_worker(run.id) for file, run in runs.items()}
+
+    assert states["broken.mp4"].is_failed()
+    assert all(state.is_completed() for file, state in states.items() if file != "broken.mp4"), states
+    for relative in ("a.wav", "deep/b.wav", NOT_UTF8):
+        with open(settings.paths.outbox / relative, "rb") as handle:  # soundfile cannot open a non-UTF-8 name
+            assert sf.info(handle).frames == sf.info(str(speech_wav)).frames
+        assert (settings.paths.done / relative).read_bytes() == speech_wav.read_bytes()
+    assert "step: extract" in (settings.paths.quarantine / "broken.mp4.error.txt").read_text()
+    assert [p for p in inbox.rglob("*") if not p.is_dir()] == [], "files left in the inbox or its claims"
+    assert not any((inbox / CLAIM_DIR).iterdir())
+    report = Artifact.get(report_key(settings.paths.done / "a.wav"))
+    assert report is not None and "a.wav" in str(report.data)
+
+
+def test_claim_of_a_run_that_ended_unsettled_is_given_back(per_file_deployment: str, make_settings, speech_wav: Path) -> None:
+    from prefect import get_client
+    from prefect.states import Crashed
+
+    from destatic.flows import release_stale_claims, watch_inbox
+
+    settings = make_settings(watch={"dispatch": "deployment", "deployment": per_file_deployment})
+    shutil.copyfile(speech_wav, settings.paths.inbox / "lost.wav")
+    (row,) = watch_inbox(settings)
+    (run,) = _runs_of([row]).values()
+    # The flow-run process died and its worker reported the crash: no rerun will come.
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Crashed(message="killed"), force=True)
+
+    assert release_stale_claims(settings.paths.inbox) == [Path("lost.wav")]
+    assert (settings.paths.inbox / "lost.wav").read_bytes() == speech_wav.read_bytes()
+    (again,) = watch_inbox(settings)
+    assert again["status"] == "dispatched" and again["flow_run"] != row["flow_run"]
+
+
+def test_rerun_after_the_file_was_settled_releases_the_claim(per_file_deployment: str, make_settings, speech_wav: Path) -> None:
+    # A run killed after moving the original to done/ but before removing its
+    # claim folder is run again by the crashed-run automation.
+    from destatic.flows import SETTLED, denoise_file, watch_inbox
+
+    settings = make_settings(watch={"dispatch": "deployment", "deployment": per_file_deployment})
+    shutil.copyfile(speech_wav, settings.paths.inbox / "once.wav")
+    (row,) = watch_inbox(settings)
+    (run,) = _runs_of([row]).values()
+    claim = Path(run.parameters["claim"])
+    first = denoise_file(settings=settings, path=Path(run.parameters["path"]), claim=claim)
+    assert first == (settings.paths.outbox / "once.wav").absolute() and not claim.exists()
+    claim.mkdir(parents=True)
+    (claim / SETTLED).write_text(f'{{"output": "{first}"}}')
+
+    assert denoise_file(settings=settings, path=Path(run.parameters["path"]), claim=claim) == first
+    assert not claim.exists()
+    assert sorted(p.name for p in settings.paths.outbox.iterdir()) == ["once.wav"]
+    assert sorted(p.name for p in settings.paths.done.iterdir()) == ["once.wav"]
+
+
+def test_missing_deployment_is_named_and_files_stay(make_settings, speech_wav: Path) -> None:
+    from destatic.errors import DestaticError
+    from destatic.flows import watch_inbox
+
+    settings = make_settings(watch={"dispatch": "deployment", "deployment": "denoise-file/nowhere"})
+    shutil.copyfile(speech_wav, settings.paths.inbox / "wait.wav")
+    with pytest.raises(DestaticError, match="'denoise-file/nowhere' is not a deployment"):
+        watch_inbox(settings)
+    assert (settings.paths.inbox / "wait.wav").is_file()
