@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from uuid import UUID
 
 import psutil
@@ -140,3 +142,91 @@ def test_existing_scheduler_workers_report_to_the_flow_server(harness: str) -> N
     assert {result["pid"] for result in results} == worker_pids
     assert {result["api_url"] for result in results} == {harness.rstrip("/")}
     assert {result["env_api_url"] for result in results} == {None}
+
+
+# --- destatic's own batch on Dask: many files, one flow run, the steps fanned out
+
+NOIZEUS = ("sp01_car_sn5.wav", "sp01_station_sn5.wav", "sp11_train_sn5.wav")
+
+
+@pytest.fixture
+def batch_inputs(media_dir: Path, tmp_path: Path) -> list[Path]:
+    """Three real noisy sentences and a real video clip, copied into tmp_path."""
+    names = [*(f"pairs/noizeus/{name}" for name in NOIZEUS), "video/bbaf2n.mpg"]
+    if not all((media_dir / name).is_file() for name in names):
+        pytest.skip(f"shared media lacks one of {names}")
+    inputs = []
+    for name in names:
+        inputs.append(tmp_path / "in" / Path(name).name)
+        inputs[-1].parent.mkdir(exist_ok=True)
+        shutil.copyfile(media_dir / name, inputs[-1])
+    return inputs
+
+
+def _batch_runs() -> list[object]:
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["denoise-files"])), sort=FlowRunSort.START_TIME_DESC
+        )
+
+
+@pytest.mark.usefixtures("harness")
+def test_cli_batch_on_a_local_cluster_of_two(batch_inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect.artifacts import Artifact
+    from typer.testing import CliRunner
+
+    from destatic.cli import app
+    from destatic.flows import report_key
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DESTATIC_RUNTIME__DASK_WORKERS", "2")
+    bad = tmp_path / "in" / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEnot really")
+    out = tmp_path / "out"
+    out.mkdir()
+    command = ["run", *map(str, batch_inputs), str(bad), "-o", str(out), "--task-runner", "dask"]
+
+    result = CliRunner().invoke(app, command)
+
+    assert result.exit_code == 1, result.output
+    assert "bad.wav" in result.output and "1 of 5 file(s) failed" in " ".join(result.output.split())
+    assert bad.exists(), "run must not move the user's files"
+    for source in batch_inputs:
+        written = out / f"{source.stem}-clean{source.suffix}"
+        assert written.is_file() and written.stat().st_size > 0, written
+        assert Artifact.get(report_key(source)) is not None
+    first = _batch_runs()[0]
+    assert first.state.type.value == "FAILED" and "bad.wav" in first.state.message
+    steps = _task_runs_of(first.id, 4 * 7)
+    assert {run.state.type.value for run in steps if not run.name.startswith("extract_audio")} == {"COMPLETED"}
+
+    again = CliRunner().invoke(app, command[:1] + command[1:5] + command[6:])
+    assert again.exit_code == 0, again.output
+    rerun = _batch_runs()[0]
+    cached = _task_runs_of(rerun.id, 4 * 7)
+    assert {run.state.name for run in cached if not run.name.startswith("deliver")} == {"Cached"}
+
+
+@pytest.mark.usefixtures("harness")
+def test_batch_on_an_existing_scheduler_uses_both_workers(batch_inputs: list[Path], tmp_path: Path) -> None:
+    from destatic.flows import run_batch
+    from destatic.settings import load_settings
+
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster, distributed.Client(cluster) as client:
+        settings = load_settings(
+            paths={"work": tmp_path / "work"},
+            output={"mode": "audio", "format": "flac"},
+            runtime={"task_runner": "dask", "dask_address": cluster.scheduler_address},
+        )
+        outputs = [tmp_path / "out" / f"{source.stem}.flac" for source in batch_inputs]
+        with distributed.get_task_stream(client) as stream:
+            rows = run_batch(batch_inputs, settings, outputs=outputs)
+        workers = {record["worker"] for record in stream.data}
+    assert [row["status"] for row in rows] == ["done"] * len(batch_inputs), rows
+    assert [row["output"] for row in rows] == [str(path) for path in outputs]
+    assert len(workers) == 2, "the steps should run on both Dask workers"
