@@ -23,13 +23,11 @@ import time
 from pathlib import Path
 from uuid import UUID
 
-from prefect import flow, task
 from prefect.client.orchestration import get_client
 from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from destatic.flows import denoise_file
-from destatic.runners import build_task_runner
+from destatic.flows import denoise_file, run_batch
 from destatic.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -86,26 +84,18 @@ def run_on_workers(deployment_id: UUID, sources: list[Path], settings: Settings)
     return elapsed
 
 
-@task
-def clean_one(source: Path, output: Path, settings: Settings) -> Path:
-    # A subflow per file: its own concurrent steps run on threads in this Dask
-    # worker instead of waiting for a Dask slot that its parent task holds.
-    # (Prefect cannot rebuild its parameter model of denoise_file inside a Dask
-    # worker: "Settings is not fully defined"; the arguments are typed already.)
-    return denoise_file.with_options(validate_parameters=False)(source, settings, output=output)
-
-
 def run_on_dask(sources: list[Path], settings: Settings, workers: int) -> float:
-    """Seconds for one flow run that cleans every file, one Dask task per file."""
-
-    @flow(name="destatic-bench-dask", task_runner=build_task_runner("dask", dask_workers=workers))
-    def clean_all(paths: list[Path]) -> list[Path]:
-        futures = [clean_one.submit(path, settings.paths.outbox / f"{path.stem}.flac", settings) for path in paths]
-        return [future.result() for future in futures]
-
+    """Seconds for ``destatic run`` of every file at once: one denoise-files run on a local Dask cluster."""
+    on_dask = settings.model_copy(
+        update={"runtime": settings.runtime.model_copy(update={"task_runner": "dask", "dask_workers": workers})}
+    )
     started = time.perf_counter()
-    clean_all(sources)
-    return time.perf_counter() - started
+    rows = run_batch(sources, on_dask, outputs=[settings.paths.outbox / f"{path.stem}.flac" for path in sources])
+    elapsed = time.perf_counter() - started
+    failed = [row for row in rows if row["status"] != "done"]
+    if failed:
+        raise SystemExit(f"{len(failed)} file(s) failed on Dask: {failed[0]}")
+    return elapsed
 
 
 def main() -> None:
@@ -144,7 +134,7 @@ def main() -> None:
             cluster("workers", state, "--workers", "2", "--pool", POOL, "--limit", "1")
             seconds["2 workers"] = run_on_workers(deployment_id, sources, fresh_settings(root, "two"))
             print(f"2 workers: {seconds['2 workers']:.1f} s", file=sys.stderr, flush=True)
-            seconds["Dask(2)"] = run_on_dask(sources, fresh_settings(root, "dask"), 2)
+            seconds["Dask(2), destatic run"] = run_on_dask(sources, fresh_settings(root, "dask"), 2)
     finally:
         cluster("down", state)
         shutil.rmtree(root, ignore_errors=True)

@@ -294,12 +294,26 @@ flow_run_groups() {
     done | sort -u
 }
 
+# Flow runs of this cluster whose worker is already gone, or that a worker started while
+# the workers were being stopped: found by the PREFECT_HOME the workers gave them.
+orphan_flow_run_groups() {
+    local pid
+    for pid in $(pgrep -f 'prefect[.]engine' || true); do
+        tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "PREFECT_HOME=$PREFECT_HOME" &&
+            ps -o pgid= -p "$pid"
+    done | tr -d ' ' | sort -u
+}
+
 stop_all() {
     local group
     for group in $(flow_run_groups); do
         echo "$group" >"$RUN_DIR/flow-run-$group.pid"
     done
     stop_detached "$RUN_DIR"/worker-*.pid "$RUN_DIR"/flow-run-*.pid
+    for group in $(orphan_flow_run_groups); do
+        echo "$group" >"$RUN_DIR/flow-run-$group.pid"
+    done
+    stop_detached "$RUN_DIR"/flow-run-*.pid
     stop_detached "$RUN_DIR/server.pid"
     stop_postgres
 }

@@ -1,12 +1,15 @@
-"""Server mode end to end: PostgreSQL, a Prefect server, a process pool, two workers.
+"""Server mode end to end: PostgreSQL, a Prefect server, a process pool, two workers, the watcher.
 
 Everything is started by ``scripts/cluster/cluster.sh`` in a throwaway state
-folder and stopped at the end. The real ``denoise_file`` flow is deployed to
-the pool and real recordings from the shared media are cleaned by the workers.
+folder and stopped at the end. ``destatic deploy`` puts the per-file flow and
+the scheduled watcher on the pool, as docs/scaling.md tells a user to; real
+recordings dropped into the inbox are claimed by the watcher's scans, handed
+to one per-file run each and cleaned by the workers.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -14,10 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from uuid import UUID
+from typing import Any
 
 import numpy as np
 import psutil
@@ -25,34 +28,44 @@ import pytest
 import soundfile as sf
 from prefect.artifacts import Artifact
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
-from prefect.deployments import run_deployment
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from destatic.flows import denoise_file, report_key
-from destatic.settings import Settings
+from destatic.flows import CLAIM_DIR, report_key
 
 pytestmark = pytest.mark.cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "cluster" / "cluster.sh"
 POOL = "destatic-test"
+NAME = "cluster-test"
 ZOMBIE_AFTER_S = 45
-RUN_TIMEOUT_S = 300
+RUN_TIMEOUT_S = 420
+FOLDERS = ("inbox", "outbox", "work", "quarantine", "done")
 
 
 @dataclass
 class Cluster:
     state: Path
     api_url: str
-    deployment_id: UUID
-    settings: Settings
+    files: Path
+
+    def folder(self, name: str) -> Path:
+        return self.files / name
 
     def worker_pids(self) -> dict[str, int]:
         return {path.stem: int(path.read_text()) for path in sorted((self.state / "run").glob("worker-*.pid"))}
 
     def worker_log(self, name: str) -> str:
         return (self.state / "logs" / f"{name}.log").read_text(errors="replace")
+
+    def file_runs(self) -> list[FlowRun]:
+        """Runs of the per-file deployment, oldest first."""
+        with get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(f"denoise-file/{NAME}")
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id])))
+        return sorted(runs, key=lambda run: run.created)
 
 
 def _script(command: str, state: Path, *args: str) -> str:
@@ -85,6 +98,20 @@ def _processes_of(state: Path) -> list[psutil.Process]:
     return found
 
 
+def _deploy(api_url: str, files: Path) -> str:
+    """``destatic deploy``, the documented command, with the folders from the environment as a user sets them."""
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DESTATIC_")}
+    env.update({f"DESTATIC_PATHS__{name.upper()}": str(files / name) for name in FOLDERS if name != "inbox"})
+    env["PREFECT_API_URL"] = api_url
+    done = subprocess.run(
+        [sys.executable, "-m", "destatic", "deploy", "--pool", POOL, "--name", NAME,
+         str(files / "inbox"), "--interval", "5", "--stable", "2"],
+        env=env, cwd=files, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout
+
+
 @pytest.fixture(scope="module")
 def cluster(media_dir: Path) -> Iterator[Cluster]:
     if os.geteuid() != 0 and shutil.which("initdb") is None and not list(Path("/usr/lib/postgresql").glob("*/bin/initdb")):
@@ -92,78 +119,83 @@ def cluster(media_dir: Path) -> Iterator[Cluster]:
     # PostgreSQL runs as its own OS user: the state folder must be reachable by it.
     state = Path(tempfile.mkdtemp(prefix="destatic-cluster-"))
     state.chmod(0o755)
-    work = Path(tempfile.mkdtemp(prefix="destatic-cluster-files-"))
+    files = Path(tempfile.mkdtemp(prefix="destatic-cluster-files-"))
+    (files / "inbox").mkdir()
     try:
-        api_url = _script("up", state, "--workers", "2", "--pool", POOL, "--limit", "1").splitlines()[-1]
+        api_url = _script("up", state, "--workers", "2", "--pool", POOL, "--limit", "2").splitlines()[-1]
         assert api_url.startswith("http://127.0.0.1:") and api_url.endswith("/api")
-        settings = Settings(
-            paths={name: work / name for name in ("inbox", "outbox", "work", "quarantine", "done")},
-            output={"mode": "audio", "format": "flac"},
-        )
+        deployed = _deploy(api_url, files)
+        assert f"denoise-file/{NAME}" in deployed and f"watch-inbox/{NAME}-watch" in deployed
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
-            deployment_id = denoise_file.from_source(
-                source=str(REPO_ROOT), entrypoint="src/destatic/flows.py:denoise_file"
-            ).deploy(
-                name="cluster-test", work_pool_name=POOL, build=False, push=False,
-                print_next_steps=False, ignore_warnings=True,
-            )
-            yield Cluster(state, api_url, deployment_id, settings)
+            yield Cluster(state, api_url, files)
     finally:
         _script("down", state)
         leftovers = _processes_of(state)
         shutil.rmtree(state, ignore_errors=True)
-        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(files, ignore_errors=True)
         assert not leftovers, f"still running after down: {[p.info['cmdline'] for p in leftovers]}"
 
 
-def _submit(cluster: Cluster, source: Path) -> FlowRun:
-    output = cluster.settings.paths.outbox / f"{source.stem}.flac"
-    return run_deployment(
-        cluster.deployment_id,
-        parameters={"path": str(source), "output": str(output), "settings": cluster.settings.model_dump(mode="json")},
-        timeout=0,
-    )
+def _drop(source: Path, inbox: Path, name: str) -> Path:
+    """Put a file into the inbox in one rename, as a careful uploader does."""
+    staged = inbox.parent / f".staged-{Path(name).name}"
+    shutil.copyfile(source, staged)
+    (inbox / name).parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staged, inbox / name)
+    return inbox / name
 
 
-def _wait_final(run_ids: list[UUID], *, timeout_s: float = RUN_TIMEOUT_S) -> list[FlowRun]:
+def _until(condition: Callable[[], Any], *, timeout_s: float, what: str) -> Any:
     deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while True:
-            runs = [client.read_flow_run(run_id) for run_id in run_ids]
-            if all(run.state and run.state.is_final() for run in runs) or time.monotonic() > deadline:
-                return runs
-            time.sleep(1.0)
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"not within {timeout_s} s: {what}"
+        time.sleep(1.0)
+    return value
 
 
-def _assert_complete_audio(output: Path, source: Path) -> None:
+def _leftovers(cluster: Cluster) -> list[Path]:
+    """Files in the inbox or its claims, and half-written files anywhere."""
+    inbox = [path for path in cluster.folder("inbox").rglob("*") if path.is_file()]
+    partials = [path for name in ("outbox", "work") for path in cluster.folder(name).rglob("*.partial*")]
+    return inbox + partials
+
+
+def _assert_complete_audio(output: Path, source_frames: int) -> None:
     assert output.is_file(), f"{output} was not written"
-    written = sf.info(str(output))
-    assert abs(written.duration - sf.info(str(source)).duration) < 0.05, f"{output} is truncated"
+    assert sf.info(str(output)).frames == source_frames, f"{output} is truncated"
 
 
 def test_ten_files_each_cleaned_exactly_once(cluster: Cluster, media_dir: Path) -> None:
-    pairs = sorted((media_dir / "pairs" / "noizeus").glob("*.wav"))
-    if len(pairs) < 10:
-        pytest.skip(f"need 10 recordings in {media_dir / 'pairs' / 'noizeus'}, found {len(pairs)}")
-    inbox = cluster.settings.paths.inbox
-    inbox.mkdir(parents=True, exist_ok=True)
-    sources = []
-    for recording in pairs[:10]:
-        sources.append(inbox / recording.name)
-        shutil.copyfile(recording, sources[-1])
+    recordings = sorted((media_dir / "pairs" / "noizeus").glob("*.wav"))[:10]
+    if len(recordings) < 10:
+        pytest.skip(f"need 10 recordings in {media_dir / 'pairs' / 'noizeus'}, found {len(recordings)}")
+    inbox, outbox, done = cluster.folder("inbox"), cluster.folder("outbox"), cluster.folder("done")
+    (inbox / "sub").mkdir()
+    names = [f"sub/{path.name}" if index % 3 == 0 else path.name for index, path in enumerate(recordings)]
+    for recording, name in zip(recordings, names):
+        _drop(recording, inbox, name)
 
-    runs = _wait_final([_submit(cluster, source).id for source in sources])
+    runs = _until(
+        lambda: (runs := cluster.file_runs()) and len(runs) >= 10 and all(run.state.is_final() for run in runs) and runs,
+        timeout_s=RUN_TIMEOUT_S, what="ten per-file runs final",
+    )
 
+    assert len(runs) == 10, [run.parameters["path"] for run in runs]
     assert [run.state.type.value for run in runs] == ["COMPLETED"] * 10, [run.state.message for run in runs]
     assert [run.run_count for run in runs] == [1] * 10
-    outputs = sorted(cluster.settings.paths.outbox.glob("*.flac"))
-    assert [path.stem for path in outputs] == sorted(source.stem for source in sources)
-    for source in sources:
-        _assert_complete_audio(cluster.settings.paths.outbox / f"{source.stem}.flac", source)
-        artifact = Artifact.get(report_key(source))
-        assert artifact is not None and source.name in str(artifact.data)
+    assert len({run.parameters["claim"] for run in runs}) == 10
+    assert sorted(str(path.relative_to(outbox)) for path in outbox.rglob("*.wav")) == sorted(names)
+    assert sorted(str(path.relative_to(done)) for path in done.rglob("*.wav")) == sorted(names)
+    for recording, name in zip(recordings, names):
+        _assert_complete_audio(outbox / name, sf.info(str(recording)).frames)
+        artifact = Artifact.get(report_key(done / name))
+        assert artifact is not None and Path(name).name in str(artifact.data)
+    table = Artifact.get("destatic-watch")
+    assert table is not None and {row["status"] for row in json.loads(table.data)} == {"dispatched"}
+    assert _leftovers(cluster) == []
+    assert not list(cluster.folder("quarantine").rglob("*"))
     takers = {name for name in cluster.worker_pids() if any(str(run.id) in cluster.worker_log(name) for run in runs)}
-    assert len(takers) == 2, "both workers should have taken runs"
+    assert len(takers) == 2, "both workers should have taken per-file runs"
 
 
 def test_run_of_a_killed_worker_is_finished_by_the_other(cluster: Cluster, media_dir: Path) -> None:
@@ -172,31 +204,40 @@ def test_run_of_a_killed_worker_is_finished_by_the_other(cluster: Cluster, media
         pytest.skip(f"{recording} is absent")
     # A few minutes of real machine noise, so that the run is still busy when its worker dies.
     audio, rate = sf.read(str(recording), dtype="float32")
-    source = cluster.settings.paths.inbox / "long_copy_machine.wav"
-    source.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(str(source), np.concatenate([audio] * 4), rate, subtype="FLOAT")
+    long_wav = cluster.files / "long_copy_machine.wav"
+    sf.write(str(long_wav), np.concatenate([audio] * 4), rate, subtype="FLOAT")
+    _drop(long_wav, cluster.folder("inbox"), long_wav.name)
+    before = {run.id for run in cluster.file_runs()}
 
-    run_id = _submit(cluster, source).id
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    with get_client(sync_client=True) as client:
-        while (run := client.read_flow_run(run_id)).state.type.value != "RUNNING":
-            assert not run.state.is_final() and time.monotonic() < deadline, f"run never ran: {run.state}"
-            time.sleep(0.1)
-    flow_pid = int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
-    flow_process = psutil.Process(flow_pid)
+    def running() -> FlowRun | None:
+        mine = [run for run in cluster.file_runs() if run.id not in before]
+        assert all(not run.state.is_final() for run in mine), [run.state for run in mine]
+        return next((run for run in mine if run.state.type.value == "RUNNING" and run.infrastructure_pid), None)
+
+    run = _until(running, timeout_s=RUN_TIMEOUT_S, what="the long file's run running on a worker")
+    flow_process = psutil.Process(int(str(run.infrastructure_pid).rsplit(":", 1)[-1]))
     victim = next(name for name, pid in cluster.worker_pids().items() if pid == flow_process.ppid())
     # The machine is lost: the worker and the flow process it started die at once.
     os.killpg(cluster.worker_pids()[victim], signal.SIGKILL)
     flow_process.kill()
 
-    (run,) = _wait_final([run_id], timeout_s=ZOMBIE_AFTER_S + RUN_TIMEOUT_S)
+    with get_client(sync_client=True) as client:
+        run = _until(
+            lambda: (final := client.read_flow_run(run.id)).state.is_final() and final,
+            timeout_s=ZOMBIE_AFTER_S + RUN_TIMEOUT_S, what="the killed run finished by the other worker",
+        )
+        history = client.read_flow_run_states(run.id)
 
     assert run.state.type.value == "COMPLETED", run.state
-    assert run.run_count == 2, "exactly one retry after the crash"
-    survivor = next(name for name in cluster.worker_pids() if name != victim)
-    assert cluster.worker_log(survivor).count(str(run_id)) >= 1
-    with get_client(sync_client=True) as client:
-        history = client.read_flow_run_states(run_id)
+    assert run.run_count == 2, "exactly one rerun after the crash"
     assert [state.type.value for state in history].count("COMPLETED") == 1
-    assert sorted(path.name for path in cluster.settings.paths.outbox.glob("long_copy_machine*")) == ["long_copy_machine.flac"]
-    _assert_complete_audio(cluster.settings.paths.outbox / "long_copy_machine.flac", source)
+    survivor = next(name for name in cluster.worker_pids() if name != victim)
+    assert str(run.id) in cluster.worker_log(survivor)
+    assert [r.id for r in cluster.file_runs() if r.id not in before] == [run.id], "the file was dispatched twice"
+    outbox, done = cluster.folder("outbox"), cluster.folder("done")
+    assert sorted(path.name for path in outbox.glob("long_copy_machine*")) == ["long_copy_machine.wav"]
+    assert sorted(path.name for path in done.glob("long_copy_machine*")) == ["long_copy_machine.wav"]
+    _assert_complete_audio(outbox / long_wav.name, sf.info(str(long_wav)).frames)
+    assert not any((cluster.folder("inbox") / CLAIM_DIR).iterdir())
+    # The killed process's half-written files go at the next scans of the watcher.
+    _until(lambda: _leftovers(cluster) == [], timeout_s=120, what=f"no leftovers: {_leftovers(cluster)}")
