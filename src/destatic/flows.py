@@ -311,6 +311,7 @@ def _continue_steps(run: _FileRun) -> None:
     if sf.info(str(audio_wav)).duration >= LONG_FILE_S:
         run.progress = create_progress_artifact(progress=10.0, description=f"destatic: {source.name}")
     audio, noise_wav = run.futures["extract"], run.futures.get("noise")
+    noise_file = settings.noise.file.absolute() if noise_wav is not None and settings.noise.file else None
     profile = run.submit(
         "profile",
         tasks.profile_noise,
@@ -318,7 +319,7 @@ def _continue_steps(run: _FileRun) -> None:
         work_dir,
         settings.noise,
         method=settings.suppression.method,
-        noise_file=settings.noise.file.absolute() if noise_wav is not None and settings.noise.file else None,
+        noise_file=noise_file,
         noise_wav=noise_wav,
     )
     gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
