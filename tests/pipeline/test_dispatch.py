@@ -143,3 +143,44 @@ def test_missing_deployment_is_named_and_files_stay(make_settings, speech_wav: P
     with pytest.raises(DestaticError, match="'denoise-file/nowhere' is not a deployment"):
         watch_inbox(settings)
     assert (settings.paths.inbox / "wait.wav").is_file()
+
+
+def test_deploy_puts_both_flows_on_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from typer.testing import CliRunner
+
+    from destatic.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "inbox").mkdir()
+    pool = f"pool-{uuid.uuid4().hex[:8]}"
+    assert CliRunner().invoke(app, ["deploy", "--pool", pool, "inbox"]).exit_code == 2, "a missing pool is bad usage"
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+
+    result = CliRunner().invoke(app, ["deploy", "--pool", pool, "inbox", "--interval", "7", "--name", "d1"])
+
+    assert result.exit_code == 0, result.output
+    with get_client(sync_client=True) as client:
+        per_file = client.read_deployment_by_name("denoise-file/d1")
+        watcher = client.read_deployment_by_name("watch-inbox/d1-watch")
+    assert per_file.work_pool_name == watcher.work_pool_name == pool
+    assert per_file.entrypoint == "destatic.flows.denoise_file" and watcher.entrypoint == "destatic.flows.watch_inbox"
+    assert [schedule.schedule.interval.total_seconds() for schedule in watcher.schedules] == [7.0]
+    settings = watcher.parameters["settings"]
+    assert settings["watch"]["dispatch"] == "deployment" and settings["watch"]["deployment"] == "denoise-file/d1"
+    assert settings["paths"]["inbox"] == str(tmp_path / "inbox")
+
+
+def test_watch_once_names_a_missing_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from destatic.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "inbox").mkdir()
+    command = ["watch", "inbox", "--once", "--dispatch", "deployment", "--deployment", "denoise-file/absent"]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 1
+    assert "'denoise-file/absent' is not a deployment" in " ".join(result.output.split())

@@ -77,6 +77,11 @@ def test_config_file_named_explicitly(in_tmp: Path, monkeypatch: pytest.MonkeyPa
         ({"output": {"format": "xyz"}}, r"format='xyz' is not one of wav, flac"),
         ({"watch": {"concurrency": 0}}, r"watch\.concurrency=0: Input should be greater than or equal to 1"),
         ({"watch": {"colour": 1}}, r"watch\.colour: is not a setting"),
+        ({"watch": {"dispatch": "email"}}, r"watch\.dispatch='email': Input should be 'inline' or 'deployment'"),
+        ({"watch": {"deployment": "destatic"}}, r"deployment='destatic' must be FLOW/DEPLOYMENT"),
+        ({"watch": {"deployment": "a/b/c"}}, r"deployment='a/b/c' must be FLOW/DEPLOYMENT"),
+        ({"runtime": {"dask_address": "tcp://h:8786"}}, r"dask_address='tcp://h:8786' needs task_runner='dask', not 'thread'"),
+        ({"runtime": {"dask_workers": 0}}, r"runtime\.dask_workers=0: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_values_name_the_field(in_tmp: Path, overrides: dict, expected: str) -> None:
@@ -92,3 +97,14 @@ def test_bad_environment_value_fails_at_start(in_tmp: Path, monkeypatch: pytest.
 
 def test_output_format_is_normalised(in_tmp: Path) -> None:
     assert load_settings(output={"format": ".FLAC"}).output.format == "flac"
+
+
+def test_to_parameters_makes_folders_absolute_and_round_trips(in_tmp: Path) -> None:
+    from destatic.settings import Settings
+
+    settings = load_settings(paths={"inbox": "in"}, watch={"dispatch": "deployment"})
+    parameters = settings.to_parameters()
+    assert parameters["paths"]["inbox"] == str(in_tmp / "in")
+    assert all(Path(folder).is_absolute() for folder in parameters["paths"].values())
+    rebuilt = Settings(**parameters)
+    assert rebuilt.watch == settings.watch and rebuilt.paths.inbox == in_tmp / "in"
