@@ -193,10 +193,12 @@ def run(
 def _run_one(source: Path, target: Path, settings: Any) -> int:
     """Clean one file through the denoise-file flow; the number of failures (0 or 1)."""
     from destatic.flows import denoise_file
+    from destatic.runners import task_runner_for
 
     try:
         with console.status(f"cleaning {source.name}"):
-            written = denoise_file(source, settings, output=target, quarantine_bad=False)
+            on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
+            written = on_runner(source, settings, output=target, quarantine_bad=False)
     except DestaticError as error:
         console.print(f"[red]failed:[/red] {error}", highlight=False)
         return 1

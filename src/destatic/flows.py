@@ -38,7 +38,7 @@ from prefect.states import Failed
 from destatic import dsp, media, report, tasks
 from destatic.errors import BadInputError, DestaticError, ParameterError, _display_path
 from destatic.media.atomic import partial_owner
-from destatic.runners import build_task_runner
+from destatic.runners import task_runner_for
 from destatic.settings import Settings, load_settings
 
 __all__ = [
@@ -513,10 +513,7 @@ def run_batch(paths: list[Path], settings: Settings, *, outputs: list[Path] | No
     list of dict
         The rows of :func:`denoise_files`, whether or not a file failed.
     """
-    runtime = settings.runtime
-    runner = build_task_runner(
-        runtime.task_runner, dask_address=runtime.dask_address, dask_workers=runtime.dask_workers or os.cpu_count() or 1
-    )
+    runner = task_runner_for(settings.runtime)
     state = denoise_files.with_options(task_runner=runner)(paths, settings, outputs=outputs, return_state=True)
     rows = state.result(raise_on_failure=False)
     if isinstance(rows, BaseException):

@@ -9,14 +9,18 @@ running after the cluster is gone.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import os
+from typing import TYPE_CHECKING, Any, Literal
 
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from destatic.errors import DestaticError, ParameterError
 
-__all__ = ["RunnerKind", "build_task_runner", "current_api_url"]
+if TYPE_CHECKING:
+    from destatic.settings import RuntimeSettings
+
+__all__ = ["RunnerKind", "build_task_runner", "current_api_url", "task_runner_for"]
 
 RunnerKind = Literal["thread", "dask"]
 
@@ -128,4 +132,14 @@ def build_task_runner(
             "host": "127.0.0.1",
             "dashboard_address": ":0",
         }
+    )
+
+
+def task_runner_for(runtime: RuntimeSettings) -> TaskRunner[Any]:
+    """The task runner that the ``runtime`` settings name (:func:`build_task_runner` of them).
+
+    ``runtime.dask_workers`` None means one worker process per core.
+    """
+    return build_task_runner(
+        runtime.task_runner, dask_address=runtime.dask_address, dask_workers=runtime.dask_workers or os.cpu_count() or 1
     )

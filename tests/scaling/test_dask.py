@@ -105,6 +105,17 @@ def test_kinds_build_the_matching_runner() -> None:
     assert remote.address == "tcp://127.0.0.1:8786" and not remote.cluster_kwargs
 
 
+def test_runtime_settings_pick_the_runner() -> None:
+    from destatic.runners import task_runner_for
+    from destatic.settings import RuntimeSettings
+
+    assert isinstance(task_runner_for(RuntimeSettings()), ThreadPoolTaskRunner)
+    assert task_runner_for(RuntimeSettings(task_runner="dask", dask_workers=3)).cluster_kwargs["n_workers"] == 3
+    assert task_runner_for(RuntimeSettings(task_runner="dask")).cluster_kwargs["n_workers"] == os.cpu_count()
+    remote = task_runner_for(RuntimeSettings(task_runner="dask", dask_address="tcp://127.0.0.1:8786"))
+    assert remote.address == "tcp://127.0.0.1:8786"
+
+
 def test_local_cluster_workers_report_to_the_harness_server(harness: str) -> None:
     servers_before = _server_processes()
 
