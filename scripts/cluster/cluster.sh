@@ -295,10 +295,11 @@ flow_run_groups() {
 }
 
 # Flow runs of this cluster whose worker is already gone, or that a worker started while
-# the workers were being stopped: found by the PREFECT_HOME the workers gave them.
+# the workers were being stopped (still in Prefect's workspace supervisor, which becomes
+# the engine): found by the PREFECT_HOME the workers gave them.
 orphan_flow_run_groups() {
     local pid
-    for pid in $(pgrep -f 'prefect[.]engine' || true); do
+    for pid in $(pgrep -f 'prefect[.](engine|runner[.]_workspace_supervisor)' || true); do
         tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "PREFECT_HOME=$PREFECT_HOME" &&
             ps -o pgid= -p "$pid"
     done | tr -d ' ' | sort -u

@@ -130,7 +130,9 @@ def cluster(media_dir: Path) -> Iterator[Cluster]:
             yield Cluster(state, api_url, files)
     finally:
         _script("down", state)
-        leftovers = _processes_of(state)
+        deadline = time.monotonic() + 10
+        while (leftovers := _processes_of(state)) and time.monotonic() < deadline:
+            time.sleep(0.5)  # a process may be between its stop signal and its exit
         shutil.rmtree(state, ignore_errors=True)
         shutil.rmtree(files, ignore_errors=True)
         assert not leftovers, f"still running after down: {[p.info['cmdline'] for p in leftovers]}"
