@@ -9,6 +9,7 @@ three give the same samples.
 
 from __future__ import annotations
 
+import collections
 import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -17,11 +18,13 @@ import numpy as np
 
 from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, iter_array_blocks
 from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
+from destatic.dsp.parallel import map_channel_groups
 from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
-from destatic.dsp.stft import FrameSplitter, OverlapAdder, frame_count, resolve_fft_size
+from destatic.dsp.stft import FrameCounter, FrameSplitter, OverlapAdder, frame_count, resolve_fft_size
 from destatic.errors import ParameterError
 
 __all__ = [
+    "PARALLEL_MIN_SECONDS",
     "SEED_FRAMING",
     "NoiseSpec",
     "apply_gains",
@@ -38,6 +41,8 @@ BLOCK_SIZE = 1 << 16
 SEED_FRAMING: dict[str, Any] = {"n_fft": 2048, "hop_length": 512, "centered": True}
 """Framing of the ``seed`` method (librosa's defaults); :func:`framing_for` hands out copies."""
 SEED_HEAD_SAMPLES = 8192
+PARALLEL_MIN_SECONDS = 30.0
+"""Shortest audio for which ``n_jobs=None`` starts channel processes."""
 
 
 def gain_shape(n_samples: int, profile: NoiseProfile) -> tuple[int, int, int]:
@@ -124,6 +129,7 @@ def compute_gains(
     profile: NoiseProfile,
     *,
     method: str | None = None,
+    n_jobs: int | None = 1,
     **options: Any,
 ) -> Iterator[np.ndarray]:
     """Yield the suppression gains of a stream, chunk by chunk, in frame order.
@@ -139,6 +145,10 @@ def compute_gains(
         estimate, which keeps following the noise through the stream.
     method : str or None
         One of :data:`METHODS`; ``None`` is the default (``logmmse``).
+    n_jobs : int or None
+        Child processes sharing the channels (1: none, all in this process);
+        ``None`` is one per channel up to the CPUs available. Channels are
+        filtered independently, so the result is the same for any value.
     **options
         :class:`SuppressionOptions` fields, e.g. ``max_reduction_db=20``.
 
@@ -153,13 +163,43 @@ def compute_gains(
     sample_rate = check_sample_rate(sample_rate)
     method = resolve_method(method)
     settings = SuppressionOptions.from_options(method, options)
+    yield from map_channel_groups(
+        _gains_of_channels,
+        checked_blocks(blocks),
+        n_jobs=n_jobs,
+        output_axis=0,
+        per_group=_group_arguments(sample_rate, profile, method=method, options=settings),
+    )
+
+
+def _group_arguments(
+    sample_rate: int, profile: NoiseProfile, **fixed: Any
+) -> Callable[[slice, int], dict[str, Any]]:
+    """Keyword arguments of a per-channel-group filter: the profile's rows for that group."""
+
+    def arguments(group: slice, channels: int) -> dict[str, Any]:
+        rows = _checked_profile(profile, sample_rate, channels).channel_rows(group)
+        return {"sample_rate": sample_rate, "profile": rows, **fixed}
+
+    return arguments
+
+
+def _gains_of_channels(
+    blocks: Iterable[np.ndarray],
+    *,
+    sample_rate: int,
+    profile: NoiseProfile,
+    method: str,
+    options: SuppressionOptions,
+) -> Iterator[np.ndarray]:
+    """:func:`compute_gains` for checked arguments, in this process."""
     splitter: FrameSplitter | None = None
     rule: GainComputer | None = None
     for block in checked_blocks(blocks):
         if splitter is None:
             profile = _checked_profile(profile, sample_rate, block.shape[1])
             splitter = _splitter(profile, block.shape[1])
-            rule = GainComputer(profile, method, settings)
+            rule = GainComputer(profile, method, options)
         spectra = splitter.push(block)
         if spectra.shape[1]:
             yield rule(spectra)
@@ -188,13 +228,11 @@ def _filter_blocks(
     make_rule: Callable[[NoiseProfile, int], Callable[[np.ndarray], np.ndarray]],
     *,
     residue: bool,
-    before_last: Callable[[], None] | None = None,
 ) -> Iterator[np.ndarray]:
     """STFT the blocks, multiply each frame by its gains, overlap-add back to exact length.
 
     ``make_rule(profile, channels)`` is called once the first block shows the
     channel count; the rule maps spectra (channels, frames, bins) to their gains.
-    ``before_last`` runs after the last frames are filtered, before the tail is yielded.
     """
     splitter: FrameSplitter | None = None
     for block in checked_blocks(blocks):
@@ -214,8 +252,6 @@ def _filter_blocks(
     spectra = splitter.finish()
     adder.limit = splitter.n_samples
     out = adder.push(_apply(spectra, rule(spectra), residue))
-    if before_last is not None:
-        before_last()
     tail = adder.finish()
     final = np.concatenate([out, tail]) if tail.shape[0] else out
     if final.shape[0]:
@@ -248,6 +284,8 @@ class _GainReader:
                 )
             self._buffer.append(chunk)
             self._buffered += chunk.shape[1]
+        if not self._buffer:
+            return np.zeros((self._channels, 0, self._bins), np.float32)
         joined = self._buffer[0] if len(self._buffer) == 1 else np.concatenate(self._buffer, axis=1)
         taken, rest = joined[:, :n_frames], joined[:, n_frames:]
         self._buffer = [rest] if rest.shape[1] else []
@@ -275,6 +313,7 @@ def apply_gains(
     *,
     profile: NoiseProfile,
     residue: bool = False,
+    n_jobs: int | None = 1,
 ) -> Iterator[np.ndarray]:
     """Apply gains from :func:`compute_gains` to the same audio; yield the result.
 
@@ -290,6 +329,10 @@ def apply_gains(
         The profile the gains were computed with (gives the framing).
     residue : bool
         Yield what the gains remove (input minus output) instead.
+    n_jobs : int or None
+        Child processes sharing the channels (1: none, all in this process);
+        ``None`` is one per channel up to the CPUs available. Channels are
+        filtered independently, so the result is the same for any value.
 
     Yields
     ------
@@ -298,20 +341,94 @@ def apply_gains(
         with it (no delay). Block sizes need not match the input's.
     """
     sample_rate = check_sample_rate(sample_rate)
-    readers: list[_GainReader] = []
+    yield from map_channel_groups(
+        _apply_to_channels,
+        _with_their_gains(checked_blocks(blocks), gains, sample_rate, profile),
+        n_jobs=n_jobs,
+        output_axis=1,
+        per_group=_group_arguments(sample_rate, profile, residue=residue),
+    )
+
+
+def _with_their_gains(
+    blocks: Iterable[np.ndarray], gains: Iterable[np.ndarray], sample_rate: int, profile: NoiseProfile
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Pair each block with the gain frames it completes; the last block takes the rest.
+
+    Checks that the gains have the right shape and exactly the frames the audio needs.
+    """
+    counter: FrameCounter | None = None
+    previous: np.ndarray | None = None
+    for block in blocks:
+        if counter is None:
+            profile = _checked_profile(profile, sample_rate, block.shape[1])
+            reader = _GainReader(gains, block.shape[1], profile.bins)
+            counter = FrameCounter(
+                n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered
+            )
+        if previous is not None:
+            yield previous, reader.take(frames)
+        frames = counter.push(block.shape[0])
+        previous = block
+    if previous is not None:
+        last = reader.take(frames + counter.finish())
+        reader.check_exhausted()
+        yield previous, last
+
+
+class _Pending:
+    """The gain chunks of blocks read but not yet filtered, in order."""
+
+    def __init__(self) -> None:
+        self.chunks: collections.deque[np.ndarray] = collections.deque()
+
+    def __iter__(self) -> _Pending:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if not self.chunks:
+            raise StopIteration
+        return self.chunks.popleft()
+
+
+def _apply_to_channels(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    *,
+    sample_rate: int,
+    profile: NoiseProfile,
+    residue: bool,
+) -> Iterator[np.ndarray]:
+    """:func:`apply_gains` on ``(block, its gains)`` pairs, in this process."""
+    pending = _Pending()
+
+    def blocks() -> Iterator[np.ndarray]:
+        for block, gains in pairs:
+            pending.chunks.append(gains)
+            yield block
 
     def stored_gains(profile: NoiseProfile, channels: int) -> Callable[[np.ndarray], np.ndarray]:
-        reader = _GainReader(gains, channels, profile.bins)
-        readers.append(reader)
+        reader = _GainReader(pending, channels, profile.bins)
         return lambda spectra: reader.take(spectra.shape[1])
 
+    yield from _filter_blocks(blocks(), sample_rate, profile, stored_gains, residue=residue)
+
+
+def _denoise_channels(
+    blocks: Iterable[np.ndarray],
+    *,
+    sample_rate: int,
+    profile: NoiseProfile,
+    method: str,
+    options: SuppressionOptions,
+    residue: bool,
+) -> Iterator[np.ndarray]:
+    """:func:`denoise_stream` with a known profile and checked arguments, in this process."""
     yield from _filter_blocks(
         blocks,
         sample_rate,
         profile,
-        stored_gains,
+        lambda profile, _channels: GainComputer(profile, method, options),
         residue=residue,
-        before_last=lambda: readers[0].check_exhausted(),
     )
 
 
@@ -340,6 +457,7 @@ def denoise_stream(
     noise: NoiseSpec = None,
     method: str | None = None,
     residue: bool = False,
+    n_jobs: int | None = 1,
     **options: Any,
 ) -> Iterator[np.ndarray]:
     """Denoise a stream of blocks in one pass with bounded memory.
@@ -358,6 +476,10 @@ def denoise_stream(
         One of :data:`METHODS`; ``None`` is the default.
     residue : bool
         Yield what is removed instead of what is kept.
+    n_jobs : int or None
+        Child processes sharing the channels (1: none, all in this process);
+        ``None`` is one per channel up to the CPUs available. Channels are
+        filtered independently, so the result is the same for any value.
     **options
         :class:`SuppressionOptions` fields.
 
@@ -381,15 +503,26 @@ def denoise_stream(
         stream = iter(blocks)
     else:
         profile, stream = _with_lookahead_profile(blocks, sample_rate, noise, method)
-    yield from _filter_blocks(
-        stream,
-        sample_rate,
-        profile,
-        lambda profile, _channels: GainComputer(
-            profile, method, SuppressionOptions.from_options(method, options)
+    yield from map_channel_groups(
+        _denoise_channels,
+        checked_blocks(stream),
+        n_jobs=n_jobs,
+        output_axis=1,
+        per_group=_group_arguments(
+            sample_rate,
+            profile,
+            method=method,
+            options=SuppressionOptions.from_options(method, options),
+            residue=residue,
         ),
-        residue=residue,
     )
+
+
+def _jobs_for_length(n_jobs: int | None, n_samples: int, sample_rate: int) -> int | None:
+    """``n_jobs`` for a stream of known length: automatic means 1 for short ones."""
+    if n_jobs is None and n_samples < PARALLEL_MIN_SECONDS * sample_rate:
+        return 1
+    return n_jobs
 
 
 def denoise(
@@ -399,6 +532,7 @@ def denoise(
     noise: NoiseSpec = None,
     method: str | None = None,
     residue: bool = False,
+    n_jobs: int | None = None,
     **options: Any,
 ) -> np.ndarray:
     """Remove steady background noise from audio held in memory.
@@ -420,6 +554,11 @@ def denoise(
         ``seed`` reproduces the original tutorial, defects included.
     residue : bool
         Return what was removed (``audio - denoised``) instead.
+    n_jobs : int or None
+        Processes sharing the channels (this one included). ``None`` uses
+        one per channel up to the CPUs available when the audio is at least
+        :data:`PARALLEL_MIN_SECONDS` long (starting a process costs more than
+        it saves on short clips). The result is the same for any value.
     **options
         :class:`SuppressionOptions` fields: ``max_reduction_db``,
         ``sensitivity_db``, ``smoothing``, ``freq_smoothing_hz``,
@@ -451,6 +590,7 @@ def denoise(
         noise=profile,
         method=method,
         residue=residue,
+        n_jobs=_jobs_for_length(n_jobs, samples.shape[0], sample_rate),
         **options,
     ):
         result[position : position + block.shape[0]] = block

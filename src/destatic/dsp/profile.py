@@ -147,6 +147,25 @@ class NoiseProfile:
             details=self.details,
         )
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = (self.power, self.magnitude, self.sample_rate, self.n_fft, self.hop_length)
+        return (NoiseProfile, (*fields, self.mode, self.centered, dict(self.details)))
+
+    def channel_rows(self, rows: slice) -> NoiseProfile:
+        """This profile restricted to the channels ``rows`` (for filtering them apart)."""
+        if self.channels == 1:
+            return self
+        return NoiseProfile(
+            power=self.power[rows],
+            magnitude=self.magnitude[rows],
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            mode=self.mode,
+            centered=self.centered,
+            details=self.details,
+        )
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, NoiseProfile):
             return NotImplemented

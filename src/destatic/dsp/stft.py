@@ -24,6 +24,7 @@ from destatic.dsp._audio import check_sample_rate
 from destatic.errors import ParameterError
 
 __all__ = [
+    "FrameCounter",
     "FrameSplitter",
     "OverlapAdder",
     "default_n_fft",
@@ -126,6 +127,46 @@ def frame_count(
     return -(-n_samples // hop_length) + n_fft // hop_length - 1
 
 
+class FrameCounter:
+    """Count the frames a stream completes, block by block, as :class:`FrameSplitter` makes them.
+
+    For pairing each block with its share of per-frame data (stored gains)
+    without computing any spectra.
+    """
+
+    def __init__(self, *, n_fft: int, hop_length: int, centered: bool = False, padded: bool = True):
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        self.centered = centered
+        self.padded = padded
+        self.n_samples = 0
+        self.frames_done = 0
+        self.pending = _lead(n_fft, hop_length, centered) if padded else 0
+
+    def push(self, n_samples: int) -> int:
+        """Take ``n_samples`` more samples; return how many frames they complete."""
+        self.n_samples += n_samples
+        self.pending += n_samples
+        if self.pending < self.n_fft:
+            return 0
+        frames = (self.pending - self.n_fft) // self.hop_length + 1
+        self.pending -= frames * self.hop_length
+        self.frames_done += frames
+        return frames
+
+    def finish(self) -> int:
+        """Return the frames the end of the stream completes (zero-padded)."""
+        if not self.padded:
+            remaining = 1 if self.frames_done == 0 and self.n_samples > 0 else 0
+        else:
+            remaining = frame_count(
+                self.n_samples, n_fft=self.n_fft, hop_length=self.hop_length, centered=self.centered
+            ) - self.frames_done
+        remaining = max(remaining, 0)
+        self.frames_done += remaining
+        return remaining
+
+
 class FrameSplitter:
     """Cut a stream of sample blocks into Hann-windowed spectra.
 
@@ -162,17 +203,25 @@ class FrameSplitter:
         self.channels = channels
         self.n_fft = n_fft
         self.hop_length = hop_length
-        self.centered = centered
-        self.padded = padded
-        self.n_samples = 0
-        self.frames_done = 0
+        self._counter = FrameCounter(
+            n_fft=n_fft, hop_length=hop_length, centered=centered, padded=padded
+        )
         self._window = hann_window(n_fft)
-        lead = _lead(n_fft, hop_length, centered) if padded else 0
-        self._pending = np.zeros((channels, lead), np.float32)
+        self._pending = np.zeros((channels, self._counter.pending), np.float32)
 
     @property
     def bins(self) -> int:
         return self.n_fft // 2 + 1
+
+    @property
+    def n_samples(self) -> int:
+        """Samples pushed so far."""
+        return self._counter.n_samples
+
+    @property
+    def frames_done(self) -> int:
+        """Frames returned so far."""
+        return self._counter.frames_done
 
     def _spectra(self, n_frames: int) -> np.ndarray:
         if n_frames <= 0:
@@ -181,33 +230,18 @@ class FrameSplitter:
         frames = frames[:, : (n_frames - 1) * self.hop_length + 1 : self.hop_length]
         spectra = scipy.fft.rfft(frames * self._window, axis=-1)
         self._pending = self._pending[:, n_frames * self.hop_length :].copy()
-        self.frames_done += n_frames
         return spectra.astype(np.complex64, copy=False)
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """Add a ``(n, channels)`` float32 block; return the spectra it completes."""
         if block.shape[0] == 0:
             return self._spectra(0)
-        self.n_samples += block.shape[0]
         self._pending = np.concatenate([self._pending, block.T], axis=1)
-        available = self._pending.shape[1]
-        n_frames = (available - self.n_fft) // self.hop_length + 1 if available >= self.n_fft else 0
-        return self._spectra(n_frames)
+        return self._spectra(self._counter.push(block.shape[0]))
 
     def finish(self) -> np.ndarray:
         """Zero-pad the end of the stream and return the remaining spectra."""
-        if not self.padded:
-            remaining = 1 if self.frames_done == 0 and self.n_samples > 0 else 0
-        else:
-            remaining = (
-                frame_count(
-                    self.n_samples,
-                    n_fft=self.n_fft,
-                    hop_length=self.hop_length,
-                    centered=self.centered,
-                )
-                - self.frames_done
-            )
+        remaining = self._counter.finish()
         if remaining <= 0:
             return self._spectra(0)
         needed = (remaining - 1) * self.hop_length + self.n_fft

@@ -1,0 +1,294 @@
+"""Filter a stream's channels in several processes at once, with the same result.
+
+Each channel is denoised on its own (its own noise estimate, its own gains),
+so channels can be split between processes without changing a sample. The
+calling process only reads, splits and joins: each group of channels goes to
+a child process, forked directly when this process runs a single thread,
+else from a ``forkserver`` (safe beside threads, cheap after its first start;
+like any spawned process it imports the main script, which therefore needs
+the ``if __name__ == "__main__":`` guard). Blocks go out a few ahead of the
+results, which come back in order, so memory stays bounded and the children
+and the reader overlap.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import multiprocessing
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from destatic.errors import ParameterError
+
+__all__ = ["available_cpus", "map_channel_groups", "resolve_jobs"]
+
+Item = np.ndarray | tuple[np.ndarray, np.ndarray]
+BLOCKS_AHEAD = 3
+PARENT_CHECK_SECONDS = 1.0
+
+_parent_ends: weakref.WeakSet[Connection] = weakref.WeakSet()
+"""This process's ends of its children's pipes: a forked child closes its copies."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_jobs(n_jobs: int | None, channels: int) -> int:
+    """Child processes to filter ``channels`` channels with; 1 means in this process.
+
+    ``None`` means one per channel up to the CPUs available. A daemonic
+    process (e.g. a Dask worker) may not start children, so it gets 1.
+    """
+    if n_jobs is not None and (
+        isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1
+    ):
+        raise ParameterError(f"n_jobs={n_jobs!r} must be None (automatic) or an integer >= 1")
+    if multiprocessing.current_process().daemon:
+        return 1
+    wanted = available_cpus() if n_jobs is None else n_jobs
+    return max(1, min(wanted, channels))
+
+
+def _groups(channels: int, jobs: int) -> list[slice]:
+    bounds = np.linspace(0, channels, jobs + 1).round().astype(int)
+    return [slice(int(start), int(stop)) for start, stop in itertools.pairwise(bounds)]
+
+
+def _part(item: Item, group: slice) -> Item:
+    if isinstance(item, tuple):
+        block, extra = item
+        return np.ascontiguousarray(block[:, group]), np.ascontiguousarray(extra[group])
+    return np.ascontiguousarray(item[:, group])
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["destatic.dsp.engine"])
+    return context
+
+
+class _Child:
+    """A child process running ``run`` on one group of channels, and a thread reading its replies."""
+
+    def __init__(
+        self,
+        context: multiprocessing.context.BaseContext,
+        run: Callable[..., Iterator[np.ndarray]],
+        kwargs: dict[str, Any],
+    ):
+        self.connection, child_end = context.Pipe()
+        _parent_ends.add(self.connection)
+        self.process = context.Process(
+            target=_serve, args=(child_end, run, kwargs), daemon=True, name="destatic-channels"
+        )
+        self.process.start()
+        child_end.close()
+        self.replies: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.results: collections.deque[np.ndarray] = collections.deque()
+        self.requested = 0
+        self.done = False
+        self._outbox: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=work, daemon=True, name="destatic-channels")
+            for work in (self._write, self._read)
+        ]
+
+    def start_threads(self) -> None:
+        """Feed the child and collect its replies in threads (started after every child is forked).
+
+        Sending from a thread keeps one busy child from holding up the others.
+        """
+        for thread in self._threads:
+            thread.start()
+
+    def _write(self) -> None:
+        while True:
+            item = self._outbox.get()
+            try:
+                self.connection.send(item)
+            except (OSError, ValueError):  # the child stopped; its reply says why
+                return
+            if item is None:
+                return
+
+    def _read(self) -> None:
+        while True:
+            try:
+                reply = self.connection.recv()
+            except (EOFError, OSError):
+                self.replies.put(("lost", None))
+                return
+            self.replies.put(reply)
+            if reply[0] in ("done", "error"):
+                return
+
+    def send(self, item: Item | None) -> None:
+        """Queue an item (``None`` ends the stream) for the child."""
+        self._outbox.put(item)
+
+    def take_reply(self, *, wait: bool = True) -> bool:
+        """Handle one reply; False when ``wait`` is off and none is there."""
+        try:
+            kind, payload = self.replies.get(block=wait)
+        except queue.Empty:
+            return False
+        if kind == "result":
+            self.results.append(payload)
+        elif kind == "next":
+            self.requested += 1
+        elif kind == "done":
+            self.done = True
+        elif kind == "error":
+            raise payload
+        else:
+            raise RuntimeError(f"a channel process died (exit code {self.process.exitcode})")
+        return True
+
+    def close(self) -> None:
+        """End the stream, wait briefly for the child, kill it if it is still busy."""
+        self._outbox.put(None)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=5)
+        self.connection.close()
+
+
+def _serve(connection: Connection, run: Callable[..., Iterator[np.ndarray]], kwargs: dict[str, Any]) -> None:
+    """Child side: run the filter on the items the parent sends; send back what it yields.
+
+    A forked child first closes its copies of its siblings' pipes, so that
+    each pipe ends when its own two processes do; it stops when its parent is
+    gone (killed), rather than waiting for input forever.
+    """
+    for inherited in list(_parent_ends):
+        inherited.close()
+    parent = os.getppid()
+
+    def incoming() -> Iterator[Item]:
+        while True:
+            connection.send(("next", None))
+            while not connection.poll(PARENT_CHECK_SECONDS):
+                if os.getppid() != parent:
+                    raise SystemExit(1)
+            item = connection.recv()
+            if item is None:
+                return
+            yield item
+
+    try:
+        for result in run(incoming(), **kwargs):
+            connection.send(("result", result))
+        connection.send(("done", None))
+    except SystemExit:
+        return
+    except BaseException as error:  # the parent raises it
+        try:
+            connection.send(("error", error))
+        except Exception:
+            connection.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
+    finally:
+        connection.close()
+
+
+def map_channel_groups(
+    run: Callable[..., Iterator[np.ndarray]],
+    items: Iterable[Item],
+    *,
+    n_jobs: int | None,
+    output_axis: int,
+    per_group: Callable[[slice, int], dict[str, Any]],
+) -> Iterator[np.ndarray]:
+    """Run ``run`` on groups of channels in child processes and join what they yield.
+
+    Parameters
+    ----------
+    run : callable
+        A module-level generator function ``run(items, **kwargs)`` that
+        treats channels independently.
+    items : iterable of np.ndarray [shape=(n, channels)] or of pairs
+        Checked audio blocks, or ``(block, extra)`` pairs whose ``extra``
+        has the channels on its first axis (e.g. the gains for the block).
+    n_jobs : int or None
+        See :func:`resolve_jobs`; 1 runs ``run`` here on all channels.
+    output_axis : int
+        The channel axis of what ``run`` yields (1 for samples, 0 for gains).
+    per_group : callable
+        ``per_group(group, channels)`` gives the keyword arguments of ``run``
+        for the slice ``group`` of ``channels`` (e.g. the noise profile's rows).
+
+    Yields
+    ------
+    np.ndarray
+        What ``run`` yields on all channels, in the same order.
+    """
+    stream = iter(items)
+    first = next(stream, None)
+    if first is None:
+        yield from run(iter(()), **per_group(slice(0, 1), 1))
+        return
+    channels = (first[0] if isinstance(first, tuple) else first).shape[1]
+    jobs = resolve_jobs(n_jobs, channels)
+    stream = itertools.chain([first], stream)
+    if jobs == 1:
+        yield from run(stream, **per_group(slice(0, channels), channels))
+        return
+    groups = _groups(channels, jobs)
+    children: list[_Child] = []
+    try:
+        context = _context()
+        for group in groups:
+            children.append(_Child(context, run, per_group(group, channels)))
+        for child in children:
+            child.start_threads()
+        sent = 0
+        for item in stream:
+            while sent >= min(child.requested for child in children) + BLOCKS_AHEAD:
+                _wait_for_any(children)
+                yield from _joined(children, output_axis)
+            for child, group in zip(children, groups):
+                child.send(_part(item, group))
+            sent += 1
+            for child in children:
+                while child.take_reply(wait=False):
+                    pass
+            yield from _joined(children, output_axis)
+        for child in children:
+            child.send(None)
+        while not all(child.done for child in children):
+            _wait_for_any(children)
+            yield from _joined(children, output_axis)
+        if any(child.results for child in children):
+            raise RuntimeError("channel processes gave different numbers of results")
+    finally:
+        for child in children:
+            child.close()
+
+
+def _wait_for_any(children: list[_Child]) -> None:
+    """Block on the running child furthest behind (it has work, so it will reply)."""
+    laggard = min((child for child in children if not child.done), key=lambda child: child.requested)
+    laggard.take_reply()
+
+
+def _joined(children: list[_Child], axis: int) -> Iterator[np.ndarray]:
+    while all(child.results for child in children):
+        yield np.concatenate([child.results.popleft() for child in children], axis=axis)
