@@ -20,6 +20,7 @@ from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, ite
 from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
 from destatic.dsp.parallel import map_channel_groups
 from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
+from destatic.dsp.tones import ToneCanceller
 from destatic.dsp.stft import FrameCounter, FrameSplitter, OverlapAdder, frame_count, resolve_fft_size
 from destatic.errors import ParameterError
 
@@ -200,6 +201,9 @@ def _gains_of_channels(
             profile = _checked_profile(profile, sample_rate, block.shape[1])
             splitter = _splitter(profile, block.shape[1])
             rule = GainComputer(profile, method, options)
+            canceller = _tone_canceller(profile)
+        if canceller is not None:
+            block = canceller.process(block)[0]
         spectra = splitter.push(block)
         if spectra.shape[1]:
             yield rule(spectra)
@@ -235,6 +239,7 @@ def _filter_blocks(
     channel count; the rule maps spectra (channels, frames, bins) to their gains.
     """
     splitter: FrameSplitter | None = None
+    removed_tones: _SampleQueue | None = None
     for block in checked_blocks(blocks):
         if splitter is None:
             channels = block.shape[1]
@@ -242,11 +247,18 @@ def _filter_blocks(
             splitter = _splitter(profile, channels)
             adder = _adder(profile, channels)
             rule = make_rule(profile, channels)
+            canceller = _tone_canceller(profile)
+            if canceller is not None and residue:
+                removed_tones = _SampleQueue(channels)
+        if canceller is not None:
+            block, tones = canceller.process(block)
+            if removed_tones is not None:
+                removed_tones.put(tones)
         spectra = splitter.push(block)
         if spectra.shape[1]:
             out = adder.push(_apply(spectra, rule(spectra), residue))
             if out.shape[0]:
-                yield out
+                yield out if removed_tones is None else out + removed_tones.take(out.shape[0])
     if splitter is None:
         return
     spectra = splitter.finish()
@@ -255,7 +267,35 @@ def _filter_blocks(
     tail = adder.finish()
     final = np.concatenate([out, tail]) if tail.shape[0] else out
     if final.shape[0]:
-        yield final
+        yield final if removed_tones is None else final + removed_tones.take(final.shape[0])
+
+
+def _tone_canceller(profile: NoiseProfile) -> ToneCanceller | None:
+    """A canceller for the profile's steady tones, or None if it has none."""
+    if not profile.tones.size:
+        return None
+    return ToneCanceller(profile.tones, profile.tone_amplitudes, profile.sample_rate)
+
+
+class _SampleQueue:
+    """First in, first out for samples ``(n, channels)``: the tones removed, until their output is due."""
+
+    def __init__(self, channels: int):
+        self._parts: collections.deque[np.ndarray] = collections.deque()
+        self._channels = channels
+
+    def put(self, samples: np.ndarray) -> None:
+        self._parts.append(samples)
+
+    def take(self, count: int) -> np.ndarray:
+        taken: list[np.ndarray] = []
+        while count:
+            part = self._parts.popleft()
+            taken.append(part[:count])
+            if part.shape[0] > count:
+                self._parts.appendleft(part[count:])
+            count -= taken[-1].shape[0]
+        return np.concatenate(taken) if taken else np.zeros((0, self._channels), np.float32)
 
 
 class _GainReader:

@@ -14,9 +14,10 @@
 
 Every rule but ``seed`` is then limited to ``max_reduction_db`` and may be
 smoothed over frequency and time against musical noise. The noise estimate
-starts from the profile and is tracked through the stream (MCRA). Where a
-measured profile shows a steady tone (hum), its known magnitude is subtracted
-instead, without rectification, so gains there lie in [-1, 1].
+starts from the profile and is tracked through the stream (MCRA). Steady
+tones (hum) are not handled here: the engine subtracts them coherently before
+the spectra are taken (:mod:`destatic.dsp.tones`), and the profile measures
+the noise without them.
 """
 
 from __future__ import annotations
@@ -54,8 +55,7 @@ class SuppressionOptions:
         of the noise but sounds more natural.
     sensitivity_db : float
         Raises (positive) or lowers (negative) the noise estimate by this many
-        dB before suppression: more or less aggressive. Steady tones (hum) in
-        a measured profile are subtracted at their measured magnitude regardless.
+        dB before suppression: more or less aggressive.
     smoothing : float in [0, 1)
         Weight of the previous frame in the decision-directed prior SNR
         (``wiener``, ``logmmse``); higher is smoother with less musical noise.
@@ -71,8 +71,7 @@ class SuppressionOptions:
         ``subtract`` only: ``beta``, the residual noise power kept.
     track_noise : bool
         Keep following the noise while denoising (MCRA), starting from the
-        profile: quickly for ``auto`` profiles, slowly (1 s) for measured ones,
-        never in bins where the profiled noise is a steady tone.
+        profile: quickly for ``auto`` profiles, slowly (1 s) for measured ones.
     """
 
     max_reduction_db: float = 30.0
@@ -165,40 +164,6 @@ def _logmmse_factor(v: np.ndarray) -> np.ndarray:
     return table.take(index)
 
 
-TONE_RATIO = 1.02
-GAUSSIAN_RATIO = 4 / np.pi
-GAUSSIAN_RATIO_SPREAD = 0.42
-
-
-def _tonality(profile: NoiseProfile) -> np.ndarray | None:
-    """Per-bin weight in [0, 1]: 1 where the noise is a steady tone (hum), 0 where Gaussian.
-
-    ``E|N|^2 / (E|N|)^2`` is 4/pi for Gaussian noise and 1 for a steady tone.
-    Measured over ``F`` frames, Gaussian noise scatters around 4/pi by about
-    ``0.42 / sqrt(F)``; only bins 4 such spreads below it (and at most 1.10)
-    count, so a short profile finds no tones by chance. Tonal bins get the
-    profile's magnitude subtracted, unrectified (right for a deterministic
-    tone, whose magnitude is known), and tracking leaves them alone: minimum
-    statistics assume Gaussian noise and would overestimate a tone. ``None``
-    for ``auto`` profiles and where no bin qualifies.
-    """
-    frames = int(profile.details.get("frames", 0))
-    if profile.mode == "auto" or frames < 1:
-        return None
-    not_tonal = min(1.10, GAUSSIAN_RATIO - 4 * GAUSSIAN_RATIO_SPREAD / np.sqrt(frames))
-    if not_tonal <= TONE_RATIO + 0.01:
-        return None
-    squared_mean = profile.magnitude.astype(np.float64) ** 2
-    ratio = np.divide(
-        profile.power,
-        squared_mean,
-        out=np.full(squared_mean.shape, GAUSSIAN_RATIO),
-        where=squared_mean > 0,
-    )
-    weight = np.clip((not_tonal - ratio) / (not_tonal - TONE_RATIO), 0, 1)
-    return weight.astype(np.float32) if weight.any() else None
-
-
 def _triangle_kernel(width_bins: float) -> np.ndarray | None:
     half = int(width_bins // 2)
     if half < 1:
@@ -258,10 +223,6 @@ class GainComputer:
             else 0.0
         )
         self._time_smoothing_state: np.ndarray | None = None
-        self._tonal = _tonality(profile)
-        if self._tonal is not None:
-            self._tonal_bins = np.flatnonzero(self._tonal.max(axis=0) > 0)
-            self._tone_magnitude = profile.magnitude[:, self._tonal_bins]
 
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
@@ -272,9 +233,6 @@ class GainComputer:
         power += spectra.imag * spectra.imag
         if self.tracker is not None:
             noise = self.tracker.update(power)
-            if self._tonal is not None:
-                steady = self._tonal * self.profile.power
-                noise = steady[:, np.newaxis, :] + (1 - self._tonal)[:, np.newaxis, :] * noise
         else:
             noise = np.broadcast_to(self.profile.power[:, np.newaxis, :], power.shape)
         noise = np.maximum(noise * self.scale, np.float32(1e-30))
@@ -283,14 +241,7 @@ class GainComputer:
             gain = self._subtract(gamma, power, noise)
         else:
             gain = self._decision_directed(gamma)
-        gain = self._finish(gain)
-        if self._tonal is not None:
-            bins = self._tonal_bins
-            weight = self._tonal[:, np.newaxis, bins]
-            magnitude = np.sqrt(np.maximum(power[..., bins], np.float32(1e-30)))
-            tone = np.clip(1 - self._tone_magnitude[:, np.newaxis, :] / magnitude, -1, 1)
-            gain[..., bins] = gain[..., bins] * (1 - weight) + tone * weight
-        return gain
+        return self._finish(gain)
 
     def _seed(self, spectra: np.ndarray) -> np.ndarray:
         magnitude = np.abs(spectra)

@@ -28,6 +28,7 @@ from destatic.dsp.noise import (
     smoothing_factor,
 )
 from destatic.dsp.stft import FrameSplitter, resolve_fft_size
+from destatic.dsp.tones import ToneCanceller, find_tones, fit_tones
 from destatic.errors import ParameterError
 
 __all__ = ["NoiseProfile", "ProfileMode", "estimate_profile", "profile_from_blocks"]
@@ -36,6 +37,8 @@ ProfileMode = Literal["head", "segment", "file", "auto"]
 PROFILE_MODES: tuple[str, ...] = ("head", "segment", "file", "auto")
 FORMAT_VERSION = 1
 BLOCK_SIZE = 1 << 16
+TONE_ANALYSIS_SECONDS = 4.0
+"""How much of a measured noise clip is searched for steady tones."""
 
 
 def _frozen_array(values: Any) -> np.ndarray:
@@ -65,6 +68,13 @@ class NoiseProfile:
         ``True`` for librosa's centred framing (the ``seed`` method).
     details : mapping of str to str, int or float
         Provenance, e.g. ``{"start_s": 0.0, "end_s": 1.0, "frames": 60}``.
+    tones : np.ndarray [shape=(tones,)]
+        Frequencies in Hz of steady tones (hum) found in the noise clip; the
+        power above is measured with them subtracted, and the denoiser
+        subtracts them too (:mod:`destatic.dsp.tones`). Empty for ``auto``.
+    tone_amplitudes : np.ndarray [shape=(channels, tones), complex]
+        Their complex amplitudes referred to sample 0 of the stream (zeros
+        for a separate noise recording, whose phase means nothing here).
 
     Notes
     -----
@@ -80,10 +90,15 @@ class NoiseProfile:
     mode: str
     centered: bool = False
     details: Mapping[str, Any] = field(default_factory=dict)
+    tones: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tone_amplitudes: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         power = _frozen_array(self.power)
         magnitude = _frozen_array(self.magnitude)
+        tones, tone_amplitudes = _checked_tones(
+            self.tones, self.tone_amplitudes, power.shape[0], self.sample_rate
+        )
         check_sample_rate(self.sample_rate)
         n_fft, hop_length = resolve_fft_size(self.sample_rate, self.n_fft, self.hop_length)
         bins = n_fft // 2 + 1
@@ -106,6 +121,8 @@ class NoiseProfile:
         object.__setattr__(self, "sample_rate", int(self.sample_rate))
         object.__setattr__(self, "centered", bool(self.centered))
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+        object.__setattr__(self, "tones", tones)
+        object.__setattr__(self, "tone_amplitudes", tone_amplitudes)
 
     @property
     def channels(self) -> int:
@@ -136,25 +153,20 @@ class NoiseProfile:
                 f"the noise profile has {self.channels} channels but the audio has {channels}; "
                 "a profile must have the audio's channel count, or 1"
             )
-        return NoiseProfile(
-            power=np.repeat(self.power, channels, axis=0),
-            magnitude=np.repeat(self.magnitude, channels, axis=0),
-            sample_rate=self.sample_rate,
-            n_fft=self.n_fft,
-            hop_length=self.hop_length,
-            mode=self.mode,
-            centered=self.centered,
-            details=self.details,
-        )
+        return self._with_rows(np.zeros(channels, np.intp))
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (self.power, self.magnitude, self.sample_rate, self.n_fft, self.hop_length)
-        return (NoiseProfile, (*fields, self.mode, self.centered, dict(self.details)))
+        rest = (self.mode, self.centered, dict(self.details), self.tones, self.tone_amplitudes)
+        return (NoiseProfile, (*fields, *rest))
 
     def channel_rows(self, rows: slice) -> NoiseProfile:
         """This profile restricted to the channels ``rows`` (for filtering them apart)."""
         if self.channels == 1:
             return self
+        return self._with_rows(rows)
+
+    def _with_rows(self, rows: slice | np.ndarray) -> NoiseProfile:
         return NoiseProfile(
             power=self.power[rows],
             magnitude=self.magnitude[rows],
@@ -164,6 +176,8 @@ class NoiseProfile:
             mode=self.mode,
             centered=self.centered,
             details=self.details,
+            tones=self.tones,
+            tone_amplitudes=self.tone_amplitudes[rows],
         )
 
     def __eq__(self, other: object) -> bool:
@@ -175,6 +189,8 @@ class NoiseProfile:
             and dict(self.details) == dict(other.details)
             and np.array_equal(self.power, other.power)
             and np.array_equal(self.magnitude, other.magnitude)
+            and np.array_equal(self.tones, other.tones)
+            and np.array_equal(self.tone_amplitudes, other.tone_amplitudes)
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -192,6 +208,8 @@ class NoiseProfile:
             mode=np.str_(self.mode),
             centered=np.bool_(self.centered),
             details=np.str_(json.dumps(dict(self.details), sort_keys=True)),
+            tones=self.tones,
+            tone_amplitudes=self.tone_amplitudes,
         )
 
     @classmethod
@@ -214,6 +232,8 @@ class NoiseProfile:
                     mode=str(data["mode"]),
                     centered=bool(data["centered"]),
                     details=json.loads(str(data["details"])),
+                    tones=data["tones"] if "tones" in data else np.zeros(0),
+                    tone_amplitudes=data["tone_amplitudes"] if "tones" in data else None,
                 )
         except (KeyError, ValueError, OSError) as error:
             if isinstance(error, ParameterError):
@@ -238,6 +258,27 @@ class NoiseProfile:
         if self.channels > 1:
             ax.legend()
         return ax
+
+
+def _checked_tones(
+    tones: Any, amplitudes: Any, channels: int, sample_rate: int
+) -> tuple[np.ndarray, np.ndarray]:
+    frequencies = np.array(tones, dtype=np.float64, copy=True).reshape(-1)
+    if not np.isfinite(frequencies).all() or ((frequencies <= 0) | (frequencies >= sample_rate / 2)).any():
+        raise ParameterError(
+            f"NoiseProfile.tones={frequencies!r} must be frequencies between 0 and {sample_rate / 2} Hz"
+        )
+    if amplitudes is None:
+        amplitudes = np.zeros((channels, frequencies.size), np.complex128)
+    values = np.array(amplitudes, dtype=np.complex128, copy=True)
+    if values.shape != (channels, frequencies.size) or not np.isfinite(values).all():
+        raise ParameterError(
+            f"NoiseProfile.tone_amplitudes has shape {values.shape}; it must be finite, "
+            f"(channels, tones) = ({channels}, {frequencies.size})"
+        )
+    frequencies.flags.writeable = False
+    values.flags.writeable = False
+    return frequencies, values
 
 
 def _derive_mode(
@@ -404,6 +445,7 @@ def profile_from_blocks(
         first, last = 0, math.inf
 
     accumulator: _MeanAccumulator | _MinimumAccumulator | None = None
+    tones = _ToneStage(sample_rate, first, reference=mode != "file") if mode != "auto" and not centered else None
     position = 0
     for block in checked_blocks(blocks):
         if accumulator is None:
@@ -416,10 +458,13 @@ def profile_from_blocks(
         stop = None if last == math.inf else max(last - position, 0)
         clip = block[max(first - position, 0) : stop]
         position += block.shape[0]
-        if clip.shape[0]:
-            accumulator.add(accumulator.splitter.push(clip))
+        for part in tones.push(clip) if tones is not None else [clip]:
+            accumulator.add(accumulator.splitter.push(part))
         if position >= last:
             break
+    if tones is not None and accumulator is not None:
+        for part in tones.finish():
+            accumulator.add(accumulator.splitter.push(part))
     if accumulator is None or accumulator.splitter.n_samples == 0:
         raise ParameterError(
             f"no samples to profile: the stream has {position} samples and the "
@@ -432,6 +477,8 @@ def profile_from_blocks(
         "end_s": (first + used) / sample_rate,
         "frames": int(accumulator.frames),
     }
+    if tones is not None and tones.frequencies.size:
+        details["tones"] = int(tones.frequencies.size)
     return NoiseProfile(
         power=power,
         magnitude=magnitude,
@@ -441,7 +488,52 @@ def profile_from_blocks(
         mode=mode,
         centered=centered,
         details=details,
+        tones=np.zeros(0) if tones is None else tones.frequencies,
+        tone_amplitudes=None if tones is None else tones.reference_amplitudes,
     )
+
+
+class _ToneStage:
+    """Hold the first seconds of a noise clip, find its steady tones, pass the clip on without them."""
+
+    def __init__(self, sample_rate: int, first: int, *, reference: bool):
+        self.sample_rate = sample_rate
+        self.first = first
+        self.reference = reference
+        self.held: list[np.ndarray] | None = []
+        self.held_samples = 0
+        self.frequencies = np.zeros(0)
+        self.reference_amplitudes: np.ndarray | None = None
+        self.canceller: ToneCanceller | None = None
+
+    def push(self, clip: np.ndarray) -> list[np.ndarray]:
+        if not clip.shape[0]:
+            return []
+        if self.held is None:
+            return [self._without_tones(clip)]
+        self.held.append(clip)
+        self.held_samples += clip.shape[0]
+        if self.held_samples < TONE_ANALYSIS_SECONDS * self.sample_rate:
+            return []
+        return self.finish()
+
+    def finish(self) -> list[np.ndarray]:
+        if self.held is None:
+            return []
+        held, self.held = self.held, None
+        if not held:
+            return []
+        noise = np.concatenate(held)
+        self.frequencies = find_tones(noise, self.sample_rate)
+        amplitudes = fit_tones(noise, self.sample_rate, self.frequencies, start=self.first)
+        self.reference_amplitudes = amplitudes if self.reference else np.zeros_like(amplitudes)
+        if self.frequencies.size:
+            self.canceller = ToneCanceller(self.frequencies, amplitudes, self.sample_rate)
+            self.canceller.position = self.first
+        return [self._without_tones(noise)]
+
+    def _without_tones(self, clip: np.ndarray) -> np.ndarray:
+        return clip if self.canceller is None else self.canceller.process(clip)[0]
 
 
 def estimate_profile(

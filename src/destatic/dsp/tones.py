@@ -1,0 +1,237 @@
+"""Steady tones (mains hum and its harmonics, whines): found in a noise clip, subtracted coherently.
+
+A spectral gain can only scale a bin, so where a tone shares a bin with
+speech it either stays or takes the speech with it. A steady tone is
+predictable instead: :func:`find_tones` locates its frequency to a small
+fraction of a hertz in the noise clip, :func:`fit_tones` measures its
+amplitude and phase, and :class:`ToneCanceller` subtracts the predicted
+waveform sample by sample while following slow changes of amplitude and
+phase (a demodulator per tone with a 3 s time constant). What is left goes
+to the spectral suppressor like any other noise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.ndimage
+import scipy.signal
+
+__all__ = ["ToneCanceller", "find_tones", "fit_tones", "harmonic_family"]
+
+TONE_PROMINENCE_DB = 25.0
+"""How far above the local noise floor a spectral peak must stand to count as a tone."""
+MIN_TONE_SECONDS = 0.1
+MAX_TONES = 32
+MIN_HARMONICS = 3
+HARMONIC_TOLERANCE = 0.003
+LOWEST_TONE_HZ = 20.0
+TRACKING_SECONDS = 10.0
+UPDATE_SECONDS = 0.02
+DRIFT_GAIN = 1e-2
+MAX_DRIFT_HZ = 0.5
+FIT_CHUNK = 1 << 15
+
+
+def find_tones(noise: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Frequencies of steady tones in a noise-only clip.
+
+    Parameters
+    ----------
+    noise : np.ndarray [shape=(n, channels)]
+        Noise only, at least 0.1 s.
+    sample_rate : int
+        Hz.
+
+    Returns
+    -------
+    np.ndarray [shape=(tones,), dtype=float64]
+        Hz, ascending; peaks of the Blackman-Harris spectrum (all channels'
+        power) at least 25 dB above the median level around them, from 20 Hz
+        to 0.45 of the rate, refined by parabolic interpolation, and kept
+        only if they form a harmonic series (:func:`harmonic_family`).
+    """
+    n = noise.shape[0]
+    if n < MIN_TONE_SECONDS * sample_rate:
+        return np.zeros(0)
+    padded = 1 << int(math.ceil(math.log2(8 * n)))
+    window = scipy.signal.windows.blackmanharris(n)
+    spectrum = np.abs(np.fft.rfft(noise * window[:, np.newaxis], padded, axis=0)) ** 2
+    level = 10 * np.log10(spectrum.sum(axis=1) + 1e-30)
+    per_bin = padded / n
+    floor = scipy.ndimage.median_filter(level, size=int(40 * per_bin) | 1, mode="nearest")
+    peaks, _ = scipy.signal.find_peaks(
+        level, height=floor + TONE_PROMINENCE_DB, distance=max(1, int(6 * per_bin))
+    )
+    hz_per_bin = sample_rate / padded
+    peaks = peaks[(peaks * hz_per_bin >= LOWEST_TONE_HZ) & (peaks * hz_per_bin <= 0.45 * sample_rate)]
+    peaks = np.sort(peaks[np.argsort(level[peaks])[::-1][:MAX_TONES]])
+    before, at, after = level[peaks - 1], level[peaks], level[peaks + 1]
+    curvature = before - 2 * at + after
+    offset = np.where(curvature < 0, 0.5 * (before - after) / np.where(curvature < 0, curvature, -1), 0)
+    return harmonic_family((peaks + offset) * hz_per_bin)
+
+
+def harmonic_family(frequencies: np.ndarray) -> np.ndarray:
+    """The largest set of ``frequencies`` that are harmonics of one fundamental, if it has 3 or more.
+
+    Mains hum and buzz come as a series locked to the grid frequency, stable
+    enough to predict; a lone tone (a motor's whine) wanders and is left to
+    the spectral suppressor. Harmonics must lie within 0.3 % of ``k * f0``.
+    """
+    best = np.zeros(0)
+    for candidate in frequencies[:MAX_TONES]:
+        for order in range(1, 6):
+            fundamental = candidate / order
+            if fundamental < LOWEST_TONE_HZ:
+                break
+            ratio = frequencies / fundamental
+            members = frequencies[np.abs(ratio - np.round(ratio)) < HARMONIC_TOLERANCE * ratio]
+            if members.size > best.size:
+                best = members
+    return best if best.size >= MIN_HARMONICS else np.zeros(0)
+
+
+def _phasors(frequencies: np.ndarray, sample_rate: int, start: int, count: int) -> np.ndarray:
+    """``exp(j 2 pi f n / rate)`` for ``n`` in ``[start, start + count)``, shape ``(count, tones)``."""
+    cycles = np.outer(start + np.arange(count, dtype=np.float64), frequencies / sample_rate)
+    return np.exp(2j * np.pi * np.mod(cycles, 1.0))
+
+
+def fit_tones(noise: np.ndarray, sample_rate: int, frequencies: np.ndarray, *, start: int = 0) -> np.ndarray:
+    """Complex amplitude of each tone in a noise-only clip, referred to sample 0 of its stream.
+
+    The tone model is ``2 Re(A exp(j 2 pi f n / rate))`` with ``n`` counted
+    from the start of the stream; the clip starts at sample ``start``.
+
+    Returns
+    -------
+    np.ndarray [shape=(channels, tones), dtype=complex128]
+    """
+    channels = noise.shape[1]
+    total = np.zeros((channels, frequencies.size), np.complex128)
+    weights = np.hanning(noise.shape[0] + 2)[1:-1]
+    for offset in range(0, noise.shape[0], FIT_CHUNK):
+        part = noise[offset : offset + FIT_CHUNK].astype(np.float64)
+        weight = weights[offset : offset + FIT_CHUNK, np.newaxis]
+        conjugate = _phasors(frequencies, sample_rate, start + offset, part.shape[0]).conj()
+        total += (part * weight).T @ conjugate
+    return total / weights.sum()
+
+
+class ToneCanceller:
+    """Subtract known steady tones from a stream of blocks, following their amplitude and phase.
+
+    Parameters
+    ----------
+    frequencies : np.ndarray [shape=(tones,)]
+        Hz, from :func:`find_tones`.
+    amplitudes : np.ndarray [shape=(channels, tones), complex]
+        Starting amplitudes from :func:`fit_tones` (zeros: learn them).
+    sample_rate : int
+        Hz.
+
+    Notes
+    -----
+    The amplitudes are re-estimated every 20 ms from the demodulated signal
+    (one-pole, 3 s), each from the samples before it, so the result does not
+    depend on how the stream is cut into blocks. Cost: two small matrix
+    products per block.
+    """
+
+    def __init__(self, frequencies: np.ndarray, amplitudes: np.ndarray, sample_rate: int):
+        self.frequencies = np.asarray(frequencies, np.float64)
+        self.sample_rate = sample_rate
+        self.step = max(1, round(UPDATE_SECONDS * sample_rate))
+        self.smoothing = math.exp(-self.step / (TRACKING_SECONDS * sample_rate))
+        self.amplitudes = np.array(amplitudes, np.complex128)
+        self.position = 0
+        self._sum = np.zeros_like(self.amplitudes)
+        self._agreement = (np.abs(self.amplitudes) ** 2).sum(axis=0)
+        self._predicted_power = self._agreement.copy()
+        fundamental = self.frequencies.min() if self.frequencies.size else 1.0
+        self.orders = np.maximum(np.round(self.frequencies / fundamental), 1.0)
+        self.drift = 0.0
+        self.max_drift = 2 * np.pi * MAX_DRIFT_HZ * self.step / sample_rate
+        self._table = _phasors(self.frequencies, sample_rate, 0, self.step)
+
+    def process(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Take a ``(n, channels)`` float32 block; return ``(block - tones, tones)``."""
+        tones = np.empty(block.shape, np.float32)
+        done = 0
+        while done < block.shape[0]:
+            offset = self.position % self.step
+            if offset == 0 and block.shape[0] - done >= self.step:
+                count = (block.shape[0] - done) // self.step * self.step
+                tones[done : done + count] = self._whole_steps(block[done : done + count])
+            else:
+                count = min(self.step - offset, block.shape[0] - done)
+                tones[done : done + count] = self._part_of_step(block[done : done + count], offset)
+            done += count
+        return block - tones, tones
+
+    def _rotation(self, start: int, steps: int) -> np.ndarray:
+        return _phasors(self.frequencies, self.sample_rate, start, 1) if steps == 1 else np.exp(
+            2j * np.pi * np.mod(
+                np.outer(start + self.step * np.arange(steps, dtype=np.float64), self.frequencies / self.sample_rate),
+                1.0,
+            )
+        )
+
+    def _part_of_step(self, samples: np.ndarray, offset: int) -> np.ndarray:
+        start = self.position - offset
+        rotation = self._rotation(start, 1)[0]
+        table = self._table[offset : offset + samples.shape[0]]
+        tones = 2 * ((self._prediction() * self._weight() * rotation) @ table.T).real.T
+        self._sum += samples.astype(np.float64).T @ (table.conj() * rotation.conj())
+        self.position += samples.shape[0]
+        if self.position % self.step == 0:
+            self._update(self._sum[np.newaxis] / self.step)
+            self._sum = np.zeros_like(self._sum)
+        return tones.astype(np.float32)
+
+    def _whole_steps(self, samples: np.ndarray) -> np.ndarray:
+        steps = samples.shape[0] // self.step
+        channels = samples.shape[1]
+        rotation = self._rotation(self.position, steps)
+        shaped = samples.astype(np.float64).reshape(steps, self.step, channels).transpose(0, 2, 1)
+        means = (shaped @ self._table.conj()) * rotation.conj()[:, np.newaxis, :] / self.step
+        starts = self._update(means)
+        tones = (starts * rotation[:, np.newaxis, :]) @ self._table.T
+        self.position += samples.shape[0]
+        return 2 * tones.real.transpose(0, 2, 1).reshape(samples.shape).astype(np.float32)
+
+    def _prediction(self) -> np.ndarray:
+        """The amplitudes expected in the coming step: the last estimate turned by the drift."""
+        return self.amplitudes * np.exp(1j * self.drift * self.orders)
+
+    def _weight(self) -> np.ndarray:
+        """How much of each predicted tone to subtract: the least-squares fit of prediction to signal, in [0, 1]."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            fit = np.where(self._predicted_power > 0, self._agreement / self._predicted_power, 1.0)
+        return np.clip(fit, 0.0, 1.0)
+
+    def _update(self, means: np.ndarray) -> np.ndarray:
+        """Feed per-step demodulated means ``(steps, channels, tones)``; return the amplitudes to subtract in each step.
+
+        Each step subtracts the amplitude predicted before it: the last
+        estimate turned by the tones' tracked drift (all harmonics drift
+        together, so one rotation rate of the fundamental is followed),
+        scaled by how well predictions have matched the signal lately, so a
+        tone that cannot be followed fades out instead of being added back.
+        """
+        a = np.float64(self.smoothing)
+        used = np.empty_like(means)
+        for step, mean in enumerate(means):
+            predicted = self._prediction()
+            used[step] = predicted * self._weight()
+            error = (mean * predicted.conj()).sum(axis=0)
+            power = (np.abs(predicted) ** 2).sum(axis=0)
+            if power.sum() > 0:
+                self.drift += DRIFT_GAIN * np.sum(power * np.angle(error) / self.orders) / power.sum()
+                self.drift = float(np.clip(self.drift, -self.max_drift, self.max_drift))
+            self.amplitudes = a * predicted + (1 - a) * mean
+            self._agreement = a * self._agreement + (1 - a) * error.real
+            self._predicted_power = a * self._predicted_power + (1 - a) * power
+        return used
