@@ -72,6 +72,10 @@ class SuppressionOptions:
     track_noise : bool
         Keep following the noise while denoising (MCRA), starting from the
         profile: quickly for ``auto`` profiles, slowly (1 s) for measured ones.
+    speech_absence : float in [0, 1)
+        ``logmmse`` only: a priori probability that a bin holds no speech;
+        the gain is weighted by the estimated probability of speech
+        (OM-LSA). 0 turns the weighting off.
     """
 
     max_reduction_db: float = 30.0
@@ -82,6 +86,7 @@ class SuppressionOptions:
     over_subtraction: float | None = None
     spectral_floor: float = 0.01
     track_noise: bool = True
+    speech_absence: float = 0.2
 
     def __post_init__(self) -> None:
         check_number("max_reduction_db", self.max_reduction_db, low=0.1, high=200.0,
@@ -99,6 +104,8 @@ class SuppressionOptions:
                          allowed="None or a number from 1 to 20")
         check_number("spectral_floor", self.spectral_floor, low=1e-6, high=1.0,
                      allowed="a number in (0, 1]")
+        check_number("speech_absence", self.speech_absence, low=0.0, high=0.95,
+                     allowed="a probability from 0 to 0.95")
         if self.track_noise not in (True, False):
             raise ParameterError(f"track_noise={self.track_noise!r} must be True or False")
 
@@ -287,7 +294,29 @@ class GainComputer:
         self._prior = prior
         if self.method == "wiener":
             return wiener
-        return np.minimum(wiener * _logmmse_factor(wiener * gamma), 1)
+        v = wiener * gamma
+        gain = np.minimum(wiener * _logmmse_factor(v), 1)
+        if self.options.speech_absence > 0:
+            gain = self._weigh_by_presence(gain, wiener, v)
+        return gain
+
+    def _weigh_by_presence(self, gain: np.ndarray, wiener: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """``G^p * G_min^(1 - p)`` with ``p`` the probability that speech is present (OM-LSA, Cohen 2001).
+
+        ``p = 1 / (1 + q / (1 - q) * (1 + xi) * exp(-v))`` for a priori
+        absence ``q``; where speech is unlikely the gain falls towards the
+        floor, which takes out the residual noise that the log-MMSE gain leaves.
+        """
+        q = self.options.speech_absence
+        odds = np.exp(-np.minimum(v, np.float32(80)))
+        odds *= np.float32(q / (1 - q))
+        odds /= np.maximum(1 - wiener, np.float32(1e-6))
+        log_floor = np.float32(np.log(self.floor))
+        log_gain = np.log(np.maximum(gain, np.float32(self.floor)))
+        log_gain -= log_floor
+        log_gain /= 1 + odds
+        log_gain += log_floor
+        return np.exp(log_gain, out=log_gain)
 
     def _finish(self, gain: np.ndarray) -> np.ndarray:
         np.clip(gain, self.floor, 1.0, out=gain)
