@@ -1,0 +1,117 @@
+"""Steady tones (mains hum): found in the noise clip, subtracted coherently, followed when they drift."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import destatic
+from destatic.dsp import NoiseProfile, resolve_profile
+from destatic.dsp.tones import ToneCanceller, find_tones, fit_tones, harmonic_family
+
+SR = 16000
+
+
+def hum(seconds, *, sample_rate=SR, f0=50.0, wander_hz=0.0, harmonics=10, seed=0):
+    """Mains-like hum: harmonics 1..10 of ``f0`` at 1/k, random phases; ``f0`` may wander slowly."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    fundamental = f0 + wander_hz * np.sin(2 * np.pi * t / 8)
+    phase = 2 * np.pi * np.cumsum(fundamental) / sample_rate
+    offsets = np.random.default_rng(seed).uniform(0, 2 * np.pi, harmonics)
+    signal = sum(np.sin(k * phase + offsets[k - 1]) / k for k in range(1, harmonics + 1))
+    return (0.1 * signal / np.sqrt(np.mean(signal**2))).astype(np.float32)
+
+
+def level_db(x):
+    return 10 * np.log10(np.mean(np.asarray(x, np.float64) ** 2))
+
+
+def test_the_harmonics_of_mains_hum_are_found_precisely(rng):
+    noise = hum(1.0) + 0.003 * rng.standard_normal(SR).astype(np.float32)
+    found = find_tones(noise[:, np.newaxis], SR)
+    np.testing.assert_allclose(found, 50.0 * np.arange(1, 11), atol=0.05)
+
+
+def test_no_tones_in_broadband_noise_or_a_lone_whine(rng):
+    white = rng.standard_normal((SR, 1)).astype(np.float32)
+    assert find_tones(white, SR).size == 0
+    t = np.arange(SR) / SR
+    whine = (np.sin(2 * np.pi * 626.0 * t) + 0.01 * rng.standard_normal(SR))[:, np.newaxis]
+    assert find_tones(whine, SR).size == 0
+    assert harmonic_family(np.array([626.0, 5640.0])).size == 0
+    np.testing.assert_array_equal(harmonic_family(np.array([60.0, 120.2, 180.0, 333.0])), [60.0, 120.2, 180.0])
+
+
+def test_cancelling_does_not_depend_on_block_size(rng):
+    stereo = np.stack([hum(3.0), 0.5 * hum(3.0, seed=1)], axis=1)
+    stereo += 0.01 * rng.standard_normal(stereo.shape).astype(np.float32)
+    frequencies = find_tones(stereo[:SR], SR)
+    amplitudes = fit_tones(stereo[:SR], SR, frequencies)
+    results = []
+    for size in (stereo.shape[0], 4096, 777, 1):
+        canceller = ToneCanceller(frequencies, amplitudes, SR)
+        part = stereo if size > 1 else stereo[:2000]
+        results.append(np.concatenate([canceller.process(part[i : i + size])[0] for i in range(0, part.shape[0], size)]))
+    for result in results[1:3]:
+        np.testing.assert_array_equal(result, results[0])
+    np.testing.assert_array_equal(results[3], results[0][:2000])
+
+
+@pytest.mark.parametrize("wander_hz", [0.0, 0.05])
+def test_hum_is_cancelled_and_followed_when_it_drifts(wander_hz, rng):
+    tone = hum(20.0, wander_hz=wander_hz)
+    floor = 0.001 * rng.standard_normal(tone.size).astype(np.float32)
+    noisy = (tone + floor)[:, np.newaxis]
+    frequencies = find_tones(noisy[:SR], SR)
+    canceller = ToneCanceller(frequencies, fit_tones(noisy[:SR], SR, frequencies), SR)
+    cleaned, removed = canceller.process(noisy)
+    np.testing.assert_allclose(cleaned + removed, noisy, atol=1e-6)
+    late = slice(10 * SR, None)
+    assert level_db(cleaned[late]) < level_db(noisy[late]) - 25
+
+
+def test_profile_holds_the_tones_and_measures_the_noise_without_them(rng):
+    noise = 0.003 * rng.standard_normal(2 * SR).astype(np.float32)
+    profile = resolve_profile(hum(2.0) + noise, SR, (0.0, 1.0))
+    bare = resolve_profile(noise, SR, (0.0, 1.0))
+    np.testing.assert_allclose(profile.tones, 50.0 * np.arange(1, 11), atol=0.05)
+    assert profile.tone_amplitudes.shape == (1, 10)
+    hum_bins = np.round(profile.tones / (SR / profile.n_fft)).astype(int)
+    assert np.all(profile.power_db()[0, hum_bins] < bare.power_db()[0, hum_bins] + 6)
+    assert bare.tones.size == 0
+
+
+def test_hum_under_speech_is_removed_far_better_than_by_gains_alone(rng):
+    t = np.arange(6 * SR) / SR
+    voice = ((t > 1) * (np.sin(2 * np.pi * 2 * t) > 0) * sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8)))
+    clean = (0.2 * voice).astype(np.float32)
+    noisy = clean + hum(6.0) + 0.003 * rng.standard_normal(t.size).astype(np.float32)
+    profile = resolve_profile(noisy, SR, (0.0, 1.0))
+    without_tones = dataclasses.replace(profile, tones=np.zeros(0), tone_amplitudes=None)
+    speech = slice(SR, None)
+
+    def error_db(noise):
+        return level_db((destatic.denoise(noisy, SR, noise=noise) - clean)[speech])
+
+    assert error_db(profile) < error_db(without_tones) - 10
+    removed = destatic.denoise(noisy, SR, noise=profile, residue=True)
+    np.testing.assert_allclose(destatic.denoise(noisy, SR, noise=profile) + removed, noisy, atol=1e-5)
+
+
+def test_tones_survive_save_and_load(tmp_path, rng):
+    noisy = hum(2.0) + 0.003 * rng.standard_normal(2 * SR).astype(np.float32)
+    profile = resolve_profile(noisy, SR, (0.0, 1.0))
+    profile.save(tmp_path / "hum.npz")
+    assert NoiseProfile.load(tmp_path / "hum.npz") == profile
+
+
+def test_a_separate_noise_recording_gives_tones_without_phase(rng):
+    recording = hum(2.0, seed=3) + 0.003 * rng.standard_normal(2 * SR).astype(np.float32)
+    noisy = hum(3.0) + 0.003 * rng.standard_normal(3 * SR).astype(np.float32)
+    profile = resolve_profile(noisy, SR, recording)
+    assert profile.tones.size == 10
+    assert not profile.tone_amplitudes.any()
+    late = slice(2 * SR, None)
+    assert level_db(destatic.denoise(noisy, SR, noise=profile)[late]) < level_db(noisy[late]) - 20
