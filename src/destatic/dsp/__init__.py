@@ -14,6 +14,7 @@ from destatic.dsp.engine import (
     denoise_stream,
     framing_for,
     gain_shape,
+    jobs_for_length,
     resolve_profile,
 )
 from destatic.dsp.gains import DEFAULT_METHOD, METHODS, SuppressionOptions
@@ -37,6 +38,7 @@ __all__ = [
     "framing_for",
     "frame_count",
     "gain_shape",
+    "jobs_for_length",
     "profile_from_blocks",
     "resolve_profile",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "denoise_stream",
     "framing_for",
     "gain_shape",
+    "jobs_for_length",
     "resolve_profile",
 ]
 
@@ -558,8 +559,11 @@ def denoise_stream(
     )
 
 
-def _jobs_for_length(n_jobs: int | None, n_samples: int, sample_rate: int) -> int | None:
-    """``n_jobs`` for a stream of known length: automatic means 1 for short ones."""
+def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None) -> int | None:
+    """``n_jobs`` for audio of known length: automatic (``None``) stays in this process when it is short.
+
+    Starting a child costs more than it saves below :data:`PARALLEL_MIN_SECONDS`.
+    """
     if n_jobs is None and n_samples < PARALLEL_MIN_SECONDS * sample_rate:
         return 1
     return n_jobs
@@ -630,7 +634,7 @@ def denoise(
         noise=profile,
         method=method,
         residue=residue,
-        n_jobs=_jobs_for_length(n_jobs, samples.shape[0], sample_rate),
+        n_jobs=jobs_for_length(samples.shape[0], sample_rate, n_jobs),
         **options,
     ):
         result[position : position + block.shape[0]] = block

@@ -3,12 +3,11 @@
 Each channel is denoised on its own (its own noise estimate, its own gains),
 so channels can be split between processes without changing a sample. The
 calling process only reads, splits and joins: each group of channels goes to
-a child process, forked directly when this process runs a single thread,
-else from a ``forkserver`` (safe beside threads, cheap after its first start;
-like any spawned process it imports the main script, which therefore needs
-the ``if __name__ == "__main__":`` guard). Blocks go out a few ahead of the
-results, which come back in order, so memory stays bounded and the children
-and the reader overlap.
+a forked child process (cheap, and it imports nothing; the child touches
+only numpy, its pipe and its own copy of the arguments, never a lock another
+thread of the parent might hold). Blocks go out a few ahead of the results,
+which come back in order, so memory stays bounded and the children and the
+reader overlap.
 """
 
 from __future__ import annotations
@@ -50,13 +49,14 @@ def resolve_jobs(n_jobs: int | None, channels: int) -> int:
     """Child processes to filter ``channels`` channels with; 1 means in this process.
 
     ``None`` means one per channel up to the CPUs available. A daemonic
-    process (e.g. a Dask worker) may not start children, so it gets 1.
+    process (e.g. a Dask worker) may not start children, and children are
+    forked, so both that and a system without ``fork`` get 1.
     """
     if n_jobs is not None and (
         isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1
     ):
         raise ParameterError(f"n_jobs={n_jobs!r} must be None (automatic) or an integer >= 1")
-    if multiprocessing.current_process().daemon:
+    if multiprocessing.current_process().daemon or not hasattr(os, "fork"):
         return 1
     wanted = available_cpus() if n_jobs is None else n_jobs
     return max(1, min(wanted, channels))
@@ -72,14 +72,6 @@ def _part(item: Item, group: slice) -> Item:
         block, extra = item
         return np.ascontiguousarray(block[:, group]), np.ascontiguousarray(extra[group])
     return np.ascontiguousarray(item[:, group])
-
-
-def _context() -> multiprocessing.context.BaseContext:
-    if threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["destatic.dsp.engine"])
-    return context
 
 
 class _Child:
@@ -254,7 +246,7 @@ def map_channel_groups(
     groups = _groups(channels, jobs)
     children: list[_Child] = []
     try:
-        context = _context()
+        context = multiprocessing.get_context("fork")
         for group in groups:
             children.append(_Child(context, run, per_group(group, channels)))
         for child in children:
