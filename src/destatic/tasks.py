@@ -56,9 +56,9 @@ __all__ = [
 # then stop matching.
 STEP_VERSIONS: dict[str, str] = {
     "extract": "1",
-    "profile": "1",
-    "subtract": "2",
-    "inverse": "1",
+    "profile": "2",
+    "subtract": "3",
+    "inverse": "2",
     "remux": "1",
     "export": "1",
     "plots": "1",
@@ -330,7 +330,14 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
     _, frames, bins = dsp.gain_shape(info.frames, profile)
-    chunks = dsp.compute_gains(_blocks(audio_wav), info.samplerate, profile, method=suppression.method, **suppression.dsp_options())
+    chunks = dsp.compute_gains(
+        _blocks(audio_wav),
+        info.samplerate,
+        profile,
+        method=suppression.method,
+        n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
+        **suppression.dsp_options(),
+    )
     report_progress = _Progress(progress, frames, start=20, span=40)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(GAIN_DTYPE)), "fortran_order": False, "shape": (frames, info.channels, bins)}
     with media.atomic_output(target) as partial, open(partial, "wb") as out:
@@ -367,7 +374,13 @@ def inverse_stft(audio_wav: Path, gains_npy: Path, profile_npz: Path, work_dir: 
     target = _target(_INVERSE, work_dir, inputs)
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
-    cleaned = dsp.apply_gains(_blocks(audio_wav), info.samplerate, _gain_chunks(gains_npy), profile=profile)
+    cleaned = dsp.apply_gains(
+        _blocks(audio_wav),
+        info.samplerate,
+        _gain_chunks(gains_npy),
+        profile=profile,
+        n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
+    )
     report_progress = _Progress(progress, info.frames, start=60, span=30)
     with media.atomic_output(target) as partial:
         with sf.SoundFile(partial, "w", samplerate=info.samplerate, channels=info.channels, subtype="FLOAT", format="WAV") as out:
