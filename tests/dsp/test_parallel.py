@@ -169,3 +169,15 @@ def test_children_stop_when_their_parent_is_killed(tmp_path):
     finally:
         if parent.poll() is None:
             parent.kill()
+
+
+def test_in_memory_children_report_their_errors(multichannel):
+    with pytest.raises(ParameterError, match="max_reduction_db"):
+        destatic.denoise(multichannel, SR, n_jobs=2, max_reduction_db=-5)
+
+
+def test_in_memory_result_with_children_equals_one_process(multichannel):
+    serial = destatic.denoise(multichannel, SR, noise=(0, 1), n_jobs=1, residue=True)
+    parallel = destatic.denoise(multichannel, SR, noise=(0, 1), n_jobs=3, residue=True)
+    assert parallel.dtype == np.float32 and parallel.flags.writeable
+    np.testing.assert_array_equal(parallel, serial)

@@ -18,7 +18,7 @@ import numpy as np
 
 from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, iter_array_blocks
 from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
-from destatic.dsp.parallel import map_channel_groups
+from destatic.dsp.parallel import fill_by_channel_groups, map_channel_groups
 from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
 from destatic.dsp.tones import ToneCanceller
 from destatic.dsp.stft import FrameCounter, FrameSplitter, OverlapAdder, frame_count, resolve_fft_size
@@ -626,17 +626,22 @@ def denoise(
         SuppressionOptions.from_options(method, options)
         return np.zeros(np.shape(audio), np.float32)
     profile = resolve_profile(samples, sample_rate, noise, method=method)
-    result = np.empty(samples.shape, np.float32)
-    position = 0
-    for block in denoise_stream(
-        iter_array_blocks(samples, BLOCK_SIZE),
-        sample_rate,
-        noise=profile,
-        method=method,
-        residue=residue,
-        n_jobs=jobs_for_length(samples.shape[0], sample_rate, n_jobs),
-        **options,
-    ):
-        result[position : position + block.shape[0]] = block
-        position += block.shape[0]
+    profile = _checked_profile(profile, sample_rate, samples.shape[1])
+
+    def fill(group: slice, out: np.ndarray) -> None:
+        position = 0
+        for block in denoise_stream(
+            iter_array_blocks(samples[:, group], BLOCK_SIZE),
+            sample_rate,
+            noise=profile.channel_rows(group),
+            method=method,
+            residue=residue,
+            **options,
+        ):
+            out[position : position + block.shape[0]] = block
+            position += block.shape[0]
+
+    result = fill_by_channel_groups(
+        fill, samples.shape, n_jobs=jobs_for_length(samples.shape[0], sample_rate, n_jobs)
+    )
     return result.reshape(np.shape(audio)) if np.ndim(audio) == 1 else result

@@ -167,8 +167,7 @@ def _logmmse_factor(v: np.ndarray) -> np.ndarray:
         FLOAT32_MANTISSA_BITS - LOGMMSE_CELLS_PER_OCTAVE_BITS
     )
     index -= first
-    np.clip(index, 0, table.size - 1, out=index)
-    return table.take(index)
+    return table.take(index, mode="clip")
 
 
 def _triangle_kernel(width_bins: float) -> np.ndarray | None:
@@ -308,13 +307,16 @@ class GainComputer:
         floor, which takes out the residual noise that the log-MMSE gain leaves.
         """
         q = self.options.speech_absence
-        odds = np.exp(-np.minimum(v, np.float32(80)))
-        odds *= np.float32(q / (1 - q))
-        odds /= np.maximum(1 - wiener, np.float32(1e-6))
+        odds = np.subtract(np.float32(np.log(q / (1 - q))), v)
+        np.maximum(odds, np.float32(-80), out=odds)
+        np.exp(odds, out=odds)
+        odds /= 1 - wiener
+        odds += 1
         log_floor = np.float32(np.log(self.floor))
-        log_gain = np.log(np.maximum(gain, np.float32(self.floor)))
+        log_gain = np.maximum(gain, np.float32(self.floor), out=gain)
+        np.log(log_gain, out=log_gain)
         log_gain -= log_floor
-        log_gain /= 1 + odds
+        log_gain /= odds
         log_gain += log_floor
         return np.exp(log_gain, out=log_gain)
 

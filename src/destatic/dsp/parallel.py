@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import mmap
 import multiprocessing
 import os
 import queue
@@ -27,7 +28,7 @@ import numpy as np
 
 from destatic.errors import ParameterError
 
-__all__ = ["available_cpus", "map_channel_groups", "resolve_jobs"]
+__all__ = ["available_cpus", "fill_by_channel_groups", "map_channel_groups", "resolve_jobs"]
 
 Item = np.ndarray | tuple[np.ndarray, np.ndarray]
 BLOCKS_AHEAD = 3
@@ -284,3 +285,75 @@ def _wait_for_any(children: list[_Child]) -> None:
 def _joined(children: list[_Child], axis: int) -> Iterator[np.ndarray]:
     while all(child.results for child in children):
         yield np.concatenate([child.results.popleft() for child in children], axis=axis)
+
+
+def fill_by_channel_groups(
+    fill: Callable[[slice, np.ndarray], None],
+    shape: tuple[int, int],
+    *,
+    n_jobs: int | None,
+) -> np.ndarray:
+    """Make a float32 array of ``shape`` (frames, channels) by ``fill(group, out)`` per group of channels.
+
+    For audio already in memory: each forked child reads its channels from
+    its copy-on-write view of the caller's arrays and writes ``out`` (the
+    group's columns) straight into memory shared with this process, so
+    nothing is sent through pipes. ``fill`` must treat channels independently.
+
+    Parameters
+    ----------
+    fill : callable
+        ``fill(group, out)`` writes the result for the channels ``group``
+        into ``out``, a float32 view of shape ``(frames, group size)``.
+    shape : tuple of int
+        ``(frames, channels)`` of the result.
+    n_jobs : int or None
+        See :func:`resolve_jobs`.
+    """
+    frames, channels = shape
+    jobs = resolve_jobs(n_jobs, channels)
+    if jobs == 1 or frames == 0:
+        result = np.empty(shape, np.float32)
+        fill(slice(0, channels), result)
+        return result
+    shared = mmap.mmap(-1, frames * channels * np.dtype(np.float32).itemsize)
+    result = np.frombuffer(shared, np.float32).reshape(shape)
+    context = multiprocessing.get_context("fork")
+    children = []
+    try:
+        for group in _groups(channels, jobs):
+            receiver, sender = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_fill_group, args=(sender, fill, group, result), daemon=True, name="destatic-channels"
+            )
+            process.start()
+            sender.close()
+            children.append((process, receiver))
+        for process, receiver in children:
+            try:
+                outcome = receiver.recv()
+            except EOFError:
+                raise RuntimeError(f"a channel process died (exit code {process.exitcode})") from None
+            if outcome is not None:
+                raise outcome
+    finally:
+        for process, receiver in children:
+            receiver.close()
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    return result
+
+
+def _fill_group(sender: Connection, fill: Callable[[slice, np.ndarray], None], group: slice, result: np.ndarray) -> None:
+    try:
+        fill(group, result[:, group])
+        sender.send(None)
+    except BaseException as error:  # the parent raises it
+        try:
+            sender.send(error)
+        except Exception:
+            sender.send(RuntimeError(f"{type(error).__name__}: {error}"))
+    finally:
+        sender.close()
