@@ -97,10 +97,13 @@ def main(argv: list[str] | None = None) -> int:
         cpu_cells = "-" if cpu is None else f"{cpu:.1f}"
         cpu_ratio = "-" if cpu is None else f"{reference_cpu / cpu:.2f}"
         print(f"| {label} | {wall:.1f} | {cpu_cells} | {audio_seconds / wall:.0f}x | {reference / wall:.2f} | {cpu_ratio} |")
-    for label in [label for label in best if label.startswith("destatic")]:
-        ratio = reference / best[label][0]
-        verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
-        print(f"{label}: {ratio:.2f}x afftdn's speed (wall), {verdict} the target >= {TARGET_RATIO:g}x")
+    walls = {label: wall for label, (wall, _) in best.items()}
+    walls["destatic.denoise() call alone (the issue's figure)"] = steps["denoise"]
+    for label, wall in walls.items():
+        if label.startswith("destatic"):
+            ratio = reference / wall
+            verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+            print(f"{label}: {ratio:.2f}x afftdn's speed (wall), {verdict} the target >= {TARGET_RATIO:g}x")
     print(
         "CPU s counts this process and its children (ffmpeg; destatic's channel processes). "
         "destatic.denoise uses a process per channel by default on audio of 30 s or more; "
