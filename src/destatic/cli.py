@@ -7,15 +7,18 @@ strongest source) and calls a flow or a task's core. Exit status: 0 success,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from destatic import __version__
@@ -190,13 +193,40 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
+@contextlib.contextmanager
+def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
+    """A rich progress bar per input, moved by its steps as they report (tasks in this process)."""
+    from destatic import tasks
+    from destatic.flows import work_dir_for
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bars:
+        bar_of: dict[Path, TaskID] = {}
+        for source in sources:
+            try:
+                bar_of[work_dir_for(source, settings).absolute()] = bars.add_task(source.name, total=100)
+            except OSError:  # unreadable: the flow reports it
+                continue
+
+        def move(work_dir: Path, percent: float) -> None:
+            bar = bar_of.get(work_dir.absolute())
+            if bar is not None:
+                bars.update(bar, completed=percent)
+
+        token = tasks.progress_listener.set(move)
+        try:
+            yield
+        finally:
+            tasks.progress_listener.reset(token)
+
+
 def _run_one(source: Path, target: Path, settings: Any) -> int:
     """Clean one file through the denoise-file flow; the number of failures (0 or 1)."""
     from destatic.flows import denoise_file
     from destatic.runners import task_runner_for
 
     try:
-        with console.status(f"cleaning {source.name}"):
+        with _progress_bars([source], settings):
             on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
             written = on_runner(source, settings, output=target, quarantine_bad=False)
     except DestaticError as error:
@@ -214,7 +244,8 @@ def _run_many(inputs: list[Path], targets: list[Path], settings: Any) -> int:
     from destatic.flows import run_batch
 
     runner = settings.runtime.task_runner + (f" at {settings.runtime.dask_address}" if settings.runtime.dask_address else "")
-    with console.status(f"cleaning {len(inputs)} files ({runner})"):
+    console.print(f"cleaning {len(inputs)} files ({runner})", highlight=False)
+    with _progress_bars(inputs, settings):
         rows = run_batch(inputs, settings, outputs=targets)
     for row in rows:
         if row["status"] == "done":

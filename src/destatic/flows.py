@@ -29,7 +29,6 @@ from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
     create_table_artifact,
-    update_progress_artifact,
 )
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
@@ -310,6 +309,7 @@ def _continue_steps(run: _FileRun) -> None:
     audio_wav = run.wait("extract")
     if sf.info(str(audio_wav)).duration >= LONG_FILE_S:
         run.progress = create_progress_artifact(progress=10.0, description=f"destatic: {source.name}")
+    tasks.notify_progress(work_dir, 10.0)
     audio, noise_wav = run.futures["extract"], run.futures.get("noise")
     noise_file = settings.noise.file.absolute() if noise_wav is not None and settings.noise.file else None
     profile = run.submit(
@@ -342,8 +342,7 @@ def _finish_steps(run: _FileRun) -> Path:
     for step in ("profile", "subtract", "inverse", "encode"):
         run.wait(step)
     delivered = run.wait("deliver")
-    if run.progress is not None:
-        update_progress_artifact(run.progress, progress=100.0)
+    tasks.report_progress(run.progress, run.work_dir, 100.0)
     with _timed(run, "report"):
         _write_report(
             run,

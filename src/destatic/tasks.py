@@ -15,7 +15,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +46,12 @@ __all__ = [
     "file_digest",
     "inverse_stft",
     "is_transient",
+    "notify_progress",
     "plot_report",
     "profile_noise",
+    "progress_listener",
     "remux",
+    "report_progress",
     "step_key",
     "subtract_noise",
 ]
@@ -67,6 +71,7 @@ KEY_CHARS = 20
 READ_BLOCK = 1 << 16
 GAIN_DTYPE = np.float32
 PROGRESS_EVERY_S = 2.0
+LISTENER_EVERY_S = 0.2
 
 _digests: dict[tuple[int, int, int, int], str] = {}
 _digests_lock = threading.Lock()
@@ -302,18 +307,45 @@ def profile_noise(
     return target
 
 
-class _Progress:
-    """Moves a progress artifact from `start` to `start + span` percent, at most every PROGRESS_EVERY_S."""
+ProgressListener = Callable[[Path, float], None]
+progress_listener: ContextVar[ProgressListener | None] = ContextVar("destatic_progress_listener", default=None)
+"""Called with (work folder, percent) as a file's steps advance, in this process (the CLI's progress bars).
 
-    def __init__(self, artifact: Any, total: int, *, start: float, span: float) -> None:
-        self.artifact, self.total, self.start, self.span = artifact, max(total, 1), start, span
-        self.last = time.monotonic()
+Set it around a flow run; task threads inherit it. Tasks run elsewhere (Dask) do not report here.
+"""
+
+
+def notify_progress(work_dir: Path, percent: float) -> None:
+    """Tell this process's progress listener, if there is one, how far the file in `work_dir` is."""
+    listener = progress_listener.get()
+    if listener is not None:
+        listener(Path(work_dir), percent)
+
+
+def report_progress(artifact: Any, work_dir: Path, percent: float) -> None:
+    """Move a file's progress artifact (when it has one) and this process's listener."""
+    if artifact is not None:
+        update_progress_artifact(artifact, progress=round(percent, 1))
+    notify_progress(work_dir, percent)
+
+
+class _Progress:
+    """Moves a file's progress from `start` to `start + span` percent: the artifact at most every
+    PROGRESS_EVERY_S, the listener at most every LISTENER_EVERY_S."""
+
+    def __init__(self, artifact: Any, work_dir: Path, total: int, *, start: float, span: float) -> None:
+        self.artifact, self.work_dir, self.total, self.start, self.span = artifact, work_dir, max(total, 1), start, span
+        self.last = self.last_told = time.monotonic()
 
     def __call__(self, done: int) -> None:
-        now = time.monotonic()
-        if self.artifact is not None and (now - self.last >= PROGRESS_EVERY_S or done >= self.total):
-            update_progress_artifact(self.artifact, progress=round(self.start + self.span * min(done, self.total) / self.total, 1))
+        now, finished = time.monotonic(), done >= self.total
+        percent = self.start + self.span * min(done, self.total) / self.total
+        if self.artifact is not None and (now - self.last >= PROGRESS_EVERY_S or finished):
+            update_progress_artifact(self.artifact, progress=round(percent, 1))
             self.last = now
+        if now - self.last_told >= LISTENER_EVERY_S or finished:
+            notify_progress(self.work_dir, percent)
+            self.last_told = now
 
 
 @task(name="subtract_noise", cache_policy=_SUBTRACT, **_STEP_OPTIONS)
@@ -338,7 +370,7 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
         n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
         **suppression.dsp_options(),
     )
-    report_progress = _Progress(progress, frames, start=20, span=40)
+    report_progress = _Progress(progress, work_dir, frames, start=20, span=40)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(GAIN_DTYPE)), "fortran_order": False, "shape": (frames, info.channels, bins)}
     with media.atomic_output(target) as partial, open(partial, "wb") as out:
         np.lib.format.write_array_header_1_0(out, header)
@@ -381,7 +413,7 @@ def inverse_stft(audio_wav: Path, gains_npy: Path, profile_npz: Path, work_dir: 
         profile=profile,
         n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
     )
-    report_progress = _Progress(progress, info.frames, start=60, span=30)
+    report_progress = _Progress(progress, work_dir, info.frames, start=60, span=30)
     with media.atomic_output(target) as partial:
         with sf.SoundFile(partial, "w", samplerate=info.samplerate, channels=info.channels, subtype="FLOAT", format="WAV") as out:
             written = 0

@@ -266,3 +266,22 @@ def test_gains_file_is_frames_major_and_reads_back_as_computed(tmp_path: Path, r
     assert all(chunk.shape[0] == 2 and chunk.flags.c_contiguous for chunk in chunks)
     np.testing.assert_array_equal(np.concatenate(chunks, axis=1), expected)
     assert not np.array_equal(expected[0], expected[1])
+
+
+def test_progress_reaches_this_process_listener_in_order(speech_wav: Path, make_settings, tmp_path: Path) -> None:
+    """The CLI's progress bars: every step reports to the listener set around the run, ending at 100 %."""
+    from destatic import tasks
+    from destatic.flows import denoise_file, work_dir_for
+
+    settings = make_settings()
+    heard: list[tuple[Path, float]] = []
+    token = tasks.progress_listener.set(lambda work_dir, percent: heard.append((work_dir, percent)))
+    try:
+        denoise_file(speech_wav, settings, output=tmp_path / "out.flac")
+    finally:
+        tasks.progress_listener.reset(token)
+    percents = [percent for _, percent in heard]
+    assert {work_dir.absolute() for work_dir, _ in heard} == {work_dir_for(speech_wav, settings).absolute()}
+    assert percents[0] == 10.0 and percents[-1] == 100.0
+    assert percents == sorted(percents)
+    assert {60.0, 90.0} <= set(percents)
