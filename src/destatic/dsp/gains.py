@@ -27,13 +27,11 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-import scipy.ndimage
-import scipy.signal
 import scipy.special
 
 from destatic.dsp._audio import check_number
 from destatic.dsp import noise as noise_module
-from destatic.dsp.noise import NoiseTracker, smoothing_factor
+from destatic.dsp.noise import NoiseTracker, one_pole, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
@@ -176,6 +174,19 @@ def _triangle_kernel(width_bins: float) -> np.ndarray | None:
         return None
     kernel = 1.0 - np.abs(np.arange(-half, half + 1)) / (half + 1)
     return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _smooth_across_bins(gain: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve the last axis with a symmetric ``kernel``, the edge bins repeated outwards."""
+    half = kernel.size // 2
+    padded = np.concatenate(
+        [np.repeat(gain[..., :1], half, axis=-1), gain, np.repeat(gain[..., -1:], half, axis=-1)], axis=-1
+    )
+    bins = gain.shape[-1]
+    smoothed = kernel[0] * padded[..., :bins]
+    for offset in range(1, kernel.size):
+        smoothed += kernel[offset] * padded[..., offset : offset + bins]
+    return smoothed
 
 
 class GainComputer:
@@ -323,12 +334,11 @@ class GainComputer:
     def _finish(self, gain: np.ndarray) -> np.ndarray:
         np.clip(gain, self.floor, 1.0, out=gain)
         if self._kernel is not None:
-            gain = scipy.ndimage.convolve1d(gain, self._kernel, axis=-1, mode="nearest")
+            gain = _smooth_across_bins(gain, self._kernel)
         if self._time_smoothing:
-            r = self._time_smoothing
             if self._time_smoothing_state is None:
-                self._time_smoothing_state = (r * gain[:, :1, :]).astype(np.float64)
-            gain, self._time_smoothing_state = scipy.signal.lfilter(
-                [1 - r], [1, -r], gain, axis=1, zi=self._time_smoothing_state
+                self._time_smoothing_state = gain[:, 0, :].astype(np.float64)
+            gain, self._time_smoothing_state = one_pole(
+                gain.astype(np.float64), self._time_smoothing, self._time_smoothing_state, axis=1
             )
         return gain.astype(np.float32, copy=False)

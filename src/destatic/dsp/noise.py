@@ -14,9 +14,8 @@ import functools
 import math
 
 import numpy as np
-import scipy.signal
 
-__all__ = ["NoiseTracker", "min_window_frames", "minimum_bias", "smoothing_factor"]
+__all__ = ["NoiseTracker", "min_window_frames", "minimum_bias", "one_pole", "smoothing_factor"]
 
 SMOOTHING_SECONDS = 0.04
 MIN_WINDOW_SECONDS = 1.5
@@ -46,6 +45,36 @@ def smooth_bins(power: np.ndarray) -> np.ndarray:
     return smoothed
 
 
+def one_pole(
+    values: np.ndarray, smoothing: float, previous: np.ndarray, *, axis: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth along ``axis``: ``y[t] = a y[t-1] + (1 - a) x[t]``, continuing from ``previous``.
+
+    Parameters
+    ----------
+    values : np.ndarray
+        ``x``, any shape; ``axis`` counts frames.
+    smoothing : float
+        ``a``, in [0, 1).
+    previous : np.ndarray
+        ``y[-1]``, shaped like ``values`` without ``axis``.
+
+    Returns
+    -------
+    smoothed, last : np.ndarray
+        ``y`` shaped like ``values``, and its last frame (the state for the next call).
+    """
+    frames = np.moveaxis(values, axis, 0)
+    fresh = frames * (1 - smoothing)
+    smoothed = np.empty_like(fresh)
+    last = np.asarray(previous, dtype=fresh.dtype)
+    for index in range(frames.shape[0]):
+        np.multiply(last, smoothing, out=smoothed[index])
+        smoothed[index] += fresh[index]
+        last = smoothed[index]
+    return np.moveaxis(smoothed, 0, axis), last.copy()
+
+
 @functools.lru_cache(maxsize=64)
 def minimum_bias(window: int, overlap: int, smoothing: float) -> float:
     """Mean over minimum of the smoothed periodogram of white Gaussian noise.
@@ -73,13 +102,7 @@ def minimum_bias(window: int, overlap: int, smoothing: float) -> float:
     power = np.abs(np.fft.rfft(frames * window_fn, axis=-1))[:, 2:-2] ** 2
     power = smooth_bins(power)
     mean = power.mean()
-    smoothed = scipy.signal.lfilter(
-        [1 - smoothing],
-        [1, -smoothing],
-        power,
-        axis=0,
-        zi=np.full((1, power.shape[1]), smoothing * mean),
-    )[0]
+    smoothed, _ = one_pole(power, smoothing, np.full(power.shape[1], mean), axis=0)
     minima = smoothed.reshape(windows, window, -1).min(axis=1)
     return float(mean / minima.mean())
 

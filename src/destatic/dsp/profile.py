@@ -11,7 +11,6 @@ from types import MappingProxyType
 from typing import IO, Any, Literal
 
 import numpy as np
-import scipy.signal
 
 from destatic.dsp._audio import (
     as_audio,
@@ -24,6 +23,7 @@ from destatic.dsp.noise import (
     SMOOTHING_SECONDS,
     min_window_frames,
     minimum_bias,
+    one_pole,
     smooth_bins,
     smoothing_factor,
 )
@@ -336,10 +336,9 @@ class _MinimumAccumulator:
         if spectra.shape[1] == 0:
             return
         power = smooth_bins(np.abs(spectra).astype(np.float64) ** 2)
-        a = self.smoothing
         if self.state is None:
-            self.state = a * power[:, :1, :]
-        smoothed, self.state = scipy.signal.lfilter([1 - a], [1, -a], power, axis=1, zi=self.state)
+            self.state = power[:, 0, :]
+        smoothed, self.state = one_pole(power, self.smoothing, self.state, axis=1)
         self.frames += smoothed.shape[1]
         start = 0
         while start < smoothed.shape[1]:

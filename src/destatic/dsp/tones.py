@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.ndimage
-import scipy.signal
 
 __all__ = ["ToneCanceller", "find_tones", "fit_tones", "harmonic_family"]
 
@@ -52,6 +50,9 @@ def find_tones(noise: np.ndarray, sample_rate: int) -> np.ndarray:
         to 0.45 of the rate, refined by parabolic interpolation, and kept
         only if they form a harmonic series (:func:`harmonic_family`).
     """
+    import scipy.ndimage  # noqa: PLC0415  (imported here: only measured noise clips need it)
+    import scipy.signal  # noqa: PLC0415
+
     n = noise.shape[0]
     if n < MIN_TONE_SECONDS * sample_rate:
         return np.zeros(0)
