@@ -399,7 +399,7 @@ def _with_their_gains(
     Checks that the gains have the right shape and exactly the frames the audio needs.
     """
     counter: FrameCounter | None = None
-    previous: np.ndarray | None = None
+    held: tuple[np.ndarray, int] | None = None
     for block in blocks:
         if counter is None:
             profile = _checked_profile(profile, sample_rate, block.shape[1])
@@ -407,14 +407,13 @@ def _with_their_gains(
             counter = FrameCounter(
                 n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered
             )
-        if previous is not None:
-            yield previous, reader.take(frames)
-        frames = counter.push(block.shape[0])
-        previous = block
-    if previous is not None:
-        last = reader.take(frames + counter.finish())
+        if held is not None:
+            yield held[0], reader.take(held[1])
+        held = (block, counter.push(block.shape[0]))
+    if held is not None and counter is not None:
+        last = reader.take(held[1] + counter.finish())
         reader.check_exhausted()
-        yield previous, last
+        yield held[0], last
 
 
 class _Pending:
