@@ -180,3 +180,11 @@ def test_in_memory_result_with_children_equals_one_process(multichannel):
     parallel = destatic.denoise(multichannel, SR, noise=(0, 1), n_jobs=3, residue=True)
     assert parallel.dtype == np.float32 and parallel.flags.writeable
     np.testing.assert_array_equal(parallel, serial)
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_an_empty_stream_yields_nothing_whatever_the_profile(multichannel, n_jobs):
+    profile = resolve_profile(multichannel, SR)
+    assert list(compute_gains(iter([]), SR, profile, n_jobs=n_jobs)) == []
+    assert list(denoise_stream(iter([]), SR, noise=profile, n_jobs=n_jobs)) == []
+    assert list(apply_gains(iter([]), SR, iter([]), profile=profile, n_jobs=n_jobs)) == []

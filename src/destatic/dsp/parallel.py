@@ -155,10 +155,7 @@ class _Child:
     def close(self) -> None:
         """End the stream, wait briefly for the child, kill it if it is still busy."""
         self._outbox.put(None)
-        self.process.join(timeout=5)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+        _stop(self.process)
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=5)
@@ -194,12 +191,30 @@ def _serve(connection: Connection, run: Callable[..., Iterator[np.ndarray]], kwa
     except SystemExit:
         return
     except BaseException as error:  # the parent raises it
-        try:
-            connection.send(("error", error))
-        except Exception:
-            connection.send(("error", RuntimeError(f"{type(error).__name__}: {error}")))
+        _report(connection, ("error", error), ("error", _plain(error)))
     finally:
         connection.close()
+
+
+def _plain(error: BaseException) -> RuntimeError:
+    """An error that pickles, for one that does not."""
+    return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def _report(connection: Connection, message: Any, fallback: Any) -> None:
+    """Send `message` to the parent, or `fallback` if `message` cannot be pickled."""
+    try:
+        connection.send(message)
+    except Exception:
+        connection.send(fallback)
+
+
+def _stop(process: multiprocessing.process.BaseProcess) -> None:
+    """Wait briefly for a child to end; kill it if it is still busy."""
+    process.join(timeout=5)
+    if process.is_alive():
+        process.kill()
+        process.join()
 
 
 def map_channel_groups(
@@ -236,7 +251,6 @@ def map_channel_groups(
     stream = iter(items)
     first = next(stream, None)
     if first is None:
-        yield from run(iter(()), **per_group(slice(0, 1), 1))
         return
     channels = (first[0] if isinstance(first, tuple) else first).shape[1]
     jobs = resolve_jobs(n_jobs, channels)
@@ -339,10 +353,7 @@ def fill_by_channel_groups(
     finally:
         for process, receiver in children:
             receiver.close()
-            process.join(timeout=5)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            _stop(process)
     return result
 
 
@@ -351,9 +362,6 @@ def _fill_group(sender: Connection, fill: Callable[[slice, np.ndarray], None], g
         fill(group, result[:, group])
         sender.send(None)
     except BaseException as error:  # the parent raises it
-        try:
-            sender.send(error)
-        except Exception:
-            sender.send(RuntimeError(f"{type(error).__name__}: {error}"))
+        _report(sender, error, _plain(error))
     finally:
         sender.close()
