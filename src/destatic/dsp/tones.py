@@ -1,14 +1,14 @@
-"""Steady tones (mains hum and its harmonics, whines): found in a noise clip, subtracted coherently.
+"""Steady tones (mains hum and its harmonics): found in a noise clip, subtracted coherently.
 
 A spectral gain can only scale a bin, so where a tone shares a bin with
 speech it either stays or takes the speech with it. A steady tone is
 predictable instead: :func:`find_tones` locates its frequency to a small
 fraction of a hertz in the noise clip, :func:`fit_tones` measures its
 amplitude and phase, and :class:`ToneCanceller` subtracts the predicted
-waveform sample by sample while following slow changes of amplitude and
-phase (a demodulator per tone with a 3 s time constant). What is left goes
-to the spectral suppressor like any other noise.
-"""
+waveform sample by sample while following slow changes of amplitude, phase
+and frequency (a demodulator per tone with a 10 s time constant, and one
+drift shared by the harmonics). What is left goes to the spectral
+suppressor like any other noise."""
 
 from __future__ import annotations
 
@@ -94,9 +94,11 @@ def harmonic_family(frequencies: np.ndarray) -> np.ndarray:
     return best if best.size >= MIN_HARMONICS else np.zeros(0)
 
 
-def _phasors(frequencies: np.ndarray, sample_rate: int, start: int, count: int) -> np.ndarray:
-    """``exp(j 2 pi f n / rate)`` for ``n`` in ``[start, start + count)``, shape ``(count, tones)``."""
-    cycles = np.outer(start + np.arange(count, dtype=np.float64), frequencies / sample_rate)
+def _phasors(
+    frequencies: np.ndarray, sample_rate: int, start: int, count: int, *, stride: int = 1
+) -> np.ndarray:
+    """``exp(j 2 pi f n / rate)`` for ``n = start + stride * k``, ``k < count``; shape ``(count, tones)``."""
+    cycles = np.outer(start + stride * np.arange(count, dtype=np.float64), frequencies / sample_rate)
     return np.exp(2j * np.pi * np.mod(cycles, 1.0))
 
 
@@ -136,9 +138,9 @@ class ToneCanceller:
     Notes
     -----
     The amplitudes are re-estimated every 20 ms from the demodulated signal
-    (one-pole, 3 s), each from the samples before it, so the result does not
-    depend on how the stream is cut into blocks. Cost: two small matrix
-    products per block.
+    (one-pole, ``TRACKING_SECONDS``), each from the samples before it, so the
+    result does not depend on how the stream is cut into blocks. Cost: two
+    small matrix products per block and a few operations per 20 ms step.
     """
 
     def __init__(self, frequencies: np.ndarray, amplitudes: np.ndarray, sample_rate: int):
@@ -173,12 +175,8 @@ class ToneCanceller:
         return block - tones, tones
 
     def _rotation(self, start: int, steps: int) -> np.ndarray:
-        return _phasors(self.frequencies, self.sample_rate, start, 1) if steps == 1 else np.exp(
-            2j * np.pi * np.mod(
-                np.outer(start + self.step * np.arange(steps, dtype=np.float64), self.frequencies / self.sample_rate),
-                1.0,
-            )
-        )
+        """The tones' phasors at the first sample of each of `steps` steps from `start`."""
+        return _phasors(self.frequencies, self.sample_rate, start, steps, stride=self.step)
 
     def _part_of_step(self, samples: np.ndarray, offset: int) -> np.ndarray:
         start = self.position - offset
