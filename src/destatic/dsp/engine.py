@@ -240,7 +240,7 @@ def _filter_blocks(
     channel count; the rule maps spectra (channels, frames, bins) to their gains.
     """
     splitter: FrameSplitter | None = None
-    removed_tones: _SampleQueue | None = None
+    removed_tones: _Queue | None = None
     for block in checked_blocks(blocks):
         if splitter is None:
             channels = block.shape[1]
@@ -250,7 +250,7 @@ def _filter_blocks(
             rule = make_rule(profile, channels)
             canceller = _tone_canceller(profile)
             if canceller is not None and residue:
-                removed_tones = _SampleQueue(channels)
+                removed_tones = _Queue(axis=0)
         if canceller is not None:
             block, tones = canceller.process(block)
             if removed_tones is not None:
@@ -278,25 +278,42 @@ def _tone_canceller(profile: NoiseProfile) -> ToneCanceller | None:
     return ToneCanceller(profile.tones, profile.tone_amplitudes, profile.sample_rate)
 
 
-class _SampleQueue:
-    """First in, first out for samples ``(n, channels)``: the tones removed, until their output is due."""
+class _Queue:
+    """First in, first out along one axis: hands out exactly the requested count from stored parts.
 
-    def __init__(self, channels: int):
+    Holds the tones removed from blocks until their output samples are due
+    (axis 0), and gain frames until their spectra come (axis 1).
+    """
+
+    def __init__(self, axis: int, empty: np.ndarray | None = None):
         self._parts: collections.deque[np.ndarray] = collections.deque()
-        self._channels = channels
+        self._axis = axis
+        self._empty = empty
+        self.size = 0
 
-    def put(self, samples: np.ndarray) -> None:
-        self._parts.append(samples)
+    def put(self, part: np.ndarray) -> None:
+        if self._empty is None:
+            self._empty = np.split(part, [0], axis=self._axis)[0]
+        self._parts.append(part)
+        self.size += part.shape[self._axis]
 
     def take(self, count: int) -> np.ndarray:
+        """The next `count` along the axis; the caller makes sure that many are stored."""
         taken: list[np.ndarray] = []
+        self.size -= count
         while count:
             part = self._parts.popleft()
-            taken.append(part[:count])
-            if part.shape[0] > count:
-                self._parts.appendleft(part[count:])
-            count -= taken[-1].shape[0]
-        return np.concatenate(taken) if taken else np.zeros((0, self._channels), np.float32)
+            have = part.shape[self._axis]
+            if have > count:
+                head, rest = np.split(part, [count], axis=self._axis)
+                taken.append(head)
+                self._parts.appendleft(rest)
+                break
+            taken.append(part)
+            count -= have
+        if not taken:
+            return self._empty
+        return taken[0] if len(taken) == 1 else np.concatenate(taken, axis=self._axis)
 
 
 class _GainReader:
@@ -306,15 +323,14 @@ class _GainReader:
         self._chunks = iter(gains)
         self._channels = channels
         self._bins = bins
-        self._buffer: list[np.ndarray] = []
-        self._buffered = 0
+        self._buffer = _Queue(axis=1, empty=np.zeros((channels, 0, bins), np.float32))
 
     def take(self, n_frames: int) -> np.ndarray:
-        while self._buffered < n_frames:
+        while self._buffer.size < n_frames:
             chunk = next(self._chunks, None)
             if chunk is None:
                 raise ParameterError(
-                    f"the gains ran out: {n_frames - self._buffered} more frames were needed; "
+                    f"the gains ran out: {n_frames - self._buffer.size} more frames were needed; "
                     "gains must come from compute_gains on the same audio and profile"
                 )
             chunk = np.asarray(chunk)
@@ -323,18 +339,11 @@ class _GainReader:
                     f"a gain chunk has shape {chunk.shape}; it must be "
                     f"({self._channels}, frames, {self._bins})"
                 )
-            self._buffer.append(chunk)
-            self._buffered += chunk.shape[1]
-        if not self._buffer:
-            return np.zeros((self._channels, 0, self._bins), np.float32)
-        joined = self._buffer[0] if len(self._buffer) == 1 else np.concatenate(self._buffer, axis=1)
-        taken, rest = joined[:, :n_frames], joined[:, n_frames:]
-        self._buffer = [rest] if rest.shape[1] else []
-        self._buffered = rest.shape[1]
-        return taken
+            self._buffer.put(chunk)
+        return self._buffer.take(n_frames)
 
     def check_exhausted(self) -> None:
-        extra = self._buffered + sum(chunk.shape[1] for chunk in self._chunks)
+        extra = self._buffer.size + sum(chunk.shape[1] for chunk in self._chunks)
         if extra:
             raise ParameterError(
                 f"{extra} gain frames were left over; gains must come from compute_gains "
@@ -416,21 +425,6 @@ def _with_their_gains(
         yield held[0], last
 
 
-class _Pending:
-    """The gain chunks of blocks read but not yet filtered, in order."""
-
-    def __init__(self) -> None:
-        self.chunks: collections.deque[np.ndarray] = collections.deque()
-
-    def __iter__(self) -> _Pending:
-        return self
-
-    def __next__(self) -> np.ndarray:
-        if not self.chunks:
-            raise StopIteration
-        return self.chunks.popleft()
-
-
 def _apply_to_channels(
     pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
@@ -438,17 +432,20 @@ def _apply_to_channels(
     profile: NoiseProfile,
     residue: bool,
 ) -> Iterator[np.ndarray]:
-    """:func:`apply_gains` on ``(block, its gains)`` pairs, in this process."""
-    pending = _Pending()
+    """:func:`apply_gains` on ``(block, its gains)`` pairs, in this process.
+
+    Each block comes with exactly the gain frames it completes (checked by
+    :func:`_with_their_gains`), so the frames wait in a queue until its spectra do.
+    """
+    pending = _Queue(axis=1)
 
     def blocks() -> Iterator[np.ndarray]:
         for block, gains in pairs:
-            pending.chunks.append(gains)
+            pending.put(gains)
             yield block
 
     def stored_gains(profile: NoiseProfile, channels: int) -> Callable[[np.ndarray], np.ndarray]:
-        reader = _GainReader(pending, channels, profile.bins)
-        return lambda spectra: reader.take(spectra.shape[1])
+        return lambda spectra: pending.take(spectra.shape[1])
 
     yield from _filter_blocks(blocks(), sample_rate, profile, stored_gains, residue=residue)
 
