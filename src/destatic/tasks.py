@@ -370,7 +370,7 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
         n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
         **suppression.dsp_options(),
     )
-    report_progress = _Progress(progress, work_dir, frames, start=20, span=40)
+    advance = _Progress(progress, work_dir, frames, start=20, span=40)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(GAIN_DTYPE)), "fortran_order": False, "shape": (frames, info.channels, bins)}
     with media.atomic_output(target) as partial, open(partial, "wb") as out:
         np.lib.format.write_array_header_1_0(out, header)
@@ -378,7 +378,7 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
         for chunk in chunks:
             out.write(np.ascontiguousarray(chunk.transpose(1, 0, 2), dtype=GAIN_DTYPE))
             filled += chunk.shape[1]
-            report_progress(filled)
+            advance(filled)
         if filled != frames:
             raise RuntimeError(f"compute_gains gave {filled} frames, frame_count said {frames}")
     return target
@@ -413,14 +413,14 @@ def inverse_stft(audio_wav: Path, gains_npy: Path, profile_npz: Path, work_dir: 
         profile=profile,
         n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
     )
-    report_progress = _Progress(progress, work_dir, info.frames, start=60, span=30)
+    advance = _Progress(progress, work_dir, info.frames, start=60, span=30)
     with media.atomic_output(target) as partial:
         with sf.SoundFile(partial, "w", samplerate=info.samplerate, channels=info.channels, subtype="FLOAT", format="WAV") as out:
             written = 0
             for block in cleaned:
                 out.write(block)
                 written += len(block)
-                report_progress(written)
+                advance(written)
     return target
 
 

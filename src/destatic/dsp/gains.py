@@ -70,7 +70,7 @@ class SuppressionOptions:
     track_noise : bool
         Keep following the noise while denoising (MCRA), starting from the
         profile: quickly for ``auto`` profiles, slowly (1 s) for measured ones.
-    speech_absence : float in [0, 1)
+    speech_absence : float in [0, 0.95]
         ``logmmse`` only: a priori probability that a bin holds no speech;
         the gain is weighted by the estimated probability of speech
         (OM-LSA). 0 turns the weighting off.
