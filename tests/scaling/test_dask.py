@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -241,3 +243,14 @@ def test_batch_on_an_existing_scheduler_uses_both_workers(batch_inputs: list[Pat
     assert [row["status"] for row in rows] == ["done"] * len(batch_inputs), rows
     assert [row["output"] for row in rows] == [str(path) for path in outputs]
     assert len(workers) == 2, "the steps should run on both Dask workers"
+
+
+def test_dask_loads_only_when_a_dask_runner_is_built() -> None:
+    code = (
+        "import sys; import destatic.flows, destatic.runners as r\n"
+        "before = 'distributed' in sys.modules\n"
+        "r.build_task_runner('dask')\n"
+        "print(before, 'distributed' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["False", "True"]
