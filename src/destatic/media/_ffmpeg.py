@@ -4,11 +4,14 @@ Every call goes through :func:`run`: an argument list (never a shell), no
 stdin, paths passed as ``file:`` URLs in bytes so that any name works, inputs
 opened with a protocol whitelist (``file`` only) and a demuxer whitelist (plain
 media containers only: no playlists, concat lists or image sequences, which
-could make ffmpeg open other files or reach the network).
+could make ffmpeg open other files or reach the network), and a watchdog that
+kills a call running longer than its time limit (see :func:`time_limit_for`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import errno
 import functools
 import os
@@ -17,9 +20,9 @@ import shutil
 import signal
 import stat
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from destatic.errors import BadInputError, ParameterError, TransientError
+from destatic.errors import BadInputError, DestaticError, ParameterError, TransientError
 
 FFMPEG_ENV = "DESTATIC_FFMPEG"
 
@@ -29,6 +32,18 @@ ALLOWED_DEMUXERS = (
 )
 
 Arg = str | bytes
+
+TIME_LIMIT_FLOOR_S = 300.0
+"""Every ffmpeg call may run this long, whatever the size of its input."""
+
+TIME_LIMIT_S_PER_MIB = 1.0
+"""Seconds added to the floor per MiB of the input: ffmpeg is given as little as 1 MiB/s."""
+
+KILL_GRACE_S = 5.0
+"""How long a killed ffmpeg is waited for before its pipes are closed on it (a process
+stuck in an uninterruptible read dies only when the read returns)."""
+
+_time_limit: contextvars.ContextVar[float | None] = contextvars.ContextVar("destatic_ffmpeg_time_limit", default=None)
 
 
 def ffmpeg_exe() -> str:
@@ -92,17 +107,127 @@ def decode_text(raw: bytes) -> str:
     return "\n".join(lines)
 
 
-def run(args: Sequence[Arg], *, source: os.PathLike[str] | str | bytes, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    """Run ffmpeg with `args` and raise a destatic error if it fails.
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Give every ffmpeg call made in the block the same time limit, in seconds.
+
+    The limit holds in the block's context and in copies of it (the threads of
+    Prefect's thread task runner); None keeps the limit derived per call.
+
+    Raises
+    ------
+    destatic.errors.ParameterError
+        If `seconds` is not a positive number.
+    """
+    if seconds is not None and not seconds > 0:
+        raise ParameterError(f"seconds={seconds!r} must be a positive number of seconds, or None to derive it per call")
+    token = _time_limit.set(seconds)
+    try:
+        yield
+    finally:
+        _time_limit.reset(token)
+
+
+def time_limit_for(source: os.PathLike[str] | str | bytes | None) -> float:
+    """Seconds an ffmpeg call that reads `source` may run before it is killed.
+
+    The limit set by :func:`time_limit` if any; else :data:`TIME_LIMIT_FLOOR_S`
+    plus :data:`TIME_LIMIT_S_PER_MIB` per MiB of `source`. Size, not duration,
+    because :func:`run` knows the file but not its duration, and reading a
+    file is the one cost every call has. The margin is wide: ffmpeg decodes
+    and copies many times faster than 1 MiB/s, and 300 s decode hours of the
+    most compressed audio, so a call that reaches the limit is stuck.
+    """
+    fixed = _time_limit.get()
+    if fixed is not None:
+        return fixed
+    try:
+        size = os.stat(source).st_size if source is not None else 0
+    except (OSError, ValueError):
+        size = 0
+    return TIME_LIMIT_FLOOR_S + TIME_LIMIT_S_PER_MIB * size / 2**20
+
+
+def time_limit_error(source: os.PathLike[str] | str | bytes | None, seconds: float) -> DestaticError:
+    """The error for an ffmpeg call stopped by the watchdog after `seconds`.
+
+    :class:`BadInputError` when the call read an input: the limit is so wide
+    (see :func:`time_limit_for`) that reaching it means ffmpeg is stuck on
+    that input, and a retry would block a worker just as long again, each
+    time (a run's retries, then every scan), which is what the watchdog is
+    there to prevent. The input is kept in quarantine with the reason, to be
+    put back if the cause was elsewhere (a stalled network mount).
+    :class:`TransientError` for a call that reads no input (`source` None):
+    then the binary or the machine is at fault.
+    """
+    if source is None:
+        return TransientError(f"ffmpeg did not answer within {seconds:g} s (killed)")
+    return BadInputError(source, f"ffmpeg did not finish within {seconds:g} s (killed by the watchdog)")
+
+
+def kill_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL `process` and every process it started, then reap it.
+
+    ffmpeg stays in the caller's process group (so that Ctrl-C and a
+    supervisor's signals reach it too), so the tree is found through
+    ``/proc``: a wrapper script named by ``$DESTATIC_FFMPEG`` dies with its
+    children. Waits at most :data:`KILL_GRACE_S` for the pipes to close.
+    """
+    for pid in [process.pid, *_descendants(process.pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        process.communicate(timeout=KILL_GRACE_S)
+    except (subprocess.TimeoutExpired, ValueError):
+        for pipe in (process.stdout, process.stderr):
+            if pipe is not None:
+                pipe.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """PIDs of the processes below `pid` (Linux ``/proc``; none elsewhere)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                    fields = handle.read().rpartition(b")")[2].split()
+            except OSError:
+                continue
+            if len(fields) > 1:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, pending = [], list(children.get(pid, []))
+    while pending:
+        child = pending.pop()
+        found.append(child)
+        pending.extend(children.get(child, []))
+    return found
+
+
+def run(
+    args: Sequence[Arg],
+    *,
+    source: os.PathLike[str] | str | bytes | None,
+    check: bool = True,
+    timeout_s: float | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg with `args` under a watchdog and raise a destatic error if it fails.
 
     Parameters
     ----------
     args : sequence of str or bytes
         The full argument list, binary first (see :func:`base_args`).
-    source : path-like
-        The input file that failures are blamed on.
+    source : path-like or None
+        The input file that failures are blamed on; None for a call that reads
+        no input (``-layouts``).
     check : bool
-        If False, a non-zero exit status is returned, not raised (signals still raise).
+        If False, a non-zero exit status is returned, not raised (signals and
+        time-outs still raise).
+    timeout_s : float or None
+        Seconds before ffmpeg (and anything it started) is killed; None:
+        :func:`time_limit_for` `source`.
 
     Returns
     -------
@@ -114,16 +239,30 @@ def run(args: Sequence[Arg], *, source: os.PathLike[str] | str | bytes, check: b
     destatic.errors.TransientError
         ffmpeg killed by a signal, could not start, or an I/O error (disk full, EIO).
     destatic.errors.BadInputError
-        Any other failure: the input is what ffmpeg could not handle.
+        The time limit passed (see :func:`time_limit_error`), or any other
+        failure: the input is what ffmpeg could not handle.
     """
+    limit = time_limit_for(source) if timeout_s is None else timeout_s
     try:
-        done = subprocess.run(list(args), stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        process = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as error:
         raise TransientError(f"cannot start ffmpeg {args[0]!r}: {error}") from error
+    try:
+        stdout, stderr = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        kill_tree(process)
+        raise time_limit_error(source, limit) from None
+    except BaseException:
+        kill_tree(process)
+        raise
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if done.returncode < 0:
         name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else str(-done.returncode)
-        raise TransientError(f"ffmpeg killed by signal {name} while processing {os.fsdecode(source)!r}")
+        processing = "" if source is None else f" while processing {os.fsdecode(source)!r}"
+        raise TransientError(f"ffmpeg killed by signal {name}{processing}")
     if check and done.returncode != 0:
+        if source is None:
+            raise TransientError(f"ffmpeg failed with status {done.returncode}: {decode_text(done.stderr)[-300:]}")
         raise classify_failure(decode_text(done.stderr), source=source)
     return done
 
@@ -198,7 +337,7 @@ def check_readable(path: os.PathLike[str] | str | bytes) -> None:
 @functools.cache
 def channel_layouts() -> dict[str, int]:
     """Channel count of every named layout ffmpeg knows (``ffmpeg -layouts``), e.g. ``{"5.1(side)": 6}``."""
-    done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-layouts"], stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    done = run([ffmpeg_exe(), "-hide_banner", "-layouts"], source=None, check=False)
     layouts: dict[str, int] = {}
     in_table = False
     for line in decode_text(done.stdout + done.stderr).splitlines():
