@@ -2,12 +2,16 @@
 
 The flows only order the steps of :mod:`destatic.tasks` and move files
 between the inbox, its claim folder, the outbox, ``done/`` and quarantine.
+Only bad input is quarantined at once; a file that fails for another reason
+(disk full, ffmpeg killed, a bug) goes back to the inbox, and to quarantine
+only after ``watch.max_attempts`` such failures, counted in ``inbox/.failures/``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import hashlib
 import io
 import json
 import os
@@ -36,19 +40,23 @@ from prefect.states import Failed
 
 from destatic import dsp, media, report, tasks
 from destatic.errors import BadInputError, DestaticError, ParameterError, _display_path
+from destatic.media._ffmpeg import time_limit
 from destatic.media.atomic import partial_owner
 from destatic.runners import task_runner_for
 from destatic.settings import Settings, load_settings
 
 __all__ = [
     "CLAIM_DIR",
+    "FAILURES_DIR",
     "LONG_FILE_S",
     "Claim",
+    "FailureRecord",
     "claim",
     "default_output",
     "denoise_file",
     "denoise_files",
     "deploy_to_pool",
+    "failure_record",
     "find_ready",
     "quarantine",
     "release_stale_claims",
@@ -61,6 +69,9 @@ __all__ = [
 ]
 
 CLAIM_DIR = ".processing"
+FAILURES_DIR = ".failures"
+STALE_RECORD_S = 3600.0
+"""A failure record whose file has left the inbox is forgotten once it is this old."""
 LONG_FILE_S = 60.0
 LAST_RUN = "last-run.json"
 _HOST = socket.gethostname()
@@ -357,14 +368,15 @@ def _finish_steps(run: _FileRun) -> Path:
 
 
 def _reason(error: BaseException) -> str:
-    """One line saying why a file failed."""
-    return error.reason if isinstance(error, BadInputError) else " ".join(f"{type(error).__name__}: {error}".split())
+    """One line saying why a file failed (and, once it is settled, what became of the file)."""
+    reason = error.reason if isinstance(error, BadInputError) else " ".join(f"{type(error).__name__}: {error}".split())
+    return "; ".join([reason, *getattr(error, "__notes__", ())])
 
 
 def _denoise_one(
-    source: Path, settings: Settings, *, output: Path | None, on_failure: Callable[[str, str], Any] | None = None
+    source: Path, settings: Settings, *, output: Path | None, on_failure: Callable[[str, Exception], Any] | None = None
 ) -> Path:
-    """Clean one file through the graph; `on_failure(step, reason)` is called before its error is raised."""
+    """Clean one file through the graph; `on_failure(step, error)` is called before its error is raised."""
     run = _FileRun(source=source, settings=settings, output=output)
     try:
         _start_steps(run)
@@ -372,17 +384,22 @@ def _denoise_one(
         return _finish_steps(run)
     except Exception as error:
         if on_failure is not None:
-            on_failure(run.step, _reason(error))
+            on_failure(run.step, error)
         raise
 
 
-def _quarantine_on_failure(path: Path, settings: Settings, relative: Path | None) -> Callable[[str, str], None]:
-    def move(step: str, reason: str) -> None:
-        if path.exists() or path.is_symlink():
+def _quarantine_bad_input(path: Path, settings: Settings, relative: Path | None) -> Callable[[str, Exception], None]:
+    """On failure: move `path` into quarantine if its content is to blame, else leave it where it is."""
+
+    def settle(step: str, error: Exception) -> None:
+        reason = _reason(error)
+        if not isinstance(error, BadInputError):
+            get_run_logger().error("%s failed at step %s: %s; left where it is", path.name, step, reason)
+        elif path.exists() or path.is_symlink():
             where = quarantine(path, settings.paths.quarantine, relative=relative, step=step, reason=reason)
             get_run_logger().error("%s failed at step %s: %s; moved to %s", path.name, step, reason, where)
 
-    return move
+    return settle
 
 
 @flow(name="denoise-file", log_prints=False)
@@ -409,15 +426,18 @@ def denoise_file(
     relative : Path or None
         The input's path under the inbox, kept when it is quarantined.
     quarantine_bad : bool
-        Move an input that fails into ``settings.paths.quarantine`` with
-        ``NAME.error.txt``; False leaves it where it is.
+        Move a bad input (:class:`~destatic.errors.BadInputError`) into
+        ``settings.paths.quarantine`` with ``NAME.error.txt``; False leaves it
+        where it is, as is any input that fails for another reason.
     claim : Path or None
         A claim folder of :func:`claim` (``inbox/.processing/<id>``): the run
         then settles the file as the watcher would: the result to the outbox
-        under its relative path, the original to ``done/`` (or quarantine), the
-        claim released at the end. Run again after a crash, it completes
-        the same file once. `output`, `relative` and `quarantine_bad` are then
-        derived.
+        under its relative path, the original to ``done/``; bad input to
+        quarantine; after another failure the original back to the inbox, or
+        to quarantine at the ``watch.max_attempts``-th such failure (see
+        :func:`failure_record`); the claim released at the end. Run again
+        after a crash, it completes the same file once. `output`, `relative`
+        and `quarantine_bad` are then derived.
 
     Returns
     -------
@@ -428,13 +448,17 @@ def denoise_file(
     ------
     BadInputError
         The input cannot be processed (never retried); the flow run fails with its reason.
+    TransientError
+        A failure that may not happen again (disk full, ffmpeg killed), once
+        its step's retries are spent; the flow run fails with its reason.
     """
     settings = settings or load_settings()
-    if claim is not None:
-        return _settle_claim(Path(claim).absolute(), settings)
-    source = Path(path).absolute()
-    on_failure = _quarantine_on_failure(source, settings, relative) if quarantine_bad else None
-    return _denoise_one(source, settings, output=output, on_failure=on_failure)
+    with time_limit(settings.runtime.ffmpeg_timeout_s):
+        if claim is not None:
+            return _settle_claim(Path(claim).absolute(), settings)
+        source = Path(path).absolute()
+        on_failure = _quarantine_bad_input(source, settings, relative) if quarantine_bad else None
+        return _denoise_one(source, settings, output=output, on_failure=on_failure)
 
 
 @flow(name="denoise-files", log_prints=False)
@@ -472,18 +496,19 @@ def denoise_files(
         for index, path in enumerate(paths)
     ]
     written: dict[int, Path] = {}
-    for phase in (_start_steps, _continue_steps, _finish_steps):
-        for index, run in enumerate(runs):
-            if run.error is not None:
-                continue
-            try:
-                result = phase(run)
-            except Exception as error:  # one bad file does not stop the others
-                run.error = error
-                get_run_logger().error("%s failed at step %s: %s", run.source, run.step, _reason(error))
-            else:
-                if isinstance(result, Path):
-                    written[index] = result
+    with time_limit(settings.runtime.ffmpeg_timeout_s):
+        for phase in (_start_steps, _continue_steps, _finish_steps):
+            for index, run in enumerate(runs):
+                if run.error is not None:
+                    continue
+                try:
+                    result = phase(run)
+                except Exception as error:  # one bad file does not stop the others
+                    run.error = error
+                    get_run_logger().error("%s failed at step %s: %s", run.source, run.step, _reason(error))
+                else:
+                    if isinstance(result, Path):
+                        written[index] = result
     rows = [
         {
             "file": str(run.source),
@@ -612,6 +637,125 @@ def _unclaim(taken: Claim, inbox: Path) -> None:
     shutil.rmtree(taken.folder, ignore_errors=True)
 
 
+@dataclass(frozen=True)
+class FailureRecord:
+    """The failures of one inbox file for reasons other than its content, kept in ``inbox/.failures/``.
+
+    Keyed by the file's path under the inbox, size and mtime (all kept by the
+    claim's renames): a new version of the file starts again from zero.
+    """
+
+    file: str
+    failures: int
+    step: str
+    reason: str
+    time: float
+
+    def waits(self, *, retry_after_s: float, now: float | None = None) -> bool:
+        """Whether the file is still to be left alone after its last failure."""
+        return (time.time() if now is None else now) - self.time < retry_after_s
+
+
+def _failure_key(relative: Path, stat: os.stat_result) -> str:
+    identity = b"\0".join([os.fsencode(relative), str(stat.st_size).encode(), str(stat.st_mtime_ns).encode()])
+    return hashlib.sha256(identity).hexdigest()[:32]
+
+
+def _record_path(taken: Claim) -> Path:
+    """Where the failures of a claimed file are counted (its inbox is two levels above the claim folder)."""
+    inbox = taken.folder.parent.parent
+    return inbox / FAILURES_DIR / f"{_failure_key(taken.relative, taken.path.lstat())}.json"
+
+
+def _read_record(path: Path) -> FailureRecord | None:
+    try:
+        return FailureRecord(**json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def failure_record(inbox: Path, relative: Path) -> FailureRecord | None:
+    """The failures counted for ``inbox/relative`` as it is now (same size and mtime), or None.
+
+    Parameters
+    ----------
+    inbox : Path
+        The watched folder.
+    relative : Path
+        A file's path under `inbox`, in the inbox or claimed.
+
+    Returns
+    -------
+    FailureRecord or None
+        None when the file has not failed for a reason other than its content
+        since it last succeeded, or is gone.
+    """
+    try:
+        stat = (inbox / relative).lstat()
+    except FileNotFoundError:
+        return None
+    return _read_record(inbox / FAILURES_DIR / f"{_failure_key(relative, stat)}.json")
+
+
+def _settle_failure(taken: Claim, settings: Settings, record: Path, *, step: str, error: Exception) -> None:
+    """Settle a claimed file whose run failed at `step`; what became of it is added to `error`'s notes.
+
+    Bad input goes to quarantine at once. Any other failure (transient after
+    its retries, or unexpected) is counted in `record` and the file goes back
+    to the inbox untouched, to be taken again after ``watch.retry_after_s``;
+    at the ``watch.max_attempts``-th failure it goes to quarantine instead,
+    with the count and the last reason.
+    """
+    logger = get_run_logger()
+    name, reason = _display_path(taken.relative), _reason(error)
+    if isinstance(error, BadInputError):
+        where = quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step=step, reason=reason)
+        with contextlib.suppress(FileNotFoundError):
+            record.unlink()
+        logger.error("%s failed at step %s: %s; moved to %s", name, step, reason, where)
+        return
+    watch = settings.watch
+    previous = _read_record(record)
+    failures = (previous.failures if previous is not None else 0) + 1
+    if failures >= watch.max_attempts:
+        why = f"failed {failures} times for reasons other than its content (watch.max_attempts={watch.max_attempts}); last: {reason}"
+        where = quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step=step, reason=why)
+        with contextlib.suppress(FileNotFoundError):
+            record.unlink()
+        logger.error("%s failed at step %s: %s; moved to %s after %d failures", name, step, reason, where, failures)
+        error.add_note(f"moved to quarantine after {failures} failures")
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    entry = FailureRecord(file=name, failures=failures, step=step, reason=reason, time=time.time())
+    with media.atomic_output(record) as partial:
+        partial.write_text(json.dumps(entry.__dict__), encoding="utf-8")
+    _unclaim(taken, taken.folder.parent.parent)
+    outcome = f"left in the inbox (failure {failures} of {watch.max_attempts}), taken again after {watch.retry_after_s:g} s"
+    logger.error("%s failed at step %s: %s; %s", name, step, reason, outcome)
+    error.add_note(outcome)
+
+
+def _forget_stale_records(inbox: Path) -> None:
+    """Delete the failure records of files that have left the inbox, once :data:`STALE_RECORD_S` old."""
+    folder = inbox / FAILURES_DIR
+    if not folder.is_dir():
+        return
+    present = set()
+    claimed = [taken for entry in _claim_folders(inbox) if (taken := _claimed(entry)) is not None]
+    for relative, path in [*((path.relative_to(inbox), path) for path in _walk(inbox)), *((t.relative, t.path) for t in claimed)]:
+        with contextlib.suppress(FileNotFoundError):
+            present.add(f"{_failure_key(relative, path.lstat())}.json")
+    for record in folder.iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if record.name not in present and time.time() - record.stat().st_mtime > STALE_RECORD_S:
+                record.unlink()
+
+
+def _claim_folders(inbox: Path) -> list[Path]:
+    root = inbox / CLAIM_DIR
+    return sorted(root.iterdir()) if root.is_dir() else []
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -636,10 +780,7 @@ def release_stale_claims(inbox: Path) -> list[Path]:
         The relative paths put back.
     """
     released = []
-    root = inbox / CLAIM_DIR
-    if not root.is_dir():
-        return released
-    for folder in sorted(root.iterdir()):
+    for folder in _claim_folders(inbox):
         try:
             owner = json.loads((folder / "owner.json").read_text())
         except (OSError, ValueError):
@@ -738,7 +879,11 @@ def _settle_claim(folder: Path, settings: Settings) -> Path:
             return output
         raise DestaticError(f"claim {str(folder)!r} holds no file: it was released or settled by another run")
     target = _outbox_path(taken.relative, settings)
-    on_failure = _quarantine_on_failure(taken.path, settings, taken.relative)
+    record = _record_path(taken)
+
+    def on_failure(step: str, error: Exception) -> None:
+        _settle_failure(taken, settings, record, step=step, error=error)
+
     try:
         if taken.path.is_symlink():
             raise BadInputError(taken.path, "is a symbolic link; links are not followed")
@@ -748,11 +893,13 @@ def _settle_claim(folder: Path, settings: Settings) -> Path:
             output = _denoise_alias(taken, target, settings, on_failure=on_failure)
     except Exception as error:  # not on cancellation: the claim is given back once the run is over
         if taken.path.exists() or taken.path.is_symlink():  # never deleted with its claim folder
-            on_failure("claim", _reason(error))
+            on_failure("claim", error)
         shutil.rmtree(folder, ignore_errors=True)
         raise
     with media.atomic_output(settled) as partial:
         partial.write_text(json.dumps({"output": os.fsdecode(output)}), encoding="utf-8")
+    with contextlib.suppress(FileNotFoundError):
+        record.unlink()
     done = _free_name(settings.paths.done.absolute() / taken.relative)
     done.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(os.fspath(taken.path), done)
@@ -764,19 +911,21 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
     """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file."""
     started = time.perf_counter()
     row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
+    failure: Exception | None = None
     try:
         output = denoise_file(_run_parameter(taken), settings, claim=taken.folder)
     except Exception as error:  # the watcher goes on past any file
-        row["reason"] = _reason(error)
+        failure = error
     else:
         row.update(status="done", output=str(output))
     finally:
         if taken.path.exists() or taken.path.is_symlink():  # the run ended before settling it
-            reason = row["reason"] or "not processed"
-            quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step="claim", reason=reason)
-            row["reason"] = reason
+            failure = failure or DestaticError("the run ended without settling the file")
+            _settle_failure(taken, settings, _record_path(taken), step="claim", error=failure)
         shutil.rmtree(taken.folder, ignore_errors=True)
         row["seconds"] = round(time.perf_counter() - started, 2)
+    if failure is not None:
+        row["reason"] = _reason(failure)
     return row
 
 
@@ -826,7 +975,7 @@ def _check_deployment(name: str) -> None:
 
 
 def _denoise_alias(
-    taken: Claim, target: Path, settings: Settings, *, on_failure: Callable[[str, str], Any]
+    taken: Claim, target: Path, settings: Settings, *, on_failure: Callable[[str, Exception], Any]
 ) -> Path:
     """Clean a claimed file whose path is not UTF-8 (Prefect parameters are JSON) through an ASCII alias.
 
@@ -865,8 +1014,11 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
     ``"deployment"`` each claimed file is handed to a run of the per-file
     deployment ``watch.deployment``, for a worker to take, and the scan ends
     without waiting. Either way the result goes to the outbox under the same
-    relative path, and a file that fails is quarantined with its reason while
-    the others go on. A table artifact lists what this scan did.
+    relative path, and the others go on past a file that fails: bad input is
+    quarantined with its reason; after any other failure the file is left in
+    the inbox, not taken again for ``watch.retry_after_s``, and quarantined
+    at its ``watch.max_attempts``-th failure. A table artifact lists what
+    this scan did.
 
     Returns
     -------
@@ -886,10 +1038,17 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         logger.warning("put back %s, claimed by a process or run that is gone", relative)
     for path in remove_dead_partials(settings.paths.outbox.absolute(), settings.paths.work.absolute()):
         logger.warning("deleted %s, left half-written by a process that is gone", path)
+    _forget_stale_records(inbox)
+    ready, waiting = [], []
+    for relative in find_ready(inbox, stable_s=settings.watch.stable_s):
+        record = failure_record(inbox, relative)
+        waits = record is not None and record.waits(retry_after_s=settings.watch.retry_after_s)
+        (waiting if waits else ready).append(relative)
+    if waiting:
+        logger.info("%d file(s) left alone until watch.retry_after_s has passed since they failed: %s",
+                    len(waiting), ", ".join(_display_path(relative) for relative in waiting[:10]))
     claims = [
-        taken
-        for relative in find_ready(inbox, stable_s=settings.watch.stable_s)
-        if (taken := claim(inbox, relative, stable_s=settings.watch.stable_s)) is not None
+        taken for relative in ready if (taken := claim(inbox, relative, stable_s=settings.watch.stable_s)) is not None
     ]
     logger.info("%d file(s) taken from %s", len(claims), inbox)
     if dispatch:

@@ -176,6 +176,16 @@ class WatchSettings(_Group):
     deployment: str = Field(
         "denoise-file/destatic", description="The per-file deployment for dispatch=deployment, as FLOW/DEPLOYMENT."
     )
+    max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="Runs a file may fail for a reason other than its content (disk full, ffmpeg killed, ...) before it "
+        "is quarantined; until then it is left in the inbox. Bad input is quarantined at once.",
+    )
+    retry_after_s: float = Field(
+        300.0, ge=0, description="A file left in the inbox after such a failure is not taken again for this long."
+    )
 
     @field_validator("deployment")
     @classmethod
@@ -195,6 +205,12 @@ class RuntimeSettings(_Group):
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster; None: a local cluster.")
     dask_workers: int | None = Field(
         None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per core."
+    )
+    ffmpeg_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        description="Longest one ffmpeg call may run before it is killed and its input quarantined; none: 300 s "
+        "plus 1 s per MiB of the file it reads (always so on Dask workers).",
     )
 
     @model_validator(mode="after")
