@@ -119,6 +119,7 @@ def test_success_after_a_failure_clears_the_count(
     assert (settings.paths.done / "talk.wav").read_bytes() == speech_wav.read_bytes()
     assert (settings.paths.outbox / "talk.wav").is_file()
     assert _files(inbox) == [] and _files(settings.paths.quarantine) == []
+    assert _files(inbox / FAILURES_DIR) == [], "the count is cleared by the success"
 
 
 def test_failed_file_is_left_alone_for_retry_after_s(make_settings, killed_ffmpeg: Path, speech_wav: Path) -> None:
