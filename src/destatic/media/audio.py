@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -11,7 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from destatic.errors import BadInputError, ParameterError
-from destatic.media import _ffmpeg
+from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
 from destatic.media.probe import MediaInfo, StreamInfo, probe
 
@@ -233,6 +234,7 @@ def export_audio(
     format: str | None = None,
     bit_depth: int | None = None,
     bitrate: int | None = None,
+    n_jobs: int | None = None,
 ) -> Path:
     """Encode audio alone into a file of the chosen format, atomically.
 
@@ -253,6 +255,10 @@ def export_audio(
         wav: 16/24-bit PCM or 32-bit float (None); flac: 16 or 24 (None).
     bitrate : int or None
         Bits per second for mp3, m4a, ogg and opus; None takes the default above.
+    n_jobs : int or None
+        m4a from a WAV: AAC encoders to run at once, each on a segment, spliced
+        gaplessly (see :func:`destatic.media.remux`). None: one per usable CPU
+        (at most 4) when every segment gets 30 s or more; 1: one encoder.
 
     Returns
     -------
@@ -262,7 +268,7 @@ def export_audio(
     Raises
     ------
     destatic.errors.ParameterError
-        Unknown format, or an option the format does not take.
+        Unknown format, an option the format does not take, or `n_jobs` not None or a positive integer.
     destatic.errors.BadInputError
         `cleaned_wav` is missing or not audio.
     destatic.errors.TransientError
@@ -276,17 +282,29 @@ def export_audio(
     format = format.lower().lstrip(".")
     if format not in set(EXPORT_FORMATS.values()):
         raise ParameterError(f"format={format!r} is not supported; use one of {sorted(set(EXPORT_FORMATS.values()))}")
+    _aac_segments.check_n_jobs(n_jobs)
     info = probe(cleaned_wav)
     source = select_audio_stream(info, None)
     codec_args, muxer = _export_codec_args(format, bit_depth=bit_depth, bitrate=bitrate, channels=source.channels or 1)
-    with atomic_output(output) as partial:
-        args = [
-            *_ffmpeg.base_args(),
-            *_ffmpeg.input_args(cleaned_wav),
-            "-map", f"0:{source.index}",
-            "-map_metadata", "-1",
-            *codec_args,
-            *_ffmpeg.output_args(partial, muxer=muxer),
-        ]
-        _ffmpeg.run(args, source=cleaned_wav)
+    with contextlib.ExitStack() as cleanup:
+        spliced = None
+        if format == "m4a" and info.format_name == "wav" and source.codec.startswith("pcm_"):
+            spliced = cleanup.enter_context(_aac_segments.parallel_aac(
+                cleaned_wav, output, muxer=muxer, frames=wav_info(cleaned_wav).frames, sample_rate=source.sample_rate or 0,
+                channels=source.channels or 0, bitrate=bitrate or _LOSSY_DEFAULT_BITRATE["m4a"], n_jobs=n_jobs,
+            ))
+        if spliced is not None:
+            inputs, codec_args = _ffmpeg.input_args(spliced.path), ["-c:a", "copy", *spliced.timestamp_args(0)]
+        else:
+            inputs = _ffmpeg.input_args(cleaned_wav)
+        with atomic_output(output) as partial:
+            args = [
+                *_ffmpeg.base_args(),
+                *inputs,
+                "-map", "0:0" if spliced is not None else f"0:{source.index}",
+                "-map_metadata", "-1",
+                *codec_args,
+                *_ffmpeg.output_args(partial, muxer=muxer),
+            ]
+            _ffmpeg.run(args, source=cleaned_wav)
     return output

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 from destatic.errors import ParameterError
-from destatic.media import _ffmpeg
+from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
-from destatic.media.audio import select_audio_stream
+from destatic.media.audio import select_audio_stream, wav_info
 from destatic.media.probe import StreamInfo, probe
 
 __all__ = ["MUXERS", "choose_audio_codec", "remux"]
@@ -131,6 +132,7 @@ def remux(
     audio_codec: str | None = None,
     audio_bitrate: int | None = None,
     reencode_video: bool = False,
+    n_jobs: int | None = None,
 ) -> Path:
     """Write `original` with one audio stream replaced by `cleaned_wav`, atomically.
 
@@ -161,6 +163,11 @@ def remux(
     reencode_video : bool
         Re-encode video streams (near-transparent quality) instead of copying them.
         Off by default: copying is lossless and fast.
+    n_jobs : int or None
+        AAC encoders to run at once on long audio into mp4, mov, m4a or ts,
+        each on a segment, spliced gaplessly at frames where they agree (see
+        :mod:`destatic.media._aac_segments`). None: one per usable CPU (at most
+        4) when every segment gets 30 s or more; 1: one encoder.
 
     Returns
     -------
@@ -170,7 +177,8 @@ def remux(
     Raises
     ------
     destatic.errors.ParameterError
-        `output` is `original`, has an unsupported suffix, or `audio_codec` does not fit.
+        `output` is `original`, has an unsupported suffix, `audio_codec` does not fit,
+        or `n_jobs` is not None or a positive integer.
     destatic.errors.BadInputError
         `original` or `cleaned_wav` cannot be read, or `original` has no audio.
     destatic.errors.TransientError
@@ -182,6 +190,7 @@ def remux(
     muxer = MUXERS.get(output.suffix.lower())
     if muxer is None:
         raise ParameterError(f"output suffix {output.suffix!r} is not supported; use one of {sorted(MUXERS)}")
+    _aac_segments.check_n_jobs(n_jobs)
     info = probe(original)
     replaced = select_audio_stream(info, stream)
     cleaned = probe(cleaned_wav)
@@ -190,36 +199,49 @@ def remux(
     bitrate = _bitrate(codec, replaced, audio_bitrate)
     offset = replaced.start_time - info.start_time
 
-    maps: list[str] = []
-    codecs: list[str] = ["-c", "copy"]
-    for out_index, source in enumerate(info.streams):
-        if source.index == replaced.index:
-            maps += ["-map", f"1:{cleaned_audio.index}"]
-            codecs += [f"-c:{out_index}", _ENCODERS[codec], *_depth_args(codec, source, out_index)]
-            if bitrate is not None:
-                codecs += [f"-b:{out_index}", str(bitrate)]
-            elif codec == "vorbis":
-                codecs += [f"-q:{out_index}", str(_VORBIS_QUALITY)]
-            flags = "+".join(flag.replace(" ", "_") for flag in source.dispositions) or "0"
-            codecs += [f"-disposition:{out_index}", flags]
-        else:
-            maps += ["-map", f"0:{source.index}"]
-            if reencode_video and source.kind == "video" and not source.attached_pic:
-                codecs += _video_encoder_args(muxer, out_index)
-        # An explicit per-stream mapping turns off ffmpeg's automatic one, so map every stream's tags.
-        codecs += [f"-map_metadata:s:{out_index}", f"0:s:{source.index}"]
-    with atomic_output(output) as partial:
-        args = [
-            *_ffmpeg.base_args(),
-            *_ffmpeg.input_args(original),
-            "-itsoffset", f"{offset:.9f}",
-            *_ffmpeg.input_args(cleaned_wav),
-            *maps,
-            "-map_metadata", "0", "-map_chapters", "0",
-            *codecs,
-            "-max_muxing_queue_size", "4096",
-            *_timing_args(muxer, info.start_time),
-            *_ffmpeg.output_args(partial, muxer=muxer),
+    with contextlib.ExitStack() as cleanup:
+        spliced = None
+        if codec == "aac" and bitrate is not None and cleaned.format_name == "wav" and cleaned_audio.codec.startswith("pcm_"):
+            spliced = cleanup.enter_context(_aac_segments.parallel_aac(
+                cleaned_wav, output, muxer=muxer, frames=wav_info(cleaned_wav).frames,
+                sample_rate=cleaned_audio.sample_rate or 0, channels=cleaned_audio.channels or 0, bitrate=bitrate, n_jobs=n_jobs,
+            ))
+        maps: list[str] = []
+        codecs: list[str] = ["-c", "copy"]
+        for out_index, source in enumerate(info.streams):
+            if source.index == replaced.index:
+                if spliced is not None:
+                    maps += ["-map", "1:0"]
+                    codecs += spliced.timestamp_args(out_index, offset=offset)
+                else:
+                    maps += ["-map", f"1:{cleaned_audio.index}"]
+                    codecs += [f"-c:{out_index}", _ENCODERS[codec], *_depth_args(codec, source, out_index)]
+                    if bitrate is not None:
+                        codecs += [f"-b:{out_index}", str(bitrate)]
+                    elif codec == "vorbis":
+                        codecs += [f"-q:{out_index}", str(_VORBIS_QUALITY)]
+                flags = "+".join(flag.replace(" ", "_") for flag in source.dispositions) or "0"
+                codecs += [f"-disposition:{out_index}", flags]
+            else:
+                maps += ["-map", f"0:{source.index}"]
+                if reencode_video and source.kind == "video" and not source.attached_pic:
+                    codecs += _video_encoder_args(muxer, out_index)
+            # An explicit per-stream mapping turns off ffmpeg's automatic one, so map every stream's tags.
+            codecs += [f"-map_metadata:s:{out_index}", f"0:s:{source.index}"]
+        audio_input = _ffmpeg.input_args(spliced.path) if spliced is not None else [
+            "-itsoffset", f"{offset:.9f}", *_ffmpeg.input_args(cleaned_wav),
         ]
-        _ffmpeg.run(args, source=original)
+        with atomic_output(output) as partial:
+            args = [
+                *_ffmpeg.base_args(),
+                *_ffmpeg.input_args(original),
+                *audio_input,
+                *maps,
+                "-map_metadata", "0", "-map_chapters", "0",
+                *codecs,
+                "-max_muxing_queue_size", "4096",
+                *_timing_args(muxer, info.start_time),
+                *_ffmpeg.output_args(partial, muxer=muxer),
+            ]
+            _ffmpeg.run(args, source=original)
     return output
