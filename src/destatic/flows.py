@@ -373,6 +373,17 @@ def _reason(error: BaseException) -> str:
     return "; ".join([reason, *getattr(error, "__notes__", ())])
 
 
+def _blames_the_file(error: BaseException) -> bool:
+    """Whether `error` comes back on every run of the file, so that it is quarantined at once.
+
+    Bad input, and a :class:`~destatic.errors.ParameterError` from a step: the
+    DSP refuses the file's audio (a 4 kHz rate, NaN samples) or the settings do
+    not fit it (a noise segment past its end). Neither is retried by a step
+    (:func:`destatic.tasks.is_transient`); any other error may not recur.
+    """
+    return isinstance(error, (BadInputError, ParameterError))
+
+
 def _denoise_one(
     source: Path, settings: Settings, *, output: Path | None, on_failure: Callable[[str, Exception], Any] | None = None
 ) -> Path:
@@ -389,11 +400,11 @@ def _denoise_one(
 
 
 def _quarantine_bad_input(path: Path, settings: Settings, relative: Path | None) -> Callable[[str, Exception], None]:
-    """On failure: move `path` into quarantine if its content is to blame, else leave it where it is."""
+    """On failure: move `path` into quarantine if it is to blame, else leave it where it is."""
 
     def settle(step: str, error: Exception) -> None:
         reason = _reason(error)
-        if not isinstance(error, BadInputError):
+        if not _blames_the_file(error):
             get_run_logger().error("%s failed at step %s: %s; left where it is", path.name, step, reason)
         elif path.exists() or path.is_symlink():
             where = quarantine(path, settings.paths.quarantine, relative=relative, step=step, reason=reason)
@@ -426,7 +437,8 @@ def denoise_file(
     relative : Path or None
         The input's path under the inbox, kept when it is quarantined.
     quarantine_bad : bool
-        Move a bad input (:class:`~destatic.errors.BadInputError`) into
+        Move a bad input (:class:`~destatic.errors.BadInputError`, or a
+        :class:`~destatic.errors.ParameterError` from a step) into
         ``settings.paths.quarantine`` with ``NAME.error.txt``; False leaves it
         where it is, as is any input that fails for another reason.
     claim : Path or None
@@ -700,15 +712,15 @@ def failure_record(inbox: Path, relative: Path) -> FailureRecord | None:
 def _settle_failure(taken: Claim, settings: Settings, record: Path, *, step: str, error: Exception) -> None:
     """Settle a claimed file whose run failed at `step`; what became of it is added to `error`'s notes.
 
-    Bad input goes to quarantine at once. Any other failure (transient after
-    its retries, or unexpected) is counted in `record` and the file goes back
-    to the inbox untouched, to be taken again after ``watch.retry_after_s``;
-    at the ``watch.max_attempts``-th failure it goes to quarantine instead,
-    with the count and the last reason.
+    Bad input goes to quarantine at once (see :func:`_blames_the_file`). Any
+    other failure (transient after its retries, or unexpected) is counted in
+    `record` and the file goes back to the inbox untouched, to be taken again
+    after ``watch.retry_after_s``; at the ``watch.max_attempts``-th failure it
+    goes to quarantine instead, with the count and the last reason.
     """
     logger = get_run_logger()
     name, reason = _display_path(taken.relative), _reason(error)
-    if isinstance(error, BadInputError):
+    if _blames_the_file(error):
         where = quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step=step, reason=reason)
         with contextlib.suppress(FileNotFoundError):
             record.unlink()

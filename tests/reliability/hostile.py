@@ -14,6 +14,9 @@ the watcher must reach:
     Still being written during the scan: left in the inbox, processed by a later scan.
 ``vanished``
     Deleted while its run was under way: reported as failed, nothing written, the watcher goes on.
+``retried``
+    Failed for a reason that is not its content (read-only outbox, full disk): left in the
+    inbox untouched, its failure counted, reported as failed with `reason`, nothing written.
 
 Cases that need a world of their own (a read-only outbox, a full disk, an
 unprivileged watcher) name a `batch`; the others all run in one ``main`` batch.
@@ -37,7 +40,7 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-Outcome = Literal["processed", "quarantined", "ignored", "deferred", "vanished"]
+Outcome = Literal["processed", "quarantined", "ignored", "deferred", "vanished", "retried"]
 BATCHES = ("main", "readonly-outbox", "full-disk-work", "full-disk-outbox", "unprivileged")
 SEED = 20261123
 SECRET_TOKEN = b"DESTATIC-SECRET-7f3a91c2e4b8d6a0"
@@ -426,11 +429,11 @@ CASES: tuple[Case, ...] = (
          "ffconcat list named .avi pointing at a local secret", "not allowed"),
     Case("concat-http", Path("concat-http.mp4"), _concat(lambda ctx: ctx.listener.url), "quarantined",
          "ffconcat list named .mp4 pointing at a loopback URL", "not allowed"),
-    Case("readonly-outbox", Path("ro.wav"), asset("tone.wav"), "quarantined", "outbox on a read-only file system",
+    Case("readonly-outbox", Path("ro.wav"), asset("tone.wav"), "retried", "outbox on a read-only file system",
          "read-only file system", batch="readonly-outbox"),
-    Case("full-disk-work", Path("big-for-work.wav"), asset("48k-stereo-3s.wav"), "quarantined",
+    Case("full-disk-work", Path("big-for-work.wav"), asset("48k-stereo-3s.wav"), "retried",
          "work folder on a 256 KiB file system", "no space left", batch="full-disk-work"),
-    Case("full-disk-outbox", Path("big-for-outbox.wav"), asset("48k-stereo-3s.wav"), "quarantined",
+    Case("full-disk-outbox", Path("big-for-outbox.wav"), asset("48k-stereo-3s.wav"), "retried",
          "outbox on a 64 KiB file system", "no space left", batch="full-disk-outbox"),
     Case("unreadable", Path("locked.wav"), _unreadable, "quarantined",
          "mode 000, watcher run as uid 65534 (root reads anything)", "permission denied", batch="unprivileged"),

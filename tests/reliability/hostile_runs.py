@@ -116,6 +116,8 @@ def observe(case: Case, settings: Any, rows: dict[str, dict[str, Any]], hash_bef
             found.reason, found.note_text = _note_reason(note)
     elif os.path.lexists(left) and row is None:
         found = Observed("ignored", where=left)
+    elif os.path.lexists(left) and row["status"] == "failed":
+        found = Observed("retried", where=left)
     elif row is not None and row["status"] == "failed" and not os.path.lexists(left):
         found = Observed("vanished", reason=row["reason"])
     else:
@@ -166,6 +168,11 @@ def case_problems(case: Case, seen: Observed, settings: Any) -> list[str]:
             problems.append("the note has no one-line reason")
     if case.outcome == "ignored" and (seen.row is not None or seen.where != settings.paths.inbox / case.relative):
         problems.append("the watcher took it")
+    if case.outcome == "retried":
+        from destatic.flows import failure_record
+
+        if failure_record(settings.paths.inbox, case.relative) is None:
+            problems.append("no failure counted for the file left in the inbox")
     return problems
 
 
