@@ -709,17 +709,22 @@ def failure_record(inbox: Path, relative: Path) -> FailureRecord | None:
     return _read_record(inbox / FAILURES_DIR / f"{_failure_key(relative, stat)}.json")
 
 
-def _settle_failure(taken: Claim, settings: Settings, record: Path, *, step: str, error: Exception) -> None:
+def _settle_failure(taken: Claim, settings: Settings, *, step: str, error: Exception) -> None:
     """Settle a claimed file whose run failed at `step`; what became of it is added to `error`'s notes.
 
     Bad input goes to quarantine at once (see :func:`_blames_the_file`). Any
     other failure (transient after its retries, or unexpected) is counted in
-    `record` and the file goes back to the inbox untouched, to be taken again
-    after ``watch.retry_after_s``; at the ``watch.max_attempts``-th failure it
-    goes to quarantine instead, with the count and the last reason.
+    ``inbox/.failures/`` and the file goes back to the inbox untouched, to be
+    taken again after ``watch.retry_after_s``; at the
+    ``watch.max_attempts``-th failure it goes to quarantine instead, with the
+    count and the last reason.
     """
     logger = get_run_logger()
     name, reason = _display_path(taken.relative), _reason(error)
+    if not (taken.path.exists() or taken.path.is_symlink()):
+        logger.error("%s failed at step %s: %s; the file is gone", name, step, reason)
+        return
+    record = _record_path(taken)
     if _blames_the_file(error):
         where = quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step=step, reason=reason)
         with contextlib.suppress(FileNotFoundError):
@@ -891,10 +896,9 @@ def _settle_claim(folder: Path, settings: Settings) -> Path:
             return output
         raise DestaticError(f"claim {str(folder)!r} holds no file: it was released or settled by another run")
     target = _outbox_path(taken.relative, settings)
-    record = _record_path(taken)
 
     def on_failure(step: str, error: Exception) -> None:
-        _settle_failure(taken, settings, record, step=step, error=error)
+        _settle_failure(taken, settings, step=step, error=error)
 
     try:
         if taken.path.is_symlink():
@@ -911,7 +915,7 @@ def _settle_claim(folder: Path, settings: Settings) -> Path:
     with media.atomic_output(settled) as partial:
         partial.write_text(json.dumps({"output": os.fsdecode(output)}), encoding="utf-8")
     with contextlib.suppress(FileNotFoundError):
-        record.unlink()
+        _record_path(taken).unlink()
     done = _free_name(settings.paths.done.absolute() / taken.relative)
     done.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(os.fspath(taken.path), done)
@@ -933,7 +937,12 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
     finally:
         if taken.path.exists() or taken.path.is_symlink():  # the run ended before settling it
             failure = failure or DestaticError("the run ended without settling the file")
-            _settle_failure(taken, settings, _record_path(taken), step="claim", error=failure)
+            row.update(status="failed", output="")
+            try:
+                _settle_failure(taken, settings, step="claim", error=failure)
+            except Exception as error:  # quarantine or the inbox's state unwritable: the watcher goes on
+                get_run_logger().error("%s could not be settled (%s); put back in the inbox", taken.relative, _reason(error))
+                _unclaim(taken, taken.folder.parent.parent)
         shutil.rmtree(taken.folder, ignore_errors=True)
         row["seconds"] = round(time.perf_counter() - started, 2)
     if failure is not None:
