@@ -52,5 +52,7 @@ class BadInputError(DestaticError):
 class TransientError(DestaticError):
     """A failure that may not happen again: ffmpeg killed, an I/O error.
 
-    The pipeline retries these with backoff.
+    The pipeline retries these with backoff. A watched file that still fails
+    goes back to the inbox, and to quarantine only after
+    ``watch.max_attempts`` runs that failed so.
     """
