@@ -29,9 +29,11 @@ import dataclasses
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import FrameType
 
 from destatic.dsp.parallel import available_cpus
 from destatic.errors import ParameterError, TransientError
@@ -206,12 +208,13 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
     """
     running: list[subprocess.Popen[bytes]] = []
     try:
-        for args, log in zip(commands, logs, strict=True):
-            with open(log, "wb") as stderr:
-                try:
-                    running.append(subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr))
-                except OSError as error:
-                    raise TransientError(f"cannot start ffmpeg {args[0]!r}: {error}") from error
+        with _sigint_deferred():
+            for args, log in zip(commands, logs, strict=True):
+                with open(log, "wb") as stderr:
+                    try:
+                        running.append(subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr))
+                    except OSError as error:
+                        raise TransientError(f"cannot start ffmpeg {args[0]!r}: {error}") from error
         waiting = list(zip(running, logs, strict=True))
         while waiting:
             for process, log in list(waiting):
@@ -230,6 +233,25 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) until the block ends: a KeyboardInterrupt raised inside
+    ``subprocess.Popen`` would lose a started child that nobody then kills."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # KeyboardInterrupt is raised in the main thread only
+        return
+    caught: list[FrameType | None] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught and callable(previous):
+            previous(signal.SIGINT, caught[0])
+        elif caught and previous == signal.SIG_DFL:
+            signal.raise_signal(signal.SIGINT)
 
 
 def _signal_name(number: int) -> str:
