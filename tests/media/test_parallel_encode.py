@@ -161,7 +161,7 @@ def test_short_audio_and_other_codecs_keep_one_encoder(tmp_path: Path) -> None:
     audio = tones_with_clicks_at_splits(seconds=20.0)
     source = tmp_path / "source.wav"
     sf.write(source, audio, 48000, subtype="FLOAT")
-    assert _aac_segments.encoder_jobs(len(audio), 48000, 2) == 1, "20 s is below two 30 s segments"
+    assert _aac_segments.encoder_jobs(len(audio), 48000, 2) == 1, "20 s is below two 20 s segments"
     automatic = media.export_audio(source, tmp_path / "auto.m4a")
     one = media.export_audio(source, tmp_path / "one.m4a", n_jobs=1)
     assert packets_md5(automatic, "0:a") == packets_md5(one, "0:a")

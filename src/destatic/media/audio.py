@@ -258,7 +258,7 @@ def export_audio(
     n_jobs : int or None
         m4a from a WAV: AAC encoders to run at once, each on a segment, spliced
         gaplessly (see :func:`destatic.media.remux`). None: one per usable CPU
-        (at most 4) when every segment gets 30 s or more; 1: one encoder.
+        (at most 4) when every segment gets 20 s or more; 1: one encoder.
 
     Returns
     -------

@@ -167,7 +167,7 @@ def remux(
         AAC encoders to run at once on long audio into mp4, mov, m4a or ts,
         each on a segment, spliced gaplessly at frames where they agree (see
         :mod:`destatic.media._aac_segments`). None: one per usable CPU (at most
-        4) when every segment gets 30 s or more; 1: one encoder.
+        4) when every segment gets 20 s or more; 1: one encoder.
 
     Returns
     -------
