@@ -243,6 +243,19 @@ def test_failed_segment_stops_the_others_and_leaves_nothing(tmp_path: Path, long
     _assert_gone(pid_file)
 
 
+def test_hung_encoders_are_killed_at_the_time_limit(tmp_path: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pid_file = tmp_path / "first.pid"
+    body = f'case " $* " in *" -ss "*) exec sleep 60;; esac\necho $$ > "{pid_file}"\nexec sleep 60\n'
+    monkeypatch.setenv(_ffmpeg.FFMPEG_ENV, str(_wrapper(tmp_path, body)))
+    out = tmp_path / "out"
+    out.mkdir()
+    with _ffmpeg.time_limit(1.0), pytest.raises(BadInputError, match="source.wav.*did not finish within 1 s"):
+        media.export_audio(long_wav, out / "x.m4a", n_jobs=2)
+    assert list(out.iterdir()) == []
+    _assert_gone(pid_file)
+    assert psutil.Process().children(recursive=True) == []
+
+
 def test_interrupt_kills_every_encoder(tmp_path: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pid_file = tmp_path / "first.pid"
     body = (  # the middle segment waits; the last (no -t) interrupts this process

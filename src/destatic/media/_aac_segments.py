@@ -202,11 +202,14 @@ def _encoder_args(wav: Path, segment: _Segment, *, sample_rate: int, bitrate: in
 
 
 def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *, source: os.PathLike[str] | str) -> None:
-    """Run the ffmpeg `commands` at once; on any failure (or interruption) kill the rest, then raise.
+    """Run the ffmpeg `commands` at once; on any failure, interruption or time-out kill them all, then raise.
 
     Each one's stderr goes to its log file (no pipe can fill and block it).
-    Errors are classified as :func:`_ffmpeg.run` classifies them.
+    They share one watchdog limit, :func:`_ffmpeg.time_limit_for` `source`;
+    errors are classified as :func:`_ffmpeg.run` classifies them.
     """
+    limit = _ffmpeg.time_limit_for(source)
+    deadline = time.monotonic() + limit
     running: list[subprocess.Popen[bytes]] = []
     try:
         with _sigint_deferred():
@@ -223,16 +226,16 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
                 if code is None:
                     continue
                 waiting.remove((process, log))
-                if code < 0:
-                    raise TransientError(f"ffmpeg killed by signal {_signal_name(-code)} while encoding {os.fsdecode(source)!r}")
                 if code != 0:
-                    raise _ffmpeg.classify_failure(_ffmpeg.decode_text(log.read_bytes()), source=source)
+                    raise _ffmpeg.exit_error(code, _ffmpeg.decode_text(log.read_bytes()), source=source)
+            if waiting and time.monotonic() > deadline:
+                raise _ffmpeg.time_limit_error(source, limit)
             if waiting:
                 time.sleep(0.01)
     finally:
         for process in running:
             if process.poll() is None:
-                process.kill()
+                _ffmpeg.kill_tree(process)
             process.wait()
 
 
@@ -253,10 +256,6 @@ def _sigint_deferred() -> Iterator[None]:
             previous(signal.SIGINT, caught[0])
         elif caught and previous == signal.SIG_DFL:
             signal.raise_signal(signal.SIGINT)
-
-
-def _signal_name(number: int) -> str:
-    return signal.Signals(number).name if number in signal.valid_signals() else str(number)
 
 
 def adts_packets(data: bytes) -> list[memoryview]:

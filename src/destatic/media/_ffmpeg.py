@@ -256,15 +256,24 @@ def run(
         kill_tree(process)
         raise
     done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-    if done.returncode < 0:
-        name = signal.Signals(-done.returncode).name if -done.returncode in signal.valid_signals() else str(-done.returncode)
-        processing = "" if source is None else f" while processing {os.fsdecode(source)!r}"
-        raise TransientError(f"ffmpeg killed by signal {name}{processing}")
-    if check and done.returncode != 0:
-        if source is None:
-            raise TransientError(f"ffmpeg failed with status {done.returncode}: {decode_text(done.stderr)[-300:]}")
-        raise classify_failure(decode_text(done.stderr), source=source)
+    if done.returncode < 0 or (check and done.returncode != 0):
+        raise exit_error(done.returncode, decode_text(done.stderr), source=source)
     return done
+
+
+def exit_error(returncode: int, stderr: str, *, source: os.PathLike[str] | str | bytes | None) -> DestaticError:
+    """The error for an ffmpeg process that ended with `returncode` (non-zero) and wrote `stderr`.
+
+    Killed by a signal, or a call that reads no input: :class:`TransientError`;
+    else as :func:`classify_failure` judges `stderr`.
+    """
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
+        processing = "" if source is None else f" while processing {os.fsdecode(source)!r}"
+        return TransientError(f"ffmpeg killed by signal {name}{processing}")
+    if source is None:
+        return TransientError(f"ffmpeg failed with status {returncode}: {stderr[-300:]}")
+    return classify_failure(stderr, source=source)
 
 
 _TRANSIENT_MARKERS = {
