@@ -14,6 +14,7 @@ import contextvars
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -67,6 +68,26 @@ __all__ = [
     "watcher_deployment",
     "work_dir_for",
 ]
+
+
+class _ReasonWithoutTraceback(logging.Filter):
+    """Drop the traceback Prefect logs with a flow run that raised a destatic error.
+
+    Those errors are raised on purpose and their one-line message says what
+    is wrong (a bad input, a refused setting, a failure retried in vain); the
+    traceback only buries it. Anything else keeps its traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], DestaticError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_FLOW_RUN_LOGGER = logging.getLogger("prefect.flow_runs")
+if not any(isinstance(existing, _ReasonWithoutTraceback) for existing in _FLOW_RUN_LOGGER.filters):
+    _FLOW_RUN_LOGGER.addFilter(_ReasonWithoutTraceback())
 
 CLAIM_DIR = ".processing"
 FAILURES_DIR = ".failures"

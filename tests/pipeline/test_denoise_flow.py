@@ -149,16 +149,28 @@ def test_bad_input_is_not_retried_and_is_quarantined(make_settings, task_runs, r
 
 
 def test_bad_input_from_run_stays_where_it_is(make_settings, tmp_path: Path) -> None:
+    import logging
+
     from destatic.errors import BadInputError
     from destatic.flows import denoise_file
 
     settings = make_settings()
     empty = tmp_path / "empty.wav"
     empty.write_bytes(b"")
-    with pytest.raises(BadInputError):
-        denoise_file(empty, settings, quarantine_bad=False)
+    records: list[logging.LogRecord] = []
+    collect = logging.Handler(logging.ERROR)
+    collect.emit = records.append
+    flow_runs = logging.getLogger("prefect.flow_runs")
+    flow_runs.addHandler(collect)
+    try:
+        with pytest.raises(BadInputError):
+            denoise_file(empty, settings, quarantine_bad=False)
+    finally:
+        flow_runs.removeHandler(collect)
     assert empty.exists()
     assert not settings.paths.quarantine.exists()
+    failure = [r for r in records if "empty.wav" in r.getMessage()]
+    assert failure and all(r.exc_info is None for r in failure), "a bad input is logged as its reason, no traceback"
 
 
 def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_path: Path) -> None:
