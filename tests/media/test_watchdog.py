@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from processes import all_gone
 
 from destatic import media
 from destatic.errors import BadInputError, ParameterError, TransientError
@@ -22,25 +23,6 @@ def _hanging_ffmpeg(folder: Path) -> tuple[Path, Path]:
     script.write_text(f"#!/bin/sh\necho $$ > '{pids}'\nsleep 600 &\necho $! >> '{pids}'\nwait\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return script, pids
-
-
-def _running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie, dead but not yet reaped by init, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
-
-
-def _all_gone(pids: list[int], *, within_s: float = 5.0) -> bool:
-    """Whether every process of `pids` is gone within `within_s` (SIGKILL is delivered asynchronously)."""
-    deadline = time.monotonic() + within_s
-    while any(_running(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def _wait_for_pids(pids: Path, count: int) -> list[int]:
@@ -69,7 +51,7 @@ def test_hanging_ffmpeg_is_killed_with_its_children_and_the_input_blamed(
         media.extract_audio(source, out / "a.wav")
     assert time.monotonic() - started < 1.0 + _ffmpeg.KILL_GRACE_S
     assert Path(caught.value.path) == source
-    assert _all_gone(_wait_for_pids(pids, 2)), "the fake ffmpeg or its child outlived the watchdog"
+    assert all_gone(_wait_for_pids(pids, 2)), "the fake ffmpeg or its child outlived the watchdog"
     assert list(out.iterdir()) == []
 
 
@@ -77,7 +59,7 @@ def test_call_without_input_that_hangs_is_transient(tmp_path: Path) -> None:
     script, pids = _hanging_ffmpeg(tmp_path)
     with pytest.raises(TransientError, match=r"did not answer within 0.5 s"):
         _ffmpeg.run([str(script)], source=None, timeout_s=0.5)
-    assert _all_gone(_wait_for_pids(pids, 2))
+    assert all_gone(_wait_for_pids(pids, 2))
 
 
 def test_call_within_its_limit_returns_its_output() -> None:

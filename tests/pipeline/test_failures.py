@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from processes import all_gone
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -186,19 +187,7 @@ def test_hanging_ffmpeg_is_killed_and_its_input_quarantined_once(
     assert extract.run_count == 1, "a hang is blamed on the input: not retried"
     started = [int(pid) for pid in pids.read_text().split()]
     assert len(started) == 2
-    deadline = time.monotonic() + 5
-    while any(_running(pid) for pid in started) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_running(pid) for pid in started), "the fake ffmpeg or its child is still running"
-
-
-def _running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie, dead but not yet reaped by init, is not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            return handle.read().rpartition(b")")[2].split()[0] != b"Z"
-    except FileNotFoundError:
-        return False
+    assert all_gone(started), "the fake ffmpeg or its child is still running"
 
 
 @pytest.mark.parametrize(
