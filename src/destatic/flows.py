@@ -41,7 +41,6 @@ from prefect.states import Failed
 
 from destatic import dsp, media, report, tasks
 from destatic.errors import BadInputError, DestaticError, ParameterError, _display_path
-from destatic.media._ffmpeg import time_limit
 from destatic.media.atomic import partial_owner
 from destatic.runners import task_runner_for
 from destatic.settings import Settings, load_settings
@@ -486,7 +485,7 @@ def denoise_file(
         its step's retries are spent; the flow run fails with its reason.
     """
     settings = settings or load_settings()
-    with time_limit(settings.runtime.ffmpeg_timeout_s):
+    with media.time_limit(settings.runtime.ffmpeg_timeout_s):
         if claim is not None:
             return _settle_claim(Path(claim).absolute(), settings)
         source = Path(path).absolute()
@@ -529,7 +528,7 @@ def denoise_files(
         for index, path in enumerate(paths)
     ]
     written: dict[int, Path] = {}
-    with time_limit(settings.runtime.ffmpeg_timeout_s):
+    with media.time_limit(settings.runtime.ffmpeg_timeout_s):
         for phase in (_start_steps, _continue_steps, _finish_steps):
             for index, run in enumerate(runs):
                 if run.error is not None:

@@ -4,6 +4,7 @@ Uses the ffmpeg binary shipped by imageio-ffmpeg (or ``$DESTATIC_FFMPEG``).
 No Prefect here: the pipeline calls these functions from its tasks.
 """
 
+from destatic.media._ffmpeg import time_limit
 from destatic.media.atomic import atomic_output
 from destatic.media.audio import AudioTrack, export_audio, extract_audio, read_audio
 from destatic.media.probe import MediaInfo, StreamInfo, probe
@@ -27,4 +28,5 @@ __all__ = [
     "probe",
     "read_audio",
     "remux",
+    "time_limit",
 ]
