@@ -226,7 +226,10 @@ class _FileRun:
     def wait(self, step: str) -> Any:
         """The result of `step`, raising its error; the step's time is from its inputs being ready to its end."""
         self.step = step
-        value = self.futures[step].result()
+        try:
+            value = self.futures[step].result()
+        except ParameterError as error:  # the step refuses this file's audio, or the settings do not fit it
+            raise BadInputError(self.source, f"its audio cannot be cleaned: {error}") from error
         done = self.finished.get(step, time.perf_counter())
         ready = max([self.submitted[step], *(self.finished.get(need, 0.0) for need in _NEEDS[step])])
         self.steps[step] = max(0.0, done - ready)
@@ -396,12 +399,13 @@ def _reason(error: BaseException) -> str:
 def _blames_the_file(error: BaseException) -> bool:
     """Whether `error` comes back on every run of the file, so that it is quarantined at once.
 
-    Bad input, and a :class:`~destatic.errors.ParameterError` from a step: the
-    DSP refuses the file's audio (a 4 kHz rate, NaN samples) or the settings do
-    not fit it (a noise segment past its end). Neither is retried by a step
-    (:func:`destatic.tasks.is_transient`); any other error may not recur.
+    Bad input: the file itself, or a step refusing its audio (a 4 kHz rate,
+    NaN samples) or finding that the settings do not fit it (a noise segment
+    past its end), which :meth:`_FileRun.wait` turns into bad input. Neither
+    is retried by a step (:func:`destatic.tasks.is_transient`); any other
+    error may not recur.
     """
-    return isinstance(error, (BadInputError, ParameterError))
+    return isinstance(error, BadInputError)
 
 
 def _denoise_one(
@@ -457,8 +461,8 @@ def denoise_file(
     relative : Path or None
         The input's path under the inbox, kept when it is quarantined.
     quarantine_bad : bool
-        Move a bad input (:class:`~destatic.errors.BadInputError`, or a
-        :class:`~destatic.errors.ParameterError` from a step) into
+        Move a bad input (:class:`~destatic.errors.BadInputError`, which a
+        step's :class:`~destatic.errors.ParameterError` becomes) into
         ``settings.paths.quarantine`` with ``NAME.error.txt``; False leaves it
         where it is, as is any input that fails for another reason.
     claim : Path or None

@@ -72,6 +72,16 @@ def test_run_many_files_one_bad_exits_1(in_tmp: Path, speech_wav: Path) -> None:
     assert "bad.wav" in result.output
 
 
+def test_audio_the_dsp_refuses_fails_naming_the_file(in_tmp: Path) -> None:
+    low = in_tmp / "low-rate.wav"
+    sf.write(low, np.random.default_rng(3).normal(0, 0.1, 8000).astype(np.float32), 4000)
+    result = runner.invoke(app, ["run", str(low)])
+    assert result.exit_code == 1, result.output
+    unwrapped = "".join(result.output.split())  # rich wraps long lines
+    assert "low-rate.wav:itsaudiocannotbecleaned:sample_rate=4000" in unwrapped, result.output
+    assert low.exists() and not (in_tmp / "low-rate-clean.wav").exists()
+
+
 def test_artifacts_of_a_file_never_run(in_tmp: Path, speech_wav: Path) -> None:
     result = runner.invoke(app, ["artifacts", str(speech_wav)])
     assert result.exit_code == 1
