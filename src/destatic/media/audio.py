@@ -151,6 +151,28 @@ def wav_info(path: os.PathLike[str] | str) -> sf._SoundFileInfo:
         return sf.info(handle)
 
 
+def segment_encoded_aac(
+    cleaned_wav: os.PathLike[str] | str,
+    cleaned: MediaInfo,
+    stream: StreamInfo,
+    beside: os.PathLike[str] | str,
+    *,
+    muxer: str,
+    bitrate: int,
+    n_jobs: int | None,
+) -> contextlib.AbstractContextManager[_aac_segments.SplicedAAC | None]:
+    """:func:`~destatic.media._aac_segments.parallel_aac` of `cleaned_wav` when it is a PCM WAV, else None.
+
+    The encoders seek the WAV to the sample, so only PCM in a WAV container is split.
+    """
+    if cleaned.format_name != "wav" or not stream.codec.startswith("pcm_"):
+        return contextlib.nullcontext(None)
+    return _aac_segments.parallel_aac(
+        cleaned_wav, beside, muxer=muxer, frames=wav_info(cleaned_wav).frames,
+        sample_rate=stream.sample_rate or 0, channels=stream.channels or 0, bitrate=bitrate, n_jobs=n_jobs,
+    )
+
+
 _TRUNCATION_MARKERS = ("partial file", "File ended prematurely", "Packet corrupt", "corrupt input packet")
 
 
@@ -286,13 +308,12 @@ def export_audio(
     info = probe(cleaned_wav)
     source = select_audio_stream(info, None)
     codec_args, muxer = _export_codec_args(format, bit_depth=bit_depth, bitrate=bitrate, channels=source.channels or 1)
-    with contextlib.ExitStack() as cleanup:
-        spliced = None
-        if format == "m4a" and info.format_name == "wav" and source.codec.startswith("pcm_"):
-            spliced = cleanup.enter_context(_aac_segments.parallel_aac(
-                cleaned_wav, output, muxer=muxer, frames=wav_info(cleaned_wav).frames, sample_rate=source.sample_rate or 0,
-                channels=source.channels or 0, bitrate=bitrate or _LOSSY_DEFAULT_BITRATE["m4a"], n_jobs=n_jobs,
-            ))
+    aac = (
+        segment_encoded_aac(cleaned_wav, info, source, output, muxer=muxer, bitrate=bitrate or _LOSSY_DEFAULT_BITRATE["m4a"], n_jobs=n_jobs)
+        if format == "m4a"
+        else contextlib.nullcontext(None)
+    )
+    with aac as spliced:
         if spliced is not None:
             inputs, codec_args = _ffmpeg.input_args(spliced.path), ["-c:a", "copy", *spliced.timestamp_args(0)]
         else:

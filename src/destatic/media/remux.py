@@ -9,7 +9,7 @@ from pathlib import Path
 from destatic.errors import ParameterError
 from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
-from destatic.media.audio import select_audio_stream, wav_info
+from destatic.media.audio import segment_encoded_aac, select_audio_stream
 from destatic.media.probe import StreamInfo, probe
 
 __all__ = ["MUXERS", "choose_audio_codec", "remux"]
@@ -199,13 +199,12 @@ def remux(
     bitrate = _bitrate(codec, replaced, audio_bitrate)
     offset = replaced.start_time - info.start_time
 
-    with contextlib.ExitStack() as cleanup:
-        spliced = None
-        if codec == "aac" and bitrate is not None and cleaned.format_name == "wav" and cleaned_audio.codec.startswith("pcm_"):
-            spliced = cleanup.enter_context(_aac_segments.parallel_aac(
-                cleaned_wav, output, muxer=muxer, frames=wav_info(cleaned_wav).frames,
-                sample_rate=cleaned_audio.sample_rate or 0, channels=cleaned_audio.channels or 0, bitrate=bitrate, n_jobs=n_jobs,
-            ))
+    aac = (
+        segment_encoded_aac(cleaned_wav, cleaned, cleaned_audio, output, muxer=muxer, bitrate=bitrate, n_jobs=n_jobs)
+        if codec == "aac" and bitrate is not None
+        else contextlib.nullcontext(None)
+    )
+    with aac as spliced:
         maps: list[str] = []
         codecs: list[str] = ["-c", "copy"]
         for out_index, source in enumerate(info.streams):
