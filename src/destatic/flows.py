@@ -749,22 +749,20 @@ def _settle_failure(taken: Claim, settings: Settings, *, step: str, error: Excep
         logger.error("%s failed at step %s: %s; the file is gone", name, step, reason)
         return
     record = _record_path(taken)
-    if _blames_the_file(error):
-        where = quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step=step, reason=reason)
-        with contextlib.suppress(FileNotFoundError):
-            record.unlink()
-        logger.error("%s failed at step %s: %s; moved to %s", name, step, reason, where)
-        return
     watch = settings.watch
-    previous = _read_record(record)
+    blamed = _blames_the_file(error)
+    previous = None if blamed else _read_record(record)
     failures = (previous.failures if previous is not None else 0) + 1
-    if failures >= watch.max_attempts:
-        why = f"failed {failures} times for reasons other than its content (watch.max_attempts={watch.max_attempts}); last: {reason}"
+    if blamed or failures >= watch.max_attempts:
+        why = reason if blamed else (
+            f"failed {failures} times for reasons other than its content (watch.max_attempts={watch.max_attempts}); last: {reason}"
+        )
         where = quarantine(taken.path, settings.paths.quarantine, relative=taken.relative, step=step, reason=why)
         with contextlib.suppress(FileNotFoundError):
             record.unlink()
-        logger.error("%s failed at step %s: %s; moved to %s after %d failures", name, step, reason, where, failures)
-        error.add_note(f"moved to quarantine after {failures} failures")
+        logger.error("%s failed at step %s: %s; moved to %s", name, step, why, where)
+        if not blamed:
+            error.add_note(f"moved to quarantine after {failures} failures")
         return
     record.parent.mkdir(parents=True, exist_ok=True)
     entry = FailureRecord(file=name, failures=failures, step=step, reason=reason, time=time.time())
