@@ -631,6 +631,11 @@ class Claim:
     relative: Path
     folder: Path
 
+    @property
+    def inbox(self) -> Path:
+        """The watched folder the file was taken from (the claim folder is ``inbox/.processing/<id>``)."""
+        return self.folder.parent.parent
+
 
 def claim(inbox: Path, relative: Path, *, stable_s: float = 0.0) -> Claim | None:
     """Take one file out of the inbox atomically, or None if another watcher was first.
@@ -658,13 +663,13 @@ def claim(inbox: Path, relative: Path, *, stable_s: float = 0.0) -> Claim | None
         return None
     after = claimed.lstat()
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or time.time() - after.st_mtime < stable_s:
-        _unclaim(Claim(claimed, relative, folder), inbox)
+        _unclaim(Claim(claimed, relative, folder))
         return None
     return Claim(claimed, relative, folder)
 
 
-def _unclaim(taken: Claim, inbox: Path) -> None:
-    back = inbox / taken.relative
+def _unclaim(taken: Claim) -> None:
+    back = taken.inbox / taken.relative
     if taken.path.exists() or taken.path.is_symlink():
         back.parent.mkdir(parents=True, exist_ok=True)
         if back.exists():
@@ -698,9 +703,8 @@ def _failure_key(relative: Path, stat: os.stat_result) -> str:
 
 
 def _record_path(taken: Claim) -> Path:
-    """Where the failures of a claimed file are counted (its inbox is two levels above the claim folder)."""
-    inbox = taken.folder.parent.parent
-    return inbox / FAILURES_DIR / f"{_failure_key(taken.relative, taken.path.lstat())}.json"
+    """Where the failures of a claimed file are counted."""
+    return taken.inbox / FAILURES_DIR / f"{_failure_key(taken.relative, taken.path.lstat())}.json"
 
 
 def _read_record(path: Path) -> FailureRecord | None:
@@ -768,7 +772,7 @@ def _settle_failure(taken: Claim, settings: Settings, *, step: str, error: Excep
     entry = FailureRecord(file=name, failures=failures, step=step, reason=reason, time=time.time())
     with media.atomic_output(record) as partial:
         partial.write_text(json.dumps(entry.__dict__), encoding="utf-8")
-    _unclaim(taken, taken.folder.parent.parent)
+    _unclaim(taken)
     outcome = f"left in the inbox (failure {failures} of {watch.max_attempts}), taken again after {watch.retry_after_s:g} s"
     logger.error("%s failed at step %s: %s; %s", name, step, reason, outcome)
     error.add_note(outcome)
@@ -831,7 +835,7 @@ def release_stale_claims(inbox: Path) -> list[Path]:
             continue
         taken = _claimed(folder)
         if taken is not None:
-            _unclaim(taken, inbox)
+            _unclaim(taken)
             released.append(taken.relative)
         shutil.rmtree(folder, ignore_errors=True)
     return released
@@ -964,7 +968,7 @@ def _process_claim(taken: Claim, settings: Settings) -> dict[str, Any]:
                 _settle_failure(taken, settings, step="claim", error=failure)
             except Exception as error:  # quarantine or the inbox's state unwritable: the watcher goes on
                 get_run_logger().error("%s could not be settled (%s); put back in the inbox", taken.relative, _reason(error))
-                _unclaim(taken, taken.folder.parent.parent)
+                _unclaim(taken)
         shutil.rmtree(taken.folder, ignore_errors=True)
         row["seconds"] = round(time.perf_counter() - started, 2)
     if failure is not None:
@@ -990,7 +994,7 @@ def _dispatch_claim(taken: Claim, settings: Settings, parameters: dict[str, Any]
             timeout=0,
         )
     except Exception as error:
-        _unclaim(taken, settings.paths.inbox.absolute())
+        _unclaim(taken)
         row["reason"] = f"not dispatched, left in the inbox: {_reason(error)}"
     else:
         owner_json = taken.folder / "owner.json"
