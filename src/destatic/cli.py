@@ -205,7 +205,7 @@ def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
         for source in sources:
             try:
                 bar_of[work_dir_for(source, settings).absolute()] = bars.add_task(source.name, total=100)
-            except OSError:  # unreadable: the flow reports it
+            except DestaticError:  # not a readable regular file: the flow reports it
                 continue
 
         def move(work_dir: Path, percent: float) -> None:

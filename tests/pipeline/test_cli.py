@@ -72,6 +72,20 @@ def test_run_many_files_one_bad_exits_1(in_tmp: Path, speech_wav: Path) -> None:
     assert "bad.wav" in result.output
 
 
+def test_run_many_with_a_fifo_reports_it_and_goes_on(in_tmp: Path, speech_wav: Path) -> None:
+    import os
+
+    fifo = in_tmp / "fifo.wav"
+    os.mkfifo(fifo)
+    folder = in_tmp / "cleaned"
+    folder.mkdir()
+    result = runner.invoke(app, ["run", str(speech_wav), str(fifo), "-o", str(folder)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert (folder / "speech-clean.wav").is_file()
+    assert "fifo.wav: is not a regular file" in " ".join(result.output.split())
+
+
 def test_audio_the_dsp_refuses_fails_naming_the_file(in_tmp: Path) -> None:
     low = in_tmp / "low-rate.wav"
     sf.write(low, np.random.default_rng(3).normal(0, 0.1, 8000).astype(np.float32), 4000)
