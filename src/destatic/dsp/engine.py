@@ -181,7 +181,7 @@ def _group_arguments(
 
     def arguments(group: slice, channels: int) -> dict[str, Any]:
         rows = _checked_profile(profile, sample_rate, channels).channel_rows(group)
-        return {"sample_rate": sample_rate, "profile": rows, **fixed}
+        return {"profile": rows, **fixed}
 
     return arguments
 
@@ -189,7 +189,6 @@ def _group_arguments(
 def _gains_of_channels(
     blocks: Iterable[np.ndarray],
     *,
-    sample_rate: int,
     profile: NoiseProfile,
     method: str,
     options: SuppressionOptions,
@@ -197,9 +196,8 @@ def _gains_of_channels(
     """:func:`compute_gains` for checked arguments, in this process."""
     splitter: FrameSplitter | None = None
     rule: GainComputer | None = None
-    for block in checked_blocks(blocks):
+    for block in blocks:
         if splitter is None:
-            profile = _checked_profile(profile, sample_rate, block.shape[1])
             splitter = _splitter(profile, block.shape[1])
             rule = GainComputer(profile, method, options)
             canceller = _tone_canceller(profile)
@@ -228,7 +226,6 @@ def _adder(profile: NoiseProfile, channels: int) -> OverlapAdder:
 
 def _filter_blocks(
     blocks: Iterable[np.ndarray],
-    sample_rate: int,
     profile: NoiseProfile,
     make_rule: Callable[[NoiseProfile, int], Callable[[np.ndarray], np.ndarray]],
     *,
@@ -236,15 +233,16 @@ def _filter_blocks(
 ) -> Iterator[np.ndarray]:
     """STFT the blocks, multiply each frame by its gains, overlap-add back to exact length.
 
-    ``make_rule(profile, channels)`` is called once the first block shows the
-    channel count; the rule maps spectra (channels, frames, bins) to their gains.
+    The blocks and the profile are checked already (:func:`checked_blocks`,
+    and the profile's rows for these channels). ``make_rule(profile, channels)``
+    is called once the first block shows the channel count; the rule maps
+    spectra (channels, frames, bins) to their gains.
     """
     splitter: FrameSplitter | None = None
     removed_tones: _Queue | None = None
-    for block in checked_blocks(blocks):
+    for block in blocks:
         if splitter is None:
             channels = block.shape[1]
-            profile = _checked_profile(profile, sample_rate, channels)
             splitter = _splitter(profile, channels)
             adder = _adder(profile, channels)
             rule = make_rule(profile, channels)
@@ -428,7 +426,6 @@ def _with_their_gains(
 def _apply_to_channels(
     pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     *,
-    sample_rate: int,
     profile: NoiseProfile,
     residue: bool,
 ) -> Iterator[np.ndarray]:
@@ -447,13 +444,12 @@ def _apply_to_channels(
     def stored_gains(profile: NoiseProfile, channels: int) -> Callable[[np.ndarray], np.ndarray]:
         return lambda spectra: pending.take(spectra.shape[1])
 
-    yield from _filter_blocks(blocks(), sample_rate, profile, stored_gains, residue=residue)
+    yield from _filter_blocks(blocks(), profile, stored_gains, residue=residue)
 
 
 def _denoise_channels(
     blocks: Iterable[np.ndarray],
     *,
-    sample_rate: int,
     profile: NoiseProfile,
     method: str,
     options: SuppressionOptions,
@@ -462,7 +458,6 @@ def _denoise_channels(
     """:func:`denoise_stream` with a known profile and checked arguments, in this process."""
     yield from _filter_blocks(
         blocks,
-        sample_rate,
         profile,
         lambda profile, _channels: GainComputer(profile, method, options),
         residue=residue,
