@@ -1,6 +1,6 @@
 """``python -m destatic``: the same command as ``destatic``."""
 
-from destatic.cli import app
+from destatic.cli import main
 
 if __name__ == "__main__":
-    app(prog_name="destatic")
+    main()

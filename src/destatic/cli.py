@@ -7,10 +7,13 @@ strongest source) and calls a flow or a task's core. Exit status: 0 success,
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
@@ -403,3 +406,31 @@ def artifacts(
     typer.echo(f"artifact:    {record['artifact_key']}  (prefect artifact inspect {record['artifact_key']})")
     for path in sorted(work_dir.iterdir()):
         typer.echo(f"  {path.name}")
+
+
+def main() -> None:
+    """Entry point of ``destatic``: run the command, then end the process without tearing Python down.
+
+    Once a command has finished, the exit handlers run (Prefect drains its
+    event and log queues, an embedded server stops, temporary files go), the
+    standard streams are flushed, and the process ends with the command's
+    status. What is skipped is the interpreter's teardown of every loaded
+    module, which costs about 0.4 s with Prefect and matplotlib loaded and
+    changes no file. An exception other than an exit is left to Python.
+    """
+    try:
+        app(prog_name="destatic")
+        status: Any = 0
+    except SystemExit as stop:
+        status = stop.code
+    if status is None:
+        status = 0
+    elif not isinstance(status, int):
+        print(status, file=sys.stderr)
+        status = 1
+    threading._shutdown()  # type: ignore[attr-defined]  # what Python does first at exit: join worker threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import inspect
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +133,23 @@ def test_run_flags_default_to_the_settings_defaults() -> None:
     for name, parameter in inspect.signature(run).parameters.items():
         if name not in ("inputs", "audio_only"):
             assert parameter.default is None, name
+
+
+@pytest.mark.parametrize(("arguments", "status"), [(["--help"], 0), (["bogus"], 2)])
+def test_main_runs_exit_handlers_and_keeps_the_status(arguments: list[str], status: int) -> None:
+    # main() ends the process itself once the command is done: the exit
+    # handlers must still run, the output be complete, the status be the command's.
+    code = (
+        "import atexit, sys\n"
+        "from destatic.cli import main\n"
+        "atexit.register(lambda: print('exit handler ran', flush=True))\n"
+        f"sys.argv = ['destatic', *{arguments!r}]\n"
+        "main()\n"
+        "print('not reached')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == status, done.stderr
+    assert done.stdout.rstrip().endswith("exit handler ran")
+    assert "not reached" not in done.stdout
+    if status == 0:
+        assert "artifacts" in done.stdout  # the help's last command: nothing was cut off
