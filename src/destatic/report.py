@@ -99,6 +99,20 @@ def _mono_head(wav: Path, seconds: float) -> tuple[np.ndarray, int]:
         return audio.mean(axis=1), handle.samplerate
 
 
+def _spectrogram_db(audio: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
+    """Power spectral density in dB/Hz, (bins, frames), of mono `audio`: Hann frames at half overlap.
+
+    Scaled as matplotlib's ``specgram`` scales it, so that the colour limits keep their meaning.
+    """
+    from destatic.dsp.stft import FrameSplitter, hann_window
+
+    splitter = FrameSplitter(1, n_fft=n_fft, hop_length=n_fft // 2, padded=False)
+    spectra = np.concatenate([splitter.push(audio[:, None]), splitter.finish()], axis=1)[0]
+    density = np.square(np.abs(spectra)) / (sample_rate * np.square(hann_window(n_fft)).sum())
+    density[:, 1 : n_fft // 2] *= 2
+    return 10 * np.log10(np.maximum(density, 1e-30)).T
+
+
 def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds: float = SPECTROGRAM_SECONDS) -> str:
     """Plot the spectrograms of the first `seconds` before and after cleaning, one above the other.
 
@@ -113,7 +127,8 @@ def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds:
         audio, sr = _mono_head(wav, seconds)
         nfft = 1024 if sr > 24000 else 512
         if len(audio) >= nfft:
-            ax.specgram(audio, NFFT=nfft, Fs=sr, noverlap=nfft // 2, cmap="magma", vmin=-140, vmax=-20)
+            ax.imshow(_spectrogram_db(audio, sr, nfft), origin="lower", aspect="auto", cmap="magma", vmin=-140, vmax=-20,
+                      extent=(0, len(audio) / sr, 0, sr / 2))
         ax.set_ylabel(f"{label}\nHz")
     axes[1].set_xlabel("Time (s)")
     figure.subplots_adjust(left=0.12, right=0.98, bottom=0.1, top=0.97, hspace=0.12)
