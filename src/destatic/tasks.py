@@ -10,12 +10,16 @@ noise recording) are hashed by content.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +43,7 @@ __all__ = [
     "STEP_VERSIONS",
     "StepCache",
     "artifact_path",
+    "at_lowest_priority",
     "deliver",
     "estimate_file_profile",
     "export_audio",
@@ -65,7 +70,7 @@ STEP_VERSIONS: dict[str, str] = {
     "inverse": "2",
     "remux": "1",
     "export": "1",
-    "plots": "1",
+    "plots": "2",
 }
 KEY_CHARS = 20
 READ_BLOCK = 1 << 16
@@ -440,6 +445,26 @@ def export_audio(cleaned_wav: Path, work_dir: Path, format: str) -> Path:
     return target
 
 
+def at_lowest_priority(work: Callable[[], Any]) -> Any:
+    """Call `work` in a new thread at the lowest CPU priority (nice 19) and return its result.
+
+    For work that only people read (plots) and that runs beside a step on the
+    critical path (the encode): it then takes the CPU time the encoders leave,
+    instead of slowing them. On Linux the nice value is per thread, and a new
+    thread (not a pool thread, which would stay lowered) is given it; elsewhere
+    the thread runs at normal priority.
+    """
+
+    def lowered() -> Any:
+        if sys.platform == "linux":
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return work()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="destatic-low") as pool:
+        return pool.submit(lowered).result()
+
+
 @task(name="plot_report", cache_policy=_PLOTS, **_STEP_OPTIONS)
 def plot_report(audio_wav: Path, profile_npz: Path, cleaned_wav: Path, work_dir: Path) -> Path:
     """Plot the noise profile and the spectrograms before and after; estimate the reduction.
@@ -455,13 +480,17 @@ def plot_report(audio_wav: Path, profile_npz: Path, cleaned_wav: Path, work_dir:
     target = _target(_PLOTS, work_dir, inputs)
     profile_png = target.with_name(f"{target.stem}-profile.png")
     spectrogram_png = target.with_name(f"{target.stem}-spectrograms.png")
-    record = {
-        "profile_png": str(profile_png),
-        "spectrogram_png": str(spectrogram_png),
-        "profile_uri": report.plot_profile(dsp.NoiseProfile.load(profile_npz), profile_png),
-        "spectrogram_uri": report.plot_spectrograms(audio_wav, cleaned_wav, spectrogram_png),
-        "reduction_db": report.noise_reduction_db(audio_wav, cleaned_wav),
-    }
+
+    def draw() -> dict[str, Any]:
+        return {
+            "profile_png": str(profile_png),
+            "spectrogram_png": str(spectrogram_png),
+            "profile_uri": report.plot_profile(dsp.NoiseProfile.load(profile_npz), profile_png),
+            "spectrogram_uri": report.plot_spectrograms(audio_wav, cleaned_wav, spectrogram_png),
+            "reduction_db": report.noise_reduction_db(audio_wav, cleaned_wav),
+        }
+
+    record = at_lowest_priority(draw)
     with media.atomic_output(target) as partial:
         partial.write_text(json.dumps(record), encoding="utf-8")
     return target
@@ -474,8 +503,7 @@ def deliver(artifact: Path, output: Path) -> Path:
     A copy, not a link: editing the delivered file must not corrupt the cache.
     """
     output.parent.mkdir(parents=True, exist_ok=True)
-    with media.atomic_output(output) as partial, open(artifact, "rb") as src, open(partial, "wb") as dst:
-        while chunk := src.read(1 << 22):
-            dst.write(chunk)
+    with media.atomic_output(output) as partial:
+        shutil.copyfile(artifact, partial)
     return output
 
