@@ -17,6 +17,9 @@ unexport PREFECT_API_URL
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench,dask]"
+	# An editable install is not byte-compiled; without this, every command
+	# compiles destatic's modules again where PYTHONDONTWRITEBYTECODE is set.
+	$(BIN)/python -m compileall -q src
 	touch $(STAMP)
 
 demo: $(STAMP)
