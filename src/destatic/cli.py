@@ -83,7 +83,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(
+def common_options(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
