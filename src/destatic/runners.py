@@ -9,12 +9,12 @@ running after the cluster is gone.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, Literal
 
 from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from destatic._cpus import available_cpus
 from destatic.errors import DestaticError, ParameterError
 
 if TYPE_CHECKING:
@@ -112,10 +112,10 @@ def build_task_runner(
 def task_runner_for(runtime: RuntimeSettings) -> TaskRunner[Any]:
     """The task runner that the ``runtime`` settings name (:func:`build_task_runner` of them).
 
-    ``runtime.dask_workers`` None means one worker process per core.
+    ``runtime.dask_workers`` None means one worker process per CPU this process may use.
     """
     return build_task_runner(
-        runtime.task_runner, dask_address=runtime.dask_address, dask_workers=runtime.dask_workers or os.cpu_count() or 1
+        runtime.task_runner, dask_address=runtime.dask_address, dask_workers=runtime.dask_workers or available_cpus()
     )
 
 

@@ -204,7 +204,7 @@ class RuntimeSettings(_Group):
     task_runner: Literal["thread", "dask"] = Field("thread", description="thread: one process; dask: prefect-dask.")
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster; None: a local cluster.")
     dask_workers: int | None = Field(
-        None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per core."
+        None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per CPU this process may use."
     )
     ffmpeg_timeout_s: float | None = Field(
         None,

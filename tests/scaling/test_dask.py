@@ -113,7 +113,13 @@ def test_runtime_settings_pick_the_runner() -> None:
 
     assert isinstance(task_runner_for(RuntimeSettings()), ThreadPoolTaskRunner)
     assert task_runner_for(RuntimeSettings(task_runner="dask", dask_workers=3)).cluster_kwargs["n_workers"] == 3
-    assert task_runner_for(RuntimeSettings(task_runner="dask")).cluster_kwargs["n_workers"] == os.cpu_count()
+    assert task_runner_for(RuntimeSettings(task_runner="dask")).cluster_kwargs["n_workers"] == len(os.sched_getaffinity(0))
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})  # a process pinned to one CPU (taskset -c 0) gets one worker
+    try:
+        assert task_runner_for(RuntimeSettings(task_runner="dask")).cluster_kwargs["n_workers"] == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
     remote = task_runner_for(RuntimeSettings(task_runner="dask", dask_address="tcp://127.0.0.1:8786"))
     assert remote.address == "tcp://127.0.0.1:8786"
 

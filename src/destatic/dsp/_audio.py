@@ -70,7 +70,8 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
         )
     kind = array.dtype.kind
     if kind == "f":
-        result = np.ascontiguousarray(array, dtype=np.float32)
+        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below
+            result = np.ascontiguousarray(array, dtype=np.float32)
         peak = float(max(result.max(initial=0.0), -result.min(initial=0.0)))
         if not np.isfinite(peak):
             bad = int(np.count_nonzero(~np.isfinite(result)))

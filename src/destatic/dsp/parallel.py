@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from destatic._cpus import available_cpus
 from destatic.errors import ParameterError
 
 __all__ = ["available_cpus", "fill_by_channel_groups", "map_channel_groups", "resolve_jobs"]
@@ -36,14 +37,6 @@ PARENT_CHECK_SECONDS = 1.0
 
 _parent_ends: weakref.WeakSet[Connection] = weakref.WeakSet()
 """This process's ends of its children's pipes: a forked child closes its copies."""
-
-
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_jobs(n_jobs: int | None, channels: int) -> int:

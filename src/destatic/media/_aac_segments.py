@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from destatic.dsp.parallel import available_cpus
+from destatic._cpus import available_cpus
 from destatic.errors import ParameterError, TransientError
 from destatic.media import _ffmpeg
 from destatic.media.atomic import partial_path
