@@ -565,7 +565,7 @@ def run_batch(paths: list[Path], settings: Settings, *, outputs: list[Path] | No
     """Run :func:`denoise_files` on the task runner that ``settings.runtime`` names.
 
     ``runtime.task_runner="dask"`` fans the steps out over a local Dask
-    cluster of ``runtime.dask_workers`` processes (none: one per core) or over
+    cluster of ``runtime.dask_workers`` processes (none: one per usable CPU) or over
     the existing cluster at ``runtime.dask_address``.
 
     Returns
