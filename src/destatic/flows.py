@@ -857,9 +857,10 @@ def _run_is_over(flow_run_id: str) -> bool:
 def remove_dead_partials(*roots: Path) -> list[Path]:
     """Delete the temporary files under `roots` left by processes of this host that are gone (kill -9).
 
-    Only names made by :func:`destatic.media.atomic.partial_path` are touched,
-    and only when the PID in the name is not running; symbolic links are not
-    followed. The folders must be local to this host (the PID is).
+    Only names made by :func:`destatic.media.atomic.partial_path` on this host
+    are touched, and only when the PID in the name is not running; symbolic
+    links are not followed. On a folder shared by several hosts, each one's
+    watcher sweeps only its own host's leftovers.
 
     Returns
     -------

@@ -132,7 +132,7 @@ def test_two_watchers_process_each_file_exactly_once(make_settings, denoise_runs
 
 def test_partials_of_a_killed_process_are_deleted_and_others_kept(tmp_path: Path) -> None:
     from destatic.flows import remove_dead_partials
-    from destatic.media.atomic import partial_owner, partial_path
+    from destatic.media.atomic import HOST_TAG, partial_owner, partial_path
 
     outbox, work = tmp_path / "outbox", tmp_path / "work" / "clip-0123"
     outbox.mkdir()
@@ -150,11 +150,13 @@ def test_partials_of_a_killed_process_are_deleted_and_others_kept(tmp_path: Path
     killed.kill()
     killed.wait()
     assert orphan.exists() and partial_owner(orphan) == killed.pid
-    dead_in_work = work / partial_path(work / "cleaned.wav").name.replace(f".{os.getpid()}-", f".{killed.pid}-")
+    dead_in_work = work / partial_path(work / "cleaned.wav").name.replace(f"-{os.getpid()}-", f"-{killed.pid}-")
     dead_in_work.write_bytes(b"half")
     mine = partial_path(outbox / "live.mp4")
     mine.write_bytes(b"being written")
-    lookalikes = [outbox / ".x.partial.wav", outbox / f".x.{killed.pid}-zzzzzzzz.partial.wav", outbox / "done.wav"]
+    other_host = "0" * 8 if HOST_TAG != "0" * 8 else "1" * 8
+    elsewhere = outbox / orphan.name.replace(f".{HOST_TAG}-", f".{other_host}-")  # another host's live writer, same PID
+    lookalikes = [outbox / ".x.partial.wav", outbox / f".x.{HOST_TAG}-{killed.pid}-zzzzzzzz.partial.wav", outbox / "done.wav", elsewhere]
     for path in lookalikes:
         path.write_bytes(b"keep")
 

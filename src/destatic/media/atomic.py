@@ -3,36 +3,44 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_output", "partial_owner", "partial_path"]
+__all__ = ["HOST_TAG", "atomic_output", "partial_owner", "partial_path"]
 
 
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
-_PARTIAL_NAME = re.compile(rb"\A\..*\.(\d+)-[0-9a-f]{8}\.partial(\.[^.]*)?\Z", re.DOTALL)
+_PARTIAL_NAME = re.compile(rb"\A\..*\.([0-9a-f]{8})-(\d+)-[0-9a-f]{8}\.partial(\.[^.]*)?\Z", re.DOTALL)
+HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
+"""This host in temporary names: a PID means something only on the host that wrote it."""
 
 
 def partial_path(target: os.PathLike[str] | str) -> Path:
-    """A fresh temporary name beside `target`, hidden, keeping its suffix (``x.mp4`` -> ``.x.<pid>-<rand>.partial.mp4``).
+    """A fresh temporary name beside `target`, hidden, keeping its suffix (``x.mp4`` -> ``.x.<host>-<pid>-<rand>.partial.mp4``).
 
-    The name carries the PID of the writing Python process so that a sweep can
-    tell the leftovers of a killed process (see :func:`partial_owner`).
+    The name carries this host's :data:`HOST_TAG` and the PID of the writing
+    Python process, so that a sweep can tell the leftovers of a killed process
+    of its own host from files other hosts are writing on a shared folder
+    (see :func:`partial_owner`).
     """
     target = Path(target)
-    tail = f".{os.getpid()}-{secrets.token_hex(4)}.partial{target.suffix}"
+    tail = f".{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.partial{target.suffix}"
     room = NAME_MAX - 1 - len(os.fsencode(tail))
     stem = os.fsdecode(os.fsencode(target.stem)[: max(room, 1)])
     return target.with_name(f".{stem}{tail}")
 
 
 def partial_owner(path: os.PathLike[str] | str) -> int | None:
-    """The PID in a name made by :func:`partial_path`, or None if the name is not one of those."""
+    """The PID in a name :func:`partial_path` made on this host; None for any other name (or host)."""
     match = _PARTIAL_NAME.match(os.fsencode(Path(path).name))
-    return int(match.group(1)) if match else None
+    if match is None or match.group(1).decode("ascii") != HOST_TAG:
+        return None
+    return int(match.group(2))
 
 
 @contextlib.contextmanager
