@@ -22,3 +22,10 @@ def all_gone(pids: list[int], *, within_s: float = 5.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def child_pids() -> set[int]:
+    """PIDs of this process's live descendants (compare before and after: other tests may leave a server running)."""
+    import psutil
+
+    return {child.pid for child in psutil.Process().children(recursive=True) if running(child.pid)}

@@ -8,7 +8,6 @@ import stat
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 import soundfile as sf
 
@@ -16,6 +15,7 @@ from destatic import media
 from destatic.errors import BadInputError, ParameterError
 from destatic.media import _aac_segments, _ffmpeg
 from media_checks import MEDIA_DIR, aligned_snr_db, decode, ffmpeg, packets_md5
+from processes import child_pids
 
 FRAME = 1024
 SPEECH_FILES = sorted((MEDIA_DIR / "speech").glob("*.decoded.flac"))
@@ -244,6 +244,7 @@ def test_failed_segment_stops_the_others_and_leaves_nothing(tmp_path: Path, long
 
 
 def test_hung_encoders_are_killed_at_the_time_limit(tmp_path: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = child_pids()
     pid_file = tmp_path / "first.pid"
     body = f'case " $* " in *" -ss "*) exec sleep 60;; esac\necho $$ > "{pid_file}"\nexec sleep 60\n'
     monkeypatch.setenv(_ffmpeg.FFMPEG_ENV, str(_wrapper(tmp_path, body)))
@@ -253,10 +254,11 @@ def test_hung_encoders_are_killed_at_the_time_limit(tmp_path: Path, long_wav: Pa
         media.export_audio(long_wav, out / "x.m4a", n_jobs=2)
     assert list(out.iterdir()) == []
     _assert_gone(pid_file)
-    assert psutil.Process().children(recursive=True) == []
+    assert child_pids() <= before
 
 
 def test_interrupt_kills_every_encoder(tmp_path: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    before = child_pids()
     pid_file = tmp_path / "first.pid"
     body = (  # the middle segment waits; the last (no -t) interrupts this process
         f'case " $* " in *" -ss "*" -t "*) exec sleep 60;; *" -ss "*) {_wait_for(pid_file)} kill -INT $PPID; exec sleep 60;; esac\n'
@@ -273,4 +275,4 @@ def test_interrupt_kills_every_encoder(tmp_path: Path, long_wav: Path, monkeypat
         signal.signal(signal.SIGINT, previous)
     assert list(out.iterdir()) == []
     _assert_gone(pid_file)
-    assert psutil.Process().children(recursive=True) == []
+    assert child_pids() <= before
