@@ -18,6 +18,9 @@ from destatic.media.probe import MediaInfo, StreamInfo, probe
 
 __all__ = ["AudioTrack", "EXPORT_FORMATS", "export_audio", "extract_audio", "read_audio", "select_audio_stream"]
 
+EXTRACT_FRAME_SAMPLES = 16384
+"""Samples per frame ffmpeg passes from the decoder to the WAV writer when extracting."""
+
 
 @dataclass(frozen=True)
 class AudioTrack:
@@ -125,6 +128,9 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
             *_ffmpeg.input_args(path),
             "-map", f"0:{chosen.index}",
             "-map_metadata", "-1", "-map_chapters", "-1",
+            # ffmpeg's threads hand over every frame: 1024-sample frames made
+            # half of an extraction's CPU time system time. Same bytes.
+            "-af", f"asetnsamples=n={EXTRACT_FRAME_SAMPLES}:p=0",
             "-c:a", "pcm_f32le", "-rf64", "auto",
             *_ffmpeg.output_args(partial, muxer="wav"),
         ]
