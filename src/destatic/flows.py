@@ -697,14 +697,15 @@ class FailureRecord:
         return (time.time() if now is None else now) - self.time < retry_after_s
 
 
-def _failure_key(relative: Path, stat: os.stat_result) -> str:
+def _record_file(inbox: Path, relative: Path, stat: os.stat_result) -> Path:
+    """Where the failures of ``inbox/relative`` are counted, for this size and mtime of it."""
     identity = b"\0".join([os.fsencode(relative), str(stat.st_size).encode(), str(stat.st_mtime_ns).encode()])
-    return hashlib.sha256(identity).hexdigest()[:32]
+    return inbox / FAILURES_DIR / f"{hashlib.sha256(identity).hexdigest()[:32]}.json"
 
 
 def _record_path(taken: Claim) -> Path:
     """Where the failures of a claimed file are counted."""
-    return taken.inbox / FAILURES_DIR / f"{_failure_key(taken.relative, taken.path.lstat())}.json"
+    return _record_file(taken.inbox, taken.relative, taken.path.lstat())
 
 
 def _read_record(path: Path) -> FailureRecord | None:
@@ -734,7 +735,7 @@ def failure_record(inbox: Path, relative: Path) -> FailureRecord | None:
         stat = (inbox / relative).lstat()
     except FileNotFoundError:
         return None
-    return _read_record(inbox / FAILURES_DIR / f"{_failure_key(relative, stat)}.json")
+    return _read_record(_record_file(inbox, relative, stat))
 
 
 def _settle_failure(taken: Claim, settings: Settings, *, step: str, error: Exception) -> None:
@@ -787,7 +788,7 @@ def _forget_stale_records(inbox: Path) -> None:
     claimed = [taken for entry in _claim_folders(inbox) if (taken := _claimed(entry)) is not None]
     for relative, path in [*((path.relative_to(inbox), path) for path in _walk(inbox)), *((t.relative, t.path) for t in claimed)]:
         with contextlib.suppress(FileNotFoundError):
-            present.add(f"{_failure_key(relative, path.lstat())}.json")
+            present.add(_record_file(inbox, relative, path.lstat()).name)
     for record in folder.iterdir():
         with contextlib.suppress(FileNotFoundError):
             if record.name not in present and time.time() - record.stat().st_mtime > STALE_RECORD_S:
