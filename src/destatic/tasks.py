@@ -11,6 +11,7 @@ noise recording) are hashed by content.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -66,8 +67,8 @@ __all__ = [
 STEP_VERSIONS: dict[str, str] = {
     "extract": "1",
     "profile": "2",
-    "subtract": "3",
-    "inverse": "2",
+    "subtract": "4",
+    "inverse": "3",
     "remux": "1",
     "export": "1",
     "plots": "2",
@@ -237,10 +238,11 @@ def extract_audio(source: Path, work_dir: Path, *, stream: int | None = None) ->
     return target
 
 
-def _blocks(path: Path) -> Iterator[np.ndarray]:
-    """Blocks of a WAV as float32 (frames, channels), read with soundfile."""
+def _blocks(path: Path, channels: slice = slice(None)) -> Iterator[np.ndarray]:
+    """Blocks of a WAV as float32 (frames, channels), read with soundfile; only the columns `channels`."""
     with sf.SoundFile(path) as handle:
-        yield from handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True)
+        for block in handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True):
+            yield block[:, channels]
 
 
 def estimate_file_profile(
@@ -357,64 +359,88 @@ class _Progress:
 def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppression: SuppressionSettings, *, progress: Any = None) -> Path:
     """Compute the suppression gains of `audio_wav` into ``subtract-<key>.npy``.
 
-    The file is a plain ``.npy`` of float32 gains stored frames-major, shape
-    (frames, channels, bins), so each chunk is appended with an ordinary write
-    and read back with an ordinary read: nothing is memory-mapped, and resident
-    memory does not grow with duration.
+    The file is a plain ``.npy`` of float32 gains stored channels-major, shape
+    (channels, frames, bins): each channel process reads the audio itself and
+    writes its channels' rows in place, so no audio or gains pass between
+    processes, nothing is memory-mapped, and resident memory does not grow
+    with duration.
     """
     inputs = {"audio_wav": audio_wav, "profile_npz": profile_npz, "work_dir": work_dir, "suppression": suppression, "progress": progress}
     target = _target(_SUBTRACT, work_dir, inputs)
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
     _, frames, bins = dsp.gain_shape(info.frames, profile)
-    chunks = dsp.compute_gains(
-        _blocks(audio_wav),
-        info.samplerate,
-        profile,
-        method=suppression.method,
-        n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
-        **suppression.dsp_options(),
-    )
+    row_bytes = bins * np.dtype(GAIN_DTYPE).itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(GAIN_DTYPE)), "fortran_order": False, "shape": (info.channels, frames, bins)}
     advance = _Progress(progress, work_dir, frames, start=20, span=40)
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(GAIN_DTYPE)), "fortran_order": False, "shape": (frames, info.channels, bins)}
-    with media.atomic_output(target) as partial, open(partial, "wb") as out:
+    with media.atomic_output(target) as partial, open(partial, "w+b") as out:
         np.lib.format.write_array_header_1_0(out, header)
-        filled = 0
-        for chunk in chunks:
-            out.write(np.ascontiguousarray(chunk.transpose(1, 0, 2), dtype=GAIN_DTYPE))
-            filled += chunk.shape[1]
-            advance(filled)
-        if filled != frames:
-            raise RuntimeError(f"compute_gains gave {filled} frames, frame_count said {frames}")
+        data_start = out.tell()
+        out.truncate(data_start + info.channels * frames * row_bytes)
+        out.flush()  # before the channel processes are forked: they write through the descriptor
+
+        def store(group: slice, first_frame: int, gains: np.ndarray) -> None:
+            for row, channel in enumerate(range(group.start, group.stop)):
+                _write_at(out.fileno(), np.ascontiguousarray(gains[row], GAIN_DTYPE), data_start + (channel * frames + first_frame) * row_bytes)
+
+        done = 0
+        for done in dsp.compute_gains_by_group(
+            functools.partial(_blocks, audio_wav),
+            info.channels,
+            info.samplerate,
+            profile,
+            store,
+            method=suppression.method,
+            n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
+            **suppression.dsp_options(),
+        ):
+            advance(done)
+        if done != frames:
+            raise RuntimeError(f"compute_gains gave {done} frames, frame_count said {frames}")
     return target
 
 
-def _gain_chunks(gains_npy: Path, *, frames_per_chunk: int = 256) -> Iterator[np.ndarray]:
-    """Read a frames-major gains ``.npy`` back as (channels, frames, bins) chunks, by plain reads."""
+def _write_at(fd: int, data: np.ndarray, offset: int) -> None:
+    """Write all of `data` at `offset` of the open file `fd` (its position is not used or moved)."""
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+def _gain_rows(gains_npy: Path, group: slice, *, frames_per_chunk: int = 256) -> Iterator[np.ndarray]:
+    """Read the gains of the channels `group` back from a channels-major ``.npy``, as (group size, frames, bins) chunks."""
     with open(gains_npy, "rb") as source:
         if np.lib.format.read_magic(source) != (1, 0):
             raise RuntimeError(f"{gains_npy} is not a version 1.0 .npy as subtract_noise writes")
-        frames, channels, bins = np.lib.format.read_array_header_1_0(source)[0]
+        _, frames, bins = np.lib.format.read_array_header_1_0(source)[0]
+        data_start = source.tell()
+        row_bytes = bins * np.dtype(GAIN_DTYPE).itemsize
+        channels = range(group.start, group.stop)
         for start in range(0, frames, frames_per_chunk):
             count = min(frames_per_chunk, frames - start)
-            data = source.read(count * channels * bins * np.dtype(GAIN_DTYPE).itemsize)
-            block = np.frombuffer(data, dtype=GAIN_DTYPE)
-            if block.size != count * channels * bins:
+            rows = [os.pread(source.fileno(), count * row_bytes, data_start + (channel * frames + start) * row_bytes) for channel in channels]
+            if any(len(row) != count * row_bytes for row in rows):
                 raise RuntimeError(f"{gains_npy} ends within frames {start}..{start + count} of {frames}")
-            yield np.ascontiguousarray(block.reshape(count, channels, bins).transpose(1, 0, 2))
+            yield np.stack([np.frombuffer(row, dtype=GAIN_DTYPE).reshape(count, bins) for row in rows])
 
 
 @task(name="inverse_stft", cache_policy=_INVERSE, **_STEP_OPTIONS)
 def inverse_stft(audio_wav: Path, gains_npy: Path, profile_npz: Path, work_dir: Path, *, progress: Any = None) -> Path:
-    """Apply the gains to `audio_wav` and write the cleaned audio, ``inverse-<key>.wav`` (float32)."""
+    """Apply the gains to `audio_wav` and write the cleaned audio, ``inverse-<key>.wav`` (float32).
+
+    Each channel process reads its audio and its gains itself; only the
+    cleaned samples come back, to be written here.
+    """
     inputs = {"audio_wav": audio_wav, "gains_npy": gains_npy, "profile_npz": profile_npz, "work_dir": work_dir, "progress": progress}
     target = _target(_INVERSE, work_dir, inputs)
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
-    cleaned = dsp.apply_gains(
-        _blocks(audio_wav),
+    cleaned = dsp.apply_gains_by_group(
+        functools.partial(_blocks, audio_wav),
+        functools.partial(_gain_rows, gains_npy),
+        info.channels,
         info.samplerate,
-        _gain_chunks(gains_npy),
         profile=profile,
         n_jobs=dsp.jobs_for_length(info.frames, info.samplerate),
     )

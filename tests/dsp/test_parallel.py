@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import multiprocessing
 import os
 import signal
@@ -15,7 +16,14 @@ import pytest
 
 import destatic
 from destatic import ParameterError
-from destatic.dsp import apply_gains, compute_gains, denoise_stream, resolve_profile
+from destatic.dsp import (
+    apply_gains,
+    apply_gains_by_group,
+    compute_gains,
+    compute_gains_by_group,
+    denoise_stream,
+    resolve_profile,
+)
 from destatic.dsp.parallel import resolve_jobs
 
 SR = 16000
@@ -71,6 +79,77 @@ def test_two_step_path_is_identical_with_child_processes(multichannel):
     parallel = joined(apply_gains(blocks, SR, chunks, profile=profile, n_jobs=2), 0)
     np.testing.assert_array_equal(parallel, serial)
     np.testing.assert_allclose(serial, destatic.denoise(multichannel, SR, noise=profile), atol=1e-6)
+
+
+def _stored_gains(shape):
+    """A store for compute_gains_by_group writing into shared memory, with the process that stored each channel."""
+    stored = np.frombuffer(mmap.mmap(-1, int(np.prod(shape)) * 4), np.float32).reshape(shape)
+    writers = np.frombuffer(mmap.mmap(-1, shape[0] * 8), np.int64)
+
+    def store(group, first_frame, gains):
+        stored[group, first_frame : first_frame + gains.shape[1]] = gains
+        writers[group] = os.getpid()
+
+    return stored, writers, store
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, 3])
+def test_groups_reading_their_own_input_give_the_same_gains_and_output(multichannel, n_jobs):
+    profile = resolve_profile(multichannel, SR)
+    blocks = blocks_of(multichannel, 3001)
+    gains = joined(compute_gains(blocks, SR, profile), 1)
+    stored, writers, store = _stored_gains(gains.shape)
+
+    def blocks_for(group):
+        return (block[:, group] for block in blocks)
+
+    progress = list(compute_gains_by_group(blocks_for, 3, SR, profile, store, n_jobs=n_jobs))
+    np.testing.assert_array_equal(stored, gains)
+    assert progress == sorted(progress) and progress[-1] == gains.shape[1]
+    assert set(writers) == {os.getpid()} if n_jobs == 1 else len(set(writers) - {os.getpid()}) == n_jobs
+
+    def gains_for(group):
+        return (gains[group, i : i + 37] for i in range(0, gains.shape[1], 37))
+
+    expected = joined(apply_gains(blocks, SR, [gains], profile=profile), 0)
+    output = joined(apply_gains_by_group(blocks_for, gains_for, 3, SR, profile=profile, n_jobs=n_jobs), 0)
+    np.testing.assert_array_equal(output, expected)
+
+
+def test_a_failing_group_raises_its_error_and_stops_the_others(multichannel):
+    profile = resolve_profile(multichannel, SR)
+    blocks = blocks_of(multichannel, 2000)
+    before = running_children()
+
+    def blocks_for(group):
+        for index, block in enumerate(blocks):
+            if group.start == 0 and index == 3:
+                raise OSError("disk gone")
+            yield block[:, group]
+
+    with pytest.raises(OSError, match="disk gone"):
+        list(compute_gains_by_group(blocks_for, 3, SR, profile, lambda *args: None, n_jobs=3))
+    with pytest.raises(ParameterError, match="2 channels but earlier blocks have 1|1 channels"):
+        list(compute_gains_by_group(lambda group: (block[:, :2] for block in blocks), 3, SR, profile, lambda *args: None, n_jobs=3))
+    assert running_children() <= before
+
+
+def test_a_stopped_consumer_stops_groups_that_read_their_own_input(multichannel):
+    profile = resolve_profile(multichannel, SR)
+    gains = joined(compute_gains([multichannel], SR, profile), 1)
+    before = running_children()
+    stream = apply_gains_by_group(
+        lambda group: (block[:, group] for block in blocks_of(multichannel, 500)),
+        lambda group: [gains[group]],
+        3,
+        SR,
+        profile=profile,
+        n_jobs=3,
+    )
+    next(stream)
+    assert len(running_children() - before) == 3
+    stream.close()
+    assert running_children() <= before
 
 
 def test_child_processes_work_beside_other_threads(multichannel):

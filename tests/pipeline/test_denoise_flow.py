@@ -257,10 +257,12 @@ def test_noise_profile_modes_reach_the_profile(mode: str, speech_wav: Path, make
     assert f"## Noise profile\n\n{mode}: " in report_md.read_text()
 
 
-def test_gains_file_is_frames_major_and_reads_back_as_computed(tmp_path: Path, rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_gains_file_is_channels_major_and_reads_back_as_computed(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, n_jobs: int) -> None:
     from destatic import dsp, tasks
     from destatic.settings import NoiseSettings, SuppressionSettings
 
+    monkeypatch.setattr(dsp, "jobs_for_length", lambda *args: n_jobs)
     rate = 16000
     t = np.arange(3 * rate) / rate
     stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.05 * rng.standard_normal(t.size)], axis=1).astype(np.float32)
@@ -271,13 +273,16 @@ def test_gains_file_is_frames_major_and_reads_back_as_computed(tmp_path: Path, r
 
     profile = dsp.NoiseProfile.load(profile_npz)
     expected = np.concatenate(list(dsp.compute_gains([stereo], rate, profile)), axis=1)
-    stored = np.load(gains_npy)
-    assert stored.shape == (expected.shape[1], 2, expected.shape[2])
-    np.testing.assert_array_equal(stored.transpose(1, 0, 2), expected)
-    chunks = list(tasks._gain_chunks(gains_npy, frames_per_chunk=7))
-    assert all(chunk.shape[0] == 2 and chunk.flags.c_contiguous for chunk in chunks)
-    np.testing.assert_array_equal(np.concatenate(chunks, axis=1), expected)
+    np.testing.assert_array_equal(np.load(gains_npy), expected)
+    for group in (slice(0, 2), slice(1, 2)):
+        chunks = list(tasks._gain_rows(gains_npy, group, frames_per_chunk=7))
+        assert all(chunk.shape[0] == group.stop - group.start and chunk.flags.c_contiguous for chunk in chunks)
+        np.testing.assert_array_equal(np.concatenate(chunks, axis=1), expected[group])
     assert not np.array_equal(expected[0], expected[1])
+
+    cleaned_wav = tasks.inverse_stft.fn(audio_wav, gains_npy, profile_npz, tmp_path)
+    in_memory = np.concatenate(list(dsp.apply_gains([stereo], rate, [expected], profile=profile)))
+    np.testing.assert_array_equal(sf.read(cleaned_wav, dtype="float32")[0], in_memory)
 
 
 def test_progress_reaches_this_process_listener_in_order(speech_wav: Path, make_settings, tmp_path: Path) -> None:

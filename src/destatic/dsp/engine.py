@@ -18,7 +18,7 @@ import numpy as np
 
 from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, iter_array_blocks
 from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
-from destatic.dsp.parallel import fill_by_channel_groups, map_channel_groups
+from destatic.dsp.parallel import fill_by_channel_groups, map_channel_groups, run_channel_groups
 from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
 from destatic.dsp.tones import ToneCanceller
 from destatic.dsp.stft import FrameCounter, FrameSplitter, OverlapAdder, frame_count, resolve_fft_size
@@ -29,7 +29,9 @@ __all__ = [
     "SEED_FRAMING",
     "NoiseSpec",
     "apply_gains",
+    "apply_gains_by_group",
     "compute_gains",
+    "compute_gains_by_group",
     "denoise",
     "denoise_stream",
     "framing_for",
@@ -172,6 +174,72 @@ def compute_gains(
         output_axis=0,
         per_group=_group_arguments(sample_rate, profile, method=method, options=settings),
     )
+
+
+def compute_gains_by_group(
+    blocks_of: Callable[[slice], Iterable[np.ndarray]],
+    channels: int,
+    sample_rate: int,
+    profile: NoiseProfile,
+    store: Callable[[slice, int, np.ndarray], None],
+    *,
+    method: str | None = None,
+    n_jobs: int | None = 1,
+    **options: Any,
+) -> Iterator[int]:
+    """:func:`compute_gains` where each group of channels is read, filtered and stored by its own process.
+
+    For audio every process can read for itself (a file): nothing but progress
+    crosses between processes, where :func:`compute_gains` sends the audio to
+    its children and their gains back. The gains are the same.
+
+    Parameters
+    ----------
+    blocks_of : callable
+        ``blocks_of(group)`` gives the audio of the channels ``group`` (a
+        slice), shape ``(n, group size)``, any block sizes; it is called in
+        the process that filters them.
+    channels : int
+        The audio's channel count.
+    sample_rate : int
+        Hz; must equal ``profile.sample_rate``.
+    profile : NoiseProfile
+        As for :func:`compute_gains`.
+    store : callable
+        ``store(group, first_frame, gains)`` keeps the gains of the channels
+        ``group``, shape ``(group size, frames, bins)``, from frame
+        ``first_frame`` on; called in the same process, in frame order.
+    method, n_jobs, **options
+        As for :func:`compute_gains`.
+
+    Yields
+    ------
+    int
+        Frames done in every channel, after each chunk.
+    """
+    sample_rate = check_sample_rate(sample_rate)
+    method = resolve_method(method)
+    settings = SuppressionOptions.from_options(method, options)
+    rows_of = _group_rows(sample_rate, profile, channels)
+
+    def work(group: slice) -> Iterator[int]:
+        done = 0
+        blocks = checked_blocks(blocks_of(group), group.stop - group.start)
+        for gains in _gains_of_channels(blocks, profile=rows_of(group), method=method, options=settings):
+            store(group, done, gains)
+            done += gains.shape[1]
+            yield done
+
+    for done in run_channel_groups(work, channels, n_jobs=n_jobs):
+        yield min(done)
+
+
+def _group_rows(sample_rate: int, profile: NoiseProfile, channels: int) -> Callable[[slice], NoiseProfile]:
+    """The profile's rows for a group of ``channels`` channels (checked here, before any child starts)."""
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ParameterError(f"channels={channels!r} must be a positive integer")
+    checked = _checked_profile(profile, sample_rate, channels)
+    return checked.channel_rows
 
 
 def _group_arguments(
@@ -396,6 +464,53 @@ def apply_gains(
         output_axis=1,
         per_group=_group_arguments(sample_rate, profile, residue=residue),
     )
+
+
+def apply_gains_by_group(
+    blocks_of: Callable[[slice], Iterable[np.ndarray]],
+    gains_of: Callable[[slice], Iterable[np.ndarray]],
+    channels: int,
+    sample_rate: int,
+    *,
+    profile: NoiseProfile,
+    residue: bool = False,
+    n_jobs: int | None = 1,
+) -> Iterator[np.ndarray]:
+    """:func:`apply_gains` where each group of channels reads its audio and gains in its own process.
+
+    Only the output crosses between processes (where :func:`apply_gains`
+    sends the audio and the gains to its children too); it is the same.
+
+    Parameters
+    ----------
+    blocks_of : callable
+        ``blocks_of(group)`` gives the audio of the channels ``group`` (a
+        slice), shape ``(n, group size)``, any block sizes; called in the
+        process that filters them.
+    gains_of : callable
+        ``gains_of(group)`` gives their gains, chunks of shape ``(group size,
+        frames, bins)`` in frame order; called in that same process.
+    channels : int
+        The audio's channel count.
+    sample_rate, profile, residue, n_jobs
+        As for :func:`apply_gains`.
+
+    Yields
+    ------
+    np.ndarray [shape=(n, channels), dtype=float32]
+        As :func:`apply_gains` does.
+    """
+    sample_rate = check_sample_rate(sample_rate)
+    rows_of = _group_rows(sample_rate, profile, channels)
+
+    def work(group: slice) -> Iterator[np.ndarray]:
+        rows = rows_of(group)
+        blocks = checked_blocks(blocks_of(group), group.stop - group.start)
+        pairs = _with_their_gains(blocks, gains_of(group), sample_rate, rows)
+        yield from _apply_to_channels(pairs, profile=rows, residue=residue)
+
+    for parts in run_channel_groups(work, channels, n_jobs=n_jobs):
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def _with_their_gains(

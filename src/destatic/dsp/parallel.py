@@ -1,24 +1,30 @@
 """Filter a stream's channels in several processes at once, with the same result.
 
 Each channel is denoised on its own (its own noise estimate, its own gains),
-so channels can be split between processes without changing a sample. The
-calling process only reads, splits and joins: each group of channels goes to
-a forked child process (cheap, and it imports nothing; the child touches
-only numpy, its pipe and its own copy of the arguments, never a lock another
-thread of the parent might hold). Blocks go out a few ahead of the results,
-which come back in order, so memory stays bounded and the children and the
-reader overlap.
+so channels can be split between processes without changing a sample. Each
+group of channels goes to a forked child process (cheap, and it imports
+nothing; the child touches only numpy, its pipe and its own copy of the
+arguments, never a lock another thread of the parent might hold).
+
+:func:`map_channel_groups` feeds the children from one stream the calling
+process reads and splits; :func:`run_channel_groups` lets each child read its
+own input (a file, say), so only what it yields crosses a pipe. Either way
+results come back in order, a bounded number ahead, so memory stays bounded
+and the children and the caller overlap.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import itertools
 import mmap
 import multiprocessing
 import os
 import queue
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection
@@ -29,7 +35,7 @@ import numpy as np
 from destatic._cpus import available_cpus
 from destatic.errors import ParameterError
 
-__all__ = ["available_cpus", "fill_by_channel_groups", "map_channel_groups", "resolve_jobs"]
+__all__ = ["available_cpus", "fill_by_channel_groups", "map_channel_groups", "resolve_jobs", "run_channel_groups"]
 
 Item = np.ndarray | tuple[np.ndarray, np.ndarray]
 BLOCKS_AHEAD = 3
@@ -69,29 +75,38 @@ def _part(item: Item, group: slice) -> Item:
 
 
 class _Child:
-    """A child process running ``run`` on one group of channels, and a thread reading its replies."""
+    """A child process running ``run`` on one group of channels, and threads talking to it.
+
+    A fed child (``fed=True``) gets its input from this process, item by item,
+    as it asks; an unfed one makes its own (``run`` takes no input) and may
+    get ``ahead`` results ahead of the caller before its pipe holds it back.
+    """
 
     def __init__(
         self,
         context: multiprocessing.context.BaseContext,
-        run: Callable[..., Iterator[np.ndarray]],
+        run: Callable[..., Iterable[Any]],
         kwargs: dict[str, Any],
+        *,
+        fed: bool = True,
+        ahead: int = 0,
     ):
         self.connection, child_end = context.Pipe()
         _parent_ends.add(self.connection)
         self.process = context.Process(
-            target=_serve, args=(child_end, run, kwargs), daemon=True, name="destatic-channels"
+            target=_serve, args=(child_end, run, kwargs, fed), daemon=True, name="destatic-channels"
         )
         self.process.start()
         child_end.close()
-        self.replies: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.results: collections.deque[np.ndarray] = collections.deque()
+        self.fed = fed
+        self.replies: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=0 if fed else ahead)
+        self.results: collections.deque[Any] = collections.deque()
         self.requested = 0
         self.done = False
         self._outbox: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=work, daemon=True, name="destatic-channels")
-            for work in (self._write, self._read)
+            for work in ((self._write, self._read) if fed else (self._read,))
         ]
 
     def start_threads(self) -> None:
@@ -146,17 +161,27 @@ class _Child:
         return True
 
     def close(self) -> None:
-        """End the stream, wait briefly for the child, kill it if it is still busy."""
+        """End the stream, wait briefly for the child, kill it if it is still busy.
+
+        An unfed child that has not finished is killed at once: nobody will
+        take what it is making.
+        """
         self._outbox.put(None)
+        if not self.fed and not self.done:
+            self.process.kill()
         _stop(self.process)
+        deadline = time.monotonic() + 5
         for thread in self._threads:
-            if thread.is_alive():
-                thread.join(timeout=5)
+            while thread.is_alive() and time.monotonic() < deadline:
+                with contextlib.suppress(queue.Empty):
+                    self.replies.get(timeout=0.05)  # a reader waiting for room gets it, then meets the pipe's end
         self.connection.close()
 
 
-def _serve(connection: Connection, run: Callable[..., Iterator[np.ndarray]], kwargs: dict[str, Any]) -> None:
-    """Child side: run the filter on the items the parent sends; send back what it yields.
+def _serve(
+    connection: Connection, run: Callable[..., Iterable[Any]], kwargs: dict[str, Any], fed: bool
+) -> None:
+    """Child side: run the filter (on the items the parent sends, if fed); send back what it yields.
 
     A forked child first closes its copies of its siblings' pipes, so that
     each pipe ends when its own two processes do; it stops when its parent is
@@ -178,7 +203,7 @@ def _serve(connection: Connection, run: Callable[..., Iterator[np.ndarray]], kwa
             yield item
 
     try:
-        for result in run(incoming(), **kwargs):
+        for result in run(incoming(), **kwargs) if fed else run(**kwargs):
             connection.send(("result", result))
         connection.send(("done", None))
     except SystemExit:
@@ -276,6 +301,60 @@ def map_channel_groups(
         while not all(child.done for child in children):
             _wait_for_any(children)
             yield from _joined(children, output_axis)
+        if any(child.results for child in children):
+            raise RuntimeError("channel processes gave different numbers of results")
+    finally:
+        for child in children:
+            child.close()
+
+
+def run_channel_groups(
+    work: Callable[[slice], Iterable[Any]],
+    channels: int,
+    *,
+    n_jobs: int | None,
+) -> Iterator[list[Any]]:
+    """Run ``work(group)`` for each group of channels, each in its own child process; yield what they yield.
+
+    Unlike :func:`map_channel_groups`, nothing is sent to the children: each
+    makes its own input (reads its channels from a file, say) and may write
+    its own output, so only what ``work`` yields crosses a pipe, and each
+    child runs at most :data:`BLOCKS_AHEAD` results ahead of the caller.
+
+    Parameters
+    ----------
+    work : callable
+        ``work(group)`` for a slice of the channels; an iterable that treats
+        channels independently. Every group must yield equally many results.
+    channels : int
+        How many channels there are.
+    n_jobs : int or None
+        See :func:`resolve_jobs`; 1 runs ``work`` here on all channels.
+
+    Yields
+    ------
+    list
+        The next result of every group, in channel order.
+    """
+    jobs = resolve_jobs(n_jobs, channels)
+    if jobs == 1:
+        for result in work(slice(0, channels)):
+            yield [result]
+        return
+    children: list[_Child] = []
+    try:
+        context = multiprocessing.get_context("fork")
+        for group in _groups(channels, jobs):
+            children.append(_Child(context, functools.partial(work, group), {}, fed=False, ahead=BLOCKS_AHEAD))
+        for child in children:
+            child.start_threads()
+        while True:
+            for child in children:
+                while not child.results and not child.done:
+                    child.take_reply()
+            if not all(child.results for child in children):
+                break
+            yield [child.results.popleft() for child in children]
         if any(child.results for child in children):
             raise RuntimeError("channel processes gave different numbers of results")
     finally:
