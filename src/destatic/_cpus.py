@@ -1,10 +1,11 @@
-"""How many CPUs this process may use: shared by the DSP core, the media layer and the runners."""
+"""Which CPUs this process may use: shared by the DSP core, the media layer and the runners."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-__all__ = ["available_cpus"]
+__all__ = ["available_cpus", "bind_to_cpu", "one_cpu_each"]
 
 
 def available_cpus() -> int:
@@ -13,3 +14,25 @@ def available_cpus() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def one_cpu_each(count: int) -> list[int] | None:
+    """A CPU for each of `count` processes to be bound to, if that is exactly how many this process may use.
+
+    For processes made of threads that hand work to one another (ffmpeg's
+    demuxer, filters, encoder and muxer): bound to one core, the hand-overs
+    stay there. With fewer processes than CPUs (or one CPU) the answer is
+    None and nothing should be bound, so that two such groups started at once
+    cannot crowd the same CPUs while others idle.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return None
+    return cpus if len(cpus) == count > 1 else None
+
+
+def bind_to_cpu(pid: int, cpu: int) -> None:
+    """Bind process `pid` (and the threads it starts from now on) to `cpu`; nothing if it has ended or may not be bound."""
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(pid, {cpu})

@@ -228,6 +228,24 @@ def long_wav(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="binding needs at least 2 usable CPUs")
+@pytest.mark.parametrize("extra", [0, 1])
+def test_one_encoder_per_cpu_is_bound_to_it(tmp_path: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch, extra: int) -> None:
+    """As many encoders as usable CPUs: each on its own; one more: none bound (the scheduler spreads them)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    body = f'sleep 0.3; grep Cpus_allowed_list /proc/self/status > "{masks}/$$"\nexec "{_ffmpeg.ffmpeg_exe()}" "$@"\n'
+    monkeypatch.setenv(_ffmpeg.FFMPEG_ENV, str(_wrapper(tmp_path, body)))
+    media.export_audio(long_wav, tmp_path / "x.m4a", n_jobs=len(cpus) + extra)
+    seen = sorted(path.read_text().split()[-1] for path in masks.iterdir())
+    if extra:
+        unbound = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("Cpus_allowed_list"))
+        assert seen == [unbound.split()[-1]] * (len(cpus) + 1)
+    else:
+        assert seen == sorted(str(cpu) for cpu in cpus)
+
+
 def test_failed_segment_stops_the_others_and_leaves_nothing(tmp_path: Path, long_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pid_file = tmp_path / "first.pid"
     body = (

@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from destatic._cpus import available_cpus
+from destatic._cpus import available_cpus, bind_to_cpu, one_cpu_each
 from destatic.errors import ParameterError, TransientError
 from destatic.media import _ffmpeg
 from destatic.media.atomic import partial_path
@@ -204,13 +204,17 @@ def _encoder_args(wav: Path, segment: _Segment, *, sample_rate: int, bitrate: in
 def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *, source: os.PathLike[str] | str) -> None:
     """Run the ffmpeg `commands` at once; on any failure, interruption or time-out kill them all, then raise.
 
-    Each one's stderr goes to its log file (no pipe can fill and block it).
+    With one command per usable CPU, each is bound to its own CPU
+    (:func:`one_cpu_each`): its threads then hand frames to one another on
+    one core (measured on 2 cores: the 10-minute encode 4.0-4.6 s unbound,
+    3.9-4.0 s bound). Each one's stderr goes to its log file (no pipe can fill and block it).
     They share one watchdog limit, :func:`_ffmpeg.time_limit_for` `source`;
     errors are classified as :func:`_ffmpeg.run` classifies them.
     """
     limit = _ffmpeg.time_limit_for(source)
     deadline = time.monotonic() + limit
     running: list[subprocess.Popen[bytes]] = []
+    cpus = one_cpu_each(len(commands))
     try:
         with _sigint_deferred():
             for args, log in zip(commands, logs, strict=True):
@@ -219,6 +223,8 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
                         running.append(subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr))
                     except OSError as error:
                         raise TransientError(f"cannot start ffmpeg {args[0]!r}: {error}") from error
+                if cpus is not None:  # at once, before ffmpeg starts its threads
+                    bind_to_cpu(running[-1].pid, cpus[len(running) - 1])
         waiting = list(zip(running, logs, strict=True))
         while waiting:
             for process, log in list(waiting):
