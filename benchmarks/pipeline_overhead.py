@@ -14,7 +14,7 @@ benchmarks/out/) and prints one table:
 - a cold ``destatic run`` of a 3-second clip with the embedded server (no
   PREFECT_API_URL), with a fresh and with a warm PREFECT_HOME.
 
-Usage: ``python benchmarks/pipeline_overhead.py [--minutes 10] [--skip-long] [--repeat 3]``.
+Usage: ``python benchmarks/pipeline_overhead.py [--minutes 10] [--skip-long] [--repeat 5]``.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the long video")
     parser.add_argument("--skip-long", action="store_true", help="skip the long-video comparison")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of the long-video comparison (the median is shown)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs of the long-video comparison (the median is shown)")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
