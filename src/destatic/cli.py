@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from destatic import __version__
+from destatic import __version__, _digest
 from destatic.errors import DestaticError, ParameterError
 
 # Before Prefect is imported: its embedded server may need more than the
@@ -164,6 +164,7 @@ def run(
     """
     from destatic.media import AUDIO_SUFFIXES
 
+    _digest.prefetch(inputs)  # the work folders are named by content: hashed while the pipeline loads
     noise = _noise_overrides(noise_start, noise_end, noise_file, profile)
     if output is not None and len(inputs) == 1 and output.suffix.lower() in AUDIO_SUFFIXES and not output.is_dir():
         audio_only = True

@@ -37,6 +37,7 @@ from prefect.states import State
 from pydantic import BaseModel
 
 from destatic import __version__, dsp, media, report
+from destatic._digest import file_digest
 from destatic.errors import BadInputError, TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
 
@@ -78,39 +79,6 @@ READ_BLOCK = 1 << 16
 GAIN_DTYPE = np.float32
 PROGRESS_EVERY_S = 2.0
 LISTENER_EVERY_S = 0.2
-
-_digests: dict[tuple[int, int, int, int], str] = {}
-_digests_lock = threading.Lock()
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, remembered while its inode, size and mtime stay the same.
-
-    Raises
-    ------
-    BadInputError
-        The file is missing, not a regular file, or unreadable.
-    """
-    try:
-        stat = os.stat(path)
-    except OSError as error:
-        raise BadInputError(path, f"cannot be read: {error.strerror}") from None
-    if not os.path.isfile(path):
-        raise BadInputError(path, "is not a regular file")
-    stamp = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
-    with _digests_lock:
-        known = _digests.get(stamp)
-    if known is not None:
-        return known
-    try:
-        with open(path, "rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    except OSError as error:
-        raise BadInputError(path, f"cannot be read: {error.strerror}") from None
-    with _digests_lock:
-        _digests[stamp] = digest
-    return digest
-
 
 def _key_part(value: Any) -> Any:
     if isinstance(value, BaseModel):
