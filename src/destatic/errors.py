@@ -48,6 +48,10 @@ class BadInputError(DestaticError):
         self.reason = " ".join(str(reason).split())
         super().__init__(f"{_display_path(path)}: {self.reason}")
 
+    def __reduce__(self) -> tuple[type[BadInputError], tuple[os.PathLike[str] | str | bytes, str]]:
+        """Pickle with both arguments (the default passes only the message), e.g. from a Dask worker or a channel process."""
+        return (type(self), (self.path, self.reason))
+
 
 class TransientError(DestaticError):
     """A failure that may not happen again: ffmpeg killed, an I/O error.

@@ -24,7 +24,8 @@ from destatic.dsp import (
     denoise_stream,
     resolve_profile,
 )
-from destatic.dsp.parallel import resolve_jobs
+from destatic.dsp.parallel import resolve_jobs, run_channel_groups
+from destatic.errors import BadInputError
 
 SR = 16000
 
@@ -132,6 +133,32 @@ def test_a_failing_group_raises_its_error_and_stops_the_others(multichannel):
     with pytest.raises(ParameterError, match="2 channels but earlier blocks have 1|1 channels"):
         list(compute_gains_by_group(lambda group: (block[:, :2] for block in blocks), 3, SR, profile, lambda *args: None, n_jobs=3))
     assert running_children() <= before
+
+
+def _refuse_to_load():
+    raise ValueError("no way back")
+
+
+class _Unloadable:
+    """Pickles, but cannot be unpickled."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ())
+
+
+def test_a_group_error_comes_back_whole_and_an_unreadable_reply_is_an_error(tmp_path):
+    bad = tmp_path / "clip.mp4"
+
+    def failing(group):
+        if group.start:
+            raise BadInputError(bad, "truncated in the middle")
+        yield 1
+
+    with pytest.raises(BadInputError, match="clip.mp4: truncated in the middle") as raised:
+        list(run_channel_groups(failing, 2, n_jobs=2))
+    assert raised.value.path == bad and raised.value.reason == "truncated in the middle"
+    with pytest.raises(RuntimeError, match="cannot be read: no way back"):
+        list(run_channel_groups(lambda group: iter([_Unloadable()]), 2, n_jobs=2))
 
 
 def test_a_stopped_consumer_stops_groups_that_read_their_own_input(multichannel):

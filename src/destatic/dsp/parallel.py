@@ -134,6 +134,9 @@ class _Child:
             except (EOFError, OSError):
                 self.replies.put(("lost", None))
                 return
+            except Exception as error:  # a reply that cannot be unpickled
+                self.replies.put(("error", RuntimeError(f"a channel process sent what cannot be read: {error}")))
+                return
             self.replies.put(reply)
             if reply[0] in ("done", "error"):
                 return
