@@ -76,7 +76,6 @@ STEP_VERSIONS: dict[str, str] = {
 }
 KEY_CHARS = 20
 READ_BLOCK = 1 << 16
-GAIN_DTYPE = np.float32
 PROGRESS_EVERY_S = 2.0
 LISTENER_EVERY_S = 0.2
 
@@ -327,7 +326,8 @@ class _Progress:
 def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppression: SuppressionSettings, *, progress: Any = None) -> Path:
     """Compute the suppression gains of `audio_wav` into ``subtract-<key>.npy``.
 
-    The file is a plain ``.npy`` of float32 gains stored channels-major, shape
+    The file is a plain ``.npy`` of gains (float16, or float32 for the seed
+    method: :func:`destatic.dsp.gain_dtype`) stored channels-major, shape
     (channels, frames, bins): each channel process reads the audio itself and
     writes its channels' rows in place, so no audio or gains pass between
     processes, nothing is memory-mapped, and resident memory does not grow
@@ -338,8 +338,9 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
     profile = dsp.NoiseProfile.load(profile_npz)
     info = sf.info(str(audio_wav))
     _, frames, bins = dsp.gain_shape(info.frames, profile)
-    row_bytes = bins * np.dtype(GAIN_DTYPE).itemsize
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(GAIN_DTYPE)), "fortran_order": False, "shape": (info.channels, frames, bins)}
+    dtype = dsp.gain_dtype(suppression.method)
+    row_bytes = bins * dtype.itemsize
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (info.channels, frames, bins)}
     advance = _Progress(progress, work_dir, frames, start=20, span=40)
     with media.atomic_output(target) as partial, open(partial, "w+b") as out:
         np.lib.format.write_array_header_1_0(out, header)
@@ -349,7 +350,7 @@ def subtract_noise(audio_wav: Path, profile_npz: Path, work_dir: Path, suppressi
 
         def store(group: slice, first_frame: int, gains: np.ndarray) -> None:
             for row, channel in enumerate(range(group.start, group.stop)):
-                _write_at(out.fileno(), np.ascontiguousarray(gains[row], GAIN_DTYPE), data_start + (channel * frames + first_frame) * row_bytes)
+                _write_at(out.fileno(), np.ascontiguousarray(gains[row], dtype), data_start + (channel * frames + first_frame) * row_bytes)
 
         done = 0
         for done in dsp.compute_gains_by_group(
@@ -381,16 +382,16 @@ def _gain_rows(gains_npy: Path, group: slice, *, frames_per_chunk: int = 256) ->
     with open(gains_npy, "rb") as source:
         if np.lib.format.read_magic(source) != (1, 0):
             raise RuntimeError(f"{gains_npy} is not a version 1.0 .npy as subtract_noise writes")
-        _, frames, bins = np.lib.format.read_array_header_1_0(source)[0]
+        (_, frames, bins), _, dtype = np.lib.format.read_array_header_1_0(source)
         data_start = source.tell()
-        row_bytes = bins * np.dtype(GAIN_DTYPE).itemsize
+        row_bytes = bins * dtype.itemsize
         channels = range(group.start, group.stop)
         for start in range(0, frames, frames_per_chunk):
             count = min(frames_per_chunk, frames - start)
             rows = [os.pread(source.fileno(), count * row_bytes, data_start + (channel * frames + start) * row_bytes) for channel in channels]
             if any(len(row) != count * row_bytes for row in rows):
                 raise RuntimeError(f"{gains_npy} ends within frames {start}..{start + count} of {frames}")
-            yield np.stack([np.frombuffer(row, dtype=GAIN_DTYPE).reshape(count, bins) for row in rows])
+            yield np.stack([np.frombuffer(row, dtype=dtype).reshape(count, bins) for row in rows])
 
 
 @task(name="inverse_stft", cache_policy=_INVERSE, **_STEP_OPTIONS)

@@ -13,6 +13,7 @@ from destatic.dsp import (
     apply_gains,
     compute_gains,
     denoise_stream,
+    gain_dtype,
     gain_shape,
     resolve_profile,
 )
@@ -48,6 +49,24 @@ def test_every_method_keeps_shape_and_improves_sisdr(method, rng):
     assert result.shape == noisy.shape and result.dtype == np.float32
     speech = slice(SR, None)
     assert sisdr(clean[speech], result[speech]) > sisdr(clean[speech], noisy[speech]) + 1.0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_gains_stored_as_gain_dtype_change_the_output_inaudibly(method, rng):
+    """float16 for bounded gains: each gain within 5e-4 of its float32 value, the output within -60 dB."""
+    if method == "seed":
+        assert gain_dtype(method) == np.float32, "the seed method's gains are unbounded"
+        return
+    noisy, _ = speech_like(rng)
+    profile = resolve_profile(noisy, SR, noise=(0.0, 1.0), method=method)
+    gains = np.concatenate(list(compute_gains([noisy], SR, profile, method=method)), axis=1)
+    stored = gains.astype(gain_dtype(method))
+    assert gain_dtype(method) == np.float16 and np.abs(gains).max() <= 1
+    assert np.abs(stored.astype(np.float32) - gains).max() <= 2**-11
+    exact = concat(apply_gains([noisy], SR, [gains], profile=profile), 1)
+    rounded = concat(apply_gains([noisy], SR, [stored], profile=profile), 1)
+    error_db = 10 * np.log10(np.sum((rounded - exact) ** 2) / np.sum(exact**2))
+    assert error_db < -60
 
 
 def test_two_step_path_equals_one_pass_and_denoise(rng):

@@ -257,8 +257,11 @@ def test_noise_profile_modes_reach_the_profile(mode: str, speech_wav: Path, make
     assert f"## Noise profile\n\n{mode}: " in report_md.read_text()
 
 
-@pytest.mark.parametrize("n_jobs", [1, 2])
-def test_gains_file_is_channels_major_and_reads_back_as_computed(tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, n_jobs: int) -> None:
+@pytest.mark.parametrize(("n_jobs", "method", "stored"), [(1, None, np.float16), (2, None, np.float16), (2, "seed", np.float32)])
+def test_gains_file_is_channels_major_and_reads_back_as_computed(
+    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, n_jobs: int, method: str | None, stored: type
+) -> None:
+    """Bounded gains are stored as float16 (half the file), the seed method's unbounded ones as float32."""
     from destatic import dsp, tasks
     from destatic.settings import NoiseSettings, SuppressionSettings
 
@@ -268,11 +271,12 @@ def test_gains_file_is_channels_major_and_reads_back_as_computed(tmp_path: Path,
     stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.05 * rng.standard_normal(t.size)], axis=1).astype(np.float32)
     audio_wav = tmp_path / "stereo.wav"
     sf.write(audio_wav, stereo, rate, subtype="FLOAT")
-    profile_npz = tasks.profile_noise.fn(audio_wav, tmp_path, NoiseSettings())
-    gains_npy = tasks.subtract_noise.fn(audio_wav, profile_npz, tmp_path, SuppressionSettings())
+    profile_npz = tasks.profile_noise.fn(audio_wav, tmp_path, NoiseSettings(), method=method)
+    gains_npy = tasks.subtract_noise.fn(audio_wav, profile_npz, tmp_path, SuppressionSettings(method=method))
 
     profile = dsp.NoiseProfile.load(profile_npz)
-    expected = np.concatenate(list(dsp.compute_gains([stereo], rate, profile)), axis=1)
+    expected = np.concatenate(list(dsp.compute_gains([stereo], rate, profile, method=method)), axis=1).astype(stored)
+    assert np.load(gains_npy).dtype == stored
     np.testing.assert_array_equal(np.load(gains_npy), expected)
     for group in (slice(0, 2), slice(1, 2)):
         chunks = list(tasks._gain_rows(gains_npy, group, frames_per_chunk=7))

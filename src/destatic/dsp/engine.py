@@ -35,6 +35,7 @@ __all__ = [
     "denoise",
     "denoise_stream",
     "framing_for",
+    "gain_dtype",
     "gain_shape",
     "jobs_for_length",
     "resolve_profile",
@@ -59,6 +60,15 @@ def gain_shape(n_samples: int, profile: NoiseProfile) -> tuple[int, int, int]:
         n_samples, n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered
     )
     return profile.channels, frames, profile.bins
+
+
+def gain_dtype(method: str | None) -> np.dtype:
+    """The float type to store ``method``'s gains in: float16 where they lie in [-1, 1], else float32.
+
+    float16 rounds such gains by at most 5e-4 (about -66 dB, inaudible) and
+    halves what is stored; the ``seed`` method's gains are unbounded.
+    """
+    return np.dtype(np.float32 if resolve_method(method) == "seed" else np.float16)
 
 
 def framing_for(method: str | None) -> dict[str, Any]:
@@ -159,10 +169,8 @@ def compute_gains(
     Yields
     ------
     np.ndarray [shape=(channels, frames, n_fft // 2 + 1), dtype=float32]
-        Real gains; all chunks together have :func:`gain_shape` frames. The
-        ``seed`` method's gains are unbounded (store them as float32); the
-        other methods' lie in [-1, 1], where float16 rounds by at most 5e-4
-        (about -66 dB), inaudible, and halves the memmap.
+        Real gains; all chunks together have :func:`gain_shape` frames.
+        :func:`gain_dtype` says what to store them as.
     """
     sample_rate = check_sample_rate(sample_rate)
     method = resolve_method(method)
