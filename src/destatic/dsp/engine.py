@@ -256,8 +256,7 @@ def _group_arguments(
     """Keyword arguments of a per-channel-group filter: the profile's rows for that group."""
 
     def arguments(group: slice, channels: int) -> dict[str, Any]:
-        rows = _checked_profile(profile, sample_rate, channels).channel_rows(group)
-        return {"profile": rows, **fixed}
+        return {"profile": _group_rows(sample_rate, profile, channels)(group), **fixed}
 
     return arguments
 
