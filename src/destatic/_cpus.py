@@ -8,12 +8,18 @@ import os
 __all__ = ["available_cpus", "bind_to_cpu", "one_cpu_each"]
 
 
+def _allowed() -> list[int] | None:
+    """The CPUs in this process's affinity mask, in order; None where there are no masks (not Linux)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:
+        return None
+
+
 def available_cpus() -> int:
     """CPUs this process may run on (its affinity mask), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+    allowed = _allowed()
+    return max(1, len(allowed) if allowed is not None else os.cpu_count() or 1)
 
 
 def one_cpu_each(count: int) -> list[int] | None:
@@ -25,11 +31,8 @@ def one_cpu_each(count: int) -> list[int] | None:
     None and nothing should be bound, so that two such groups started at once
     cannot crowd the same CPUs while others idle.
     """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return None
-    return cpus if len(cpus) == count > 1 else None
+    allowed = _allowed()
+    return allowed if allowed is not None and len(allowed) == count > 1 else None
 
 
 def bind_to_cpu(pid: int, cpu: int) -> None:
