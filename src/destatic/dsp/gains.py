@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import scipy.special
@@ -35,10 +35,12 @@ from destatic.dsp.noise import NoiseTracker, one_pole, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "GainComputer", "SuppressionOptions"]
+__all__ = ["DEFAULT_METHOD", "METHODS", "GainComputer", "Method", "SuppressionOptions", "resolve_method"]
 
-METHODS: tuple[str, ...] = ("seed", "subtract", "wiener", "logmmse")
-DEFAULT_METHOD = "logmmse"
+Method = Literal["seed", "subtract", "wiener", "logmmse"]
+"""The suppression methods; settings and command line take their choices from here."""
+METHODS: tuple[str, ...] = get_args(Method)
+DEFAULT_METHOD: Method = "logmmse"
 PRIOR_SNR_FLOOR_DB = -25.0
 
 

@@ -6,11 +6,13 @@ group of channels goes to a forked child process (cheap, and it imports
 nothing; the child touches only numpy, its pipe and its own copy of the
 arguments, never a lock another thread of the parent might hold).
 
-:func:`map_channel_groups` feeds the children from one stream the calling
-process reads and splits; :func:`run_channel_groups` lets each child read its
-own input (a file, say), so only what it yields crosses a pipe. Either way
-results come back in order, a bounded number ahead, so memory stays bounded
-and the children and the caller overlap.
+One engine, :func:`run_channel_groups`, runs every parallel path: a child
+either reads its own input (a file, or its copy-on-write view of an array in
+memory), so only what it yields crosses a pipe, or is fed its channels of a
+stream the calling process reads. Either way results come back in order, a
+bounded number ahead, so memory stays bounded and the children and the
+caller overlap. :func:`shared_output` gives in-memory results a place the
+children write into directly.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 from destatic._cpus import available_cpus
 from destatic.errors import ParameterError
 
-__all__ = ["available_cpus", "fill_by_channel_groups", "map_channel_groups", "resolve_jobs", "run_channel_groups"]
+__all__ = ["available_cpus", "resolve_jobs", "run_channel_groups", "shared_output", "split_stream"]
 
 Item = np.ndarray | tuple[np.ndarray, np.ndarray]
 BLOCKS_AHEAD = 3
@@ -86,15 +88,14 @@ class _Child:
         self,
         context: multiprocessing.context.BaseContext,
         run: Callable[..., Iterable[Any]],
-        kwargs: dict[str, Any],
         *,
-        fed: bool = True,
-        ahead: int = 0,
+        fed: bool,
+        ahead: int,
     ):
         self.connection, child_end = context.Pipe()
         _parent_ends.add(self.connection)
         self.process = context.Process(
-            target=_serve, args=(child_end, run, kwargs, fed), daemon=True, name="destatic-channels"
+            target=_serve, args=(child_end, run, fed), daemon=True, name="destatic-channels"
         )
         self.process.start()
         child_end.close()
@@ -181,9 +182,7 @@ class _Child:
         self.connection.close()
 
 
-def _serve(
-    connection: Connection, run: Callable[..., Iterable[Any]], kwargs: dict[str, Any], fed: bool
-) -> None:
+def _serve(connection: Connection, run: Callable[..., Iterable[Any]], fed: bool) -> None:
     """Child side: run the filter (on the items the parent sends, if fed); send back what it yields.
 
     A forked child first closes its copies of its siblings' pipes, so that
@@ -206,7 +205,7 @@ def _serve(
             yield item
 
     try:
-        for result in run(incoming(), **kwargs) if fed else run(**kwargs):
+        for result in run(incoming()) if fed else run():
             connection.send(("result", result))
         connection.send(("done", None))
     except SystemExit:
@@ -238,101 +237,36 @@ def _stop(process: multiprocessing.process.BaseProcess) -> None:
         process.join()
 
 
-def map_channel_groups(
-    run: Callable[..., Iterator[np.ndarray]],
-    items: Iterable[Item],
-    *,
-    n_jobs: int | None,
-    output_axis: int,
-    per_group: Callable[[slice, int], dict[str, Any]],
-) -> Iterator[np.ndarray]:
-    """Run ``run`` on groups of channels in child processes and join what they yield.
-
-    Parameters
-    ----------
-    run : callable
-        A module-level generator function ``run(items, **kwargs)`` that
-        treats channels independently.
-    items : iterable of np.ndarray [shape=(n, channels)] or of pairs
-        Checked audio blocks, or ``(block, extra)`` pairs whose ``extra``
-        has the channels on its first axis (e.g. the gains for the block).
-    n_jobs : int or None
-        See :func:`resolve_jobs`; 1 runs ``run`` here on all channels.
-    output_axis : int
-        The channel axis of what ``run`` yields (1 for samples, 0 for gains).
-    per_group : callable
-        ``per_group(group, channels)`` gives the keyword arguments of ``run``
-        for the slice ``group`` of ``channels`` (e.g. the noise profile's rows).
-
-    Yields
-    ------
-    np.ndarray
-        What ``run`` yields on all channels, in the same order.
-    """
-    stream = iter(items)
-    first = next(stream, None)
-    if first is None:
-        return
-    channels = (first[0] if isinstance(first, tuple) else first).shape[1]
-    jobs = resolve_jobs(n_jobs, channels)
-    stream = itertools.chain([first], stream)
-    if jobs == 1:
-        yield from run(stream, **per_group(slice(0, channels), channels))
-        return
-    groups = _groups(channels, jobs)
-    children: list[_Child] = []
-    try:
-        context = multiprocessing.get_context("fork")
-        for group in groups:
-            children.append(_Child(context, run, per_group(group, channels)))
-        for child in children:
-            child.start_threads()
-        sent = 0
-        for item in stream:
-            while sent >= min(child.requested for child in children) + BLOCKS_AHEAD:
-                _wait_for_any(children)
-                yield from _joined(children, output_axis)
-            for child, group in zip(children, groups):
-                child.send(_part(item, group))
-            sent += 1
-            for child in children:
-                while child.take_reply(wait=False):
-                    pass
-            yield from _joined(children, output_axis)
-        for child in children:
-            child.send(None)
-        while not all(child.done for child in children):
-            _wait_for_any(children)
-            yield from _joined(children, output_axis)
-        if any(child.results for child in children):
-            raise RuntimeError("channel processes gave different numbers of results")
-    finally:
-        for child in children:
-            child.close()
-
-
 def run_channel_groups(
-    work: Callable[[slice], Iterable[Any]],
+    work: Callable[..., Iterable[Any]],
     channels: int,
     *,
     n_jobs: int | None,
+    feed: Iterable[Item] | None = None,
 ) -> Iterator[list[Any]]:
-    """Run ``work(group)`` for each group of channels, each in its own child process; yield what they yield.
+    """Run ``work`` on each group of channels, each in its own child process; yield what they yield.
 
-    Unlike :func:`map_channel_groups`, nothing is sent to the children: each
-    makes its own input (reads its channels from a file, say) and may write
-    its own output, so only what ``work`` yields crosses a pipe, and each
-    child runs at most :data:`BLOCKS_AHEAD` results ahead of the caller.
+    The one engine behind every parallel path of the DSP core. Either each
+    child makes its own input (``feed`` None: ``work(group)`` reads its
+    channels from a file, say, and only what it yields crosses a pipe), or
+    this process reads ``feed`` and sends each child its channels of every
+    item (``work(group, items)``). Either way each child runs at most
+    :data:`BLOCKS_AHEAD` items or results ahead of the caller, so memory
+    stays bounded while the children and the caller overlap.
 
     Parameters
     ----------
     work : callable
-        ``work(group)`` for a slice of the channels; an iterable that treats
-        channels independently. Every group must yield equally many results.
+        ``work(group)``, or ``work(group, items)`` with ``feed``, for a slice
+        ``group`` of the channels: an iterable that treats channels
+        independently. Every group must yield equally many results.
     channels : int
         How many channels there are.
     n_jobs : int or None
         See :func:`resolve_jobs`; 1 runs ``work`` here on all channels.
+    feed : iterable of np.ndarray [shape=(n, channels)] or of pairs, or None
+        Items to split by channel: blocks, or ``(block, extra)`` pairs whose
+        ``extra`` has the channels on its first axis (the gains of the block).
 
     Yields
     ------
@@ -341,102 +275,99 @@ def run_channel_groups(
     """
     jobs = resolve_jobs(n_jobs, channels)
     if jobs == 1:
-        for result in work(slice(0, channels)):
+        whole = slice(0, channels)
+        for result in work(whole) if feed is None else work(whole, iter(feed)):
             yield [result]
         return
+    groups = _groups(channels, jobs)
     children: list[_Child] = []
     try:
         context = multiprocessing.get_context("fork")
-        for group in _groups(channels, jobs):
-            children.append(_Child(context, functools.partial(work, group), {}, fed=False, ahead=BLOCKS_AHEAD))
+        for group in groups:
+            children.append(_Child(context, functools.partial(work, group), fed=feed is not None, ahead=BLOCKS_AHEAD))
         for child in children:
             child.start_threads()
-        while True:
-            for child in children:
-                while not child.results and not child.done:
-                    child.take_reply()
-            if not all(child.results for child in children):
-                break
-            yield [child.results.popleft() for child in children]
-        if any(child.results for child in children):
-            raise RuntimeError("channel processes gave different numbers of results")
+        yield from _drive(children, groups, None if feed is None else iter(feed))
     finally:
         for child in children:
             child.close()
 
 
-def _wait_for_any(children: list[_Child]) -> None:
-    """Block on the running child furthest behind (it has work, so it will reply)."""
-    laggard = min((child for child in children if not child.done), key=lambda child: child.requested)
-    laggard.take_reply()
-
-
-def _joined(children: list[_Child], axis: int) -> Iterator[np.ndarray]:
-    while all(child.results for child in children):
-        yield np.concatenate([child.results.popleft() for child in children], axis=axis)
-
-
-def fill_by_channel_groups(
-    fill: Callable[[slice, np.ndarray], None],
-    shape: tuple[int, int],
+def split_stream(
+    items: Iterable[Item],
+    work_for: Callable[[int], Callable[[slice, Iterator[Item]], Iterable[np.ndarray]]],
     *,
     n_jobs: int | None,
-) -> np.ndarray:
-    """Make a float32 array of ``shape`` (frames, channels) by ``fill(group, out)`` per group of channels.
-
-    For audio already in memory: each forked child reads its channels from
-    its copy-on-write view of the caller's arrays and writes ``out`` (the
-    group's columns) straight into memory shared with this process, so
-    nothing is sent through pipes. ``fill`` must treat channels independently.
+    axis: int,
+) -> Iterator[np.ndarray]:
+    """:func:`run_channel_groups` fed with a stream whose channel count its first item tells; the groups' results joined.
 
     Parameters
     ----------
-    fill : callable
-        ``fill(group, out)`` writes the result for the channels ``group``
-        into ``out``, a float32 view of shape ``(frames, group size)``.
-    shape : tuple of int
-        ``(frames, channels)`` of the result.
+    items : iterable of np.ndarray [shape=(n, channels)] or of pairs
+        As ``feed`` of :func:`run_channel_groups`.
+    work_for : callable
+        ``work_for(channels)`` gives the ``work(group, items)`` for a stream of
+        that many channels (checking what it needs, e.g. a noise profile's
+        rows, before any child starts).
     n_jobs : int or None
         See :func:`resolve_jobs`.
+    axis : int
+        The channel axis of what ``work`` yields (0 for gains, 1 for samples).
+    """
+    stream = iter(items)
+    first = next(stream, None)
+    if first is None:
+        return
+    channels = (first[0] if isinstance(first, tuple) else first).shape[1]
+    work = work_for(channels)
+    for parts in run_channel_groups(work, channels, n_jobs=n_jobs, feed=itertools.chain([first], stream)):
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
+
+
+def _drive(children: list[_Child], groups: list[slice], stream: Iterator[Item] | None) -> Iterator[list[Any]]:
+    """Feed the children (if fed) and collect their results in step; a child's error is raised here.
+
+    Fed children cannot run ahead of what they were sent, so all their
+    replies are taken as they come; unfed ones are held back by their
+    bounded reply queues, so only those owing a result are listened to.
+    """
+    sent, ended = 0, stream is None
+    while True:
+        for child in children:
+            while (stream is not None or not child.results) and child.take_reply(wait=False):
+                pass
+        if all(child.results for child in children):
+            yield [child.results.popleft() for child in children]
+            continue
+        if not ended and sent < min(child.requested for child in children) + BLOCKS_AHEAD:
+            item = next(stream, None)
+            for child, group in zip(children, groups):
+                child.send(None if item is None else _part(item, group))
+            ended, sent = item is None, sent + 1
+            continue
+        if stream is None:
+            waiting = [child for child in children if not child.results and not child.done]
+        else:  # the child furthest behind has input, or has been told the stream ended: it will reply
+            waiting = sorted((child for child in children if not child.done), key=lambda child: child.requested)
+        if not waiting:
+            break
+        waiting[0].take_reply()
+    if any(child.results for child in children):
+        raise RuntimeError("channel processes gave different numbers of results")
+
+
+def shared_output(shape: tuple[int, int], n_jobs: int | None) -> np.ndarray:
+    """A float32 array of ``shape`` (frames, channels) that forked children of :func:`run_channel_groups` can write into.
+
+    For results of audio already in memory: each child writes its channels'
+    columns straight into memory shared with this process (nothing passes
+    through pipes). Plain memory when the work stays in this process.
     """
     frames, channels = shape
-    jobs = resolve_jobs(n_jobs, channels)
-    if jobs == 1 or frames == 0:
-        result = np.empty(shape, np.float32)
-        fill(slice(0, channels), result)
-        return result
+    if resolve_jobs(n_jobs, channels) == 1 or frames == 0:
+        return np.empty(shape, np.float32)
     shared = mmap.mmap(-1, frames * channels * np.dtype(np.float32).itemsize)
-    result = np.frombuffer(shared, np.float32).reshape(shape)
-    context = multiprocessing.get_context("fork")
-    children = []
-    try:
-        for group in _groups(channels, jobs):
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_fill_group, args=(sender, fill, group, result), daemon=True, name="destatic-channels"
-            )
-            process.start()
-            sender.close()
-            children.append((process, receiver))
-        for process, receiver in children:
-            try:
-                outcome = receiver.recv()
-            except EOFError:
-                raise RuntimeError(f"a channel process died (exit code {process.exitcode})") from None
-            if outcome is not None:
-                raise outcome
-    finally:
-        for process, receiver in children:
-            receiver.close()
-            _stop(process)
-    return result
+    return np.frombuffer(shared, np.float32).reshape(shape)
 
 
-def _fill_group(sender: Connection, fill: Callable[[slice, np.ndarray], None], group: slice, result: np.ndarray) -> None:
-    try:
-        fill(group, result[:, group])
-        sender.send(None)
-    except BaseException as error:  # the parent raises it
-        _report(sender, error, _plain(error))
-    finally:
-        sender.close()

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, get_args
 
 import numpy as np
 
@@ -31,10 +31,11 @@ from destatic.dsp.stft import FrameSplitter, resolve_fft_size
 from destatic.dsp.tones import ToneCanceller, find_tones, fit_tones
 from destatic.errors import ParameterError
 
-__all__ = ["NoiseProfile", "ProfileMode", "estimate_profile", "profile_from_blocks"]
+__all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "estimate_profile", "profile_from_blocks"]
 
-ProfileMode = Literal["head", "segment", "file", "auto"]
-PROFILE_MODES: tuple[str, ...] = ("head", "segment", "file", "auto")
+ProfileMode = Literal["auto", "head", "segment", "file"]
+"""How a noise profile is made; settings and command line take their choices from here."""
+PROFILE_MODES: tuple[str, ...] = get_args(ProfileMode)
 FORMAT_VERSION = 1
 BLOCK_SIZE = 1 << 16
 TONE_ANALYSIS_SECONDS = 4.0

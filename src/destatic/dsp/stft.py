@@ -31,6 +31,7 @@ __all__ = [
     "frame_count",
     "hann_window",
     "resolve_fft_size",
+    "spectrogram_db",
 ]
 
 WINDOW_SECONDS = 0.064
@@ -325,3 +326,30 @@ class OverlapAdder:
             samples = np.concatenate([samples, np.zeros((owed, self.channels), np.float32)])
             self.emitted += owed
         return samples
+
+
+def spectrogram_db(audio: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
+    """Power spectral density of mono audio in dB/Hz: Hann frames at half overlap, frames inside the audio only.
+
+    Scaled as matplotlib's ``specgram`` scales it (one-sided, divided by the
+    rate and the window's power), so that plots keep their colour limits.
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(n,)]
+        Mono samples.
+    sample_rate : int
+        Hz.
+    n_fft : int
+        Frame length (even); the hop is half of it.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_fft // 2 + 1, frames)]
+    """
+    splitter = FrameSplitter(1, n_fft=n_fft, hop_length=n_fft // 2, padded=False)
+    samples = np.asarray(audio, np.float32)[:, np.newaxis]
+    spectra = np.concatenate([splitter.push(samples), splitter.finish()], axis=1)[0]
+    density = np.square(np.abs(spectra)) / (sample_rate * np.square(hann_window(n_fft)).sum())
+    density[:, 1 : n_fft // 2] *= 2
+    return 10 * np.log10(np.maximum(density, 1e-30)).T

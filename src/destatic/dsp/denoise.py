@@ -1,0 +1,258 @@
+"""Denoising in one call: a noise profile for the audio, then subtract and inverse in one pass.
+
+:func:`denoise` works on arrays in memory, :func:`denoise_stream` on a
+stream of blocks with bounded memory; both give the samples that the two
+pipeline steps (:func:`~destatic.dsp.compute_gains`, then
+:func:`~destatic.dsp.apply_gains`) give.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, iter_array_blocks
+from destatic.dsp.framing import BLOCK_SIZE, SEED_HEAD_SAMPLES, checked_profile, group_rows, stream_framing
+from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
+from destatic.dsp.inverse import filter_blocks
+from destatic.dsp.parallel import run_channel_groups, shared_output, split_stream
+from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
+from destatic.errors import ParameterError
+
+__all__ = ["PARALLEL_MIN_SECONDS", "NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile"]
+
+NoiseSpec = NoiseProfile | tuple[float, float] | np.ndarray | None
+PARALLEL_MIN_SECONDS = 30.0
+"""Shortest audio for which ``n_jobs=None`` starts channel processes."""
+
+
+def _profile_request(noise: NoiseSpec, method: str) -> dict[str, Any]:
+    """Keyword arguments of profile_from_blocks for a noise spec naming a stretch."""
+    if noise is None:
+        if method == "seed":
+            return {"mode": "head", "head_samples": SEED_HEAD_SAMPLES}
+        return {"mode": "auto"}
+    if isinstance(noise, tuple):
+        if len(noise) != 2:
+            raise ParameterError(f"noise={noise!r} must be a (start_s, end_s) pair of seconds")
+        return {"mode": "segment", "start_s": noise[0], "end_s": noise[1]}
+    raise ParameterError(
+        f"noise of type {type(noise).__name__} is not allowed; use None (automatic), "
+        "(start_s, end_s), an array holding a noise recording, or a NoiseProfile"
+    )
+
+
+def resolve_profile(
+    audio: np.ndarray, sample_rate: int, noise: NoiseSpec = None, *, method: str | None = None
+) -> NoiseProfile:
+    """Turn a ``noise`` argument of :func:`denoise` into a profile for ``audio``.
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(frames,) or (frames, channels)]
+    sample_rate : int
+    noise : None, (start_s, end_s), np.ndarray or NoiseProfile
+        ``None`` profiles automatically (``auto``; ``head`` 8192 for ``seed``),
+        a pair of seconds names a noise-only stretch, an array is a separate
+        noise recording, a profile is used as is.
+    method : str or None
+        The method the profile is for (``seed`` uses librosa's framing).
+    """
+    method = resolve_method(method)
+    samples = as_audio(audio)
+    if isinstance(noise, NoiseProfile):
+        return checked_profile(noise, sample_rate, samples.shape[1])
+    framing = stream_framing(method, check_sample_rate(sample_rate))
+    if isinstance(noise, np.ndarray):
+        return estimate_profile(samples, sample_rate, noise_audio=noise, mode="file", **framing)
+    return estimate_profile(samples, sample_rate, **_profile_request(noise, method), **framing)
+
+
+def _denoise_channels(
+    blocks: Iterable[np.ndarray],
+    *,
+    profile: NoiseProfile,
+    method: str,
+    options: SuppressionOptions,
+    residue: bool,
+) -> Iterator[np.ndarray]:
+    """:func:`denoise_stream` with a known profile and checked arguments, in this process."""
+    yield from filter_blocks(
+        blocks,
+        profile,
+        lambda profile, _channels: GainComputer(profile, method, options),
+        residue=residue,
+    )
+
+
+def _with_lookahead_profile(
+    blocks: Iterable[np.ndarray], sample_rate: int, noise: NoiseSpec, method: str
+) -> tuple[NoiseProfile, Iterator[np.ndarray]]:
+    """Profile a stream from its own beginning; return the profile and the whole stream."""
+    consumed: list[np.ndarray] = []
+    stream = iter(blocks)
+
+    def recording() -> Iterator[np.ndarray]:
+        for block in stream:
+            consumed.append(block)
+            yield block
+
+    profile = profile_from_blocks(
+        recording(), sample_rate, **_profile_request(noise, method), **stream_framing(method, sample_rate)
+    )
+    return profile, itertools.chain(consumed, stream)
+
+
+def denoise_stream(
+    blocks: Iterable[np.ndarray],
+    sample_rate: int,
+    *,
+    noise: NoiseSpec = None,
+    method: str | None = None,
+    residue: bool = False,
+    n_jobs: int | None = 1,
+    **options: Any,
+) -> Iterator[np.ndarray]:
+    """Denoise a stream of blocks in one pass with bounded memory.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray [shape=(n,) or (n, channels)]
+        The audio in order, any block sizes (e.g. ``soundfile.blocks``).
+    sample_rate : int
+        Hz, 8000 to 192000.
+    noise : None, (start_s, end_s), np.ndarray or NoiseProfile
+        As in :func:`denoise`. ``None`` and a stretch are measured on the
+        stream itself: the blocks up to the end of the stretch (8 s for
+        ``auto``) are held back until the profile is known.
+    method : str or None
+        One of :data:`~destatic.dsp.METHODS`; ``None`` is the default.
+    residue : bool
+        Yield what is removed instead of what is kept.
+    n_jobs : int or None
+        Child processes sharing the channels (1: none, all in this process);
+        ``None`` is one per channel up to the CPUs available. Channels are
+        filtered independently, so the result is the same for any value.
+    **options
+        :class:`~destatic.dsp.SuppressionOptions` fields.
+
+    Yields
+    ------
+    np.ndarray [shape=(n, channels), dtype=float32]
+        Denoised blocks; together exactly the input's length, sample-aligned.
+    """
+    sample_rate = check_sample_rate(sample_rate)
+    method = resolve_method(method)
+    settings = SuppressionOptions.from_options(method, options)
+    if isinstance(noise, NoiseProfile):
+        profile, stream = noise, iter(blocks)
+    elif isinstance(noise, np.ndarray):
+        profile = profile_from_blocks(
+            iter_array_blocks(as_audio(noise, name="noise"), BLOCK_SIZE),
+            sample_rate,
+            mode="file",
+            **stream_framing(method, sample_rate),
+        )
+        stream = iter(blocks)
+    else:
+        profile, stream = _with_lookahead_profile(blocks, sample_rate, noise, method)
+
+    def work_for(channels: int) -> Callable[[slice, Iterator[np.ndarray]], Iterator[np.ndarray]]:
+        rows_of = group_rows(sample_rate, profile, channels)
+        return lambda group, items: _denoise_channels(items, profile=rows_of(group), method=method, options=settings, residue=residue)
+
+    yield from split_stream(checked_blocks(stream), work_for, n_jobs=n_jobs, axis=1)
+
+
+def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None) -> int | None:
+    """``n_jobs`` for audio of known length: automatic (``None``) stays in this process when it is short.
+
+    Starting a child costs more than it saves below :data:`PARALLEL_MIN_SECONDS`.
+    """
+    if n_jobs is None and n_samples < PARALLEL_MIN_SECONDS * sample_rate:
+        return 1
+    return n_jobs
+
+
+def denoise(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    noise: NoiseSpec = None,
+    method: str | None = None,
+    residue: bool = False,
+    n_jobs: int | None = None,
+    **options: Any,
+) -> np.ndarray:
+    """Remove steady background noise from audio held in memory.
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(frames,) or (frames, channels)]
+        Float samples (full scale 1.0) or integers (scaled by their type's
+        full scale). NaN or infinite samples are refused.
+    sample_rate : int
+        Hz, 8000 to 192000.
+    noise : None, (start_s, end_s), np.ndarray or NoiseProfile
+        ``None``: find the noise automatically (minimum statistics, then
+        tracked through the file). ``(start_s, end_s)``: a noise-only stretch
+        of ``audio`` in seconds. An array: a separate noise recording (same
+        rate, same channels or mono). A :class:`NoiseProfile`: used as is.
+    method : {'logmmse', 'wiener', 'subtract', 'seed'} or None
+        Suppression rule; ``None`` is the default (best on the benchmark).
+        ``seed`` reproduces the original tutorial, defects included.
+    residue : bool
+        Return what was removed (``audio - denoised``) instead.
+    n_jobs : int or None
+        Processes sharing the channels (this one included). ``None`` uses
+        one per channel up to the CPUs available when the audio is at least
+        :data:`PARALLEL_MIN_SECONDS` long (starting a process costs more than
+        it saves on short clips). The result is the same for any value.
+    **options
+        :class:`~destatic.dsp.SuppressionOptions` fields: ``max_reduction_db``,
+        ``sensitivity_db``, ``smoothing``, ``freq_smoothing_hz``,
+        ``time_smoothing_ms``, ``over_subtraction``, ``spectral_floor``,
+        ``track_noise``.
+
+    Returns
+    -------
+    np.ndarray [shape=audio.shape, dtype=float32]
+        Sample-aligned with the input. Values may exceed 1.0 slightly; clip
+        before converting to integers.
+
+    Examples
+    --------
+    >>> clean = denoise(noisy, 16000)                      # doctest: +SKIP
+    >>> clean = denoise(noisy, 16000, noise=(0.0, 1.0))    # doctest: +SKIP
+    """
+    samples = as_audio(audio)
+    method = resolve_method(method)
+    if samples.shape[0] == 0:
+        SuppressionOptions.from_options(method, options)
+        return np.zeros(np.shape(audio), np.float32)
+    profile = resolve_profile(samples, sample_rate, noise, method=method)
+    profile = checked_profile(profile, sample_rate, samples.shape[1])
+    jobs = jobs_for_length(samples.shape[0], sample_rate, n_jobs)
+    result = shared_output(samples.shape, jobs)
+
+    def work(group: slice) -> Iterator[int]:
+        """Denoise the channels `group` into their columns of `result` (shared with this process)."""
+        out, position = result[:, group], 0
+        for block in denoise_stream(
+            iter_array_blocks(samples[:, group], BLOCK_SIZE),
+            sample_rate,
+            noise=profile.channel_rows(group),
+            method=method,
+            residue=residue,
+            **options,
+        ):
+            out[position : position + block.shape[0]] = block
+            position += block.shape[0]
+        yield position
+
+    for _ in run_channel_groups(work, samples.shape[1], n_jobs=jobs):
+        pass
+    return result.reshape(np.shape(audio)) if np.ndim(audio) == 1 else result

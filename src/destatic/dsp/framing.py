@@ -1,0 +1,89 @@
+"""How a noise profile frames a stream: the shared pieces of the subtract and inverse steps.
+
+A profile carries its STFT framing (``n_fft``, hop, centred or aligned) and
+its steady tones; both steps cut the stream into the same frames, after the
+same tones are cancelled, and check the profile against the stream the same
+way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from destatic.dsp.gains import resolve_method
+from destatic.dsp.profile import NoiseProfile
+from destatic.dsp.stft import FrameSplitter, OverlapAdder, resolve_fft_size
+from destatic.dsp.tones import ToneCanceller
+from destatic.errors import ParameterError
+
+__all__ = [
+    "BLOCK_SIZE",
+    "SEED_FRAMING",
+    "SEED_HEAD_SAMPLES",
+    "adder",
+    "checked_profile",
+    "framing_for",
+    "group_rows",
+    "splitter",
+    "stream_framing",
+    "tone_canceller",
+]
+
+BLOCK_SIZE = 1 << 16
+"""Samples per block when audio in memory is streamed."""
+SEED_FRAMING: dict[str, Any] = {"n_fft": 2048, "hop_length": 512, "centered": True}
+"""Framing of the ``seed`` method (librosa's defaults); :func:`framing_for` hands out copies."""
+SEED_HEAD_SAMPLES = 8192
+"""The seed tutorial's noise clip: the first 8192 samples."""
+
+
+def framing_for(method: str | None) -> dict[str, Any]:
+    """STFT framing keyword arguments a noise profile for ``method`` must be made with.
+
+    Pass them to :func:`~destatic.dsp.estimate_profile` or
+    :func:`~destatic.dsp.profile_from_blocks`. Empty for every method but
+    ``seed`` (librosa's framing): derive it from the rate.
+    """
+    return dict(SEED_FRAMING) if resolve_method(method) == "seed" else {}
+
+
+def stream_framing(method: str, sample_rate: int) -> dict[str, Any]:
+    """:func:`framing_for` with the rate's defaults filled in: ``n_fft``, ``hop_length``, ``centered``."""
+    if framing := framing_for(method):
+        return framing
+    n_fft, hop_length = resolve_fft_size(sample_rate)
+    return {"n_fft": n_fft, "hop_length": hop_length, "centered": False}
+
+
+def checked_profile(profile: NoiseProfile, sample_rate: int, channels: int) -> NoiseProfile:
+    """``profile`` for a stream of ``channels`` channels at ``sample_rate``, or raise if it does not fit."""
+    if profile.sample_rate != sample_rate:
+        raise ParameterError(
+            f"the noise profile is for {profile.sample_rate} Hz but the audio is {sample_rate} Hz"
+        )
+    return profile.for_channels(channels)
+
+
+def group_rows(sample_rate: int, profile: NoiseProfile, channels: int) -> Callable[[slice], NoiseProfile]:
+    """The profile's rows for each group of a ``channels``-channel stream (checked here, before any child starts)."""
+    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        raise ParameterError(f"channels={channels!r} must be a positive integer")
+    return checked_profile(profile, sample_rate, channels).channel_rows
+
+
+def splitter(profile: NoiseProfile, channels: int) -> FrameSplitter:
+    """A frame splitter with the profile's framing."""
+    return FrameSplitter(channels, n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered)
+
+
+def adder(profile: NoiseProfile, channels: int) -> OverlapAdder:
+    """An overlap-adder with the profile's framing."""
+    return OverlapAdder(channels, n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered)
+
+
+def tone_canceller(profile: NoiseProfile) -> ToneCanceller | None:
+    """A canceller for the profile's steady tones, or None if it has none."""
+    if not profile.tones.size:
+        return None
+    return ToneCanceller(profile.tones, profile.tone_amplitudes, profile.sample_rate)
