@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -16,7 +18,26 @@ from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
 from destatic.media.probe import MediaInfo, StreamInfo, probe
 
-__all__ = ["AudioTrack", "EXPORT_FORMATS", "export_audio", "extract_audio", "read_audio", "select_audio_stream"]
+__all__ = [
+    "AUDIO_FORMATS",
+    "AUDIO_SUFFIXES",
+    "AudioFormat",
+    "AudioTrack",
+    "export_audio",
+    "extract_audio",
+    "read_audio",
+    "select_audio_stream",
+    "wav_blocks",
+    "wav_info",
+]
+
+AudioFormat = Literal["wav", "flac", "mp3", "m4a", "ogg", "opus"]
+"""The audio-only formats destatic writes; settings and command line take their choices from here."""
+AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
+AUDIO_SUFFIXES: dict[str, AudioFormat] = {**{f".{name}": name for name in AUDIO_FORMATS}, ".oga": "ogg"}
+"""Audio file suffixes destatic reads and writes (lowercase), and the format of each."""
+READ_BLOCK = 1 << 16
+"""Samples per channel in each block :func:`wav_blocks` reads."""
 
 EXTRACT_FRAME_SAMPLES = 16384
 """Samples per frame ffmpeg passes from the decoder to the WAV writer when extracting."""
@@ -46,6 +67,9 @@ class AudioTrack:
         The source stream's codec, e.g. ``"aac"``.
     stream : int
         The source stream's index in its file.
+    source : MediaInfo
+        What :func:`probe` found in the file, for the steps after (remux,
+        reports) so that none of them probes it again.
     """
 
     path: Path
@@ -56,6 +80,7 @@ class AudioTrack:
     offset: float
     codec: str
     stream: int
+    source: MediaInfo
 
     @property
     def duration(self) -> float:
@@ -148,6 +173,7 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
         offset=chosen.start_time - info.start_time,
         codec=chosen.codec,
         stream=chosen.index,
+        source=info,
     )
 
 
@@ -155,6 +181,13 @@ def wav_info(path: os.PathLike[str] | str) -> sf._SoundFileInfo:
     """soundfile's header info, opened through Python so that names with any bytes work."""
     with open(path, "rb") as handle:
         return sf.info(handle)
+
+
+def wav_blocks(path: os.PathLike[str] | str, channels: slice = slice(None)) -> Iterator[np.ndarray]:
+    """Blocks of a WAV as float32 (frames, channels) of :data:`READ_BLOCK` samples, only the columns `channels`."""
+    with sf.SoundFile(path) as handle:
+        for block in handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True):
+            yield block[:, channels]
 
 
 def segment_encoded_aac(
@@ -214,10 +247,6 @@ def read_audio(path: os.PathLike[str] | str, *, stream: int | None = None) -> tu
             audio, sample_rate = sf.read(handle, dtype="float32", always_2d=True)
     return audio, int(sample_rate)
 
-
-EXPORT_FORMATS = {
-    ".wav": "wav", ".flac": "flac", ".mp3": "mp3", ".m4a": "m4a", ".ogg": "ogg", ".oga": "ogg", ".opus": "opus",
-}
 
 _LOSSY_DEFAULT_BITRATE = {"mp3": 192_000, "m4a": 192_000, "opus": 160_000}
 
@@ -304,12 +333,12 @@ def export_audio(
     """
     output = Path(output)
     if format is None:
-        if output.suffix.lower() not in EXPORT_FORMATS:
-            raise ParameterError(f"cannot derive a format from output suffix {output.suffix!r}; use one of {sorted(EXPORT_FORMATS)} or pass format=")
-        format = EXPORT_FORMATS[output.suffix.lower()]
+        if output.suffix.lower() not in AUDIO_SUFFIXES:
+            raise ParameterError(f"cannot derive a format from output suffix {output.suffix!r}; use one of {sorted(AUDIO_SUFFIXES)} or pass format=")
+        format = AUDIO_SUFFIXES[output.suffix.lower()]
     format = format.lower().lstrip(".")
-    if format not in set(EXPORT_FORMATS.values()):
-        raise ParameterError(f"format={format!r} is not supported; use one of {sorted(set(EXPORT_FORMATS.values()))}")
+    if format not in AUDIO_FORMATS:
+        raise ParameterError(f"format={format!r} is not supported; use one of {sorted(AUDIO_FORMATS)}")
     _aac_segments.check_n_jobs(n_jobs)
     info = probe(cleaned_wav)
     source = select_audio_stream(info, None)

@@ -10,7 +10,7 @@ from destatic.errors import ParameterError
 from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
 from destatic.media.audio import segment_encoded_aac, select_audio_stream
-from destatic.media.probe import StreamInfo, probe
+from destatic.media.probe import MediaInfo, StreamInfo, probe
 
 __all__ = ["MUXERS", "choose_audio_codec", "remux"]
 
@@ -133,6 +133,7 @@ def remux(
     audio_bitrate: int | None = None,
     reencode_video: bool = False,
     n_jobs: int | None = None,
+    original_info: MediaInfo | None = None,
 ) -> Path:
     """Write `original` with one audio stream replaced by `cleaned_wav`, atomically.
 
@@ -168,6 +169,9 @@ def remux(
         each on a segment, spliced gaplessly at frames where they agree (see
         :mod:`destatic.media._aac_segments`). None: one per usable CPU (at most
         4) when every segment gets 20 s or more; 1: one encoder.
+    original_info : MediaInfo or None
+        :func:`probe` of `original`, when the caller has it already (as
+        :attr:`AudioTrack.source`); None probes it here.
 
     Returns
     -------
@@ -191,7 +195,7 @@ def remux(
     if muxer is None:
         raise ParameterError(f"output suffix {output.suffix!r} is not supported; use one of {sorted(MUXERS)}")
     _aac_segments.check_n_jobs(n_jobs)
-    info = probe(original)
+    info = original_info if original_info is not None else probe(original)
     replaced = select_audio_stream(info, stream)
     cleaned = probe(cleaned_wav)
     cleaned_audio = select_audio_stream(cleaned, None)
