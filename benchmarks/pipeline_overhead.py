@@ -109,26 +109,24 @@ def timed(command: list[str], env: dict[str, str]) -> Clock:
 
 
 def direct_steps(source: Path, work: Path) -> float:
-    """The pipeline's steps called directly (the tasks' functions, no Prefect, no caching)."""
-    from destatic import media, tasks
+    """The pipeline's steps called directly (destatic.steps: no Prefect, no caching)."""
+    from destatic import steps
     from destatic.settings import load_settings
 
     settings = load_settings()
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    audio = work / "audio.wav"
-    media.extract_audio(source, audio)
-    profile_path = work / "profile.npz"
-    tasks.estimate_file_profile(audio, settings.noise).save(profile_path)
-    gains = tasks.subtract_noise.fn(audio, profile_path, work, settings.suppression)
-    cleaned = tasks.inverse_stft.fn(audio, gains, profile_path, work)
-    media.remux(source, cleaned, work / f"out{source.suffix}")
+    audio = steps.extract.run(source, work / "audio.wav")
+    noise = steps.profile.run(audio, work / "profile.npz", settings.noise)
+    gains = steps.subtract.run(audio, noise, work / "gains.npy", settings.suppression)
+    cleaned = steps.inverse.run(audio, gains, noise, work / "cleaned.wav")
+    steps.remux.run(source, audio, cleaned, work / f"out{source.suffix}")
     return time.perf_counter() - started
 
 
 def _step_seconds(work_root: Path) -> dict[str, float]:
     """Step times of the one run in `work_root`, from its ``last-run.json``."""
-    from destatic.flows import LAST_RUN
+    from destatic.steps.report import LAST_RUN
 
     (record,) = work_root.glob(f"*/{LAST_RUN}")
     return json.loads(record.read_text())["step_seconds"]

@@ -65,7 +65,9 @@ def generated_sample(folder: Path) -> Path:
 
 
 def main() -> int:
-    from destatic.flows import LAST_RUN, denoise_file, work_dir_for
+    from destatic.flows import denoise_file
+    from destatic.workspace import work_dir_for
+    from destatic.steps.report import LAST_RUN
     from destatic.settings import load_settings
 
     OUT.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,6 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -25,12 +24,10 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 from destatic import __version__, _digest
+from destatic.dsp import Method, ProfileMode
 from destatic.errors import DestaticError, ParameterError
-
-# Before Prefect is imported: its embedded server may need more than the
-# default 20 s to start (database migrations on a first run, a busy machine).
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from destatic.media import AudioFormat
+from destatic.settings import Dispatch, TaskRunnerKind
 
 app = typer.Typer(
     name="destatic",
@@ -44,21 +41,14 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class ProfileMode(str, Enum):
-    auto = "auto"
-    head = "head"
-    segment = "segment"
-    file = "file"
+def _prefect_environment() -> None:
+    """Prefect defaults for a command line run, set before Prefect is imported (the user's environment wins).
 
-
-class TaskRunnerKind(str, Enum):
-    thread = "thread"
-    dask = "dask"
-
-
-class Dispatch(str, Enum):
-    inline = "inline"
-    deployment = "deployment"
+    The embedded server may need more than Prefect's 20 s to start (database
+    migrations on a first run, a busy machine); no telemetry.
+    """
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 ConfigOption = Annotated[
@@ -89,6 +79,7 @@ def common_options(
     ] = False,
 ) -> None:
     """Remove steady background noise from videos and recordings, through a Prefect pipeline."""
+    _prefect_environment()
 
 
 def _noise_overrides(
@@ -104,7 +95,7 @@ def _noise_overrides(
         return {"mode": "segment", "start_s": noise_start, "end_s": noise_end}
     if noise_file is not None:
         return {"mode": "file", "file": noise_file}
-    return {"mode": profile.value if profile else None}
+    return {"mode": profile}
 
 
 def _settings(config: Path | None, **overrides: Any) -> Any:
@@ -118,7 +109,7 @@ def _settings(config: Path | None, **overrides: Any) -> Any:
 
 
 def _outputs(inputs: list[Path], output: Path | None, settings: Any) -> list[Path]:
-    from destatic.flows import default_output
+    from destatic.workspace import default_output
 
     if output is None:
         return [default_output(source, settings) for source in inputs]
@@ -140,13 +131,13 @@ def run(
     ] = None,
     audio_only: Annotated[bool, typer.Option("--audio-only", help="Write the cleaned audio alone.")] = False,
     format: Annotated[
-        Optional[str], typer.Option("--format", help="Audio-only format: wav, flac, mp3, m4a, ogg, opus.")
+        Optional[AudioFormat], typer.Option("--format", case_sensitive=False, help="Audio-only format.")
     ] = None,
     noise_start: NoiseStart = None,
     noise_end: NoiseEnd = None,
     noise_file: NoiseFile = None,
     profile: ProfileOption = None,
-    method: Annotated[Optional[str], typer.Option("--method", help="Suppression method.")] = None,
+    method: Annotated[Optional[Method], typer.Option("--method", help="Suppression method.")] = None,
     reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Maximum reduction, dB.")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
     task_runner: Annotated[
@@ -175,7 +166,7 @@ def run(
         noise=noise,
         suppression={"method": method, "reduction_db": reduction_db},
         paths={"work": work},
-        runtime={"task_runner": task_runner.value if task_runner else None, "dask_address": dask_address},
+        runtime={"task_runner": task_runner, "dask_address": dask_address},
     )
     targets = _outputs(inputs, output, settings)
     if settings.output.mode == "remux":
@@ -201,7 +192,7 @@ def run(
 def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
     """A rich progress bar per input, moved by its steps as they report (tasks in this process)."""
     from destatic import tasks
-    from destatic.flows import work_dir_for
+    from destatic.workspace import work_dir_for
 
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bars:
@@ -282,7 +273,7 @@ def watch(
         watch={
             "interval_s": interval,
             "stable_s": stable,
-            "dispatch": dispatch.value if dispatch else None,
+            "dispatch": dispatch,
             "deployment": deployment,
         },
     )
@@ -358,19 +349,16 @@ def profile_command(
 ) -> None:
     """Estimate the noise profile of a file; save and plot it."""
     settings = _settings(config, noise=_noise_overrides(noise_start, noise_end, noise_file, profile))
-    from destatic import media, report
-    from destatic.tasks import estimate_file_profile
+    from destatic import steps
 
     with tempfile.TemporaryDirectory(prefix="destatic-profile-") as scratch:
         try:
             with console.status(f"reading {input.name}"):
-                audio_wav = Path(scratch) / "audio.wav"
-                media.extract_audio(input, audio_wav)
-                noise_wav = None
+                audio = steps.extract.run(input, Path(scratch) / "audio.wav")
+                noise_audio = None
                 if settings.noise.mode == "file":
-                    noise_wav = Path(scratch) / "noise.wav"
-                    media.extract_audio(settings.noise.file, noise_wav)
-                noise_profile = estimate_file_profile(audio_wav, settings.noise, noise_wav=noise_wav)
+                    noise_audio = steps.extract.run(settings.noise.file, Path(scratch) / "noise.wav")
+                noise_profile = steps.profile.estimate_file_profile(audio, settings.noise, noise_audio=noise_audio)
         except DestaticError as error:
             console.print(f"[red]failed:[/red] {error}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None
@@ -378,7 +366,7 @@ def profile_command(
         noise_profile.save(save)
         typer.echo(f"profile: {save}")
     if plot is not None:
-        report.plot_profile(noise_profile, plot)
+        steps.report.plot_profile(noise_profile, plot)
         typer.echo(f"plot: {plot}")
     typer.echo(f"{input.name}: {noise_profile.mode} profile, {noise_profile.sample_rate} Hz, "
                f"{noise_profile.channels} channel(s), {noise_profile.bins} bins")
@@ -392,7 +380,8 @@ def artifacts(
 ) -> None:
     """Show where the last run's artifacts of a file are."""
     settings = _settings(config, paths={"work": work})
-    from destatic.flows import LAST_RUN, work_dir_for
+    from destatic.steps.report import LAST_RUN
+    from destatic.workspace import work_dir_for
 
     record_path = work_dir_for(input, settings) / LAST_RUN
     if not record_path.is_file():
@@ -429,7 +418,12 @@ def main() -> None:
     elif not isinstance(status, int):
         print(status, file=sys.stderr)
         status = 1
-    threading._shutdown()  # type: ignore[attr-defined]  # what Python does first at exit: join worker threads
+    # What Python does at exit, in its order, without the module teardown after
+    # it. No public API runs either step on its own: threading._shutdown runs
+    # the threading exit hooks (concurrent.futures joins its idle workers there)
+    # and joins the threads that are not daemons; then the atexit handlers.
+    # tests/pipeline/test_cli.py::test_main_runs_exit_handlers_and_keeps_the_status pins both.
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):

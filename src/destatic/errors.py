@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["DestaticError", "ParameterError", "BadInputError", "TransientError"]
+__all__ = ["BadInputError", "DestaticError", "ParameterError", "TransientError", "blames_the_file", "display_path", "reason_of"]
 
 
 class DestaticError(Exception):
@@ -24,7 +24,7 @@ class ParameterError(DestaticError, ValueError):
     """
 
 
-def _display_path(path: os.PathLike[str] | str | bytes) -> str:
+def display_path(path: os.PathLike[str] | str | bytes) -> str:
     """Render a path for a one-line message, whatever bytes its name holds."""
     raw = os.fsdecode(path) if isinstance(path, (bytes, os.PathLike)) else str(path)
     return raw.encode("utf-8", "backslashreplace").decode("utf-8").replace("\n", "\\n")
@@ -46,7 +46,7 @@ class BadInputError(DestaticError):
     def __init__(self, path: os.PathLike[str] | str | bytes, reason: str) -> None:
         self.path = path
         self.reason = " ".join(str(reason).split())
-        super().__init__(f"{_display_path(path)}: {self.reason}")
+        super().__init__(f"{display_path(path)}: {self.reason}")
 
     def __reduce__(self) -> tuple[type[BadInputError], tuple[os.PathLike[str] | str | bytes, str]]:
         """Pickle with both arguments (the default passes only the message), e.g. from a Dask worker or a channel process."""
@@ -60,3 +60,20 @@ class TransientError(DestaticError):
     goes back to the inbox, and to quarantine only after
     ``watch.max_attempts`` runs that failed so.
     """
+
+
+def reason_of(error: BaseException) -> str:
+    """One line saying why a file failed (with what became of it, once it is settled: the error's notes)."""
+    reason = error.reason if isinstance(error, BadInputError) else " ".join(f"{type(error).__name__}: {error}".split())
+    return "; ".join([reason, *getattr(error, "__notes__", ())])
+
+
+def blames_the_file(error: BaseException) -> bool:
+    """Whether `error` comes back on every run of the file, so that it is quarantined at once.
+
+    Bad input: the file itself, or a step refusing its audio (a 4 kHz rate,
+    NaN samples) or finding that the settings do not fit it (a noise segment
+    past its end), which the flows turn into bad input. Neither is retried by
+    a step; any other error may not recur.
+    """
+    return isinstance(error, BadInputError)

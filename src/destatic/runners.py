@@ -9,47 +9,19 @@ running after the cluster is gone.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from destatic._cpus import available_cpus
 from destatic.errors import DestaticError, ParameterError
+from destatic.settings import RuntimeSettings, TaskRunnerKind
 
-if TYPE_CHECKING:
-    from destatic.settings import RuntimeSettings
-
-__all__ = ["RunnerKind", "build_task_runner", "current_api_url", "task_runner_for"]
-
-RunnerKind = Literal["thread", "dask"]
-
-def current_api_url() -> str:
-    """The Prefect API URL the current process talks to, starting the embedded server if needed.
-
-    Returns ``PREFECT_API_URL`` when it is set. Otherwise the flow runs on
-    Prefect's temporary local server: it is started (once per process, as
-    Prefect itself does on a flow's first API call) and its URL returned.
-
-    Returns
-    -------
-    str
-        e.g. ``"http://127.0.0.1:4200/api"``.
-    """
-    configured = PREFECT_API_URL.value()
-    if configured:
-        return str(configured)
-    if not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
-        raise DestaticError("PREFECT_API_URL is not set and the temporary server is disabled: set PREFECT_API_URL")
-    from prefect.server.api.server import SubprocessASGIServer
-
-    server = SubprocessASGIServer()
-    server.start()
-    return server.api_url
+__all__ = ["build_task_runner", "task_runner_for"]
 
 
 def build_task_runner(
-    kind: RunnerKind,
+    kind: TaskRunnerKind,
     *,
     dask_address: str | None = None,
     dask_workers: int = 2,
@@ -121,8 +93,8 @@ def task_runner_for(runtime: RuntimeSettings) -> TaskRunner[Any]:
 
 def __getattr__(name: str) -> Any:
     # prefect-dask (and distributed) load only when a Dask runner is wanted: 0.25 s off every start.
-    if name == "SharedApiDaskTaskRunner":
-        from destatic._dask import SharedApiDaskTaskRunner
+    if name in ("SharedApiDaskTaskRunner", "current_api_url"):
+        from destatic import _dask
 
-        return SharedApiDaskTaskRunner
+        return getattr(_dask, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

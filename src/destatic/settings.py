@@ -30,7 +30,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from destatic.dsp import METHODS, Method, ProfileMode, SuppressionOptions, resolve_method
 from destatic.errors import ParameterError
+from destatic.media import AUDIO_FORMATS, AudioFormat
 
 __all__ = [
     "NoiseSettings",
@@ -41,8 +43,18 @@ __all__ = [
     "SuppressionSettings",
     "WatchSettings",
     "CONFIG_FILE",
+    "Dispatch",
+    "OutputMode",
+    "TaskRunnerKind",
     "load_settings",
 ]
+
+OutputMode = Literal["remux", "audio"]
+"""What the pipeline writes: the original container with cleaned audio, or the audio alone."""
+Dispatch = Literal["inline", "deployment"]
+"""Who cleans the files a watcher claims: the watcher itself, or the workers of a deployment."""
+TaskRunnerKind = Literal["thread", "dask"]
+"""Where the steps run: threads of the flow's process, or a Dask cluster."""
 
 CONFIG_FILE = "destatic.toml"
 _config_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -67,19 +79,19 @@ class PathSettings(_Group):
 class OutputSettings(_Group):
     """What the pipeline writes for each input."""
 
-    mode: Literal["remux", "audio"] = Field(
+    mode: OutputMode = Field(
         "remux", description="remux: the original container with cleaned audio (video copied); audio: audio only."
     )
-    format: str | None = Field(
-        None, description="Audio-only format (wav, flac, mp3, m4a, ogg, opus); None: from the output name, else flac."
+    format: AudioFormat | None = Field(
+        None, description=f"Audio-only format ({', '.join(AUDIO_FORMATS)}); None: from the output name, else flac."
     )
     suffix: str = Field("-clean", description="Added to the input's stem when no output name is given.")
 
-    @field_validator("format")
+    @field_validator("format", mode="before")
     @classmethod
-    def _known_format(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+    def _known_format(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
         value = value.lower().lstrip(".")
         if value not in AUDIO_FORMATS:
             raise ValueError(f"format={value!r} is not one of {', '.join(AUDIO_FORMATS)}")
@@ -93,13 +105,10 @@ class OutputSettings(_Group):
         return value
 
 
-AUDIO_FORMATS = ("wav", "flac", "mp3", "m4a", "ogg", "opus")
-
-
 class NoiseSettings(_Group):
     """How the noise profile is made (see :func:`destatic.dsp.estimate_profile`)."""
 
-    mode: Literal["auto", "head", "segment", "file"] | None = Field(
+    mode: ProfileMode | None = Field(
         None,
         description="auto: track the noise floor; head: first samples; segment: start..end; file: a noise recording; "
         "none: auto (head for the seed method).",
@@ -130,7 +139,7 @@ class NoiseSettings(_Group):
 class SuppressionSettings(_Group):
     """How the noise is taken out; None means the DSP core's default."""
 
-    method: str | None = Field(None, description="Suppression method (see destatic.dsp.METHODS); None: the default.")
+    method: Method | None = Field(None, description=f"Suppression method ({', '.join(METHODS)}); None: the default.")
     reduction_db: float | None = Field(None, gt=0, le=120, description="Maximum reduction of any bin, dB; none: the DSP default.")
     smoothing: float | None = Field(
         None, ge=0, le=0.999, description="Weight of the previous frame in the prior SNR, 0..0.999; higher: less musical noise."
@@ -139,21 +148,19 @@ class SuppressionSettings(_Group):
         None, ge=-40, le=40, description="Raise (+) or lower (-) the noise estimate by this many dB."
     )
 
-    @field_validator("method")
+    @field_validator("method", mode="before")
     @classmethod
-    def _known_method(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        from destatic.dsp import METHODS
-
-        if value not in METHODS:
+    def _known_method(cls, value: Any) -> Any:
+        if isinstance(value, str) and value not in METHODS:
             raise ValueError(f"method={value!r} is not one of {', '.join(METHODS)}")
         return value
 
     @model_validator(mode="after")
-    def _seed_takes_no_options(self) -> SuppressionSettings:
-        if self.method == "seed" and self.dsp_options():
-            raise ValueError(f"method='seed' reproduces the tutorial and takes no options, got {sorted(self.dsp_options())}")
+    def _options_fit_the_method(self) -> SuppressionSettings:
+        try:
+            SuppressionOptions.from_options(resolve_method(self.method), self.dsp_options())
+        except ParameterError as error:
+            raise ValueError(str(error)) from None
         return self
 
     def dsp_options(self) -> dict[str, Any]:
@@ -168,7 +175,7 @@ class WatchSettings(_Group):
     interval_s: float = Field(10.0, gt=0, description="Seconds between scans of the inbox.")
     stable_s: float = Field(5.0, ge=0, description="A file is taken once its size and mtime have not changed for this long.")
     concurrency: int = Field(1, ge=1, le=64, description="Files processed at once by one watcher (inline dispatch).")
-    dispatch: Literal["inline", "deployment"] = Field(
+    dispatch: Dispatch = Field(
         "inline",
         description="inline: the watcher cleans its files itself; deployment: it starts one run of the per-file "
         "deployment per file, for the workers of a Prefect server (PREFECT_API_URL) to take.",
@@ -201,7 +208,7 @@ class RuntimeSettings(_Group):
 
     retries: int = Field(3, ge=0, le=20, description="Retries of a step after a transient failure (never after bad input).")
     retry_delay_s: float = Field(2.0, ge=0, description="First retry delay; doubles on each retry.")
-    task_runner: Literal["thread", "dask"] = Field("thread", description="thread: one process; dask: prefect-dask.")
+    task_runner: TaskRunnerKind = Field("thread", description="thread: one process; dask: prefect-dask.")
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster; None: a local cluster.")
     dask_workers: int | None = Field(
         None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per CPU this process may use."

@@ -37,8 +37,8 @@ def test_help_everywhere(command: list[str]) -> None:
         (["run", "{speech}", "--noise-file", "{speech}", "--profile", "head"], "choose one of"),
         (["run", "{speech}", "--noise-start", "1"], "go together"),
         (["run", "{speech}", "--reduction-db", "-3"], "suppression.reduction_db=-3.0"),
-        (["run", "{speech}", "--method", "magic"], "method='magic' is not one of"),
-        (["run", "{speech}", "--format", "doc"], "format='doc' is not one of"),
+        (["run", "{speech}", "--method", "magic"], "'magic' is not one of 'seed'"),
+        (["run", "{speech}", "--format", "doc"], "'doc' is not one of 'wav'"),
         (["bogus"], "No such command"),
     ],
 )
@@ -139,16 +139,22 @@ def test_run_flags_default_to_the_settings_defaults() -> None:
 def test_main_runs_exit_handlers_and_keeps_the_status(arguments: list[str], status: int) -> None:
     # main() ends the process itself once the command is done: the exit
     # handlers must still run, the output be complete, the status be the command's.
+    # Threads are joined first, as Python does: a worker thread still running,
+    # and a thread pool left idle (joined by its own exit hook, not a hang).
     code = (
-        "import atexit, sys\n"
+        "import atexit, sys, threading, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
         "from destatic.cli import main\n"
         "atexit.register(lambda: print('exit handler ran', flush=True))\n"
+        "threading.Thread(target=lambda: (time.sleep(0.5), print('thread joined', flush=True))).start()\n"
+        "ThreadPoolExecutor(2).submit(print, 'pool worked', flush=True).result()\n"
         f"sys.argv = ['destatic', *{arguments!r}]\n"
         "main()\n"
         "print('not reached')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == status, done.stderr
+    assert "thread joined" in done.stdout and "pool worked" in done.stdout
     assert done.stdout.rstrip().endswith("exit handler ran")
     assert "not reached" not in done.stdout
     if status == 0:

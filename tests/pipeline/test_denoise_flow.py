@@ -177,7 +177,9 @@ def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_pat
     from prefect.artifacts import Artifact
 
     from destatic import media
-    from destatic.flows import LAST_RUN, denoise_file, report_key, work_dir_for
+    from destatic.flows import denoise_file
+    from destatic.workspace import report_key, work_dir_for
+    from destatic.steps.report import LAST_RUN
 
     settings = make_settings()
     output = denoise_file(short_video, settings)
@@ -257,42 +259,11 @@ def test_noise_profile_modes_reach_the_profile(mode: str, speech_wav: Path, make
     assert f"## Noise profile\n\n{mode}: " in report_md.read_text()
 
 
-@pytest.mark.parametrize(("n_jobs", "method", "stored"), [(1, None, np.float16), (2, None, np.float16), (2, "seed", np.float32)])
-def test_gains_file_is_channels_major_and_reads_back_as_computed(
-    tmp_path: Path, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, n_jobs: int, method: str | None, stored: type
-) -> None:
-    """Bounded gains are stored as float16 (half the file), the seed method's unbounded ones as float32."""
-    from destatic import dsp, tasks
-    from destatic.settings import NoiseSettings, SuppressionSettings
-
-    monkeypatch.setattr(dsp, "jobs_for_length", lambda *args: n_jobs)
-    rate = 16000
-    t = np.arange(3 * rate) / rate
-    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.05 * rng.standard_normal(t.size)], axis=1).astype(np.float32)
-    audio_wav = tmp_path / "stereo.wav"
-    sf.write(audio_wav, stereo, rate, subtype="FLOAT")
-    profile_npz = tasks.profile_noise.fn(audio_wav, tmp_path, NoiseSettings(), method=method)
-    gains_npy = tasks.subtract_noise.fn(audio_wav, profile_npz, tmp_path, SuppressionSettings(method=method))
-
-    profile = dsp.NoiseProfile.load(profile_npz)
-    expected = np.concatenate(list(dsp.compute_gains([stereo], rate, profile, method=method)), axis=1).astype(stored)
-    assert np.load(gains_npy).dtype == stored
-    np.testing.assert_array_equal(np.load(gains_npy), expected)
-    for group in (slice(0, 2), slice(1, 2)):
-        chunks = list(tasks._gain_rows(gains_npy, group, frames_per_chunk=7))
-        assert all(chunk.shape[0] == group.stop - group.start and chunk.flags.c_contiguous for chunk in chunks)
-        np.testing.assert_array_equal(np.concatenate(chunks, axis=1), expected[group])
-    assert not np.array_equal(expected[0], expected[1])
-
-    cleaned_wav = tasks.inverse_stft.fn(audio_wav, gains_npy, profile_npz, tmp_path)
-    in_memory = np.concatenate(list(dsp.apply_gains([stereo], rate, [expected], profile=profile)))
-    np.testing.assert_array_equal(sf.read(cleaned_wav, dtype="float32")[0], in_memory)
-
-
 def test_progress_reaches_this_process_listener_in_order(speech_wav: Path, make_settings, tmp_path: Path) -> None:
     """The CLI's progress bars: every step reports to the listener set around the run, ending at 100 %."""
     from destatic import tasks
-    from destatic.flows import denoise_file, work_dir_for
+    from destatic.flows import denoise_file
+    from destatic.workspace import work_dir_for
 
     settings = make_settings()
     heard: list[tuple[Path, float]] = []
@@ -306,3 +277,31 @@ def test_progress_reaches_this_process_listener_in_order(speech_wav: Path, make_
     assert percents[0] == 10.0 and percents[-1] == 100.0
     assert percents == sorted(percents)
     assert {60.0, 90.0} <= set(percents)
+
+
+def test_a_run_probes_its_source_once_and_loads_no_profile_file(short_video: Path, make_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The steps hand each other records: the remux and the report reuse the extract step's probe, and the profile travels loaded."""
+    from destatic.dsp import NoiseProfile
+    from destatic.flows import denoise_file
+    from destatic.media import _ffmpeg
+
+    probes: list[list[str]] = []
+    real_run, real_load = _ffmpeg.run, NoiseProfile.load.__func__
+    loads: list[object] = []
+
+    source_url = _ffmpeg.file_url(short_video)
+
+    def counting_run(args, **kwargs):
+        if args[-1] == source_url:
+            probes.append(list(args))  # ffmpeg -i SOURCE and no output: a probe
+        return real_run(args, **kwargs)
+
+    def counting_load(cls, file):
+        loads.append(file)
+        return real_load(cls, file)
+
+    monkeypatch.setattr(_ffmpeg, "run", counting_run)
+    monkeypatch.setattr(NoiseProfile, "load", classmethod(counting_load))
+    denoise_file(short_video, make_settings(), output=tmp_path / "out.mpg")
+    assert len(probes) == 1
+    assert loads == []

@@ -58,7 +58,12 @@ def test_each_claim_goes_to_one_run_that_settles_it(
 ) -> None:
     from prefect.artifacts import Artifact
 
-    from destatic.flows import CLAIM_DIR, release_stale_claims, report_key, watch_inbox
+    from destatic.flows import watch_inbox
+
+    from destatic.inbox import CLAIM_DIR, release_stale_claims
+    from destatic.flows.watch import run_is_over
+
+    from destatic.workspace import report_key
 
     settings = make_settings(watch={"dispatch": "deployment", "deployment": per_file_deployment})
     inbox = settings.paths.inbox
@@ -75,7 +80,7 @@ def test_each_claim_goes_to_one_run_that_settles_it(
     for run in runs.values():
         assert Path(run.parameters["claim"]).parent == inbox.absolute() / CLAIM_DIR
         assert Path(run.parameters["settings"]["paths"]["outbox"]).is_absolute()
-    assert release_stale_claims(inbox) == [], "claims of runs not yet over stay claimed"
+    assert release_stale_claims(inbox, run_is_over=run_is_over) == [], "claims of runs not yet over stay claimed"
     assert watch_inbox(settings) == [], "a claimed file is not taken twice"
 
     states = {file: _run_like_a_worker(run.id) for file, run in runs.items()}
@@ -97,7 +102,10 @@ def test_claim_of_a_run_that_ended_unsettled_is_given_back(per_file_deployment: 
     from prefect import get_client
     from prefect.states import Crashed
 
-    from destatic.flows import release_stale_claims, watch_inbox
+    from destatic.flows import watch_inbox
+
+    from destatic.inbox import release_stale_claims
+    from destatic.flows.watch import run_is_over
 
     settings = make_settings(watch={"dispatch": "deployment", "deployment": per_file_deployment})
     shutil.copyfile(speech_wav, settings.paths.inbox / "lost.wav")
@@ -107,7 +115,7 @@ def test_claim_of_a_run_that_ended_unsettled_is_given_back(per_file_deployment: 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(run.id, Crashed(message="killed"), force=True)
 
-    assert release_stale_claims(settings.paths.inbox) == [Path("lost.wav")]
+    assert release_stale_claims(settings.paths.inbox, run_is_over=run_is_over) == [Path("lost.wav")]
     assert (settings.paths.inbox / "lost.wav").read_bytes() == speech_wav.read_bytes()
     (again,) = watch_inbox(settings)
     assert again["status"] == "dispatched" and again["flow_run"] != row["flow_run"]
@@ -116,7 +124,8 @@ def test_claim_of_a_run_that_ended_unsettled_is_given_back(per_file_deployment: 
 def test_rerun_after_the_file_was_settled_releases_the_claim(per_file_deployment: str, make_settings, speech_wav: Path) -> None:
     # A run killed after moving the original to done/ but before removing its
     # claim folder is run again by the crashed-run automation.
-    from destatic.flows import SETTLED, denoise_file, watch_inbox
+    from destatic.flows import denoise_file, watch_inbox
+    from destatic.inbox import SETTLED
 
     settings = make_settings(watch={"dispatch": "deployment", "deployment": per_file_deployment})
     shutil.copyfile(speech_wav, settings.paths.inbox / "once.wav")
@@ -166,7 +175,7 @@ def test_deploy_puts_both_flows_on_the_pool(tmp_path: Path, monkeypatch: pytest.
         per_file = client.read_deployment_by_name("denoise-file/d1")
         watcher = client.read_deployment_by_name("watch-inbox/d1-watch")
     assert per_file.work_pool_name == watcher.work_pool_name == pool
-    assert per_file.entrypoint == "destatic.flows.denoise_file" and watcher.entrypoint == "destatic.flows.watch_inbox"
+    assert per_file.entrypoint == "destatic.flows.denoise.denoise_file" and watcher.entrypoint == "destatic.flows.watch.watch_inbox"
     assert [schedule.schedule.interval.total_seconds() for schedule in watcher.schedules] == [7.0]
     settings = watcher.parameters["settings"]
     assert settings["watch"]["dispatch"] == "deployment" and settings["watch"]["deployment"] == "denoise-file/d1"

@@ -62,7 +62,7 @@ def _watch(settings) -> dict[str, dict]:
 def test_environment_failure_leaves_the_file_in_the_inbox_until_the_last_attempt(
     make_settings, killed_ffmpeg: Path, speech_wav: Path, denoise_runs, task_runs
 ) -> None:
-    from destatic.flows import CLAIM_DIR, FAILURES_DIR, failure_record
+    from destatic.inbox import CLAIM_DIR, FAILURES_DIR, failure_record
 
     settings = make_settings(watch={"max_attempts": 2, "retry_after_s": 0}, runtime={"retries": 1})
     inbox, quarantine = settings.paths.inbox, settings.paths.quarantine
@@ -104,7 +104,7 @@ def test_environment_failure_leaves_the_file_in_the_inbox_until_the_last_attempt
 def test_success_after_a_failure_clears_the_count(
     make_settings, killed_ffmpeg: Path, speech_wav: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from destatic.flows import FAILURES_DIR, failure_record
+    from destatic.inbox import FAILURES_DIR, failure_record
     from destatic.media._ffmpeg import FFMPEG_ENV
 
     settings = make_settings(watch={"retry_after_s": 0}, runtime={"retries": 0})
@@ -124,7 +124,7 @@ def test_success_after_a_failure_clears_the_count(
 
 
 def test_failed_file_is_left_alone_for_retry_after_s(make_settings, killed_ffmpeg: Path, speech_wav: Path) -> None:
-    from destatic.flows import failure_record
+    from destatic.inbox import failure_record
 
     patient = make_settings(watch={"retry_after_s": 3600}, runtime={"retries": 0})
     inbox = patient.paths.inbox
@@ -144,7 +144,7 @@ def test_failed_file_is_left_alone_for_retry_after_s(make_settings, killed_ffmpe
 def test_new_version_of_a_failed_file_starts_from_zero_and_stale_records_go(
     make_settings, killed_ffmpeg: Path, speech_wav: Path
 ) -> None:
-    from destatic.flows import FAILURES_DIR, STALE_RECORD_S, failure_record
+    from destatic.inbox import FAILURES_DIR, STALE_RECORD_S, failure_record
 
     settings = make_settings(watch={"retry_after_s": 0}, runtime={"retries": 0})
     inbox = settings.paths.inbox
@@ -167,7 +167,7 @@ def test_new_version_of_a_failed_file_starts_from_zero_and_stale_records_go(
 def test_hanging_ffmpeg_is_killed_and_its_input_quarantined_once(
     make_settings, speech_wav: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, denoise_runs, task_runs
 ) -> None:
-    from destatic.flows import CLAIM_DIR
+    from destatic.inbox import CLAIM_DIR
     from destatic.media._ffmpeg import FFMPEG_ENV
 
     pids = tmp_path / "pids"

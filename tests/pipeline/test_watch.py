@@ -23,7 +23,7 @@ def _drop(inbox: Path, relative: str, source: Path) -> Path:
 
 
 def test_find_ready_waits_for_stable_files_and_skips_hidden(tmp_path: Path) -> None:
-    from destatic.flows import find_ready
+    from destatic.inbox import find_ready
 
     inbox = tmp_path / "inbox"
     (inbox / "sub").mkdir(parents=True)
@@ -38,7 +38,7 @@ def test_find_ready_waits_for_stable_files_and_skips_hidden(tmp_path: Path) -> N
 
 
 def test_claim_is_exclusive_and_moves_the_file_out_of_the_inbox(tmp_path: Path) -> None:
-    from destatic.flows import CLAIM_DIR, claim, find_ready
+    from destatic.inbox import CLAIM_DIR, claim, find_ready
 
     inbox = tmp_path / "inbox"
     (inbox / "a").mkdir(parents=True)
@@ -51,18 +51,19 @@ def test_claim_is_exclusive_and_moves_the_file_out_of_the_inbox(tmp_path: Path) 
 
 
 def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
-    from destatic.flows import claim, release_stale_claims
+    from destatic.inbox import claim, release_stale_claims
+    from destatic.flows.watch import run_is_over
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "clip.wav").write_bytes(b"data")
     taken = claim(inbox, Path("clip.wav"))
     assert taken is not None
-    assert release_stale_claims(inbox) == []  # its owner, this process, is alive
+    assert release_stale_claims(inbox, run_is_over=run_is_over) == []  # its owner, this process, is alive
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     owner = json.loads((taken.folder / "owner.json").read_text())
     (taken.folder / "owner.json").write_text(json.dumps({**owner, "pid": int(dead.stdout)}))
-    assert release_stale_claims(inbox) == [Path("clip.wav")]
+    assert release_stale_claims(inbox, run_is_over=run_is_over) == [Path("clip.wav")]
     assert (inbox / "clip.wav").read_bytes() == b"data"
     assert not taken.folder.exists()
 
@@ -131,7 +132,7 @@ def test_two_watchers_process_each_file_exactly_once(make_settings, denoise_runs
 
 
 def test_partials_of_a_killed_process_are_deleted_and_others_kept(tmp_path: Path) -> None:
-    from destatic.flows import remove_dead_partials
+    from destatic.inbox import remove_dead_partials
     from destatic.media.atomic import HOST_TAG, partial_owner, partial_path
 
     outbox, work = tmp_path / "outbox", tmp_path / "work" / "clip-0123"

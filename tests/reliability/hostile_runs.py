@@ -169,7 +169,7 @@ def case_problems(case: Case, seen: Observed, settings: Any) -> list[str]:
     if case.outcome == "ignored" and (seen.row is not None or seen.where != settings.paths.inbox / case.relative):
         problems.append("the watcher took it")
     if case.outcome == "retried":
-        from destatic.flows import failure_record
+        from destatic.inbox import failure_record
 
         if failure_record(settings.paths.inbox, case.relative) is None:
             problems.append("no failure counted for the file left in the inbox")

@@ -32,7 +32,9 @@ from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from destatic.flows import CLAIM_DIR, report_key
+from destatic.inbox import CLAIM_DIR
+
+from destatic.workspace import report_key
 
 pytestmark = pytest.mark.cluster
 

@@ -198,7 +198,7 @@ def test_cli_batch_on_a_local_cluster_of_two(batch_inputs: list[Path], tmp_path:
     from typer.testing import CliRunner
 
     from destatic.cli import app
-    from destatic.flows import report_key
+    from destatic.workspace import report_key
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DESTATIC_RUNTIME__DASK_WORKERS", "2")

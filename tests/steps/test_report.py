@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from matplotlib import mlab
 
-from destatic import report, tasks
+from destatic import dsp
+from destatic.steps import report
 
 
 def test_spectrogram_matches_matplotlib_specgram_scale(rng: np.random.Generator) -> None:
     sample_rate, n_fft = 48_000, 1024
     t = np.arange(3 * sample_rate) / sample_rate
     audio = (0.3 * np.sin(2 * np.pi * 1000 * t) + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
-    ours = report._spectrogram_db(audio, sample_rate, n_fft)
+    ours = dsp.spectrogram_db(audio, sample_rate, n_fft)
     theirs, _, _ = mlab.specgram(audio, NFFT=n_fft, Fs=sample_rate, noverlap=n_fft // 2)
     assert ours.shape == theirs.shape
     difference = np.abs(ours - 10 * np.log10(theirs))
@@ -33,7 +34,7 @@ def test_low_priority_work_runs_niced_in_its_own_thread() -> None:
     def work() -> tuple[int, int]:
         return threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-    thread, nice = tasks.at_lowest_priority(work)
+    thread, nice = report.at_lowest_priority(work)
     assert nice == 19
     assert thread != threading.get_native_id()
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller_before
@@ -44,4 +45,4 @@ def test_low_priority_work_raises_its_error() -> None:
         raise ValueError("plot failed")
 
     with pytest.raises(ValueError, match="plot failed"):
-        tasks.at_lowest_priority(work)
+        report.at_lowest_priority(work)

@@ -1,4 +1,9 @@
-"""Per-file reports: noise-profile plot, before/after spectrograms, markdown.
+"""Report: what each file's run did, for people: plots, the estimated reduction, a markdown report.
+
+:func:`plot` is the cached report step (noise-profile plot, before/after
+spectrograms, estimated noise reduction); :func:`write_report` then writes
+``report.md`` and the ``last-run.json`` record into the file's work folder
+and returns the markdown for the Prefect artifact.
 
 matplotlib (Agg backend) is imported only when a plot is drawn. Every plot is
 written twice: a full-size PNG in the work folder, and a small one embedded in
@@ -9,23 +14,41 @@ that the Prefect UI shows it inline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 
+from destatic import dsp, media
+from destatic.settings import Settings
+from destatic.steps.records import AudioFile, ExtractedAudio, Plots, ProfiledNoise
+
 __all__ = [
+    "LAST_RUN",
+    "at_lowest_priority",
     "markdown_table",
     "noise_reduction_db",
+    "run",
     "plot_profile",
     "plot_spectrograms",
     "png_data_uri",
     "render_report",
+    "write_report",
 ]
+
+LAST_RUN = "last-run.json"
+"""The record of a file's last run, in its work folder (read by ``destatic artifacts``)."""
 
 FULL_DPI = 100
 EMBED_DPI = 45
@@ -101,20 +124,6 @@ def _mono_head(wav: Path, seconds: float) -> tuple[np.ndarray, int]:
         return audio.mean(axis=1), handle.samplerate
 
 
-def _spectrogram_db(audio: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarray:
-    """Power spectral density in dB/Hz, (bins, frames), of mono `audio`: Hann frames at half overlap.
-
-    Scaled as matplotlib's ``specgram`` scales it, so that the colour limits keep their meaning.
-    """
-    from destatic.dsp.stft import FrameSplitter, hann_window
-
-    splitter = FrameSplitter(1, n_fft=n_fft, hop_length=n_fft // 2, padded=False)
-    spectra = np.concatenate([splitter.push(audio[:, None]), splitter.finish()], axis=1)[0]
-    density = np.square(np.abs(spectra)) / (sample_rate * np.square(hann_window(n_fft)).sum())
-    density[:, 1 : n_fft // 2] *= 2
-    return 10 * np.log10(np.maximum(density, 1e-30)).T
-
-
 def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds: float = SPECTROGRAM_SECONDS) -> str:
     """Plot the spectrograms of the first `seconds` before and after cleaning, one above the other.
 
@@ -129,7 +138,7 @@ def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds:
         audio, sr = _mono_head(wav, seconds)
         nfft = 1024 if sr > 24000 else 512
         if len(audio) >= nfft:
-            ax.imshow(_spectrogram_db(audio, sr, nfft), origin="lower", aspect="auto", cmap="magma", vmin=-140, vmax=-20,
+            ax.imshow(dsp.spectrogram_db(audio, sr, nfft), origin="lower", aspect="auto", cmap="magma", vmin=-140, vmax=-20,
                       extent=(0, len(audio) / sr, 0, sr / 2))
         ax.set_ylabel(f"{label}\nHz")
     axes[1].set_xlabel("Time (s)")
@@ -229,3 +238,168 @@ def render_report(
     parts += ["## Settings", markdown_table(["setting", "value"], sorted(settings.items()))]
     parts += ["## Files", markdown_table(["file", "path"], [[label, f"`{path}`"] for label, path in files.items()])]
     return "\n\n".join(parts) + "\n"
+
+
+def at_lowest_priority(work: Callable[[], Any]) -> Any:
+    """Call `work` in a new thread at the lowest CPU priority (nice 19) and return its result.
+
+    For work that only people read (plots) and that runs beside a step on the
+    critical path (the encode): it then takes the CPU time the encoders leave,
+    instead of slowing them. On Linux the nice value is per thread, and a new
+    thread (not a pool thread, which would stay lowered) is given it; elsewhere
+    the thread runs at normal priority.
+    """
+
+    def lowered() -> Any:
+        if sys.platform == "linux":
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return work()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="destatic-low") as pool:
+        return pool.submit(lowered).result()
+
+
+def run(audio: AudioFile, noise: ProfiledNoise, cleaned: AudioFile, target: Path) -> Plots:
+    """The report step: plot the noise profile and the spectrograms before and after; estimate the reduction.
+
+    Drawn at the lowest priority (:func:`at_lowest_priority`), beside the encode.
+
+    Parameters
+    ----------
+    audio, cleaned : AudioFile
+        The audio before and after cleaning.
+    noise : ProfiledNoise
+        Its noise profile.
+    target : Path
+        ``plots-<key>.json``, written last (atomically) with the record; the
+        PNGs go beside it as ``plots-<key>-profile.png`` and ``plots-<key>-spectrograms.png``.
+    """
+    profile_png = target.with_name(f"{target.stem}-profile.png")
+    spectrogram_png = target.with_name(f"{target.stem}-spectrograms.png")
+
+    def draw() -> Plots:
+        return Plots(
+            path=target,
+            profile_png=profile_png,
+            spectrogram_png=spectrogram_png,
+            profile_uri=plot_profile(noise.profile, profile_png),
+            spectrogram_uri=plot_spectrograms(audio.path, cleaned.path, spectrogram_png),
+            reduction_db=noise_reduction_db(audio.path, cleaned.path),
+        )
+
+    plots = at_lowest_priority(draw)
+    record = {name: str(value) if isinstance(value, Path) else value for name, value in vars(plots).items() if name != "path"}
+    with media.atomic_output(target) as partial:
+        partial.write_text(json.dumps(record), encoding="utf-8")
+    return plots
+
+
+def _flat_settings(settings: Settings) -> dict[str, Any]:
+    return {
+        f"{group}.{name}": value
+        for group, fields in settings.model_dump(mode="json").items()
+        for name, value in fields.items()
+    }
+
+
+def _profile_how(settings: Settings, profile: dsp.NoiseProfile) -> str:
+    """How the noise profile was made, one line."""
+    noise = settings.noise
+    mode = noise.resolved_mode(settings.suppression.method)
+    how = {
+        "auto": "auto: noise floor tracked by minimum statistics (no noise-only stretch needed)",
+        "head": f"head: the first {noise.head_samples} samples are taken as noise only",
+        "segment": f"segment: {noise.start_s} s to {noise.end_s} s of the input are noise only",
+        "file": f"file: the separate noise recording `{noise.file}`",
+    }[mode]
+    details = ", ".join(f"{name}={value}" for name, value in profile.details.items())
+    return (
+        f"{how}; {profile.sample_rate} Hz, n_fft {profile.n_fft}, hop {profile.hop_length}, "
+        f"{profile.channels} channel(s), measured as `{profile.mode}`" + (f" ({details})" if details else "")
+    )
+
+
+def _stream_rows(info: media.MediaInfo) -> list[dict[str, Any]]:
+    rows = []
+    for stream in info.streams:
+        row = {"index": stream.index, "type": stream.kind, "codec": stream.codec}
+        for name in ("sample_rate", "channels", "width", "height", "duration"):
+            value = getattr(stream, name, None)
+            if value is not None:
+                row[name] = value
+        rows.append(row)
+    return rows
+
+
+def write_report(
+    *,
+    source: Path,
+    output: Path,
+    work_dir: Path,
+    audio: ExtractedAudio,
+    noise: ProfiledNoise,
+    cleaned: AudioFile,
+    plots: Plots,
+    settings: Settings,
+    step_seconds: Mapping[str, float],
+    artifact_key: str,
+    flow_run_id: str | None,
+) -> str:
+    """Write ``report.md`` and ``last-run.json`` into `work_dir` (atomically); return the markdown.
+
+    Parameters
+    ----------
+    source, output : Path
+        The input and where its result went.
+    work_dir : Path
+        The file's work folder.
+    audio, noise, cleaned, plots
+        The records of the extract, profile, inverse and report steps.
+    settings : Settings
+        What the run was given.
+    step_seconds : mapping
+        Wall time of each step, s.
+    artifact_key : str
+        The key of the markdown artifact the report is published as.
+    flow_run_id : str or None
+        The Prefect flow run that made it.
+    """
+    text = render_report(
+        source=source,
+        output=output,
+        streams=_stream_rows(audio.source),
+        profile_how=_profile_how(settings, noise.profile),
+        settings=_flat_settings(settings),
+        step_seconds=step_seconds,
+        reduction_db=plots.reduction_db,
+        profile_uri=plots.profile_uri,
+        spectrogram_uri=plots.spectrogram_uri,
+        files={
+            "work folder": work_dir,
+            "profile plot": plots.profile_png,
+            "spectrograms": plots.spectrogram_png,
+            "audio": audio.path,
+            "noise profile": noise.path,
+            "cleaned audio": cleaned.path,
+        },
+    )
+    path = work_dir / "report.md"
+    with media.atomic_output(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+    record = {
+        "source": str(source),
+        "output": str(output),
+        "work_dir": str(work_dir),
+        "report": str(path),
+        "profile_plot": str(plots.profile_png),
+        "spectrogram_plot": str(plots.spectrogram_png),
+        "artifact_key": artifact_key,
+        "flow_run_id": flow_run_id,
+        "reduction_db": plots.reduction_db,
+        "step_seconds": dict(step_seconds),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with media.atomic_output(work_dir / LAST_RUN) as partial:
+        partial.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    return text

@@ -1,0 +1,184 @@
+"""The graph of one file's steps on the flow's task runner: submitted in order, waited for in order.
+
+Each step is submitted with the futures of the steps it needs as arguments,
+so that the steps of many files interleave (on threads, or across a Dask
+cluster) while each file's steps keep their order. :class:`StepClock` is the
+one place that times them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+
+from destatic import media, steps, tasks
+from destatic.errors import BadInputError, ParameterError
+from destatic.settings import Settings
+from destatic.workspace import default_output, report_key, work_dir_for
+
+__all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
+
+LONG_FILE_S = 60.0
+"""Files at least this long get a progress artifact."""
+
+NEEDS: dict[str, tuple[str, ...]] = {
+    "extract": (),
+    "noise": (),
+    "profile": ("extract", "noise"),
+    "subtract": ("profile",),
+    "inverse": ("subtract",),
+    "plots": ("inverse",),
+    "encode": ("inverse",),
+    "deliver": ("encode",),
+}
+"""The steps each step waits for: its time counts from when they are done."""
+
+
+class StepClock:
+    """How long each step of a file took: from when its inputs were ready (or it was submitted) to its end.
+
+    Work done in the flow itself (hashing, the report) is timed with :meth:`timed`.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._submitted: dict[str, float] = {}
+        self._finished: dict[str, float] = {}
+
+    def watch(self, step: str, future: PrefectFuture[Any]) -> None:
+        """Start timing `step`, submitted now as `future`."""
+        self._submitted[step] = time.perf_counter()
+        future.add_done_callback(lambda _: self._finished.__setitem__(step, time.perf_counter()))
+
+    def stop(self, step: str) -> None:
+        """`step` has been waited for: record its time."""
+        done = self._finished.get(step, time.perf_counter())
+        ready = max([self._submitted[step], *(self._finished.get(need, 0.0) for need in NEEDS[step])])
+        self.seconds[step] = max(0.0, done - ready)
+
+    @contextlib.contextmanager
+    def timed(self, step: str) -> Iterator[None]:
+        """Time work done in the flow itself as `step`."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = time.perf_counter() - started
+
+
+@dataclass
+class FileRun:
+    """One file going through the steps: the futures of its steps, their times, the step it is at."""
+
+    source: Path
+    settings: Settings
+    output: Path | None = None
+    work_dir: Path = Path()
+    step: str = "start"
+    clock: StepClock = field(default_factory=StepClock)
+    futures: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
+    progress: Any = None
+    error: BaseException | None = None
+
+    def submit(self, step: str, task: Any, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
+        """Submit `task` as `step` of this file, with its retries, backoff and result storage."""
+        runtime = self.settings.runtime
+        configured = task.with_options(
+            retries=runtime.retries,
+            retry_delay_seconds=[runtime.retry_delay_s * 2**attempt for attempt in range(max(runtime.retries, 1))],
+            result_storage=self.settings.paths.work.resolve() / "results",
+        )
+        future = configured.submit(*args, **kwargs)
+        self.clock.watch(step, future)
+        self.futures[step] = future
+        return future
+
+    def wait(self, step: str) -> Any:
+        """The result of `step`, raising its error; a step refusing the file's audio is bad input."""
+        self.step = step
+        try:
+            value = self.futures[step].result()
+        except ParameterError as error:  # the step refuses this file's audio, or the settings do not fit it
+            raise BadInputError(self.source, f"its audio cannot be cleaned: {error}") from error
+        self.clock.stop(step)
+        return value
+
+
+def start_steps(run: FileRun) -> None:
+    """Hash the input (its work folder) and submit the extraction of its audio (and of a noise file)."""
+    settings, source = run.settings, run.source
+    run.step = "hash"
+    with run.clock.timed("hash"):
+        run.work_dir = work_dir_for(source, settings)
+    run.output = Path(run.output or default_output(source, settings)).absolute()
+    get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
+    run.submit("extract", tasks.extract_audio, source, run.work_dir)
+    if settings.noise.mode == "file":
+        assert settings.noise.file is not None
+        run.submit("noise", tasks.extract_audio, settings.noise.file.absolute(), run.work_dir)
+
+
+def submit_steps(run: FileRun) -> None:
+    """Once the audio is out (its length decides on a progress artifact), submit every later step."""
+    settings, source, work_dir = run.settings, run.source, run.work_dir
+    extracted: steps.ExtractedAudio = run.wait("extract")
+    if extracted.duration >= LONG_FILE_S:
+        run.progress = create_progress_artifact(progress=10.0, description=f"destatic: {source.name}")
+    tasks.notify_progress(work_dir, 10.0)
+    audio, noise_audio = run.futures["extract"], run.futures.get("noise")
+    noise_file = settings.noise.file.absolute() if noise_audio is not None and settings.noise.file else None
+    method = settings.suppression.method
+    profile = run.submit(
+        "profile", tasks.profile_noise, audio, work_dir, settings.noise, method=method, noise_file=noise_file, noise_audio=noise_audio
+    )
+    gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
+    cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
+    # The plots need only the audio and the profile: drawn while ffmpeg encodes.
+    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir)
+    assert run.output is not None
+    if settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES:
+        suffix = run.output.suffix.lower()
+        fmt = settings.output.format or media.AUDIO_SUFFIXES.get(suffix) or suffix.lstrip(".") or "flac"
+        encoded = run.submit("encode", tasks.export_audio, cleaned, work_dir, fmt)
+    else:
+        encoded = run.submit("encode", tasks.remux, source, audio, cleaned, work_dir)
+    run.submit("deliver", tasks.deliver, encoded, run.output)
+
+
+def finish_steps(run: FileRun) -> Path:
+    """Wait for the steps in order (the first that failed raises), then write and publish the report."""
+    if "noise" in run.futures:
+        run.wait("noise")
+    for step in ("profile", "subtract", "inverse", "encode"):
+        run.wait(step)
+    delivered = run.wait("deliver")
+    tasks.report_progress(run.progress, run.work_dir, 100.0)
+    run.step = "report"
+    with run.clock.timed("report"):
+        key = report_key(run.source)
+        flow_run = FlowRunContext.get()
+        text = steps.report.write_report(
+            source=run.source,
+            output=delivered,
+            work_dir=run.work_dir,
+            audio=run.futures["extract"].result(),
+            noise=run.futures["profile"].result(),
+            cleaned=run.futures["inverse"].result(),
+            plots=run.futures["plots"].result(),
+            settings=run.settings,
+            step_seconds=run.clock.seconds,
+            artifact_key=key,
+            flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
+        )
+        create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
+    get_run_logger().info("%s done in %.2f s: %s", run.source.name, sum(run.clock.seconds.values()), delivered)
+    return delivered

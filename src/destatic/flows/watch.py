@@ -1,0 +1,224 @@
+"""The ``watch-inbox`` flow: one scan of the inbox, run on a schedule; and how it is served.
+
+Each scan claims the inbox's stable files (:mod:`destatic.inbox`) and has
+each one cleaned by a run of ``denoise-file``: here (``watch.dispatch =
+"inline"``), or by the workers of a Prefect server (``"deployment"``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+
+from destatic import inbox
+from destatic.errors import DestaticError, display_path, reason_of
+from destatic.flows.denoise import denoise_file
+from destatic.flows.logs import quiet_destatic_tracebacks
+from destatic.settings import Settings, load_settings
+
+__all__ = ["run_is_over", "serve_watcher", "watch_inbox", "watcher_deployment"]
+
+
+def run_is_over(flow_run_id: str) -> bool:
+    """Whether a flow run is in a final state (or unknown to the server)."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(flow_run_id).state
+    except ObjectNotFound:
+        return True
+    return state is not None and state.is_final()
+
+
+def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
+    """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file."""
+    started = time.perf_counter()
+    row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
+    failure: Exception | None = None
+    try:
+        output = denoise_file(inbox.run_parameter(taken), settings, claim=taken.folder)
+    except Exception as error:  # the watcher goes on past any file
+        failure = error
+    else:
+        row.update(status="done", output=str(output))
+    unsettled = failure or DestaticError("the run ended without settling the file")
+    outcome = inbox.give_back(taken, settings, unsettled)  # only if the run ended before settling it
+    if outcome is not None:
+        get_run_logger().error("%s", outcome)
+        failure = unsettled
+        row.update(status="failed", output="")
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    if failure is not None:
+        row["reason"] = reason_of(failure)
+    return row
+
+
+def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str, Any]) -> dict[str, Any]:
+    """Start a run of the per-file deployment for a claimed file (``watch.dispatch="deployment"``).
+
+    The claim then belongs to that run (:func:`destatic.inbox.hand_over`):
+    the run settles the file and releases the claim, and
+    :func:`destatic.inbox.release_stale_claims` gives the file back only
+    once the run is over without having done so.
+    """
+    from prefect.deployments import run_deployment
+
+    started = time.perf_counter()
+    row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
+    try:
+        flow_run = run_deployment(
+            settings.watch.deployment,
+            parameters={"path": str(inbox.run_parameter(taken)), "settings": parameters, "claim": str(taken.folder)},
+            timeout=0,
+        )
+    except Exception as error:
+        inbox.unclaim(taken)
+        row["reason"] = f"not dispatched, left in the inbox: {reason_of(error)}"
+    else:
+        inbox.hand_over(taken, str(flow_run.id))
+        row.update(status="dispatched", output=str(inbox.outbox_path(taken.relative, settings)), flow_run=flow_run.name)
+    row["seconds"] = round(time.perf_counter() - started, 2)
+    return row
+
+
+def check_deployment(name: str) -> None:
+    """Fail with a clear message when the per-file deployment is not on the server."""
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        raise DestaticError(
+            f"watch.deployment={name!r} is not a deployment of the Prefect server at {client.api_url}: "
+            "create it with `destatic deploy --pool POOL`, or set watch.dispatch='inline'"
+        ) from None
+
+
+def _sweep(settings: Settings) -> None:
+    """Before a scan: give back dead owners' claims, delete dead processes' temporary files, forget old failures."""
+    logger = get_run_logger()
+    folder = settings.paths.inbox.absolute()
+    for relative in inbox.release_stale_claims(folder, run_is_over=run_is_over):
+        logger.warning("put back %s, claimed by a process or run that is gone", relative)
+    for path in inbox.remove_dead_partials(settings.paths.outbox.absolute(), settings.paths.work.absolute()):
+        logger.warning("deleted %s, left half-written by a process that is gone", path)
+    inbox.forget_stale_records(folder)
+
+
+@flow(name="watch-inbox", log_prints=False)
+def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Scan the inbox once: claim every stable file, have it cleaned, settled in the outbox and ``done/``.
+
+    With ``watch.dispatch="inline"`` the files are cleaned here, one run of
+    :func:`~destatic.flows.denoise_file` each (``watch.concurrency`` at once).
+    With ``"deployment"`` each claimed file is handed to a run of the per-file
+    deployment ``watch.deployment``, for a worker to take, and the scan ends
+    without waiting. Either way the result goes to the outbox under the same
+    relative path, and the others go on past a file that fails: bad input is
+    quarantined with its reason; after any other failure the file is left in
+    the inbox, not taken again for ``watch.retry_after_s``, and quarantined
+    at its ``watch.max_attempts``-th failure. A table artifact lists what
+    this scan did.
+
+    Returns
+    -------
+    list of dict
+        One row per file taken: file, status (done, failed, dispatched),
+        output, seconds, reason (and flow_run when dispatched).
+    """
+    quiet_destatic_tracebacks()
+    settings = settings or load_settings()
+    logger = get_run_logger()
+    folder = settings.paths.inbox.absolute()
+    if not folder.is_dir():
+        raise DestaticError(f"inbox {str(folder)!r} is not a folder")
+    dispatch = settings.watch.dispatch == "deployment"
+    if dispatch:
+        check_deployment(settings.watch.deployment)
+    _sweep(settings)
+    ready, waiting = inbox.ready_files(folder, settings)
+    if waiting:
+        logger.info("%d file(s) left alone until watch.retry_after_s has passed since they failed: %s",
+                    len(waiting), ", ".join(display_path(relative) for relative in waiting[:10]))
+    claims = [taken for relative in ready if (taken := inbox.claim(folder, relative, stable_s=settings.watch.stable_s)) is not None]
+    logger.info("%d file(s) taken from %s", len(claims), folder)
+    if dispatch:
+        parameters = settings.to_parameters()
+        rows = [_dispatch_claim(taken, settings, parameters) for taken in claims]
+    elif settings.watch.concurrency == 1 or len(claims) <= 1:
+        rows = [_process_claim(taken, settings) for taken in claims]
+    else:
+        with ThreadPoolExecutor(settings.watch.concurrency) as pool:
+            futures = [pool.submit(contextvars.copy_context().run, _process_claim, taken, settings) for taken in claims]
+            rows = [future.result() for future in futures]
+    if rows:
+        create_table_artifact(rows, key="destatic-watch", description=f"destatic watch of {folder}")
+    return rows
+
+
+def serve_watcher(settings: Settings) -> None:
+    """Run :func:`watch_inbox` every ``settings.watch.interval_s`` seconds (blocks).
+
+    With a Prefect server (``PREFECT_API_URL`` set) the flow is served as the
+    ``watch-inbox/destatic-watch`` deployment on an interval schedule, visible
+    and controllable in the UI; with ``watch.dispatch="deployment"`` its scans
+    hand the files to the workers of the per-file deployment. Prefect's
+    embedded server does not run the scheduler, so without one the scans are
+    started by a plain loop here.
+
+    Raises
+    ------
+    DestaticError
+        ``watch.dispatch="deployment"`` without a server, or without the per-file deployment on it.
+    """
+    from prefect import serve
+    from prefect.settings import PREFECT_API_URL
+
+    if settings.watch.dispatch == "deployment":
+        if not PREFECT_API_URL.value():
+            raise DestaticError("watch.dispatch='deployment' needs a Prefect server with workers: set PREFECT_API_URL")
+        check_deployment(settings.watch.deployment)
+    if PREFECT_API_URL.value():
+        serve(watcher_deployment(settings))
+        return
+    while True:
+        started = time.monotonic()
+        watch_inbox(settings, return_state=True)
+        time.sleep(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
+
+
+def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", module_entrypoint: bool = False) -> Any:
+    """The scheduled watcher as a deployment: every ``watch.interval_s`` seconds, one scan at a time.
+
+    Parameters
+    ----------
+    settings : Settings
+        Given to every scan, its folders made absolute.
+    name : str
+        Deployment name (``watch-inbox/<name>``).
+    module_entrypoint : bool
+        Load the flow as ``destatic.flows.watch.watch_inbox`` from the
+        installed package (for a work pool) instead of from this file.
+
+    Returns
+    -------
+    prefect.deployments.runner.RunnerDeployment
+    """
+    from prefect.types.entrypoint import EntrypointType
+
+    return watch_inbox.to_deployment(
+        name=name,
+        interval=settings.watch.interval_s,
+        parameters={"settings": settings.to_parameters()},
+        concurrency_limit=1,
+        entrypoint_type=EntrypointType.MODULE_PATH if module_entrypoint else EntrypointType.FILE_PATH,
+    )

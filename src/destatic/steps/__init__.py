@@ -1,0 +1,39 @@
+"""The steps of cleaning one file, one module each, in the order they run. No Prefect here.
+
+==================  =========================================================
+step                what its ``run`` does
+==================  =========================================================
+:mod:`.extract`     decode the input's audio to a float32 WAV
+:mod:`.profile`     measure the noise spectrum (and hum)
+:mod:`.subtract`    the suppression gain of every bin of every STFT frame
+:mod:`.inverse`     gains applied, inverse STFT back to samples
+:mod:`.remux`       the original container with the cleaned audio, video copied
+:mod:`.export`      or the cleaned audio alone, in an audio format
+:mod:`.deliver`     the result copied to where the user asked
+:mod:`.report`      plots and estimated reduction; then ``report.md``
+==================  =========================================================
+
+Each step's ``run`` takes the records of the steps before it
+(:mod:`.records`) and the path to write, and returns its own record;
+:mod:`destatic.tasks` wraps each one in a cached, retried Prefect task.
+"""
+
+from destatic.steps import deliver, export, extract, inverse, profile, remux, report, subtract
+from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Plots, ProfiledNoise
+
+__all__ = [
+    "AudioFile",
+    "Encoded",
+    "ExtractedAudio",
+    "Gains",
+    "Plots",
+    "ProfiledNoise",
+    "deliver",
+    "export",
+    "extract",
+    "inverse",
+    "profile",
+    "remux",
+    "report",
+    "subtract",
+]

@@ -1,0 +1,78 @@
+"""Profile: measure how loud the noise is in each channel and frequency bin.
+
+From a noise-only stretch of the audio (its head, or a segment), from a
+separate noise recording, or (``auto``) from minimum statistics under speech;
+the profile also holds any mains hum found in a measured stretch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from destatic import dsp, media
+from destatic.errors import BadInputError
+from destatic.settings import NoiseSettings
+from destatic.steps.records import AudioFile, ProfiledNoise
+
+__all__ = ["estimate_file_profile", "run"]
+
+
+def estimate_file_profile(
+    audio: AudioFile, noise: NoiseSettings, *, method: str | None = None, noise_audio: AudioFile | None = None
+) -> dsp.NoiseProfile:
+    """Noise profile of a WAV as `noise` asks, read block by block (a head or auto profile reads only the start).
+
+    Parameters
+    ----------
+    audio : AudioFile
+        The audio to clean.
+    noise : NoiseSettings
+        ``head``: its first ``head_samples``; ``segment``: ``start_s``..``end_s``;
+        ``file``: all of `noise_audio`; ``auto``: minimum statistics, no noise-only stretch.
+    method : str or None
+        The suppression method the profile is for (``seed`` has its own framing).
+    noise_audio : AudioFile or None
+        The noise recording, for ``mode="file"``.
+
+    Raises
+    ------
+    BadInputError
+        The noise recording's rate differs from the audio's.
+    """
+    mode = noise.resolved_mode(method)
+    if mode != "file":
+        source = audio
+    elif noise_audio is None:
+        raise ValueError("noise.mode='file' needs noise_audio")
+    else:
+        source = noise_audio
+        if noise_audio.sample_rate != audio.sample_rate:
+            raise BadInputError(
+                noise.file or noise_audio.path,
+                f"noise recording at {noise_audio.sample_rate} Hz, audio at {audio.sample_rate} Hz",
+            )
+    return dsp.profile_from_blocks(
+        media.wav_blocks(source.path),
+        audio.sample_rate,
+        mode=mode,
+        head_samples=noise.head_samples,
+        start_s=noise.start_s,
+        end_s=noise.end_s,
+        **dsp.framing_for(method),
+    )
+
+
+def run(
+    audio: AudioFile,
+    target: Path,
+    noise: NoiseSettings,
+    *,
+    method: str | None = None,
+    noise_audio: AudioFile | None = None,
+) -> ProfiledNoise:
+    """The profile step: estimate the noise profile of `audio` (see :func:`estimate_file_profile`) and save it as `target` (``.npz``)."""
+    measured = estimate_file_profile(audio, noise, method=method, noise_audio=noise_audio)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with media.atomic_output(target) as partial:
+        measured.save(partial)
+    return ProfiledNoise(path=target, profile=measured)
