@@ -8,6 +8,7 @@ for the tests that need it (``tests/pipeline/conftest.py``).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("PREFECT_API_URL", None)
+# The user's cache folder (the default work folder) is the test session's own.
+_CACHE_HOME = REPO_ROOT / ".prefect" / "pytest" / "xdg-cache"
+shutil.rmtree(_CACHE_HOME, ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = str(_CACHE_HOME)
 # Settings from the caller's environment must not leak into tests (other
 # DESTATIC_* variables, such as DESTATIC_FFMPEG, are left alone).
 for _name in [name for name in os.environ if name.startswith("DESTATIC_") and ("__" in name or name == "DESTATIC_CONFIG")]:

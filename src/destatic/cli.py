@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -396,6 +397,68 @@ def artifacts(
     typer.echo(f"artifact:    {record['artifact_key']}  (prefect artifact inspect {record['artifact_key']})")
     for path in sorted(work_dir.iterdir()):
         typer.echo(f"  {path.name}")
+
+
+cache_app = typer.Typer(help="The work folder's cache: its size, entries and budget; prune or clear it.", no_args_is_help=False)
+app.add_typer(cache_app, name="cache")
+WorkOption = Annotated[Optional[Path], typer.Option("--work", help="Work folder (default: settings).")]
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1024**2:,.1f} MB"
+
+
+@cache_app.callback(invoke_without_command=True)
+def cache_show(ctx: typer.Context, work: WorkOption = None, config: ConfigOption = None) -> None:
+    """Show the work folder's size, budget and entries (files' folders, least recently used first)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from destatic import cache
+
+    settings = _settings(config, paths={"work": work})
+    folder = settings.paths.work.resolve()
+    found = cache.entries(folder)
+    budget = cache.budget_bytes(folder, settings.cache.max_gb)
+    typer.echo(f"work folder: {folder}")
+    typer.echo(f"size:        {_megabytes(sum(entry.size for entry in found))} in {len(found)} entries; budget {_megabytes(budget)} (cache.max_gb)")
+    table = Table("folder", "size", "step artifacts", "last used")
+    by_folder: dict[Path, list[Any]] = {}
+    for entry in found:
+        by_folder.setdefault(entry.folder, []).append(entry)
+    for name, members in sorted(by_folder.items(), key=lambda item: max(entry.last_used for entry in item[1])):
+        last = max(entry.last_used for entry in members)
+        when = datetime.fromtimestamp(last).isoformat(sep=" ", timespec="seconds") if last else "-"
+        sets = sum(entry.step != "folder" for entry in members)
+        table.add_row(name.name, _megabytes(sum(entry.size for entry in members)), str(sets), when)
+    if by_folder:
+        Console().print(table)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    to: Annotated[Optional[float], typer.Option("--to", min=0, help="Size to prune to, GB (default: the budget, cache.max_gb).")] = None,
+    work: WorkOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Evict the least recently used entries until the work folder fits the budget (or --to)."""
+    from destatic import cache
+
+    settings = _settings(config, paths={"work": work})
+    folder = settings.paths.work.resolve()
+    pruned = cache.prune(folder, cache.budget_bytes(folder, settings.cache.max_gb if to is None else to))
+    typer.echo(f"{folder}: {_megabytes(pruned.size_before)} -> {_megabytes(pruned.size_after)} "
+               f"({len(pruned.removed)} entries evicted; budget {_megabytes(pruned.budget)})")
+
+
+@cache_app.command("clear")
+def cache_clear(work: WorkOption = None, config: ConfigOption = None) -> None:
+    """Evict every entry of the work folder that no run is using."""
+    from destatic import cache
+
+    settings = _settings(config, paths={"work": work})
+    folder = settings.paths.work.resolve()
+    pruned = cache.clear(folder)
+    typer.echo(f"{folder}: {_megabytes(pruned.size_before)} -> {_megabytes(pruned.size_after)} ({len(pruned.removed)} entries evicted)")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -35,6 +36,7 @@ from destatic.errors import ParameterError
 from destatic.media import AUDIO_FORMATS, AudioFormat
 
 __all__ = [
+    "CacheSettings",
     "NoiseSettings",
     "OutputSettings",
     "PathSettings",
@@ -66,14 +68,62 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def user_cache_folder() -> Path:
+    """destatic's folder in the user's cache: ``$XDG_CACHE_HOME/destatic``, else ``~/.cache/destatic`` (platformdirs)."""
+    return Path(platformdirs.user_cache_dir("destatic", appauthor=False))
+
+
+BESIDE_THE_INBOX = ("outbox", "done", "quarantine")
+
+
 class PathSettings(_Group):
-    """Folders the pipeline reads and writes; relative paths are from the working directory."""
+    """Folders the pipeline reads and writes; relative paths are from the working directory.
+
+    Never the working directory by accident: the outbox, ``done/`` and
+    quarantine default to folders beside the inbox (in its parent), the work
+    folder to the user's cache.
+    """
 
     inbox: Path = Field(Path("inbox"), description="Folder the watcher takes new files from.")
-    outbox: Path = Field(Path("outbox"), description="Where the watcher writes results, mirroring the inbox's subfolders.")
-    work: Path = Field(Path("work"), description="Per-file work folders, cached step outputs and reports.")
-    quarantine: Path = Field(Path("quarantine"), description="Bad inputs are moved here with NAME.error.txt.")
-    done: Path = Field(Path("done"), description="Originals are moved here once processed (never deleted).")
+    outbox: Path = Field(
+        Path("outbox"),
+        description="Where the watcher writes results, mirroring the inbox's subfolders; none: `outbox` beside the inbox.",
+        json_schema_extra={"shown": "<inbox>/../outbox"},
+    )
+    work: Path = Field(
+        default_factory=lambda: user_cache_folder() / "work",
+        description="Per-file work folders, cached step outputs and reports (see cache.max_gb); none: in the user's cache.",
+        json_schema_extra={"shown": "$XDG_CACHE_HOME/destatic/work"},
+    )
+    quarantine: Path = Field(
+        Path("quarantine"),
+        description="Bad inputs are moved here with NAME.error.txt; none: `quarantine` beside the inbox.",
+        json_schema_extra={"shown": "<inbox>/../quarantine"},
+    )
+    done: Path = Field(
+        Path("done"),
+        description="Originals are moved here once processed (never deleted); none: `done` beside the inbox.",
+        json_schema_extra={"shown": "<inbox>/../done"},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _beside_the_inbox(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inbox = Path(data.get("inbox") or "inbox")
+            data = {**data, **{name: inbox.parent / name for name in BESIDE_THE_INBOX if data.get(name) is None}}
+        return data
+
+
+class CacheSettings(_Group):
+    """How much disk the work folder may take."""
+
+    max_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Largest size of the work folder in GB, kept after every run by evicting the least recently used "
+        "entries whole; none: 5 GB, or a tenth of the space it may take where that is smaller.",
+    )
 
 
 class OutputSettings(_Group):
@@ -243,7 +293,8 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    paths: PathSettings = PathSettings()
+    paths: PathSettings = Field(default_factory=PathSettings)
+    cache: CacheSettings = CacheSettings()
     output: OutputSettings = OutputSettings()
     noise: NoiseSettings = NoiseSettings()
     suppression: SuppressionSettings = SuppressionSettings()

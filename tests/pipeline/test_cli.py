@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_audio_the_dsp_refuses_fails_naming_the_file(in_tmp: Path) -> None:
 
 
 def test_artifacts_of_a_file_never_run(in_tmp: Path, speech_wav: Path) -> None:
-    result = runner.invoke(app, ["artifacts", str(speech_wav)])
+    result = runner.invoke(app, ["artifacts", str(speech_wav), "--work", str(in_tmp / "work")])
     assert result.exit_code == 1
     assert "no run of" in result.output
 
@@ -124,6 +125,27 @@ def test_watch_once(in_tmp: Path, speech_wav: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (in_tmp / "out" / "sub" / "s.wav").is_file()
     assert (in_tmp / "done" / "sub" / "s.wav").is_file()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_commands_started_elsewhere_leave_the_current_folder_alone(tmp_path: Path, speech_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run writes beside its input and into the user's cache; watch's done/ and quarantine/ go beside the inbox."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["run", str(speech_wav)])
+    assert result.exit_code == 0, result.output
+    assert speech_wav.with_name("speech-clean.wav").is_file()
+    inbox, outbox = tmp_path / "x" / "inbox", tmp_path / "x" / "outbox"
+    inbox.mkdir(parents=True)
+    (inbox / "s.wav").write_bytes(speech_wav.read_bytes())
+    (inbox / "bad.wav").write_bytes(b"RIFF....WAVEnot really")
+    result = runner.invoke(app, ["watch", str(inbox), "--outbox", str(outbox), "--stable", "0", "--once"])
+    assert result.exit_code == 1, result.output
+    assert (outbox / "s.wav").is_file() and (tmp_path / "x" / "done" / "s.wav").is_file()
+    assert (tmp_path / "x" / "quarantine" / "bad.wav").is_file()
+    assert list(elsewhere.iterdir()) == []
+    assert any(Path(os.environ["XDG_CACHE_HOME"], "destatic", "work").iterdir())
 
 
 def test_run_flags_default_to_the_settings_defaults() -> None:

@@ -13,27 +13,53 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.states import Failed
 
-from destatic import inbox, media
-from destatic.errors import DestaticError, ParameterError, blames_the_file, reason_of
+from destatic import cache, inbox, media
+from destatic.errors import DestaticError, ParameterError, blames_the_file, is_disk_full, reason_of
 from destatic.flows.graph import FileRun, finish_steps, start_steps, submit_steps
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.runners import task_runner_for
 from destatic.settings import Settings, load_settings
 
-__all__ = ["denoise_file", "denoise_files", "run_batch"]
+__all__ = ["denoise_file", "denoise_files", "keep_the_budget", "run_batch"]
+
+
+def keep_the_budget(settings: Settings) -> None:
+    """Evict the least recently used entries of the work folder until it fits ``cache.max_gb``."""
+    work = settings.paths.work.resolve()
+    pruned = cache.prune(work, cache.budget_bytes(work, settings.cache.max_gb))
+    if pruned.removed:
+        get_run_logger().info(
+            "work folder over its budget of %.2f GB: evicted %d entries (%.1f MB), %.2f GB left",
+            pruned.budget / 1024**3, len(pruned.removed), (pruned.size_before - pruned.size_after) / 1024**2, pruned.size_after / 1024**3,
+        )
 
 
 def _denoise_one(source: Path, settings: Settings, *, output: Path | None, on_failure: Callable[[str, Exception], Any] | None = None) -> Path:
-    """Clean one file through the graph; `on_failure(step, error)` is called before its error is raised."""
-    run = FileRun(source=source, settings=settings, output=output)
-    try:
-        start_steps(run)
-        submit_steps(run)
-        return finish_steps(run)
-    except Exception as error:
-        if on_failure is not None:
-            on_failure(run.step, error)
-        raise
+    """Clean one file through the graph; `on_failure(step, error)` is called before its error is raised.
+
+    A disk that fills up is met once by evicting all of the work folder that
+    no run is using (this file's folder is kept), and the file is tried again.
+    """
+    for attempt in (1, 2):
+        run = FileRun(source=source, settings=settings, output=output)
+        try:
+            start_steps(run)
+            submit_steps(run)
+            return finish_steps(run)
+        except Exception as error:
+            if attempt == 1 and is_disk_full(error):
+                pruned = cache.clear(settings.paths.work.resolve())
+                get_run_logger().warning(
+                    "%s: disk full at step %s; evicted %d entries (%.1f MB) of the work folder, trying once more",
+                    source.name, run.step, len(pruned.removed), (pruned.size_before - pruned.size_after) / 1024**2,
+                )
+                continue
+            if on_failure is not None:
+                on_failure(run.step, error)
+            raise
+        finally:
+            run.release()
+    raise AssertionError("unreachable")
 
 
 def _quarantine_bad_input(path: Path, settings: Settings, relative: Path | None) -> Callable[[str, Exception], None]:
@@ -128,12 +154,15 @@ def denoise_file(
     """
     quiet_destatic_tracebacks()
     settings = settings or load_settings()
-    with media.time_limit(settings.runtime.ffmpeg_timeout_s):
-        if claim is not None:
-            return _settle_claim(Path(claim).absolute(), settings)
-        source = Path(path).absolute()
-        on_failure = _quarantine_bad_input(source, settings, relative) if quarantine_bad else None
-        return _denoise_one(source, settings, output=output, on_failure=on_failure)
+    try:
+        with media.time_limit(settings.runtime.ffmpeg_timeout_s):
+            if claim is not None:
+                return _settle_claim(Path(claim).absolute(), settings)
+            source = Path(path).absolute()
+            on_failure = _quarantine_bad_input(source, settings, relative) if quarantine_bad else None
+            return _denoise_one(source, settings, output=output, on_failure=on_failure)
+    finally:
+        keep_the_budget(settings)
 
 
 def _row(run: FileRun, written: Path | None) -> dict[str, Any]:
@@ -197,6 +226,9 @@ def denoise_files(
                 else:
                     if isinstance(result, Path):
                         written[index] = result
+    for run in runs:
+        run.release()
+    keep_the_budget(settings)
     rows = [_row(run, written.get(index)) for index, run in enumerate(runs)]
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:

@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 
-from destatic import media, steps, tasks
+from destatic import cache, media, steps, tasks
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
 from destatic.workspace import default_output, report_key, work_dir_for
@@ -88,6 +88,7 @@ class FileRun:
     futures: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
     progress: Any = None
     error: BaseException | None = None
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def submit(self, step: str, task: Any, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
         """Submit `task` as `step` of this file, with its retries, backoff and result storage."""
@@ -112,6 +113,10 @@ class FileRun:
         self.clock.stop(step)
         return value
 
+    def release(self) -> None:
+        """Let the cache evict this file's work folder again (see :func:`destatic.cache.in_use`)."""
+        self.held.close()
+
 
 def start_steps(run: FileRun) -> None:
     """Hash the input (its work folder) and submit the extraction of its audio (and of a noise file)."""
@@ -119,6 +124,7 @@ def start_steps(run: FileRun) -> None:
     run.step = "hash"
     with run.clock.timed("hash"):
         run.work_dir = work_dir_for(source, settings)
+    run.held.enter_context(cache.in_use(run.work_dir))
     run.output = Path(run.output or default_output(source, settings)).absolute()
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
@@ -180,5 +186,6 @@ def finish_steps(run: FileRun) -> Path:
             flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         )
         create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
+    cache.mark_used(future.result().path for step, future in run.futures.items() if step not in ("deliver", "noise"))
     get_run_logger().info("%s done in %.2f s: %s", run.source.name, sum(run.clock.seconds.values()), delivered)
     return delivered

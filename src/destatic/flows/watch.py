@@ -17,7 +17,7 @@ from prefect.artifacts import create_table_artifact
 
 from destatic import inbox
 from destatic.errors import DestaticError, display_path, reason_of
-from destatic.flows.denoise import denoise_file
+from destatic.flows.denoise import denoise_file, keep_the_budget
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.settings import Settings, load_settings
 
@@ -162,6 +162,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
             rows = [future.result() for future in futures]
     if rows:
         create_table_artifact(rows, key="destatic-watch", description=f"destatic watch of {folder}")
+    keep_the_budget(settings)
     return rows
 
 

@@ -309,7 +309,7 @@ def classify_failure(stderr: str, *, source: os.PathLike[str] | str | bytes) -> 
     """
     for marker, code in _TRANSIENT_MARKERS.items():
         if marker in stderr:
-            return TransientError(f"ffmpeg failed on {os.fsdecode(source)!r}: {os.strerror(code)}")
+            return TransientError(f"ffmpeg failed on {os.fsdecode(source)!r}: {os.strerror(code)}", errno=code)
     for marker, reason in _BAD_INPUT_MARKERS:
         if marker in stderr:
             return BadInputError(source, reason)
