@@ -76,7 +76,7 @@ def _version(value: bool) -> None:
 @app.callback()
 def common_options(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")
     ] = False,
 ) -> None:
     """Remove steady background noise from videos and recordings, through a Prefect pipeline."""
@@ -124,22 +124,22 @@ def _outputs(inputs: list[Path], output: Path | None, settings: Any) -> list[Pat
 @app.command()
 def run(
     inputs: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, help="Video or audio files.")
+        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="Video or audio files.")
     ],
     output: Annotated[
         Optional[Path],
         typer.Option("--output", "-o", help="Output file (one input; its extension picks the format) or folder."),
     ] = None,
-    audio_only: Annotated[bool, typer.Option("--audio-only", help="Write the cleaned audio alone.")] = False,
+    audio_only: Annotated[bool, typer.Option("--audio-only", metavar="", help="Write the cleaned audio alone (flac unless --format or -o says).")] = False,
     format: Annotated[
-        Optional[AudioFormat], typer.Option("--format", case_sensitive=False, help="Audio-only format.")
+        Optional[AudioFormat], typer.Option("--format", case_sensitive=False, help="Write the cleaned audio alone, in this format.")
     ] = None,
     noise_start: NoiseStart = None,
     noise_end: NoiseEnd = None,
     noise_file: NoiseFile = None,
     profile: ProfileOption = None,
     method: Annotated[Optional[Method], typer.Option("--method", help="Suppression method.")] = None,
-    reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Maximum reduction, dB.")] = None,
+    reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Largest reduction of any frequency, dB (more than 0, at most 120).")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
     task_runner: Annotated[
         Optional[TaskRunnerKind], typer.Option("--task-runner", help="Where the steps of many files run.")
@@ -152,7 +152,7 @@ def run(
     """Clean one file or many: one through the denoise-file flow, many in one denoise-files flow run.
 
     The steps of many files run at once on the task runner of the settings
-    (``runtime.task_runner``: threads, or a Dask cluster).
+    (runtime.task_runner: threads, or a Dask cluster).
     """
     from destatic.media import AUDIO_SUFFIXES
 
@@ -170,13 +170,7 @@ def run(
         runtime={"task_runner": task_runner, "dask_address": dask_address},
     )
     targets = _outputs(inputs, output, settings)
-    if settings.output.mode == "remux":
-        for source, target in zip(inputs, targets):
-            if source.suffix.lower() not in AUDIO_SUFFIXES and target.suffix.lower() != source.suffix.lower():
-                raise typer.BadParameter(
-                    f"--output {str(target)!r}: remuxing keeps the container {source.suffix!r}; "
-                    "use that extension, or an audio extension for audio only"
-                )
+    _check_before_running(inputs, targets, settings)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -187,6 +181,26 @@ def run(
     if failed:
         console.print(f"{failed} of {len(inputs)} file(s) failed")
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_before_running(inputs: list[Path], targets: list[Path], settings: Any) -> None:
+    """Refuse what would fail late: an output name that does not fit, a noise stretch past an input's end (exit 2)."""
+    from destatic import media
+    from destatic.workspace import check_output
+
+    try:
+        for source, target in zip(inputs, targets):
+            check_output(source, target, settings)
+    except ParameterError as error:
+        raise typer.BadParameter(str(error)) from None
+    start = settings.noise.start_s if settings.noise.mode == "segment" else None
+    for source in inputs if start is not None else ():
+        try:
+            duration = media.probe(source).duration
+        except DestaticError:
+            continue  # the run reports what is wrong with it
+        if duration is not None and start >= duration:
+            raise typer.BadParameter(f"--noise-start {start:g} s is past the end of {source.name} ({duration:g} s long)")
 
 
 @contextlib.contextmanager
@@ -257,7 +271,7 @@ def watch(
     outbox: Annotated[Optional[Path], typer.Option("--outbox", file_okay=False, help="Where results go.")] = None,
     interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between scans.")] = None,
     stable: Annotated[Optional[float], typer.Option("--stable", help="Seconds a file must stay unchanged.")] = None,
-    once: Annotated[bool, typer.Option("--once", help="Scan once, process, exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", metavar="", help="Scan once, process, exit.")] = False,
     dispatch: Annotated[
         Optional[Dispatch],
         typer.Option("--dispatch", help="inline: clean here; deployment: one run of --deployment per file, for workers."),
@@ -386,7 +400,7 @@ def artifacts(
 
     record_path = work_dir_for(input, settings) / LAST_RUN
     if not record_path.is_file():
-        console.print(f"no run of {input} recorded under {settings.paths.work}", highlight=False)
+        console.print(f"no run of {input} recorded: there is no {record_path}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_FAILED)
     record = json.loads(record_path.read_text(encoding="utf-8"))
     work_dir = Path(record["work_dir"])

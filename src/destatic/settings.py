@@ -133,9 +133,18 @@ class OutputSettings(_Group):
         "remux", description="remux: the original container with cleaned audio (video copied); audio: audio only."
     )
     format: AudioFormat | None = Field(
-        None, description=f"Audio-only format ({', '.join(AUDIO_FORMATS)}); None: from the output name, else flac."
+        None, description=f"Audio-only format ({', '.join(AUDIO_FORMATS)}), which implies mode=audio; none: from the output name, else flac."
     )
     suffix: str = Field("-clean", description="Added to the input's stem when no output name is given.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_means_audio_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") is not None:
+            if data.get("mode") == "remux":
+                raise ValueError("format applies to the audio alone: set mode='audio' or leave format out to remux")
+            data = {**data, "mode": "audio"}
+        return data
 
     @field_validator("format", mode="before")
     @classmethod
@@ -334,6 +343,9 @@ def _describe(error: ValidationError) -> str:
             message = "is not a setting"
         elif "input" in item and not isinstance(item["input"], dict):
             field = f"{field}={item['input']!r}"
+        variable = "DESTATIC_" + "__".join(str(part).upper() for part in item["loc"])
+        if "input" in item and os.environ.get(variable) == str(item["input"]):
+            field += f" (from the environment variable {variable})"
         lines.append(f"{field}: {message}")
     return "; ".join(lines)
 

@@ -467,8 +467,8 @@ def profile_from_blocks(
             accumulator.add(accumulator.splitter.push(part))
     if accumulator is None or accumulator.splitter.n_samples == 0:
         raise ParameterError(
-            f"no samples to profile: the stream has {position} samples and the "
-            f"{mode} clip starts at sample {first}"
+            f"no samples to profile: the audio is {position / sample_rate:g} s long and the "
+            f"{mode} noise stretch starts at {first / sample_rate:g} s"
         )
     used = accumulator.splitter.n_samples
     power, magnitude = accumulator.result()

@@ -23,7 +23,7 @@ from prefect.futures import PrefectFuture
 from destatic import cache, media, steps, tasks
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
-from destatic.workspace import default_output, report_key, work_dir_for
+from destatic.workspace import check_output, default_output, report_key, work_dir_for
 
 __all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
 
@@ -126,6 +126,7 @@ def start_steps(run: FileRun) -> None:
         run.work_dir = work_dir_for(source, settings)
     run.held.enter_context(cache.in_use(run.work_dir))
     run.output = Path(run.output or default_output(source, settings)).absolute()
+    check_output(source, run.output, settings)
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":

@@ -44,6 +44,7 @@ __all__ = [
     "plot_spectrograms",
     "png_data_uri",
     "render_report",
+    "settings_used",
     "write_report",
 ]
 
@@ -211,7 +212,7 @@ def render_report(
     profile_how : str
         How the noise profile was made, one line.
     settings : mapping
-        Flat ``group.field -> value``.
+        ``group.field -> (value used, "set" or "default")`` (:func:`settings_used`).
     step_seconds : mapping
         Wall time of each step, s.
     files : mapping
@@ -235,7 +236,7 @@ def render_report(
     parts += ["## Steps", markdown_table(["step", "seconds"], [[s, f"{t:.3f}"] for s, t in step_seconds.items()])]
     if spectrogram_uri:
         parts += ["## Spectrograms, before and after", f"![before and after]({spectrogram_uri})"]
-    parts += ["## Settings", markdown_table(["setting", "value"], sorted(settings.items()))]
+    parts += ["## Settings", markdown_table(["setting", "value", ""], [(name, value, how) for name, (value, how) in sorted(settings.items())])]
     parts += ["## Files", markdown_table(["file", "path"], [[label, f"`{path}`"] for label, path in files.items()])]
     return "\n\n".join(parts) + "\n"
 
@@ -295,12 +296,35 @@ def run(audio: AudioFile, noise: ProfiledNoise, cleaned: AudioFile, target: Path
     return plots
 
 
-def _flat_settings(settings: Settings) -> dict[str, Any]:
-    return {
-        f"{group}.{name}": value
-        for group, fields in settings.model_dump(mode="json").items()
-        for name, value in fields.items()
+def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
+    """Every setting as ``group.name -> (value used, "set" or "default")``.
+
+    The settings that leave a choice to the DSP core (none) show what it
+    chose: the method, the profile mode and the suppression options.
+    """
+    method = dsp.resolve_method(settings.suppression.method)
+    defaults = dsp.SuppressionOptions()
+    resolved = {
+        "suppression.method": method,
+        "noise.mode": settings.noise.resolved_mode(settings.suppression.method),
+        **(
+            {}
+            if method == "seed"
+            else {
+                "suppression.reduction_db": defaults.max_reduction_db,
+                "suppression.smoothing": defaults.smoothing,
+                "suppression.sensitivity_db": defaults.sensitivity_db,
+            }
+        ),
     }
+    default = Settings.model_construct().model_dump(mode="json")
+    used = {}
+    for group, fields in settings.model_dump(mode="json").items():
+        for name, value in fields.items():
+            setting = f"{group}.{name}"
+            how = "default" if value == default[group][name] else "set"
+            used[setting] = (resolved[setting] if value is None and setting in resolved else value, how)
+    return used
 
 
 def _profile_how(settings: Settings, profile: dsp.NoiseProfile) -> str:
@@ -370,7 +394,7 @@ def write_report(
         output=output,
         streams=_stream_rows(audio.source),
         profile_how=_profile_how(settings, noise.profile),
-        settings=_flat_settings(settings),
+        settings=settings_used(settings),
         step_seconds=step_seconds,
         reduction_db=plots.reduction_db,
         profile_uri=plots.profile_uri,
