@@ -62,6 +62,10 @@ NoiseFile = Annotated[
     Optional[Path],
     typer.Option("--noise-file", exists=True, dir_okay=False, help="A separate noise-only recording."),
 ]
+ProfileFileOption = Annotated[
+    Optional[Path],
+    typer.Option("--profile-file", exists=True, dir_okay=False, help="A noise profile saved by destatic profile --save (.npz), used for every file."),
+]
 ProfileOption = Annotated[
     Optional[ProfileMode], typer.Option("--profile", help="How to find the noise (default auto).")
 ]
@@ -84,10 +88,15 @@ def common_options(
 
 
 def _noise_overrides(
-    noise_start: float | None, noise_end: float | None, noise_file: Path | None, profile: ProfileMode | None
+    noise_start: float | None,
+    noise_end: float | None,
+    noise_file: Path | None,
+    profile: ProfileMode | None,
+    profile_file: Path | None = None,
 ) -> dict[str, Any]:
     given = [name for name, value in (("--noise-start/--noise-end", noise_start is not None or noise_end is not None),
-                                      ("--noise-file", noise_file is not None), ("--profile", profile is not None)) if value]
+                                      ("--noise-file", noise_file is not None), ("--profile", profile is not None),
+                                      ("--profile-file", profile_file is not None)) if value]
     if len(given) > 1:
         raise typer.BadParameter(f"choose one of {', '.join(given)}")
     if (noise_start is None) != (noise_end is None):
@@ -96,6 +105,8 @@ def _noise_overrides(
         return {"mode": "segment", "start_s": noise_start, "end_s": noise_end}
     if noise_file is not None:
         return {"mode": "file", "file": noise_file}
+    if profile_file is not None:
+        return {"profile_file": profile_file}
     return {"mode": profile}
 
 
@@ -138,6 +149,11 @@ def run(
     noise_end: NoiseEnd = None,
     noise_file: NoiseFile = None,
     profile: ProfileOption = None,
+    profile_file: ProfileFileOption = None,
+    residue: Annotated[
+        Optional[Path],
+        typer.Option("--residue", help="Also write what was removed (sample-aligned, like the output) here: a file for one input, a folder for many."),
+    ] = None,
     method: Annotated[Optional[Method], typer.Option("--method", help="Suppression method.")] = None,
     reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Largest reduction of any frequency, dB (more than 0, at most 120).")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
@@ -157,7 +173,7 @@ def run(
     from destatic.media import AUDIO_SUFFIXES
 
     _digest.prefetch(inputs)  # the work folders are named by content: hashed while the pipeline loads
-    noise = _noise_overrides(noise_start, noise_end, noise_file, profile)
+    noise = _noise_overrides(noise_start, noise_end, noise_file, profile, profile_file)
     if output is not None and len(inputs) == 1 and output.suffix.lower() in AUDIO_SUFFIXES and not output.is_dir():
         audio_only = True
         format = format or output.suffix.lower().lstrip(".")
@@ -170,37 +186,61 @@ def run(
         runtime={"task_runner": task_runner, "dask_address": dask_address},
     )
     targets = _outputs(inputs, output, settings)
-    _check_before_running(inputs, targets, settings)
+    residues = _residues(inputs, residue, settings)
+    _check_before_running(inputs, [*zip(inputs, targets), *zip(inputs, residues or [])], settings)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     # No heartbeat thread: it only detects crashed runs of deployments, and
     # each flow run would wait for it at exit.
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        failed = _run_one(inputs[0], targets[0], settings) if len(inputs) == 1 else _run_many(inputs, targets, settings)
+        if len(inputs) == 1:
+            failed = _run_one(inputs[0], targets[0], settings, residue=residues[0] if residues else None)
+        else:
+            failed = _run_many(inputs, targets, settings, residues=residues)
     if failed:
         console.print(f"{failed} of {len(inputs)} file(s) failed")
         raise typer.Exit(EXIT_FAILED)
 
 
-def _check_before_running(inputs: list[Path], targets: list[Path], settings: Any) -> None:
-    """Refuse what would fail late: an output name that does not fit, a noise stretch past an input's end (exit 2)."""
-    from destatic import media
+def _residues(inputs: list[Path], residue: Path | None, settings: Any) -> list[Path] | None:
+    """Where each input's residue goes: the file --residue names (one input), or NAME-residue.EXT in its folder."""
+    from destatic.workspace import default_output
+
+    if residue is None:
+        return None
+    if len(inputs) == 1 and not residue.is_dir():
+        return [residue]
+    if residue.exists() and not residue.is_dir():
+        raise typer.BadParameter(f"--residue {str(residue)!r} must be a folder for {len(inputs)} inputs")
+    return [residue / f"{source.stem}-residue{default_output(source, settings).suffix}" for source in inputs]
+
+
+def _check_before_running(inputs: list[Path], outputs: list[tuple[Path, Path]], settings: Any) -> None:
+    """Refuse what would fail late (exit 2): an output name that does not fit, a noise stretch past an input's end, a saved profile that does not fit an input."""
+    from destatic import media, steps
     from destatic.workspace import check_output
 
     try:
-        for source, target in zip(inputs, targets):
+        for source, target in outputs:
             check_output(source, target, settings)
     except ParameterError as error:
         raise typer.BadParameter(str(error)) from None
     start = settings.noise.start_s if settings.noise.mode == "segment" else None
-    for source in inputs if start is not None else ():
+    saved = settings.noise.profile_file
+    for source in inputs if start is not None or saved is not None else ():
         try:
-            duration = media.probe(source).duration
+            info = media.probe(source)
+            stream = info.default_audio_stream
         except DestaticError:
             continue  # the run reports what is wrong with it
-        if duration is not None and start >= duration:
-            raise typer.BadParameter(f"--noise-start {start:g} s is past the end of {source.name} ({duration:g} s long)")
+        if start is not None and info.duration is not None and start >= info.duration:
+            raise typer.BadParameter(f"--noise-start {start:g} s is past the end of {source.name} ({info.duration:g} s long)")
+        if saved is not None and stream is not None:
+            try:
+                steps.profile.saved_profile(saved, sample_rate=stream.sample_rate or 0, channels=stream.channels or 1, method=settings.suppression.method)
+            except ParameterError as error:
+                raise typer.BadParameter(f"{source.name}: {error}") from None
 
 
 @contextlib.contextmanager
@@ -230,7 +270,7 @@ def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
             tasks.progress_listener.reset(token)
 
 
-def _run_one(source: Path, target: Path, settings: Any) -> int:
+def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None) -> int:
     """Clean one file through the denoise-file flow; the number of failures (0 or 1)."""
     from destatic.flows import denoise_file
     from destatic.runners import task_runner_for
@@ -238,7 +278,7 @@ def _run_one(source: Path, target: Path, settings: Any) -> int:
     try:
         with _progress_bars([source], settings):
             on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
-            written = on_runner(source, settings, output=target, quarantine_bad=False)
+            written = on_runner(source, settings, output=target, residue=residue, quarantine_bad=False)
     except DestaticError as error:
         console.print(f"[red]failed:[/red] {error}", highlight=False)
         return 1
@@ -249,14 +289,14 @@ def _run_one(source: Path, target: Path, settings: Any) -> int:
     return 0
 
 
-def _run_many(inputs: list[Path], targets: list[Path], settings: Any) -> int:
+def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residues: list[Path] | None) -> int:
     """Clean many files in one denoise-files flow run on the configured task runner; the number of failures."""
     from destatic.flows import run_batch
 
     runner = settings.runtime.task_runner + (f" at {settings.runtime.dask_address}" if settings.runtime.dask_address else "")
     console.print(f"cleaning {len(inputs)} files ({runner})", highlight=False)
     with _progress_bars(inputs, settings):
-        rows = run_batch(inputs, settings, outputs=targets)
+        rows = run_batch(inputs, settings, outputs=targets, residues=residues)
     for row in rows:
         if row["status"] == "done":
             typer.echo(row["output"])
@@ -279,11 +319,13 @@ def watch(
     deployment: Annotated[
         Optional[str], typer.Option("--deployment", help="Per-file deployment FLOW/NAME (default denoise-file/destatic).")
     ] = None,
+    profile_file: ProfileFileOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Watch an inbox folder: serve the scheduled watcher, or scan once."""
     settings = _settings(
         config,
+        noise={"profile_file": profile_file},
         paths={"inbox": inbox, "outbox": outbox},
         watch={
             "interval_s": interval,

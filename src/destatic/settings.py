@@ -136,6 +136,9 @@ class OutputSettings(_Group):
         None, description=f"Audio-only format ({', '.join(AUDIO_FORMATS)}), which implies mode=audio; none: from the output name, else flac."
     )
     suffix: str = Field("-clean", description="Added to the input's stem when no output name is given.")
+    residue: bool = Field(
+        False, description="Also write what was removed (the input minus the output, sample-aligned) beside the output, as NAME-residue.EXT."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -176,9 +179,16 @@ class NoiseSettings(_Group):
     start_s: float | None = Field(None, ge=0, description="Start of the noise-only stretch (mode=segment), seconds.")
     end_s: float | None = Field(None, gt=0, description="End of the noise-only stretch (mode=segment), seconds.")
     file: Path | None = Field(None, description="Noise-only recording (mode=file).")
+    profile_file: Path | None = Field(
+        None,
+        description="A noise profile saved by `destatic profile --save` (.npz), used for every file instead of "
+        "measuring one; its sample rate must be the audio's, its channels 1 or the audio's.",
+    )
 
     @model_validator(mode="after")
     def _mode_has_what_it_needs(self) -> NoiseSettings:
+        if self.profile_file is not None and self.mode is not None:
+            raise ValueError(f"profile_file is a saved profile, used instead of measuring one: leave mode={self.mode!r} out")
         if self.mode == "segment":
             if self.start_s is None or self.end_s is None:
                 raise ValueError("mode='segment' needs both start_s and end_s")

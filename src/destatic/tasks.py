@@ -48,6 +48,7 @@ __all__ = [
     "progress_listener",
     "remux",
     "report_progress",
+    "residue",
     "step_key",
     "subtract_noise",
 ]
@@ -59,6 +60,7 @@ STEP_VERSIONS: dict[str, str] = {
     "profile": "3",
     "subtract": "5",
     "inverse": "4",
+    "residue": "1",
     "remux": "2",
     "export": "2",
     "plots": "3",
@@ -211,9 +213,10 @@ class _Progress:
 
 
 _EXTRACT = StepCache(step="extract", suffix=".wav", content=("source",))
-_PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file",))
+_PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file", "profile_file"))
 _SUBTRACT = StepCache(step="subtract", suffix=".npy")
 _INVERSE = StepCache(step="inverse", suffix=".wav")
+_RESIDUE = StepCache(step="residue", suffix=".wav")
 _REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
 _EXPORT = StepCache(step="export", suffix_from="format")
 _PLOTS = StepCache(step="plots", suffix=".json")
@@ -236,10 +239,14 @@ def profile_noise(
     method: str | None = None,
     noise_file: Path | None = None,
     noise_audio: steps.ExtractedAudio | None = None,
+    profile_file: Path | None = None,
 ) -> steps.ProfiledNoise:
-    """Profile: measure the noise power per channel and bin into ``profile-<key>.npz``."""
+    """Profile: measure the noise power per channel and bin (or take a saved profile) into ``profile-<key>.npz``."""
     target = _PROFILE.target(
-        {"audio": audio, "work_dir": work_dir, "noise": noise, "method": method, "noise_file": noise_file, "noise_audio": noise_audio}
+        {
+            "audio": audio, "work_dir": work_dir, "noise": noise, "method": method,
+            "noise_file": noise_file, "noise_audio": noise_audio, "profile_file": profile_file,
+        }
     )
     return steps.profile.run(audio, target, noise, method=method, noise_audio=noise_audio)
 
@@ -260,6 +267,13 @@ def inverse_stft(
     """Inverse STFT: the gains applied and the frames overlap-added back, into ``inverse-<key>.wav``."""
     target = _INVERSE.target({"audio": audio, "gains": gains, "noise": noise, "work_dir": work_dir})
     return steps.inverse.run(audio, gains, noise, target, on_progress=_Progress(progress, work_dir, start=60, span=30))
+
+
+@task(name="residue", cache_policy=_RESIDUE, **_STEP_OPTIONS)
+def residue(audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path) -> steps.AudioFile:
+    """Residue: what was taken out, the audio minus the cleaned audio, into ``residue-<key>.wav``."""
+    target = _RESIDUE.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir})
+    return steps.residue.run(audio, cleaned, target)
 
 
 @task(name="remux", cache_policy=_REMUX, **_STEP_OPTIONS)

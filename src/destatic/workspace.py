@@ -15,7 +15,7 @@ from destatic._digest import file_digest
 from destatic.errors import ParameterError
 from destatic.settings import Settings
 
-__all__ = ["check_output", "default_output", "report_key", "slug", "work_dir_for"]
+__all__ = ["check_output", "default_output", "report_key", "residue_output", "slug", "work_dir_for"]
 
 
 def slug(text: str, *, limit: int = 40) -> str:
@@ -37,6 +37,11 @@ def default_output(source: Path, settings: Settings) -> Path:
     """Beside the input, stem + suffix; audio-only mode takes the format's extension."""
     extension = f".{settings.output.format or 'flac'}" if settings.output.mode == "audio" else source.suffix
     return source.with_name(f"{source.stem}{settings.output.suffix}{extension}")
+
+
+def residue_output(output: Path) -> Path:
+    """Where the residue of `output` goes unless named: beside it, ``NAME-residue.EXT``."""
+    return output.with_name(f"{output.stem}-residue{output.suffix}")
 
 
 def check_output(source: Path, output: Path, settings: Settings) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -155,6 +156,16 @@ class NoiseProfile:
                 "a profile must have the audio's channel count, or 1"
             )
         return self._with_rows(np.zeros(channels, np.intp))
+
+    def for_another_recording(self) -> NoiseProfile:
+        """This profile for a recording other than the one it was measured on.
+
+        The noise spectrum carries over; the steady tones' amplitudes and
+        phases, referred to the first sample of the measured stream, do not:
+        they are learned anew from the new recording (as for a separate noise
+        recording, ``mode='file'``).
+        """
+        return dataclasses.replace(self, tone_amplitudes=None)
 
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (self.power, self.magnitude, self.sample_rate, self.n_fft, self.hop_length)

@@ -34,14 +34,21 @@ def keep_the_budget(settings: Settings) -> None:
         )
 
 
-def _denoise_one(source: Path, settings: Settings, *, output: Path | None, on_failure: Callable[[str, Exception], Any] | None = None) -> Path:
+def _denoise_one(
+    source: Path,
+    settings: Settings,
+    *,
+    output: Path | None,
+    residue: Path | None = None,
+    on_failure: Callable[[str, Exception], Any] | None = None,
+) -> Path:
     """Clean one file through the graph; `on_failure(step, error)` is called before its error is raised.
 
     A disk that fills up is met once by evicting all of the work folder that
     no run is using (this file's folder is kept), and the file is tried again.
     """
     for attempt in (1, 2):
-        run = FileRun(source=source, settings=settings, output=output)
+        run = FileRun(source=source, settings=settings, output=output, residue=residue)
         try:
             start_steps(run)
             submit_steps(run)
@@ -107,6 +114,7 @@ def denoise_file(
     settings: Settings | None = None,
     *,
     output: Path | None = None,
+    residue: Path | None = None,
     relative: Path | None = None,
     quarantine_bad: bool = True,
     claim: Path | None = None,
@@ -122,6 +130,9 @@ def denoise_file(
         None: :func:`~destatic.settings.load_settings`.
     output : Path or None
         Where the result goes; None: :func:`~destatic.workspace.default_output`.
+    residue : Path or None
+        Also write what was removed here, encoded like the output; None: only
+        with ``output.residue``, beside the output.
     relative : Path or None
         The input's path under the inbox, kept when it is quarantined.
     quarantine_bad : bool
@@ -160,7 +171,7 @@ def denoise_file(
                 return _settle_claim(Path(claim).absolute(), settings)
             source = Path(path).absolute()
             on_failure = _quarantine_bad_input(source, settings, relative) if quarantine_bad else None
-            return _denoise_one(source, settings, output=output, on_failure=on_failure)
+            return _denoise_one(source, settings, output=output, residue=residue, on_failure=on_failure)
     finally:
         keep_the_budget(settings)
 
@@ -179,7 +190,11 @@ def _row(run: FileRun, written: Path | None) -> dict[str, Any]:
 
 @flow(name="denoise-files", log_prints=False)
 def denoise_files(
-    paths: list[Path], settings: Settings | None = None, *, outputs: list[Path] | None = None
+    paths: list[Path],
+    settings: Settings | None = None,
+    *,
+    outputs: list[Path] | None = None,
+    residues: list[Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Clean many files in one flow run, their steps fanned out on the flow's task runner.
 
@@ -197,6 +212,8 @@ def denoise_files(
         None: :func:`~destatic.settings.load_settings`.
     outputs : list of Path or None
         One output per input; None: :func:`~destatic.workspace.default_output` of each.
+    residues : list of Path or None
+        Where each input's residue goes (see :func:`denoise_file`).
 
     Returns
     -------
@@ -206,10 +223,16 @@ def denoise_files(
     """
     quiet_destatic_tracebacks()
     settings = settings or load_settings()
-    if outputs is not None and len(outputs) != len(paths):
-        raise ParameterError(f"outputs has {len(outputs)} paths for {len(paths)} inputs; give one per input")
+    for name, given in (("outputs", outputs), ("residues", residues)):
+        if given is not None and len(given) != len(paths):
+            raise ParameterError(f"{name} has {len(given)} paths for {len(paths)} inputs; give one per input")
     runs = [
-        FileRun(source=Path(path).absolute(), settings=settings, output=None if outputs is None else outputs[index])
+        FileRun(
+            source=Path(path).absolute(),
+            settings=settings,
+            output=None if outputs is None else outputs[index],
+            residue=None if residues is None else residues[index],
+        )
         for index, path in enumerate(paths)
     ]
     written: dict[int, Path] = {}
@@ -236,7 +259,9 @@ def denoise_files(
     return rows
 
 
-def run_batch(paths: list[Path], settings: Settings, *, outputs: list[Path] | None = None) -> list[dict[str, Any]]:
+def run_batch(
+    paths: list[Path], settings: Settings, *, outputs: list[Path] | None = None, residues: list[Path] | None = None
+) -> list[dict[str, Any]]:
     """Run :func:`denoise_files` on the task runner that ``settings.runtime`` names.
 
     ``runtime.task_runner="dask"`` fans the steps out over a local Dask
@@ -249,7 +274,7 @@ def run_batch(paths: list[Path], settings: Settings, *, outputs: list[Path] | No
         The rows of :func:`denoise_files`, whether or not a file failed.
     """
     runner = task_runner_for(settings.runtime)
-    state = denoise_files.with_options(task_runner=runner)(paths, settings, outputs=outputs, return_state=True)
+    state = denoise_files.with_options(task_runner=runner)(paths, settings, outputs=outputs, residues=residues, return_state=True)
     rows = state.result(raise_on_failure=False)
     if isinstance(rows, BaseException):
         raise rows

@@ -23,7 +23,7 @@ from prefect.futures import PrefectFuture
 from destatic import cache, media, steps, tasks
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
-from destatic.workspace import check_output, default_output, report_key, work_dir_for
+from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for
 
 __all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
 
@@ -39,6 +39,9 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "plots": ("inverse",),
     "encode": ("inverse",),
     "deliver": ("encode",),
+    "residue": ("inverse",),
+    "encode residue": ("residue",),
+    "deliver residue": ("encode residue",),
 }
 """The steps each step waits for: its time counts from when they are done."""
 
@@ -82,6 +85,7 @@ class FileRun:
     source: Path
     settings: Settings
     output: Path | None = None
+    residue: Path | None = None
     work_dir: Path = Path()
     step: str = "start"
     clock: StepClock = field(default_factory=StepClock)
@@ -127,6 +131,11 @@ def start_steps(run: FileRun) -> None:
     run.held.enter_context(cache.in_use(run.work_dir))
     run.output = Path(run.output or default_output(source, settings)).absolute()
     check_output(source, run.output, settings)
+    if run.residue is None and settings.output.residue:
+        run.residue = residue_output(run.output)
+    if run.residue is not None:
+        run.residue = Path(run.residue).absolute()
+        check_output(source, run.residue, settings)
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":
@@ -143,22 +152,31 @@ def submit_steps(run: FileRun) -> None:
     tasks.notify_progress(work_dir, 10.0)
     audio, noise_audio = run.futures["extract"], run.futures.get("noise")
     noise_file = settings.noise.file.absolute() if noise_audio is not None and settings.noise.file else None
+    profile_file = settings.noise.profile_file.absolute() if settings.noise.profile_file else None
     method = settings.suppression.method
     profile = run.submit(
-        "profile", tasks.profile_noise, audio, work_dir, settings.noise, method=method, noise_file=noise_file, noise_audio=noise_audio
+        "profile", tasks.profile_noise, audio, work_dir, settings.noise,
+        method=method, noise_file=noise_file, noise_audio=noise_audio, profile_file=profile_file,
     )
     gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
     cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.
     run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir)
     assert run.output is not None
+    run.submit("deliver", tasks.deliver, _encode(run, "encode", cleaned, run.output), run.output)
+    if run.residue is not None:
+        residue = run.submit("residue", tasks.residue, audio, cleaned, work_dir)
+        run.submit("deliver residue", tasks.deliver, _encode(run, "encode residue", residue, run.residue), run.residue)
+
+
+def _encode(run: FileRun, step: str, cleaned: PrefectFuture[Any], output: Path) -> PrefectFuture[Any]:
+    """Submit the encode of `cleaned` as `output` needs it: the input's container remuxed, or the audio alone."""
+    settings, source = run.settings, run.source
     if settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES:
-        suffix = run.output.suffix.lower()
+        suffix = output.suffix.lower()
         fmt = settings.output.format or media.AUDIO_SUFFIXES.get(suffix) or suffix.lstrip(".") or "flac"
-        encoded = run.submit("encode", tasks.export_audio, cleaned, work_dir, fmt)
-    else:
-        encoded = run.submit("encode", tasks.remux, source, audio, cleaned, work_dir)
-    run.submit("deliver", tasks.deliver, encoded, run.output)
+        return run.submit(step, tasks.export_audio, cleaned, run.work_dir, fmt)
+    return run.submit(step, tasks.remux, source, run.futures["extract"], cleaned, run.work_dir)
 
 
 def finish_steps(run: FileRun) -> Path:
@@ -168,6 +186,9 @@ def finish_steps(run: FileRun) -> Path:
     for step in ("profile", "subtract", "inverse", "encode"):
         run.wait(step)
     delivered = run.wait("deliver")
+    if run.residue is not None:
+        for step in ("residue", "encode residue", "deliver residue"):
+            run.wait(step)
     tasks.report_progress(run.progress, run.work_dir, 100.0)
     run.step = "report"
     with run.clock.timed("report"):
@@ -187,6 +208,6 @@ def finish_steps(run: FileRun) -> Path:
             flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         )
         create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
-    cache.mark_used(future.result().path for step, future in run.futures.items() if step not in ("deliver", "noise"))
+    cache.mark_used(future.result().path for step, future in run.futures.items() if not step.startswith("deliver") and step != "noise")
     get_run_logger().info("%s done in %.2f s: %s", run.source.name, sum(run.clock.seconds.values()), delivered)
     return delivered

@@ -306,7 +306,7 @@ def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
     defaults = dsp.SuppressionOptions()
     resolved = {
         "suppression.method": method,
-        "noise.mode": settings.noise.resolved_mode(settings.suppression.method),
+        **({} if settings.noise.profile_file else {"noise.mode": settings.noise.resolved_mode(settings.suppression.method)}),
         **(
             {}
             if method == "seed"
@@ -330,8 +330,9 @@ def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
 def _profile_how(settings: Settings, profile: dsp.NoiseProfile) -> str:
     """How the noise profile was made, one line."""
     noise = settings.noise
-    mode = noise.resolved_mode(settings.suppression.method)
+    mode = "saved" if noise.profile_file is not None else noise.resolved_mode(settings.suppression.method)
     how = {
+        "saved": f"saved: the profile `{noise.profile_file}`, its hum learned anew from this file",
         "auto": "auto: noise floor tracked by minimum statistics (no noise-only stretch needed)",
         "head": f"head: the first {noise.head_samples} samples are taken as noise only",
         "segment": f"segment: {noise.start_s} s to {noise.end_s} s of the input are noise only",
