@@ -254,23 +254,6 @@ class NoiseProfile:
                 f"{file!r} is not a destatic noise profile (.npz): {error}"
             ) from error
 
-    def plot(self, ax: Any = None) -> Any:
-        """Draw the noise spectrum in dB per channel on a matplotlib axes; return the axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(8, 4))
-        db = self.power_db()
-        for channel in range(self.channels):
-            ax.semilogx(self.frequencies[1:], db[channel, 1:], label=f"channel {channel}")
-        ax.set_xlabel("frequency (Hz)")
-        ax.set_ylabel("noise power (dB FS)")
-        ax.set_title(f"noise profile ({self.mode}, {self.sample_rate} Hz, n_fft {self.n_fft})")
-        ax.grid(True, which="both", alpha=0.3)
-        if self.channels > 1:
-            ax.legend()
-        return ax
-
 
 def _checked_tones(
     tones: Any, amplitudes: Any, channels: int, sample_rate: int

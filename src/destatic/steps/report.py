@@ -112,9 +112,15 @@ def plot_profile(profile: Any, path: Path, *, title: str | None = None) -> str:
     """
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 3))
-    profile.plot(ax=axes)
-    if title is not None:
-        axes.set_title(title)
+    db = profile.power_db()
+    for channel in range(profile.channels):
+        axes.semilogx(profile.frequencies[1:], db[channel, 1:], label=f"channel {channel}")
+    axes.set_xlabel("frequency (Hz)")
+    axes.set_ylabel("noise power (dB FS)")
+    axes.set_title(title or f"noise profile ({profile.mode}, {profile.sample_rate} Hz, n_fft {profile.n_fft})")
+    axes.grid(True, which="both", alpha=0.3)
+    if profile.channels > 1:
+        axes.legend()
     figure.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.9)
     return _save(figure, path)
 
