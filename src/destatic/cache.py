@@ -47,7 +47,7 @@ LOCK = ".in-use"
 DEFAULT_MAX_BYTES = 5 * 1024**3
 FREE_SPACE_SHARE = 0.10
 KEY_CHARS = 20
-_RANK = {"subtract": 0, "extract": 1, "inverse": 1, "residue": 1, "remux": 1, "export": 1, "profile": 2, "plots": 2}
+_RANK = {"subtract": 0, "extract": 1, "inverse": 1, "residue": 1, "loudness": 1, "remux": 1, "export": 1, "profile": 2, "plots": 2}
 FOLDER_RANK = 3
 _ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(_RANK)})-(?P<key>[0-9a-f]{{{KEY_CHARS}}})(?:-[a-z]+)?\.[^.]+\Z")
 

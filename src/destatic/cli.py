@@ -154,6 +154,9 @@ def run(
         Optional[Path],
         typer.Option("--residue", help="Also write what was removed (sample-aligned, like the output) here: a file for one input, a folder for many."),
     ] = None,
+    loudness: Annotated[
+        Optional[float], typer.Option("--loudness", help="Bring the result to this integrated loudness, LUFS (-16 for speech online), true peak at most -1 dBTP.")
+    ] = None,
     method: Annotated[Optional[Method], typer.Option("--method", help="Suppression method.")] = None,
     reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Largest reduction of any frequency, dB (more than 0, at most 120).")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
@@ -179,7 +182,7 @@ def run(
         format = format or output.suffix.lower().lstrip(".")
     settings = _settings(
         config,
-        output={"mode": "audio" if audio_only or format else None, "format": format},
+        output={"mode": "audio" if audio_only or format else None, "format": format, "loudness_lufs": loudness},
         noise=noise,
         suppression={"method": method, "reduction_db": reduction_db},
         paths={"work": work},

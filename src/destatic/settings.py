@@ -139,6 +139,12 @@ class OutputSettings(_Group):
     residue: bool = Field(
         False, description="Also write what was removed (the input minus the output, sample-aligned) beside the output, as NAME-residue.EXT."
     )
+    loudness_lufs: float | None = Field(
+        None, ge=-70, le=-5, description="Bring the cleaned audio to this integrated loudness (EBU R128, LUFS; -16 for speech online) with one gain; none: off."
+    )
+    true_peak_db: float = Field(
+        -1.0, ge=-20, le=0, description="With loudness_lufs: the true peak (dBTP) the gain may not push the audio past; it wins over the target."
+    )
 
     @model_validator(mode="before")
     @classmethod

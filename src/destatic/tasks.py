@@ -42,6 +42,7 @@ __all__ = [
     "extract_audio",
     "inverse_stft",
     "is_transient",
+    "level_loudness",
     "notify_progress",
     "plot_report",
     "profile_noise",
@@ -61,6 +62,7 @@ STEP_VERSIONS: dict[str, str] = {
     "subtract": "5",
     "inverse": "4",
     "residue": "1",
+    "loudness": "1",
     "remux": "2",
     "export": "2",
     "plots": "3",
@@ -217,6 +219,7 @@ _PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file", "prof
 _SUBTRACT = StepCache(step="subtract", suffix=".npy")
 _INVERSE = StepCache(step="inverse", suffix=".wav")
 _RESIDUE = StepCache(step="residue", suffix=".wav")
+_LOUDNESS = StepCache(step="loudness", suffix=".wav")
 _REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
 _EXPORT = StepCache(step="export", suffix_from="format")
 _PLOTS = StepCache(step="plots", suffix=".json")
@@ -274,6 +277,15 @@ def residue(audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Pat
     """Residue: what was taken out, the audio minus the cleaned audio, into ``residue-<key>.wav``."""
     target = _RESIDUE.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir})
     return steps.residue.run(audio, cleaned, target)
+
+
+@task(name="level_loudness", cache_policy=_LOUDNESS, **_STEP_OPTIONS)
+def level_loudness(
+    audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path, target_lufs: float, ceiling_dbtp: float
+) -> steps.Leveled:
+    """Loudness: the cleaned audio brought to `target_lufs` under a true-peak ceiling, into ``loudness-<key>.wav``."""
+    target = _LOUDNESS.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir, "target_lufs": target_lufs, "ceiling_dbtp": ceiling_dbtp})
+    return steps.loudness.run(audio, cleaned, target, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp)
 
 
 @task(name="remux", cache_policy=_REMUX, **_STEP_OPTIONS)

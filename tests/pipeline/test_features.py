@@ -102,3 +102,37 @@ def test_the_residue_is_what_was_removed_sample_aligned_in_the_outputs_format(in
     np.testing.assert_allclose(sf.read(in_tmp / "removed.flac", dtype="float32")[0], exact, atol=2**-22)
     bad = runner.invoke(app, ["run", str(video), "--residue", "removed.mkv"])
     assert bad.exit_code == 2 and "remuxing keeps the container" in _flat(bad.output)
+
+
+def test_the_loudness_gain_reaches_the_target_under_the_peak_ceiling() -> None:
+    from destatic.media import Loudness
+    from destatic.steps.loudness import gain_for
+
+    assert gain_for(Loudness(-30.0, -20.0), target_lufs=-16, ceiling_dbtp=-1) == (14.0, False)
+    assert gain_for(Loudness(-30.0, -6.0), target_lufs=-16, ceiling_dbtp=-1) == (5.0, True)
+    assert gain_for(Loudness(None, None), target_lufs=-16, ceiling_dbtp=-1) == (0.0, False)
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_loudness_is_reached_measured_and_reported(in_tmp: Path, media_dir: Path) -> None:
+    from destatic import media
+
+    speech = in_tmp / "speech.flac"
+    shutil.copyfile(media_dir / "speech/198-209-0000.decoded.flac", speech)
+    result = runner.invoke(app, ["run", str(speech), "--loudness", "-28", "-o", "loud.wav", "--work", str(in_tmp / "work")])
+    assert result.exit_code == 0, result.output
+    measured = media.measure_loudness(in_tmp / "loud.wav")
+    assert measured.integrated_lufs == pytest.approx(-28, abs=0.15) and measured.true_peak_dbtp <= -1.0
+    (report,) = (in_tmp / "work").glob("*/report.md")
+    assert "## Loudness" in report.read_text() and "| output | -28.0 LUFS |" in report.read_text()
+    limited = runner.invoke(app, ["run", str(speech), "--loudness", "-8", "-o", "limited.wav", "--work", str(in_tmp / "work")])
+    assert limited.exit_code == 0, limited.output
+    measured = media.measure_loudness(in_tmp / "limited.wav")
+    assert measured.integrated_lufs < -8.5 and measured.true_peak_dbtp == pytest.approx(-1.0, abs=0.15)
+    assert "the true-peak ceiling of -1 dBTP set it" in report.read_text()
+    plain = runner.invoke(app, ["run", str(speech), "-o", "plain.wav", "--work", str(in_tmp / "work")])
+    assert plain.exit_code == 0
+    loud, quiet = sf.read(in_tmp / "loud.wav", dtype="float32")[0], sf.read(in_tmp / "plain.wav", dtype="float32")[0]
+    assert loud.shape == quiet.shape
+    gain = np.dot(loud, quiet) / np.dot(quiet, quiet)
+    np.testing.assert_allclose(loud, gain * quiet, atol=1e-6)  # one gain: the sound itself unchanged, still aligned

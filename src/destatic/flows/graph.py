@@ -37,7 +37,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "subtract": ("profile",),
     "inverse": ("subtract",),
     "plots": ("inverse",),
-    "encode": ("inverse",),
+    "loudness": ("inverse",),
+    "encode": ("inverse", "loudness"),
     "deliver": ("encode",),
     "residue": ("inverse",),
     "encode residue": ("residue",),
@@ -163,7 +164,10 @@ def submit_steps(run: FileRun) -> None:
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.
     run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir)
     assert run.output is not None
-    run.submit("deliver", tasks.deliver, _encode(run, "encode", cleaned, run.output), run.output)
+    final = cleaned
+    if settings.output.loudness_lufs is not None:
+        final = run.submit("loudness", tasks.level_loudness, audio, cleaned, work_dir, settings.output.loudness_lufs, settings.output.true_peak_db)
+    run.submit("deliver", tasks.deliver, _encode(run, "encode", final, run.output), run.output)
     if run.residue is not None:
         residue = run.submit("residue", tasks.residue, audio, cleaned, work_dir)
         run.submit("deliver residue", tasks.deliver, _encode(run, "encode residue", residue, run.residue), run.residue)
@@ -183,7 +187,7 @@ def finish_steps(run: FileRun) -> Path:
     """Wait for the steps in order (the first that failed raises), then write and publish the report."""
     if "noise" in run.futures:
         run.wait("noise")
-    for step in ("profile", "subtract", "inverse", "encode"):
+    for step in ("profile", "subtract", "inverse", *(["loudness"] if "loudness" in run.futures else []), "encode"):
         run.wait(step)
     delivered = run.wait("deliver")
     if run.residue is not None:
@@ -202,6 +206,7 @@ def finish_steps(run: FileRun) -> Path:
             noise=run.futures["profile"].result(),
             cleaned=run.futures["inverse"].result(),
             plots=run.futures["plots"].result(),
+            loudness=run.futures["loudness"].result() if "loudness" in run.futures else None,
             settings=run.settings,
             step_seconds=run.clock.seconds,
             artifact_key=key,

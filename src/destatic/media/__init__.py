@@ -6,6 +6,7 @@ No Prefect here: the pipeline calls these functions from its tasks.
 
 from destatic.media._ffmpeg import time_limit
 from destatic.media.atomic import atomic_output
+from destatic.media.loudness import Loudness, measure_loudness
 from destatic.media.audio import (
     AUDIO_FORMATS,
     AUDIO_SUFFIXES,
@@ -29,11 +30,13 @@ __all__ = [
     "VIDEO_SUFFIXES",
     "AudioFormat",
     "AudioTrack",
+    "Loudness",
     "MediaInfo",
     "StreamInfo",
     "atomic_output",
     "export_audio",
     "extract_audio",
+    "measure_loudness",
     "probe",
     "read_audio",
     "remux",

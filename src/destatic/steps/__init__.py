@@ -7,6 +7,7 @@ step                what its ``run`` does
 :mod:`.profile`     measure the noise spectrum (and hum)
 :mod:`.subtract`    the suppression gain of every bin of every STFT frame
 :mod:`.inverse`     gains applied, inverse STFT back to samples
+:mod:`.loudness`    the cleaned audio brought to a loudness, if asked for
 :mod:`.residue`     what was taken out (input minus cleaned), if asked for
 :mod:`.remux`       the original container with the cleaned audio, video copied
 :mod:`.export`      or the cleaned audio alone, in an audio format
@@ -19,20 +20,22 @@ Each step's ``run`` takes the records of the steps before it
 :mod:`destatic.tasks` wraps each one in a cached, retried Prefect task.
 """
 
-from destatic.steps import deliver, export, extract, inverse, profile, remux, report, residue, subtract
-from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Plots, ProfiledNoise
+from destatic.steps import deliver, export, extract, inverse, loudness, profile, remux, report, residue, subtract
+from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Leveled, Plots, ProfiledNoise
 
 __all__ = [
     "AudioFile",
     "Encoded",
     "ExtractedAudio",
     "Gains",
+    "Leveled",
     "Plots",
     "ProfiledNoise",
     "deliver",
     "export",
     "extract",
     "inverse",
+    "loudness",
     "profile",
     "remux",
     "report",

@@ -32,7 +32,7 @@ import soundfile as sf
 
 from destatic import dsp, media
 from destatic.settings import Settings
-from destatic.steps.records import AudioFile, ExtractedAudio, Plots, ProfiledNoise
+from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
 
 __all__ = [
     "LAST_RUN",
@@ -185,6 +185,22 @@ def noise_reduction_db(before_wav: Path, after_wav: Path) -> float | None:
     return float(10 * math.log10(noise_before / max(noise_after, 1e-30)))
 
 
+def _level(value: float | None, unit: str) -> str:
+    return "silent" if value is None else f"{value:.1f} {unit}"
+
+
+def _loudness_text(leveled: Leveled) -> str:
+    """The loudness step's table: the input, the cleaned audio, the result."""
+    rows = [
+        [label, _level(measured.integrated_lufs, "LUFS"), _level(measured.true_peak_dbtp, "dBTP")]
+        for label, measured in (("input", leveled.original), ("cleaned", leveled.before), ("output", leveled.after))
+    ]
+    why = (f"the true-peak ceiling of {leveled.ceiling_dbtp:g} dBTP set it, so the output is quieter than asked"
+           if leveled.peak_limited else "it reaches the target")
+    return (f"Target {leveled.target_lufs:g} LUFS, true peak at most {leveled.ceiling_dbtp:g} dBTP: a gain of "
+            f"{leveled.gain_db:+.1f} dB for the whole file ({why}).\n\n" + markdown_table(["audio", "integrated loudness", "true peak"], rows))
+
+
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -208,6 +224,7 @@ def render_report(
     profile_uri: str | None,
     spectrogram_uri: str | None,
     files: Mapping[str, Path],
+    loudness: Leveled | None = None,
 ) -> str:
     """The markdown report of one file.
 
@@ -242,6 +259,8 @@ def render_report(
     parts += ["## Steps", markdown_table(["step", "seconds"], [[s, f"{t:.3f}"] for s, t in step_seconds.items()])]
     if spectrogram_uri:
         parts += ["## Spectrograms, before and after", f"![before and after]({spectrogram_uri})"]
+    if loudness is not None:
+        parts += ["## Loudness", _loudness_text(loudness)]
     parts += ["## Settings", markdown_table(["setting", "value", ""], [(name, value, how) for name, (value, how) in sorted(settings.items())])]
     parts += ["## Files", markdown_table(["file", "path"], [[label, f"`{path}`"] for label, path in files.items()])]
     return "\n\n".join(parts) + "\n"
@@ -376,6 +395,7 @@ def write_report(
     step_seconds: Mapping[str, float],
     artifact_key: str,
     flow_run_id: str | None,
+    loudness: Leveled | None = None,
 ) -> str:
     """Write ``report.md`` and ``last-run.json`` into `work_dir` (atomically); return the markdown.
 
@@ -387,6 +407,8 @@ def write_report(
         The file's work folder.
     audio, noise, cleaned, plots
         The records of the extract, profile, inverse and report steps.
+    loudness : Leveled or None
+        The loudness step's record, when it ran.
     settings : Settings
         What the run was given.
     step_seconds : mapping
@@ -406,6 +428,7 @@ def write_report(
         reduction_db=plots.reduction_db,
         profile_uri=plots.profile_uri,
         spectrogram_uri=plots.spectrogram_uri,
+        loudness=loudness,
         files={
             "work folder": work_dir,
             "profile plot": plots.profile_png,
