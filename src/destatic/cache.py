@@ -29,7 +29,9 @@ from pathlib import Path
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "KEY_CHARS",
     "RESULTS",
+    "STEP_VERSIONS",
     "Entry",
     "Pruned",
     "artifact_name",
@@ -47,9 +49,24 @@ LOCK = ".in-use"
 DEFAULT_MAX_BYTES = 5 * 1024**3
 FREE_SPACE_SHARE = 0.10
 KEY_CHARS = 20
-_RANK = {"subtract": 0, "extract": 1, "inverse": 1, "residue": 1, "loudness": 1, "remux": 1, "export": 1, "profile": 2, "plots": 2}
-FOLDER_RANK = 3
-_ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(_RANK)})-(?P<key>[0-9a-f]{{{KEY_CHARS}}})(?:-[a-z]+)?\.[^.]+\Z")
+"""Hex digits of a step's cache key."""
+# Bump a step's version when its code changes what it writes or returns:
+# old cache entries then stop matching.
+STEP_VERSIONS: dict[str, str] = {
+    "extract": "2",
+    "profile": "3",
+    "subtract": "5",
+    "inverse": "4",
+    "residue": "1",
+    "loudness": "1",
+    "remux": "2",
+    "export": "2",
+    "plots": "3",
+}
+_RANK = {"subtract": 0, "profile": 2, "plots": 2}
+"""Eviction order of a step's artifact sets; every other step's (big intermediates) is 1."""
+BIG_RANK, FOLDER_RANK = 1, 3
+_ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(STEP_VERSIONS)})-(?P<key>[0-9a-f]{{{KEY_CHARS}}})(?:-[a-z]+)?\.[^.]+\Z")
 
 
 def artifact_name(step: str, key: str, suffix: str) -> str:
@@ -87,7 +104,7 @@ class Entry:
     @property
     def rank(self) -> int:
         """Eviction class: lower goes first."""
-        return _RANK.get(self.step, FOLDER_RANK)
+        return FOLDER_RANK if self.step == "folder" else _RANK.get(self.step, BIG_RANK)
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from destatic.dsp import METHODS, Method, ProfileMode, SuppressionOptions, resolve_method
+from destatic.dsp.choices import METHODS, Method, ProfileMode, refuse_options_for_seed, resolve_method
 from destatic.errors import ParameterError
-from destatic.media import AUDIO_FORMATS, AudioFormat
+from destatic.media.formats import AUDIO_FORMATS, AudioFormat
 
 __all__ = [
     "CacheSettings",
@@ -233,7 +233,7 @@ class SuppressionSettings(_Group):
     @model_validator(mode="after")
     def _options_fit_the_method(self) -> SuppressionSettings:
         try:
-            SuppressionOptions.from_options(resolve_method(self.method), self.dsp_options())
+            refuse_options_for_seed(resolve_method(self.method), self.dsp_options())
         except ParameterError as error:
             raise ValueError(str(error)) from None
         return self
@@ -287,6 +287,11 @@ class RuntimeSettings(_Group):
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster; None: a local cluster.")
     dask_workers: int | None = Field(
         None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per CPU this process may use."
+    )
+    shortcut: bool = Field(
+        True,
+        description="destatic run answers a request it has answered before (same input bytes, settings and versions, "
+        "its results still cached) by copying them again, without a Prefect flow run; false: always run the flow.",
     )
     ffmpeg_timeout_s: float | None = Field(
         None,

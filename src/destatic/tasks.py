@@ -30,6 +30,7 @@ from prefect.transactions import get_transaction
 from pydantic import BaseModel
 
 from destatic import __version__, media, steps
+from destatic.cache import KEY_CHARS, STEP_VERSIONS, artifact_name
 from destatic._digest import file_digest
 from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
@@ -54,20 +55,6 @@ __all__ = [
     "subtract_noise",
 ]
 
-# Bump a step's version when its code changes what it writes or returns:
-# old cache entries then stop matching.
-STEP_VERSIONS: dict[str, str] = {
-    "extract": "2",
-    "profile": "3",
-    "subtract": "5",
-    "inverse": "4",
-    "residue": "1",
-    "loudness": "1",
-    "remux": "2",
-    "export": "2",
-    "plots": "3",
-}
-KEY_CHARS = 20
 PROGRESS_EVERY_S = 2.0
 LISTENER_EVERY_S = 0.2
 
@@ -138,7 +125,7 @@ class StepCache(CachePolicy):
         else:
             value = inputs[self.suffix_from]
             suffix = value.suffix if isinstance(value, Path) else f".{value}"
-        return Path(inputs["work_dir"]) / f"{self.step}-{key}{suffix}"
+        return Path(inputs["work_dir"]) / artifact_name(self.step, key, suffix)
 
     def compute_key(
         self,

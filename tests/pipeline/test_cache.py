@@ -160,3 +160,27 @@ def _decoded(path: Path, tmp_path: Path) -> Path:
     wav = tmp_path / f"{path.stem}-decoded.wav"
     media.extract_audio(path, wav)
     return wav
+
+
+def test_a_request_answered_before_is_answered_again_without_prefect(tmp_path: Path, speech_wav: Path) -> None:
+    """The second identical run delivers from the work folder: it works with the Prefect API unreachable."""
+    import sys
+
+    work = tmp_path / "work"
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    command = [sys.executable, "-m", "destatic", "run", str(speech_wav), "-o", str(tmp_path / "out.flac"), "--work", str(work)]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    before = (tmp_path / "out.flac").read_bytes()
+    (tmp_path / "out.flac").unlink()
+    offline = {**env, "PREFECT_API_URL": "http://127.0.0.1:9/api"}  # nothing listens there
+    again = subprocess.run(command, env=offline, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "out.flac").read_bytes() == before
+    assert again.stdout.strip() == str(tmp_path / "out.flac")
+    changed = subprocess.run([*command, "--reduction-db", "12"], env=offline, capture_output=True, text=True, timeout=120)
+    assert changed.returncode != 0, "another setting is another request: it needs the flow (and the API)"
+    for encoded in work.glob("*/export-*.flac"):
+        encoded.unlink()
+    evicted = subprocess.run(command, env=offline, capture_output=True, text=True, timeout=120)
+    assert evicted.returncode != 0, "an evicted artifact needs the flow again"

@@ -24,23 +24,19 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import scipy.special
 
 from destatic.dsp._audio import check_number
+from destatic.dsp.choices import DEFAULT_METHOD, METHODS, Method, refuse_options_for_seed, resolve_method
 from destatic.dsp import noise as noise_module
 from destatic.dsp.noise import NoiseTracker, one_pole, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
 __all__ = ["DEFAULT_METHOD", "METHODS", "GainComputer", "Method", "SuppressionOptions", "resolve_method"]
-
-Method = Literal["seed", "subtract", "wiener", "logmmse"]
-"""The suppression methods; settings and command line take their choices from here."""
-METHODS: tuple[str, ...] = get_args(Method)
-DEFAULT_METHOD: Method = "logmmse"
 PRIOR_SNR_FLOOR_DB = -25.0
 
 
@@ -116,20 +112,8 @@ class SuppressionOptions:
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ParameterError(f"unknown option(s) {unknown}; allowed: {allowed}")
-        if method == "seed" and options:
-            raise ParameterError(
-                f"method='seed' reproduces the tutorial and takes no options, got {sorted(options)}"
-            )
+        refuse_options_for_seed(method, options)
         return cls(**options)
-
-
-def resolve_method(method: str | None) -> str:
-    """Return the method name, ``None`` meaning the default."""
-    if method is None:
-        return DEFAULT_METHOD
-    if method not in METHODS:
-        raise ParameterError(f"method={method!r} must be one of {METHODS} or None (the default)")
-    return method
 
 
 FLOAT32_MANTISSA_BITS = 23

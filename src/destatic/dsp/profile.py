@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Any, Literal, get_args
+from typing import IO, Any
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from destatic.dsp._audio import (
     checked_blocks,
     iter_array_blocks,
 )
+from destatic.dsp.choices import PROFILE_MODES, ProfileMode
 from destatic.dsp.noise import (
     SMOOTHING_SECONDS,
     min_window_frames,
@@ -34,9 +35,6 @@ from destatic.errors import ParameterError
 
 __all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "estimate_profile", "profile_from_blocks"]
 
-ProfileMode = Literal["auto", "head", "segment", "file"]
-"""How a noise profile is made; settings and command line take their choices from here."""
-PROFILE_MODES: tuple[str, ...] = get_args(ProfileMode)
 FORMAT_VERSION = 1
 BLOCK_SIZE = 1 << 16
 TONE_ANALYSIS_SECONDS = 4.0

@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 
-from destatic import cache, media, steps, tasks
+from destatic import cache, media, shortcut, steps, tasks
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
 from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for
@@ -214,5 +214,11 @@ def finish_steps(run: FileRun) -> Path:
         )
         create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
     cache.mark_used(future.result().path for step, future in run.futures.items() if not step.startswith("deliver") and step != "noise")
+    shortcut.remember(
+        run.work_dir,
+        shortcut.request_key(run.source, run.settings, output=delivered, residue=run.residue),
+        encoded=run.futures["encode"].result().path,
+        residue=run.futures["encode residue"].result().path if run.residue is not None else None,
+    )
     get_run_logger().info("%s done in %.2f s: %s", run.source.name, sum(run.clock.seconds.values()), delivered)
     return delivered

@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -16,12 +15,10 @@ import soundfile as sf
 from destatic.errors import BadInputError, ParameterError
 from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
+from destatic.media.formats import AUDIO_FORMATS, AUDIO_SUFFIXES
 from destatic.media.probe import MediaInfo, StreamInfo, probe
 
 __all__ = [
-    "AUDIO_FORMATS",
-    "AUDIO_SUFFIXES",
-    "AudioFormat",
     "AudioTrack",
     "export_audio",
     "extract_audio",
@@ -31,11 +28,6 @@ __all__ = [
     "wav_info",
 ]
 
-AudioFormat = Literal["wav", "flac", "mp3", "m4a", "ogg", "opus"]
-"""The audio-only formats destatic writes; settings and command line take their choices from here."""
-AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
-AUDIO_SUFFIXES: dict[str, AudioFormat] = {**{f".{name}": name for name in AUDIO_FORMATS}, ".oga": "ogg"}
-"""Audio file suffixes destatic reads and writes (lowercase), and the format of each."""
 READ_BLOCK = 1 << 16
 """Samples per channel in each block :func:`wav_blocks` reads."""
 

@@ -20,9 +20,12 @@ Each step's ``run`` takes the records of the steps before it
 :mod:`destatic.tasks` wraps each one in a cached, retried Prefect task.
 """
 
-from destatic.steps import deliver, export, extract, inverse, loudness, profile, remux, report, residue, subtract
-from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Leveled, Plots, ProfiledNoise
+from typing import TYPE_CHECKING
 
+from destatic._lazy import lazy_names
+
+_NAMES = dict.fromkeys(('AudioFile', 'Encoded', 'ExtractedAudio', 'Gains', 'Leveled', 'Plots', 'ProfiledNoise'), "destatic.steps.records")
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = [
     "AudioFile",
     "Encoded",
@@ -42,3 +45,7 @@ __all__ = [
     "residue",
     "subtract",
 ]
+
+if TYPE_CHECKING:
+    from destatic.steps import deliver, export, extract, inverse, loudness, profile, remux, report, residue, subtract
+    from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Leveled, Plots, ProfiledNoise

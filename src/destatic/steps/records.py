@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from destatic.dsp import NoiseProfile
-from destatic.media import Loudness, MediaInfo
+if TYPE_CHECKING:  # only named in annotations: a record can be read without loading the DSP core
+    from destatic.dsp import NoiseProfile
+    from destatic.media import Loudness, MediaInfo
 
 __all__ = ["AudioFile", "Encoded", "ExtractedAudio", "Gains", "Leveled", "Plots", "ProfiledNoise"]
 
