@@ -27,10 +27,14 @@ os.environ.pop("PREFECT_API_URL", None)
 _CACHE_HOME = REPO_ROOT / ".prefect" / "pytest" / "xdg-cache"
 shutil.rmtree(_CACHE_HOME, ignore_errors=True)
 os.environ["XDG_CACHE_HOME"] = str(_CACHE_HOME)
+# Commands run by the tests use Prefect's temporary server (or the harness's), never a background one left running;
+# tests/pipeline/test_server.py starts and stops its own in a folder of its own.
+os.environ["XDG_STATE_HOME"] = str(REPO_ROOT / ".prefect" / "pytest" / "xdg-state")
 # Settings from the caller's environment must not leak into tests (other
 # DESTATIC_* variables, such as DESTATIC_FFMPEG, are left alone).
 for _name in [name for name in os.environ if name.startswith("DESTATIC_") and ("__" in name or name == "DESTATIC_CONFIG")]:
     del os.environ[_name]
+os.environ["DESTATIC_RUNTIME__SERVER"] = "embedded"
 
 
 @pytest.fixture(scope="session")

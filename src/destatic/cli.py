@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -198,11 +199,17 @@ def run(
 
     # No heartbeat thread: it only detects crashed runs of deployments, and
     # each flow run would wait for it at exit.
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+    from prefect import tags
+
+    from destatic.flows import run_tags
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), _prefect_api(settings) as embedded, tags(*run_tags(settings)):
         if len(inputs) == 1:
-            failed = _run_one(inputs[0], targets[0], settings, residue=residues[0] if residues else None)
+            failed, flow_runs = _run_one(inputs[0], targets[0], settings, residue=residues[0] if residues else None)
         else:
-            failed = _run_many(inputs, targets, settings, residues=residues)
+            failed, flow_runs = _run_many(inputs, targets, settings, residues=residues)
+        if embedded:
+            _settle(flow_runs)
     if failed:
         console.print(f"{failed} of {len(inputs)} file(s) failed")
         raise typer.Exit(EXIT_FAILED)
@@ -273,9 +280,31 @@ def _answered_before(inputs: list[Path], targets: list[Path], residues: list[Pat
             cache.mark_used([encoded, *([residue_encoded] if residue_encoded else [])])
     except (OSError, DestaticError):
         return False  # the flow will say what is wrong, or do it again
+    _show_answered(inputs, settings)
     for target in targets:
         typer.echo(str(target.absolute()))
     return True
+
+
+def _show_answered(inputs: list[Path], settings: Any) -> None:
+    """Tell a Prefect server that runs already (none is started for this) about the requests answered from the work folder."""
+    from destatic import server
+    from destatic.dsp.choices import resolve_method
+    from destatic.workspace import report_key, work_dir_for
+
+    api_url = server.known_api_url(settings.runtime.server)
+    if api_url is None:
+        return
+    for source in inputs:
+        report_md = work_dir_for(source, settings) / "report.md"
+        report = (report_key(source), report_md.read_text(encoding="utf-8")) if report_md.is_file() else None
+        server.record_answered_run(
+            api_url,
+            name=f"denoise-{source.name}",
+            parameters={"path": str(source.absolute())},
+            tags=["destatic", resolve_method(settings.suppression.method), "cached"],
+            report=report,
+        )
 
 
 @contextlib.contextmanager
@@ -305,27 +334,52 @@ def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
             tasks.progress_listener.reset(token)
 
 
-def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None) -> int:
-    """Clean one file through the denoise-file flow; the number of failures (0 or 1)."""
+@contextlib.contextmanager
+def _prefect_api(settings: Any) -> Iterator[bool]:
+    """The Prefect API for the flows of a command (see :mod:`destatic.server`); yields whether it is Prefect's temporary server."""
+    from destatic import server
+
+    with contextlib.ExitStack() as stack:
+        try:
+            where = stack.enter_context(server.prefect_api(settings.runtime.server))
+        except DestaticError as error:  # the background server would not start
+            console.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+        console.print(f"[dim]{where}[/dim]", highlight=False)
+        yield where == server.EMBEDDED
+
+
+def _settle(flow_runs: list[Any]) -> None:
+    """Before Prefect's temporary server stops at exit, let it record every task run's last state."""
+    from destatic import server
+
+    if not server.settle_task_runs(flow_runs):
+        console.print("[dim]some task runs may show as unfinished in the Prefect UI[/dim]")
+
+
+def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None) -> tuple[int, list[Any]]:
+    """Clean one file through the denoise-file flow; the number of failures (0 or 1) and the flow run."""
     from destatic.flows import denoise_file
     from destatic.runners import task_runner_for
 
+    with _progress_bars([source], settings):
+        on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
+        state = on_runner(source, settings, output=target, residue=residue, quarantine_bad=False, return_state=True)
+    flow_runs = [state.state_details.flow_run_id]
     try:
-        with _progress_bars([source], settings):
-            on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
-            written = on_runner(source, settings, output=target, residue=residue, quarantine_bad=False)
+        written = state.result()
     except DestaticError as error:
         console.print(f"[red]failed:[/red] {error}", highlight=False)
-        return 1
+        return 1, flow_runs
     except Exception as error:
         console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False)
-        return 1
+        return 1, flow_runs
     typer.echo(str(written))
-    return 0
+    return 0, flow_runs
 
 
-def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residues: list[Path] | None) -> int:
-    """Clean many files in one denoise-files flow run on the configured task runner; the number of failures."""
+def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residues: list[Path] | None) -> tuple[int, list[Any]]:
+    """Clean many files in one denoise-files flow run on the configured task runner; the number of failures and the flow run."""
     from destatic.flows import run_batch
 
     runner = settings.runtime.task_runner + (f" at {settings.runtime.dask_address}" if settings.runtime.dask_address else "")
@@ -337,7 +391,7 @@ def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residue
             typer.echo(row["output"])
         else:
             console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False)
-    return sum(row["status"] != "done" for row in rows)
+    return sum(row["status"] != "done" for row in rows), sorted({row["flow_run"] for row in rows if row.get("flow_run")})
 
 
 @app.command()
@@ -374,16 +428,18 @@ def watch(
     from destatic.flows import serve_watcher, watch_inbox
 
     try:
-        if not once:
-            from prefect.settings import PREFECT_API_URL
-
-            how = "served as deployment watch-inbox/destatic-watch" if PREFECT_API_URL.value() else "embedded server, no PREFECT_API_URL"
-            if settings.watch.dispatch == "deployment":
-                how += f", each file to {settings.watch.deployment}"
-            console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)")
-            serve_watcher(settings)
-            return
-        rows = watch_inbox(settings)
+        with _prefect_api(settings) as embedded:
+            if not once:
+                how = "a plain loop on Prefect's temporary server" if embedded else "served as deployment watch-inbox/destatic-watch"
+                if settings.watch.dispatch == "deployment":
+                    how += f", each file to {settings.watch.deployment}"
+                console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)")
+                serve_watcher(settings)
+                return
+            state = watch_inbox(settings, return_state=True)
+            if embedded:
+                _settle([state.state_details.flow_run_id])
+            rows = state.result()
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
@@ -419,7 +475,8 @@ def deploy(
     from destatic.flows import deploy_to_pool
 
     try:
-        deployed = deploy_to_pool(settings, pool=pool, name=name)
+        with _prefect_api(settings):
+            deployed = deploy_to_pool(settings, pool=pool, name=name)
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
@@ -550,6 +607,50 @@ def cache_clear(work: WorkOption = None, config: ConfigOption = None) -> None:
     folder = settings.paths.work.resolve()
     pruned = cache.clear(folder)
     typer.echo(f"{folder}: {_megabytes(pruned.size_before)} -> {_megabytes(pruned.size_after)} ({len(pruned.removed)} entries evicted)")
+
+
+server_app = typer.Typer(help="destatic's own Prefect server, started in the background and reused by every command.")
+app.add_typer(server_app, name="server")
+
+
+def _describe_server(found: Any) -> str:
+    up = time.time() - found.started
+    return (f"API {found.api_url}, UI {found.ui_url} (pid {found.pid}, Prefect {found.prefect_version}, "
+            f"up {up / 60:.0f} min); database in {found.prefect_home}, log {found.log}")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether destatic's background Prefect server runs, and where its UI is (exit 1 if not)."""
+    from destatic import server
+
+    found = server.find(any_version=True)
+    if found is None:
+        typer.echo(f"destatic's Prefect server is not running (its state is kept in {server.state_folder()})")
+        raise typer.Exit(EXIT_FAILED)
+    typer.echo(f"running: {_describe_server(found)}")
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start destatic's background Prefect server (every command starts it anyway when none runs)."""
+    from destatic import server
+
+    try:
+        found, started = server.start()
+    except DestaticError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    typer.echo(f"{'started' if started else 'already running'}: {_describe_server(found)}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop destatic's background Prefect server (its runs and artifacts stay in its database)."""
+    from destatic import server
+
+    stopped = server.stop()
+    typer.echo("stopped" if stopped is not None else "destatic's Prefect server was not running")
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ __all__ = [
     "CONFIG_FILE",
     "Dispatch",
     "OutputMode",
+    "ServerKind",
     "TaskRunnerKind",
     "load_settings",
 ]
@@ -57,6 +58,8 @@ Dispatch = Literal["inline", "deployment"]
 """Who cleans the files a watcher claims: the watcher itself, or the workers of a deployment."""
 TaskRunnerKind = Literal["thread", "dask"]
 """Where the steps run: threads of the flow's process, or a Dask cluster."""
+ServerKind = Literal["background", "embedded"]
+"""Which Prefect server a command uses when PREFECT_API_URL names none."""
 
 CONFIG_FILE = "destatic.toml"
 _config_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -287,6 +290,11 @@ class RuntimeSettings(_Group):
     dask_address: str | None = Field(None, description="Scheduler of an existing Dask cluster; None: a local cluster.")
     dask_workers: int | None = Field(
         None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per CPU this process may use."
+    )
+    server: ServerKind = Field(
+        "background",
+        description="Without PREFECT_API_URL: background: a local Prefect server that the first command starts and later "
+        "ones reuse (destatic server status|stop); embedded: Prefect's temporary server, one per command.",
     )
     shortcut: bool = Field(
         True,

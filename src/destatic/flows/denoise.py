@@ -11,16 +11,38 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.states import Failed
 
 from destatic import cache, inbox, media
+from destatic.dsp.choices import resolve_method
 from destatic.errors import DestaticError, ParameterError, blames_the_file, is_disk_full, reason_of
 from destatic.flows.graph import FileRun, finish_steps, start_steps, submit_steps
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.runners import task_runner_for
 from destatic.settings import Settings, load_settings
 
-__all__ = ["denoise_file", "denoise_files", "keep_the_budget", "run_batch"]
+__all__ = ["denoise_file", "denoise_files", "keep_the_budget", "run_batch", "run_tags"]
+
+
+def run_tags(settings: Settings) -> list[str]:
+    """The tags of a run cleaning files with `settings`: ``destatic`` and the method, so the UI can filter by them."""
+    return ["destatic", resolve_method(settings.suppression.method)]
+
+
+def _file_run_name() -> str:
+    """``denoise-<file name>``: the UI's list of runs reads as a list of files."""
+    from prefect.runtime import flow_run
+
+    return f"denoise-{Path(str(flow_run.parameters.get('path', 'file'))).name}"
+
+
+def _files_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    paths = flow_run.parameters.get("paths") or []
+    first = Path(str(paths[0])).name if paths else "nothing"
+    return f"denoise-{first}" + (f"-and-{len(paths) - 1}-more" if len(paths) > 1 else "")
 
 
 def keep_the_budget(settings: Settings) -> None:
@@ -108,7 +130,7 @@ def _settle_claim(folder: Path, settings: Settings) -> Path:
     return target
 
 
-@flow(name="denoise-file", log_prints=False)
+@flow(name="denoise-file", flow_run_name=_file_run_name, log_prints=False)
 def denoise_file(
     path: Path,
     settings: Settings | None = None,
@@ -179,7 +201,9 @@ def denoise_file(
 def _row(run: FileRun, written: Path | None) -> dict[str, Any]:
     """What became of one file of a batch."""
     failed = run.error is not None
+    flow_run = FlowRunContext.get()
     return {
+        "flow_run": str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else "",
         "file": str(run.source),
         "status": "failed" if failed else "done",
         "output": str(written or ""),
@@ -188,7 +212,7 @@ def _row(run: FileRun, written: Path | None) -> dict[str, Any]:
     }
 
 
-@flow(name="denoise-files", log_prints=False)
+@flow(name="denoise-files", flow_run_name=_files_run_name, log_prints=False)
 def denoise_files(
     paths: list[Path],
     settings: Settings | None = None,
@@ -218,8 +242,8 @@ def denoise_files(
     Returns
     -------
     list of dict
-        One row per input, in order: file, status (``done`` or ``failed``),
-        output, step (the failing one), reason.
+        One row per input, in order: flow_run (this run's id), file, status
+        (``done`` or ``failed``), output, step (the failing one), reason.
     """
     quiet_destatic_tracebacks()
     settings = settings or load_settings()
