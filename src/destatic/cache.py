@@ -55,7 +55,7 @@ KEY_CHARS = 20
 STEP_VERSIONS: dict[str, str] = {
     "extract": "2",
     "profile": "3",
-    "subtract": "5",
+    "subtract": "6",
     "inverse": "4",
     "residue": "1",
     "loudness": "1",

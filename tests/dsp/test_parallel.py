@@ -251,7 +251,7 @@ def endless():
         time.sleep(0.05)
 
 if __name__ == "__main__":
-    stream = denoise_stream(endless(), 16000, noise=np.zeros((1000, 2), np.float32), n_jobs=2)
+    stream = denoise_stream(endless(), 16000, noise=np.zeros((1000, 2), np.float32), method="logmmse", n_jobs=2)
     next(stream)
     print("running", flush=True)
     for _ in stream:

@@ -14,6 +14,7 @@ module                    what it holds
 :mod:`.tones`             steady tones (hum): found, fitted, cancelled coherently
 :mod:`.choices`           the methods and profile modes (loads nothing)
 :mod:`.gains`             the suppression rules (logmmse, wiener, subtract, seed)
+:mod:`.learned`           DeepFilterNet3 through its wheel; the deepfilter and hybrid rules
 :mod:`.subtract`          the subtract step: a stream's gains, chunk by chunk
 :mod:`.inverse`           the inverse step: gains applied, frames overlap-added
 :mod:`.denoising`         both in one pass, in memory or streamed
@@ -33,7 +34,11 @@ _NAMES = {
     **dict.fromkeys(("NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile"), "destatic.dsp.denoising"),
     **dict.fromkeys(("SEED_FRAMING", "framing_for"), "destatic.dsp.framing"),
     **dict.fromkeys(("GainFileWriter", "read_gain_rows"), "destatic.dsp.gain_file"),
-    **dict.fromkeys(("DEFAULT_METHOD", "METHODS", "PROFILE_MODES", "Method", "ProfileMode", "resolve_method"), "destatic.dsp.choices"),
+    **dict.fromkeys(
+        ("LEARNED_METHODS", "METHODS", "PROFILE_MODES", "Method", "ProfileMode", "default_method", "learned_available", "resolve_method"),
+        "destatic.dsp.choices",
+    ),
+    **dict.fromkeys(("DeepFilterStream", "deepfilter"), "destatic.dsp.learned"),
     "SuppressionOptions": "destatic.dsp.gains",
     **dict.fromkeys(("apply_gains", "apply_gains_by_group"), "destatic.dsp.inverse"),
     **dict.fromkeys(("NoiseProfile", "estimate_profile", "profile_from_blocks"), "destatic.dsp.profile"),
@@ -42,8 +47,9 @@ _NAMES = {
 }
 __getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = [
-    "DEFAULT_METHOD",
+    "DeepFilterStream",
     "GainFileWriter",
+    "LEARNED_METHODS",
     "METHODS",
     "Method",
     "NoiseProfile",
@@ -56,6 +62,8 @@ __all__ = [
     "apply_gains_by_group",
     "compute_gains",
     "compute_gains_by_group",
+    "deepfilter",
+    "default_method",
     "default_n_fft",
     "denoise",
     "denoise_stream",
@@ -65,6 +73,7 @@ __all__ = [
     "gain_dtype",
     "gain_shape",
     "jobs_for_length",
+    "learned_available",
     "profile_from_blocks",
     "read_gain_rows",
     "resolve_method",
@@ -73,12 +82,22 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from destatic.dsp.choices import DEFAULT_METHOD, METHODS, PROFILE_MODES, Method, ProfileMode, resolve_method
+    from destatic.dsp.choices import (
+        LEARNED_METHODS,
+        METHODS,
+        PROFILE_MODES,
+        Method,
+        ProfileMode,
+        default_method,
+        learned_available,
+        resolve_method,
+    )
     from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile
     from destatic.dsp.framing import SEED_FRAMING, framing_for
     from destatic.dsp.gain_file import GainFileWriter, read_gain_rows
     from destatic.dsp.gains import SuppressionOptions
     from destatic.dsp.inverse import apply_gains, apply_gains_by_group
+    from destatic.dsp.learned import DeepFilterStream, deepfilter
     from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
     from destatic.dsp.stft import default_n_fft, frame_count, spectrogram_db
     from destatic.dsp.subtract import compute_gains, compute_gains_by_group, gain_dtype, gain_shape

@@ -16,8 +16,9 @@ import numpy as np
 
 from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, iter_array_blocks
 from destatic.dsp.framing import BLOCK_SIZE, SEED_HEAD_SAMPLES, checked_profile, group_rows, stream_framing
-from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
+from destatic.dsp.gains import SuppressionOptions, resolve_method, rule_for
 from destatic.dsp.inverse import filter_blocks
+from destatic.dsp.learned import joint_channels
 from destatic.dsp.parallel import run_channel_groups, shared_output, split_stream
 from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
 from destatic.errors import ParameterError
@@ -83,7 +84,7 @@ def _denoise_channels(
     yield from filter_blocks(
         blocks,
         profile,
-        lambda profile, _channels: GainComputer(profile, method, options),
+        lambda profile, _channels: rule_for(profile, method, options),
         residue=residue,
     )
 
@@ -164,7 +165,9 @@ def denoise_stream(
         rows_of = group_rows(sample_rate, profile, channels)
         return lambda group, items: _denoise_channels(items, profile=rows_of(group), method=method, options=settings, residue=residue)
 
-    yield from split_stream(checked_blocks(stream), work_for, n_jobs=n_jobs, axis=1)
+    yield from split_stream(
+        checked_blocks(stream), work_for, n_jobs=n_jobs, axis=1, together=lambda channels: joint_channels(method, settings, channels)
+    )
 
 
 def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None) -> int | None:
@@ -235,7 +238,9 @@ def denoise(
         return np.zeros(np.shape(audio), np.float32)
     profile = resolve_profile(samples, sample_rate, noise, method=method)
     profile = checked_profile(profile, sample_rate, samples.shape[1])
-    jobs = jobs_for_length(samples.shape[0], sample_rate, n_jobs)
+    jobs = 1 if joint_channels(method, SuppressionOptions.from_options(method, options), samples.shape[1]) else (
+        jobs_for_length(samples.shape[0], sample_rate, n_jobs)
+    )
     result = shared_output(samples.shape, jobs)
 
     def work(group: slice) -> Iterator[int]:

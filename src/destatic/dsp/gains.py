@@ -14,30 +14,35 @@
 
 Every rule but ``seed`` is then limited to ``max_reduction_db`` and may be
 smoothed over frequency and time against musical noise. The noise estimate
-starts from the profile and is tracked through the stream (MCRA). Steady
-tones (hum) are not handled here: the engine subtracts them coherently before
-the spectra are taken (:mod:`destatic.dsp.tones`), and the profile measures
-the noise without them.
+starts from the profile and is tracked through the stream (MCRA); with a
+measured profile it follows only the measured noise's slow drift, so that
+sustained music or ambience is not taken for noise. Steady tones (hum) are
+not handled here: the engine subtracts them coherently before the spectra
+are taken (:mod:`destatic.dsp.tones`), and the profile measures the noise
+without them. The learned methods (``deepfilter``, ``hybrid``) are in
+:mod:`destatic.dsp.learned`; :func:`rule_for` makes any method's rule.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.special
 
 from destatic.dsp._audio import check_number
-from destatic.dsp.choices import DEFAULT_METHOD, METHODS, Method, refuse_options_for_seed, resolve_method
+from destatic.dsp.choices import LEARNED_METHODS, METHODS, Method, refuse_options_for_seed, resolve_method
 from destatic.dsp import noise as noise_module
 from destatic.dsp.noise import NoiseTracker, one_pole, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "GainComputer", "Method", "SuppressionOptions", "resolve_method"]
+__all__ = ["METHODS", "GainComputer", "GainRule", "Method", "SuppressionOptions", "resolve_method", "rule_for"]
 PRIOR_SNR_FLOOR_DB = -25.0
+TONE_BINS = 2
+"""Bins either side of a profile tone's bin (a Hann window's main lobe) that the noise ceiling leaves free."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,26 @@ class SuppressionOptions:
         ``logmmse`` only: a priori probability that a bin holds no speech;
         the gain is weighted by the estimated probability of speech
         (OM-LSA). 0 turns the weighting off.
+    profiled_ceiling_db : float >= 0 or None
+        With a measured profile (not ``auto``), the tracked noise may rise at
+        most this many dB above the profile times its broadband drift (see
+        ``drift_quantile``): the tracker follows what was measured, not a
+        sustained note or ambience it would otherwise climb onto. None:
+        unbounded (what destatic did before; it damages sustained music).
+    drift_quantile : float in (0, 1) or None
+        The broadband drift of a frame: this quantile over bins of tracked
+        to measured power (0.1: a level change most bins share, never a few
+        bins of music). None: the ceiling does not move.
+    auto_window_s : float
+        ``auto`` profiles: the tracker's minimum-statistics window. 8 s:
+        the classic 1.5 s climbs onto any note held longer than that.
+    voice_mix : float in [0, 1]
+        ``hybrid`` only: in frames where DeepFilterNet3 hears a voice, how
+        far (in dB) the noisy bins move from the classic gain towards its gain.
+    learned_stereo : {'mid', 'each'}
+        ``hybrid`` only: on stereo, one DeepFilterNet3 pass on the channels'
+        mean drives both (half the cost; -0.044 PESQ on the shared media), or
+        one pass per channel. Other channel counts always get one each.
     """
 
     max_reduction_db: float = 30.0
@@ -83,6 +108,11 @@ class SuppressionOptions:
     spectral_floor: float = 0.01
     track_noise: bool = True
     speech_absence: float = 0.2
+    profiled_ceiling_db: float | None = 3.0
+    drift_quantile: float | None = 0.1
+    auto_window_s: float = 8.0
+    voice_mix: float = 0.7
+    learned_stereo: str = "mid"
 
     def __post_init__(self) -> None:
         check_number("max_reduction_db", self.max_reduction_db, low=0.1, high=200.0,
@@ -104,6 +134,16 @@ class SuppressionOptions:
                      allowed="a probability from 0 to 0.95")
         if self.track_noise not in (True, False):
             raise ParameterError(f"track_noise={self.track_noise!r} must be True or False")
+        if self.profiled_ceiling_db is not None:
+            check_number("profiled_ceiling_db", self.profiled_ceiling_db, low=0.0, high=60.0,
+                         allowed="None or a number of dB from 0 to 60")
+        if self.drift_quantile is not None:
+            check_number("drift_quantile", self.drift_quantile, low=0.001, high=0.999,
+                         allowed="None or a quantile in (0, 1)")
+        check_number("auto_window_s", self.auto_window_s, low=0.2, high=60.0, allowed="a number of seconds from 0.2 to 60")
+        check_number("voice_mix", self.voice_mix, low=0.0, high=1.0, allowed="a number from 0 to 1")
+        if self.learned_stereo not in ("mid", "each"):
+            raise ParameterError(f"learned_stereo={self.learned_stereo!r} must be 'mid' or 'each'")
 
     @classmethod
     def from_options(cls, method: str, options: dict[str, Any]) -> SuppressionOptions:
@@ -210,10 +250,12 @@ class GainComputer:
                     if profile.mode == "auto"
                     else noise_module.PROFILED_NOISE_UPDATE_SECONDS
                 ),
+                window_seconds=options.auto_window_s if profile.mode == "auto" else noise_module.MIN_WINDOW_SECONDS,
             )
             if track and method != "seed"
             else None
         )
+        self._ceiling = self._noise_ceiling(profile, options)
         self._prior = np.zeros(profile.power.shape, np.float32)
         self._kernel = _triangle_kernel(
             options.freq_smoothing_hz * profile.n_fft / profile.sample_rate
@@ -227,6 +269,40 @@ class GainComputer:
         )
         self._time_smoothing_state: np.ndarray | None = None
 
+    @staticmethod
+    def _noise_ceiling(profile: NoiseProfile, options: SuppressionOptions) -> np.ndarray | None:
+        """The most the tracked noise may be above a measured profile (before drift), per channel and bin; None: no bound.
+
+        Bins of steady tones from a separate recording stay free: those have no
+        phase yet, the canceller needs seconds to lock on, and until then what
+        it leaves in their bins is known noise the tracker must follow.
+        """
+        if profile.mode == "auto" or options.profiled_ceiling_db is None:
+            return None
+        ceiling = (profile.power * np.float32(10 ** (options.profiled_ceiling_db / 10)))[:, np.newaxis, :]
+        if profile.tones.size and not profile.tone_amplitudes.any():
+            centre = np.rint(np.asarray(profile.tones) * profile.n_fft / profile.sample_rate).astype(int)
+            near = (centre[:, np.newaxis] + np.arange(-TONE_BINS, TONE_BINS + 1)).ravel()
+            ceiling = ceiling.copy()
+            ceiling[..., near[(near >= 0) & (near < profile.bins)]] = np.inf
+        return ceiling
+
+    def _bounded(self, noise: np.ndarray) -> np.ndarray:
+        """The tracked noise kept under the ceiling, which rises with the frame's broadband drift."""
+        ceiling = self._ceiling
+        if self.options.drift_quantile is not None:
+            reference = np.maximum(self.profile.power[:, np.newaxis, :], np.float32(1e-30))
+            drift = np.quantile(noise / reference, self.options.drift_quantile, axis=-1, keepdims=True)
+            ceiling = ceiling * np.maximum(drift, np.float32(1)).astype(np.float32)
+        return np.minimum(noise, ceiling, out=noise)
+
+    def push_samples(self, block: np.ndarray) -> None:
+        """The samples behind the next spectra (:class:`GainRule`); this rule needs the spectra only."""
+
+    def finish(self) -> np.ndarray:
+        """The gains still owed at the end (:class:`GainRule`): none, this rule answers every frame at once."""
+        return np.zeros((self.profile.channels, 0, self.profile.bins), np.float32)
+
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
             return np.zeros(spectra.shape, np.float32)
@@ -236,6 +312,8 @@ class GainComputer:
         power += spectra.imag * spectra.imag
         if self.tracker is not None:
             noise = self.tracker.update(power)
+            if self._ceiling is not None:
+                noise = self._bounded(noise)
         else:
             noise = np.broadcast_to(self.profile.power[:, np.newaxis, :], power.shape)
         noise = np.maximum(noise * self.scale, np.float32(1e-30))
@@ -328,3 +406,29 @@ class GainComputer:
                 gain.astype(np.float64), self._time_smoothing, self._time_smoothing_state, axis=1
             )
         return gain.astype(np.float32, copy=False)
+
+
+class GainRule(Protocol):
+    """A stream's gain rule, as the subtract and inverse engines drive it.
+
+    For each block: :meth:`push_samples` with its samples (tones already
+    cancelled), then the call with the spectra it completes, which returns
+    the gains of the frames the rule can finish (a rule that looks ahead
+    returns fewer, or none); at the end :meth:`finish` returns the rest. All
+    together: one gain per frame, in order.
+    """
+
+    def push_samples(self, block: np.ndarray) -> None: ...
+
+    def __call__(self, spectra: np.ndarray) -> np.ndarray: ...
+
+    def finish(self) -> np.ndarray: ...
+
+
+def rule_for(profile: NoiseProfile, method: str, options: SuppressionOptions) -> GainRule:
+    """The gain rule of one stream for `method` (checked): :class:`GainComputer`, or the learned one."""
+    if method in LEARNED_METHODS:
+        from destatic.dsp.learned import LearnedGainComputer
+
+        return LearnedGainComputer(profile, method, options)
+    return GainComputer(profile, method, options)

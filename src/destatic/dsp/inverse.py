@@ -15,6 +15,7 @@ import numpy as np
 
 from destatic.dsp._audio import check_sample_rate, checked_blocks
 from destatic.dsp.framing import adder, checked_profile, group_rows, splitter, tone_canceller
+from destatic.dsp.gains import GainRule
 from destatic.dsp.parallel import run_channel_groups, split_stream
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameCounter
@@ -26,7 +27,7 @@ __all__ = ["apply_gains", "apply_gains_by_group", "filter_blocks"]
 def filter_blocks(
     blocks: Iterable[np.ndarray],
     profile: NoiseProfile,
-    make_rule: Callable[[NoiseProfile, int], Callable[[np.ndarray], np.ndarray]],
+    make_rule: Callable[[NoiseProfile, int], GainRule],
     *,
     residue: bool,
 ) -> Iterator[np.ndarray]:
@@ -34,11 +35,13 @@ def filter_blocks(
 
     The blocks and the profile are checked already (checked blocks, and the
     profile's rows for these channels). ``make_rule(profile, channels)`` is
-    called once the first block shows the channel count; the rule maps
-    spectra (channels, frames, bins) to their gains.
+    called once the first block shows the channel count; the rule
+    (:class:`~destatic.dsp.gains.GainRule`) gives the gains of the spectra,
+    possibly later (the learned rules look ahead): spectra wait until theirs come.
     """
     framer = None
     removed_tones: _Queue | None = None
+    waiting = _Queue(axis=1)
     for block in blocks:
         if framer is None:
             channels = block.shape[1]
@@ -52,16 +55,21 @@ def filter_blocks(
             block, tones = canceller.process(block)
             if removed_tones is not None:
                 removed_tones.put(tones)
+        rule.push_samples(block)
         spectra = framer.push(block)
         if spectra.shape[1]:
-            out = overlap.push(_apply(spectra, rule(spectra), residue))
+            waiting.put(spectra)
+            gains = rule(spectra)
+            out = overlap.push(_apply(waiting.take(gains.shape[1]), gains, residue))
             if out.shape[0]:
                 yield out if removed_tones is None else out + removed_tones.take(out.shape[0])
     if framer is None:
         return
     spectra = framer.finish()
+    waiting.put(spectra)
+    gains = np.concatenate([rule(spectra), rule.finish()], axis=1)
     overlap.limit = framer.n_samples
-    out = overlap.push(_apply(spectra, rule(spectra), residue))
+    out = overlap.push(_apply(waiting.take(gains.shape[1]), gains, residue))
     tail = overlap.finish()
     final = np.concatenate([out, tail]) if tail.shape[0] else out
     if final.shape[0]:
@@ -280,7 +288,20 @@ def apply_to_channels(
             pending.put(gains)
             yield block
 
-    def stored_gains(profile: NoiseProfile, channels: int) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda spectra: pending.take(spectra.shape[1])
+    yield from filter_blocks(blocks(), profile, lambda profile, channels: _StoredGains(pending, profile, channels), residue=residue)
 
-    yield from filter_blocks(blocks(), profile, stored_gains, residue=residue)
+
+class _StoredGains:
+    """The gain rule of stored gains (:class:`~destatic.dsp.gains.GainRule`): each frame's, as it comes."""
+
+    def __init__(self, pending: _Queue, profile: NoiseProfile, channels: int):
+        self._pending, self._empty = pending, np.zeros((channels, 0, profile.bins), np.float32)
+
+    def push_samples(self, block: np.ndarray) -> None:
+        """Stored gains need no samples."""
+
+    def __call__(self, spectra: np.ndarray) -> np.ndarray:
+        return self._pending.take(spectra.shape[1])
+
+    def finish(self) -> np.ndarray:
+        return self._empty

