@@ -34,6 +34,11 @@ READ_BLOCK = 1 << 16
 EXTRACT_FRAME_SAMPLES = 16384
 """Samples per frame ffmpeg passes from the decoder to the WAV writer when extracting."""
 
+GAP_FILL_S = 0.1
+"""Extraction fills a gap in the audio's timestamps longer than this (s) with silence, and drops
+audio that overlaps the previous by as much. Shorter differences are left alone: Vorbis in Matroska
+has frames whose millisecond timestamps stray from their samples by up to 10 ms, either way."""
+
 
 @dataclass(frozen=True)
 class AudioTrack:
@@ -108,10 +113,14 @@ def select_audio_stream(info: MediaInfo, stream: int | None) -> StreamInfo:
 def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str, *, stream: int | None = None) -> AudioTrack:
     """Decode one audio stream of `path` to a float32 WAV at its native rate and channel count.
 
-    No resampling, no mixing, no trimming: the WAV holds exactly the samples
-    the decoder produces (container edit lists and encoder priming applied, as
-    any player would). The stream's start offset is returned, not written, so
-    that :func:`destatic.media.remux` can put the cleaned audio back in sync.
+    No resampling, no mixing: the WAV holds exactly the samples the decoder
+    produces (container edit lists and encoder priming applied, as any player
+    would), laid on the stream's timeline: where its timestamps leave a gap of
+    more than :data:`GAP_FILL_S` (a first packet that lasts 0.18 s instead of
+    0.02, dropped packets), silence fills it, and where they overlap by as
+    much, the overlap is dropped, so that every sample is where a player plays
+    it. The stream's start offset is returned, not written, so that
+    :func:`destatic.media.remux` can put the cleaned audio back in sync.
     `dest_wav` is written atomically.
 
     Parameters
@@ -145,9 +154,10 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
             *_ffmpeg.input_args(path),
             "-map", f"0:{chosen.index}",
             "-map_metadata", "-1", "-map_chapters", "-1",
-            # ffmpeg's threads hand over every frame: 1024-sample frames made
-            # half of an extraction's CPU time system time. Same bytes.
-            "-af", f"asetnsamples=n={EXTRACT_FRAME_SAMPLES}:p=0",
+            # Fill timestamp gaps (never stretch: async=1 pads and trims only). ffmpeg's
+            # threads hand over every frame: 1024-sample frames made half of an
+            # extraction's CPU time system time. Same bytes.
+            "-af", f"aresample=async=1:min_hard_comp={GAP_FILL_S},asetnsamples=n={EXTRACT_FRAME_SAMPLES}:p=0",
             "-c:a", "pcm_f32le", "-rf64", "auto",
             *_ffmpeg.output_args(partial, muxer="wav"),
         ]
