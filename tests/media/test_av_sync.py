@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 
 import av_sync_checks as av
@@ -17,6 +18,42 @@ from destatic import media
 from media_checks import ffmpeg
 
 MAX_LAG_S = 0.001
+
+
+def remuxed_lag(source: Path, folder: Path, **options: object) -> float:
+    """Seconds by which `source`'s own audio, extracted and remuxed, plays late against its video."""
+    track = media.extract_audio(source, folder / "audio.wav")
+    output = media.remux(source, track.path, folder / f"out{source.suffix}", **options)
+    return av.audio_lag(source, output)
+
+
+def test_vcd_style_mpeg_ps_with_mp2(tmp_path: Path) -> None:
+    """The issue's file: mpeg1video 360x288 25 fps, mp2 44.1 kHz stereo 224 kb/s, 3 s, as ffmpeg writes it.
+
+    ffmpeg starts the mp2 stream 481 samples (its encoder delay) before the
+    video; remux came back with the audio those 10.9 ms late.
+    """
+    wav = tmp_path / "signal.wav"
+    sf.write(wav, av.noise_signal(44100, 2, 3 * 44100 + 331, seed=16), 44100, subtype="FLOAT")
+    source = tmp_path / "vcd.mpg"
+    ffmpeg(
+        "-f", "lavfi", "-i", "testsrc=size=360x288:rate=25:duration=3", "-i", wav,
+        "-c:v", "mpeg1video", "-b:v", "1150k", "-c:a", "mp2", "-b:a", "224k", source,
+    )
+    info = media.probe(source)
+    assert info.default_audio_stream.start_time < info.video_streams[0].start_time  # the case that went wrong
+    lag = remuxed_lag(source, tmp_path)
+    assert abs(lag) <= MAX_LAG_S, f"audio {lag * 1000:+.2f} ms against the video"
+
+
+def test_first_sample_time_is_after_pre_skip(tmp_path: Path) -> None:
+    """Opus in mp4: the first packet starts 312 samples (its pre-skip) before the first sample played."""
+    source = av.make_source(av.Case(".mp4", "opus", 48000, 2, 517, 0.137), tmp_path)
+    audio = media.probe(source).default_audio_stream
+    assert audio.start_time == pytest.approx(0.137 - 312 / 48000, abs=2e-6)
+    assert media.first_sample_time(source, audio) == pytest.approx(0.137, abs=2e-6)
+    track = media.extract_audio(source, tmp_path / "audio.wav")
+    assert track.start_time == track.offset == pytest.approx(0.137, abs=2e-6)
 
 
 def test_timestamp_gap_is_filled_with_silence(tmp_path: Path) -> None:

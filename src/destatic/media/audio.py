@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ __all__ = [
     "AudioTrack",
     "export_audio",
     "extract_audio",
+    "first_sample_time",
     "read_audio",
     "select_audio_stream",
     "wav_blocks",
@@ -55,8 +57,8 @@ class AudioTrack:
     frames : int
         Samples per channel, exactly as decoded.
     start_time : float
-        Seconds at which the stream starts in its container's timeline (see
-        :attr:`StreamInfo.start_time`); the WAV itself has no timestamps.
+        Seconds on the container's timeline at which the WAV's first sample
+        plays (see :func:`first_sample_time`); the WAV itself has no timestamps.
     offset : float
         ``start_time`` minus the container's start: where the audio sits
         relative to the file's first timestamp, which is what A/V sync needs.
@@ -119,7 +121,7 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
     more than :data:`GAP_FILL_S` (a first packet that lasts 0.18 s instead of
     0.02, dropped packets), silence fills it, and where they overlap by as
     much, the overlap is dropped, so that every sample is where a player plays
-    it. The stream's start offset is returned, not written, so that
+    it. When the first sample plays is returned, not written, so that
     :func:`destatic.media.remux` can put the cleaned audio back in sync.
     `dest_wav` is written atomically.
 
@@ -166,17 +168,63 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
         decoded = wav_info(partial)
         if decoded.frames == 0:
             raise BadInputError(path, f"audio stream {chosen.index} decodes to no samples (empty audio)")
+    start_time = first_sample_time(path, chosen)
     return AudioTrack(
         path=Path(dest_wav),
         sample_rate=decoded.samplerate,
         channels=decoded.channels,
         frames=decoded.frames,
-        start_time=chosen.start_time,
-        offset=chosen.start_time - info.start_time,
+        start_time=start_time,
+        offset=start_time - info.start_time,
         codec=chosen.codec,
         stream=chosen.index,
         source=info,
     )
+
+
+_FIRST_FRAME = re.compile(r"\] n:0 pts:(-?\d+) ")
+
+
+def first_sample_time(path: os.PathLike[str] | str, stream: StreamInfo) -> float:
+    """Seconds on `path`'s timeline at which the first decoded sample of `stream` plays.
+
+    The timestamp of the decoder's first frame, with the file's timestamps
+    kept as they are (``-copyts``): after edit lists, encoder priming and Opus
+    pre-skip, that is where the samples :func:`extract_audio` writes begin.
+    It can differ from :attr:`StreamInfo.start_time`, the first packet's
+    timestamp (an Opus stream in mp4 starts its 312 samples of pre-skip
+    earlier). Falls back to that when the frame has no timestamp.
+
+    Parameters
+    ----------
+    path : path-like
+        A video or audio file.
+    stream : StreamInfo
+        One of its audio streams.
+
+    Returns
+    -------
+    float
+        Seconds, on the same timeline as :attr:`MediaInfo.start_time`.
+
+    Raises
+    ------
+    destatic.errors.BadInputError
+        ffmpeg cannot decode the stream.
+    destatic.errors.TransientError
+        ffmpeg killed or an I/O error.
+    """
+    args = [
+        *_ffmpeg.base_args(loglevel="info"),
+        "-copyts",
+        *_ffmpeg.input_args(path),
+        "-map", f"0:{stream.index}",
+        "-af", "asettb=1/1000000,ashowinfo",
+        "-frames:a", "1", "-f", "null", "-",
+    ]
+    done = _ffmpeg.run(args, source=path)
+    found = _FIRST_FRAME.search(_ffmpeg.decode_text(done.stderr))
+    return int(found.group(1)) / 1_000_000 if found else stream.start_time
 
 
 def wav_info(path: os.PathLike[str] | str) -> sf._SoundFileInfo:

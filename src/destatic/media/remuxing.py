@@ -9,7 +9,7 @@ from pathlib import Path
 from destatic.errors import ParameterError
 from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
-from destatic.media.audio import segment_encoded_aac, select_audio_stream
+from destatic.media.audio import first_sample_time, segment_encoded_aac, select_audio_stream
 from destatic.media.probe import MediaInfo, StreamInfo, probe
 
 __all__ = ["MUXERS", "choose_audio_codec", "remux"]
@@ -109,6 +109,19 @@ def _video_encoder_args(muxer: str, index: int) -> list[str]:
     return [f"-c:{index}", "libx264", f"-crf:{index}", "16", f"-preset:{index}", "medium"]
 
 
+def _timeline_args(start_time: float) -> list[str]:
+    """Input arguments that put the original's timestamps on a timeline starting at its container's start.
+
+    ffmpeg would otherwise subtract the start of the streams it reads from
+    the file, which is later than the container's start when the replaced
+    audio is the first stream (an mp2 or AC-3 stream whose encoder delay
+    starts it before the video): every copied stream would move earlier,
+    and the cleaned audio, placed at its offset from the container's start,
+    would play late against them by the difference.
+    """
+    return ["-copyts", "-itsoffset", f"{-start_time:.6f}"]
+
+
 def _timing_args(muxer: str, start_time: float) -> list[str]:
     """MPEG-PS: start where the original started (the muxer would otherwise add 0.5 s of preload)."""
     if muxer != "mpeg":
@@ -139,8 +152,9 @@ def remux(
 
     Every other stream (video, other audio tracks, subtitles, data, cover art)
     is copied packet for packet, in the same order, with container metadata,
-    stream tags, dispositions and chapters. The cleaned audio is placed at the
-    replaced stream's start offset, so A/V sync is kept, and encoded in the
+    stream tags, dispositions and chapters. The cleaned audio's first sample
+    plays where the replaced stream's first sample played (see
+    :func:`destatic.media.first_sample_time`), so A/V sync is kept. It is encoded in the
     original's codec when the container takes it and destatic can encode it
     (else the container's usual codec: aac in mp4/mov, opus in webm, mp2 in
     mpg, mp3 in avi, flac in mkv), at a bitrate no lower than the original's.
@@ -201,7 +215,7 @@ def remux(
     cleaned_audio = select_audio_stream(cleaned, None)
     codec = choose_audio_codec(muxer, replaced, requested=audio_codec)
     bitrate = _bitrate(codec, replaced, audio_bitrate)
-    offset = replaced.start_time - info.start_time
+    offset = first_sample_time(original, replaced) - info.start_time
 
     aac = (
         segment_encoded_aac(cleaned_wav, cleaned, cleaned_audio, output, muxer=muxer, bitrate=bitrate, n_jobs=n_jobs)
@@ -231,12 +245,14 @@ def remux(
                     codecs += _video_encoder_args(muxer, out_index)
             # An explicit per-stream mapping turns off ffmpeg's automatic one, so map every stream's tags.
             codecs += [f"-map_metadata:s:{out_index}", f"0:s:{source.index}"]
-        audio_input = _ffmpeg.input_args(spliced.path) if spliced is not None else [
-            "-itsoffset", f"{offset:.9f}", *_ffmpeg.input_args(cleaned_wav),
-        ]
+        if spliced is not None:
+            audio_input = _ffmpeg.input_args(spliced.path)
+        else:
+            audio_input = ["-itsoffset", f"{offset:.9f}", *_ffmpeg.input_args(cleaned_wav)]
         with atomic_output(output) as partial:
             args = [
                 *_ffmpeg.base_args(),
+                *_timeline_args(info.start_time),
                 *_ffmpeg.input_args(original),
                 *audio_input,
                 *maps,
