@@ -15,6 +15,7 @@ import soundfile as sf
 
 import av_sync_checks as av
 from destatic import media
+from destatic.media.remuxing import _ENCODERS, encoder_delay
 from media_checks import ffmpeg
 
 MAX_LAG_S = 0.001
@@ -54,6 +55,14 @@ def test_first_sample_time_is_after_pre_skip(tmp_path: Path) -> None:
     assert media.first_sample_time(source, audio) == pytest.approx(0.137, abs=2e-6)
     track = media.extract_audio(source, tmp_path / "audio.wav")
     assert track.start_time == track.offset == pytest.approx(0.137, abs=2e-6)
+
+
+@pytest.mark.parametrize(("codec", "delay"), [("mp2", 481), ("mp3", 1105), ("ac3", 256), ("aac", 1024)])
+def test_encoder_delay(codec: str, delay: int, tmp_path: Path) -> None:
+    wav = tmp_path / "signal.wav"
+    sf.write(wav, av.noise_signal(44100, 2, 44100, seed=1), 44100, subtype="FLOAT")
+    stream = media.probe(wav).streams[0]
+    assert encoder_delay(_ENCODERS[codec], wav, stream) == delay
 
 
 def test_timestamp_gap_is_filled_with_silence(tmp_path: Path) -> None:
