@@ -3,11 +3,15 @@
 The pipeline puts cleaned audio back with :func:`destatic.media.remux`; the
 denoiser is sample aligned, so remuxing the extracted audio itself must leave
 it in place against the video. Lags are measured as a player places the audio
-(see ``av_sync_checks``).
+(see ``av_sync_checks``). One file per codec and container by default; the
+whole grid (rates, channels, lengths, offsets) with ``-m slow``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +19,13 @@ import soundfile as sf
 
 import av_sync_checks as av
 from destatic import media
+from destatic.media import remuxing
 from destatic.media.remuxing import _ENCODERS, encoder_delay
 from media_checks import ffmpeg
 
 MAX_LAG_S = 0.001
+
+FAST = av.fast_grid()
 
 
 def remuxed_lag(source: Path, folder: Path, **options: object) -> float:
@@ -26,6 +33,21 @@ def remuxed_lag(source: Path, folder: Path, **options: object) -> float:
     track = media.extract_audio(source, folder / "audio.wav")
     output = media.remux(source, track.path, folder / f"out{source.suffix}", **options)
     return av.audio_lag(source, output)
+
+
+@pytest.mark.parametrize("case", FAST, ids=lambda case: case.name)
+def test_remuxed_audio_stays_in_sync(case: av.Case, tmp_path: Path) -> None:
+    source = av.make_source(case, tmp_path, seed=FAST.index(case))
+    lag = remuxed_lag(source, tmp_path)
+    assert abs(lag) <= MAX_LAG_S, f"{case.name}: audio {lag * 1000:+.2f} ms against the video"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [case for case in av.grid() if case not in FAST], ids=lambda case: case.name)
+def test_remuxed_audio_stays_in_sync_grid(case: av.Case, tmp_path: Path) -> None:
+    source = av.make_source(case, tmp_path, seed=zlib.crc32(case.name.encode()) % 1000)
+    lag = remuxed_lag(source, tmp_path)
+    assert abs(lag) <= MAX_LAG_S, f"{case.name}: audio {lag * 1000:+.2f} ms against the video"
 
 
 def test_vcd_style_mpeg_ps_with_mp2(tmp_path: Path) -> None:
@@ -45,6 +67,28 @@ def test_vcd_style_mpeg_ps_with_mp2(tmp_path: Path) -> None:
     assert info.default_audio_stream.start_time < info.video_streams[0].start_time  # the case that went wrong
     lag = remuxed_lag(source, tmp_path)
     assert abs(lag) <= MAX_LAG_S, f"audio {lag * 1000:+.2f} ms against the video"
+
+
+@pytest.mark.parametrize(
+    ("suffix", "offset"), [(".mp4", 0.0), (".mp4", 0.137), (".mov", -0.2), (".ts", 0.0), (".ts", -0.2), (".m4a", 0.0)]
+)
+def test_split_aac_encode_stays_in_sync(suffix: str, offset: float, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """AAC encoded by two processes and spliced (long enough for a split) keeps its place too."""
+    spliced = []
+    unspied = remuxing.segment_encoded_aac
+
+    @contextlib.contextmanager
+    def spy(*args: object, **kwargs: object) -> Iterator[object]:
+        with unspied(*args, **kwargs) as result:
+            spliced.append(result)
+            yield result
+
+    monkeypatch.setattr(remuxing, "segment_encoded_aac", spy)
+    case = av.Case(suffix, "aac", 44100, 2, 517, offset, seconds=5)
+    source = av.make_source(case, tmp_path)
+    lag = remuxed_lag(source, tmp_path, n_jobs=2)
+    assert spliced[0] is not None and spliced[0].splices, "the encode was not split"
+    assert abs(lag) <= MAX_LAG_S, f"{case.name}: audio {lag * 1000:+.2f} ms against the video"
 
 
 def test_first_sample_time_is_after_pre_skip(tmp_path: Path) -> None:
@@ -83,4 +127,3 @@ def test_timestamp_gap_is_filled_with_silence(tmp_path: Path) -> None:
     output = media.remux(source, track.path, tmp_path / "out.mp4")
     lag = av.audio_lag(source, output)
     assert abs(lag) <= MAX_LAG_S, f"audio {lag * 1000:+.2f} ms against the video"
-
