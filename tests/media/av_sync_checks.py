@@ -26,7 +26,7 @@ import soundfile as sf
 
 from media_checks import decode_frames, ffmpeg_bin
 
-MAX_LAG_S = 0.2
+MAX_LAG_S = 0.5
 """Widest lag searched, either way."""
 
 LEAD_S = 1.0
