@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -153,6 +152,7 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
     with atomic_output(dest_wav) as partial:
         args = [
             *_ffmpeg.base_args(loglevel="warning"),
+            "-copyts",  # the first frame's timestamp as the file has it; the WAV has none
             *_ffmpeg.input_args(path),
             "-map", f"0:{chosen.index}",
             "-map_metadata", "-1", "-map_chapters", "-1",
@@ -162,13 +162,14 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
             "-af", f"aresample=async=1:min_hard_comp={GAP_FILL_S},asetnsamples=n={EXTRACT_FRAME_SAMPLES}:p=0",
             "-c:a", "pcm_f32le", "-rf64", "auto",
             *_ffmpeg.output_args(partial, muxer="wav"),
+            *_first_frame_output(chosen.index),
         ]
         done = _ffmpeg.run(args, source=path)
         _reject_partial_decode(_ffmpeg.decode_text(done.stderr), path)
         decoded = wav_info(partial)
         if decoded.frames == 0:
             raise BadInputError(path, f"audio stream {chosen.index} decodes to no samples (empty audio)")
-    start_time = first_sample_time(path, chosen)
+    start_time = _first_frame_time(done.stdout, chosen)
     return AudioTrack(
         path=Path(dest_wav),
         sample_rate=decoded.samplerate,
@@ -182,18 +183,16 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
     )
 
 
-_FIRST_FRAME = re.compile(r"\] n:0 pts:(-?\d+) ")
-
-
 def first_sample_time(path: os.PathLike[str] | str, stream: StreamInfo) -> float:
     """Seconds on `path`'s timeline at which the first decoded sample of `stream` plays.
 
     The timestamp of the decoder's first frame, with the file's timestamps
     kept as they are (``-copyts``): after edit lists, encoder priming and Opus
-    pre-skip, that is where the samples :func:`extract_audio` writes begin.
-    It can differ from :attr:`StreamInfo.start_time`, the first packet's
-    timestamp (an Opus stream in mp4 starts its 312 samples of pre-skip
-    earlier). Falls back to that when the frame has no timestamp.
+    pre-skip, that is where the samples :func:`extract_audio` writes begin
+    (which reads it in the same way, as it decodes). It can differ from
+    :attr:`StreamInfo.start_time`, the first packet's timestamp (an Opus
+    stream in mp4 starts its 312 samples of pre-skip earlier). Falls back to
+    that when the frame has no timestamp.
 
     Parameters
     ----------
@@ -214,17 +213,21 @@ def first_sample_time(path: os.PathLike[str] | str, stream: StreamInfo) -> float
     destatic.errors.TransientError
         ffmpeg killed or an I/O error.
     """
-    args = [
-        *_ffmpeg.base_args(loglevel="info"),
-        "-copyts",
-        *_ffmpeg.input_args(path),
-        "-map", f"0:{stream.index}",
-        "-af", "asettb=1/1000000,ashowinfo",
-        "-frames:a", "1", "-f", "null", "-",
+    args = [*_ffmpeg.base_args(), "-copyts", *_ffmpeg.input_args(path), *_first_frame_output(stream.index)]
+    return _first_frame_time(_ffmpeg.run(args, source=path).stdout, stream)
+
+
+def _first_frame_output(index: int) -> list[str]:
+    """Output arguments that write the first decoded frame of stream `index`, timestamp and all, as text to stdout."""
+    return [
+        "-map", f"0:{index}", "-frames:a", "1", "-c:a", "pcm_f32le",
+        "-protocol_whitelist", "pipe", "-f", "framecrc", "pipe:1",
     ]
-    done = _ffmpeg.run(args, source=path)
-    found = _FIRST_FRAME.search(_ffmpeg.decode_text(done.stderr))
-    return int(found.group(1)) / 1_000_000 if found else stream.start_time
+
+
+def _first_frame_time(stdout: bytes, stream: StreamInfo) -> float:
+    seconds = _ffmpeg.first_packet_seconds(_ffmpeg.decode_text(stdout))
+    return stream.start_time if seconds is None else seconds
 
 
 def wav_info(path: os.PathLike[str] | str) -> sf._SoundFileInfo:

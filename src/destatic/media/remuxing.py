@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from pathlib import Path
 
 from destatic.errors import ParameterError
@@ -113,22 +112,16 @@ def encoder_delay(encoder: str, wav: os.PathLike[str] | str, stream: StreamInfo)
     """
     key = (encoder, stream.sample_rate or 0, stream.channels or 0)
     if key not in _DELAYS:
-        args = [*_ffmpeg.base_args(), *_ffmpeg.input_args(wav), "-map", f"0:{stream.index}", "-t", "0.1", "-c:a", encoder, "-f", "framecrc", "-"]
-        _DELAYS[key] = _first_packet_delay(_ffmpeg.decode_text(_ffmpeg.run(args, source=wav).stdout), key[1])
+        args = [
+            *_ffmpeg.base_args(), *_ffmpeg.input_args(wav), "-map", f"0:{stream.index}", "-t", "0.1",
+            "-c:a", encoder, "-protocol_whitelist", "pipe", "-f", "framecrc", "pipe:1",
+        ]
+        seconds = _ffmpeg.first_packet_seconds(_ffmpeg.decode_text(_ffmpeg.run(args, source=wav).stdout))
+        _DELAYS[key] = max(round(-(seconds or 0.0) * key[1]), 0)
     return _DELAYS[key]
 
 
 _DELAYS: dict[tuple[str, int, int], int] = {}
-
-
-def _first_packet_delay(framecrc: str, sample_rate: int) -> int:
-    """Samples before zero at which the first packet of stream 0 in ffmpeg's framecrc text starts (0 if none)."""
-    lines = framecrc.splitlines()
-    base = next((m for line in lines if (m := re.fullmatch(r"#tb 0: (\d+)/(\d+)", line.strip()))), None)
-    first = next((line.split(",") for line in lines if line.startswith("0,")), None)
-    if base is None or first is None:
-        return 0
-    return max(-int(first[2]) * int(base.group(1)) * sample_rate // int(base.group(2)), 0)
 
 
 def _priming_args(muxer: str, codec: str, wav: os.PathLike[str] | str, cleaned: MediaInfo, index: int) -> list[str]:
