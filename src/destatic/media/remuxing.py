@@ -207,6 +207,7 @@ def remux(
     reencode_video: bool = False,
     n_jobs: int | None = None,
     original_info: MediaInfo | None = None,
+    offset_s: float | None = None,
 ) -> Path:
     """Write `original` with one audio stream replaced by `cleaned_wav`, atomically.
 
@@ -248,6 +249,10 @@ def remux(
     original_info : MediaInfo or None
         :func:`probe` of `original`, when the caller has it already (as
         :attr:`AudioTrack.source`); None probes it here.
+    offset_s : float or None
+        Where the replaced stream's first sample plays, seconds after the
+        container's start, when the caller knows it (as :attr:`AudioTrack.offset`);
+        None reads it from `original` (:func:`destatic.media.first_sample_time`).
 
     Returns
     -------
@@ -277,7 +282,7 @@ def remux(
     cleaned_audio = select_audio_stream(cleaned, None)
     codec = choose_audio_codec(muxer, replaced, requested=audio_codec)
     bitrate = _bitrate(codec, replaced, audio_bitrate)
-    offset = first_sample_time(original, replaced) - info.start_time
+    offset = offset_s if offset_s is not None else first_sample_time(original, replaced) - info.start_time
 
     aac = (
         segment_encoded_aac(cleaned_wav, cleaned, cleaned_audio, output, muxer=muxer, bitrate=bitrate, n_jobs=n_jobs)
