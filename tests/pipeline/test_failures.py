@@ -83,7 +83,7 @@ def test_environment_failure_leaves_the_file_in_the_inbox_until_the_last_attempt
     record = failure_record(inbox, Path("sub/talk.wav"))
     assert record is not None and (record.failures, record.step) == (1, "extract") and "SIGKILL" in record.reason
     assert failure_record(inbox, Path("empty.wav")) is None
-    (run,) = [run for run in denoise_runs(inbox / CLAIM_DIR, under=True) if run.parameters["path"].endswith("talk.wav")]
+    (run,) = [run for run in denoise_runs(inbox / CLAIM_DIR, under=True) if run.name == "denoise-talk.wav"]
     assert run.state.is_failed() and "killed by signal SIGKILL" in run.state.message
     (extract,) = task_runs(run.id)["extract_audio"]
     assert extract.run_count == 2, "the step is still retried within the run"

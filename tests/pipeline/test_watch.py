@@ -128,7 +128,7 @@ def test_two_watchers_process_each_file_exactly_once(make_settings, denoise_runs
     claimed = settings.paths.inbox / ".processing"
     runs = denoise_runs(claimed, under=True)
     assert len(runs) == len(names), [run.parameters for run in runs]
-    assert sorted(Path(run.parameters["path"]).name for run in runs) == names
+    assert sorted(run.name.removeprefix("denoise-") for run in runs) == names
 
 
 def test_partials_of_a_killed_process_are_deleted_and_others_kept(tmp_path: Path) -> None:

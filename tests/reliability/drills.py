@@ -226,7 +226,7 @@ def two_watchers(root: Path, *, files: int = 10, bad: int = 2) -> ConcurrencyFig
     seconds = round(time.perf_counter() - started, 1)
     runs: dict[str, int] = {}
     for run in flow_runs_under(settings.paths.inbox / ".processing", since=started_at):
-        name = Path(run.parameters["path"]).name
+        name = run.name.removeprefix("denoise-")
         runs[name] = runs.get(name, 0) + 1
     return ConcurrencyFigures(files + bad, codes, seconds, runs, judge(settings, hashes))
 
