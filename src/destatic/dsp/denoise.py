@@ -80,12 +80,11 @@ def _denoise_channels(
     residue: bool,
 ) -> Iterator[np.ndarray]:
     """:func:`denoise_stream` with a known profile and checked arguments, in this process."""
-    yield from filter_blocks(
-        blocks,
-        profile,
-        lambda profile, _channels: GainComputer(profile, method, options),
-        residue=residue,
-    )
+    def weigher(profile: NoiseProfile, _channels: int) -> Callable[[np.ndarray], np.ndarray]:
+        rule = GainComputer(profile, method, options)
+        return lambda spectra: rule.weigh(spectra, residue=residue)
+
+    yield from filter_blocks(blocks, profile, weigher, residue=residue)
 
 
 def _with_lookahead_profile(

@@ -26,16 +26,17 @@ __all__ = ["apply_gains", "apply_gains_by_group", "filter_blocks"]
 def filter_blocks(
     blocks: Iterable[np.ndarray],
     profile: NoiseProfile,
-    make_rule: Callable[[NoiseProfile, int], Callable[[np.ndarray], np.ndarray]],
+    make_weigher: Callable[[NoiseProfile, int], Callable[[np.ndarray], np.ndarray]],
     *,
     residue: bool,
 ) -> Iterator[np.ndarray]:
     """STFT the blocks, multiply each frame by its gains, overlap-add back to exact length.
 
     The blocks and the profile are checked already (checked blocks, and the
-    profile's rows for these channels). ``make_rule(profile, channels)`` is
-    called once the first block shows the channel count; the rule maps
-    spectra (channels, frames, bins) to their gains.
+    profile's rows for these channels). ``make_weigher(profile, channels)``
+    is called once the first block shows the channel count; the weigher maps
+    spectra (channels, frames, bins) to the spectra times their gains (one
+    minus them if ``residue``), in place if it likes.
     """
     framer = None
     removed_tones: _Queue | None = None
@@ -44,7 +45,7 @@ def filter_blocks(
             channels = block.shape[1]
             framer = splitter(profile, channels)
             overlap = adder(profile, channels)
-            rule = make_rule(profile, channels)
+            weigh = make_weigher(profile, channels)
             canceller = tone_canceller(profile)
             if canceller is not None and residue:
                 removed_tones = _Queue(axis=0)
@@ -54,14 +55,14 @@ def filter_blocks(
                 removed_tones.put(tones)
         spectra = framer.push(block)
         if spectra.shape[1]:
-            out = overlap.push(_apply(spectra, rule(spectra), residue))
+            out = overlap.push(weigh(spectra))
             if out.shape[0]:
                 yield out if removed_tones is None else out + removed_tones.take(out.shape[0])
     if framer is None:
         return
     spectra = framer.finish()
     overlap.limit = framer.n_samples
-    out = overlap.push(_apply(spectra, rule(spectra), residue))
+    out = overlap.push(weigh(spectra))
     tail = overlap.finish()
     final = np.concatenate([out, tail]) if tail.shape[0] else out
     if final.shape[0]:
@@ -142,8 +143,9 @@ class _GainReader:
 
 
 def _apply(spectra: np.ndarray, gains: np.ndarray, residue: bool) -> np.ndarray:
+    """``spectra`` (complex64) times ``gains`` (one minus them for the residue), in place."""
     gains = gains.astype(np.float32, copy=False)
-    return spectra * ((1 - gains) if residue else gains)
+    return np.multiply(spectra, (1 - gains) if residue else gains, out=spectra)
 
 
 def apply_gains(
@@ -281,6 +283,6 @@ def apply_to_channels(
             yield block
 
     def stored_gains(profile: NoiseProfile, channels: int) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda spectra: pending.take(spectra.shape[1])
+        return lambda spectra: _apply(spectra, pending.take(spectra.shape[1]), residue)
 
     yield from filter_blocks(blocks(), profile, stored_gains, residue=residue)
