@@ -303,17 +303,19 @@ def smooth_bins_into(power, out):
 
 
 @_compiled
-def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothing, threshold, keep, subwindow, noise):
-    """One frame of the noise tracker (MCRA over minimum statistics) for one channel; ``noise`` gets the estimate.
+def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothing, threshold, keep, subwindow, scale, noise):
+    """One frame of the noise tracker (MCRA over minimum statistics) for one channel; ``noise`` gets the estimate times ``scale``.
 
     ``state`` (4, bins): the power smoothed over time, the running minimum of
     the current sub-window, the minimum of the ring of finished sub-window
     minima, the noise estimate; ``counters``: the ring position and the
     frames of the current sub-window. Where the smoothed power stays within
     ``threshold`` of the minimum (speech absent) the estimate moves towards
-    the frame's power by ``1 - keep``; it never exceeds ``ceiling``.
+    the frame's power by ``1 - keep``; it never exceeds ``ceiling``. What
+    ``noise`` gets is floored at 1e-30 (the gain rules divide by it).
     """
     one = np.float32(1.0)
+    smallest = np.float32(1e-30)
     fresh_weight = one - smoothing
     keep_fresh = one - keep
     smoothed = state[0]
@@ -329,7 +331,7 @@ def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothin
         smoothed[b] = current
         sub_minimum[b] = running
         estimate[b] = value
-        noise[b] = value
+        noise[b] = max(value * scale, smallest)
     counters[1] += 1
     if counters[1] == subwindow:
         ring[counters[0]] = sub_minimum
@@ -354,7 +356,7 @@ def track_noise(power, state, ring, counters, ceiling, smoothing, threshold, kee
         for f in range(n_frames):
             smooth_bins_into(power[c, f], smoothed_power)
             _track_frame(power[c, f], smoothed_power, state[c], ring[c], counters, ceiling[c],
-                         smoothing, threshold, keep, subwindow, noise[c, f])
+                         smoothing, threshold, keep, subwindow, np.float32(1.0), noise[c, f])
 
 
 @_compiled
@@ -462,16 +464,16 @@ def suppression_gains(
     one = np.float32(1.0)
     scale = constants[0]
     floor = constants[1]
-    noise_floor = np.float32(1e-30)
     power = np.empty(bins, np.float32)
     smoothed_power = np.empty(bins, np.float32)
-    noise = np.empty(bins, np.float32)
+    tracked = np.empty(bins, np.float32)
     gain = np.empty(bins, np.float32)
     wiener = np.empty(bins, np.float32)
     v = np.empty(bins, np.float32)
     padded = np.empty(bins + kernel.shape[0], np.float32)
     start_counters = counters.copy()
     fresh_part = 1.0 - time_smoothing
+    plain = kernel.shape[0] == 0 and time_smoothing == 0.0
     for c in range(channels):
         counters[:] = start_counters
         for f in range(n_frames):
@@ -482,20 +484,20 @@ def suppression_gains(
             if track:
                 smooth_bins_into(power, smoothed_power)
                 _track_frame(power, smoothed_power, state[c], ring[c], counters, ceiling[c],
-                             constants[8], constants[9], constants[10], subwindow, noise)
-                for b in range(bins):
-                    noise[b] = max(noise[b] * scale, noise_floor)
+                             constants[8], constants[9], constants[10], subwindow, scale, tracked)
+                noise = tracked
             else:
-                for b in range(bins):
-                    noise[b] = max(noise_power[c, b] * scale, noise_floor)
+                noise = noise_power[c]
             if method == METHOD_SUBTRACT:
                 _berouti(power, noise, constants[6], constants[7], gain)
+            elif method == METHOD_LOGMMSE:
+                _decision_directed(power, noise, prior[c], constants[3], constants[4], wiener, v)
+                _log_mmse(wiener, v, table, table_first, presence, constants[5], floor, constants[2], gain)
             else:
-                if method == METHOD_LOGMMSE:
-                    _decision_directed(power, noise, prior[c], constants[3], constants[4], wiener, v)
-                    _log_mmse(wiener, v, table, table_first, presence, constants[5], floor, constants[2], gain)
-                else:
-                    _decision_directed(power, noise, prior[c], constants[3], constants[4], gain, v)
+                _decision_directed(power, noise, prior[c], constants[3], constants[4], gain, v)
+            if plain:
+                _limit_and_apply(gain, floor, one, apply, gains[c, f] if apply == 0 else gain, parts[c, f])
+                continue
             for b in range(bins):
                 gain[b] = min(max(gain[b], floor), one)
             if kernel.shape[0]:
@@ -510,15 +512,23 @@ def suppression_gains(
                     value = smoothed[b] * time_smoothing + np.float64(gain[b]) * fresh_part
                     smoothed[b] = value
                     gain[b] = np.float32(value)
-            if apply == 0:
-                out = gains[c, f]
-                for b in range(bins):
-                    out[b] = gain[b]
-            else:
-                if apply == 2:
-                    for b in range(bins):
-                        gain[b] = one - gain[b]
-                pairs = parts[c, f]
-                for b in range(bins):
-                    pairs[2 * b] *= gain[b]
-                    pairs[2 * b + 1] *= gain[b]
+            _limit_and_apply(gain, np.float32(-np.inf), np.float32(np.inf), apply, gains[c, f] if apply == 0 else gain, parts[c, f])
+
+
+@_compiled
+def _limit_and_apply(gain, low, high, apply, out, pairs):
+    """Clip ``gain`` to [``low``, ``high``], then write it to ``out`` (``apply`` 0) or multiply the spectrum's ``pairs`` by it (1) or by one minus it (2)."""
+    one = np.float32(1.0)
+    if apply == 0:
+        for b in range(gain.shape[0]):
+            out[b] = min(max(gain[b], low), high)
+    elif apply == 1:
+        for b in range(gain.shape[0]):
+            g = min(max(gain[b], low), high)
+            pairs[2 * b] *= g
+            pairs[2 * b + 1] *= g
+    else:
+        for b in range(gain.shape[0]):
+            g = one - min(max(gain[b], low), high)
+            pairs[2 * b] *= g
+            pairs[2 * b + 1] *= g

@@ -245,7 +245,8 @@ class GainComputer:
         }
         self._constants = np.array([constants[name] for name in _kernels.CONSTANTS], np.float64).astype(np.float32)
         self._table, self._table_first = _half_exp1_table()
-        self._noise_power = np.array(profile.power, np.float32)
+        self._noise_power = np.maximum(np.array(profile.power, np.float32) * np.float32(self.scale), np.float32(1e-30))
+        """The untracked noise, scaled by the sensitivity and floored as the rules need it."""
         if self.tracker is None:
             self._tracker_arrays = (
                 np.zeros((channels, 4, 0), np.float32),
