@@ -1,9 +1,9 @@
 """The gains file: every gain of a stream in one ``.npy``, stored channels-major.
 
 Shape ``(channels, frames, bins)``, float16 or float32 (:func:`~destatic.dsp.gain_dtype`).
-Channels-major so that each channel process of the subtract step writes its
-own channels' rows in place (``pwrite`` at their offsets, no shared memory,
-no memory map) and each of the inverse step reads back only its own.
+Channels-major so that each channel thread of the subtract step writes its
+own channels' rows in place (``pwrite`` at their offsets, no memory map) and
+each of the inverse step reads back only its own.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ class GainFileWriter:
     ----------
     handle : binary file
         Opened for writing (``"w+b"``). The header is written and the file
-        sized at once (sparse), before any channel process is forked: the
-        processes write through the inherited descriptor.
+        sized at once (sparse), before any channel thread starts: the threads
+        write through its descriptor.
     shape : tuple of int
         ``(channels, frames, bins)``.
     dtype : np.dtype

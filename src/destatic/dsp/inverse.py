@@ -172,9 +172,9 @@ def apply_gains(
     residue : bool
         Yield what the gains remove (input minus output) instead.
     n_jobs : int or None
-        Child processes sharing the channels (1: none, all in this process);
-        ``None`` is one per channel up to the CPUs available. Channels are
-        filtered independently, so the result is the same for any value.
+        Threads sharing the channels (1: all in the calling thread); ``None``
+        is one per channel up to the CPUs available. Channels are filtered
+        independently, so the result is the same for any value.
 
     Yields
     ------
@@ -202,20 +202,21 @@ def apply_gains_by_group(
     residue: bool = False,
     n_jobs: int | None = 1,
 ) -> Iterator[np.ndarray]:
-    """:func:`apply_gains` where each group of channels reads its audio and gains in its own process.
+    """:func:`apply_gains` where each group of channels reads its audio and gains in its own thread.
 
-    Only the output crosses between processes (where :func:`apply_gains`
-    sends the audio and the gains to its children too); it is the same.
+    Only the output comes back to the calling thread (where
+    :func:`apply_gains` reads the audio and the gains and hands them out
+    too); it is the same.
 
     Parameters
     ----------
     blocks_of : callable
         ``blocks_of(group)`` gives the audio of the channels ``group`` (a
         slice), shape ``(n, group size)``, any block sizes; called in the
-        process that filters them.
+        thread that filters them.
     gains_of : callable
         ``gains_of(group)`` gives their gains, chunks of shape ``(group size,
-        frames, bins)`` in frame order; called in that same process.
+        frames, bins)`` in frame order; called in that same thread.
     channels : int
         The audio's channel count.
     sample_rate, profile, residue, n_jobs
@@ -270,7 +271,7 @@ def apply_to_channels(
     profile: NoiseProfile,
     residue: bool,
 ) -> Iterator[np.ndarray]:
-    """:func:`apply_gains` on ``(block, its gains)`` pairs, in this process.
+    """:func:`apply_gains` on ``(block, its gains)`` pairs, in this thread.
 
     Each block comes with exactly the gain frames it completes (checked by
     :func:`with_their_gains`), so the frames wait in a queue until its spectra do.
