@@ -258,3 +258,48 @@ def _parse(stdout: str) -> tuple[dict, dict]:
 
     first, second = stdout.strip().split("} {")
     return ast.literal_eval(first + "}"), ast.literal_eval("{" + second)
+
+
+def _float32_samples(rng: np.random.Generator) -> np.ndarray:
+    """Float32 values by bit pattern: anywhere, dense over half precision's range, and at every rounding tie (NaNs left out)."""
+    anywhere = rng.integers(0, 2**32, 500_000, dtype=np.uint64).astype(np.uint32)
+    dense = rng.integers(0x30000000, 0x48000000, 1_000_000, dtype=np.int64).astype(np.uint32)
+    ties = np.arange(0x33000000, 0x47800000, 0x1000, dtype=np.int64).astype(np.uint32)
+    signs = np.uint32(0x80000000) * rng.integers(0, 2, ties.size, dtype=np.uint32)
+    values = np.concatenate([anywhere, dense, ties | signs, ties + 1, ties - 1]).view(np.float32)
+    return values[~np.isnan(values)]
+
+
+@pytest.mark.parametrize("software", [False, True], ids=["cpu", "software"])
+def test_half_precision_conversions_round_as_numpy_does(software, rng):
+    from destatic.dsp import _kernels
+
+    to_half = _kernels.software_halves_into if software else _kernels.halves_into
+    to_float = _kernels.software_floats_of_halves if software else _kernels.floats_of_halves
+    values = _float32_samples(rng)
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16).view(np.uint16)
+    halves = np.empty(values.shape, np.uint16)
+    to_half(values, halves)
+    np.testing.assert_array_equal(halves, expected)
+    every = np.arange(65536, dtype=np.uint16)
+    every = every[~np.isnan(every.view(np.float16))]
+    floats = np.empty(every.shape, np.float32)
+    to_float(every, floats)
+    np.testing.assert_array_equal(floats.view(np.uint32), every.view(np.float16).astype(np.float32).view(np.uint32))
+
+
+def test_stored_gains_and_their_application_match_numpys_casts(rng):
+    from destatic.dsp.gain_file import as_stored
+    from destatic.dsp.inverse import _apply
+
+    gains = rng.uniform(0.0, 1.0, (2, 50, 33)).astype(np.float32)
+    stored = as_stored(gains[1], np.dtype(np.float16))
+    assert stored.dtype == np.float16 and stored.flags.c_contiguous
+    np.testing.assert_array_equal(stored.view(np.uint16), gains[1].astype(np.float16).view(np.uint16))
+    halves = gains.astype(np.float16)
+    spectra = _random_spectra(rng, 2, 50, 33, 20.0)
+    for residue in (False, True):
+        widened = halves.astype(np.float32)
+        expected = spectra * ((1 - widened) if residue else widened)
+        np.testing.assert_array_equal(_apply(spectra[:, 10:40].copy(), halves[:, 10:40], residue), expected[:, 10:40])

@@ -21,11 +21,13 @@ cannot be written the loops are compiled in each process, uncached.
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 from pathlib import Path
 
 import numba
 import numpy as np
+from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import config as _numba_config
@@ -37,12 +39,15 @@ __all__ = [
     "METHOD_WIENER",
     "append_columns",
     "cache_folder",
+    "floats_of_halves",
     "frames_into",
+    "halves_into",
     "one_pole_into",
     "overlap_add",
     "smooth_bins_into",
     "suppression_gains",
     "track_noise",
+    "weigh_by_halves",
 ]
 
 METHOD_SUBTRACT = 1
@@ -100,6 +105,26 @@ def _compiled(function=None, *, fused: bool = False):
 
 def _i32(builder, value):
     return builder.trunc(value, ir.IntType(32)) if value.type.width > 32 else value
+
+
+@intrinsic
+def _bits(typingctx, value):
+    """The bit pattern of a float32 as an int32 (a no-op in machine code)."""
+    if value != types.float32:
+        return None
+    return types.int32(types.float32), lambda context, builder, signature, args: builder.bitcast(args[0], ir.IntType(32))
+
+
+@intrinsic
+def _from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the low 32 bits of the integer ``bits`` (numba widens int32 arithmetic)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(_i32(builder, args[0]), ir.FloatType())
+
+    return types.float32(bits), codegen
 
 
 @intrinsic
@@ -212,6 +237,136 @@ def log_into(values, out):
     """:func:`_log` of each float32 value (for the tests)."""
     for i in range(values.shape[0]):
         out[i] = _log(values[i])
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _to_half(value):
+    """The IEEE half-precision bits of a float32, rounded to nearest, ties to even (subnormals, overflow to inf, NaN kept).
+
+    Every case is computed and one is selected, so that loops vectorise.
+    """
+    bits = np.int64(_bits(value)) & 0xFFFFFFFF
+    sign = (bits >> 16) & 0x8000
+    exponent = (bits >> 23) & 0xFF
+    mantissa = bits & 0x7FFFFF
+    normal = ((exponent - 112) << 10) | (mantissa >> 13)
+    rest = mantissa & 0x1FFF
+    normal += np.int64((rest > 0x1000) | ((rest == 0x1000) & ((normal & 1) == 1)))
+    shift = min(max(126 - exponent, 14), 25)
+    significand = mantissa | 0x800000
+    small = significand >> shift
+    rest = significand & ((1 << shift) - 1)
+    middle = 1 << (shift - 1)
+    small += np.int64((rest > middle) | ((rest == middle) & ((small & 1) == 1)))
+    payload = 0x7C00 | (mantissa >> 13)
+    special = 0x7C00 if mantissa == 0 else (payload if payload != 0x7C00 else 0x7C01)
+    half = normal if exponent >= 113 else (small if exponent >= 102 else 0)
+    half = 0x7C00 if exponent >= 143 else half
+    half = special if exponent == 0xFF else half
+    return sign | half
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _from_half(half):
+    """The float32 of IEEE half-precision bits (exact)."""
+    half = np.int64(half)
+    sign = (half & 0x8000) << 16
+    exponent = (half >> 10) & 0x1F
+    mantissa = half & 0x3FF
+    if exponent == 0:
+        magnitude = np.float32(mantissa) * np.float32(2.0**-24)
+        return -magnitude if sign else magnitude
+    if exponent == 31:
+        return _from_bits(sign | 0x7F800000 | (mantissa << 13))
+    return _from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13))
+
+
+@intrinsic
+def _hardware_half(typingctx, value):
+    """float32 to float16 bits by the CPU's own conversion (F16C's vcvtps2ph: IEEE, to nearest, ties to even)."""
+    if value != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(types.float32), codegen
+
+
+@intrinsic
+def _hardware_unhalf(typingctx, half):
+    """float16 bits to float32 by the CPU's own conversion (F16C's vcvtph2ps, exact)."""
+    if not isinstance(half, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits = builder.trunc(args[0], ir.IntType(16)) if half.bitwidth > 16 else args[0]
+        return builder.fpext(builder.bitcast(bits, ir.HalfType()), ir.FloatType())
+
+    return types.float32(half), codegen
+
+
+HARDWARE_HALVES = bool(llvm_binding.get_host_cpu_features().get("f16c")) or platform.machine().lower() in ("aarch64", "arm64")
+"""Whether the CPU converts half precision itself (x86 with F16C, 64-bit ARM); else :func:`_to_half` and :func:`_from_half` do.
+
+Both round as numpy does; only a signalling NaN's payload may differ (the
+hardware quiets it), and gains are never NaN.
+"""
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _half(value):
+    return _hardware_half(value) if HARDWARE_HALVES else _to_half(value)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _unhalf(half):
+    return _hardware_unhalf(half) if HARDWARE_HALVES else _from_half(half)
+
+
+@_compiled
+def halves_into(values, out):
+    """``values`` (float32) as float16 bits in ``out`` (uint16), rounded as ``values.astype(np.float16)``; both 1-D."""
+    for i in range(values.shape[0]):
+        out[i] = _half(values[i])
+
+
+@_compiled
+def floats_of_halves(halves, out):
+    """float16 bits (uint16) as float32 in ``out``, as ``astype(np.float32)``; both 1-D."""
+    for i in range(halves.shape[0]):
+        out[i] = _unhalf(halves[i])
+
+
+@_compiled
+def software_halves_into(values, out):
+    """:func:`halves_into` without the CPU's conversion (what runs where it has none; for the tests)."""
+    for i in range(values.shape[0]):
+        out[i] = _to_half(values[i])
+
+
+@_compiled
+def software_floats_of_halves(halves, out):
+    """:func:`floats_of_halves` without the CPU's conversion (for the tests)."""
+    for i in range(halves.shape[0]):
+        out[i] = _from_half(halves[i])
+
+
+@_compiled
+def weigh_by_halves(parts, halves, residue):
+    """Multiply spectra (``parts``: their float32 view, (channels, frames, 2 bins)) by float16 gains (uint16 bits, (channels, frames, bins)), or by one minus them."""
+    one = np.float32(1.0)
+    channels, frames, bins = halves.shape
+    for c in range(channels):
+        for f in range(frames):
+            pairs = parts[c, f]
+            row = halves[c, f]
+            for b in range(bins):
+                g = _unhalf(row[b])
+                if residue:
+                    g = one - g
+                pairs[2 * b] *= g
+                pairs[2 * b + 1] *= g
 
 
 @_compiled

@@ -143,7 +143,16 @@ class _GainReader:
 
 
 def _apply(spectra: np.ndarray, gains: np.ndarray, residue: bool) -> np.ndarray:
-    """``spectra`` (complex64) times ``gains`` (one minus them for the residue), in place."""
+    """``spectra`` (complex64) times ``gains`` (one minus them for the residue), in place.
+
+    float16 gains (a gains file's) are widened inside a compiled loop, not by
+    numpy's cast (4x slower than the multiplication itself).
+    """
+    if gains.dtype == np.float16 and spectra.dtype == np.complex64 and spectra.flags.c_contiguous and gains.shape[1]:
+        from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
+
+        _kernels.weigh_by_halves(spectra.view(np.float32), np.ascontiguousarray(gains).view(np.uint16), residue)
+        return spectra
     gains = gains.astype(np.float32, copy=False)
     return np.multiply(spectra, (1 - gains) if residue else gains, out=spectra)
 
