@@ -161,15 +161,15 @@ def test_streams_are_bit_identical_whatever_the_block_sizes_and_jobs(rng):
 
 
 def test_exp_and_log_are_within_an_ulp_or_two():
-    from destatic.dsp import _kernels
+    from destatic.dsp import _numba
 
     x = np.linspace(-87.0, 88.0, 400_001).astype(np.float32)
     got = np.empty_like(x)
-    _kernels.exp_into(x, got)
+    _numba.exp_into(x, got)
     exact = np.exp(x.astype(np.float64))
     assert (np.abs(got - exact) / np.spacing(exact.astype(np.float32))).max() <= 1.0
     y = np.exp(np.linspace(np.log(1e-37), np.log(1e37), 400_001)).astype(np.float32)
-    _kernels.log_into(y, got)
+    _numba.log_into(y, got)
     exact = np.log(y.astype(np.float64))
     ulp = np.spacing(np.maximum(np.abs(exact), 1e-30).astype(np.float32))
     assert (np.abs(got - exact) / ulp).max() <= 2.0
@@ -212,19 +212,21 @@ def test_every_method_on_real_media_is_within_80_db_of_the_numpy_oracle(real_med
             assert _relative_db(got, target) < -80.0, (name, residue)
 
 
-def test_cache_folder_is_the_users_or_numbas(monkeypatch, tmp_path):
-    from destatic.dsp import _kernels
+def test_cache_folder_is_the_users_or_numbas_named_by_the_sources(monkeypatch, tmp_path):
+    from destatic.dsp import _numba
 
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.setattr(_kernels._numba_config, "CACHE_DIR", "")
+    monkeypatch.setattr(_numba._numba_config, "CACHE_DIR", "")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert _kernels.cache_folder() == tmp_path / "xdg" / "destatic" / "numba"
+    folder = _numba.cache_folder()
+    assert folder.parent == tmp_path / "xdg" / "destatic" / "numba" and folder.is_dir()
+    assert len(folder.name) == 16 and folder.name == _numba._CACHE_FOLDER.name  # the same sources, the same digest
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "chosen"))
-    assert _kernels.cache_folder() == tmp_path / "chosen"
+    assert _numba.cache_folder() == tmp_path / "chosen" / folder.name
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocked / "numba"))
-    assert _kernels.cache_folder() is None
+    assert _numba.cache_folder() is None
 
 
 FRESH_PROCESS = """
@@ -240,7 +242,7 @@ print(misses, hits)
 
 def test_a_second_process_loads_the_compiled_loops_from_the_cache_outside_the_package():
     """This process has compiled (or loaded) the loops: a fresh one loads them from the cache, compiling nothing."""
-    from destatic.dsp import _kernels
+    from destatic.dsp import _numba
 
     destatic.denoise(np.zeros((48000, 2), np.float32), 48000, noise=(0, 0.5), method="logmmse")
     destatic.denoise(np.zeros(20000, np.float32), 16000, method="subtract")
@@ -248,7 +250,7 @@ def test_a_second_process_loads_the_compiled_loops_from_the_cache_outside_the_pa
     misses, hits = _parse(done.stdout)
     assert all(count == 0 for count in misses.values()), misses
     assert all(count > 0 for count in hits.values()), hits
-    folder = _kernels.cache_folder()
+    folder = _numba.cache_folder()
     assert folder is not None and any(folder.rglob("*.nbi"))
     assert not list(PACKAGE.rglob("*.nbi")) and not list(PACKAGE.rglob("*.nbc"))
 
@@ -272,10 +274,10 @@ def _float32_samples(rng: np.random.Generator) -> np.ndarray:
 
 @pytest.mark.parametrize("software", [False, True], ids=["cpu", "software"])
 def test_half_precision_conversions_round_as_numpy_does(software, rng):
-    from destatic.dsp import _kernels
+    from destatic.dsp import _numba
 
-    to_half = _kernels.software_halves_into if software else _kernels.halves_into
-    to_float = _kernels.software_floats_of_halves if software else _kernels.floats_of_halves
+    to_half = _numba.software_halves_into if software else _numba.halves_into
+    to_float = _numba.software_floats_of_halves if software else _numba.floats_of_halves
     values = _float32_samples(rng)
     with np.errstate(over="ignore"):
         expected = values.astype(np.float16).view(np.uint16)

@@ -7,41 +7,22 @@ same order, with no fast-math or fused multiply-add, so the gains agree with
 it to the last bit except where ``exp``, ``log`` and ``log10`` round their
 last bit differently (the OM-LSA weighting, whose loop may also fuse
 multiply-adds, and the Berouti SNR), and nothing depends on how frames are
-grouped into calls.
-
-The compiled code is cached on disk (``cache=True``) in ``NUMBA_CACHE_DIR``
-if that is set, else in the user's cache folder,
-``$XDG_CACHE_HOME/destatic/numba`` (by default ``~/.cache/destatic/numba``):
-a second process loads it instead of compiling, and nothing is written
-beside the installed package. The folder is chosen for these functions
-only (other packages' numba caches stay where numba puts them). Where it
-cannot be written the loops are compiled in each process, uncached.
+grouped into calls. How they are compiled and cached: :mod:`destatic.dsp._numba`.
 """
 
 from __future__ import annotations
 
-import os
-import platform
-import tempfile
-from pathlib import Path
-
-import numba
 import numpy as np
-from llvmlite import binding as llvm_binding
-from llvmlite import ir
-from numba import types
-from numba.core import config as _numba_config
-from numba.extending import intrinsic
+
+from destatic.dsp._numba import _cell, _exp, _log, _unhalf, compiled
 
 __all__ = [
+    "CONSTANTS",
     "METHOD_LOGMMSE",
     "METHOD_SUBTRACT",
     "METHOD_WIENER",
     "append_columns",
-    "cache_folder",
-    "floats_of_halves",
     "frames_into",
-    "halves_into",
     "one_pole_into",
     "overlap_add",
     "smooth_bins_into",
@@ -53,306 +34,13 @@ __all__ = [
 METHOD_SUBTRACT = 1
 METHOD_WIENER = 2
 METHOD_LOGMMSE = 3
-LOGMMSE_INDEX_SHIFT = 13
-"""float32 mantissa bits below the 1024 cells per octave of the log-MMSE table (23 - 10)."""
 
 CONSTANTS = ("scale", "floor", "log_floor", "dd_smoothing", "xi_min", "log_prior_odds", "alpha", "beta",
              "track_smoothing", "speech_threshold", "noise_keep")
 """The float32 constants :func:`suppression_gains` takes, in order (``alpha`` < 0: from each frame's SNR)."""
 
 
-def cache_folder() -> Path | None:
-    """Where the compiled loops are cached: ``NUMBA_CACHE_DIR``, else the user cache folder; None if it cannot be written."""
-    chosen = os.environ.get("NUMBA_CACHE_DIR") or _numba_config.CACHE_DIR
-    if chosen:
-        folder = Path(chosen)
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = Path(base) / "destatic" / "numba"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError:
-        return None
-    return folder
-
-
-_CACHE_FOLDER = cache_folder()
-
-
-def _compiled(function=None, *, fused: bool = False):
-    """``numba.njit(nogil=True)``, cached in :func:`cache_folder`; ``fused`` lets multiply-adds fuse (FMA).
-
-    numba picks a function's cache folder when it is decorated, from
-    ``numba.config.CACHE_DIR``: that is set to ours for the decoration only.
-    Division by zero follows IEEE (``error_model="numpy"``), without the
-    checks that would stop loops from vectorising. Only the loops that are
-    not bit-identical to the numpy oracle anyway (``exp``, ``log``) are
-    ``fused``.
-    """
-    if function is None:
-        return lambda function: _compiled(function, fused=fused)
-    options = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"} if fused else False}
-    if _CACHE_FOLDER is None:
-        return numba.njit(cache=False, **options)(function)
-    saved = _numba_config.CACHE_DIR
-    _numba_config.CACHE_DIR = str(_CACHE_FOLDER)
-    try:
-        return numba.njit(cache=True, **options)(function)
-    finally:
-        _numba_config.CACHE_DIR = saved
-
-
-def _i32(builder, value):
-    return builder.trunc(value, ir.IntType(32)) if value.type.width > 32 else value
-
-
-@intrinsic
-def _bits(typingctx, value):
-    """The bit pattern of a float32 as an int32 (a no-op in machine code)."""
-    if value != types.float32:
-        return None
-    return types.int32(types.float32), lambda context, builder, signature, args: builder.bitcast(args[0], ir.IntType(32))
-
-
-@intrinsic
-def _from_bits(typingctx, bits):
-    """The float32 whose bit pattern is the low 32 bits of the integer ``bits`` (numba widens int32 arithmetic)."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(_i32(builder, args[0]), ir.FloatType())
-
-    return types.float32(bits), codegen
-
-
-@intrinsic
-def _pow2(typingctx, k):
-    """2**k for a float32 holding an integer in [-126, 127]: its exponent bits, in int32 (so loops vectorise)."""
-    if k != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        exponent = builder.add(builder.fptosi(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 127))
-        return builder.bitcast(builder.shl(exponent, ir.Constant(ir.IntType(32), 23)), ir.FloatType())
-
-    return types.float32(types.float32), codegen
-
-
-@intrinsic
-def _exponent_and_mantissa(typingctx, x):
-    """``(k, m)`` with ``x = 2**k * m``, ``m`` in [1, 2), both float32, for a positive normal float32 ``x``."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        bits = builder.bitcast(args[0], i32)
-        exponent = builder.sub(builder.lshr(bits, ir.Constant(i32, 23)), ir.Constant(i32, 127))
-        mantissa = builder.or_(builder.and_(bits, ir.Constant(i32, 0x7FFFFF)), ir.Constant(i32, 0x3F800000))
-        pair = (builder.sitofp(exponent, ir.FloatType()), builder.bitcast(mantissa, ir.FloatType()))
-        return context.make_tuple(builder, signature.return_type, pair)
-
-    return types.UniTuple(types.float32, 2)(types.float32), codegen
-
-
-@intrinsic
-def _cell(typingctx, v, first, last):
-    """The log-MMSE table cell of a non-negative float32 ``v``: its top bits, less ``first``, within [0, ``last``]."""
-    if v != types.float32 or not isinstance(first, types.Integer) or not isinstance(last, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        cell = builder.sub(
-            builder.lshr(builder.bitcast(args[0], i32), ir.Constant(i32, LOGMMSE_INDEX_SHIFT)), _i32(builder, args[1])
-        )
-        zero = ir.Constant(i32, 0)
-        cell = builder.select(builder.icmp_signed("<", cell, zero), zero, cell)
-        top = _i32(builder, args[2])
-        cell = builder.select(builder.icmp_signed(">", cell, top), top, cell)
-        return builder.sext(cell, ir.IntType(64))
-
-    return types.int64(v, first, last), codegen
-
-
-LN2_HIGH = np.float32(0.693359375)
-"""ln 2 to 9 bits (355 / 512), so that ``k * LN2_HIGH`` is exact for the exponents that occur."""
-LN2_LOW = np.float32(-2.12194440e-4)
-"""ln 2 - LN2_HIGH."""
-LOG2_E = np.float32(1.4426950408889634)
-SQRT2 = np.float32(1.4142135)
-EXP_COEFFICIENTS = (
-    np.float32(0.49999988079071045),
-    np.float32(0.166665181517601),
-    np.float32(0.04166953265666962),
-    np.float32(0.008368915878236294),
-    np.float32(0.0013751407386735082),
-)
-"""``(exp(r) - 1 - r) / r**2`` as a quartic on |r| <= ln(2) / 2: least squares of the relative error on 2000 Chebyshev nodes.
-
-With them :func:`_exp` is within 1 ulp of ``exp`` over [-87, 88]; ``_log``
-(the series of ``2 atanh``) within 2 ulp for positive normal floats; numpy's
-own float32 ``exp`` and ``log`` are within 2.4 and 3.4 ulp
-(``tests/dsp/test_kernels.py`` checks both).
-"""
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _exp(x):
-    """exp of a float32 in [-87, 88], vectorisable: 2**k times a polynomial on the rest."""
-    k = np.floor(x * LOG2_E + np.float32(0.5))
-    r = (x - k * LN2_HIGH) - k * LN2_LOW
-    c2, c3, c4, c5, c6 = EXP_COEFFICIENTS
-    p = (((c6 * r + c5) * r + c4) * r + c3) * r + c2
-    p = (r * r) * p + r + np.float32(1.0)
-    return p * _pow2(k)
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _log(x):
-    """log of a positive normal float32, vectorisable: exponent times ln 2 plus the series of 2 atanh((m-1)/(m+1))."""
-    exponent, m = _exponent_and_mantissa(x)
-    if m > SQRT2:
-        m = m * np.float32(0.5)
-        exponent = exponent + np.float32(1.0)
-    f = m - np.float32(1.0)
-    s = f / (m + np.float32(1.0))
-    z = s * s
-    p = ((np.float32(1 / 9) * z + np.float32(1 / 7)) * z + np.float32(1 / 5)) * z + np.float32(1 / 3)
-    two_s = s + s
-    return exponent * LN2_HIGH + (exponent * LN2_LOW + (two_s + two_s * z * p))
-
-
-@_compiled(fused=True)
-def exp_into(values, out):
-    """:func:`_exp` of each float32 value (for the tests)."""
-    for i in range(values.shape[0]):
-        out[i] = _exp(values[i])
-
-
-@_compiled(fused=True)
-def log_into(values, out):
-    """:func:`_log` of each float32 value (for the tests)."""
-    for i in range(values.shape[0]):
-        out[i] = _log(values[i])
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _to_half(value):
-    """The IEEE half-precision bits of a float32, rounded to nearest, ties to even (subnormals, overflow to inf, NaN kept).
-
-    Every case is computed and one is selected, so that loops vectorise.
-    """
-    bits = np.int64(_bits(value)) & 0xFFFFFFFF
-    sign = (bits >> 16) & 0x8000
-    exponent = (bits >> 23) & 0xFF
-    mantissa = bits & 0x7FFFFF
-    normal = ((exponent - 112) << 10) | (mantissa >> 13)
-    rest = mantissa & 0x1FFF
-    normal += np.int64((rest > 0x1000) | ((rest == 0x1000) & ((normal & 1) == 1)))
-    shift = min(max(126 - exponent, 14), 25)
-    significand = mantissa | 0x800000
-    small = significand >> shift
-    rest = significand & ((1 << shift) - 1)
-    middle = 1 << (shift - 1)
-    small += np.int64((rest > middle) | ((rest == middle) & ((small & 1) == 1)))
-    payload = 0x7C00 | (mantissa >> 13)
-    special = 0x7C00 if mantissa == 0 else (payload if payload != 0x7C00 else 0x7C01)
-    half = normal if exponent >= 113 else (small if exponent >= 102 else 0)
-    half = 0x7C00 if exponent >= 143 else half
-    half = special if exponent == 0xFF else half
-    return sign | half
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _from_half(half):
-    """The float32 of IEEE half-precision bits (exact)."""
-    half = np.int64(half)
-    sign = (half & 0x8000) << 16
-    exponent = (half >> 10) & 0x1F
-    mantissa = half & 0x3FF
-    if exponent == 0:
-        magnitude = np.float32(mantissa) * np.float32(2.0**-24)
-        return -magnitude if sign else magnitude
-    if exponent == 31:
-        return _from_bits(sign | 0x7F800000 | (mantissa << 13))
-    return _from_bits(sign | ((exponent + 112) << 23) | (mantissa << 13))
-
-
-@intrinsic
-def _hardware_half(typingctx, value):
-    """float32 to float16 bits by the CPU's own conversion (F16C's vcvtps2ph: IEEE, to nearest, ties to even)."""
-    if value != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
-
-    return types.uint16(types.float32), codegen
-
-
-@intrinsic
-def _hardware_unhalf(typingctx, half):
-    """float16 bits to float32 by the CPU's own conversion (F16C's vcvtph2ps, exact)."""
-    if not isinstance(half, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        bits = builder.trunc(args[0], ir.IntType(16)) if half.bitwidth > 16 else args[0]
-        return builder.fpext(builder.bitcast(bits, ir.HalfType()), ir.FloatType())
-
-    return types.float32(half), codegen
-
-
-HARDWARE_HALVES = bool(llvm_binding.get_host_cpu_features().get("f16c")) or platform.machine().lower() in ("aarch64", "arm64")
-"""Whether the CPU converts half precision itself (x86 with F16C, 64-bit ARM); else :func:`_to_half` and :func:`_from_half` do.
-
-Both round as numpy does; only a signalling NaN's payload may differ (the
-hardware quiets it), and gains are never NaN.
-"""
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _half(value):
-    return _hardware_half(value) if HARDWARE_HALVES else _to_half(value)
-
-
-@numba.njit(inline="always", error_model="numpy")
-def _unhalf(half):
-    return _hardware_unhalf(half) if HARDWARE_HALVES else _from_half(half)
-
-
-@_compiled
-def halves_into(values, out):
-    """``values`` (float32) as float16 bits in ``out`` (uint16), rounded as ``values.astype(np.float16)``; both 1-D."""
-    for i in range(values.shape[0]):
-        out[i] = _half(values[i])
-
-
-@_compiled
-def floats_of_halves(halves, out):
-    """float16 bits (uint16) as float32 in ``out``, as ``astype(np.float32)``; both 1-D."""
-    for i in range(halves.shape[0]):
-        out[i] = _unhalf(halves[i])
-
-
-@_compiled
-def software_halves_into(values, out):
-    """:func:`halves_into` without the CPU's conversion (what runs where it has none; for the tests)."""
-    for i in range(values.shape[0]):
-        out[i] = _to_half(values[i])
-
-
-@_compiled
-def software_floats_of_halves(halves, out):
-    """:func:`floats_of_halves` without the CPU's conversion (for the tests)."""
-    for i in range(halves.shape[0]):
-        out[i] = _from_half(halves[i])
-
-
-@_compiled
+@compiled
 def weigh_by_halves(parts, halves, residue):
     """Multiply spectra (``parts``: their float32 view, (channels, frames, 2 bins)) by float16 gains (uint16 bits, (channels, frames, bins)), or by one minus them."""
     one = np.float32(1.0)
@@ -369,7 +57,7 @@ def weigh_by_halves(parts, halves, residue):
                 pairs[2 * b + 1] *= g
 
 
-@_compiled
+@compiled
 def append_columns(buffer, held, block):
     """Copy ``block`` (n, channels) into ``buffer`` (channels, >= held + n) after its first ``held`` samples."""
     n, channels = block.shape
@@ -379,7 +67,7 @@ def append_columns(buffer, held, block):
             row[i] = block[i, c]
 
 
-@_compiled
+@compiled
 def frames_into(frames, stream, window, hop):
     """Window the frames of ``stream`` (channels, samples) into ``frames`` (channels, n, n_fft); frame ``k`` starts at ``k * hop``."""
     channels, n_frames, n_fft = frames.shape
@@ -391,7 +79,7 @@ def frames_into(frames, stream, window, hop):
                 row[i] = source[i] * window[i]
 
 
-@_compiled
+@compiled
 def overlap_add(frames, window, squared, hop, total, weight, out, first_out):
     """Window the ``frames`` (channels, n, n_fft) and add them, in frame order, into ``total`` and ``weight``.
 
@@ -435,7 +123,7 @@ def overlap_add(frames, window, squared, hop, total, weight, out, first_out):
     weight[tail : tail + done] = 0.0
 
 
-@_compiled
+@compiled
 def one_pole_into(values, smoothing, previous, out):
     """``out[t] = smoothing * out[t-1] + (1 - smoothing) * values[t]`` along axis 0 from ``out[-1] = previous`` (float64, 2-D).
 
@@ -451,7 +139,7 @@ def one_pole_into(values, smoothing, previous, out):
             previous[j] = value
 
 
-@_compiled
+@compiled
 def smooth_bins_into(power, out):
     """One frame smoothed over frequency by (1/4, 1/2, 1/4), edges repeated: ``smooth_bins``' additions in its order."""
     bins = power.shape[0]
@@ -465,7 +153,7 @@ def smooth_bins_into(power, out):
     out[bins - 1] = ((last + last) + power[bins - 2] * quarter) + last
 
 
-@_compiled
+@compiled
 def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothing, threshold, keep, subwindow, scale, noise):
     """One frame of the noise tracker (MCRA over minimum statistics) for one channel; ``noise`` gets the estimate times ``scale``.
 
@@ -508,7 +196,7 @@ def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothin
         counters[1] = 0
 
 
-@_compiled
+@compiled
 def track_noise(power, state, ring, counters, ceiling, smoothing, threshold, keep, subwindow, noise):
     """The noise tracker alone over ``power`` (channels, frames, bins): its estimate per frame into ``noise``."""
     channels, n_frames, bins = power.shape
@@ -522,7 +210,7 @@ def track_noise(power, state, ring, counters, ceiling, smoothing, threshold, kee
                          smoothing, threshold, keep, subwindow, np.float32(1.0), noise[c, f])
 
 
-@_compiled
+@compiled
 def _decision_directed(power, noise, prior, dd_smoothing, xi_min, wiener, v):
     """Wiener gain from the decision-directed prior SNR; ``v = wiener * gamma`` for the log-MMSE rule."""
     one = np.float32(1.0)
@@ -540,7 +228,7 @@ def _decision_directed(power, noise, prior, dd_smoothing, xi_min, wiener, v):
         v[b] = gain * gamma
 
 
-@_compiled(fused=True)
+@compiled(fused=True)
 def _log_mmse(wiener, v, table, table_first, presence, log_prior_odds, floor, log_floor, gain):
     """Log-MMSE: the Wiener gain times exp(E1(v) / 2) (by table), limited to 1; OM-LSA weighting if ``presence``.
 
@@ -564,7 +252,7 @@ def _log_mmse(wiener, v, table, table_first, presence, log_prior_odds, floor, lo
             gain[b] = min(wiener[b] * gain[b], one)
 
 
-@_compiled
+@compiled
 def _berouti(power, noise, alpha, beta, gain):
     """Power subtraction ``max(1 - alpha / gamma, beta / gamma)`` under a square root; ``alpha < 0``: from the frame's SNR."""
     one = np.float32(1.0)
@@ -584,7 +272,7 @@ def _berouti(power, noise, alpha, beta, gain):
         gain[b] = np.sqrt(max(one - alpha / gamma, beta / gamma))
 
 
-@_compiled
+@compiled
 def _smooth_gain_over_bins(gain, kernel, padded):
     """Convolve with the symmetric ``kernel``, the edge bins repeated outwards (``padded``: scratch, bins + 2 half)."""
     bins = gain.shape[0]
@@ -601,7 +289,7 @@ def _smooth_gain_over_bins(gain, kernel, padded):
         gain[b] = total
 
 
-@_compiled
+@compiled
 def suppression_gains(
     spectra, parts, gains, apply, method, constants, noise_power,
     track, state, ring, counters, ceiling, subwindow,
@@ -678,7 +366,7 @@ def suppression_gains(
             _limit_and_apply(gain, np.float32(-np.inf), np.float32(np.inf), apply, gains[c, f] if apply == 0 else gain, parts[c, f])
 
 
-@_compiled
+@compiled
 def _limit_and_apply(gain, low, high, apply, out, pairs):
     """Clip ``gain`` to [``low``, ``high``], then write it to ``out`` (``apply`` 0) or multiply the spectrum's ``pairs`` by it (1) or by one minus it (2)."""
     one = np.float32(1.0)

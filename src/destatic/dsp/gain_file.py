@@ -59,10 +59,10 @@ def as_stored(gains: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``gains`` as a contiguous array of ``dtype``: float32 to float16 by a compiled loop (numpy's cast is 40x slower), rounded alike."""
     if np.dtype(dtype) != np.float16 or gains.dtype != np.float32:
         return np.ascontiguousarray(gains, dtype)
-    from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
+    from destatic.dsp import _numba  # noqa: PLC0415  (numba loads on first use, not on import)
 
     halves = np.empty(gains.shape, np.uint16)
-    _kernels.halves_into(np.ascontiguousarray(gains).reshape(-1), halves.reshape(-1))
+    _numba.halves_into(np.ascontiguousarray(gains).reshape(-1), halves.reshape(-1))
     return halves.view(np.float16)
 
 
