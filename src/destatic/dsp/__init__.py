@@ -19,6 +19,7 @@ module                    what it holds
 :mod:`.gain_file`         the gains file both pipeline steps share
 :mod:`.parallel`          channel groups in threads of this process, same result
 :mod:`._kernels`          the compiled frame loops (numba), loaded on first use
+:mod:`._numba`            how they are compiled and cached; their scalar pieces
 ========================  ==========================================================
 """
 
