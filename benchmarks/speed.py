@@ -113,17 +113,33 @@ def in_memory_file(source: Path, target: Path, **kwargs: object) -> dict[str, fl
     return {"read": read - began, "denoise": computed - read, "write": time.perf_counter() - computed}
 
 
-def fft_floor(audio: np.ndarray) -> None:
-    """Window every frame of every channel, rfft and irfft it: 85 frames per call, one thread, no gains."""
+def fft_floor(channels: list[np.ndarray]) -> None:
+    """Window every frame of every channel (each a contiguous array), rfft and irfft it: 85 frames per call, one thread, no gains.
+
+    The transforms write into buffers kept from call to call (pocketfft's
+    own ``out``, which scipy.fft does not pass on) so that the floor pays no
+    page faults for fresh output arrays (with per-call arrays it took 1.9 x
+    as long here, most of it in the kernel); falls back to scipy.fft.
+    """
+    try:
+        from scipy.fft._pocketfft import pypocketfft  # noqa: PLC0415  (scipy's private module)
+    except ImportError:
+        pypocketfft = None
     window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)
     buffer = np.empty((FRAMES_PER_CALL, N_FFT), np.float32)
-    for channel in range(audio.shape[1]):
-        samples = np.ascontiguousarray(audio[:, channel])
+    spectra = np.empty((FRAMES_PER_CALL, N_FFT // 2 + 1), np.complex64)
+    back = np.empty((FRAMES_PER_CALL, N_FFT), np.float32)
+    for samples in channels:
         frames = np.lib.stride_tricks.sliding_window_view(samples, N_FFT)[::HOP]
         for start in range(0, frames.shape[0], FRAMES_PER_CALL):
             part = frames[start : start + FRAMES_PER_CALL]
-            windowed = np.multiply(part, window, out=buffer[: part.shape[0]])
-            scipy.fft.irfft(scipy.fft.rfft(windowed, axis=-1), n=N_FFT, axis=-1)
+            count = part.shape[0]
+            windowed = np.multiply(part, window, out=buffer[:count])
+            if pypocketfft is None or count < FRAMES_PER_CALL:
+                scipy.fft.irfft(scipy.fft.rfft(windowed, axis=-1), n=N_FFT, axis=-1)
+            else:
+                pypocketfft.r2c(windowed, (1,), True, 0, spectra, 1)
+                pypocketfft.c2r(spectra, (1,), N_FFT, False, 2, back, 1)
 
 
 def pipeline_steps(source: Path, target: Path, gains: Path, method: str) -> None:
@@ -205,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         common.write_speech_noise_wav(source, args.minutes)
         audio, rate = sf.read(source, dtype="float32", always_2d=True)
         sf.write(extracted, audio, rate, subtype="FLOAT")
+        columns = [np.ascontiguousarray(audio[:, channel]) for channel in range(audio.shape[1])]
         destatic.denoise(audio[: 40 * rate], rate, noise=(0, 1), method=method)  # load (or compile) the loops first
         cases: dict[str, Callable[[], object]] = {
             "ffmpeg afftdn": lambda: afftdn_file(source, folder / "afftdn.wav", args.afftdn),
@@ -220,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             "pipeline steps: subtract + inverse (float WAV, gains file)": lambda: pipeline_steps(
                 extracted, folder / "cleaned.wav", folder / "gains.npy", method
             ),
-            "FFT-only floor: windowed rfft + irfft, one thread": lambda: fft_floor(audio),
+            "FFT-only floor: windowed rfft + irfft, one thread": lambda: fft_floor(columns),
         }
         walls: dict[str, list[float]] = {label: [] for label in cases}
         cpus: dict[str, list[float]] = {label: [] for label in cases}
