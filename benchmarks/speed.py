@@ -47,20 +47,20 @@ BUSY_LOAD = 1.0
 """Load average (of 2 CPUs) above which the figures are flagged as measured under load."""
 
 
-def child_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def cpu_seconds() -> tuple[float, float]:
+    """User and system CPU seconds of this process's threads and its waited-for children (ffmpeg)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + children.ru_utime, own.ru_stime + children.ru_stime
 
 
-def timed(run: Callable[[], object]) -> tuple[float, float, object]:
-    """Wall seconds, CPU seconds (this process's threads and its children: ffmpeg) and the result."""
-
-    def cpu() -> float:
-        return time.process_time() + child_cpu_seconds()
-
-    wall0, cpu0 = time.perf_counter(), cpu()
+def timed(run: Callable[[], object]) -> tuple[float, float, float, object]:
+    """Wall seconds, user and system CPU seconds (see :func:`cpu_seconds`) and the result."""
+    user0, system0 = cpu_seconds()
+    wall0 = time.perf_counter()
     result = run()
-    return time.perf_counter() - wall0, cpu() - cpu0, result
+    wall = time.perf_counter() - wall0
+    user1, system1 = cpu_seconds()
+    return wall, user1 - user0, system1 - system0, result
 
 
 def afftdn_file(source: Path, target: Path, options: str) -> None:
@@ -240,14 +240,14 @@ def main(argv: list[str] | None = None) -> int:
             "FFT-only floor: windowed rfft + irfft, one thread": lambda: fft_floor(columns),
         }
         walls: dict[str, list[float]] = {label: [] for label in cases}
-        cpus: dict[str, list[float]] = {label: [] for label in cases}
+        cpus: dict[str, list[tuple[float, float]]] = {label: [] for label in cases}
         calls: list[float] = []
         for attempt in range(args.repeat):
             for label, run in cases.items():
                 print(f"run {attempt + 1}: {label} ...", file=sys.stderr)
-                wall, cpu, result = timed(run)
+                wall, user, system, result = timed(run)
                 walls[label].append(wall)
-                cpus[label].append(cpu)
+                cpus[label].append((user, system))
                 if isinstance(result, dict):
                     calls.append(result["denoise"])
             loads.append(load())
@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     loads.append(load())
 
     median = {label: statistics.median(values) for label, values in walls.items()}
-    median_cpu = {label: statistics.median(values) for label, values in cpus.items()}
+    median_cpu = {
+        label: (statistics.median(user for user, _ in values), statistics.median(system for _, system in values))
+        for label, values in cpus.items()
+    }
     median["  of which the denoise() call alone"] = statistics.median(calls)
     reference = median["ffmpeg afftdn"]
     floor = median["FFT-only floor: windowed rfft + irfft, one thread"]
@@ -265,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.repeat} alternated runs; {os.cpu_count()} CPUs")
     print(f"load average (1 min) before, between rounds and after: {', '.join(f'{value:.2f}' for value in loads)}"
           + ("  ** MEASURED UNDER LOAD: absolute times are inflated; compare the ratios **" if busy else ""))
-    print("\n| case | wall s (median) | runs | CPU s | afftdn wall / this | this / FFT floor |")
+    print("\n| case | wall s (median) | runs | CPU s: user + system | afftdn wall / this | this / FFT floor |")
     print("|---|---|---|---|---|---|")
     for label, wall in median.items():
         runs = walls.get(label, calls)
-        cpu = f"{median_cpu[label]:.2f}" if label in median_cpu else "-"
+        cpu = "%.2f + %.2f" % median_cpu[label] if label in median_cpu else "-"
         print(f"| {label} | {wall:.2f} | {min(runs):.2f}-{max(runs):.2f} | {cpu} | {reference / wall:.2f} | {wall / floor:.2f} |")
     imported, first, second = (statistics.median(values) for values in zip(*starts))
     print(f"\nfirst call in a fresh process, warm compile cache (median of {len(starts)}): import destatic {imported:.2f} s, "
