@@ -229,8 +229,8 @@ def denoise(
     """
     samples = as_audio(audio)
     method = resolve_method(method)
+    settings = SuppressionOptions.from_options(method, options)
     if samples.shape[0] == 0:
-        SuppressionOptions.from_options(method, options)
         return np.zeros(np.shape(audio), np.float32)
     profile = resolve_profile(samples, sample_rate, noise, method=method)
     profile = checked_profile(profile, sample_rate, samples.shape[1])
@@ -238,16 +238,11 @@ def denoise(
     result = np.empty(samples.shape, np.float32)
 
     def work(group: slice) -> Iterator[int]:
-        """Denoise the channels `group` into their columns of `result`."""
+        """Denoise the channels `group` into their columns of `result` (the samples are checked already)."""
         out, position = result[:, group], 0
-        for block in denoise_stream(
-            iter_array_blocks(samples[:, group], BLOCK_SIZE),
-            sample_rate,
-            noise=profile.channel_rows(group),
-            method=method,
-            residue=residue,
-            **options,
-        ):
+        blocks = (np.ascontiguousarray(block) for block in iter_array_blocks(samples[:, group], BLOCK_SIZE))
+        rows = profile.channel_rows(group)
+        for block in _denoise_channels(blocks, profile=rows, method=method, options=settings, residue=residue):
             out[position : position + block.shape[0]] = block
             position += block.shape[0]
         yield position
