@@ -7,6 +7,7 @@ and scores outputs through the functions here.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,17 @@ import scipy.signal
 import soundfile as sf
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MEDIA_DIR = REPO_ROOT.parent / "shared" / "media"
+def _media_dir() -> Path:
+    """``$DESTATIC_MEDIA_DIR``, else the first ``shared/media`` beside the repository or a parent (worktrees)."""
+    if "DESTATIC_MEDIA_DIR" in os.environ:
+        return Path(os.environ["DESTATIC_MEDIA_DIR"])
+    for parent in REPO_ROOT.parents:
+        if (parent / "shared" / "media").is_dir():
+            return parent / "shared" / "media"
+    return REPO_ROOT.parent / "shared" / "media"
+
+
+MEDIA_DIR = _media_dir()
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 
 SPEECH_NOISES = ("AirConditioner_6", "VacuumCleaner_1", "CopyMachine_2")
@@ -85,6 +96,18 @@ def load_mono(path: Path, *, sample_rate: int | None = None) -> tuple[np.ndarray
     if sample_rate is None:
         return audio, file_rate
     return resample(audio, file_rate, sample_rate), sample_rate
+
+
+def load_video_audio(
+    path: Path, *, sample_rate: int, start_s: float = 0.0, end_s: float | None = None
+) -> np.ndarray:
+    """Decode a media file's audio as float64 mono at ``sample_rate`` (ffmpeg), optionally a stretch of it."""
+    command = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-vn", "-ac", "1",
+               "-ar", str(sample_rate), "-f", "f32le", "-"]
+    samples = np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, np.float32)
+    start = int(round(start_s * sample_rate))
+    stop = None if end_s is None else int(round(end_s * sample_rate))
+    return samples[start:stop].astype(np.float64)
 
 
 def synthetic_noise(kind: str, frames: int, sample_rate: int, *, rng: np.random.Generator) -> np.ndarray:

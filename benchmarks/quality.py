@@ -4,6 +4,11 @@ Group ``a``: the clean speech in ``media/speech`` mixed with three real noises,
 white hiss and 50 Hz hum at 0/5/10 dB SNR after a 1 s noise-only lead-in; every
 tool learns the noise from the lead-in. Group ``b``: the NOIZEUS and VoiceBank
 noisy/clean pairs, speech from the start, no lead-in (destatic's ``auto``).
+Group ``c``: content that must be kept, the music and ambience of the shared
+videos (the piano of ``chaplin.mp4``, the forest, score and effects of
+``big_buck_bunny_0_30.webm``, the room sound of ``fire2.mp4``) at 44.1 kHz
+under the same noises at 5 and 15 dB after a 1 s lead-in, scored by SI-SDR
+only (the videos' own audio is the reference, itself not perfectly clean).
 Only the speech region is scored (PESQ, STOI, SI-SDR); each output's lag is
 measured by cross-correlation. Peers with a delay (afftdn) have it removed
 before scoring; destatic is scored as it comes out and must show lag 0.
@@ -38,7 +43,19 @@ MAX_LAG_S = 0.1
 GROUP_TITLES = {
     "a": "a: clean speech + noise, 1 s noise-only lead-in (profile from the lead-in)",
     "b": "b: NOIZEUS and VoiceBank pairs, no lead-in (auto profile)",
+    "c": "c: music and ambience to keep + noise, 1 s lead-in (SI-SDR only)",
 }
+GROUP_METRICS = {"a": METRICS, "b": METRICS, "c": ("si_sdr",)}
+KEEP_RATE = 44100
+KEEP_SNRS_DB = (5.0, 15.0)
+KEEP_ITEMS = (
+    # (label, video, start_s, end_s)
+    ("piano", "chaplin.mp4", 0.0, None),
+    ("forest", "big_buck_bunny_0_30.webm", 0.0, 9.5),
+    ("score", "big_buck_bunny_0_30.webm", 9.5, 20.0),
+    ("effects", "big_buck_bunny_0_30.webm", 20.0, None),
+    ("room", "fire2.mp4", 0.0, None),
+)
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,7 @@ class Case:
     snr_db: float | None
     clean_path: Path
     noisy_path: Path | None = None
+    span_s: tuple[float, float | None] | None = None
 
     @property
     def name(self) -> str:
@@ -60,11 +78,17 @@ class Case:
 
     @property
     def lead_in_s(self) -> float:
-        return LEAD_IN_S if self.group == "a" else 0.0
+        return LEAD_IN_S if self.group in "ac" else 0.0
 
     def load(self) -> tuple[np.ndarray, np.ndarray, int]:
         """Return ``(noisy, clean, sample_rate)``; mixtures are seeded by the case name."""
-        clean, rate = common.load_mono(self.clean_path)
+        if self.span_s is not None:
+            rate = KEEP_RATE
+            clean = common.load_video_audio(
+                self.clean_path, sample_rate=rate, start_s=self.span_s[0], end_s=self.span_s[1]
+            )
+        else:
+            clean, rate = common.load_mono(self.clean_path)
         if self.noisy_path is not None:
             noisy, noisy_rate = common.load_mono(self.noisy_path)
             if noisy_rate != rate or len(noisy) != len(clean):
@@ -106,6 +130,17 @@ def group_b_cases(*, quick: bool) -> list[Case]:
     return cases
 
 
+def group_c_cases(*, quick: bool) -> list[Case]:
+    items = KEEP_ITEMS[:3:2] if quick else KEEP_ITEMS
+    snrs = (15.0,) if quick else KEEP_SNRS_DB
+    return [
+        Case("c", label, label, noise, snr, common.MEDIA_DIR / "video" / video, span_s=(start, end))
+        for label, video, start, end in items
+        for noise in common.SPEECH_NOISES + common.SYNTHETIC_NOISES
+        for snr in snrs
+    ]
+
+
 @dataclass(frozen=True)
 class Method:
     """A denoiser under test: ``run(noisy, sample_rate, case)`` returns the output."""
@@ -113,7 +148,7 @@ class Method:
     label: str
     run: Callable[[np.ndarray, int, Case], np.ndarray]
     is_destatic: bool = False
-    groups: str = "ab"
+    groups: str = "abc"
 
 
 def parse_spec(spec: str) -> tuple[str | None, dict[str, object]]:
@@ -197,6 +232,12 @@ def _sox(noisy: np.ndarray, rate: int, case: Case) -> np.ndarray:
     return common.run_noisered(noisy, rate, profile_seconds=span)
 
 
+def _dfn3(noisy: np.ndarray, rate: int, case: Case) -> np.ndarray:
+    from destatic.dsp.learned import deepfilter
+
+    return deepfilter(noisy, rate)
+
+
 def peer_methods() -> list[Method]:
     peers = [
         Method("noisy", lambda noisy, rate, case: noisy),
@@ -204,9 +245,15 @@ def peer_methods() -> list[Method]:
         Method("noisereduce", _noisereduce),
         Method("noisereduce-head", _noisereduce_head, groups="b"),
         Method("afftdn", _afftdn),
-        Method("afftdn-learn", _afftdn_learn, groups="a"),
+        Method("afftdn-learn", _afftdn_learn, groups="ac"),
         Method("afftdn-track", _afftdn_track, groups="b"),
     ]
+    from destatic.dsp import learned_available
+
+    if learned_available():
+        peers.append(Method("dfn3", _dfn3))
+    else:
+        print("no DeepFilterNet3 wheel: the dfn3 peer is left out", file=sys.stderr)
     if common.sox_exe() is not None:
         peers.append(Method("sox", _sox))
     else:
@@ -214,11 +261,13 @@ def peer_methods() -> list[Method]:
     return peers
 
 
-def run_case(case: Case, specs: tuple[str, ...]) -> list[dict[str, object]]:
+def run_case(case: Case, specs: tuple[str, ...], peers: tuple[str, ...] | None = None) -> list[dict[str, object]]:
     """Run every method on one case and score the speech region of each output."""
     noisy, clean, rate = case.load()
     start = int(case.lead_in_s * rate)
-    methods = [m for m in peer_methods() if case.group in m.groups] + [destatic_method(s) for s in specs]
+    methods = [
+        m for m in peer_methods() if case.group in m.groups and (peers is None or m.label in peers)
+    ] + [destatic_method(s) for s in specs]
     rows = []
     for method in methods:
         began = time.perf_counter()
@@ -226,7 +275,11 @@ def run_case(case: Case, specs: tuple[str, ...]) -> list[dict[str, object]]:
         seconds = time.perf_counter() - began
         lag = common.estimate_lag(clean, output, max_lag=int(MAX_LAG_S * rate))
         aligned = common.advance(output, 0 if method.is_destatic else lag, len(noisy))
-        scores = common.score(clean[start:], aligned[start:], rate)
+        if case.group == "c":
+            scores = {"pesq": float("nan"), "stoi": float("nan"),
+                      "si_sdr": common.si_sdr(clean[start:], aligned[start:]), "pesq_failed": 0.0}
+        else:
+            scores = common.score(clean[start:], aligned[start:], rate)
         rows.append(
             {
                 "group": case.group,
@@ -248,7 +301,8 @@ def run_case(case: Case, specs: tuple[str, ...]) -> list[dict[str, object]]:
 
 
 def _mean(rows: list[dict[str, object]], key: str) -> float:
-    return float(np.mean([float(r[key]) for r in rows]))
+    values = np.array([float(r[key]) for r in rows])
+    return float(np.mean(values)) if np.isfinite(values).any() else float("nan")
 
 
 def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -280,7 +334,7 @@ def margins(summary: list[dict[str, object]]) -> list[dict[str, object]]:
     for group in dict.fromkeys(s["group"] for s in summary):
         peers = [s for s in summary if s["group"] == group and not s["is_destatic"]]
         for variant in (s for s in summary if s["group"] == group and s["is_destatic"]):
-            for metric in METRICS:
+            for metric in GROUP_METRICS[group]:
                 best = max(peers, key=lambda s: s[metric])
                 margin = float(variant[metric]) - float(best[metric])
                 result.append(
@@ -374,6 +428,9 @@ def bar_chart(summary: list[dict[str, object]], path: Path) -> None:
         colours = ["tab:green" if s["is_destatic"] else "tab:gray" for s in entries]
         for col, metric in enumerate(METRICS):
             ax = axes[row][col]
+            if metric not in GROUP_METRICS[group]:
+                ax.axis("off")
+                continue
             values = [float(s[metric]) for s in entries]
             bars = ax.bar(range(len(entries)), values, color=colours)
             ax.bar_label(bars, fmt="%.3g", fontsize=7)
@@ -420,7 +477,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "with SuppressionOptions fields, e.g. wiener logmmse:max_reduction_db=18,time_smoothing_ms=20; "
         "noise=auto overrides the group's noise argument",
     )
-    parser.add_argument("--groups", default="ab", help="which groups to run: a, b or ab (default)")
+    parser.add_argument("--peers", nargs="*", default=None, metavar="NAME",
+                        help="only these peers (e.g. noisy sox seed); default all")
+    parser.add_argument("--groups", default="ab", help="which groups to run: any of a, b, c (default ab)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
     parser.add_argument("--out", type=Path, default=common.OUT_DIR, help="output folder (default benchmarks/out)")
     return parser.parse_args(argv)
@@ -430,15 +489,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     common.require_media()
     check_specs(args.methods)
-    cases = (group_a_cases(quick=args.quick) if "a" in args.groups else []) + (
-        group_b_cases(quick=args.quick) if "b" in args.groups else []
+    cases = (
+        (group_a_cases(quick=args.quick) if "a" in args.groups else [])
+        + (group_b_cases(quick=args.quick) if "b" in args.groups else [])
+        + (group_c_cases(quick=args.quick) if "c" in args.groups else [])
     )
     specs = tuple(args.methods)
     began = time.perf_counter()
     print(f"{len(cases)} cases, methods {', '.join(specs)}, {args.jobs} job(s)", file=sys.stderr)
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for done, result in enumerate(pool.map(run_case, cases, [specs] * len(cases)), start=1):
+        for done, result in enumerate(pool.map(run_case, cases, [specs] * len(cases), [None if args.peers is None else tuple(args.peers)] * len(cases)), start=1):
             rows += result
             print(f"\r{done}/{len(cases)} cases, {time.perf_counter() - began:.0f} s", end="", file=sys.stderr)
     print(file=sys.stderr)

@@ -24,8 +24,9 @@ def settings_table() -> str:
     for group, group_field in Settings.model_fields.items():
         model: type[BaseModel] = group_field.annotation  # type: ignore[assignment]
         for name, field in model.model_fields.items():
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             default = field.default
-            shown = "none" if default is None else str(default)
+            shown = extra.get("shown") or ("none" if default is None else str(default))
             env = f"DESTATIC_{group.upper()}__{name.upper()}"
             lines.append(f"| `{group}.{name}` | `{env}` | `{shown}` | {field.description} |")
     return "\n".join(lines)

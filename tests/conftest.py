@@ -8,6 +8,7 @@ for the tests that need it (``tests/pipeline/conftest.py``).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,18 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["DO_NOT_TRACK"] = "1"
 os.environ.pop("PREFECT_API_URL", None)
+# The user's cache folder (the default work folder) is the test session's own.
+_CACHE_HOME = REPO_ROOT / ".prefect" / "pytest" / "xdg-cache"
+shutil.rmtree(_CACHE_HOME, ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = str(_CACHE_HOME)
+# Commands run by the tests use Prefect's temporary server (or the harness's), never a background one left running;
+# tests/pipeline/test_server.py starts and stops its own in a folder of its own.
+os.environ["XDG_STATE_HOME"] = str(REPO_ROOT / ".prefect" / "pytest" / "xdg-state")
 # Settings from the caller's environment must not leak into tests (other
 # DESTATIC_* variables, such as DESTATIC_FFMPEG, are left alone).
 for _name in [name for name in os.environ if name.startswith("DESTATIC_") and ("__" in name or name == "DESTATIC_CONFIG")]:
     del os.environ[_name]
+os.environ["DESTATIC_RUNTIME__SERVER"] = "embedded"
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,7 @@ def imported_modules(module: str, source: str, *, is_package: bool = False) -> s
 def violations(module: str, source: str, *, is_package: bool = False) -> list[str]:
     """The imports of `module` that the contract forbids, as ``module -> imported`` lines."""
     forbidden = [banned for layer, banned in RULES.items() if module == layer or module.startswith(layer + ".")]
-    if module != "destatic.__main__":
+    if module != "destatic.__main__" and not (module == "destatic.cli" or module.startswith("destatic.cli.")):
         forbidden.append(("destatic.cli",))
     bad = []
     for imported in sorted(imported_modules(module, source, is_package=is_package)):
@@ -122,6 +122,14 @@ FILESYSTEM_MODULES = ("os", "shutil", "tempfile", "soundfile", "glob")
 FILESYSTEM_CALLS = {"open", "mkdir", "unlink", "rename", "replace", "rmdir", "rmtree", "write_text", "write_bytes", "read_text", "read_bytes", "iterdir", "glob", "rglob", "touch"}
 
 
+def _code_lines(function: ast.FunctionDef) -> int:
+    """Lines of a function from its signature to its end, its docstring left out."""
+    body = function.body
+    has_docstring = isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) and isinstance(body[0].value.value, str)
+    docstring = body[0].end_lineno - body[0].lineno + 1 if has_docstring else 0
+    return function.end_lineno - function.lineno + 1 - docstring
+
+
 def test_modules_stay_small() -> None:
     long = {str(path.relative_to(PACKAGE)): lines for path in PACKAGE.rglob("*.py") if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
     assert long == {}
@@ -137,8 +145,8 @@ def test_flows_only_order_calls() -> None:
             if imported.split(".")[0] in FILESYSTEM_MODULES:
                 problems.append(f"{module} imports {imported}")
         for node in ast.walk(tree):
-            if isinstance(node, ast.FunctionDef) and node.end_lineno - node.lineno + 1 > MAX_FLOW_FUNCTION_LINES:
-                problems.append(f"{module}.{node.name} has {node.end_lineno - node.lineno + 1} lines")
+            if isinstance(node, ast.FunctionDef) and (lines := _code_lines(node)) > MAX_FLOW_FUNCTION_LINES:
+                problems.append(f"{module}.{node.name} has {lines} lines of code")
             if isinstance(node, ast.Call):
                 name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
                 if name in FILESYSTEM_CALLS:

@@ -1,13 +1,21 @@
 """destatic: take steady background noise out of videos and recordings.
 
-``import destatic`` stays light (numpy and scipy only); the Prefect pipeline
-lives in :mod:`destatic.flows`, :mod:`destatic.tasks` and
-:mod:`destatic.settings`, imported on demand.
+``import destatic`` loads nothing heavy: :func:`denoise` and the other names
+below load the numpy/scipy core on first use; the Prefect pipeline lives in
+:mod:`destatic.flows`, :mod:`destatic.tasks` and :mod:`destatic.settings`,
+imported on demand.
 """
 
-from destatic.dsp import NoiseProfile, denoise, estimate_profile
-from destatic.errors import BadInputError, DestaticError, ParameterError, TransientError
+from typing import TYPE_CHECKING
 
+from destatic._lazy import lazy_names
+
+__version__ = "0.1.0"
+_NAMES = {
+    **dict.fromkeys(("NoiseProfile", "denoise", "estimate_profile"), "destatic.dsp"),
+    **dict.fromkeys(("BadInputError", "DestaticError", "ParameterError", "TransientError"), "destatic.errors"),
+}
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = [
     "BadInputError",
     "DestaticError",
@@ -17,4 +25,7 @@ __all__ = [
     "denoise",
     "estimate_profile",
 ]
-__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from destatic.dsp import NoiseProfile, denoise, estimate_profile
+    from destatic.errors import BadInputError, DestaticError, ParameterError, TransientError

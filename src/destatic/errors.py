@@ -7,9 +7,11 @@ never retry) and a transient failure (retry with backoff).
 
 from __future__ import annotations
 
+import errno as errnos
 import os
+from typing import Any
 
-__all__ = ["BadInputError", "DestaticError", "ParameterError", "TransientError", "blames_the_file", "display_path", "reason_of"]
+__all__ = ["BadInputError", "DestaticError", "ParameterError", "TransientError", "blames_the_file", "display_path", "is_disk_full", "reason_of"]
 
 
 class DestaticError(Exception):
@@ -59,7 +61,25 @@ class TransientError(DestaticError):
     The pipeline retries these with backoff. A watched file that still fails
     goes back to the inbox, and to quarantine only after
     ``watch.max_attempts`` runs that failed so.
+
+    Parameters
+    ----------
+    message : str
+    errno : int or None
+        The system error behind it, when known (``errno.ENOSPC``: disk full).
     """
+
+    def __init__(self, message: str, *, errno: int | None = None) -> None:
+        self.errno = errno
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the errno too (from a channel process or a Dask worker)."""
+        return (_transient_error, (str(self), self.errno))
+
+
+def _transient_error(message: str, errno: int | None) -> TransientError:
+    return TransientError(message, errno=errno)
 
 
 def reason_of(error: BaseException) -> str:
@@ -77,3 +97,15 @@ def blames_the_file(error: BaseException) -> bool:
     a step; any other error may not recur.
     """
     return isinstance(error, BadInputError)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (or an error it was raised from) says a disk or quota is full."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OSError, TransientError)) and current.errno in (errnos.ENOSPC, errnos.EDQUOT):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

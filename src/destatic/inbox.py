@@ -29,6 +29,7 @@ from destatic import media
 from destatic.errors import BadInputError, blames_the_file, display_path, reason_of
 from destatic.media.atomic import partial_owner
 from destatic.settings import Settings
+from destatic.workspace import residue_output
 
 __all__ = [
     "CLAIM_DIR",
@@ -236,8 +237,10 @@ def staged(taken: Claim, target: Path) -> Iterator[tuple[Path, Path]]:
     staged_output = taken.folder / f"output{out_suffix}"
     yield alias, staged_output
     target.parent.mkdir(parents=True, exist_ok=True)
-    with media.atomic_output(target) as partial:
-        shutil.move(os.fspath(staged_output), partial)
+    for made, wanted in ((residue_output(staged_output), residue_output(target)), (staged_output, target)):
+        if made.exists():
+            with media.atomic_output(wanted) as partial:
+                shutil.move(os.fspath(made), partial)
 
 
 def _free_name(target: Path) -> Path:

@@ -22,6 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -30,11 +31,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from destatic.dsp import METHODS, Method, ProfileMode, SuppressionOptions, resolve_method
+from destatic.dsp.choices import METHODS, Method, ProfileMode, refuse_options_for_seed, resolve_method
 from destatic.errors import ParameterError
-from destatic.media import AUDIO_FORMATS, AudioFormat
+from destatic.media.formats import AUDIO_FORMATS, AudioFormat
 
 __all__ = [
+    "CacheSettings",
     "NoiseSettings",
     "OutputSettings",
     "PathSettings",
@@ -45,6 +47,7 @@ __all__ = [
     "CONFIG_FILE",
     "Dispatch",
     "OutputMode",
+    "ServerKind",
     "TaskRunnerKind",
     "load_settings",
 ]
@@ -55,6 +58,8 @@ Dispatch = Literal["inline", "deployment"]
 """Who cleans the files a watcher claims: the watcher itself, or the workers of a deployment."""
 TaskRunnerKind = Literal["thread", "dask"]
 """Where the steps run: threads of the flow's process, or a Dask cluster."""
+ServerKind = Literal["background", "embedded"]
+"""Which Prefect server a command uses when PREFECT_API_URL names none."""
 
 CONFIG_FILE = "destatic.toml"
 _config_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -66,14 +71,62 @@ class _Group(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def user_cache_folder() -> Path:
+    """destatic's folder in the user's cache: ``$XDG_CACHE_HOME/destatic``, else ``~/.cache/destatic`` (platformdirs)."""
+    return Path(platformdirs.user_cache_dir("destatic", appauthor=False))
+
+
+BESIDE_THE_INBOX = ("outbox", "done", "quarantine")
+
+
 class PathSettings(_Group):
-    """Folders the pipeline reads and writes; relative paths are from the working directory."""
+    """Folders the pipeline reads and writes; relative paths are from the working directory.
+
+    Never the working directory by accident: the outbox, ``done/`` and
+    quarantine default to folders beside the inbox (in its parent), the work
+    folder to the user's cache.
+    """
 
     inbox: Path = Field(Path("inbox"), description="Folder the watcher takes new files from.")
-    outbox: Path = Field(Path("outbox"), description="Where the watcher writes results, mirroring the inbox's subfolders.")
-    work: Path = Field(Path("work"), description="Per-file work folders, cached step outputs and reports.")
-    quarantine: Path = Field(Path("quarantine"), description="Bad inputs are moved here with NAME.error.txt.")
-    done: Path = Field(Path("done"), description="Originals are moved here once processed (never deleted).")
+    outbox: Path = Field(
+        Path("outbox"),
+        description="Where the watcher writes results, mirroring the inbox's subfolders; none: `outbox` beside the inbox.",
+        json_schema_extra={"shown": "<inbox>/../outbox"},
+    )
+    work: Path = Field(
+        default_factory=lambda: user_cache_folder() / "work",
+        description="Per-file work folders, cached step outputs and reports (see cache.max_gb); none: in the user's cache.",
+        json_schema_extra={"shown": "$XDG_CACHE_HOME/destatic/work"},
+    )
+    quarantine: Path = Field(
+        Path("quarantine"),
+        description="Bad inputs are moved here with NAME.error.txt; none: `quarantine` beside the inbox.",
+        json_schema_extra={"shown": "<inbox>/../quarantine"},
+    )
+    done: Path = Field(
+        Path("done"),
+        description="Originals are moved here once processed (never deleted); none: `done` beside the inbox.",
+        json_schema_extra={"shown": "<inbox>/../done"},
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _beside_the_inbox(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inbox = Path(data.get("inbox") or "inbox")
+            data = {**data, **{name: inbox.parent / name for name in BESIDE_THE_INBOX if data.get(name) is None}}
+        return data
+
+
+class CacheSettings(_Group):
+    """How much disk the work folder may take."""
+
+    max_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Largest size of the work folder in GB, kept after every run by evicting the least recently used "
+        "entries whole; none: 5 GB, or a tenth of the space it may take where that is smaller.",
+    )
 
 
 class OutputSettings(_Group):
@@ -83,9 +136,27 @@ class OutputSettings(_Group):
         "remux", description="remux: the original container with cleaned audio (video copied); audio: audio only."
     )
     format: AudioFormat | None = Field(
-        None, description=f"Audio-only format ({', '.join(AUDIO_FORMATS)}); None: from the output name, else flac."
+        None, description=f"Audio-only format ({', '.join(AUDIO_FORMATS)}), which implies mode=audio; none: from the output name, else flac."
     )
     suffix: str = Field("-clean", description="Added to the input's stem when no output name is given.")
+    residue: bool = Field(
+        False, description="Also write what was removed (the input minus the output, sample-aligned) beside the output, as NAME-residue.EXT."
+    )
+    loudness_lufs: float | None = Field(
+        None, ge=-70, le=-5, description="Bring the cleaned audio to this integrated loudness (EBU R128, LUFS; -16 for speech online) with one gain; none: off."
+    )
+    true_peak_db: float = Field(
+        -1.0, ge=-20, le=0, description="With loudness_lufs: the true peak (dBTP) the gain may not push the audio past; it wins over the target."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _format_means_audio_only(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("format") is not None:
+            if data.get("mode") == "remux":
+                raise ValueError("format applies to the audio alone: set mode='audio' or leave format out to remux")
+            data = {**data, "mode": "audio"}
+        return data
 
     @field_validator("format", mode="before")
     @classmethod
@@ -117,9 +188,16 @@ class NoiseSettings(_Group):
     start_s: float | None = Field(None, ge=0, description="Start of the noise-only stretch (mode=segment), seconds.")
     end_s: float | None = Field(None, gt=0, description="End of the noise-only stretch (mode=segment), seconds.")
     file: Path | None = Field(None, description="Noise-only recording (mode=file).")
+    profile_file: Path | None = Field(
+        None,
+        description="A noise profile saved by `destatic profile --save` (.npz), used for every file instead of "
+        "measuring one; its sample rate must be the audio's, its channels 1 or the audio's.",
+    )
 
     @model_validator(mode="after")
     def _mode_has_what_it_needs(self) -> NoiseSettings:
+        if self.profile_file is not None and self.mode is not None:
+            raise ValueError(f"profile_file is a saved profile, used instead of measuring one: leave mode={self.mode!r} out")
         if self.mode == "segment":
             if self.start_s is None or self.end_s is None:
                 raise ValueError("mode='segment' needs both start_s and end_s")
@@ -158,7 +236,7 @@ class SuppressionSettings(_Group):
     @model_validator(mode="after")
     def _options_fit_the_method(self) -> SuppressionSettings:
         try:
-            SuppressionOptions.from_options(resolve_method(self.method), self.dsp_options())
+            refuse_options_for_seed(resolve_method(self.method), self.dsp_options())
         except ParameterError as error:
             raise ValueError(str(error)) from None
         return self
@@ -213,6 +291,16 @@ class RuntimeSettings(_Group):
     dask_workers: int | None = Field(
         None, ge=1, le=256, description="Worker processes of the local Dask cluster; none: one per CPU this process may use."
     )
+    server: ServerKind = Field(
+        "background",
+        description="Without PREFECT_API_URL: background: a local Prefect server that the first command starts and later "
+        "ones reuse (destatic server status|stop); embedded: Prefect's temporary server, one per command.",
+    )
+    shortcut: bool = Field(
+        True,
+        description="destatic run answers a request it has answered before (same input bytes, settings and versions, "
+        "its results still cached) by copying them again, without a Prefect flow run; false: always run the flow.",
+    )
     ffmpeg_timeout_s: float | None = Field(
         None,
         gt=0,
@@ -243,7 +331,8 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    paths: PathSettings = PathSettings()
+    paths: PathSettings = Field(default_factory=PathSettings)
+    cache: CacheSettings = CacheSettings()
     output: OutputSettings = OutputSettings()
     noise: NoiseSettings = NoiseSettings()
     suppression: SuppressionSettings = SuppressionSettings()
@@ -283,6 +372,9 @@ def _describe(error: ValidationError) -> str:
             message = "is not a setting"
         elif "input" in item and not isinstance(item["input"], dict):
             field = f"{field}={item['input']!r}"
+        variable = "DESTATIC_" + "__".join(str(part).upper() for part in item["loc"])
+        if "input" in item and os.environ.get(variable) == str(item["input"]):
+            field += f" (from the environment variable {variable})"
         lines.append(f"{field}: {message}")
     return "; ".join(lines)
 

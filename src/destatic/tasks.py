@@ -30,6 +30,7 @@ from prefect.transactions import get_transaction
 from pydantic import BaseModel
 
 from destatic import __version__, media, steps
+from destatic.cache import KEY_CHARS, STEP_VERSIONS, artifact_name
 from destatic._digest import file_digest
 from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
@@ -42,28 +43,18 @@ __all__ = [
     "extract_audio",
     "inverse_stft",
     "is_transient",
+    "level_loudness",
     "notify_progress",
     "plot_report",
     "profile_noise",
     "progress_listener",
     "remux",
     "report_progress",
+    "residue",
     "step_key",
     "subtract_noise",
 ]
 
-# Bump a step's version when its code changes what it writes or returns:
-# old cache entries then stop matching.
-STEP_VERSIONS: dict[str, str] = {
-    "extract": "2",
-    "profile": "3",
-    "subtract": "5",
-    "inverse": "4",
-    "remux": "2",
-    "export": "2",
-    "plots": "3",
-}
-KEY_CHARS = 20
 PROGRESS_EVERY_S = 2.0
 LISTENER_EVERY_S = 0.2
 
@@ -134,7 +125,7 @@ class StepCache(CachePolicy):
         else:
             value = inputs[self.suffix_from]
             suffix = value.suffix if isinstance(value, Path) else f".{value}"
-        return Path(inputs["work_dir"]) / f"{self.step}-{key}{suffix}"
+        return Path(inputs["work_dir"]) / artifact_name(self.step, key, suffix)
 
     def compute_key(
         self,
@@ -211,9 +202,11 @@ class _Progress:
 
 
 _EXTRACT = StepCache(step="extract", suffix=".wav", content=("source",))
-_PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file",))
+_PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file", "profile_file"))
 _SUBTRACT = StepCache(step="subtract", suffix=".npy")
 _INVERSE = StepCache(step="inverse", suffix=".wav")
+_RESIDUE = StepCache(step="residue", suffix=".wav")
+_LOUDNESS = StepCache(step="loudness", suffix=".wav")
 _REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
 _EXPORT = StepCache(step="export", suffix_from="format")
 _PLOTS = StepCache(step="plots", suffix=".json")
@@ -236,10 +229,14 @@ def profile_noise(
     method: str | None = None,
     noise_file: Path | None = None,
     noise_audio: steps.ExtractedAudio | None = None,
+    profile_file: Path | None = None,
 ) -> steps.ProfiledNoise:
-    """Profile: measure the noise power per channel and bin into ``profile-<key>.npz``."""
+    """Profile: measure the noise power per channel and bin (or take a saved profile) into ``profile-<key>.npz``."""
     target = _PROFILE.target(
-        {"audio": audio, "work_dir": work_dir, "noise": noise, "method": method, "noise_file": noise_file, "noise_audio": noise_audio}
+        {
+            "audio": audio, "work_dir": work_dir, "noise": noise, "method": method,
+            "noise_file": noise_file, "noise_audio": noise_audio, "profile_file": profile_file,
+        }
     )
     return steps.profile.run(audio, target, noise, method=method, noise_audio=noise_audio)
 
@@ -260,6 +257,22 @@ def inverse_stft(
     """Inverse STFT: the gains applied and the frames overlap-added back, into ``inverse-<key>.wav``."""
     target = _INVERSE.target({"audio": audio, "gains": gains, "noise": noise, "work_dir": work_dir})
     return steps.inverse.run(audio, gains, noise, target, on_progress=_Progress(progress, work_dir, start=60, span=30))
+
+
+@task(name="residue", cache_policy=_RESIDUE, **_STEP_OPTIONS)
+def residue(audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path) -> steps.AudioFile:
+    """Residue: what was taken out, the audio minus the cleaned audio, into ``residue-<key>.wav``."""
+    target = _RESIDUE.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir})
+    return steps.residue.run(audio, cleaned, target)
+
+
+@task(name="level_loudness", cache_policy=_LOUDNESS, **_STEP_OPTIONS)
+def level_loudness(
+    audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path, target_lufs: float, ceiling_dbtp: float
+) -> steps.Leveled:
+    """Loudness: the cleaned audio brought to `target_lufs` under a true-peak ceiling, into ``loudness-<key>.wav``."""
+    target = _LOUDNESS.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir, "target_lufs": target_lufs, "ceiling_dbtp": ceiling_dbtp})
+    return steps.loudness.run(audio, cleaned, target, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp)
 
 
 @task(name="remux", cache_policy=_REMUX, **_STEP_OPTIONS)

@@ -10,10 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from destatic import media
 from destatic._digest import file_digest
+from destatic.errors import ParameterError
 from destatic.settings import Settings
 
-__all__ = ["default_output", "report_key", "slug", "work_dir_for"]
+__all__ = ["check_output", "default_output", "report_key", "residue_output", "slug", "work_dir_for"]
 
 
 def slug(text: str, *, limit: int = 40) -> str:
@@ -35,3 +37,43 @@ def default_output(source: Path, settings: Settings) -> Path:
     """Beside the input, stem + suffix; audio-only mode takes the format's extension."""
     extension = f".{settings.output.format or 'flac'}" if settings.output.mode == "audio" else source.suffix
     return source.with_name(f"{source.stem}{settings.output.suffix}{extension}")
+
+
+def residue_output(output: Path) -> Path:
+    """Where the residue of `output` goes unless named: beside it, ``NAME-residue.EXT``."""
+    return output.with_name(f"{output.stem}-residue{output.suffix}")
+
+
+def check_output(source: Path, output: Path, settings: Settings) -> None:
+    """Refuse an output name that does not say what will be written in it: one rule for the command line, the flows and the watcher.
+
+    Audio alone (``output.mode="audio"``, which ``output.format`` implies)
+    goes into a file named for its format: ``.flac`` for flac. A remux keeps
+    the input's container, so its suffix. An audio input is exported in its
+    output's format.
+
+    Raises
+    ------
+    ParameterError
+        Saying which name would fit.
+    """
+    suffix = output.suffix.lower()
+    if settings.output.mode == "audio":
+        wanted = settings.output.format
+        if suffix not in media.AUDIO_SUFFIXES or (wanted is not None and media.AUDIO_SUFFIXES[suffix] != wanted):
+            name = output.with_suffix(f".{wanted or 'flac'}").name
+            raise ParameterError(
+                f"output {output.name!r}: the cleaned audio alone is written as {wanted or 'audio'}, not into "
+                f"{output.suffix or 'a file without a suffix'}; name it {name!r}, or leave the audio-only choice out to keep the video"
+            )
+    elif source.suffix.lower() in media.AUDIO_SUFFIXES:
+        if suffix not in media.AUDIO_SUFFIXES:
+            raise ParameterError(
+                f"output {output.name!r}: {source.name!r} is audio, so is what comes out; use an audio extension "
+                f"({', '.join(media.AUDIO_SUFFIXES)})"
+            )
+    elif suffix != source.suffix.lower():
+        raise ParameterError(
+            f"output {output.name!r}: remuxing keeps the container {source.suffix!r}; use that extension, "
+            "or an audio extension (or --format) for the audio alone"
+        )

@@ -1,11 +1,12 @@
 """The numpy formulation of the DSP core's frame loops, as it stood before they were compiled: the test oracle.
 
 ``NoiseTracker``, ``GainComputer``, ``one_pole``, ``FrameSplitter`` and
-``OverlapAdder`` are main's numpy code of 31cee55 (the ``ceiling`` of the
-tracker added, as in the compiled tracker); :func:`denoise` runs a whole
-signal through them as :func:`destatic.denoise` does (the profile and the
-tone canceller are the package's, unchanged). The compiled loops
-(:mod:`destatic.dsp._kernels`) must agree with these.
+``OverlapAdder`` are main's numpy code of 87a6ea1 (31cee55's, with the
+bounded tracking of measured profiles and the longer ``auto`` window);
+:func:`denoise` runs a whole signal through them as :func:`destatic.denoise`
+does with a classic method (the profile and the tone canceller are the
+package's, unchanged). The compiled loops (:mod:`destatic.dsp._kernels`)
+must agree with these.
 
 A change to the tracker or the gain rule is made in both places: here and
 in ``src/destatic/dsp/_kernels.py``.
@@ -19,8 +20,9 @@ import scipy.fft
 from destatic.dsp import noise as noise_module
 from destatic.dsp._audio import as_audio
 from destatic.dsp.framing import BLOCK_SIZE, tone_canceller
-from destatic.dsp.gains import PRIOR_SNR_FLOOR_DB, SuppressionOptions, _half_exp1_table, _triangle_kernel, resolve_method
+from destatic.dsp.gains import PRIOR_SNR_FLOOR_DB, TONE_BINS, SuppressionOptions, _half_exp1_table, _triangle_kernel, resolve_method
 from destatic.dsp.noise import (
+    MIN_WINDOW_SECONDS,
     NOISE_UPDATE_SECONDS,
     PRESENCE_RATIO,
     SMOOTHING_SECONDS,
@@ -82,9 +84,9 @@ class NoiseTracker:
         Time constant of the noise update where speech is absent: short when
         the initial estimate is a guess (``auto``), longer when it was
         measured on noise only, so the estimate wanders less.
-
-    ceiling : np.ndarray [shape=(channels, bins)] or None
-        An upper bound on the estimate, bin by bin (None: none).
+    window_seconds : float
+        The minimum-statistics window (1.5 s; longer keeps the tracker off
+        notes held for a while, at the cost of following rising noise later).
 
     Notes
     -----
@@ -103,11 +105,11 @@ class NoiseTracker:
         n_fft: int,
         hop_length: int,
         update_seconds: float = NOISE_UPDATE_SECONDS,
-        ceiling: np.ndarray | None = None,
+        window_seconds: float = MIN_WINDOW_SECONDS,
     ):
         initial = np.maximum(np.asarray(initial_power, np.float32), np.finfo(np.float32).tiny)
         channels, bins = initial.shape
-        window = min_window_frames(sample_rate, hop_length)
+        window = min_window_frames(sample_rate, hop_length, window_seconds)
         self.subwindow = -(-window // self.SUBWINDOWS)
         self.smoothing = smoothing_factor(SMOOTHING_SECONDS, sample_rate, hop_length)
         self.bias = minimum_bias(
@@ -124,7 +126,6 @@ class NoiseTracker:
         self._sub_minimum = seeded_minimum.copy()
         self._sub_count = 0
         self._noise = initial.copy()
-        self._ceiling = None if ceiling is None else np.broadcast_to(np.asarray(ceiling, np.float32), initial.shape)
 
     def update(self, power: np.ndarray) -> np.ndarray:
         """Take ``|Y|^2``, shape ``(channels, frames, bins)``; return the noise power per frame."""
@@ -165,8 +166,6 @@ class NoiseTracker:
             current = noise[:, frame]
             np.multiply(estimate, keep[:, frame], out=current)
             current += fresh_noise[:, frame]
-            if self._ceiling is not None:
-                np.minimum(current, self._ceiling, out=current)
             estimate = current
         self._noise = estimate.copy()
         return noise
@@ -234,10 +233,12 @@ class GainComputer:
                     if profile.mode == "auto"
                     else noise_module.PROFILED_NOISE_UPDATE_SECONDS
                 ),
+                window_seconds=options.auto_window_s if profile.mode == "auto" else noise_module.MIN_WINDOW_SECONDS,
             )
             if track and method != "seed"
             else None
         )
+        self._ceiling = self._noise_ceiling(profile, options)
         self._prior = np.zeros(profile.power.shape, np.float32)
         self._kernel = _triangle_kernel(
             options.freq_smoothing_hz * profile.n_fft / profile.sample_rate
@@ -251,6 +252,40 @@ class GainComputer:
         )
         self._time_smoothing_state: np.ndarray | None = None
 
+    @staticmethod
+    def _noise_ceiling(profile: NoiseProfile, options: SuppressionOptions) -> np.ndarray | None:
+        """The most the tracked noise may be above a measured profile (before drift), per channel and bin; None: no bound.
+
+        Bins of steady tones from a separate recording stay free: those have no
+        phase yet, the canceller needs seconds to lock on, and until then what
+        it leaves in their bins is known noise the tracker must follow.
+        """
+        if profile.mode == "auto" or options.profiled_ceiling_db is None:
+            return None
+        ceiling = (profile.power * np.float32(10 ** (options.profiled_ceiling_db / 10)))[:, np.newaxis, :]
+        if profile.tones.size and not profile.tone_amplitudes.any():
+            centre = np.rint(np.asarray(profile.tones) * profile.n_fft / profile.sample_rate).astype(int)
+            near = (centre[:, np.newaxis] + np.arange(-TONE_BINS, TONE_BINS + 1)).ravel()
+            ceiling = ceiling.copy()
+            ceiling[..., near[(near >= 0) & (near < profile.bins)]] = np.inf
+        return ceiling
+
+    def _bounded(self, noise: np.ndarray) -> np.ndarray:
+        """The tracked noise kept under the ceiling, which rises with the frame's broadband drift."""
+        ceiling = self._ceiling
+        if self.options.drift_quantile is not None:
+            reference = np.maximum(self.profile.power[:, np.newaxis, :], np.float32(1e-30))
+            drift = np.quantile(noise / reference, self.options.drift_quantile, axis=-1, keepdims=True)
+            ceiling = ceiling * np.maximum(drift, np.float32(1)).astype(np.float32)
+        return np.minimum(noise, ceiling, out=noise)
+
+    def push_samples(self, block: np.ndarray) -> None:
+        """The samples behind the next spectra (:class:`GainRule`); this rule needs the spectra only."""
+
+    def finish(self) -> np.ndarray:
+        """The gains still owed at the end (:class:`GainRule`): none, this rule answers every frame at once."""
+        return np.zeros((self.profile.channels, 0, self.profile.bins), np.float32)
+
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
             return np.zeros(spectra.shape, np.float32)
@@ -260,6 +295,8 @@ class GainComputer:
         power += spectra.imag * spectra.imag
         if self.tracker is not None:
             noise = self.tracker.update(power)
+            if self._ceiling is not None:
+                noise = self._bounded(noise)
         else:
             noise = np.broadcast_to(self.profile.power[:, np.newaxis, :], power.shape)
         noise = np.maximum(noise * self.scale, np.float32(1e-30))

@@ -255,7 +255,7 @@ def blocks(group):
         for block in handle.blocks(4096, dtype="float32", always_2d=True):
             yield block[:, group]
 
-print(list(compute_gains_by_group(blocks, 2, 16000, profile, lambda *args: None, n_jobs=2))[-1])
+print(list(compute_gains_by_group(blocks, 2, 16000, profile, lambda *args: None, method="logmmse", n_jobs=2))[-1])
 """
 
 

@@ -102,14 +102,6 @@ def test_load_refuses_other_files(tmp_path):
         NoiseProfile.load(path)
 
 
-def test_plot_draws_each_channel(rng):
-    matplotlib = pytest.importorskip("matplotlib")
-    matplotlib.use("Agg")
-    noise, _ = coloured_noise(rng, SR, channels=2)
-    ax = estimate_profile(noise, SR, mode="head").plot()
-    assert len(ax.get_lines()) == 2
-
-
 def test_bad_profile_arguments(rng):
     audio = rng.standard_normal(SR).astype(np.float32)
     with pytest.raises(ParameterError, match="mode='loud'"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,7 +100,7 @@ def test_audio_the_dsp_refuses_fails_naming_the_file(in_tmp: Path) -> None:
 
 
 def test_artifacts_of_a_file_never_run(in_tmp: Path, speech_wav: Path) -> None:
-    result = runner.invoke(app, ["artifacts", str(speech_wav)])
+    result = runner.invoke(app, ["artifacts", str(speech_wav), "--work", str(in_tmp / "work")])
     assert result.exit_code == 1
     assert "no run of" in result.output
 
@@ -124,6 +125,27 @@ def test_watch_once(in_tmp: Path, speech_wav: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (in_tmp / "out" / "sub" / "s.wav").is_file()
     assert (in_tmp / "done" / "sub" / "s.wav").is_file()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_commands_started_elsewhere_leave_the_current_folder_alone(tmp_path: Path, speech_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run writes beside its input and into the user's cache; watch's done/ and quarantine/ go beside the inbox."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    result = runner.invoke(app, ["run", str(speech_wav)])
+    assert result.exit_code == 0, result.output
+    assert speech_wav.with_name("speech-clean.wav").is_file()
+    inbox, outbox = tmp_path / "x" / "inbox", tmp_path / "x" / "outbox"
+    inbox.mkdir(parents=True)
+    (inbox / "s.wav").write_bytes(speech_wav.read_bytes())
+    (inbox / "bad.wav").write_bytes(b"RIFF....WAVEnot really")
+    result = runner.invoke(app, ["watch", str(inbox), "--outbox", str(outbox), "--stable", "0", "--once"])
+    assert result.exit_code == 1, result.output
+    assert (outbox / "s.wav").is_file() and (tmp_path / "x" / "done" / "s.wav").is_file()
+    assert (tmp_path / "x" / "quarantine" / "bad.wav").is_file()
+    assert list(elsewhere.iterdir()) == []
+    assert any(Path(os.environ["XDG_CACHE_HOME"], "destatic", "work").iterdir())
 
 
 def test_run_flags_default_to_the_settings_defaults() -> None:
@@ -159,3 +181,72 @@ def test_main_runs_exit_handlers_and_keeps_the_status(arguments: list[str], stat
     assert "not reached" not in done.stdout
     if status == 0:
         assert "artifacts" in done.stdout  # the help's last command: nothing was cut off
+
+
+# --- what a new user tripped on (issue 18)
+
+
+def test_format_means_audio_only_and_the_output_name_must_say_so(in_tmp: Path, media_dir: Path) -> None:
+    from destatic.settings import load_settings
+
+    video = media_dir / "video" / "creative_common.mp4"
+    result = runner.invoke(app, ["run", str(video), "--format", "flac", "-o", str(in_tmp / "fmt.mp4")])
+    assert result.exit_code == 2, result.output
+    assert "name it 'fmt.flac'" in " ".join(result.output.replace("│", " ").split())
+    assert not (in_tmp / "fmt.mp4").exists()
+    assert load_settings(output={"format": "flac"}).output.mode == "audio"
+    with pytest.raises(Exception, match="format applies to the audio alone"):
+        load_settings(output={"format": "flac", "mode": "remux"})
+
+
+def test_a_noise_stretch_past_the_end_is_refused_at_start_in_seconds(in_tmp: Path, speech_wav: Path) -> None:
+    result = runner.invoke(app, ["run", str(speech_wav), "--noise-start", "100", "--noise-end", "200"])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.replace("│", " ").split())
+    assert "--noise-start 100 s is past the end of speech.wav" in text and "s long)" in text
+    assert not speech_wav.with_name("speech-clean.wav").exists()
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_report_shows_the_values_used_and_which_were_defaults(in_tmp: Path, speech_wav: Path) -> None:
+    from destatic.dsp import default_method
+
+    result = runner.invoke(app, ["run", str(speech_wav), "--reduction-db", "18", "--work", str(in_tmp / "work")])
+    assert result.exit_code == 0, result.output
+    (report,) = (in_tmp / "work").glob("*/report.md")
+    text = report.read_text()
+    assert f"| suppression.method | {default_method()} | default |" in text
+    assert "| noise.mode | auto | default |" in text
+    assert "| suppression.reduction_db | 18.0 | set |" in text
+    assert "| suppression.smoothing | 0.94 | default |" in text
+
+
+def test_artifacts_says_where_it_looked(in_tmp: Path, speech_wav: Path) -> None:
+    result = runner.invoke(app, ["artifacts", str(speech_wav), "--work", str(in_tmp / "w")])
+    assert result.exit_code == 1
+    assert str(in_tmp / "w") in "".join(result.output.split()) and "last-run.json" in result.output
+
+
+def test_help_lists_choices_and_ranges_without_markup() -> None:
+    text = " ".join(runner.invoke(app, ["run", "--help"], env={"COLUMNS": "200"}).output.split())
+    assert "seed|subtract|wiener|logmmse" in text and "wav|flac|mp3|m4a|ogg|opus" in text
+    assert "more than 0, at most 120" in text
+    assert "--audio-only <bool>" not in text and "{inputs}" not in text and "{FILE}..." in text
+    for command in ([], ["run"], ["watch"], ["profile"], ["artifacts"], ["deploy"], ["cache"]):
+        assert "``" not in runner.invoke(app, [*command, "--help"]).output, command
+
+
+def test_a_bad_environment_value_names_its_variable(in_tmp: Path, speech_wav: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESTATIC_RUNTIME__RETRIES", "many")
+    result = runner.invoke(app, ["run", str(speech_wav)])
+    assert result.exit_code == 2
+    assert "DESTATIC_RUNTIME__RETRIES" in result.output
+
+
+def test_runtime_folders_are_ignored_by_git() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    names = ["work/", "inbox/", "outbox/", "done/", "quarantine/", "out/"]
+    done = subprocess.run(["git", "-C", str(repo), "check-ignore", *names], capture_output=True, text=True)
+    if done.returncode == 128:
+        pytest.skip("not a git checkout")
+    assert sorted(done.stdout.split()) == sorted(names)

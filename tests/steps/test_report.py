@@ -46,3 +46,11 @@ def test_low_priority_work_raises_its_error() -> None:
 
     with pytest.raises(ValueError, match="plot failed"):
         report.at_lowest_priority(work)
+
+
+def test_the_profile_plot_draws_every_channel(rng: np.random.Generator, tmp_path) -> None:
+    noise = (0.05 * rng.standard_normal((16000, 2))).astype(np.float32)
+    profile = dsp.estimate_profile(noise, 16000, mode="head")
+    uri = report.plot_profile(profile, tmp_path / "profile.png")
+    assert (tmp_path / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert uri.startswith("data:image/png;base64,")

@@ -12,53 +12,94 @@ module                    what it holds
 :mod:`.profile`           noise profiles: measured, or found under speech
 :mod:`.noise`             minimum statistics and the MCRA noise tracker
 :mod:`.tones`             steady tones (hum): found, fitted, cancelled coherently
+:mod:`.choices`           the methods and profile modes (loads nothing)
 :mod:`.gains`             the suppression rules (logmmse, wiener, subtract, seed)
+:mod:`.learned`           DeepFilterNet3 through its wheel; the deepfilter and hybrid rules
 :mod:`.subtract`          the subtract step: a stream's gains, chunk by chunk
 :mod:`.inverse`           the inverse step: gains applied, frames overlap-added
-:mod:`.denoise`           both in one pass, in memory or streamed
+:mod:`.denoising`         both in one pass, in memory or streamed
 :mod:`.gain_file`         the gains file both pipeline steps share
 :mod:`.parallel`          channel groups in threads of this process, same result
 :mod:`._kernels`          the compiled frame loops (numba), loaded on first use
 :mod:`._numba`            how they are compiled and cached; their scalar pieces
 ========================  ==========================================================
+
+Names are imported on first use, so that ``import destatic.dsp`` (and the
+settings, which take its choices) loads no numpy or scipy.
 """
 
-from destatic.dsp.denoise import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile
-from destatic.dsp.framing import SEED_FRAMING, framing_for
-from destatic.dsp.gain_file import GainFileWriter, read_gain_rows
-from destatic.dsp.gains import DEFAULT_METHOD, METHODS, Method, SuppressionOptions, resolve_method
-from destatic.dsp.inverse import apply_gains, apply_gains_by_group
-from destatic.dsp.profile import PROFILE_MODES, NoiseProfile, ProfileMode, estimate_profile, profile_from_blocks
-from destatic.dsp.stft import default_n_fft, frame_count, spectrogram_db
-from destatic.dsp.subtract import compute_gains, compute_gains_by_group, gain_dtype, gain_shape
+from typing import TYPE_CHECKING
 
+from destatic._lazy import lazy_names
+
+_NAMES = {
+    **dict.fromkeys(("NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile"), "destatic.dsp.denoising"),
+    **dict.fromkeys(("SEED_FRAMING", "framing_for"), "destatic.dsp.framing"),
+    **dict.fromkeys(("GainFileWriter", "read_gain_rows"), "destatic.dsp.gain_file"),
+    **dict.fromkeys(
+        ("LEARNED_METHODS", "METHODS", "PROFILE_MODES", "Method", "ProfileMode", "default_method", "learned_available", "resolve_method"),
+        "destatic.dsp.choices",
+    ),
+    **dict.fromkeys(("DeepFilterStream", "deepfilter"), "destatic.dsp.learned"),
+    "SuppressionOptions": "destatic.dsp.gains",
+    **dict.fromkeys(("apply_gains", "apply_gains_by_group"), "destatic.dsp.inverse"),
+    **dict.fromkeys(("NoiseProfile", "estimate_profile", "profile_from_blocks"), "destatic.dsp.profile"),
+    **dict.fromkeys(("default_n_fft", "frame_count", "spectrogram_db"), "destatic.dsp.stft"),
+    **dict.fromkeys(("compute_gains", "compute_gains_by_group", "gain_dtype", "gain_shape"), "destatic.dsp.subtract"),
+}
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = [
-    "DEFAULT_METHOD",
-    "METHODS",
-    "PROFILE_MODES",
-    "SEED_FRAMING",
+    "DeepFilterStream",
     "GainFileWriter",
+    "LEARNED_METHODS",
+    "METHODS",
     "Method",
     "NoiseProfile",
     "NoiseSpec",
+    "PROFILE_MODES",
     "ProfileMode",
+    "SEED_FRAMING",
     "SuppressionOptions",
     "apply_gains",
     "apply_gains_by_group",
     "compute_gains",
     "compute_gains_by_group",
+    "deepfilter",
+    "default_method",
     "default_n_fft",
     "denoise",
     "denoise_stream",
     "estimate_profile",
-    "framing_for",
     "frame_count",
+    "framing_for",
     "gain_dtype",
     "gain_shape",
     "jobs_for_length",
+    "learned_available",
     "profile_from_blocks",
     "read_gain_rows",
     "resolve_method",
     "resolve_profile",
     "spectrogram_db",
 ]
+
+if TYPE_CHECKING:
+    from destatic.dsp.choices import (
+        LEARNED_METHODS,
+        METHODS,
+        PROFILE_MODES,
+        Method,
+        ProfileMode,
+        default_method,
+        learned_available,
+        resolve_method,
+    )
+    from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile
+    from destatic.dsp.framing import SEED_FRAMING, framing_for
+    from destatic.dsp.gain_file import GainFileWriter, read_gain_rows
+    from destatic.dsp.gains import SuppressionOptions
+    from destatic.dsp.inverse import apply_gains, apply_gains_by_group
+    from destatic.dsp.learned import DeepFilterStream, deepfilter
+    from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
+    from destatic.dsp.stft import default_n_fft, frame_count, spectrogram_db
+    from destatic.dsp.subtract import compute_gains, compute_gains_by_group, gain_dtype, gain_shape

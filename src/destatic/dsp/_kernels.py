@@ -154,19 +154,17 @@ def smooth_bins_into(power, out):
 
 
 @compiled
-def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothing, threshold, keep, subwindow, scale, noise):
-    """One frame of the noise tracker (MCRA over minimum statistics) for one channel; ``noise`` gets the estimate times ``scale``.
+def _track_frame(power, smoothed_power, state, ring, counters, smoothing, threshold, keep, subwindow, noise):
+    """One frame of the noise tracker (MCRA over minimum statistics) for one channel; ``noise`` gets the estimate.
 
     ``state`` (4, bins): the power smoothed over time, the running minimum of
     the current sub-window, the minimum of the ring of finished sub-window
     minima, the noise estimate; ``counters``: the ring position and the
     frames of the current sub-window. Where the smoothed power stays within
     ``threshold`` of the minimum (speech absent) the estimate moves towards
-    the frame's power by ``1 - keep``; it never exceeds ``ceiling``. What
-    ``noise`` gets is floored at 1e-30 (the gain rules divide by it).
+    the frame's power by ``1 - keep``.
     """
     one = np.float32(1.0)
-    smallest = np.float32(1e-30)
     fresh_weight = one - smoothing
     keep_fresh = one - keep
     smoothed = state[0]
@@ -178,11 +176,10 @@ def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothin
         running = min(sub_minimum[b], current)
         speech = current > threshold * min(running, ring_minimum[b])
         value = estimate[b] if speech else estimate[b] * keep + keep_fresh * power[b]
-        value = min(value, ceiling[b])
         smoothed[b] = current
         sub_minimum[b] = running
         estimate[b] = value
-        noise[b] = max(value * scale, smallest)
+        noise[b] = value
     counters[1] += 1
     if counters[1] == subwindow:
         ring[counters[0]] = sub_minimum
@@ -197,7 +194,7 @@ def _track_frame(power, smoothed_power, state, ring, counters, ceiling, smoothin
 
 
 @compiled
-def track_noise(power, state, ring, counters, ceiling, smoothing, threshold, keep, subwindow, noise):
+def track_noise(power, state, ring, counters, smoothing, threshold, keep, subwindow, noise):
     """The noise tracker alone over ``power`` (channels, frames, bins): its estimate per frame into ``noise``."""
     channels, n_frames, bins = power.shape
     smoothed_power = np.empty(bins, np.float32)
@@ -206,8 +203,68 @@ def track_noise(power, state, ring, counters, ceiling, smoothing, threshold, kee
         counters[:] = start_counters
         for f in range(n_frames):
             smooth_bins_into(power[c, f], smoothed_power)
-            _track_frame(power[c, f], smoothed_power, state[c], ring[c], counters, ceiling[c],
-                         smoothing, threshold, keep, subwindow, np.float32(1.0), noise[c, f])
+            _track_frame(power[c, f], smoothed_power, state[c], ring[c], counters,
+                         smoothing, threshold, keep, subwindow, noise[c, f])
+
+
+@compiled
+def _kth_smallest(values, k):
+    """The ``k``-th smallest of ``values`` (0-based), which are reordered so that every later one is at least it (Hoare's selection)."""
+    low = 0
+    high = values.shape[0] - 1
+    while high > low:
+        first = values[low]
+        middle = values[(low + high) // 2]
+        last = values[high]
+        pivot = max(min(first, middle), min(max(first, middle), last))
+        i = low
+        j = high
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            high = j
+        elif k >= i:
+            low = i
+        else:
+            break
+    return values[k]
+
+
+@compiled
+def _bound_noise(noise, ceiling, reference, drifts, index, fraction, ratios):
+    """Keep the tracked ``noise`` of a frame under ``ceiling``, raised by the frame's broadband drift if ``drifts``.
+
+    The drift is the quantile (``index`` and ``fraction`` between the order
+    statistics ``index`` and ``index + 1``) over bins of ``noise / reference``,
+    interpolated as ``numpy.quantile`` does; it only ever raises the ceiling.
+    """
+    bins = noise.shape[0]
+    one = np.float32(1.0)
+    factor = one
+    if drifts:
+        for b in range(bins):
+            ratios[b] = noise[b] / reference[b]
+        below = _kth_smallest(ratios, index)
+        above = below
+        if index + 1 < bins:
+            above = ratios[index + 1]
+            for b in range(index + 2, bins):
+                above = min(above, ratios[b])
+        difference = above - below
+        if fraction >= 0.5:
+            drift = np.float32(np.float64(above) - np.float64(difference) * (1.0 - fraction))
+        else:
+            drift = np.float32(np.float64(below) + np.float64(difference) * fraction)
+        factor = max(drift, one)
+    for b in range(bins):
+        noise[b] = min(noise[b], ceiling[b] * factor)
 
 
 @compiled
@@ -292,7 +349,8 @@ def _smooth_gain_over_bins(gain, kernel, padded):
 @compiled
 def suppression_gains(
     spectra, parts, gains, apply, method, constants, noise_power,
-    track, state, ring, counters, ceiling, subwindow,
+    track, state, ring, counters, subwindow,
+    bounded, ceiling, reference, drifts, drift_index, drift_fraction,
     prior, table, table_first, presence, kernel,
     time_smoothing, time_state, time_started,
 ):
@@ -306,7 +364,8 @@ def suppression_gains(
     ``constants`` holds the float32 values named in :data:`CONSTANTS`;
     without ``track`` the noise is ``noise_power`` (channels, bins), with it
     the tracker's ``state`` (channels, 4, bins), ``ring`` (channels, ring,
-    bins) and ``counters`` follow it. ``prior`` is the decision-directed
+    bins) and ``counters`` follow it, and if ``bounded`` the tracked noise
+    stays under ``ceiling`` (see :func:`_bound_noise`). ``prior`` is the decision-directed
     state (the last frame's ``G^2 gamma``), ``kernel`` the frequency
     smoothing (empty: none), ``time_state`` (float64) and ``time_started`` the
     time smoothing's.
@@ -318,6 +377,8 @@ def suppression_gains(
     power = np.empty(bins, np.float32)
     smoothed_power = np.empty(bins, np.float32)
     tracked = np.empty(bins, np.float32)
+    ratios = np.empty(bins, np.float32)
+    noise_floor = np.float32(1e-30)
     gain = np.empty(bins, np.float32)
     wiener = np.empty(bins, np.float32)
     v = np.empty(bins, np.float32)
@@ -334,8 +395,12 @@ def suppression_gains(
                 power[b] = z.real * z.real + z.imag * z.imag
             if track:
                 smooth_bins_into(power, smoothed_power)
-                _track_frame(power, smoothed_power, state[c], ring[c], counters, ceiling[c],
-                             constants[8], constants[9], constants[10], subwindow, scale, tracked)
+                _track_frame(power, smoothed_power, state[c], ring[c], counters,
+                             constants[8], constants[9], constants[10], subwindow, tracked)
+                if bounded:
+                    _bound_noise(tracked, ceiling[c], reference[c], drifts, drift_index, drift_fraction, ratios)
+                for b in range(bins):
+                    tracked[b] = max(tracked[b] * scale, noise_floor)
                 noise = tracked
             else:
                 noise = noise_power[c]

@@ -14,34 +14,35 @@
 
 Every rule but ``seed`` is then limited to ``max_reduction_db`` and may be
 smoothed over frequency and time against musical noise. The noise estimate
-starts from the profile and is tracked through the stream (MCRA). Steady
-tones (hum) are not handled here: the engine subtracts them coherently before
-the spectra are taken (:mod:`destatic.dsp.tones`), and the profile measures
-the noise without them.
+starts from the profile and is tracked through the stream (MCRA); with a
+measured profile it follows only the measured noise's slow drift, so that
+sustained music or ambience is not taken for noise. Steady tones (hum) are
+not handled here: the engine subtracts them coherently before the spectra
+are taken (:mod:`destatic.dsp.tones`), and the profile measures the noise
+without them. The learned methods (``deepfilter``, ``hybrid``) are in
+:mod:`destatic.dsp.learned`; :func:`rule_for` makes any method's rule.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, fields
-from typing import Any, Literal, get_args
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.special
 
 from destatic.dsp._audio import check_number
+from destatic.dsp.choices import LEARNED_METHODS, METHODS, Method, refuse_options_for_seed, resolve_method
 from destatic.dsp import noise as noise_module
 from destatic.dsp.noise import NoiseTracker, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
-__all__ = ["DEFAULT_METHOD", "METHODS", "GainComputer", "Method", "SuppressionOptions", "resolve_method"]
-
-Method = Literal["seed", "subtract", "wiener", "logmmse"]
-"""The suppression methods; settings and command line take their choices from here."""
-METHODS: tuple[str, ...] = get_args(Method)
-DEFAULT_METHOD: Method = "logmmse"
+__all__ = ["METHODS", "GainComputer", "GainRule", "Method", "SuppressionOptions", "resolve_method", "rule_for"]
 PRIOR_SNR_FLOOR_DB = -25.0
+TONE_BINS = 2
+"""Bins either side of a profile tone's bin (a Hann window's main lobe) that the noise ceiling leaves free."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,26 @@ class SuppressionOptions:
         ``logmmse`` only: a priori probability that a bin holds no speech;
         the gain is weighted by the estimated probability of speech
         (OM-LSA). 0 turns the weighting off.
+    profiled_ceiling_db : float >= 0 or None
+        With a measured profile (not ``auto``), the tracked noise may rise at
+        most this many dB above the profile times its broadband drift (see
+        ``drift_quantile``): the tracker follows what was measured, not a
+        sustained note or ambience it would otherwise climb onto. None:
+        unbounded (what destatic did before; it damages sustained music).
+    drift_quantile : float in (0, 1) or None
+        The broadband drift of a frame: this quantile over bins of tracked
+        to measured power (0.1: a level change most bins share, never a few
+        bins of music). None: the ceiling does not move.
+    auto_window_s : float
+        ``auto`` profiles: the tracker's minimum-statistics window. 8 s:
+        the classic 1.5 s climbs onto any note held longer than that.
+    voice_mix : float in [0, 1]
+        ``hybrid`` only: in frames where DeepFilterNet3 hears a voice, how
+        far (in dB) the noisy bins move from the classic gain towards its gain.
+    learned_stereo : {'mid', 'each'}
+        ``hybrid`` only: on stereo, one DeepFilterNet3 pass on the channels'
+        mean drives both (half the cost; -0.044 PESQ on the shared media), or
+        one pass per channel. Other channel counts always get one each.
     """
 
     max_reduction_db: float = 30.0
@@ -87,6 +108,11 @@ class SuppressionOptions:
     spectral_floor: float = 0.01
     track_noise: bool = True
     speech_absence: float = 0.2
+    profiled_ceiling_db: float | None = 3.0
+    drift_quantile: float | None = 0.1
+    auto_window_s: float = 8.0
+    voice_mix: float = 0.7
+    learned_stereo: str = "mid"
 
     def __post_init__(self) -> None:
         check_number("max_reduction_db", self.max_reduction_db, low=0.1, high=200.0,
@@ -108,6 +134,16 @@ class SuppressionOptions:
                      allowed="a probability from 0 to 0.95")
         if self.track_noise not in (True, False):
             raise ParameterError(f"track_noise={self.track_noise!r} must be True or False")
+        if self.profiled_ceiling_db is not None:
+            check_number("profiled_ceiling_db", self.profiled_ceiling_db, low=0.0, high=60.0,
+                         allowed="None or a number of dB from 0 to 60")
+        if self.drift_quantile is not None:
+            check_number("drift_quantile", self.drift_quantile, low=0.001, high=0.999,
+                         allowed="None or a quantile in (0, 1)")
+        check_number("auto_window_s", self.auto_window_s, low=0.2, high=60.0, allowed="a number of seconds from 0.2 to 60")
+        check_number("voice_mix", self.voice_mix, low=0.0, high=1.0, allowed="a number from 0 to 1")
+        if self.learned_stereo not in ("mid", "each"):
+            raise ParameterError(f"learned_stereo={self.learned_stereo!r} must be 'mid' or 'each'")
 
     @classmethod
     def from_options(cls, method: str, options: dict[str, Any]) -> SuppressionOptions:
@@ -116,20 +152,8 @@ class SuppressionOptions:
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ParameterError(f"unknown option(s) {unknown}; allowed: {allowed}")
-        if method == "seed" and options:
-            raise ParameterError(
-                f"method='seed' reproduces the tutorial and takes no options, got {sorted(options)}"
-            )
+        refuse_options_for_seed(method, options)
         return cls(**options)
-
-
-def resolve_method(method: str | None) -> str:
-    """Return the method name, ``None`` meaning the default."""
-    if method is None:
-        return DEFAULT_METHOD
-    if method not in METHODS:
-        raise ParameterError(f"method={method!r} must be one of {METHODS} or None (the default)")
-    return method
 
 
 FLOAT32_MANTISSA_BITS = 23
@@ -203,10 +227,12 @@ class GainComputer:
                     if profile.mode == "auto"
                     else noise_module.PROFILED_NOISE_UPDATE_SECONDS
                 ),
+                window_seconds=options.auto_window_s if profile.mode == "auto" else noise_module.MIN_WINDOW_SECONDS,
             )
             if track and method != "seed"
             else None
         )
+        self._ceiling = self._noise_ceiling(profile, options)
         self._prior = np.zeros(profile.power.shape, np.float32)
         kernel = _triangle_kernel(options.freq_smoothing_hz * profile.n_fft / profile.sample_rate)
         self._kernel = np.zeros(0, np.float32) if kernel is None else kernel
@@ -252,12 +278,48 @@ class GainComputer:
                 np.zeros((channels, 4, 0), np.float32),
                 np.zeros((channels, 0, 0), np.float32),
                 np.zeros(2, np.int64),
-                np.zeros((channels, 0), np.float32),
                 1,
             )
         else:
             tracker = self.tracker
-            self._tracker_arrays = (tracker.state, tracker.ring, tracker.counters, tracker.ceiling, tracker.subwindow)
+            self._tracker_arrays = (tracker.state, tracker.ring, tracker.counters, tracker.subwindow)
+        bounded = self.tracker is not None and self._ceiling is not None
+        quantile = options.drift_quantile if options.drift_quantile is not None else 0.0
+        position = quantile * (bins - 1)
+        self._bound = (
+            bounded,
+            np.ascontiguousarray(self._ceiling[:, 0, :], np.float32) if bounded else np.zeros((channels, 0), np.float32),
+            np.maximum(np.array(profile.power, np.float32), np.float32(1e-30)),
+            bounded and options.drift_quantile is not None,
+            int(np.floor(position)),
+            float(position - np.floor(position)),
+        )
+        """The ceiling over the tracked noise (measured profiles): whether, per bin, the reference it drifts from, whether it drifts, where the drift quantile falls between two order statistics."""
+
+    @staticmethod
+    def _noise_ceiling(profile: NoiseProfile, options: SuppressionOptions) -> np.ndarray | None:
+        """The most the tracked noise may be above a measured profile (before drift), per channel and bin; None: no bound.
+
+        Bins of steady tones from a separate recording stay free: those have no
+        phase yet, the canceller needs seconds to lock on, and until then what
+        it leaves in their bins is known noise the tracker must follow.
+        """
+        if profile.mode == "auto" or options.profiled_ceiling_db is None:
+            return None
+        ceiling = (profile.power * np.float32(10 ** (options.profiled_ceiling_db / 10)))[:, np.newaxis, :]
+        if profile.tones.size and not profile.tone_amplitudes.any():
+            centre = np.rint(np.asarray(profile.tones) * profile.n_fft / profile.sample_rate).astype(int)
+            near = (centre[:, np.newaxis] + np.arange(-TONE_BINS, TONE_BINS + 1)).ravel()
+            ceiling = ceiling.copy()
+            ceiling[..., near[(near >= 0) & (near < profile.bins)]] = np.inf
+        return ceiling
+
+    def push_samples(self, block: np.ndarray) -> None:
+        """The samples behind the next spectra (:class:`GainRule`); this rule needs the spectra only."""
+
+    def finish(self) -> np.ndarray:
+        """The gains still owed at the end (:class:`GainRule`): none, this rule answers every frame at once."""
+        return np.zeros((self.profile.channels, 0, self.profile.bins), np.float32)
 
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
@@ -279,10 +341,12 @@ class GainComputer:
         return spectra
 
     def _run(self, spectra: np.ndarray, gains: np.ndarray, apply: int) -> None:
-        state, ring, counters, ceiling, subwindow = self._tracker_arrays
+        state, ring, counters, subwindow = self._tracker_arrays
+        bounded, ceiling, reference, drifts, drift_index, drift_fraction = self._bound
         self._kernels.suppression_gains(
             spectra, spectra.view(np.float32), gains, apply, self._method_code, self._constants, self._noise_power,
-            self.tracker is not None, state, ring, counters, ceiling, subwindow,
+            self.tracker is not None, state, ring, counters, subwindow,
+            bounded, ceiling, reference, drifts, drift_index, drift_fraction,
             self._prior, self._table, self._table_first, self.options.speech_absence > 0, self._kernel,
             self._time_smoothing, self._time_state, self._time_started,
         )
@@ -292,3 +356,29 @@ class GainComputer:
         safe = np.where(magnitude > 0, magnitude, 1.0)
         gain = 1.0 - self.profile.magnitude[:, np.newaxis, :] / safe
         return np.where(magnitude > 0, gain, 0.0).astype(np.float32)
+
+
+class GainRule(Protocol):
+    """A stream's gain rule, as the subtract and inverse engines drive it.
+
+    For each block: :meth:`push_samples` with its samples (tones already
+    cancelled), then the call with the spectra it completes, which returns
+    the gains of the frames the rule can finish (a rule that looks ahead
+    returns fewer, or none); at the end :meth:`finish` returns the rest. All
+    together: one gain per frame, in order.
+    """
+
+    def push_samples(self, block: np.ndarray) -> None: ...
+
+    def __call__(self, spectra: np.ndarray) -> np.ndarray: ...
+
+    def finish(self) -> np.ndarray: ...
+
+
+def rule_for(profile: NoiseProfile, method: str, options: SuppressionOptions) -> GainRule:
+    """The gain rule of one stream for `method` (checked): :class:`GainComputer`, or the learned one."""
+    if method in LEARNED_METHODS:
+        from destatic.dsp.learned import LearnedGainComputer
+
+        return LearnedGainComputer(profile, method, options)
+    return GainComputer(profile, method, options)

@@ -15,6 +15,7 @@ import numpy as np
 
 from destatic.dsp._audio import check_sample_rate, checked_blocks
 from destatic.dsp.framing import adder, checked_profile, group_rows, splitter, tone_canceller
+from destatic.dsp.gains import GainRule
 from destatic.dsp.parallel import run_channel_groups, split_stream
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameCounter
@@ -26,26 +27,40 @@ __all__ = ["apply_gains", "apply_gains_by_group", "filter_blocks"]
 def filter_blocks(
     blocks: Iterable[np.ndarray],
     profile: NoiseProfile,
-    make_weigher: Callable[[NoiseProfile, int], Callable[[np.ndarray], np.ndarray]],
+    make_rule: Callable[[NoiseProfile, int], GainRule],
     *,
     residue: bool,
 ) -> Iterator[np.ndarray]:
     """STFT the blocks, multiply each frame by its gains, overlap-add back to exact length.
 
     The blocks and the profile are checked already (checked blocks, and the
-    profile's rows for these channels). ``make_weigher(profile, channels)``
-    is called once the first block shows the channel count; the weigher maps
-    spectra (channels, frames, bins) to the spectra times their gains (one
-    minus them if ``residue``), in place if it likes.
+    profile's rows for these channels). ``make_rule(profile, channels)`` is
+    called once the first block shows the channel count; the rule
+    (:class:`~destatic.dsp.gains.GainRule`) gives the gains of the spectra,
+    possibly later (the learned rules look ahead): spectra wait until theirs come.
+    A rule that answers every frame at once (``weigh``, the classic
+    :class:`~destatic.dsp.gains.GainComputer`) multiplies the spectra in place
+    in its own compiled loop instead.
     """
     framer = None
     removed_tones: _Queue | None = None
+    waiting = _Queue(axis=1)
+
+    def weighed(spectra: np.ndarray, *, final: bool = False) -> np.ndarray:
+        """The spectra of the frames whose gains are known, times them (and those of the rest, at the end)."""
+        if direct is not None:
+            return direct(spectra, residue=residue)
+        waiting.put(spectra)
+        gains = np.concatenate([rule(spectra), rule.finish()], axis=1) if final else rule(spectra)
+        return _apply(waiting.take(gains.shape[1]), gains, residue)
+
     for block in blocks:
         if framer is None:
             channels = block.shape[1]
             framer = splitter(profile, channels)
             overlap = adder(profile, channels)
-            weigh = make_weigher(profile, channels)
+            rule = make_rule(profile, channels)
+            direct = getattr(rule, "weigh", None)
             canceller = tone_canceller(profile)
             if canceller is not None and residue:
                 removed_tones = _Queue(axis=0)
@@ -53,16 +68,17 @@ def filter_blocks(
             block, tones = canceller.process(block)
             if removed_tones is not None:
                 removed_tones.put(tones)
+        rule.push_samples(block)
         spectra = framer.push(block)
         if spectra.shape[1]:
-            out = overlap.push(weigh(spectra))
+            out = overlap.push(weighed(spectra))
             if out.shape[0]:
                 yield out if removed_tones is None else out + removed_tones.take(out.shape[0])
     if framer is None:
         return
     spectra = framer.finish()
     overlap.limit = framer.n_samples
-    out = overlap.push(weigh(spectra))
+    out = overlap.push(weighed(spectra, final=True))
     tail = overlap.finish()
     final = np.concatenate([out, tail]) if tail.shape[0] else out
     if final.shape[0]:
@@ -292,7 +308,20 @@ def apply_to_channels(
             pending.put(gains)
             yield block
 
-    def stored_gains(profile: NoiseProfile, channels: int) -> Callable[[np.ndarray], np.ndarray]:
-        return lambda spectra: _apply(spectra, pending.take(spectra.shape[1]), residue)
+    yield from filter_blocks(blocks(), profile, lambda profile, channels: _StoredGains(pending, profile, channels), residue=residue)
 
-    yield from filter_blocks(blocks(), profile, stored_gains, residue=residue)
+
+class _StoredGains:
+    """The gain rule of stored gains (:class:`~destatic.dsp.gains.GainRule`): each frame's, as it comes."""
+
+    def __init__(self, pending: _Queue, profile: NoiseProfile, channels: int):
+        self._pending, self._empty = pending, np.zeros((channels, 0, profile.bins), np.float32)
+
+    def push_samples(self, block: np.ndarray) -> None:
+        """Stored gains need no samples."""
+
+    def __call__(self, spectra: np.ndarray) -> np.ndarray:
+        return self._pending.take(spectra.shape[1])
+
+    def finish(self) -> np.ndarray:
+        return self._empty

@@ -29,9 +29,9 @@ def smoothing_factor(seconds: float, sample_rate: int, hop_length: int) -> float
     return math.exp(-hop_length / (sample_rate * seconds))
 
 
-def min_window_frames(sample_rate: int, hop_length: int) -> int:
-    """Frames in the 1.5 s minimum-statistics window (at least 8)."""
-    return max(8, round(MIN_WINDOW_SECONDS * sample_rate / hop_length))
+def min_window_frames(sample_rate: int, hop_length: int, seconds: float = MIN_WINDOW_SECONDS) -> int:
+    """Frames in a minimum-statistics window of `seconds` (1.5 s: Martin's; at least 8)."""
+    return max(8, round(seconds * sample_rate / hop_length))
 
 
 def smooth_bins(power: np.ndarray) -> np.ndarray:
@@ -131,8 +131,9 @@ class NoiseTracker:
         Time constant of the noise update where speech is absent: short when
         the initial estimate is a guess (``auto``), longer when it was
         measured on noise only, so the estimate wanders less.
-    ceiling : np.ndarray [shape=(channels, bins)] or None
-        An upper bound on the estimate, bin by bin (None: none).
+    window_seconds : float
+        The minimum-statistics window (1.5 s; longer keeps the tracker off
+        notes held for a while, at the cost of following rising noise later).
 
     Notes
     -----
@@ -153,10 +154,10 @@ class NoiseTracker:
         n_fft: int,
         hop_length: int,
         update_seconds: float = NOISE_UPDATE_SECONDS,
-        ceiling: np.ndarray | None = None,
+        window_seconds: float = MIN_WINDOW_SECONDS,
     ):
         initial = np.maximum(np.asarray(initial_power, np.float32), np.finfo(np.float32).tiny)
-        window = min_window_frames(sample_rate, hop_length)
+        window = min_window_frames(sample_rate, hop_length, window_seconds)
         self.subwindow = -(-window // self.SUBWINDOWS)
         self.smoothing = smoothing_factor(SMOOTHING_SECONDS, sample_rate, hop_length)
         self.bias = minimum_bias(
@@ -172,9 +173,6 @@ class NoiseTracker:
         """(channels, 7, bins): the minima of the last finished sub-windows."""
         self.counters = np.zeros(2, np.int64)
         """The ring's next slot and the frames of the current sub-window."""
-        self.ceiling = np.ascontiguousarray(
-            np.broadcast_to(np.inf if ceiling is None else np.asarray(ceiling, np.float32), initial.shape), np.float32
-        )
         self.constants = np.array(
             [self.smoothing, PRESENCE_RATIO * self.bias, self.noise_smoothing], np.float64
         ).astype(np.float32)
@@ -192,7 +190,5 @@ class NoiseTracker:
         power = np.ascontiguousarray(power, np.float32)
         noise = np.empty(power.shape, np.float32)
         smoothing, threshold, keep = self.constants
-        _kernels.track_noise(
-            power, self.state, self.ring, self.counters, self.ceiling, smoothing, threshold, keep, self.subwindow, noise
-        )
+        _kernels.track_noise(power, self.state, self.ring, self.counters, smoothing, threshold, keep, self.subwindow, noise)
         return noise

@@ -237,6 +237,7 @@ def split_stream(
     *,
     n_jobs: int | None,
     axis: int,
+    together: Callable[[int], bool] = lambda channels: False,
 ) -> Iterator[np.ndarray]:
     """:func:`run_channel_groups` fed with a stream whose channel count its first item tells; the groups' results joined.
 
@@ -252,6 +253,9 @@ def split_stream(
         See :func:`resolve_jobs`.
     axis : int
         The channel axis of what ``work`` yields (0 for gains, 1 for samples).
+    together : callable
+        ``together(channels)``: whether the channels must stay in one group
+        (their filter looks at them all), whatever ``n_jobs`` says.
     """
     stream = iter(items)
     first = next(stream, None)
@@ -259,5 +263,6 @@ def split_stream(
         return
     channels = (first[0] if isinstance(first, tuple) else first).shape[1]
     work = work_for(channels)
-    for parts in run_channel_groups(work, channels, n_jobs=n_jobs, feed=itertools.chain([first], stream)):
+    jobs = 1 if together(channels) else n_jobs
+    for parts in run_channel_groups(work, channels, n_jobs=jobs, feed=itertools.chain([first], stream)):
         yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Any, Literal, get_args
+from typing import IO, Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from destatic.dsp._audio import (
     checked_blocks,
     iter_array_blocks,
 )
+from destatic.dsp.choices import PROFILE_MODES, ProfileMode
 from destatic.dsp.noise import (
     SMOOTHING_SECONDS,
     min_window_frames,
@@ -33,9 +35,6 @@ from destatic.errors import ParameterError
 
 __all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "estimate_profile", "profile_from_blocks"]
 
-ProfileMode = Literal["auto", "head", "segment", "file"]
-"""How a noise profile is made; settings and command line take their choices from here."""
-PROFILE_MODES: tuple[str, ...] = get_args(ProfileMode)
 FORMAT_VERSION = 1
 BLOCK_SIZE = 1 << 16
 TONE_ANALYSIS_SECONDS = 4.0
@@ -156,6 +155,16 @@ class NoiseProfile:
             )
         return self._with_rows(np.zeros(channels, np.intp))
 
+    def for_another_recording(self) -> NoiseProfile:
+        """This profile for a recording other than the one it was measured on.
+
+        The noise spectrum carries over; the steady tones' amplitudes and
+        phases, referred to the first sample of the measured stream, do not:
+        they are learned anew from the new recording (as for a separate noise
+        recording, ``mode='file'``).
+        """
+        return dataclasses.replace(self, tone_amplitudes=None)
+
     def __reduce__(self) -> tuple[Any, ...]:
         fields = (self.power, self.magnitude, self.sample_rate, self.n_fft, self.hop_length)
         rest = (self.mode, self.centered, dict(self.details), self.tones, self.tone_amplitudes)
@@ -242,23 +251,6 @@ class NoiseProfile:
             raise ParameterError(
                 f"{file!r} is not a destatic noise profile (.npz): {error}"
             ) from error
-
-    def plot(self, ax: Any = None) -> Any:
-        """Draw the noise spectrum in dB per channel on a matplotlib axes; return the axes."""
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(8, 4))
-        db = self.power_db()
-        for channel in range(self.channels):
-            ax.semilogx(self.frequencies[1:], db[channel, 1:], label=f"channel {channel}")
-        ax.set_xlabel("frequency (Hz)")
-        ax.set_ylabel("noise power (dB FS)")
-        ax.set_title(f"noise profile ({self.mode}, {self.sample_rate} Hz, n_fft {self.n_fft})")
-        ax.grid(True, which="both", alpha=0.3)
-        if self.channels > 1:
-            ax.legend()
-        return ax
 
 
 def _checked_tones(
@@ -467,8 +459,8 @@ def profile_from_blocks(
             accumulator.add(accumulator.splitter.push(part))
     if accumulator is None or accumulator.splitter.n_samples == 0:
         raise ParameterError(
-            f"no samples to profile: the stream has {position} samples and the "
-            f"{mode} clip starts at sample {first}"
+            f"no samples to profile: the audio is {position / sample_rate:g} s long and the "
+            f"{mode} noise stretch starts at {first / sample_rate:g} s"
         )
     used = accumulator.splitter.n_samples
     power, magnitude = accumulator.result()

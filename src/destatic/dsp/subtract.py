@@ -15,7 +15,8 @@ import numpy as np
 
 from destatic.dsp._audio import check_sample_rate, checked_blocks
 from destatic.dsp.framing import group_rows, splitter, tone_canceller
-from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
+from destatic.dsp.gains import GainRule, SuppressionOptions, resolve_method, rule_for
+from destatic.dsp.learned import joint_channels
 from destatic.dsp.parallel import run_channel_groups, split_stream
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import frame_count
@@ -87,7 +88,7 @@ def compute_gains(
         rows_of = group_rows(sample_rate, profile, channels)
         return lambda group, items: gains_of_channels(items, profile=rows_of(group), method=method, options=settings)
 
-    yield from split_stream(checked_blocks(blocks), work_for, n_jobs=n_jobs, axis=0)
+    yield from split_stream(checked_blocks(blocks), work_for, n_jobs=n_jobs, axis=0, together=lambda channels: joint_channels(method, settings, channels))
 
 
 def compute_gains_by_group(
@@ -144,7 +145,7 @@ def compute_gains_by_group(
             done += gains.shape[1]
             yield done
 
-    for done in run_channel_groups(work, channels, n_jobs=n_jobs):
+    for done in run_channel_groups(work, channels, n_jobs=1 if joint_channels(method, settings, channels) else n_jobs):
         yield min(done)
 
 
@@ -155,20 +156,26 @@ def gains_of_channels(
     method: str,
     options: SuppressionOptions,
 ) -> Iterator[np.ndarray]:
-    """:func:`compute_gains` for checked blocks and a profile with their channels, in this thread."""
+    """:func:`compute_gains` for checked blocks and a profile with their channels, in this thread.
+
+    A rule that looks ahead (the learned ones) may answer a block's frames
+    later; every frame gets its gains by the end, in order.
+    """
     framer = None
-    rule: GainComputer | None = None
+    rule: GainRule | None = None
     for block in blocks:
         if framer is None:
             framer = splitter(profile, block.shape[1])
-            rule = GainComputer(profile, method, options)
+            rule = rule_for(profile, method, options)
             canceller = tone_canceller(profile)
         if canceller is not None:
             block = canceller.process(block)[0]
+        rule.push_samples(block)
         spectra = framer.push(block)
-        if spectra.shape[1]:
-            yield rule(spectra)
+        if spectra.shape[1] and (gains := rule(spectra)).shape[1]:
+            yield gains
     if framer is not None:
         spectra = framer.finish()
-        if spectra.shape[1]:
-            yield rule(spectra)
+        gains = np.concatenate([rule(spectra), rule.finish()], axis=1)
+        if gains.shape[1]:
+            yield gains

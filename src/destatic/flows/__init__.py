@@ -4,7 +4,7 @@ The flows only order the steps of :mod:`destatic.tasks`; the per-file graph
 is :mod:`.graph`, the inbox's bookkeeping :mod:`destatic.inbox`.
 """
 
-from destatic.flows.denoise import denoise_file, denoise_files, run_batch
+from destatic.flows.denoise import denoise_file, denoise_files, run_batch, run_tags
 from destatic.flows.deploy import deploy_to_pool
 from destatic.flows.graph import LONG_FILE_S
 from destatic.flows.watch import serve_watcher, watch_inbox, watcher_deployment
@@ -15,6 +15,7 @@ __all__ = [
     "denoise_files",
     "deploy_to_pool",
     "run_batch",
+    "run_tags",
     "serve_watcher",
     "watch_inbox",
     "watcher_deployment",

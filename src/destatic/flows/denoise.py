@@ -11,29 +11,84 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.context import FlowRunContext
 from prefect.states import Failed
 
-from destatic import inbox, media
-from destatic.errors import DestaticError, ParameterError, blames_the_file, reason_of
+from destatic import cache, inbox, media
+from destatic.dsp.choices import resolve_method
+from destatic.errors import DestaticError, ParameterError, blames_the_file, is_disk_full, reason_of
 from destatic.flows.graph import FileRun, finish_steps, start_steps, submit_steps
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.runners import task_runner_for
 from destatic.settings import Settings, load_settings
 
-__all__ = ["denoise_file", "denoise_files", "run_batch"]
+__all__ = ["denoise_file", "denoise_files", "keep_the_budget", "run_batch", "run_tags"]
 
 
-def _denoise_one(source: Path, settings: Settings, *, output: Path | None, on_failure: Callable[[str, Exception], Any] | None = None) -> Path:
-    """Clean one file through the graph; `on_failure(step, error)` is called before its error is raised."""
-    run = FileRun(source=source, settings=settings, output=output)
-    try:
-        start_steps(run)
-        submit_steps(run)
-        return finish_steps(run)
-    except Exception as error:
-        if on_failure is not None:
-            on_failure(run.step, error)
-        raise
+def run_tags(settings: Settings) -> list[str]:
+    """The tags of a run cleaning files with `settings`: ``destatic`` and the method, so the UI can filter by them."""
+    return ["destatic", resolve_method(settings.suppression.method)]
+
+
+def _file_run_name() -> str:
+    """``denoise-<file name>``: the UI's list of runs reads as a list of files."""
+    from prefect.runtime import flow_run
+
+    return f"denoise-{Path(str(flow_run.parameters.get('path', 'file'))).name}"
+
+
+def _files_run_name() -> str:
+    from prefect.runtime import flow_run
+
+    paths = flow_run.parameters.get("paths") or []
+    first = Path(str(paths[0])).name if paths else "nothing"
+    return f"denoise-{first}" + (f"-and-{len(paths) - 1}-more" if len(paths) > 1 else "")
+
+
+def keep_the_budget(settings: Settings) -> None:
+    """Evict the least recently used entries of the work folder until it fits ``cache.max_gb``."""
+    work = settings.paths.work.resolve()
+    pruned = cache.prune(work, cache.budget_bytes(work, settings.cache.max_gb))
+    if pruned.removed:
+        get_run_logger().info(
+            "work folder over its budget of %.2f GB: evicted %d entries (%.1f MB), %.2f GB left",
+            pruned.budget / 1024**3, len(pruned.removed), (pruned.size_before - pruned.size_after) / 1024**2, pruned.size_after / 1024**3,
+        )
+
+
+def _denoise_one(
+    source: Path,
+    settings: Settings,
+    *,
+    output: Path | None,
+    residue: Path | None = None,
+    on_failure: Callable[[str, Exception], Any] | None = None,
+) -> Path:
+    """Clean one file through the graph; `on_failure(step, error)` is called before its error is raised.
+
+    A disk that fills up is met once by evicting all of the work folder that
+    no run is using (this file's folder is kept), and the file is tried again.
+    """
+    for attempt in (1, 2):
+        run = FileRun(source=source, settings=settings, output=output, residue=residue)
+        try:
+            start_steps(run)
+            submit_steps(run)
+            return finish_steps(run)
+        except Exception as error:
+            if attempt == 1 and is_disk_full(error):
+                pruned = cache.clear(settings.paths.work.resolve())
+                get_run_logger().warning(
+                    "%s: disk full at step %s; evicted %d entries (%.1f MB) of the work folder, trying once more",
+                    source.name, run.step, len(pruned.removed), (pruned.size_before - pruned.size_after) / 1024**2,
+                )
+                continue
+            if on_failure is not None:
+                on_failure(run.step, error)
+            raise
+        finally:
+            run.release()
+    raise AssertionError("unreachable")
 
 
 def _quarantine_bad_input(path: Path, settings: Settings, relative: Path | None) -> Callable[[str, Exception], None]:
@@ -75,12 +130,13 @@ def _settle_claim(folder: Path, settings: Settings) -> Path:
     return target
 
 
-@flow(name="denoise-file", log_prints=False)
+@flow(name="denoise-file", flow_run_name=_file_run_name, log_prints=False)
 def denoise_file(
     path: Path,
     settings: Settings | None = None,
     *,
     output: Path | None = None,
+    residue: Path | None = None,
     relative: Path | None = None,
     quarantine_bad: bool = True,
     claim: Path | None = None,
@@ -96,6 +152,9 @@ def denoise_file(
         None: :func:`~destatic.settings.load_settings`.
     output : Path or None
         Where the result goes; None: :func:`~destatic.workspace.default_output`.
+    residue : Path or None
+        Also write what was removed here, encoded like the output; None: only
+        with ``output.residue``, beside the output.
     relative : Path or None
         The input's path under the inbox, kept when it is quarantined.
     quarantine_bad : bool
@@ -128,18 +187,23 @@ def denoise_file(
     """
     quiet_destatic_tracebacks()
     settings = settings or load_settings()
-    with media.time_limit(settings.runtime.ffmpeg_timeout_s):
-        if claim is not None:
-            return _settle_claim(Path(claim).absolute(), settings)
-        source = Path(path).absolute()
-        on_failure = _quarantine_bad_input(source, settings, relative) if quarantine_bad else None
-        return _denoise_one(source, settings, output=output, on_failure=on_failure)
+    try:
+        with media.time_limit(settings.runtime.ffmpeg_timeout_s):
+            if claim is not None:
+                return _settle_claim(Path(claim).absolute(), settings)
+            source = Path(path).absolute()
+            on_failure = _quarantine_bad_input(source, settings, relative) if quarantine_bad else None
+            return _denoise_one(source, settings, output=output, residue=residue, on_failure=on_failure)
+    finally:
+        keep_the_budget(settings)
 
 
 def _row(run: FileRun, written: Path | None) -> dict[str, Any]:
     """What became of one file of a batch."""
     failed = run.error is not None
+    flow_run = FlowRunContext.get()
     return {
+        "flow_run": str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else "",
         "file": str(run.source),
         "status": "failed" if failed else "done",
         "output": str(written or ""),
@@ -148,9 +212,13 @@ def _row(run: FileRun, written: Path | None) -> dict[str, Any]:
     }
 
 
-@flow(name="denoise-files", log_prints=False)
+@flow(name="denoise-files", flow_run_name=_files_run_name, log_prints=False)
 def denoise_files(
-    paths: list[Path], settings: Settings | None = None, *, outputs: list[Path] | None = None
+    paths: list[Path],
+    settings: Settings | None = None,
+    *,
+    outputs: list[Path] | None = None,
+    residues: list[Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Clean many files in one flow run, their steps fanned out on the flow's task runner.
 
@@ -168,19 +236,27 @@ def denoise_files(
         None: :func:`~destatic.settings.load_settings`.
     outputs : list of Path or None
         One output per input; None: :func:`~destatic.workspace.default_output` of each.
+    residues : list of Path or None
+        Where each input's residue goes (see :func:`denoise_file`).
 
     Returns
     -------
     list of dict
-        One row per input, in order: file, status (``done`` or ``failed``),
-        output, step (the failing one), reason.
+        One row per input, in order: flow_run (this run's id), file, status
+        (``done`` or ``failed``), output, step (the failing one), reason.
     """
     quiet_destatic_tracebacks()
     settings = settings or load_settings()
-    if outputs is not None and len(outputs) != len(paths):
-        raise ParameterError(f"outputs has {len(outputs)} paths for {len(paths)} inputs; give one per input")
+    for name, given in (("outputs", outputs), ("residues", residues)):
+        if given is not None and len(given) != len(paths):
+            raise ParameterError(f"{name} has {len(given)} paths for {len(paths)} inputs; give one per input")
     runs = [
-        FileRun(source=Path(path).absolute(), settings=settings, output=None if outputs is None else outputs[index])
+        FileRun(
+            source=Path(path).absolute(),
+            settings=settings,
+            output=None if outputs is None else outputs[index],
+            residue=None if residues is None else residues[index],
+        )
         for index, path in enumerate(paths)
     ]
     written: dict[int, Path] = {}
@@ -197,6 +273,9 @@ def denoise_files(
                 else:
                     if isinstance(result, Path):
                         written[index] = result
+    for run in runs:
+        run.release()
+    keep_the_budget(settings)
     rows = [_row(run, written.get(index)) for index, run in enumerate(runs)]
     failed = [row for row in rows if row["status"] == "failed"]
     if failed:
@@ -204,7 +283,9 @@ def denoise_files(
     return rows
 
 
-def run_batch(paths: list[Path], settings: Settings, *, outputs: list[Path] | None = None) -> list[dict[str, Any]]:
+def run_batch(
+    paths: list[Path], settings: Settings, *, outputs: list[Path] | None = None, residues: list[Path] | None = None
+) -> list[dict[str, Any]]:
     """Run :func:`denoise_files` on the task runner that ``settings.runtime`` names.
 
     ``runtime.task_runner="dask"`` fans the steps out over a local Dask
@@ -217,7 +298,7 @@ def run_batch(paths: list[Path], settings: Settings, *, outputs: list[Path] | No
         The rows of :func:`denoise_files`, whether or not a file failed.
     """
     runner = task_runner_for(settings.runtime)
-    state = denoise_files.with_options(task_runner=runner)(paths, settings, outputs=outputs, return_state=True)
+    state = denoise_files.with_options(task_runner=runner)(paths, settings, outputs=outputs, residues=residues, return_state=True)
     rows = state.result(raise_on_failure=False)
     if isinstance(rows, BaseException):
         raise rows

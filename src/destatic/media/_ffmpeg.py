@@ -107,6 +107,16 @@ def decode_text(raw: bytes) -> str:
     return "\n".join(lines)
 
 
+def first_packet_seconds(framecrc: str) -> float | None:
+    """Timestamp (s) of the first packet of output stream 0 in the text of ffmpeg's ``framecrc`` muxer; None if none."""
+    lines = framecrc.splitlines()
+    base = next((m for line in lines if (m := re.fullmatch(r"#tb 0: (\d+)/(\d+)", line.strip()))), None)
+    first = next((line.split(",") for line in lines if line.startswith("0,")), None)
+    if base is None or first is None or len(first) < 3:
+        return None
+    return int(first[2]) * int(base.group(1)) / int(base.group(2))
+
+
 @contextlib.contextmanager
 def time_limit(seconds: float | None) -> Iterator[None]:
     """Give every ffmpeg call made in the block the same time limit, in seconds.
@@ -309,7 +319,7 @@ def classify_failure(stderr: str, *, source: os.PathLike[str] | str | bytes) -> 
     """
     for marker, code in _TRANSIENT_MARKERS.items():
         if marker in stderr:
-            return TransientError(f"ffmpeg failed on {os.fsdecode(source)!r}: {os.strerror(code)}")
+            return TransientError(f"ffmpeg failed on {os.fsdecode(source)!r}: {os.strerror(code)}", errno=code)
     for marker, reason in _BAD_INPUT_MARKERS:
         if marker in stderr:
             return BadInputError(source, reason)

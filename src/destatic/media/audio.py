@@ -8,7 +8,6 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import soundfile as sf
@@ -16,31 +15,30 @@ import soundfile as sf
 from destatic.errors import BadInputError, ParameterError
 from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
+from destatic.media.formats import AUDIO_FORMATS, AUDIO_SUFFIXES
 from destatic.media.probe import MediaInfo, StreamInfo, probe
 
 __all__ = [
-    "AUDIO_FORMATS",
-    "AUDIO_SUFFIXES",
-    "AudioFormat",
     "AudioTrack",
     "export_audio",
     "extract_audio",
+    "first_sample_time",
     "read_audio",
     "select_audio_stream",
     "wav_blocks",
     "wav_info",
 ]
 
-AudioFormat = Literal["wav", "flac", "mp3", "m4a", "ogg", "opus"]
-"""The audio-only formats destatic writes; settings and command line take their choices from here."""
-AUDIO_FORMATS: tuple[str, ...] = get_args(AudioFormat)
-AUDIO_SUFFIXES: dict[str, AudioFormat] = {**{f".{name}": name for name in AUDIO_FORMATS}, ".oga": "ogg"}
-"""Audio file suffixes destatic reads and writes (lowercase), and the format of each."""
 READ_BLOCK = 1 << 16
 """Samples per channel in each block :func:`wav_blocks` reads."""
 
 EXTRACT_FRAME_SAMPLES = 16384
 """Samples per frame ffmpeg passes from the decoder to the WAV writer when extracting."""
+
+GAP_FILL_S = 0.1
+"""Extraction fills a gap in the audio's timestamps longer than this (s) with silence, and drops
+audio that overlaps the previous by as much. Shorter differences are left alone: Vorbis in Matroska
+has frames whose millisecond timestamps stray from their samples by up to 10 ms, either way."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +56,8 @@ class AudioTrack:
     frames : int
         Samples per channel, exactly as decoded.
     start_time : float
-        Seconds at which the stream starts in its container's timeline (see
-        :attr:`StreamInfo.start_time`); the WAV itself has no timestamps.
+        Seconds on the container's timeline at which the WAV's first sample
+        plays (see :func:`first_sample_time`); the WAV itself has no timestamps.
     offset : float
         ``start_time`` minus the container's start: where the audio sits
         relative to the file's first timestamp, which is what A/V sync needs.
@@ -116,10 +114,14 @@ def select_audio_stream(info: MediaInfo, stream: int | None) -> StreamInfo:
 def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str, *, stream: int | None = None) -> AudioTrack:
     """Decode one audio stream of `path` to a float32 WAV at its native rate and channel count.
 
-    No resampling, no mixing, no trimming: the WAV holds exactly the samples
-    the decoder produces (container edit lists and encoder priming applied, as
-    any player would). The stream's start offset is returned, not written, so
-    that :func:`destatic.media.remux` can put the cleaned audio back in sync.
+    No resampling, no mixing: the WAV holds exactly the samples the decoder
+    produces (container edit lists and encoder priming applied, as any player
+    would), laid on the stream's timeline: where its timestamps leave a gap of
+    more than :data:`GAP_FILL_S` (a first packet that lasts 0.18 s instead of
+    0.02, dropped packets), silence fills it, and where they overlap by as
+    much, the overlap is dropped, so that every sample is where a player plays
+    it. When the first sample plays is returned, not written, so that
+    :func:`destatic.media.remux` can put the cleaned audio back in sync.
     `dest_wav` is written atomically.
 
     Parameters
@@ -150,31 +152,82 @@ def extract_audio(path: os.PathLike[str] | str, dest_wav: os.PathLike[str] | str
     with atomic_output(dest_wav) as partial:
         args = [
             *_ffmpeg.base_args(loglevel="warning"),
+            "-copyts",  # the first frame's timestamp as the file has it; the WAV has none
             *_ffmpeg.input_args(path),
             "-map", f"0:{chosen.index}",
             "-map_metadata", "-1", "-map_chapters", "-1",
-            # ffmpeg's threads hand over every frame: 1024-sample frames made
-            # half of an extraction's CPU time system time. Same bytes.
-            "-af", f"asetnsamples=n={EXTRACT_FRAME_SAMPLES}:p=0",
+            # Fill timestamp gaps (never stretch: async=1 pads and trims only). ffmpeg's
+            # threads hand over every frame: 1024-sample frames made half of an
+            # extraction's CPU time system time. Same bytes.
+            "-af", f"aresample=async=1:min_hard_comp={GAP_FILL_S},asetnsamples=n={EXTRACT_FRAME_SAMPLES}:p=0",
             "-c:a", "pcm_f32le", "-rf64", "auto",
             *_ffmpeg.output_args(partial, muxer="wav"),
+            *_first_frame_output(chosen.index),
         ]
         done = _ffmpeg.run(args, source=path)
         _reject_partial_decode(_ffmpeg.decode_text(done.stderr), path)
         decoded = wav_info(partial)
         if decoded.frames == 0:
             raise BadInputError(path, f"audio stream {chosen.index} decodes to no samples (empty audio)")
+    start_time = _first_frame_time(done.stdout, chosen)
     return AudioTrack(
         path=Path(dest_wav),
         sample_rate=decoded.samplerate,
         channels=decoded.channels,
         frames=decoded.frames,
-        start_time=chosen.start_time,
-        offset=chosen.start_time - info.start_time,
+        start_time=start_time,
+        offset=start_time - info.start_time,
         codec=chosen.codec,
         stream=chosen.index,
         source=info,
     )
+
+
+def first_sample_time(path: os.PathLike[str] | str, stream: StreamInfo) -> float:
+    """Seconds on `path`'s timeline at which the first decoded sample of `stream` plays.
+
+    The timestamp of the decoder's first frame, with the file's timestamps
+    kept as they are (``-copyts``): after edit lists, encoder priming and Opus
+    pre-skip, that is where the samples :func:`extract_audio` writes begin
+    (which reads it in the same way, as it decodes). It can differ from
+    :attr:`StreamInfo.start_time`, the first packet's timestamp (an Opus
+    stream in mp4 starts its 312 samples of pre-skip earlier). Falls back to
+    that when the frame has no timestamp.
+
+    Parameters
+    ----------
+    path : path-like
+        A video or audio file.
+    stream : StreamInfo
+        One of its audio streams.
+
+    Returns
+    -------
+    float
+        Seconds, on the same timeline as :attr:`MediaInfo.start_time`.
+
+    Raises
+    ------
+    destatic.errors.BadInputError
+        ffmpeg cannot decode the stream.
+    destatic.errors.TransientError
+        ffmpeg killed or an I/O error.
+    """
+    args = [*_ffmpeg.base_args(), "-copyts", *_ffmpeg.input_args(path), *_first_frame_output(stream.index)]
+    return _first_frame_time(_ffmpeg.run(args, source=path).stdout, stream)
+
+
+def _first_frame_output(index: int) -> list[str]:
+    """Output arguments that write the first decoded frame of stream `index`, timestamp and all, as text to stdout."""
+    return [
+        "-map", f"0:{index}", "-frames:a", "1", "-c:a", "pcm_f32le",
+        "-protocol_whitelist", "pipe", "-f", "framecrc", "pipe:1",
+    ]
+
+
+def _first_frame_time(stdout: bytes, stream: StreamInfo) -> float:
+    seconds = _ffmpeg.first_packet_seconds(_ffmpeg.decode_text(stdout))
+    return stream.start_time if seconds is None else seconds
 
 
 def wav_info(path: os.PathLike[str] | str) -> sf._SoundFileInfo:

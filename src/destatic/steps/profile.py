@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from destatic import dsp, media
-from destatic.errors import BadInputError
+from destatic.errors import BadInputError, ParameterError
 from destatic.settings import NoiseSettings
 from destatic.steps.records import AudioFile, ProfiledNoise
 
-__all__ = ["estimate_file_profile", "run"]
+__all__ = ["estimate_file_profile", "run", "saved_profile"]
 
 
 def estimate_file_profile(
@@ -62,6 +62,31 @@ def estimate_file_profile(
     )
 
 
+def saved_profile(path: Path, *, sample_rate: int, channels: int, method: str | None = None) -> dsp.NoiseProfile:
+    """A profile saved by ``destatic profile --save``, checked against the audio it is to clean, for that audio.
+
+    Raises
+    ------
+    ParameterError
+        Not a profile, another sample rate, a channel count other than 1 or
+        the audio's, or another framing than `method` needs; the message says
+        how to make one that fits.
+    """
+    profile = dsp.NoiseProfile.load(path)
+    remedy = "save one made from a recording like it (destatic profile FILE --save)"
+    if profile.sample_rate != sample_rate:
+        raise ParameterError(f"the noise profile {path.name!r} was measured at {profile.sample_rate} Hz, the audio is {sample_rate} Hz: {remedy}")
+    if profile.channels not in (1, channels):
+        raise ParameterError(f"the noise profile {path.name!r} has {profile.channels} channels, the audio {channels}: {remedy}, or a mono one")
+    needed = dsp.framing_for(method) or {"centered": False}
+    if any(getattr(profile, name) != value for name, value in needed.items()):
+        raise ParameterError(
+            f"the noise profile {path.name!r} was made for {'the seed method' if profile.centered else 'the other methods'}, "
+            f"not for method={dsp.resolve_method(method)!r}: {remedy}"
+        )
+    return profile.for_another_recording().for_channels(channels)
+
+
 def run(
     audio: AudioFile,
     target: Path,
@@ -70,8 +95,14 @@ def run(
     method: str | None = None,
     noise_audio: AudioFile | None = None,
 ) -> ProfiledNoise:
-    """The profile step: estimate the noise profile of `audio` (see :func:`estimate_file_profile`) and save it as `target` (``.npz``)."""
-    measured = estimate_file_profile(audio, noise, method=method, noise_audio=noise_audio)
+    """The profile step: estimate the noise profile of `audio` (see :func:`estimate_file_profile`) and save it as `target` (``.npz``).
+
+    With ``noise.profile_file`` the saved profile is used instead (:func:`saved_profile`).
+    """
+    if noise.profile_file is not None:
+        measured = saved_profile(noise.profile_file, sample_rate=audio.sample_rate, channels=audio.channels, method=method)
+    else:
+        measured = estimate_file_profile(audio, noise, method=method, noise_audio=noise_audio)
     target.parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(target) as partial:
         measured.save(partial)

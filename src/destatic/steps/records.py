@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from destatic.dsp import NoiseProfile
-from destatic.media import MediaInfo
+if TYPE_CHECKING:  # only named in annotations: a record can be read without loading the DSP core
+    from destatic.dsp import NoiseProfile
+    from destatic.media import Loudness, MediaInfo
 
-__all__ = ["AudioFile", "Encoded", "ExtractedAudio", "Gains", "Plots", "ProfiledNoise"]
+__all__ = ["AudioFile", "Encoded", "ExtractedAudio", "Gains", "Leveled", "Plots", "ProfiledNoise"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,31 @@ class ExtractedAudio(AudioFile):
     source: MediaInfo
     stream: int
     offset: float
+
+
+@dataclass(frozen=True)
+class Leveled(AudioFile):
+    """The cleaned audio brought to a loudness by the loudness step (one gain for the whole file).
+
+    Attributes
+    ----------
+    target_lufs, ceiling_dbtp : float
+        What was asked: the integrated loudness, and the true peak not to pass.
+    gain_db : float
+        The gain applied.
+    peak_limited : bool
+        The ceiling, not the target, set the gain (the result is quieter than asked).
+    original, before, after : Loudness
+        The input as it came, the cleaned audio, and the result.
+    """
+
+    target_lufs: float
+    ceiling_dbtp: float
+    gain_db: float
+    peak_limited: bool
+    original: Loudness
+    before: Loudness
+    after: Loudness
 
 
 @dataclass(frozen=True)

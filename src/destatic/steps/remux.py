@@ -31,5 +31,5 @@ def run(source: Path, extracted: ExtractedAudio, cleaned: AudioFile, target: Pat
         The output, with the source's suffix; written atomically.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    media.remux(source, cleaned.path, target, stream=extracted.stream, original_info=extracted.source)
+    media.remux(source, cleaned.path, target, stream=extracted.stream, original_info=extracted.source, offset_s=extracted.offset)
     return Encoded(path=target)

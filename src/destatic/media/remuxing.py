@@ -9,10 +9,10 @@ from pathlib import Path
 from destatic.errors import ParameterError
 from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
-from destatic.media.audio import segment_encoded_aac, select_audio_stream
+from destatic.media.audio import first_sample_time, segment_encoded_aac, select_audio_stream
 from destatic.media.probe import MediaInfo, StreamInfo, probe
 
-__all__ = ["MUXERS", "choose_audio_codec", "remux"]
+__all__ = ["MUXERS", "choose_audio_codec", "encoder_delay", "remux"]
 
 MUXERS = {
     ".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi",
@@ -52,6 +52,10 @@ _MPEG_AUDIO_RATES = {
 }
 _MAX_RATE = {"aac": 512_000, "vorbis": 500_000, "opus": 510_000, "ac3": 640_000, "eac3": 640_000}
 _DEFAULT_RATE_PER_CHANNEL = 96_000
+_PLAYS_PRIMING = {"avi"}
+"""Muxers whose streams start at their first packet: a lossy encoder's priming plays there, before the audio."""
+_MILLISECOND_MUXERS = {"matroska", "webm"}
+"""Muxers that store timestamps in whole milliseconds, and the encoder delay beside them (CodecDelay)."""
 _VORBIS_QUALITY = 6  # about 190 kb/s for stereo at 44.1 kHz
 
 
@@ -99,6 +103,62 @@ def _depth_args(codec: str, original: StreamInfo, index: int) -> list[str]:
     return [f"-sample_fmt:{index}", "s32", f"-bits_per_raw_sample:{index}", str(original.bits_per_sample or 24)]
 
 
+def encoder_delay(encoder: str, wav: os.PathLike[str] | str, stream: StreamInfo) -> int:
+    """Samples of priming `encoder` codes before the first sample it is given, as this ffmpeg states it.
+
+    The negated timestamp of the first packet of a 0.1 s encode of `wav`
+    (ffmpeg's ``initial_padding``: 481 for mp2, 1105 for LAME's mp3, 256 for
+    AC-3, 1024 for AAC); remembered per encoder, sample rate and channel count.
+    """
+    key = (encoder, stream.sample_rate or 0, stream.channels or 0)
+    if key not in _DELAYS:
+        args = [
+            *_ffmpeg.base_args(), *_ffmpeg.input_args(wav), "-map", f"0:{stream.index}", "-t", "0.1",
+            "-c:a", encoder, "-protocol_whitelist", "pipe", "-f", "framecrc", "pipe:1",
+        ]
+        seconds = _ffmpeg.first_packet_seconds(_ffmpeg.decode_text(_ffmpeg.run(args, source=wav).stdout))
+        _DELAYS[key] = max(round(-(seconds or 0.0) * key[1]), 0)
+    return _DELAYS[key]
+
+
+_DELAYS: dict[tuple[str, int, int], int] = {}
+
+
+def _priming_args(muxer: str, codec: str, wav: os.PathLike[str] | str, cleaned: MediaInfo, index: int) -> list[str]:
+    """In a muxer that plays priming (AVI), skip as many samples of the cleaned audio as the encoder primes.
+
+    The timestamps are kept, so the priming takes the place of the skipped
+    samples and every later sample plays where it did in the original.
+    """
+    if muxer not in _PLAYS_PRIMING or codec not in _LOSSY:
+        return []
+    stream = select_audio_stream(cleaned, None)
+    delay = encoder_delay(_ENCODERS[codec], wav, stream)
+    if delay <= 0 or (cleaned.duration or 0) * (stream.sample_rate or 0) <= delay:
+        return []
+    return [f"-filter:{index}", f"atrim=start_sample={delay}"]
+
+
+def _tick_alignment(muxer: str, codec: str, wav: os.PathLike[str] | str, stream: StreamInfo) -> float:
+    """Seconds to move the cleaned audio by in Matroska, where a delay of n + 0.5 ms is rounded up twice.
+
+    Matroska stores the first packet's start (the first sample's time less
+    the encoder delay) in whole milliseconds, rounded half away from zero, and
+    the decoder skips the delay and adds it back, rounded the same way. The two
+    roundings cancel unless the delay ends in exactly half a millisecond, as
+    Opus's 312 samples at 48 kHz (6.5 ms) do: then both go up, and the audio
+    came back 1 ms late from every remux. Half a millisecond earlier, the packet
+    starts on a tick and nothing is rounded.
+    """
+    if muxer not in _MILLISECOND_MUXERS or codec not in _LOSSY or not stream.sample_rate:
+        return 0.0
+    delay, rate = encoder_delay(_ENCODERS[codec], wav, stream), stream.sample_rate
+    half_milliseconds, remainder = divmod(2000 * delay, rate)
+    if delay <= 0 or remainder or half_milliseconds % 2 == 0:
+        return 0.0
+    return -0.0005
+
+
 def _video_encoder_args(muxer: str, index: int) -> list[str]:
     if muxer == "webm":
         return [f"-c:{index}", "libvpx-vp9", f"-crf:{index}", "24", f"-b:{index}", "0"]
@@ -107,6 +167,19 @@ def _video_encoder_args(muxer: str, index: int) -> list[str]:
     if muxer == "avi":
         return [f"-c:{index}", "mpeg4", f"-q:{index}", "2"]
     return [f"-c:{index}", "libx264", f"-crf:{index}", "16", f"-preset:{index}", "medium"]
+
+
+def _timeline_args(start_time: float) -> list[str]:
+    """Input arguments that put the original's timestamps on a timeline starting at its container's start.
+
+    ffmpeg would otherwise subtract the start of the streams it reads from
+    the file, which is later than the container's start when the replaced
+    audio is the first stream (an mp2 or AC-3 stream whose encoder delay
+    starts it before the video): every copied stream would move earlier,
+    and the cleaned audio, placed at its offset from the container's start,
+    would play late against them by the difference.
+    """
+    return ["-copyts", "-itsoffset", f"{-start_time:.6f}"]
 
 
 def _timing_args(muxer: str, start_time: float) -> list[str]:
@@ -134,13 +207,17 @@ def remux(
     reencode_video: bool = False,
     n_jobs: int | None = None,
     original_info: MediaInfo | None = None,
+    offset_s: float | None = None,
 ) -> Path:
     """Write `original` with one audio stream replaced by `cleaned_wav`, atomically.
 
     Every other stream (video, other audio tracks, subtitles, data, cover art)
     is copied packet for packet, in the same order, with container metadata,
-    stream tags, dispositions and chapters. The cleaned audio is placed at the
-    replaced stream's start offset, so A/V sync is kept, and encoded in the
+    stream tags, dispositions and chapters. The cleaned audio's first sample
+    plays where the replaced stream's first sample played (see
+    :func:`destatic.media.first_sample_time`; the new encoder's priming is accounted for), so
+    A/V sync is kept to the sample in most containers and to the millisecond
+    in Matroska. It is encoded in the
     original's codec when the container takes it and destatic can encode it
     (else the container's usual codec: aac in mp4/mov, opus in webm, mp2 in
     mpg, mp3 in avi, flac in mkv), at a bitrate no lower than the original's.
@@ -172,6 +249,10 @@ def remux(
     original_info : MediaInfo or None
         :func:`probe` of `original`, when the caller has it already (as
         :attr:`AudioTrack.source`); None probes it here.
+    offset_s : float or None
+        Where the replaced stream's first sample plays, seconds after the
+        container's start, when the caller knows it (as :attr:`AudioTrack.offset`);
+        None reads it from `original` (:func:`destatic.media.first_sample_time`).
 
     Returns
     -------
@@ -201,7 +282,7 @@ def remux(
     cleaned_audio = select_audio_stream(cleaned, None)
     codec = choose_audio_codec(muxer, replaced, requested=audio_codec)
     bitrate = _bitrate(codec, replaced, audio_bitrate)
-    offset = replaced.start_time - info.start_time
+    offset = offset_s if offset_s is not None else first_sample_time(original, replaced) - info.start_time
 
     aac = (
         segment_encoded_aac(cleaned_wav, cleaned, cleaned_audio, output, muxer=muxer, bitrate=bitrate, n_jobs=n_jobs)
@@ -219,6 +300,7 @@ def remux(
                 else:
                     maps += ["-map", f"1:{cleaned_audio.index}"]
                     codecs += [f"-c:{out_index}", _ENCODERS[codec], *_depth_args(codec, source, out_index)]
+                    codecs += _priming_args(muxer, codec, cleaned_wav, cleaned, out_index)
                     if bitrate is not None:
                         codecs += [f"-b:{out_index}", str(bitrate)]
                     elif codec == "vorbis":
@@ -231,12 +313,15 @@ def remux(
                     codecs += _video_encoder_args(muxer, out_index)
             # An explicit per-stream mapping turns off ffmpeg's automatic one, so map every stream's tags.
             codecs += [f"-map_metadata:s:{out_index}", f"0:s:{source.index}"]
-        audio_input = _ffmpeg.input_args(spliced.path) if spliced is not None else [
-            "-itsoffset", f"{offset:.9f}", *_ffmpeg.input_args(cleaned_wav),
-        ]
+        if spliced is not None:
+            audio_input = _ffmpeg.input_args(spliced.path)
+        else:
+            start = offset + _tick_alignment(muxer, codec, cleaned_wav, cleaned_audio)
+            audio_input = ["-itsoffset", f"{start:.9f}", *_ffmpeg.input_args(cleaned_wav)]
         with atomic_output(output) as partial:
             args = [
                 *_ffmpeg.base_args(),
+                *_timeline_args(info.start_time),
                 *_ffmpeg.input_args(original),
                 *audio_input,
                 *maps,

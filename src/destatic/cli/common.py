@@ -1,0 +1,130 @@
+"""What every command shares: the typer app, the console, exit statuses, common options, building the settings."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from destatic import __version__
+from destatic.dsp import ProfileMode
+from destatic.errors import DestaticError, ParameterError
+
+app = typer.Typer(
+    name="destatic",
+    help="Remove steady background noise (hiss, hum, fans, static) from videos and recordings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def prefect_environment() -> None:
+    """Prefect defaults for a command line run, set before Prefect is imported (the user's environment wins).
+
+    The embedded server may need more than Prefect's 20 s to start (database
+    migrations on a first run, a busy machine); no telemetry.
+    """
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+ConfigOption = Annotated[
+    Optional[Path],
+    typer.Option("--config", exists=True, dir_okay=False, help="TOML settings file (default: ./destatic.toml)."),
+]
+NoiseStart = Annotated[Optional[float], typer.Option("--noise-start", min=0, help="Start of a noise-only stretch, s.")]
+NoiseEnd = Annotated[Optional[float], typer.Option("--noise-end", min=0, help="End of a noise-only stretch, s.")]
+NoiseFile = Annotated[
+    Optional[Path],
+    typer.Option("--noise-file", exists=True, dir_okay=False, help="A separate noise-only recording."),
+]
+ProfileFileOption = Annotated[
+    Optional[Path],
+    typer.Option("--profile-file", exists=True, dir_okay=False, help="A noise profile saved by destatic profile --save (.npz), used for every file."),
+]
+ProfileOption = Annotated[
+    Optional[ProfileMode], typer.Option("--profile", help="How to find the noise (default auto).")
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"destatic {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def common_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Remove steady background noise from videos and recordings, through a Prefect pipeline."""
+    prefect_environment()
+
+
+def noise_overrides(
+    noise_start: float | None,
+    noise_end: float | None,
+    noise_file: Path | None,
+    profile: ProfileMode | None,
+    profile_file: Path | None = None,
+) -> dict[str, Any]:
+    given = [name for name, value in (("--noise-start/--noise-end", noise_start is not None or noise_end is not None),
+                                      ("--noise-file", noise_file is not None), ("--profile", profile is not None),
+                                      ("--profile-file", profile_file is not None)) if value]
+    if len(given) > 1:
+        raise typer.BadParameter(f"choose one of {', '.join(given)}")
+    if (noise_start is None) != (noise_end is None):
+        raise typer.BadParameter("--noise-start and --noise-end go together")
+    if noise_start is not None:
+        return {"mode": "segment", "start_s": noise_start, "end_s": noise_end}
+    if noise_file is not None:
+        return {"mode": "file", "file": noise_file}
+    if profile_file is not None:
+        return {"profile_file": profile_file}
+    return {"mode": profile}
+
+
+def settings_from(config: Path | None, **overrides: Any) -> Any:
+    from destatic.settings import load_settings
+
+    try:
+        return load_settings(config=config, **overrides)
+    except ParameterError as error:
+        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
+
+
+
+
+@contextlib.contextmanager
+def prefect_api(settings: Any) -> Iterator[bool]:
+    """The Prefect API for the flows of a command (see :mod:`destatic.server`); yields whether it is Prefect's temporary server."""
+    from destatic import server
+
+    with contextlib.ExitStack() as stack:
+        try:
+            where = stack.enter_context(server.prefect_api(settings.runtime.server))
+        except DestaticError as error:  # the background server would not start
+            console.print(f"[red]error:[/red] {error}", highlight=False)
+            raise typer.Exit(EXIT_FAILED) from None
+        console.print(f"[dim]{where}[/dim]", highlight=False)
+        yield where == server.EMBEDDED
+
+
+def settle(flow_runs: list[Any]) -> None:
+    """Before Prefect's temporary server stops at exit, let it record every task run's last state."""
+    from destatic import server
+
+    if not server.settle_task_runs(flow_runs):
+        console.print("[dim]some task runs may show as unfinished in the Prefect UI[/dim]")

