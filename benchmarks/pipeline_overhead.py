@@ -174,9 +174,9 @@ def flow_overhead(clips: list[Path], scratch: Path) -> dict[str, list[Clock]]:
         with Clock() as direct:
             direct_steps(clip, scratch / f"direct{index}")
         with Clock() as flow:
-            denoise_file(clip, settings, output=scratch / f"flow{index}{clip.suffix}", quarantine_bad=False)
+            denoise_file(clip, settings, output=scratch / f"flow{index}{clip.suffix}")
         with Clock() as cached:
-            denoise_file(clip, settings, output=scratch / f"again{index}{clip.suffix}", quarantine_bad=False)
+            denoise_file(clip, settings, output=scratch / f"again{index}{clip.suffix}")
         times["direct"].append(direct)
         times["flow"].append(flow)
         times["cached"].append(cached)

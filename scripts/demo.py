@@ -82,7 +82,7 @@ def main() -> int:
         started = time.perf_counter()
         target = OUT / f"{source.stem}-clean{source.suffix}"
         try:
-            denoise_file(source, settings, output=target, quarantine_bad=False)
+            denoise_file(source, settings, output=target)
         except Exception as error:  # the demo reports and goes on
             failed += 1
             print(f"FAILED {source.name}: {error}")

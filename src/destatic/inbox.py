@@ -45,12 +45,13 @@ __all__ = [
     "forget_stale_records",
     "give_back",
     "hand_over",
+    "is_claim",
     "outbox_path",
     "quarantine",
     "ready_files",
     "release_stale_claims",
     "remove_dead_partials",
-    "run_parameter",
+    "run_name",
     "settle_failure",
     "settle_success",
     "settled_output",
@@ -175,6 +176,11 @@ def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()
 
 
+def is_claim(path: Path) -> bool:
+    """Whether `path` is a claim folder :func:`claim` made (``<inbox>/.processing/<id>``)."""
+    return path.is_dir() and path.parent.name == CLAIM_DIR
+
+
 def claimed(folder: Path) -> Claim | None:
     """The claim of `folder` as :func:`claim` made it, or None once its file has left."""
     files = folder / "files"
@@ -192,9 +198,9 @@ def _utf8(path: Path) -> bool:
     return True
 
 
-def run_parameter(taken: Claim) -> Path:
-    """What to pass as a run's ``path``: the claimed file, or the claim folder when its name is not UTF-8 (parameters are JSON)."""
-    return taken.path if _utf8(taken.path) else taken.folder
+def run_name(taken: Claim) -> str:
+    """The name of the flow run that cleans a claimed file: ``denoise-<its name>`` (made printable)."""
+    return f"denoise-{display_path(taken.relative.name)}"
 
 
 def outbox_path(relative: Path, settings: Settings) -> Path:

@@ -127,14 +127,16 @@ def test_transient_failure_is_retried(task_runs, denoise_runs, speech_wav: Path,
     assert extract.run_count == 2
 
 
-def test_bad_input_is_not_retried_and_is_quarantined(make_settings, task_runs, rng: np.random.Generator) -> None:
+def test_bad_input_is_not_retried_and_a_claimed_one_is_quarantined(make_settings, task_runs, rng: np.random.Generator) -> None:
     from destatic.flows import denoise_file
+    from destatic.inbox import claim
 
     settings = make_settings(runtime={"retries": 3})
     bad = settings.paths.inbox / "sub" / "noise.mp4"
     bad.parent.mkdir(parents=True)
     bad.write_bytes(rng.bytes(4096))
-    state = denoise_file(bad, settings, relative=Path("sub/noise.mp4"), return_state=True)
+    taken = claim(settings.paths.inbox, Path("sub/noise.mp4"))
+    state = denoise_file(taken.folder, settings, return_state=True)
     assert state.is_failed()
     runs = task_runs(state.state_details.flow_run_id, expected=1)
     (extract,) = runs["extract_audio"]
@@ -164,7 +166,7 @@ def test_bad_input_from_run_stays_where_it_is(make_settings, tmp_path: Path) -> 
     flow_runs.addHandler(collect)
     try:
         with pytest.raises(BadInputError):
-            denoise_file(empty, settings, quarantine_bad=False)
+            denoise_file(empty, settings)
     finally:
         flow_runs.removeHandler(collect)
     assert empty.exists()

@@ -8,8 +8,11 @@ this process, so that no worker has to start; the full worker path is in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -49,8 +52,8 @@ def _runs_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs()
-    by_name = {run.name: run for run in runs}
-    return {row["file"]: by_name[row["flow_run"]] for row in rows}
+    by_id = {str(run.id): run for run in runs}
+    return {row["file"]: by_id[row["flow_run_id"]] for row in rows}
 
 
 def test_each_claim_goes_to_one_run_that_settles_it(
@@ -78,7 +81,8 @@ def test_each_claim_goes_to_one_run_that_settles_it(
     runs = _runs_of(rows)
     assert {run.state.type.value for run in runs.values()} == {"SCHEDULED"}
     for run in runs.values():
-        assert Path(run.parameters["claim"]).parent == inbox.absolute() / CLAIM_DIR
+        assert Path(run.parameters["path"]).parent == inbox.absolute() / CLAIM_DIR
+        assert set(run.parameters) == {"path", "settings"} and run.name.startswith("denoise-")
         assert Path(run.parameters["settings"]["paths"]["outbox"]).is_absolute()
     assert release_stale_claims(inbox, run_is_over=run_is_over) == [], "claims of runs not yet over stay claimed"
     assert watch_inbox(settings) == [], "a claimed file is not taken twice"
@@ -118,7 +122,7 @@ def test_claim_of_a_run_that_ended_unsettled_is_given_back(per_file_deployment: 
     assert release_stale_claims(settings.paths.inbox, run_is_over=run_is_over) == [Path("lost.wav")]
     assert (settings.paths.inbox / "lost.wav").read_bytes() == speech_wav.read_bytes()
     (again,) = watch_inbox(settings)
-    assert again["status"] == "dispatched" and again["flow_run"] != row["flow_run"]
+    assert again["status"] == "dispatched" and again["flow_run_id"] != row["flow_run_id"]
 
 
 def test_rerun_after_the_file_was_settled_releases_the_claim(per_file_deployment: str, make_settings, speech_wav: Path) -> None:
@@ -131,13 +135,13 @@ def test_rerun_after_the_file_was_settled_releases_the_claim(per_file_deployment
     shutil.copyfile(speech_wav, settings.paths.inbox / "once.wav")
     (row,) = watch_inbox(settings)
     (run,) = _runs_of([row]).values()
-    claim = Path(run.parameters["claim"])
-    first = denoise_file(settings=settings, path=Path(run.parameters["path"]), claim=claim)
+    claim = Path(run.parameters["path"])
+    first = denoise_file(settings=settings, path=claim)
     assert first == (settings.paths.outbox / "once.wav").absolute() and not claim.exists()
     claim.mkdir(parents=True)
     (claim / SETTLED).write_text(f'{{"output": "{first}"}}')
 
-    assert denoise_file(settings=settings, path=Path(run.parameters["path"]), claim=claim) == first
+    assert denoise_file(settings=settings, path=claim) == first
     assert not claim.exists()
     assert sorted(p.name for p in settings.paths.outbox.iterdir()) == ["once.wav"]
     assert sorted(p.name for p in settings.paths.done.iterdir()) == ["once.wav"]
@@ -180,6 +184,13 @@ def test_deploy_puts_both_flows_on_the_pool(tmp_path: Path, monkeypatch: pytest.
     settings = watcher.parameters["settings"]
     assert settings["watch"]["dispatch"] == "deployment" and settings["watch"]["deployment"] == "denoise-file/d1"
     assert settings["paths"]["inbox"] == str(tmp_path / "inbox")
+    assert set(per_file.parameter_openapi_schema["properties"]) == {"path", "settings", "output", "residue"}, "the form shows no plumbing"
+    assert "automation destatic-crashed-runs  created" in result.output or "automation destatic-crashed-runs  unchanged" in result.output
+    again = CliRunner().invoke(app, ["deploy", "--pool", pool, "inbox", "--interval", "7", "--name", "d1"])
+    assert again.exit_code == 0 and "automation destatic-crashed-runs  unchanged" in again.output
+    with get_client(sync_client=True) as client:
+        (automation,) = client.read_automations_by_name(name="destatic-crashed-runs")
+    assert automation.enabled and automation.trigger.within.total_seconds() == 90
 
 
 def test_watch_once_names_a_missing_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,3 +204,30 @@ def test_watch_once_names_a_missing_deployment(tmp_path: Path, monkeypatch: pyte
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 1
     assert "'denoise-file/absent' is not a deployment" in " ".join(result.output.split())
+
+
+def test_prefect_deploy_all_makes_the_same_deployments_from_the_checkout(tmp_path: Path) -> None:
+    """The repository's prefect.yaml: `prefect deploy --all` as a Prefect user would run it."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL
+
+    from prefect.exceptions import ObjectAlreadyExists
+
+    repo = Path(__file__).resolve().parents[2]
+    pool = "destatic"  # the pool prefect.yaml names
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    done = subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    with get_client(sync_client=True) as client:
+        per_file = client.read_deployment_by_name("denoise-file/destatic")
+        watcher = client.read_deployment_by_name("watch-inbox/destatic-watch")
+    assert per_file.work_pool_name == watcher.work_pool_name == pool
+    assert set(per_file.parameter_openapi_schema["properties"]) == {"path", "settings", "output", "residue"}
+    assert [schedule.schedule.interval.total_seconds() for schedule in watcher.schedules] == [10.0]
+    assert watcher.parameters["settings"]["watch"] == {"dispatch": "deployment", "deployment": "denoise-file/destatic"}

@@ -11,7 +11,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 
 def _destatic(*arguments: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -66,9 +65,11 @@ def _free(port: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("attempt", range(3))
-def test_prefect_temporary_server_records_every_task_run_before_it_stops(tmp_path: Path, speech_wav: Path, attempt: int) -> None:
-    """Its recorder used to be cancelled at exit while it wrote the last states: a traceback, and task runs left unfinished."""
+def test_prefect_temporary_server_records_every_task_run_before_it_stops(tmp_path: Path, speech_wav: Path) -> None:
+    """Its recorder used to be cancelled at exit while it wrote the last states: a traceback, and task runs left unfinished.
+
+    That race was seen in 2 of 10 runs under load; this checks the outcome of one run.
+    """
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "DESTATIC_RUNTIME__SERVER": "embedded"}
     env.pop("PREFECT_API_URL", None)
     done = _destatic("run", str(speech_wav), "--audio-only", "--format", "flac", "-o", str(tmp_path / "out.flac"), "--work", str(tmp_path / "w"), env=env)

@@ -187,7 +187,7 @@ def test_ten_files_each_cleaned_exactly_once(cluster: Cluster, media_dir: Path) 
     assert len(runs) == 10, [run.parameters["path"] for run in runs]
     assert [run.state.type.value for run in runs] == ["COMPLETED"] * 10, [run.state.message for run in runs]
     assert [run.run_count for run in runs] == [1] * 10
-    assert len({run.parameters["claim"] for run in runs}) == 10
+    assert len({run.parameters["path"] for run in runs}) == 10
     assert sorted(str(path.relative_to(outbox)) for path in outbox.rglob("*.wav")) == sorted(names)
     assert sorted(str(path.relative_to(done)) for path in done.rglob("*.wav")) == sorted(names)
     for recording, name in zip(recordings, names):

@@ -252,7 +252,7 @@ def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None)
 
     with _progress_bars([source], settings):
         on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
-        state = on_runner(source, settings, output=target, residue=residue, quarantine_bad=False, return_state=True)
+        state = on_runner(source, settings, output=target, residue=residue, return_state=True)
     flow_runs = [state.state_details.flow_run_id]
     try:
         written = state.result()

@@ -99,8 +99,17 @@ def deploy(
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
+    from destatic.flows.deploy import CRASHED_RUNS, SILENCE_S
+
+    automation = deployed.pop(CRASHED_RUNS)
     for deployment_name, deployment_id in deployed.items():
         typer.echo(f"{deployment_name}  {deployment_id}")
+    typer.echo(f"automation {CRASHED_RUNS}  {automation}")
     console.print(f"watching {settings.paths.inbox.absolute()} every {settings.watch.interval_s} s on pool {pool!r}")
+    console.print(
+        f"a run whose worker dies is scheduled again after {SILENCE_S} s without a heartbeat: start the workers with "
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30",
+        highlight=False,
+    )
 
 

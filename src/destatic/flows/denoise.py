@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.states import Failed
 
 from destatic import cache, inbox, media
 from destatic.dsp.choices import resolve_method
-from destatic.errors import DestaticError, ParameterError, blames_the_file, is_disk_full, reason_of
+from destatic.errors import DestaticError, ParameterError, is_disk_full, reason_of
 from destatic.flows.graph import FileRun, finish_steps, start_steps, submit_steps
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.runners import task_runner_for
@@ -56,6 +57,13 @@ def keep_the_budget(settings: Settings) -> None:
         )
 
 
+def _publish_outputs(runs: list[FileRun]) -> None:
+    """A table artifact of what the run wrote: each output with its duration and estimated noise reduction."""
+    rows = [run.summary for run in runs if run.summary]
+    if rows:
+        create_table_artifact(rows, key="destatic-outputs", description="destatic outputs: file, output, seconds, estimated noise reduction (dB), method")
+
+
 def _denoise_one(
     source: Path,
     settings: Settings,
@@ -74,7 +82,9 @@ def _denoise_one(
         try:
             start_steps(run)
             submit_steps(run)
-            return finish_steps(run)
+            delivered = finish_steps(run)
+            _publish_outputs([run])
+            return delivered
         except Exception as error:
             if attempt == 1 and is_disk_full(error):
                 pruned = cache.clear(settings.paths.work.resolve())
@@ -89,20 +99,6 @@ def _denoise_one(
         finally:
             run.release()
     raise AssertionError("unreachable")
-
-
-def _quarantine_bad_input(path: Path, settings: Settings, relative: Path | None) -> Callable[[str, Exception], None]:
-    """On failure: move `path` into quarantine if it is to blame, else leave it where it is."""
-
-    def settle(step: str, error: Exception) -> None:
-        reason = reason_of(error)
-        if not blames_the_file(error):
-            get_run_logger().error("%s failed at step %s: %s; left where it is", path.name, step, reason)
-        elif path.exists() or path.is_symlink():
-            where = inbox.quarantine(path, settings.paths.quarantine, relative=relative, step=step, reason=reason)
-            get_run_logger().error("%s failed at step %s: %s; moved to %s", path.name, step, reason, where)
-
-    return settle
 
 
 def _settle_claim(folder: Path, settings: Settings) -> Path:
@@ -137,45 +133,34 @@ def denoise_file(
     *,
     output: Path | None = None,
     residue: Path | None = None,
-    relative: Path | None = None,
-    quarantine_bad: bool = True,
-    claim: Path | None = None,
 ) -> Path:
     """Clean one file: extract, profile, subtract, inverse STFT, remux or export.
 
     Parameters
     ----------
     path : Path
-        A video or audio file. With `claim`, only its name for the run's
-        parameters: the file is the one in the claim folder.
-    settings : Settings or None
-        None: :func:`~destatic.settings.load_settings`.
-    output : Path or None
-        Where the result goes; None: :func:`~destatic.workspace.default_output`.
-    residue : Path or None
-        Also write what was removed here, encoded like the output; None: only
-        with ``output.residue``, beside the output.
-    relative : Path or None
-        The input's path under the inbox, kept when it is quarantined.
-    quarantine_bad : bool
-        Move a bad input (:class:`~destatic.errors.BadInputError`, which a
-        step's :class:`~destatic.errors.ParameterError` becomes) into
-        ``settings.paths.quarantine`` with ``NAME.error.txt``; False leaves it
-        where it is, as is any input that fails for another reason.
-    claim : Path or None
-        A claim folder of :func:`destatic.inbox.claim` (``inbox/.processing/<id>``):
-        the run then settles the file as the watcher would: the result to the
+        A video or audio file; or a claim folder of the inbox
+        (``inbox/.processing/<id>``, :func:`destatic.inbox.claim`), whose
+        file the run then settles as the watcher would: the result to the
         outbox under its relative path, the original to ``done/``; bad input
         to quarantine; after another failure the original back to the inbox,
         or to quarantine at the ``watch.max_attempts``-th such failure (see
         :func:`destatic.inbox.failure_record`); the claim released at the end.
-        Run again after a crash, it completes the same file once. `output`,
-        `relative` and `quarantine_bad` are then derived.
+        Run again after a crash, it completes the same file once.
+    settings : Settings or None
+        None: :func:`~destatic.settings.load_settings`.
+    output : Path or None
+        Where the result goes; None: :func:`~destatic.workspace.default_output`
+        (a claimed file's goes to the outbox).
+    residue : Path or None
+        Also write what was removed here, encoded like the output; None: only
+        with ``output.residue``, beside the output.
 
     Returns
     -------
     Path
-        The written output.
+        The written output. A file given by path is never moved, whatever
+        happens; only a claimed file is settled.
 
     Raises
     ------
@@ -187,13 +172,12 @@ def denoise_file(
     """
     quiet_destatic_tracebacks()
     settings = settings or load_settings()
+    source = Path(path).absolute()
     try:
         with media.time_limit(settings.runtime.ffmpeg_timeout_s):
-            if claim is not None:
-                return _settle_claim(Path(claim).absolute(), settings)
-            source = Path(path).absolute()
-            on_failure = _quarantine_bad_input(source, settings, relative) if quarantine_bad else None
-            return _denoise_one(source, settings, output=output, residue=residue, on_failure=on_failure)
+            if inbox.is_claim(source):
+                return _settle_claim(source, settings)
+            return _denoise_one(source, settings, output=output, residue=residue)
     finally:
         keep_the_budget(settings)
 
@@ -275,6 +259,7 @@ def denoise_files(
                         written[index] = result
     for run in runs:
         run.release()
+    _publish_outputs(runs)
     keep_the_budget(settings)
     rows = [_row(run, written.get(index)) for index, run in enumerate(runs)]
     failed = [row for row in rows if row["status"] == "failed"]

@@ -4,13 +4,91 @@ from __future__ import annotations
 
 import contextlib
 import io
+from datetime import timedelta
+from typing import Any
 
 from destatic.errors import DestaticError
 from destatic.flows.denoise import denoise_file
 from destatic.flows.watch import watcher_deployment
 from destatic.settings import Settings
 
-__all__ = ["deploy_to_pool"]
+__all__ = ["CRASHED_RUNS", "crashed_run_automation", "deploy_to_pool", "ensure_crashed_run_automation"]
+
+CRASHED_RUNS = "destatic-crashed-runs"
+"""The automation that runs again the flow runs whose worker died (the same one ``scripts/cluster/cluster.sh`` makes)."""
+SILENCE_S = 90
+"""Seconds without a heartbeat after which a running flow run counts as crashed (workers beat every 30 s)."""
+_STILL_ALIVE = (
+    "prefect.flow-run.heartbeat",
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Failed",
+    "prefect.flow-run.Cancelled",
+    "prefect.flow-run.Crashed",
+    "prefect.flow-run.Paused",
+    "prefect.flow-run.Suspended",
+)
+
+
+def crashed_run_automation(silence_s: int = SILENCE_S) -> Any:
+    """The automation (not saved): a running flow run silent for `silence_s` seconds is scheduled again.
+
+    A worker killed with its run (a machine lost, ``kill -9``) leaves the run
+    Running for ever: its heartbeats stop, and nothing else would notice.
+    """
+    from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
+    from prefect.client.schemas.objects import StateType
+
+    return Automation(
+        name=CRASHED_RUNS,
+        description=f"Run again the flow runs whose heartbeats stopped for {silence_s} s (their worker is gone)",
+        enabled=True,
+        trigger=EventTrigger(
+            posture=Posture.Proactive,
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            after={"prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
+            expect=set(_STILL_ALIVE),
+            for_each={"prefect.resource.id"},
+            threshold=1,
+            within=timedelta(seconds=silence_s),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=f"No heartbeat for {silence_s} s: its worker is gone")],
+    )
+
+
+def _comparable(value: Any) -> Any:
+    """An automation's fields as the API returns them: sets come back as lists, in any order."""
+    if isinstance(value, dict):
+        return {key: _comparable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        items = [_comparable(item) for item in value]
+        return sorted(items) if all(isinstance(item, str) for item in items) else items
+    return value
+
+
+def ensure_crashed_run_automation(silence_s: int = SILENCE_S) -> str:
+    """Create the crashed-run automation, or bring the existing one up to date; ``"created"``, ``"updated"`` or ``"unchanged"``.
+
+    Duplicates of its name (two deploys at once) are deleted but one.
+    """
+    from prefect import get_client
+    from prefect.automations import Automation
+
+    wanted = crashed_run_automation(silence_s)
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(name=CRASHED_RUNS)
+    if not existing:
+        wanted.create()
+        return "created"
+    first, *duplicates = existing
+    for duplicate in duplicates:
+        Automation(**duplicate.model_dump()).delete()
+    fields = {"name", "description", "enabled", "trigger", "actions", "actions_on_trigger", "actions_on_resolve"}
+    current = Automation(**first.model_dump())
+    if _comparable(current.model_dump(mode="json", include=fields)) == _comparable(wanted.model_dump(mode="json", include=fields)):
+        return "unchanged"
+    wanted.id = current.id
+    wanted.update()
+    return "updated"
 
 
 def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> dict[str, str]:
@@ -34,7 +112,8 @@ def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> 
     Returns
     -------
     dict
-        Deployment name (``FLOW/DEPLOYMENT``) to its id.
+        Deployment name (``FLOW/DEPLOYMENT``) to its id, and ``CRASHED_RUNS``
+        to what :func:`ensure_crashed_run_automation` did.
 
     Raises
     ------
@@ -57,9 +136,10 @@ def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> 
     watch = settings.watch.model_copy(update={"dispatch": "deployment", "deployment": per_file})
     dispatching = settings.model_copy(update={"watch": watch})
     deployments = [
-        denoise_file.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH),
+        denoise_file.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["destatic"]),
         watcher_deployment(dispatching, name=f"{name}-watch", module_entrypoint=True),
     ]
     with contextlib.redirect_stdout(io.StringIO()):
         ids = deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False, ignore_warnings=True)
-    return dict(zip((per_file, f"watch-inbox/{name}-watch"), (str(deployment_id) for deployment_id in ids)))
+    made = dict(zip((per_file, f"watch-inbox/{name}-watch"), (str(deployment_id) for deployment_id in ids)))
+    return {**made, CRASHED_RUNS: ensure_crashed_run_automation()}

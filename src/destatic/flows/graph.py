@@ -22,7 +22,7 @@ from prefect.context import FlowRunContext
 from prefect.futures import PrefectFuture
 
 from destatic import cache, media, shortcut, steps, tasks
-from destatic.dsp.choices import default_method, learned_available
+from destatic.dsp.choices import default_method, learned_available, resolve_method
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
 from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for
@@ -96,6 +96,7 @@ class FileRun:
     progress: Any = None
     error: BaseException | None = None
     held: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    summary: dict[str, Any] = field(default_factory=dict)
 
     def submit(self, step: str, task: Any, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
         """Submit `task` as `step` of this file, with its retries, backoff and result storage."""
@@ -230,5 +231,13 @@ def finish_steps(run: FileRun) -> Path:
         encoded=run.futures["encode"].result().path,
         residue=run.futures["encode residue"].result().path if run.residue is not None else None,
     )
+    extracted, plots = run.futures["extract"].result(), run.futures["plots"].result()
+    run.summary = {
+        "file": run.source.name,
+        "output": str(delivered),
+        "duration_s": round(extracted.duration, 2),
+        "reduction_db": None if plots.reduction_db is None else round(plots.reduction_db, 1),
+        "method": resolve_method(run.settings.suppression.method),
+    }
     get_run_logger().info("%s done in %.2f s: %s", run.source.name, sum(run.clock.seconds.values()), delivered)
     return delivered

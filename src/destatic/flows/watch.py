@@ -44,7 +44,7 @@ def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     failure: Exception | None = None
     try:
         with tags(*run_tags(settings)):
-            output = denoise_file(inbox.run_parameter(taken), settings, claim=taken.folder)
+            output = denoise_file.with_options(flow_run_name=inbox.run_name(taken))(taken.folder, settings)
     except Exception as error:  # the watcher goes on past any file
         failure = error
     else:
@@ -76,7 +76,8 @@ def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str
     try:
         flow_run = run_deployment(
             settings.watch.deployment,
-            parameters={"path": str(inbox.run_parameter(taken)), "settings": parameters, "claim": str(taken.folder)},
+            parameters={"path": str(taken.folder), "settings": parameters},
+            flow_run_name=inbox.run_name(taken),
             timeout=0,
             tags=run_tags(settings),
         )
@@ -85,7 +86,7 @@ def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str
         row["reason"] = f"not dispatched, left in the inbox: {reason_of(error)}"
     else:
         inbox.hand_over(taken, str(flow_run.id))
-        row.update(status="dispatched", output=str(inbox.outbox_path(taken.relative, settings)), flow_run=flow_run.name)
+        row.update(status="dispatched", output=str(inbox.outbox_path(taken.relative, settings)), flow_run=flow_run.name, flow_run_id=str(flow_run.id))
     row["seconds"] = round(time.perf_counter() - started, 2)
     return row
 
