@@ -9,7 +9,7 @@ import pytest
 
 import destatic
 from destatic.dsp import NoiseProfile, resolve_profile
-from destatic.dsp.tones import ToneCanceller, find_tones, fit_tones, harmonic_family
+from destatic.dsp.tones import ToneCanceller, blackman_harris, find_peaks, find_tones, fit_tones, harmonic_family
 
 SR = 16000
 
@@ -115,3 +115,37 @@ def test_a_separate_noise_recording_gives_tones_without_phase(rng):
     assert not profile.tone_amplitudes.any()
     late = slice(2 * SR, None)
     assert level_db(destatic.denoise(noisy, SR, noise=profile)[late]) < level_db(noisy[late]) - 20
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 4096, 64001])
+def test_blackman_harris_is_scipys_to_the_bit(n):
+    import scipy.signal
+
+    np.testing.assert_array_equal(blackman_harris(n), scipy.signal.windows.blackmanharris(n))
+
+
+def test_find_peaks_is_scipys_with_plateaus_heights_and_distances(rng):
+    import scipy.signal
+
+    for _ in range(200):
+        n = int(rng.integers(3, 4000))
+        level = np.round(rng.standard_normal(n) * rng.choice([1.0, 4.0, 50.0]))
+        height = rng.standard_normal(n) * 2
+        distance = int(rng.integers(1, 40))
+        expected, _ = scipy.signal.find_peaks(level, height=height, distance=distance)
+        np.testing.assert_array_equal(find_peaks(level, height, distance), expected)
+
+
+def test_a_measured_profile_loads_no_scipy_signal():
+    """Tone finding needs neither scipy.signal nor its import time (most of a fresh process's first call)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, destatic\n"
+        "audio = (0.1 * np.random.default_rng(0).standard_normal((32000, 2))).astype(np.float32)\n"
+        "destatic.denoise(audio, 16000, noise=(0.0, 1.0))\n"
+        "print('scipy.signal' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

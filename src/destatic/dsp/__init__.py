@@ -1,4 +1,4 @@
-"""destatic's signal-processing core: pure numpy/scipy, no Prefect, no media files.
+"""destatic's signal-processing core: numpy/scipy, its frame loops compiled by numba; no Prefect, no media files.
 
 One-call use is :func:`denoise`; long recordings stream through
 :func:`denoise_stream`, or through the pipeline's two steps,
@@ -19,7 +19,9 @@ module                    what it holds
 :mod:`.inverse`           the inverse step: gains applied, frames overlap-added
 :mod:`.denoising`         both in one pass, in memory or streamed
 :mod:`.gain_file`         the gains file both pipeline steps share
-:mod:`.parallel`          channel groups in forked processes, same result
+:mod:`.parallel`          channel groups in threads of this process, same result
+:mod:`._kernels`          the compiled frame loops (numba), loaded on first use
+:mod:`._numba`            how they are compiled and cached; their scalar pieces
 ========================  ==========================================================
 
 Names are imported on first use, so that ``import destatic.dsp`` (and the

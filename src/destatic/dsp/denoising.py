@@ -19,15 +19,15 @@ from destatic.dsp.framing import BLOCK_SIZE, SEED_HEAD_SAMPLES, checked_profile,
 from destatic.dsp.gains import SuppressionOptions, resolve_method, rule_for
 from destatic.dsp.inverse import filter_blocks
 from destatic.dsp.learned import joint_channels
-from destatic.dsp.parallel import run_channel_groups, shared_output, split_stream
+from destatic.dsp.parallel import run_channel_groups, split_stream
 from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
 from destatic.errors import ParameterError
 
 __all__ = ["PARALLEL_MIN_SECONDS", "NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile"]
 
 NoiseSpec = NoiseProfile | tuple[float, float] | np.ndarray | None
-PARALLEL_MIN_SECONDS = 30.0
-"""Shortest audio for which ``n_jobs=None`` starts channel processes."""
+PARALLEL_MIN_SECONDS = 5.0
+"""Shortest audio for which ``n_jobs=None`` filters channels in threads of their own."""
 
 
 def _profile_request(noise: NoiseSpec, method: str) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def _denoise_channels(
     options: SuppressionOptions,
     residue: bool,
 ) -> Iterator[np.ndarray]:
-    """:func:`denoise_stream` with a known profile and checked arguments, in this process."""
+    """:func:`denoise_stream` with a known profile and checked arguments, in this thread."""
     yield from filter_blocks(
         blocks,
         profile,
@@ -134,9 +134,9 @@ def denoise_stream(
     residue : bool
         Yield what is removed instead of what is kept.
     n_jobs : int or None
-        Child processes sharing the channels (1: none, all in this process);
-        ``None`` is one per channel up to the CPUs available. Channels are
-        filtered independently, so the result is the same for any value.
+        Threads sharing the channels (1: all in the calling thread); ``None``
+        is one per channel up to the CPUs available. Channels are filtered
+        independently, so the result is the same for any value.
     **options
         :class:`~destatic.dsp.SuppressionOptions` fields.
 
@@ -171,9 +171,9 @@ def denoise_stream(
 
 
 def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None) -> int | None:
-    """``n_jobs`` for audio of known length: automatic (``None``) stays in this process when it is short.
+    """``n_jobs`` for audio of known length: automatic (``None``) stays in the calling thread when it is short.
 
-    Starting a child costs more than it saves below :data:`PARALLEL_MIN_SECONDS`.
+    Below :data:`PARALLEL_MIN_SECONDS` the threads would save little.
     """
     if n_jobs is None and n_samples < PARALLEL_MIN_SECONDS * sample_rate:
         return 1
@@ -210,10 +210,10 @@ def denoise(
     residue : bool
         Return what was removed (``audio - denoised``) instead.
     n_jobs : int or None
-        Processes sharing the channels (this one included). ``None`` uses
-        one per channel up to the CPUs available when the audio is at least
-        :data:`PARALLEL_MIN_SECONDS` long (starting a process costs more than
-        it saves on short clips). The result is the same for any value.
+        Threads sharing the channels (the calling one included). ``None``
+        uses one per channel up to the CPUs available when the audio is at
+        least :data:`PARALLEL_MIN_SECONDS` long. The result is the same for
+        any value.
     **options
         :class:`~destatic.dsp.SuppressionOptions` fields: ``max_reduction_db``,
         ``sensitivity_db``, ``smoothing``, ``freq_smoothing_hz``,
@@ -233,27 +233,20 @@ def denoise(
     """
     samples = as_audio(audio)
     method = resolve_method(method)
+    settings = SuppressionOptions.from_options(method, options)
     if samples.shape[0] == 0:
-        SuppressionOptions.from_options(method, options)
         return np.zeros(np.shape(audio), np.float32)
     profile = resolve_profile(samples, sample_rate, noise, method=method)
     profile = checked_profile(profile, sample_rate, samples.shape[1])
-    jobs = 1 if joint_channels(method, SuppressionOptions.from_options(method, options), samples.shape[1]) else (
-        jobs_for_length(samples.shape[0], sample_rate, n_jobs)
-    )
-    result = shared_output(samples.shape, jobs)
+    jobs = 1 if joint_channels(method, settings, samples.shape[1]) else jobs_for_length(samples.shape[0], sample_rate, n_jobs)
+    result = np.empty(samples.shape, np.float32)
 
     def work(group: slice) -> Iterator[int]:
-        """Denoise the channels `group` into their columns of `result` (shared with this process)."""
+        """Denoise the channels `group` into their columns of `result` (the samples are checked already)."""
         out, position = result[:, group], 0
-        for block in denoise_stream(
-            iter_array_blocks(samples[:, group], BLOCK_SIZE),
-            sample_rate,
-            noise=profile.channel_rows(group),
-            method=method,
-            residue=residue,
-            **options,
-        ):
+        blocks = (np.ascontiguousarray(block) for block in iter_array_blocks(samples[:, group], BLOCK_SIZE))
+        rows = profile.channel_rows(group)
+        for block in _denoise_channels(blocks, profile=rows, method=method, options=settings, residue=residue):
             out[position : position + block.shape[0]] = block
             position += block.shape[0]
         yield position

@@ -35,7 +35,7 @@ import scipy.special
 from destatic.dsp._audio import check_number
 from destatic.dsp.choices import LEARNED_METHODS, METHODS, Method, refuse_options_for_seed, resolve_method
 from destatic.dsp import noise as noise_module
-from destatic.dsp.noise import NoiseTracker, one_pole, smoothing_factor
+from destatic.dsp.noise import NoiseTracker, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
@@ -180,39 +180,12 @@ def _half_exp1_table() -> tuple[np.ndarray, int]:
     return values.astype(np.float32), int(first)
 
 
-def _logmmse_factor(v: np.ndarray) -> np.ndarray:
-    """exp(E1(v) / 2) by table lookup: within 0.05 % (0.005 dB) for v in [6e-8, 256].
-
-    ``v`` is float32 and non-negative; smaller values get the first cell's
-    value, larger ones the last's (where the factor is 1 within 0.1 %).
-    """
-    table, first = _half_exp1_table()
-    index = np.ascontiguousarray(v, np.float32).view(np.int32) >> (
-        FLOAT32_MANTISSA_BITS - LOGMMSE_CELLS_PER_OCTAVE_BITS
-    )
-    index -= first
-    return table.take(index, mode="clip")
-
-
 def _triangle_kernel(width_bins: float) -> np.ndarray | None:
     half = int(width_bins // 2)
     if half < 1:
         return None
     kernel = 1.0 - np.abs(np.arange(-half, half + 1)) / (half + 1)
     return (kernel / kernel.sum()).astype(np.float32)
-
-
-def _smooth_across_bins(gain: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Convolve the last axis with a symmetric ``kernel``, the edge bins repeated outwards."""
-    half = kernel.size // 2
-    padded = np.concatenate(
-        [np.repeat(gain[..., :1], half, axis=-1), gain, np.repeat(gain[..., -1:], half, axis=-1)], axis=-1
-    )
-    bins = gain.shape[-1]
-    smoothed = kernel[0] * padded[..., :bins]
-    for offset in range(1, kernel.size):
-        smoothed += kernel[offset] * padded[..., offset : offset + bins]
-    return smoothed
 
 
 class GainComputer:
@@ -229,7 +202,10 @@ class GainComputer:
     Notes
     -----
     Calling it on ``(channels, frames, bins)`` complex spectra returns float32
-    gains of that shape; the result does not depend on how frames are grouped.
+    gains of that shape; the result does not depend on how frames are
+    grouped. Every method but ``seed`` runs frame by frame in one compiled
+    loop (:func:`destatic.dsp._kernels.suppression_gains`: noise tracking,
+    prior SNR, the rule, its limits and smoothing) over state held here.
     """
 
     def __init__(self, profile: NoiseProfile, method: str, options: SuppressionOptions):
@@ -238,6 +214,7 @@ class GainComputer:
         self.options = options
         self.floor = float(10 ** (-options.max_reduction_db / 20))
         self.scale = float(10 ** (options.sensitivity_db / 10))
+        channels, bins = profile.power.shape
         track = options.track_noise
         self.tracker = (
             NoiseTracker(
@@ -257,17 +234,67 @@ class GainComputer:
         )
         self._ceiling = self._noise_ceiling(profile, options)
         self._prior = np.zeros(profile.power.shape, np.float32)
-        self._kernel = _triangle_kernel(
-            options.freq_smoothing_hz * profile.n_fft / profile.sample_rate
-        )
+        kernel = _triangle_kernel(options.freq_smoothing_hz * profile.n_fft / profile.sample_rate)
+        self._kernel = np.zeros(0, np.float32) if kernel is None else kernel
         self._time_smoothing = (
-            smoothing_factor(
-                options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length
-            )
+            smoothing_factor(options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length)
             if options.time_smoothing_ms > 0
             else 0.0
         )
-        self._time_smoothing_state: np.ndarray | None = None
+        self._time_state = np.zeros((channels, bins), np.float64)
+        self._time_started = np.zeros(channels, np.bool_)
+        if method == "seed":
+            return
+        from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
+
+        self._kernels = _kernels
+        self._method_code = {
+            "subtract": _kernels.METHOD_SUBTRACT,
+            "wiener": _kernels.METHOD_WIENER,
+            "logmmse": _kernels.METHOD_LOGMMSE,
+        }[method]
+        q = options.speech_absence
+        alpha = options.over_subtraction
+        tracker_constants = self.tracker.constants if self.tracker is not None else np.zeros(3, np.float32)
+        constants = {
+            "scale": self.scale,
+            "floor": self.floor,
+            "log_floor": np.log(self.floor),
+            "dd_smoothing": options.smoothing,
+            "xi_min": 10 ** (PRIOR_SNR_FLOOR_DB / 10),
+            "log_prior_odds": np.log(q / (1 - q)) if q > 0 else 0.0,
+            "alpha": -1.0 if alpha is None else alpha,
+            "beta": options.spectral_floor,
+            "track_smoothing": tracker_constants[0],
+            "speech_threshold": tracker_constants[1],
+            "noise_keep": tracker_constants[2],
+        }
+        self._constants = np.array([constants[name] for name in _kernels.CONSTANTS], np.float64).astype(np.float32)
+        self._table, self._table_first = _half_exp1_table()
+        self._noise_power = np.maximum(np.array(profile.power, np.float32) * np.float32(self.scale), np.float32(1e-30))
+        """The untracked noise, scaled by the sensitivity and floored as the rules need it."""
+        if self.tracker is None:
+            self._tracker_arrays = (
+                np.zeros((channels, 4, 0), np.float32),
+                np.zeros((channels, 0, 0), np.float32),
+                np.zeros(2, np.int64),
+                1,
+            )
+        else:
+            tracker = self.tracker
+            self._tracker_arrays = (tracker.state, tracker.ring, tracker.counters, tracker.subwindow)
+        bounded = self.tracker is not None and self._ceiling is not None
+        quantile = options.drift_quantile if options.drift_quantile is not None else 0.0
+        position = quantile * (bins - 1)
+        self._bound = (
+            bounded,
+            np.ascontiguousarray(self._ceiling[:, 0, :], np.float32) if bounded else np.zeros((channels, 0), np.float32),
+            np.maximum(np.array(profile.power, np.float32), np.float32(1e-30)),
+            bounded and options.drift_quantile is not None,
+            int(np.floor(position)),
+            float(position - np.floor(position)),
+        )
+        """The ceiling over the tracked noise (measured profiles): whether, per bin, the reference it drifts from, whether it drifts, where the drift quantile falls between two order statistics."""
 
     @staticmethod
     def _noise_ceiling(profile: NoiseProfile, options: SuppressionOptions) -> np.ndarray | None:
@@ -287,15 +314,6 @@ class GainComputer:
             ceiling[..., near[(near >= 0) & (near < profile.bins)]] = np.inf
         return ceiling
 
-    def _bounded(self, noise: np.ndarray) -> np.ndarray:
-        """The tracked noise kept under the ceiling, which rises with the frame's broadband drift."""
-        ceiling = self._ceiling
-        if self.options.drift_quantile is not None:
-            reference = np.maximum(self.profile.power[:, np.newaxis, :], np.float32(1e-30))
-            drift = np.quantile(noise / reference, self.options.drift_quantile, axis=-1, keepdims=True)
-            ceiling = ceiling * np.maximum(drift, np.float32(1)).astype(np.float32)
-        return np.minimum(noise, ceiling, out=noise)
-
     def push_samples(self, block: np.ndarray) -> None:
         """The samples behind the next spectra (:class:`GainRule`); this rule needs the spectra only."""
 
@@ -308,104 +326,36 @@ class GainComputer:
             return np.zeros(spectra.shape, np.float32)
         if self.method == "seed":
             return self._seed(spectra)
-        power = spectra.real * spectra.real
-        power += spectra.imag * spectra.imag
-        if self.tracker is not None:
-            noise = self.tracker.update(power)
-            if self._ceiling is not None:
-                noise = self._bounded(noise)
-        else:
-            noise = np.broadcast_to(self.profile.power[:, np.newaxis, :], power.shape)
-        noise = np.maximum(noise * self.scale, np.float32(1e-30))
-        gamma = np.clip(power / noise, np.float32(1e-10), np.float32(1e6))
-        if self.method == "subtract":
-            gain = self._subtract(gamma, power, noise)
-        else:
-            gain = self._decision_directed(gamma)
-        return self._finish(gain)
+        spectra = np.ascontiguousarray(spectra, np.complex64)
+        gains = np.empty(spectra.shape, np.float32)
+        self._run(spectra, gains, 0)
+        return gains
+
+    def weigh(self, spectra: np.ndarray, *, residue: bool = False) -> np.ndarray:
+        """``spectra`` times their gains (one minus them for the residue): in place where they are complex64 and contiguous."""
+        if self.method == "seed" or spectra.shape[1] == 0:
+            gains = self(spectra)
+            return spectra * ((1 - gains) if residue else gains)
+        spectra = np.ascontiguousarray(spectra, np.complex64)
+        self._run(spectra, np.zeros((0, 0, 0), np.float32), 2 if residue else 1)
+        return spectra
+
+    def _run(self, spectra: np.ndarray, gains: np.ndarray, apply: int) -> None:
+        state, ring, counters, subwindow = self._tracker_arrays
+        bounded, ceiling, reference, drifts, drift_index, drift_fraction = self._bound
+        self._kernels.suppression_gains(
+            spectra, spectra.view(np.float32), gains, apply, self._method_code, self._constants, self._noise_power,
+            self.tracker is not None, state, ring, counters, subwindow,
+            bounded, ceiling, reference, drifts, drift_index, drift_fraction,
+            self._prior, self._table, self._table_first, self.options.speech_absence > 0, self._kernel,
+            self._time_smoothing, self._time_state, self._time_started,
+        )
 
     def _seed(self, spectra: np.ndarray) -> np.ndarray:
         magnitude = np.abs(spectra)
         safe = np.where(magnitude > 0, magnitude, 1.0)
         gain = 1.0 - self.profile.magnitude[:, np.newaxis, :] / safe
         return np.where(magnitude > 0, gain, 0.0).astype(np.float32)
-
-    def _subtract(self, gamma: np.ndarray, power: np.ndarray, noise: np.ndarray) -> np.ndarray:
-        alpha = self.options.over_subtraction
-        if alpha is None:
-            snr_db = 10 * np.log10(
-                np.maximum(power.sum(axis=-1, keepdims=True), 1e-30)
-                / noise.sum(axis=-1, keepdims=True)
-            )
-            alpha = np.clip(4 - 0.15 * snr_db, 1.0, 5.0).astype(np.float32)
-        beta = self.options.spectral_floor
-        ratio = np.maximum(1 - alpha / gamma, beta / gamma)
-        return np.sqrt(ratio)
-
-    def _decision_directed(self, gamma: np.ndarray) -> np.ndarray:
-        """Wiener gain from the decision-directed prior SNR, frame by frame; log-MMSE from it.
-
-        ``xi = a G_prev^2 gamma_prev + max((1 - a)(gamma - 1), xi_min)``: the
-        floor applies to the fresh term, so the loop needs five operations.
-        """
-        a = np.float32(self.options.smoothing)
-        xi_min = np.float32(10 ** (PRIOR_SNR_FLOOR_DB / 10))
-        fresh = np.maximum(gamma - 1, 0)
-        fresh *= 1 - a
-        np.maximum(fresh, xi_min, out=fresh)
-        fresh_plus_one = fresh + 1
-        weighted_gamma = gamma * a
-        wiener = np.empty_like(gamma)
-        prior = self._prior
-        xi = np.empty_like(prior)
-        for frame in range(gamma.shape[1]):
-            current = wiener[:, frame]
-            np.add(prior, fresh[:, frame], out=xi)
-            prior += fresh_plus_one[:, frame]
-            np.divide(xi, prior, out=current)
-            np.multiply(current, weighted_gamma[:, frame], out=prior)
-            prior *= current
-        self._prior = prior
-        if self.method == "wiener":
-            return wiener
-        v = wiener * gamma
-        gain = np.minimum(wiener * _logmmse_factor(v), 1)
-        if self.options.speech_absence > 0:
-            gain = self._weigh_by_presence(gain, wiener, v)
-        return gain
-
-    def _weigh_by_presence(self, gain: np.ndarray, wiener: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """``G^p * G_min^(1 - p)`` with ``p`` the probability that speech is present (OM-LSA, Cohen 2001).
-
-        ``p = 1 / (1 + q / (1 - q) * (1 + xi) * exp(-v))`` for a priori
-        absence ``q``; where speech is unlikely the gain falls towards the
-        floor, which takes out the residual noise that the log-MMSE gain leaves.
-        """
-        q = self.options.speech_absence
-        odds = np.subtract(np.float32(np.log(q / (1 - q))), v)
-        np.maximum(odds, np.float32(-80), out=odds)
-        np.exp(odds, out=odds)
-        odds /= 1 - wiener
-        odds += 1
-        log_floor = np.float32(np.log(self.floor))
-        log_gain = np.maximum(gain, np.float32(self.floor), out=gain)
-        np.log(log_gain, out=log_gain)
-        log_gain -= log_floor
-        log_gain /= odds
-        log_gain += log_floor
-        return np.exp(log_gain, out=log_gain)
-
-    def _finish(self, gain: np.ndarray) -> np.ndarray:
-        np.clip(gain, self.floor, 1.0, out=gain)
-        if self._kernel is not None:
-            gain = _smooth_across_bins(gain, self._kernel)
-        if self._time_smoothing:
-            if self._time_smoothing_state is None:
-                self._time_smoothing_state = gain[:, 0, :].astype(np.float64)
-            gain, self._time_smoothing_state = one_pole(
-                gain.astype(np.float64), self._time_smoothing, self._time_smoothing_state, axis=1
-            )
-        return gain.astype(np.float32, copy=False)
 
 
 class GainRule(Protocol):

@@ -65,6 +65,14 @@ def one_pole(
         ``y`` shaped like ``values``, and its last frame (the state for the next call).
     """
     frames = np.moveaxis(values, axis, 0)
+    if frames.dtype == np.float64 and frames.shape[0]:
+        from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
+
+        flat = np.ascontiguousarray(frames).reshape(frames.shape[0], -1)
+        last = np.array(np.broadcast_to(previous, frames.shape[1:]), np.float64).reshape(-1)
+        smoothed = np.empty_like(flat)
+        _kernels.one_pole_into(flat, float(smoothing), last, smoothed)
+        return np.moveaxis(smoothed.reshape(frames.shape), 0, axis), last.reshape(frames.shape[1:])
     fresh = frames * (1 - smoothing)
     smoothed = np.empty_like(fresh)
     last = np.asarray(previous, dtype=fresh.dtype)
@@ -129,9 +137,11 @@ class NoiseTracker:
 
     Notes
     -----
-    The 1.5 s minimum is kept as the minima of 8 sub-windows (Martin), so each
-    frame costs a few operations on ``(channels, bins)`` arrays; the result
-    does not depend on how frames are grouped into calls.
+    The 1.5 s minimum is kept as the minima of 8 sub-windows (Martin). The
+    state lives in arrays that the compiled frame loop
+    (:func:`destatic.dsp._kernels.suppression_gains`, or :meth:`update`
+    alone) updates in place; the result does not depend on how frames are
+    grouped into calls.
     """
 
     SUBWINDOWS = 8
@@ -147,7 +157,6 @@ class NoiseTracker:
         window_seconds: float = MIN_WINDOW_SECONDS,
     ):
         initial = np.maximum(np.asarray(initial_power, np.float32), np.finfo(np.float32).tiny)
-        channels, bins = initial.shape
         window = min_window_frames(sample_rate, hop_length, window_seconds)
         self.subwindow = -(-window // self.SUBWINDOWS)
         self.smoothing = smoothing_factor(SMOOTHING_SECONDS, sample_rate, hop_length)
@@ -158,53 +167,28 @@ class NoiseTracker:
         )
         self.noise_smoothing = smoothing_factor(update_seconds, sample_rate, hop_length)
         seeded_minimum = initial / np.float32(self.bias)
-        self._smoothed = initial.copy()
-        self._ring = np.repeat(seeded_minimum[:, np.newaxis, :], self.SUBWINDOWS - 1, axis=1)
-        self._ring_index = 0
-        self._ring_minimum = seeded_minimum.copy()
-        self._sub_minimum = seeded_minimum.copy()
-        self._sub_count = 0
-        self._noise = initial.copy()
+        self.state = np.ascontiguousarray(np.stack([initial, seeded_minimum, seeded_minimum, initial], axis=1))
+        """(channels, 4, bins): power smoothed over time, running minimum of the sub-window, minimum of the ring, estimate."""
+        self.ring = np.repeat(seeded_minimum[:, np.newaxis, :], self.SUBWINDOWS - 1, axis=1)
+        """(channels, 7, bins): the minima of the last finished sub-windows."""
+        self.counters = np.zeros(2, np.int64)
+        """The ring's next slot and the frames of the current sub-window."""
+        self.constants = np.array(
+            [self.smoothing, PRESENCE_RATIO * self.bias, self.noise_smoothing], np.float64
+        ).astype(np.float32)
+        """float32: time smoothing of the power, speech threshold over the minimum, weight of the old estimate."""
+
+    @property
+    def noise(self) -> np.ndarray:
+        """The current estimate, ``(channels, bins)``."""
+        return self.state[:, 3]
 
     def update(self, power: np.ndarray) -> np.ndarray:
         """Take ``|Y|^2``, shape ``(channels, frames, bins)``; return the noise power per frame."""
-        n_frames = power.shape[1]
-        a = np.float32(self.smoothing)
-        fresh = smooth_bins(power)
-        fresh *= 1 - a
-        smoothed = np.empty(power.shape, np.float32)
-        running = np.empty(power.shape, np.float32)
-        minimum = np.empty(power.shape, np.float32)
-        previous, sub_minimum = self._smoothed, self._sub_minimum
-        start = 0
-        for frame in range(n_frames):
-            current = smoothed[:, frame]
-            np.multiply(previous, a, out=current)
-            current += fresh[:, frame]
-            np.minimum(sub_minimum, current, out=running[:, frame])
-            previous, sub_minimum = current, running[:, frame]
-            self._sub_count += 1
-            if self._sub_count == self.subwindow:
-                np.minimum(running[:, start : frame + 1], self._ring_minimum[:, np.newaxis, :],
-                           out=minimum[:, start : frame + 1])
-                start = frame + 1
-                self._ring[:, self._ring_index] = sub_minimum
-                self._ring_index = (self._ring_index + 1) % self._ring.shape[1]
-                self._ring_minimum = self._ring.min(axis=1)
-                sub_minimum = current
-                self._sub_count = 0
-        np.minimum(running[:, start:], self._ring_minimum[:, np.newaxis, :], out=minimum[:, start:])
-        self._smoothed = previous.copy()
-        self._sub_minimum = sub_minimum.copy()
-        speech = smoothed > np.float32(PRESENCE_RATIO * self.bias) * minimum
-        keep = np.where(speech, np.float32(1.0), np.float32(self.noise_smoothing))
-        fresh_noise = (1 - keep) * power
-        noise = smoothed
-        estimate = self._noise
-        for frame in range(n_frames):
-            current = noise[:, frame]
-            np.multiply(estimate, keep[:, frame], out=current)
-            current += fresh_noise[:, frame]
-            estimate = current
-        self._noise = estimate.copy()
+        from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
+
+        power = np.ascontiguousarray(power, np.float32)
+        noise = np.empty(power.shape, np.float32)
+        smoothing, threshold, keep = self.constants
+        _kernels.track_noise(power, self.state, self.ring, self.counters, smoothing, threshold, keep, self.subwindow, noise)
         return noise

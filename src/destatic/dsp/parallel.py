@@ -1,35 +1,28 @@
-"""Filter a stream's channels in several processes at once, with the same result.
+"""Filter a stream's channels in several threads at once, with the same result.
 
 Each channel is denoised on its own (its own noise estimate, its own gains),
-so channels can be split between processes without changing a sample. Each
-group of channels goes to a forked child process (cheap, and it imports
-nothing; the child touches only numpy, its pipe and its own copy of the
-arguments, never a lock another thread of the parent might hold).
+so channels can be split between threads without changing a sample. The
+loops a group of channels spends its time in release the GIL (the compiled
+frame loops of :mod:`destatic.dsp._kernels`, scipy's FFTs, file reads), so
+the groups run at once on as many CPUs; nothing is forked, pickled or sent
+through a pipe, and a thread holding a lock (soundfile's, logging's, an
+import's) cannot leave a copy of it locked forever in a child, as a forked
+process could.
 
-One engine, :func:`run_channel_groups`, runs every parallel path: a child
-either reads its own input (a file, or its copy-on-write view of an array in
-memory), so only what it yields crosses a pipe, or is fed its channels of a
-stream the calling process reads. Either way results come back in order, a
-bounded number ahead, so memory stays bounded and the children and the
-caller overlap. :func:`shared_output` gives in-memory results a place the
-children write into directly.
+One engine, :func:`run_channel_groups`, runs every parallel path: a group
+either reads its own input (a file, or its columns of an array in memory),
+or is fed its channels of a stream the calling thread reads. Either way
+results come back in order, a bounded number ahead, so memory stays bounded
+and the groups and the caller overlap.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import functools
 import itertools
-import mmap
-import multiprocessing
-import os
-import queue
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator
-from multiprocessing.connection import Connection
 from typing import Any
 
 import numpy as np
@@ -37,29 +30,24 @@ import numpy as np
 from destatic._cpus import available_cpus
 from destatic.errors import ParameterError
 
-__all__ = ["available_cpus", "resolve_jobs", "run_channel_groups", "shared_output", "split_stream"]
+__all__ = ["available_cpus", "resolve_jobs", "run_channel_groups", "split_stream"]
 
 Item = np.ndarray | tuple[np.ndarray, np.ndarray]
 BLOCKS_AHEAD = 3
-PARENT_CHECK_SECONDS = 1.0
-
-_parent_ends: weakref.WeakSet[Connection] = weakref.WeakSet()
-"""This process's ends of its children's pipes: a forked child closes its copies."""
+JOIN_SECONDS = 10.0
+"""How long a stopped run waits for its threads to finish the chunk they are in."""
+THREAD_NAME = "destatic-channels"
 
 
 def resolve_jobs(n_jobs: int | None, channels: int) -> int:
-    """Child processes to filter ``channels`` channels with; 1 means in this process.
+    """Threads to filter ``channels`` channels with; 1 means in the calling thread.
 
-    ``None`` means one per channel up to the CPUs available. A daemonic
-    process (e.g. a Dask worker) may not start children, and children are
-    forked, so both that and a system without ``fork`` get 1.
+    ``None`` means one per channel up to the CPUs available.
     """
     if n_jobs is not None and (
         isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1
     ):
         raise ParameterError(f"n_jobs={n_jobs!r} must be None (automatic) or an integer >= 1")
-    if multiprocessing.current_process().daemon or not hasattr(os, "fork"):
-        return 1
     wanted = available_cpus() if n_jobs is None else n_jobs
     return max(1, min(wanted, channels))
 
@@ -76,165 +64,79 @@ def _part(item: Item, group: slice) -> Item:
     return np.ascontiguousarray(item[:, group])
 
 
-class _Child:
-    """A child process running ``run`` on one group of channels, and threads talking to it.
+class _Stopped(Exception):
+    """Raised in a group's thread, from its input, when the caller has stopped listening."""
 
-    A fed child (``fed=True``) gets its input from this process, item by item,
-    as it asks; an unfed one makes its own (``run`` takes no input) and may
-    get ``ahead`` results ahead of the caller before its pipe holds it back.
+
+class _Run:
+    """What the threads of one run share: one condition variable, and whether the caller has stopped."""
+
+    def __init__(self) -> None:
+        self.condition = threading.Condition()
+        self.stopped = False
+
+
+class _Group:
+    """One group of channels filtered in its own thread, and what passes between it and the caller.
+
+    ``inbox``, ``results``, ``taken``, ``done`` and ``error`` are guarded by
+    the run's condition variable.
     """
 
-    def __init__(
-        self,
-        context: multiprocessing.context.BaseContext,
-        run: Callable[..., Iterable[Any]],
-        *,
-        fed: bool,
-        ahead: int,
-    ):
-        self.connection, child_end = context.Pipe()
-        _parent_ends.add(self.connection)
-        self.process = context.Process(
-            target=_serve, args=(child_end, run, fed), daemon=True, name="destatic-channels"
-        )
-        self.process.start()
-        child_end.close()
+    def __init__(self, work: Callable[..., Iterable[Any]], group: slice, fed: bool, run: _Run):
+        self.work = work
+        self.group = group
         self.fed = fed
-        self.replies: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=0 if fed else ahead)
+        self.run = run
+        self.inbox: collections.deque[Item | None] = collections.deque()
         self.results: collections.deque[Any] = collections.deque()
-        self.requested = 0
+        self.taken = 0
         self.done = False
-        self._outbox: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
-        self._threads = [
-            threading.Thread(target=work, daemon=True, name="destatic-channels")
-            for work in ((self._write, self._read) if fed else (self._read,))
-        ]
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._main, daemon=True, name=THREAD_NAME)
 
-    def start_threads(self) -> None:
-        """Feed the child and collect its replies in threads (started after every child is forked).
-
-        Sending from a thread keeps one busy child from holding up the others.
-        """
-        for thread in self._threads:
-            thread.start()
-
-    def _write(self) -> None:
+    def _incoming(self) -> Iterator[Item]:
+        """The items the caller hands this group, until the end of the stream (``None``)."""
+        condition = self.run.condition
         while True:
-            item = self._outbox.get()
-            try:
-                self.connection.send(item)
-            except (OSError, ValueError):  # the child stopped; its reply says why
-                return
-            if item is None:
-                return
-
-    def _read(self) -> None:
-        while True:
-            try:
-                reply = self.connection.recv()
-            except (EOFError, OSError):
-                self.replies.put(("lost", None))
-                return
-            except Exception as error:  # a reply that cannot be unpickled
-                self.replies.put(("error", RuntimeError(f"a channel process sent what cannot be read: {error}")))
-                return
-            self.replies.put(reply)
-            if reply[0] in ("done", "error"):
-                return
-
-    def send(self, item: Item | None) -> None:
-        """Queue an item (``None`` ends the stream) for the child."""
-        self._outbox.put(item)
-
-    def take_reply(self, *, wait: bool = True) -> bool:
-        """Handle one reply; False when ``wait`` is off and none is there."""
-        try:
-            kind, payload = self.replies.get(block=wait)
-        except queue.Empty:
-            return False
-        if kind == "result":
-            self.results.append(payload)
-        elif kind == "next":
-            self.requested += 1
-        elif kind == "done":
-            self.done = True
-        elif kind == "error":
-            raise payload
-        else:
-            raise RuntimeError(f"a channel process died (exit code {self.process.exitcode})")
-        return True
-
-    def close(self) -> None:
-        """End the stream, wait briefly for the child, kill it if it is still busy.
-
-        An unfed child that has not finished is killed at once: nobody will
-        take what it is making.
-        """
-        self._outbox.put(None)
-        if not self.fed and not self.done:
-            self.process.kill()
-        _stop(self.process)
-        deadline = time.monotonic() + 5
-        for thread in self._threads:
-            while thread.is_alive() and time.monotonic() < deadline:
-                with contextlib.suppress(queue.Empty):
-                    self.replies.get(timeout=0.05)  # a reader waiting for room gets it, then meets the pipe's end
-        self.connection.close()
-
-
-def _serve(connection: Connection, run: Callable[..., Iterable[Any]], fed: bool) -> None:
-    """Child side: run the filter (on the items the parent sends, if fed); send back what it yields.
-
-    A forked child first closes its copies of its siblings' pipes, so that
-    each pipe ends when its own two processes do; it stops when its parent is
-    gone (killed), rather than waiting for input forever.
-    """
-    for inherited in list(_parent_ends):
-        inherited.close()
-    parent = os.getppid()
-
-    def incoming() -> Iterator[Item]:
-        while True:
-            connection.send(("next", None))
-            while not connection.poll(PARENT_CHECK_SECONDS):
-                if os.getppid() != parent:
-                    raise SystemExit(1)
-            item = connection.recv()
+            with condition:
+                while not self.inbox and not self.run.stopped:
+                    condition.wait()
+                if self.run.stopped:
+                    raise _Stopped
+                item = self.inbox.popleft()
+                self.taken += 1
+                condition.notify_all()
             if item is None:
                 return
             yield item
 
-    try:
-        for result in run(incoming()) if fed else run():
-            connection.send(("result", result))
-        connection.send(("done", None))
-    except SystemExit:
-        return
-    except BaseException as error:  # the parent raises it
-        _report(connection, ("error", error), ("error", _plain(error)))
-    finally:
-        connection.close()
-
-
-def _plain(error: BaseException) -> RuntimeError:
-    """An error that pickles, for one that does not."""
-    return RuntimeError(f"{type(error).__name__}: {error}")
-
-
-def _report(connection: Connection, message: Any, fallback: Any) -> None:
-    """Send `message` to the parent, or `fallback` if `message` cannot be pickled."""
-    try:
-        connection.send(message)
-    except Exception:
-        connection.send(fallback)
-
-
-def _stop(process: multiprocessing.process.BaseProcess) -> None:
-    """Wait briefly for a child to end; kill it if it is still busy."""
-    process.join(timeout=5)
-    if process.is_alive():
-        process.kill()
-        process.join()
+    def _main(self) -> None:
+        condition = self.run.condition
+        try:
+            results = iter(self.work(self.group, self._incoming()) if self.fed else self.work(self.group))
+            try:
+                for result in results:
+                    with condition:
+                        while len(self.results) >= BLOCKS_AHEAD and not self.run.stopped:
+                            condition.wait()
+                        if self.run.stopped:
+                            return
+                        self.results.append(result)
+                        condition.notify_all()
+            finally:
+                close = getattr(results, "close", None)
+                if close is not None:
+                    close()  # a generator's own clean-up (its open files) runs here, in its thread
+        except _Stopped:
+            pass
+        except BaseException as error:  # the caller raises it
+            with condition:
+                self.error = error
+        finally:
+            with condition:
+                self.done = True
+                condition.notify_all()
 
 
 def run_channel_groups(
@@ -244,15 +146,17 @@ def run_channel_groups(
     n_jobs: int | None,
     feed: Iterable[Item] | None = None,
 ) -> Iterator[list[Any]]:
-    """Run ``work`` on each group of channels, each in its own child process; yield what they yield.
+    """Run ``work`` on each group of channels, each in its own thread; yield what they yield.
 
     The one engine behind every parallel path of the DSP core. Either each
-    child makes its own input (``feed`` None: ``work(group)`` reads its
-    channels from a file, say, and only what it yields crosses a pipe), or
-    this process reads ``feed`` and sends each child its channels of every
-    item (``work(group, items)``). Either way each child runs at most
-    :data:`BLOCKS_AHEAD` items or results ahead of the caller, so memory
-    stays bounded while the children and the caller overlap.
+    group makes its own input (``feed`` None: ``work(group)`` reads its
+    channels from a file, say), or the calling thread reads ``feed`` and hands
+    each group its channels of every item (``work(group, items)``), at most
+    :data:`BLOCKS_AHEAD` items ahead of the slowest group. Each group runs at
+    most that many results ahead of the caller, so memory stays bounded while
+    the groups and the caller overlap. An error in a group is raised here (the
+    exception itself); when the caller stops early (or on an error) the other
+    groups stop after the chunk they are in.
 
     Parameters
     ----------
@@ -263,7 +167,7 @@ def run_channel_groups(
     channels : int
         How many channels there are.
     n_jobs : int or None
-        See :func:`resolve_jobs`; 1 runs ``work`` here on all channels.
+        See :func:`resolve_jobs`; 1 runs ``work`` in the calling thread on all channels.
     feed : iterable of np.ndarray [shape=(n, channels)] or of pairs, or None
         Items to split by channel: blocks, or ``(block, extra)`` pairs whose
         ``extra`` has the channels on its first axis (the gains of the block).
@@ -279,18 +183,52 @@ def run_channel_groups(
         for result in work(whole) if feed is None else work(whole, iter(feed)):
             yield [result]
         return
-    groups = _groups(channels, jobs)
-    children: list[_Child] = []
+    yield from _in_threads(work, _groups(channels, jobs), None if feed is None else iter(feed))
+
+
+def _in_threads(work: Callable[..., Iterable[Any]], groups: list[slice], stream: Iterator[Item] | None) -> Iterator[list[Any]]:
+    run = _Run()
+    condition = run.condition
+    members = [_Group(work, group, stream is not None, run) for group in groups]
+    sent, ended = 0, stream is None
     try:
-        context = multiprocessing.get_context("fork")
-        for group in groups:
-            children.append(_Child(context, functools.partial(work, group), fed=feed is not None, ahead=BLOCKS_AHEAD))
-        for child in children:
-            child.start_threads()
-        yield from _drive(children, groups, None if feed is None else iter(feed))
+        for member in members:
+            member.thread.start()
+        while True:
+            batch = None
+            with condition:
+                while True:
+                    failed = next((member.error for member in members if member.error is not None), None)
+                    if failed is not None:
+                        raise failed
+                    if all(member.results for member in members):
+                        batch = [member.results.popleft() for member in members]
+                        condition.notify_all()
+                        break
+                    if not ended and sent < min(member.taken for member in members) + BLOCKS_AHEAD:
+                        break
+                    if any(member.done and not member.results for member in members):
+                        if any(member.results for member in members):
+                            raise RuntimeError("channel groups gave different numbers of results")
+                        if all(member.done for member in members):
+                            return
+                    condition.wait()
+            if batch is not None:
+                yield batch
+                continue
+            item = next(stream, None)  # read here, in the caller's thread, outside the lock
+            with condition:
+                for member in members:
+                    member.inbox.append(None if item is None else _part(item, member.group))
+                condition.notify_all()
+            ended, sent = item is None, sent + 1
     finally:
-        for child in children:
-            child.close()
+        with condition:
+            run.stopped = True
+            condition.notify_all()
+        deadline = time.monotonic() + JOIN_SECONDS
+        for member in members:
+            member.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def split_stream(
@@ -310,7 +248,7 @@ def split_stream(
     work_for : callable
         ``work_for(channels)`` gives the ``work(group, items)`` for a stream of
         that many channels (checking what it needs, e.g. a noise profile's
-        rows, before any child starts).
+        rows, before any thread starts).
     n_jobs : int or None
         See :func:`resolve_jobs`.
     axis : int
@@ -328,51 +266,3 @@ def split_stream(
     jobs = 1 if together(channels) else n_jobs
     for parts in run_channel_groups(work, channels, n_jobs=jobs, feed=itertools.chain([first], stream)):
         yield parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
-
-
-def _drive(children: list[_Child], groups: list[slice], stream: Iterator[Item] | None) -> Iterator[list[Any]]:
-    """Feed the children (if fed) and collect their results in step; a child's error is raised here.
-
-    Fed children cannot run ahead of what they were sent, so all their
-    replies are taken as they come; unfed ones are held back by their
-    bounded reply queues, so only those owing a result are listened to.
-    """
-    sent, ended = 0, stream is None
-    while True:
-        for child in children:
-            while (stream is not None or not child.results) and child.take_reply(wait=False):
-                pass
-        if all(child.results for child in children):
-            yield [child.results.popleft() for child in children]
-            continue
-        if not ended and sent < min(child.requested for child in children) + BLOCKS_AHEAD:
-            item = next(stream, None)
-            for child, group in zip(children, groups):
-                child.send(None if item is None else _part(item, group))
-            ended, sent = item is None, sent + 1
-            continue
-        if stream is None:
-            waiting = [child for child in children if not child.results and not child.done]
-        else:  # the child furthest behind has input, or has been told the stream ended: it will reply
-            waiting = sorted((child for child in children if not child.done), key=lambda child: child.requested)
-        if not waiting:
-            break
-        waiting[0].take_reply()
-    if any(child.results for child in children):
-        raise RuntimeError("channel processes gave different numbers of results")
-
-
-def shared_output(shape: tuple[int, int], n_jobs: int | None) -> np.ndarray:
-    """A float32 array of ``shape`` (frames, channels) that forked children of :func:`run_channel_groups` can write into.
-
-    For results of audio already in memory: each child writes its channels'
-    columns straight into memory shared with this process (nothing passes
-    through pipes). Plain memory when the work stays in this process.
-    """
-    frames, channels = shape
-    if resolve_jobs(n_jobs, channels) == 1 or frames == 0:
-        return np.empty(shape, np.float32)
-    shared = mmap.mmap(-1, frames * channels * np.dtype(np.float32).itemsize)
-    return np.frombuffer(shared, np.float32).reshape(shape)
-
-

@@ -208,7 +208,10 @@ class FrameSplitter:
             n_fft=n_fft, hop_length=hop_length, centered=centered, padded=padded
         )
         self._window = hann_window(n_fft)
-        self._pending = np.zeros((channels, self._counter.pending), np.float32)
+        self._held = self._counter.pending
+        self._buffer = np.zeros((channels, max(self._held, 1)), np.float32)
+        """The samples not yet framed, channels-major; the first ``_held`` of each row count."""
+        self._frames = np.empty(0, np.float32)
 
     @property
     def bins(self) -> int:
@@ -224,20 +227,38 @@ class FrameSplitter:
         """Frames returned so far."""
         return self._counter.frames_done
 
+    def _room(self, samples: int) -> None:
+        """Make the buffer hold at least ``samples`` per channel."""
+        if self._buffer.shape[1] < samples:
+            grown = np.zeros((self.channels, max(samples, 2 * self._buffer.shape[1])), np.float32)
+            grown[:, : self._held] = self._buffer[:, : self._held]
+            self._buffer = grown
+
     def _spectra(self, n_frames: int) -> np.ndarray:
+        """The spectra of the next ``n_frames`` frames of the held samples; drop the samples no frame needs any more."""
         if n_frames <= 0:
             return np.zeros((self.channels, 0, self.bins), np.complex64)
-        frames = np.lib.stride_tricks.sliding_window_view(self._pending, self.n_fft, axis=1)
-        frames = frames[:, : (n_frames - 1) * self.hop_length + 1 : self.hop_length]
-        spectra = scipy.fft.rfft(frames * self._window, axis=-1)
-        self._pending = self._pending[:, n_frames * self.hop_length :].copy()
-        return spectra.astype(np.complex64, copy=False)
+        from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
+
+        size = self.channels * n_frames * self.n_fft
+        if self._frames.size < size:
+            self._frames = np.empty(size, np.float32)
+        frames = self._frames[:size].reshape(self.channels, n_frames, self.n_fft)
+        _kernels.frames_into(frames, self._buffer, self._window, self.hop_length)
+        used = min(n_frames * self.hop_length, self._held)
+        self._buffer[:, : self._held - used] = self._buffer[:, used : self._held]
+        self._held -= used
+        return scipy.fft.rfft(frames, axis=-1).astype(np.complex64, copy=False)
 
     def push(self, block: np.ndarray) -> np.ndarray:
         """Add a ``(n, channels)`` float32 block; return the spectra it completes."""
         if block.shape[0] == 0:
             return self._spectra(0)
-        self._pending = np.concatenate([self._pending, block.T], axis=1)
+        from destatic.dsp import _kernels  # noqa: PLC0415
+
+        self._room(self._held + block.shape[0])
+        _kernels.append_columns(self._buffer, self._held, np.ascontiguousarray(block, np.float32))
+        self._held += block.shape[0]
         return self._spectra(self._counter.push(block.shape[0]))
 
     def finish(self) -> np.ndarray:
@@ -246,9 +267,9 @@ class FrameSplitter:
         if remaining <= 0:
             return self._spectra(0)
         needed = (remaining - 1) * self.hop_length + self.n_fft
-        shortfall = needed - self._pending.shape[1]
-        if shortfall > 0:
-            self._pending = np.pad(self._pending, ((0, 0), (0, shortfall)))
+        self._room(needed)
+        self._buffer[:, self._held : needed] = 0.0
+        self._held = max(self._held, needed)
         return self._spectra(remaining)
 
 
@@ -260,6 +281,10 @@ class OverlapAdder:
     trimmed so output sample ``i`` lines up with input sample ``i``. Set
     :attr:`limit` to the input length before the last push; :meth:`finish`
     returns whatever is still owed up to it.
+
+    Each frame is windowed again and added in frame order (a compiled loop)
+    into a buffer that holds the overlapping tail between calls, so the
+    samples do not depend on how frames are grouped into calls.
     """
 
     def __init__(self, channels: int, *, n_fft: int, hop_length: int, centered: bool = False):
@@ -271,56 +296,53 @@ class OverlapAdder:
         self._lead = _lead(n_fft, hop_length, centered)
         self._to_skip = self._lead
         self._window = hann_window(n_fft)
-        tail = n_fft - hop_length
-        self._tail = np.zeros((channels, tail), np.float32)
-        self._tail_weight = np.zeros(tail, np.float32)
-        self._ratio = n_fft // hop_length
+        self._squared = self._window * self._window
+        self._tail = n_fft - hop_length
+        self._total = np.zeros((channels, self._tail), np.float32)
+        self._weight = np.zeros(self._tail, np.float32)
 
-    def _emit(self, samples: np.ndarray, weight: np.ndarray) -> np.ndarray:
-        samples *= np.where(weight > np.finfo(np.float32).tiny, 1 / np.maximum(weight, 1e-30), 1)
-        if self._to_skip:
-            skip = min(self._to_skip, samples.shape[1])
-            samples = samples[:, skip:]
-            self._to_skip -= skip
+    def _owed(self, available: int) -> tuple[int, int]:
+        """Of ``available`` finished samples: how many to skip (the lead), then how many to give."""
+        skip = min(self._to_skip, available)
+        count = available - skip
         if self.limit is not None:
-            samples = samples[:, : max(self.limit - self.emitted, 0)]
-        self.emitted += samples.shape[1]
-        return np.ascontiguousarray(samples.T)
+            count = min(count, max(self.limit - self.emitted, 0))
+        self._to_skip -= skip
+        self.emitted += count
+        return skip, count
 
     def push(self, spectra: np.ndarray) -> np.ndarray:
         """Overlap-add ``spectra``; return the completed samples ``(n, channels)``."""
         n_frames = spectra.shape[1]
         if n_frames == 0:
             return np.zeros((0, self.channels), np.float32)
-        hop = self.hop_length
+        from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
+
         frames = scipy.fft.irfft(spectra, n=self.n_fft, axis=-1).astype(np.float32, copy=False)
-        frames *= self._window
-        length = (n_frames - 1) * hop + self.n_fft
-        total = np.zeros((self.channels, length), np.float32)
-        weight = np.zeros(length, np.float32)
-        tail = self._tail.shape[1]
-        total[:, :tail] += self._tail
-        weight[:tail] += self._tail_weight
-        squared = self._window**2
-        parts = frames.reshape(self.channels, n_frames, self._ratio, hop)
-        for part in range(self._ratio):
-            start = part * hop
-            total[:, start : start + n_frames * hop] += parts[:, :, part, :].reshape(
-                self.channels, n_frames * hop
-            )
-            weight[start : start + n_frames * hop] += np.tile(
-                squared[start : start + hop], n_frames
-            )
-        done = n_frames * hop
-        self._tail = total[:, done:].copy()
-        self._tail_weight = weight[done:].copy()
-        return self._emit(total[:, :done], weight[:done])
+        done = n_frames * self.hop_length
+        if self._total.shape[1] < self._tail + done:
+            total = np.zeros((self.channels, self._tail + done), np.float32)
+            weight = np.zeros(self._tail + done, np.float32)
+            total[:, : self._tail] = self._total[:, : self._tail]
+            weight[: self._tail] = self._weight[: self._tail]
+            self._total, self._weight = total, weight
+        skip, count = self._owed(done)
+        out = np.empty((count, self.channels), np.float32)
+        _kernels.overlap_add(
+            np.ascontiguousarray(frames), self._window, self._squared, self.hop_length, self._total, self._weight, out, skip
+        )
+        return out
 
     def finish(self) -> np.ndarray:
         """Return the samples still owed up to :attr:`limit` (zeros past the last frame)."""
         if self.limit is None:
             raise ParameterError("OverlapAdder.finish needs limit set to the input length")
-        samples = self._emit(self._tail.copy(), self._tail_weight.copy())
+        weight = self._weight[: self._tail]
+        tail = self._total[:, : self._tail] * np.where(
+            weight > np.finfo(np.float32).tiny, 1 / np.maximum(weight, np.float32(1e-30)), np.float32(1)
+        )
+        skip, count = self._owed(self._tail)
+        samples = np.ascontiguousarray(tail[:, skip : skip + count].T)
         owed = self.limit - self.emitted
         if owed > 0:
             samples = np.concatenate([samples, np.zeros((owed, self.channels), np.float32)])

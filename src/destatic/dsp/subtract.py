@@ -68,9 +68,9 @@ def compute_gains(
     method : str or None
         One of :data:`~destatic.dsp.METHODS`; ``None`` is the default.
     n_jobs : int or None
-        Child processes sharing the channels (1: none, all in this process);
-        ``None`` is one per channel up to the CPUs available. Channels are
-        filtered independently, so the result is the same for any value.
+        Threads sharing the channels (1: all in the calling thread); ``None``
+        is one per channel up to the CPUs available. Channels are filtered
+        independently, so the result is the same for any value.
     **options
         :class:`~destatic.dsp.SuppressionOptions` fields, e.g. ``max_reduction_db=20``.
 
@@ -102,18 +102,18 @@ def compute_gains_by_group(
     n_jobs: int | None = 1,
     **options: Any,
 ) -> Iterator[int]:
-    """:func:`compute_gains` where each group of channels is read, filtered and stored by its own process.
+    """:func:`compute_gains` where each group of channels is read, filtered and stored by its own thread.
 
-    For audio every process can read for itself (a file): nothing but progress
-    crosses between processes, where :func:`compute_gains` sends the audio to
-    its children and their gains back. The gains are the same.
+    For audio every thread can read for itself (a file): the calling thread
+    only collects progress, where :func:`compute_gains` reads the audio and
+    hands each thread its channels. The gains are the same.
 
     Parameters
     ----------
     blocks_of : callable
         ``blocks_of(group)`` gives the audio of the channels ``group`` (a
         slice), shape ``(n, group size)``, any block sizes; it is called in
-        the process that filters them.
+        the thread that filters them.
     channels : int
         The audio's channel count.
     sample_rate : int
@@ -123,7 +123,7 @@ def compute_gains_by_group(
     store : callable
         ``store(group, first_frame, gains)`` keeps the gains of the channels
         ``group``, shape ``(group size, frames, bins)``, from frame
-        ``first_frame`` on; called in the same process, in frame order.
+        ``first_frame`` on; called in the same thread, in frame order.
     method, n_jobs, **options
         As for :func:`compute_gains`.
 
@@ -156,7 +156,7 @@ def gains_of_channels(
     method: str,
     options: SuppressionOptions,
 ) -> Iterator[np.ndarray]:
-    """:func:`compute_gains` for checked blocks and a profile with their channels, in this process.
+    """:func:`compute_gains` for checked blocks and a profile with their channels, in this thread.
 
     A rule that looks ahead (the learned ones) may answer a block's frames
     later; every frame gets its gains by the end, in order.

@@ -1,0 +1,450 @@
+"""The compiled loops of the DSP core (numba): the per-frame work over frames and bins, without the GIL.
+
+Imported only when a stream is filtered: ``import destatic`` loads no numba.
+Each loop repeats the float32 arithmetic of the numpy formulation kept in
+the test suite (``tests/dsp/dsp_reference.py``) operation for operation, in the
+same order, with no fast-math or fused multiply-add, so the gains agree with
+it to the last bit except where ``exp``, ``log`` and ``log10`` round their
+last bit differently (the OM-LSA weighting, whose loop may also fuse
+multiply-adds, and the Berouti SNR), and nothing depends on how frames are
+grouped into calls. How they are compiled and cached: :mod:`destatic.dsp._numba`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from destatic.dsp._numba import _cell, _exp, _log, _unhalf, compiled
+
+__all__ = [
+    "CONSTANTS",
+    "METHOD_LOGMMSE",
+    "METHOD_SUBTRACT",
+    "METHOD_WIENER",
+    "append_columns",
+    "frames_into",
+    "one_pole_into",
+    "overlap_add",
+    "smooth_bins_into",
+    "suppression_gains",
+    "track_noise",
+    "weigh_by_halves",
+]
+
+METHOD_SUBTRACT = 1
+METHOD_WIENER = 2
+METHOD_LOGMMSE = 3
+
+CONSTANTS = ("scale", "floor", "log_floor", "dd_smoothing", "xi_min", "log_prior_odds", "alpha", "beta",
+             "track_smoothing", "speech_threshold", "noise_keep")
+"""The float32 constants :func:`suppression_gains` takes, in order (``alpha`` < 0: from each frame's SNR)."""
+
+
+@compiled
+def weigh_by_halves(parts, halves, residue):
+    """Multiply spectra (``parts``: their float32 view, (channels, frames, 2 bins)) by float16 gains (uint16 bits, (channels, frames, bins)), or by one minus them."""
+    one = np.float32(1.0)
+    channels, frames, bins = halves.shape
+    for c in range(channels):
+        for f in range(frames):
+            pairs = parts[c, f]
+            row = halves[c, f]
+            for b in range(bins):
+                g = _unhalf(row[b])
+                if residue:
+                    g = one - g
+                pairs[2 * b] *= g
+                pairs[2 * b + 1] *= g
+
+
+@compiled
+def append_columns(buffer, held, block):
+    """Copy ``block`` (n, channels) into ``buffer`` (channels, >= held + n) after its first ``held`` samples."""
+    n, channels = block.shape
+    for c in range(channels):
+        row = buffer[c, held : held + n]
+        for i in range(n):
+            row[i] = block[i, c]
+
+
+@compiled
+def frames_into(frames, stream, window, hop):
+    """Window the frames of ``stream`` (channels, samples) into ``frames`` (channels, n, n_fft); frame ``k`` starts at ``k * hop``."""
+    channels, n_frames, n_fft = frames.shape
+    for c in range(channels):
+        for k in range(n_frames):
+            source = stream[c, k * hop : k * hop + n_fft]
+            row = frames[c, k]
+            for i in range(n_fft):
+                row[i] = source[i] * window[i]
+
+
+@compiled
+def overlap_add(frames, window, squared, hop, total, weight, out, first_out):
+    """Window the ``frames`` (channels, n, n_fft) and add them, in frame order, into ``total`` and ``weight``.
+
+    ``total`` (channels, >= tail + n * hop, with ``tail = n_fft - hop``)
+    starts with the previous call's tail and zeros after it; ``weight``
+    likewise holds the squared windows. The first ``n * hop`` samples are
+    then complete: each is divided by its weight (where that is above the
+    smallest normal float32) and ``out.shape[0]`` of them, from the
+    ``first_out``-th on, are written to ``out`` (samples, channels). The tail
+    then moves to the front and the rest is zeroed for the next call.
+    """
+    channels, n_frames, n_fft = frames.shape
+    done = n_frames * hop
+    tail = n_fft - hop
+    for k in range(n_frames):
+        target = weight[k * hop : k * hop + n_fft]
+        for i in range(n_fft):
+            target[i] += squared[i]
+    tiny = np.float32(np.finfo(np.float32).tiny)
+    one = np.float32(1.0)
+    smallest = np.float32(1e-30)
+    scale = np.empty(done, np.float32)
+    for s in range(done):
+        w = weight[s]
+        scale[s] = one / max(w, smallest) if w > tiny else one
+    count = out.shape[0]
+    for c in range(channels):
+        row = total[c]
+        for k in range(n_frames):
+            target = row[k * hop : k * hop + n_fft]
+            frame = frames[c, k]
+            for i in range(n_fft):
+                target[i] += frame[i] * window[i]
+        finished = row[first_out : first_out + count]
+        factors = scale[first_out : first_out + count]
+        for s in range(count):
+            out[s, c] = finished[s] * factors[s]
+        row[:tail] = row[done : done + tail]
+        row[tail : tail + done] = 0.0
+    weight[:tail] = weight[done : done + tail]
+    weight[tail : tail + done] = 0.0
+
+
+@compiled
+def one_pole_into(values, smoothing, previous, out):
+    """``out[t] = smoothing * out[t-1] + (1 - smoothing) * values[t]`` along axis 0 from ``out[-1] = previous`` (float64, 2-D).
+
+    ``previous`` is updated to the last row.
+    """
+    fresh_weight = 1.0 - smoothing
+    for t in range(values.shape[0]):
+        row = values[t]
+        target = out[t]
+        for j in range(row.shape[0]):
+            value = previous[j] * smoothing + row[j] * fresh_weight
+            target[j] = value
+            previous[j] = value
+
+
+@compiled
+def smooth_bins_into(power, out):
+    """One frame smoothed over frequency by (1/4, 1/2, 1/4), edges repeated: ``smooth_bins``' additions in its order."""
+    bins = power.shape[0]
+    quarter = np.float32(0.25)
+    first = power[0] * quarter
+    last = power[bins - 1] * quarter
+    out[0] = ((first + first) + power[1] * quarter) + first
+    for b in range(1, bins - 1):
+        q = power[b] * quarter
+        out[b] = ((q + q) + power[b - 1] * quarter) + power[b + 1] * quarter
+    out[bins - 1] = ((last + last) + power[bins - 2] * quarter) + last
+
+
+@compiled
+def _track_frame(power, smoothed_power, state, ring, counters, smoothing, threshold, keep, subwindow, noise):
+    """One frame of the noise tracker (MCRA over minimum statistics) for one channel; ``noise`` gets the estimate.
+
+    ``state`` (4, bins): the power smoothed over time, the running minimum of
+    the current sub-window, the minimum of the ring of finished sub-window
+    minima, the noise estimate; ``counters``: the ring position and the
+    frames of the current sub-window. Where the smoothed power stays within
+    ``threshold`` of the minimum (speech absent) the estimate moves towards
+    the frame's power by ``1 - keep``.
+    """
+    one = np.float32(1.0)
+    fresh_weight = one - smoothing
+    keep_fresh = one - keep
+    smoothed = state[0]
+    sub_minimum = state[1]
+    ring_minimum = state[2]
+    estimate = state[3]
+    for b in range(power.shape[0]):
+        current = smoothed[b] * smoothing + smoothed_power[b] * fresh_weight
+        running = min(sub_minimum[b], current)
+        speech = current > threshold * min(running, ring_minimum[b])
+        value = estimate[b] if speech else estimate[b] * keep + keep_fresh * power[b]
+        smoothed[b] = current
+        sub_minimum[b] = running
+        estimate[b] = value
+        noise[b] = value
+    counters[1] += 1
+    if counters[1] == subwindow:
+        ring[counters[0]] = sub_minimum
+        counters[0] = (counters[0] + 1) % ring.shape[0]
+        for b in range(power.shape[0]):
+            lowest = ring[0, b]
+            for r in range(1, ring.shape[0]):
+                lowest = min(lowest, ring[r, b])
+            ring_minimum[b] = lowest
+            sub_minimum[b] = smoothed[b]
+        counters[1] = 0
+
+
+@compiled
+def track_noise(power, state, ring, counters, smoothing, threshold, keep, subwindow, noise):
+    """The noise tracker alone over ``power`` (channels, frames, bins): its estimate per frame into ``noise``."""
+    channels, n_frames, bins = power.shape
+    smoothed_power = np.empty(bins, np.float32)
+    start_counters = counters.copy()
+    for c in range(channels):
+        counters[:] = start_counters
+        for f in range(n_frames):
+            smooth_bins_into(power[c, f], smoothed_power)
+            _track_frame(power[c, f], smoothed_power, state[c], ring[c], counters,
+                         smoothing, threshold, keep, subwindow, noise[c, f])
+
+
+@compiled
+def _kth_smallest(values, k):
+    """The ``k``-th smallest of ``values`` (0-based), which are reordered so that every later one is at least it (Hoare's selection)."""
+    low = 0
+    high = values.shape[0] - 1
+    while high > low:
+        first = values[low]
+        middle = values[(low + high) // 2]
+        last = values[high]
+        pivot = max(min(first, middle), min(max(first, middle), last))
+        i = low
+        j = high
+        while i <= j:
+            while values[i] < pivot:
+                i += 1
+            while values[j] > pivot:
+                j -= 1
+            if i <= j:
+                values[i], values[j] = values[j], values[i]
+                i += 1
+                j -= 1
+        if k <= j:
+            high = j
+        elif k >= i:
+            low = i
+        else:
+            break
+    return values[k]
+
+
+@compiled
+def _bound_noise(noise, ceiling, reference, drifts, index, fraction, ratios):
+    """Keep the tracked ``noise`` of a frame under ``ceiling``, raised by the frame's broadband drift if ``drifts``.
+
+    The drift is the quantile (``index`` and ``fraction`` between the order
+    statistics ``index`` and ``index + 1``) over bins of ``noise / reference``,
+    interpolated as ``numpy.quantile`` does; it only ever raises the ceiling.
+    """
+    bins = noise.shape[0]
+    one = np.float32(1.0)
+    factor = one
+    if drifts:
+        for b in range(bins):
+            ratios[b] = noise[b] / reference[b]
+        below = _kth_smallest(ratios, index)
+        above = below
+        if index + 1 < bins:
+            above = ratios[index + 1]
+            for b in range(index + 2, bins):
+                above = min(above, ratios[b])
+        difference = above - below
+        if fraction >= 0.5:
+            drift = np.float32(np.float64(above) - np.float64(difference) * (1.0 - fraction))
+        else:
+            drift = np.float32(np.float64(below) + np.float64(difference) * fraction)
+        factor = max(drift, one)
+    for b in range(bins):
+        noise[b] = min(noise[b], ceiling[b] * factor)
+
+
+@compiled
+def _decision_directed(power, noise, prior, dd_smoothing, xi_min, wiener, v):
+    """Wiener gain from the decision-directed prior SNR; ``v = wiener * gamma`` for the log-MMSE rule."""
+    one = np.float32(1.0)
+    zero = np.float32(0.0)
+    dd_fresh = one - dd_smoothing
+    gamma_low = np.float32(1e-10)
+    gamma_high = np.float32(1e6)
+    for b in range(power.shape[0]):
+        gamma = min(max(power[b] / noise[b], gamma_low), gamma_high)
+        fresh = max(max(gamma - one, zero) * dd_fresh, xi_min)
+        last = prior[b]
+        gain = (last + fresh) / (last + (fresh + one))
+        prior[b] = (gain * (gamma * dd_smoothing)) * gain
+        wiener[b] = gain
+        v[b] = gain * gamma
+
+
+@compiled(fused=True)
+def _log_mmse(wiener, v, table, table_first, presence, log_prior_odds, floor, log_floor, gain):
+    """Log-MMSE: the Wiener gain times exp(E1(v) / 2) (by table), limited to 1; OM-LSA weighting if ``presence``.
+
+    The weighting is ``G^p * floor^(1 - p)`` with ``p`` the probability that
+    speech is present, ``1 / (1 + q / (1 - q) * (1 + xi) * exp(-v))`` (see
+    ``GainComputer`` in ``tests/dsp/dsp_reference.py``).
+    """
+    one = np.float32(1.0)
+    odds_low = np.float32(-80.0)
+    last_cell = table.shape[0] - 1
+    for b in range(gain.shape[0]):
+        gain[b] = table[_cell(v[b], table_first, last_cell)]
+    if presence:
+        for b in range(gain.shape[0]):
+            w = wiener[b]
+            value = min(w * gain[b], one)
+            odds = _exp(max(log_prior_odds - v[b], odds_low)) / (one - w) + one
+            gain[b] = _exp((_log(max(value, floor)) - log_floor) / odds + log_floor)
+    else:
+        for b in range(gain.shape[0]):
+            gain[b] = min(wiener[b] * gain[b], one)
+
+
+@compiled
+def _berouti(power, noise, alpha, beta, gain):
+    """Power subtraction ``max(1 - alpha / gamma, beta / gamma)`` under a square root; ``alpha < 0``: from the frame's SNR."""
+    one = np.float32(1.0)
+    gamma_low = np.float32(1e-10)
+    gamma_high = np.float32(1e6)
+    if alpha < 0:
+        total_power = 0.0
+        total_noise = 0.0
+        for b in range(power.shape[0]):
+            total_power += power[b]
+            total_noise += noise[b]
+        ratio = max(np.float32(total_power), np.float32(1e-30)) / np.float32(total_noise)
+        snr_db = np.float32(10.0) * np.log10(ratio)
+        alpha = min(max(np.float32(4.0) - np.float32(0.15) * snr_db, one), np.float32(5.0))
+    for b in range(power.shape[0]):
+        gamma = min(max(power[b] / noise[b], gamma_low), gamma_high)
+        gain[b] = np.sqrt(max(one - alpha / gamma, beta / gamma))
+
+
+@compiled
+def _smooth_gain_over_bins(gain, kernel, padded):
+    """Convolve with the symmetric ``kernel``, the edge bins repeated outwards (``padded``: scratch, bins + 2 half)."""
+    bins = gain.shape[0]
+    half = kernel.shape[0] // 2
+    for b in range(half):
+        padded[b] = gain[0]
+        padded[bins + half + b] = gain[bins - 1]
+    for b in range(bins):
+        padded[half + b] = gain[b]
+    for b in range(bins):
+        total = kernel[0] * padded[b]
+        for k in range(1, kernel.shape[0]):
+            total += kernel[k] * padded[b + k]
+        gain[b] = total
+
+
+@compiled
+def suppression_gains(
+    spectra, parts, gains, apply, method, constants, noise_power,
+    track, state, ring, counters, subwindow,
+    bounded, ceiling, reference, drifts, drift_index, drift_fraction,
+    prior, table, table_first, presence, kernel,
+    time_smoothing, time_state, time_started,
+):
+    """The gains of ``spectra`` (channels, frames, bins) frame by frame, the state updated in place.
+
+    ``apply`` 0 writes them to ``gains``; 1 multiplies ``spectra`` by them in
+    place instead (through ``parts``, its float32 view of shape (channels,
+    frames, 2 bins)), 2 by one minus them (the residue), and ``gains`` is
+    not used.
+
+    ``constants`` holds the float32 values named in :data:`CONSTANTS`;
+    without ``track`` the noise is ``noise_power`` (channels, bins), with it
+    the tracker's ``state`` (channels, 4, bins), ``ring`` (channels, ring,
+    bins) and ``counters`` follow it, and if ``bounded`` the tracked noise
+    stays under ``ceiling`` (see :func:`_bound_noise`). ``prior`` is the decision-directed
+    state (the last frame's ``G^2 gamma``), ``kernel`` the frequency
+    smoothing (empty: none), ``time_state`` (float64) and ``time_started`` the
+    time smoothing's.
+    """
+    channels, n_frames, bins = spectra.shape
+    one = np.float32(1.0)
+    scale = constants[0]
+    floor = constants[1]
+    power = np.empty(bins, np.float32)
+    smoothed_power = np.empty(bins, np.float32)
+    tracked = np.empty(bins, np.float32)
+    ratios = np.empty(bins, np.float32)
+    noise_floor = np.float32(1e-30)
+    gain = np.empty(bins, np.float32)
+    wiener = np.empty(bins, np.float32)
+    v = np.empty(bins, np.float32)
+    padded = np.empty(bins + kernel.shape[0], np.float32)
+    start_counters = counters.copy()
+    fresh_part = 1.0 - time_smoothing
+    plain = kernel.shape[0] == 0 and time_smoothing == 0.0
+    for c in range(channels):
+        counters[:] = start_counters
+        for f in range(n_frames):
+            frame = spectra[c, f]
+            for b in range(bins):
+                z = frame[b]
+                power[b] = z.real * z.real + z.imag * z.imag
+            if track:
+                smooth_bins_into(power, smoothed_power)
+                _track_frame(power, smoothed_power, state[c], ring[c], counters,
+                             constants[8], constants[9], constants[10], subwindow, tracked)
+                if bounded:
+                    _bound_noise(tracked, ceiling[c], reference[c], drifts, drift_index, drift_fraction, ratios)
+                for b in range(bins):
+                    tracked[b] = max(tracked[b] * scale, noise_floor)
+                noise = tracked
+            else:
+                noise = noise_power[c]
+            if method == METHOD_SUBTRACT:
+                _berouti(power, noise, constants[6], constants[7], gain)
+            elif method == METHOD_LOGMMSE:
+                _decision_directed(power, noise, prior[c], constants[3], constants[4], wiener, v)
+                _log_mmse(wiener, v, table, table_first, presence, constants[5], floor, constants[2], gain)
+            else:
+                _decision_directed(power, noise, prior[c], constants[3], constants[4], gain, v)
+            if plain:
+                _limit_and_apply(gain, floor, one, apply, gains[c, f] if apply == 0 else gain, parts[c, f])
+                continue
+            for b in range(bins):
+                gain[b] = min(max(gain[b], floor), one)
+            if kernel.shape[0]:
+                _smooth_gain_over_bins(gain, kernel, padded)
+            if time_smoothing != 0.0:
+                smoothed = time_state[c]
+                if not time_started[c]:
+                    for b in range(bins):
+                        smoothed[b] = gain[b]
+                    time_started[c] = True
+                for b in range(bins):
+                    value = smoothed[b] * time_smoothing + np.float64(gain[b]) * fresh_part
+                    smoothed[b] = value
+                    gain[b] = np.float32(value)
+            _limit_and_apply(gain, np.float32(-np.inf), np.float32(np.inf), apply, gains[c, f] if apply == 0 else gain, parts[c, f])
+
+
+@compiled
+def _limit_and_apply(gain, low, high, apply, out, pairs):
+    """Clip ``gain`` to [``low``, ``high``], then write it to ``out`` (``apply`` 0) or multiply the spectrum's ``pairs`` by it (1) or by one minus it (2)."""
+    one = np.float32(1.0)
+    if apply == 0:
+        for b in range(gain.shape[0]):
+            out[b] = min(max(gain[b], low), high)
+    elif apply == 1:
+        for b in range(gain.shape[0]):
+            g = min(max(gain[b], low), high)
+            pairs[2 * b] *= g
+            pairs[2 * b + 1] *= g
+    else:
+        for b in range(gain.shape[0]):
+            g = one - min(max(gain[b], low), high)
+            pairs[2 * b] *= g
+            pairs[2 * b + 1] *= g

@@ -1,0 +1,313 @@
+"""The compiled frame loops against the numpy oracle (``dsp_reference.py``), on random spectra and on real media."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import destatic
+from destatic.dsp import SuppressionOptions, compute_gains, denoise_stream, resolve_profile
+from destatic.dsp.gains import GainComputer
+from destatic.dsp.noise import NoiseTracker
+from destatic.dsp.profile import NoiseProfile
+from destatic.dsp.stft import FrameSplitter, OverlapAdder
+
+import dsp_reference as reference
+
+PACKAGE = Path(destatic.__file__).resolve().parent
+CLASSIC = ("seed", "subtract", "wiener", "logmmse")
+"""The methods the compiled loops run (the learned ones use ``logmmse``'s for their classic gain)."""
+
+EXACT = ("wiener",)
+"""Methods whose compiled gains are bit-identical to the oracle's: only +, -, *, /, min and max, in the same order.
+
+``logmmse`` is too unless OM-LSA weighting is on (``exp`` and ``log`` round
+differently); ``subtract`` derives ``alpha`` from a sum and ``log10``; a
+drifting ceiling (measured profiles) takes numpy's quantile, whose
+interpolation the loop repeats in float64.
+"""
+
+
+def _random_spectra(rng: np.random.Generator, channels: int, frames: int, bins: int, spread_db: float) -> np.ndarray:
+    """Complex64 spectra whose power wanders over ``spread_db`` around 1, bin by bin and frame by frame."""
+    level = 10 ** (rng.uniform(-spread_db, spread_db, (channels, frames, bins)) / 20)
+    phase = rng.uniform(0, 2 * np.pi, (channels, frames, bins))
+    return (level * np.exp(1j * phase)).astype(np.complex64)
+
+
+def _split(frames: int, cuts: list[int]) -> list[slice]:
+    bounds = sorted({0, frames, *(cut % (frames + 1) for cut in cuts)})
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+
+
+OPTIONS = st.fixed_dictionaries(
+    {},
+    optional={
+        "max_reduction_db": st.floats(0.1, 120.0),
+        "sensitivity_db": st.floats(-20.0, 20.0),
+        "smoothing": st.floats(0.0, 0.999),
+        "freq_smoothing_hz": st.sampled_from([0.0, 100.0, 400.0]),
+        "time_smoothing_ms": st.sampled_from([0.0, 5.0, 80.0]),
+        "over_subtraction": st.one_of(st.none(), st.floats(1.0, 20.0)),
+        "spectral_floor": st.floats(1e-6, 1.0),
+        "track_noise": st.booleans(),
+        "speech_absence": st.sampled_from([0.0, 0.2, 0.5, 0.95]),
+        "profiled_ceiling_db": st.one_of(st.none(), st.floats(0.0, 20.0)),
+        "drift_quantile": st.one_of(st.none(), st.floats(0.01, 0.9)),
+        "auto_window_s": st.floats(0.2, 10.0),
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    method=st.sampled_from(CLASSIC),
+    options=OPTIONS,
+    channels=st.integers(1, 3),
+    frames=st.integers(1, 90),
+    framing=st.sampled_from([(8000, 64, 16), (16000, 256, 64), (48000, 512, 128), (16000, 128, 64)]),
+    mode=st.sampled_from(["auto", "segment"]),
+    spread_db=st.floats(0.0, 60.0),
+    cuts=st.lists(st.integers(0, 200), max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compiled_gains_agree_with_the_numpy_oracle(method, options, channels, frames, framing, mode, spread_db, cuts, seed):
+    """Every method and option, random spectra, frames grouped differently: the same gains (bit for bit where promised)."""
+    if method == "seed":
+        options = {}
+    sample_rate, n_fft, hop = framing
+    rng = np.random.default_rng(seed)
+    bins = n_fft // 2 + 1
+    power = (10 ** rng.uniform(-2, 1, (channels, bins))).astype(np.float32)
+    profile = NoiseProfile(power=power, magnitude=np.sqrt(power), sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, mode=mode)
+    spectra = _random_spectra(rng, channels, frames, bins, spread_db)
+    settings_ = SuppressionOptions.from_options(method, options)
+    compiled = GainComputer(profile, method, settings_)
+    oracle = reference.GainComputer(profile, method, settings_)
+    got = np.concatenate([compiled(spectra[:, part]) for part in _split(frames, cuts)], axis=1)
+    expected = oracle(spectra)
+    assert got.dtype == np.float32 and got.shape == expected.shape
+    bounded = mode != "auto" and settings_.profiled_ceiling_db is not None and settings_.track_noise
+    exact = not (bounded and settings_.drift_quantile is not None) and (
+        method in EXACT
+        or (method == "logmmse" and settings_.speech_absence == 0)
+        or (method == "subtract" and settings_.over_subtraction is not None)
+    )
+    if exact:
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    channels=st.integers(1, 3),
+    frames=st.integers(1, 120),
+    window_seconds=st.sampled_from([1.5, 8.0]),
+    cuts=st.lists(st.integers(0, 200), max_size=4),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_compiled_tracker_is_the_numpy_tracker_bit_for_bit(channels, frames, window_seconds, cuts, seed):
+    rng = np.random.default_rng(seed)
+    bins = 33
+    initial = (10 ** rng.uniform(-2, 1, (channels, bins))).astype(np.float32)
+    power = (initial[:, np.newaxis] * 10 ** rng.uniform(-2, 3, (channels, frames, bins))).astype(np.float32)
+    framing = {"sample_rate": 8000, "n_fft": 64, "hop_length": 16, "window_seconds": window_seconds}
+    compiled = NoiseTracker(initial, **framing)
+    oracle = reference.NoiseTracker(initial, **framing)
+    got = np.concatenate([compiled.update(power[:, part]) for part in _split(frames, cuts)], axis=1)
+    np.testing.assert_array_equal(got, oracle.update(power))
+
+
+@pytest.mark.parametrize(("n_fft", "hop", "centered"), [(64, 16, False), (256, 128, False), (2048, 512, True), (3072, 768, False)])
+def test_framing_and_overlap_add_agree_with_the_numpy_oracle(n_fft, hop, centered, rng):
+    audio = rng.standard_normal((20_000, 2)).astype(np.float32)
+    framing = {"n_fft": n_fft, "hop_length": hop, "centered": centered}
+    results = []
+    for splitter_class, adder_class, block in ((FrameSplitter, OverlapAdder, 3001), (reference.FrameSplitter, reference.OverlapAdder, 5000)):
+        splitter, adder = splitter_class(2, **framing), adder_class(2, **framing)
+        spectra = [splitter.push(audio[i : i + block]) for i in range(0, audio.shape[0], block)] + [splitter.finish()]
+        adder.limit = audio.shape[0]
+        out, first = [], 0
+        for chunk in spectra:
+            frames = np.arange(first, first + chunk.shape[1], dtype=np.float32)[:, np.newaxis]
+            gains = np.float32(0.5) + np.float32(0.5) * np.cos(frames + np.arange(chunk.shape[2], dtype=np.float32) / 7)
+            out.append(adder.push(chunk * gains.astype(np.float32)))
+            first += chunk.shape[1]
+        out.append(adder.finish())
+        results.append((np.concatenate(spectra, axis=1), np.concatenate(out)))
+    (spectra, out), (expected_spectra, expected_out) = results
+    np.testing.assert_array_equal(spectra, expected_spectra)
+    assert out.shape == expected_out.shape == audio.shape
+    np.testing.assert_allclose(out, expected_out, rtol=1e-5, atol=1e-6)
+
+
+def test_streams_are_bit_identical_whatever_the_block_sizes_and_jobs(rng):
+    audio = (0.1 * rng.standard_normal((48000 * 3, 2))).astype(np.float32)
+    audio[48000:] += 0.3 * np.sin(2 * np.pi * 440 * np.arange(96000) / 48000)[:, np.newaxis].astype(np.float32)
+    profile = resolve_profile(audio, 48000, (0.0, 1.0))
+    outputs, gains = [], []
+    for size, jobs in ((65536, 1), (1000, 1), (48000 * 3, 2), (7777, 2)):
+        blocks = [audio[i : i + size] for i in range(0, audio.shape[0], size)]
+        outputs.append(np.concatenate(list(denoise_stream(blocks, 48000, noise=profile, method="logmmse", n_jobs=jobs))))
+        gains.append(np.concatenate(list(compute_gains(blocks, 48000, profile, method="logmmse", n_jobs=jobs)), axis=1))
+    for out, gain in zip(outputs[1:], gains[1:]):
+        np.testing.assert_array_equal(out, outputs[0])
+        np.testing.assert_array_equal(gain, gains[0])
+    assert outputs[0].shape == audio.shape
+
+
+def test_exp_and_log_are_within_an_ulp_or_two():
+    from destatic.dsp import _numba
+
+    x = np.linspace(-87.0, 88.0, 400_001).astype(np.float32)
+    got = np.empty_like(x)
+    _numba.exp_into(x, got)
+    exact = np.exp(x.astype(np.float64))
+    assert (np.abs(got - exact) / np.spacing(exact.astype(np.float32))).max() <= 1.0
+    y = np.exp(np.linspace(np.log(1e-37), np.log(1e37), 400_001)).astype(np.float32)
+    _numba.log_into(y, got)
+    exact = np.log(y.astype(np.float64))
+    ulp = np.spacing(np.maximum(np.abs(exact), 1e-30).astype(np.float32))
+    assert (np.abs(got - exact) / ulp).max() <= 2.0
+
+
+def _relative_db(output: np.ndarray, expected: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum((output - expected) ** 2) / np.sum(expected**2) + 1e-300))
+
+
+def _decoded(path: Path, target: Path, seconds: float) -> tuple[np.ndarray, int]:
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-t", str(seconds), "-i", str(path), "-vn", "-c:a", "pcm_f32le", str(target)],
+        check=True,
+    )
+    return sf.read(target, dtype="float32", always_2d=True)
+
+
+@pytest.fixture(scope="module")
+def real_media(media_dir, tmp_path_factory):
+    """Speech over car noise (8 kHz NOIZEUS), and the piano and film score of two videos (48 kHz stereo, 12 s)."""
+    folder = tmp_path_factory.mktemp("media")
+    noisy, rate = sf.read(media_dir / "pairs" / "noizeus" / "sp01_car_sn5.wav", dtype="float32", always_2d=True)
+    clips = {"noizeus": (noisy, rate)}
+    for name in ("chaplin.mp4", "big_buck_bunny_0_30.webm"):
+        clips[name] = _decoded(media_dir / "video" / name, folder / f"{name}.wav", 12.0)
+    return clips
+
+
+@pytest.mark.parametrize("method", CLASSIC)
+@pytest.mark.parametrize("noise", [None, (0.0, 0.5)], ids=["auto", "measured"])
+def test_every_method_on_real_media_is_within_80_db_of_the_numpy_oracle(real_media, method, noise):
+    for name, (audio, rate) in real_media.items():
+        profile = resolve_profile(audio, rate, noise, method=method)
+        options = {} if method == "seed" else {"freq_smoothing_hz": 60.0, "time_smoothing_ms": 10.0} if method == "subtract" else {}
+        expected = reference.denoise(audio, rate, profile, method=method, **options)
+        for residue in (False, True):
+            got = destatic.denoise(audio, rate, noise=profile, method=method, residue=residue, **options)
+            assert got.shape == audio.shape, name
+            target = audio - expected if residue else expected
+            assert _relative_db(got, target) < -80.0, (name, residue)
+
+
+def test_cache_folder_is_the_users_or_numbas_named_by_the_sources(monkeypatch, tmp_path):
+    from destatic.dsp import _numba
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(_numba._numba_config, "CACHE_DIR", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    folder = _numba.cache_folder()
+    assert folder.parent == tmp_path / "xdg" / "destatic" / "numba" and folder.is_dir()
+    assert len(folder.name) == 16 and folder.name == _numba._CACHE_FOLDER.name  # the same sources, the same digest
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "chosen"))
+    assert _numba.cache_folder() == tmp_path / "chosen" / folder.name
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocked / "numba"))
+    assert _numba.cache_folder() is None
+
+
+FRESH_PROCESS = """
+import numpy as np, destatic
+from destatic.dsp import _kernels
+destatic.denoise(np.random.default_rng(0).standard_normal((48000, 2)).astype(np.float32) * 0.1, 48000, noise=(0, 0.5), method="logmmse")
+destatic.denoise(np.zeros(20000, np.float32), 16000, method="subtract")
+misses = {name: sum(getattr(_kernels, name).stats.cache_misses.values()) for name in ("suppression_gains", "frames_into", "overlap_add")}
+hits = {name: sum(getattr(_kernels, name).stats.cache_hits.values()) for name in ("suppression_gains", "frames_into", "overlap_add")}
+print(misses, hits)
+"""
+
+
+def test_a_second_process_loads_the_compiled_loops_from_the_cache_outside_the_package():
+    """This process has compiled (or loaded) the loops: a fresh one loads them from the cache, compiling nothing."""
+    from destatic.dsp import _numba
+
+    destatic.denoise(np.zeros((48000, 2), np.float32), 48000, noise=(0, 0.5), method="logmmse")
+    destatic.denoise(np.zeros(20000, np.float32), 16000, method="subtract")
+    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS], capture_output=True, text=True, check=True, env=os.environ.copy())
+    misses, hits = _parse(done.stdout)
+    assert all(count == 0 for count in misses.values()), misses
+    assert all(count > 0 for count in hits.values()), hits
+    folder = _numba.cache_folder()
+    assert folder is not None and any(folder.rglob("*.nbi"))
+    assert not list(PACKAGE.rglob("*.nbi")) and not list(PACKAGE.rglob("*.nbc"))
+
+
+def _parse(stdout: str) -> tuple[dict, dict]:
+    import ast
+
+    first, second = stdout.strip().split("} {")
+    return ast.literal_eval(first + "}"), ast.literal_eval("{" + second)
+
+
+def _float32_samples(rng: np.random.Generator) -> np.ndarray:
+    """Float32 values by bit pattern: anywhere, dense over half precision's range, and at every rounding tie (NaNs left out)."""
+    anywhere = rng.integers(0, 2**32, 500_000, dtype=np.uint64).astype(np.uint32)
+    dense = rng.integers(0x30000000, 0x48000000, 1_000_000, dtype=np.int64).astype(np.uint32)
+    ties = np.arange(0x33000000, 0x47800000, 0x1000, dtype=np.int64).astype(np.uint32)
+    signs = np.uint32(0x80000000) * rng.integers(0, 2, ties.size, dtype=np.uint32)
+    values = np.concatenate([anywhere, dense, ties | signs, ties + 1, ties - 1]).view(np.float32)
+    return values[~np.isnan(values)]
+
+
+@pytest.mark.parametrize("software", [False, True], ids=["cpu", "software"])
+def test_half_precision_conversions_round_as_numpy_does(software, rng):
+    from destatic.dsp import _numba
+
+    to_half = _numba.software_halves_into if software else _numba.halves_into
+    to_float = _numba.software_floats_of_halves if software else _numba.floats_of_halves
+    values = _float32_samples(rng)
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16).view(np.uint16)
+    halves = np.empty(values.shape, np.uint16)
+    to_half(values, halves)
+    np.testing.assert_array_equal(halves, expected)
+    every = np.arange(65536, dtype=np.uint16)
+    every = every[~np.isnan(every.view(np.float16))]
+    floats = np.empty(every.shape, np.float32)
+    to_float(every, floats)
+    np.testing.assert_array_equal(floats.view(np.uint32), every.view(np.float16).astype(np.float32).view(np.uint32))
+
+
+def test_stored_gains_and_their_application_match_numpys_casts(rng):
+    from destatic.dsp.gain_file import as_stored
+    from destatic.dsp.inverse import _apply
+
+    gains = rng.uniform(0.0, 1.0, (2, 50, 33)).astype(np.float32)
+    stored = as_stored(gains[1], np.dtype(np.float16))
+    assert stored.dtype == np.float16 and stored.flags.c_contiguous
+    np.testing.assert_array_equal(stored.view(np.uint16), gains[1].astype(np.float16).view(np.uint16))
+    halves = gains.astype(np.float16)
+    spectra = _random_spectra(rng, 2, 50, 33, 20.0)
+    for residue in (False, True):
+        widened = halves.astype(np.float32)
+        expected = spectra * ((1 - widened) if residue else widened)
+        np.testing.assert_array_equal(_apply(spectra[:, 10:40].copy(), halves[:, 10:40], residue), expected[:, 10:40])
