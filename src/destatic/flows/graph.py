@@ -173,7 +173,7 @@ def submit_steps(run: FileRun) -> None:
     gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
     cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.
-    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir)
+    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir, source=source)
     assert run.output is not None
     final = cleaned
     if settings.output.loudness_lufs is not None:
