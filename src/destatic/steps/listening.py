@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from destatic import media
 from destatic.steps.records import AudioFile, Plots
@@ -103,6 +102,8 @@ def write_excerpt(wav: Path, target: Path, *, start: float, end: float, rate: in
         native = handle.samplerate
     out_rate = min(native, rate)
     if out_rate != native and len(audio):
+        from scipy.signal import resample_poly
+
         common = math.gcd(native, out_rate)
         audio = resample_poly(audio, out_rate // common, native // common).astype(np.float32)
     if not len(audio):
