@@ -201,6 +201,7 @@ def finish_steps(run: FileRun) -> Path:
     for step in ("profile", "subtract", "inverse", *(["loudness"] if "loudness" in run.futures else []), "encode"):
         run.wait(step)
     delivered = run.wait("deliver")
+    run.wait("plots")  # drawn beside the encode; its time is the report's
     if run.residue is not None:
         for step in ("residue", "encode residue", "deliver residue"):
             run.wait(step)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,10 +101,9 @@ def write_excerpt(wav: Path, target: Path, *, start: float, end: float, rate: in
         native = handle.samplerate
     out_rate = min(native, rate)
     if out_rate != native and len(audio):
-        from scipy.signal import resample_poly
+        import soxr
 
-        common = math.gcd(native, out_rate)
-        audio = resample_poly(audio, out_rate // common, native // common).astype(np.float32)
+        audio = soxr.resample(audio, native, out_rate)
     if not len(audio):
         audio = np.zeros(1, np.float32)  # a player needs at least one sample
     with media.atomic_output(target) as partial:
