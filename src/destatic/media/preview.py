@@ -112,10 +112,8 @@ def preview_clips(
         Label -> soundtrack, in order.
     stem : Path
         The clips' common path prefix.
-    start, end : float
-        The excerpt, seconds of the video's timeline.
-    max_width : int
-        Pixels.
+    start, end, max_width
+        As for :func:`preview_clip`.
 
     Returns
     -------

@@ -23,7 +23,7 @@ import soundfile as sf
 from destatic import media
 from destatic.steps.records import AudioFile, Plots
 
-__all__ = ["EXCERPT_RATE", "Players", "Section", "data_uri", "players_of", "previews", "render_html", "write_excerpt"]
+__all__ = ["EXCERPT_RATE", "Players", "Section", "data_uri", "players_of", "previews", "read_mono", "render_html", "write_excerpt"]
 
 EXCERPT_RATE = 22050
 """Hz, at most: the excerpts are 16-bit mono FLAC at this rate (or the input's, if lower)."""
@@ -86,6 +86,15 @@ class Players:
     note: str | None = None
 
 
+def read_mono(wav: Path, start: float, seconds: float) -> tuple[np.ndarray, int]:
+    """`seconds` of `wav` from `start` (clipped to the file), channels averaged: samples and rate."""
+    with sf.SoundFile(wav) as handle:
+        first = min(handle.frames, max(0, round(start * handle.samplerate)))
+        handle.seek(first)
+        frames = min(handle.frames - first, max(0, round(seconds * handle.samplerate)))
+        return handle.read(frames=frames, dtype="float32", always_2d=True).mean(axis=1), handle.samplerate
+
+
 def write_excerpt(wav: Path, target: Path, *, start: float, end: float, rate: int = EXCERPT_RATE) -> Path:
     """Write `start` to `end` seconds of `wav` as 16-bit mono at most `rate` Hz (the format from `target`'s suffix).
 
@@ -94,11 +103,7 @@ def write_excerpt(wav: Path, target: Path, *, start: float, end: float, rate: in
     Path
         `target`, written atomically.
     """
-    with sf.SoundFile(wav) as handle:
-        first = min(handle.frames, max(0, round(start * handle.samplerate)))
-        handle.seek(first)
-        audio = handle.read(frames=max(0, round((end - start) * handle.samplerate)), dtype="float32", always_2d=True).mean(axis=1)
-        native = handle.samplerate
+    audio, native = read_mono(wav, start, end - start)
     out_rate = min(native, rate)
     if out_rate != native and len(audio):
         import soxr

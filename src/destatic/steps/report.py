@@ -34,7 +34,7 @@ import soundfile as sf
 
 from destatic import dsp, media
 from destatic.settings import Settings
-from destatic.steps.listening import Section, players_of, previews, render_html, write_excerpt
+from destatic.steps.listening import Section, players_of, previews, read_mono, render_html, write_excerpt
 from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
 
 __all__ = [
@@ -139,14 +139,6 @@ def plot_profile(profile: Any, path: Path, *, title: str | None = None) -> str:
     return _save(figure, path)
 
 
-def _mono_slice(wav: Path, start: float, seconds: float) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(wav) as handle:
-        first = min(handle.frames, max(0, round(start * handle.samplerate)))
-        handle.seek(first)
-        audio = handle.read(frames=min(handle.frames - first, round(seconds * handle.samplerate)), dtype="float32", always_2d=True)
-        return audio.mean(axis=1), handle.samplerate
-
-
 def plot_spectrograms(
     before_wav: Path, after_wav: Path, path: Path, *, start: float = 0.0, seconds: float = SPECTROGRAM_SECONDS
 ) -> str:
@@ -164,7 +156,7 @@ def plot_spectrograms(
 
     figure, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     for ax, wav, label in ((axes[0], before_wav, "before"), (axes[1], after_wav, "after")):
-        audio, sr = _mono_slice(wav, start, seconds)
+        audio, sr = read_mono(wav, start, seconds)
         nfft = 1024 if sr > 24000 else 512
         if len(audio) >= nfft:
             hop = nfft // 2
