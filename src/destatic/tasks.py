@@ -209,7 +209,7 @@ _RESIDUE = StepCache(step="residue", suffix=".wav")
 _LOUDNESS = StepCache(step="loudness", suffix=".wav")
 _REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
 _EXPORT = StepCache(step="export", suffix_from="format")
-_PLOTS = StepCache(step="plots", suffix=".json")
+_PLOTS = StepCache(step="plots", suffix=".json", ignore=("progress", "source"))
 _STEP_OPTIONS: dict[str, Any] = {"retry_condition_fn": is_transient, "persist_result": True}
 
 
@@ -290,10 +290,15 @@ def export_audio(cleaned: steps.AudioFile, work_dir: Path, format: media.AudioFo
 
 
 @task(name="plot_report", cache_policy=_PLOTS, **_STEP_OPTIONS)
-def plot_report(audio: steps.ExtractedAudio, noise: steps.ProfiledNoise, cleaned: steps.AudioFile, work_dir: Path) -> steps.Plots:
-    """Report: the noise-profile plot, spectrograms before and after, the estimated reduction (``plots-<key>.json``)."""
+def plot_report(
+    audio: steps.ExtractedAudio, noise: steps.ProfiledNoise, cleaned: steps.AudioFile, work_dir: Path, *, source: Path | None = None
+) -> steps.Plots:
+    """Report: plots, the estimated reduction, the excerpt to listen to and a video's previews (``plots-<key>.json``).
+
+    `source` (where the input is now, for the previews) is not in the key: the extract record names its content.
+    """
     target = _PLOTS.target({"audio": audio, "noise": noise, "cleaned": cleaned, "work_dir": work_dir})
-    return steps.report.run(audio, noise, cleaned, target)
+    return steps.report.run(audio, noise, cleaned, target, source=source)
 
 
 @task(name="deliver", cache_policy=NO_CACHE, retry_condition_fn=is_transient)

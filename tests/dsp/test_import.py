@@ -1,4 +1,4 @@
-"""``import destatic`` stays light: no Prefect, librosa, matplotlib or scipy.signal."""
+"""``import destatic`` stays light: no Prefect, librosa, moviepy, matplotlib or scipy.signal."""
 
 from __future__ import annotations
 
@@ -9,9 +9,18 @@ import sys
 def test_import_destatic_does_not_import_heavy_packages():
     code = (
         "import sys, destatic, destatic.dsp\n"
-        "heavy = [m for m in ('prefect', 'librosa', 'matplotlib', 'numba', 'scipy.signal', 'scipy.ndimage') if m in sys.modules]\n"
+        "heavy = [m for m in ('prefect', 'librosa', 'moviepy', 'matplotlib', 'numba', 'scipy.signal', 'scipy.ndimage') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
     assert "denoise" in dir(__import__("destatic"))
+
+
+def test_the_report_module_loads_its_plotting_and_video_packages_only_when_drawing():
+    code = (
+        "import sys, destatic.steps.report, destatic.steps.listening, destatic.media.preview\n"
+        "print(','.join(m for m in ('librosa', 'moviepy', 'matplotlib', 'PIL') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

@@ -59,7 +59,7 @@ def test_run_one_file_to_a_named_output(in_tmp: Path, speech_wav: Path) -> None:
 
     shown = runner.invoke(app, ["artifacts", str(speech_wav), "--work", str(in_tmp / "work")])
     assert shown.exit_code == 0, shown.output
-    assert "report.md" in shown.output and "destatic-speech-" in shown.output
+    assert "report.md" in shown.output and "report.html" in shown.output and "destatic-speech-" in shown.output
 
 
 @pytest.mark.usefixtures("prefect_harness")

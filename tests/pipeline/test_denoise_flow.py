@@ -190,9 +190,11 @@ def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_pat
     assert [s.kind for s in after.streams] == [s.kind for s in before.streams]
 
     work = work_dir_for(short_video, settings)
-    for name in ("report.md", LAST_RUN):
+    for name in ("report.md", "report.html", LAST_RUN):
         assert (work / name).is_file(), name
     record = json.loads((work / LAST_RUN).read_text())
+    assert record["report_html"] == str(work / "report.html")
+    assert len(list(work.glob("plots-*-before.mp4"))) == 1, "a video's report has preview clips"
     for plot in (record["profile_plot"], record["spectrogram_plot"]):
         assert Path(plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     artifact = Artifact.get(report_key(short_video))
@@ -202,6 +204,7 @@ def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_pat
     for heading in ("## Input streams", "## Noise profile", "## Steps", "## Settings"):
         assert heading in text
     assert "estimated noise reduction" in text and "suppression.reduction_db" in text
+    assert (work / "report.html").as_uri() in text, "the artifact links the listening report"
 
 
 def test_long_file_gets_a_progress_artifact(make_settings, tmp_path: Path, rng: np.random.Generator) -> None:

@@ -82,6 +82,8 @@ def artifacts(
     work_dir = Path(record["work_dir"])
     typer.echo(f"work folder: {work_dir}")
     typer.echo(f"report:      {record['report']}")
+    if record.get("report_html"):
+        typer.echo(f"listen:      {record['report_html']}")
     typer.echo(f"output:      {record['output']}")
     typer.echo(f"flow run:    {record['flow_run_id']}")
     typer.echo(f"artifact:    {record['artifact_key']}  (prefect artifact inspect {record['artifact_key']})")

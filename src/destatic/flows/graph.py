@@ -173,7 +173,7 @@ def submit_steps(run: FileRun) -> None:
     gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
     cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.
-    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir)
+    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir, source=source)
     assert run.output is not None
     final = cleaned
     if settings.output.loudness_lufs is not None:
@@ -201,6 +201,7 @@ def finish_steps(run: FileRun) -> Path:
     for step in ("profile", "subtract", "inverse", *(["loudness"] if "loudness" in run.futures else []), "encode"):
         run.wait(step)
     delivered = run.wait("deliver")
+    run.wait("plots")  # drawn beside the encode; its time is the report's
     if run.residue is not None:
         for step in ("residue", "encode residue", "deliver residue"):
             run.wait(step)

@@ -16,6 +16,7 @@ _NAMES = {
     **dict.fromkeys(("AUDIO_FORMATS", "AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "AudioFormat"), "destatic.media.formats"),
     **dict.fromkeys(("Loudness", "measure_loudness"), "destatic.media.loudness"),
     "remux": "destatic.media.remuxing",
+    **dict.fromkeys(("preview_clip", "preview_clips", "preview_size"), "destatic.media.preview"),
 }
 __getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = [
@@ -32,6 +33,9 @@ __all__ = [
     "extract_audio",
     "first_sample_time",
     "measure_loudness",
+    "preview_clip",
+    "preview_clips",
+    "preview_size",
     "probe",
     "read_audio",
     "remux",
@@ -46,4 +50,5 @@ if TYPE_CHECKING:
     from destatic.media.audio import AudioTrack, export_audio, extract_audio, first_sample_time, read_audio, wav_blocks, wav_info
     from destatic.media.formats import AUDIO_FORMATS, AUDIO_SUFFIXES, VIDEO_SUFFIXES, AudioFormat
     from destatic.media.loudness import Loudness, measure_loudness
+    from destatic.media.preview import preview_clip, preview_clips, preview_size
     from destatic.media.remuxing import remux

@@ -122,7 +122,7 @@ class Encoded:
 
 @dataclass(frozen=True)
 class Plots:
-    """The report step's pictures and figures (``plots-<key>.json`` and two PNGs beside it).
+    """The report step's pictures, figures and excerpts (``plots-<key>.json``, the files beside it).
 
     Attributes
     ----------
@@ -132,6 +132,14 @@ class Plots:
         Small copies as ``data:`` URIs, for the markdown artifact.
     reduction_db : float or None
         Estimated noise reduction (None: the input is too short or silent).
+    excerpt : tuple of float
+        ``(start, end)``, seconds: the stretch the listening report plays and the spectrograms show.
+    before_excerpt, after_excerpt : Path or None
+        That stretch before and after cleaning, 16-bit mono FLAC.
+    before_clip, after_clip : Path or None
+        Video inputs: small MP4 previews of the stretch with either sound.
+    clip_note : str or None
+        Why a video input has no previews.
     """
 
     path: Path
@@ -140,3 +148,9 @@ class Plots:
     profile_uri: str
     spectrogram_uri: str
     reduction_db: float | None
+    excerpt: tuple[float, float] = (0.0, 0.0)
+    before_excerpt: Path | None = None
+    after_excerpt: Path | None = None
+    before_clip: Path | None = None
+    after_clip: Path | None = None
+    clip_note: str | None = None

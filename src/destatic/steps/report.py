@@ -1,11 +1,13 @@
-"""Report: what each file's run did, for people: plots, the estimated reduction, a markdown report.
+"""Report: what each file's run did, for people: plots, the estimated reduction, a markdown and an HTML report.
 
-:func:`plot` is the cached report step (noise-profile plot, before/after
-spectrograms, estimated noise reduction); :func:`write_report` then writes
-``report.md`` and the ``last-run.json`` record into the file's work folder
-and returns the markdown for the Prefect artifact.
+:func:`run` is the cached report step (noise-profile plot, before/after
+spectrograms, estimated noise reduction, the excerpt to listen to and, for
+a video, its preview clips); :func:`write_report` then writes ``report.md``,
+``report.html`` (:mod:`destatic.steps.listening`) and the ``last-run.json``
+record into the file's work folder and returns the markdown for the Prefect
+artifact.
 
-matplotlib (Agg backend) is imported only when a plot is drawn. Every plot is
+matplotlib (Agg backend) and librosa are imported only when a plot is drawn. Every plot is
 written twice: a full-size PNG in the work folder, and a small one embedded in
 the markdown as a ``data:`` URI (downsampled, 48 colours: tens of kB) so
 that the Prefect UI shows it inline.
@@ -32,10 +34,13 @@ import soundfile as sf
 
 from destatic import dsp, media
 from destatic.settings import Settings
+from destatic.steps.listening import Section, players_of, previews, read_mono, render_html, write_excerpt
 from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
 
 __all__ = [
     "LAST_RUN",
+    "REPORT_HTML",
+    "choose_excerpt",
     "at_lowest_priority",
     "markdown_table",
     "noise_reduction_db",
@@ -43,13 +48,17 @@ __all__ = [
     "plot_profile",
     "plot_spectrograms",
     "png_data_uri",
+    "render_markdown",
     "render_report",
+    "report_page",
     "settings_used",
     "write_report",
 ]
 
 LAST_RUN = "last-run.json"
 """The record of a file's last run, in its work folder (read by ``destatic artifacts``)."""
+REPORT_HTML = "report.html"
+"""The listening report, beside ``report.md`` (:mod:`destatic.steps.listening`)."""
 
 FULL_DPI = 100
 EMBED_DPI = 45
@@ -57,8 +66,13 @@ EMBED_COLORS = 48
 FULL_PNG_COMPRESSION = 1
 """zlib level of the full-size PNGs: a noisy spectrogram compresses little, and level 6 took 3x as long."""
 SPECTROGRAM_SECONDS = 30.0
+"""Seconds drawn when no excerpt is given."""
 LEVEL_FRAME_S = 0.05
 QUIET_FRACTION = 0.2
+EXCERPT_S = 15.0
+"""Seconds of the excerpt the listening report plays, and the spectrograms show."""
+EXCERPT_CEILING_DB = 30.0
+"""A frame counts at most this far above the noise floor (one loud bang does not pick the excerpt)."""
 
 
 def _pyplot() -> Any:
@@ -125,14 +139,12 @@ def plot_profile(profile: Any, path: Path, *, title: str | None = None) -> str:
     return _save(figure, path)
 
 
-def _mono_head(wav: Path, seconds: float) -> tuple[np.ndarray, int]:
-    with sf.SoundFile(wav) as handle:
-        audio = handle.read(frames=min(handle.frames, round(seconds * handle.samplerate)), dtype="float32", always_2d=True)
-        return audio.mean(axis=1), handle.samplerate
+def plot_spectrograms(
+    before_wav: Path, after_wav: Path, path: Path, *, start: float = 0.0, seconds: float = SPECTROGRAM_SECONDS
+) -> str:
+    """Plot the spectrograms of `seconds` from `start` before and after cleaning, one above the other.
 
-
-def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds: float = SPECTROGRAM_SECONDS) -> str:
-    """Plot the spectrograms of the first `seconds` before and after cleaning, one above the other.
+    Drawn by ``librosa.display.specshow``: time in seconds of the file, frequency in Hz on a log scale.
 
     Returns
     -------
@@ -140,15 +152,21 @@ def plot_spectrograms(before_wav: Path, after_wav: Path, path: Path, *, seconds:
         A downsampled copy of the plot as a data: URI.
     """
     plt = _pyplot()
+    from librosa.display import specshow
+
     figure, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     for ax, wav, label in ((axes[0], before_wav, "before"), (axes[1], after_wav, "after")):
-        audio, sr = _mono_head(wav, seconds)
+        audio, sr = read_mono(wav, start, seconds)
         nfft = 1024 if sr > 24000 else 512
         if len(audio) >= nfft:
-            ax.imshow(dsp.spectrogram_db(audio, sr, nfft), origin="lower", aspect="auto", cmap="magma", vmin=-140, vmax=-20,
-                      extent=(0, len(audio) / sr, 0, sr / 2))
-        ax.set_ylabel(f"{label}\nHz")
-    axes[1].set_xlabel("Time (s)")
+            hop = nfft // 2
+            density = dsp.spectrogram_db(audio, sr, nfft)
+            times = start + (np.arange(density.shape[1] + 1) * hop + (nfft - hop) / 2) / sr
+            hertz = np.maximum(0.0, (np.arange(density.shape[0] + 1) - 0.5) * sr / nfft)
+            specshow(density, x_coords=times, y_coords=hertz, sr=sr, x_axis="time", y_axis="log", cmap="magma", vmin=-140, vmax=-20, ax=ax)
+        ax.set_ylabel(f"{label}\nfrequency (Hz)")
+        ax.label_outer()
+    axes[1].set_xlabel("time (s)")
     figure.subplots_adjust(left=0.12, right=0.98, bottom=0.1, top=0.97, hspace=0.12)
     return _save(figure, path)
 
@@ -166,6 +184,17 @@ def _frame_energies(wav: Path) -> np.ndarray:
         return np.concatenate(energies) if energies else np.zeros(0)
 
 
+def _quiet(before: np.ndarray) -> np.ndarray:
+    """The frames taken as noise only: the quietest QUIET_FRACTION of the input's."""
+    return before <= np.quantile(before, QUIET_FRACTION)
+
+
+def _paired_energies(before_wav: Path, after_wav: Path) -> tuple[np.ndarray, np.ndarray]:
+    before, after = _frame_energies(before_wav), _frame_energies(after_wav)
+    count = min(len(before), len(after))
+    return before[:count], after[:count]
+
+
 def noise_reduction_db(before_wav: Path, after_wav: Path) -> float | None:
     """Estimated noise reduction: power ratio, in dB, over the quietest frames of the input.
 
@@ -173,23 +202,42 @@ def noise_reduction_db(before_wav: Path, after_wav: Path) -> float | None:
     only; the result is how much quieter the same frames are after cleaning.
     None when the input is too short or silent.
     """
-    before, after = _frame_energies(before_wav), _frame_energies(after_wav)
-    count = min(len(before), len(after))
-    if count == 0:
+    before, after = _paired_energies(before_wav, after_wav)
+    if len(before) == 0:
         return None
-    before, after = before[:count], after[:count]
-    quiet = before <= np.quantile(before, QUIET_FRACTION)
+    quiet = _quiet(before)
     noise_before, noise_after = before[quiet].sum(), after[quiet].sum()
     if noise_before <= 0:
         return None
     return float(10 * math.log10(noise_before / max(noise_after, 1e-30)))
 
 
+def choose_excerpt(before_wav: Path, after_wav: Path, *, seconds: float = EXCERPT_S) -> tuple[float, float]:
+    """The stretch of `seconds` with the most speech over the noise: ``(start, end)`` in seconds.
+
+    Each 50 ms frame scores the level of the cleaned audio above the input's
+    noise floor (the mean power of its quiet frames, as in
+    :func:`noise_reduction_db`), in dB, from 0 to EXCERPT_CEILING_DB; the
+    window with the highest total wins (the earliest of equals). A file no
+    longer than `seconds` is its own excerpt; a silent one starts at 0.
+    """
+    before, after = _paired_energies(before_wav, after_wav)
+    duration = sf.info(before_wav).duration
+    window = round(seconds / LEVEL_FRAME_S)
+    if duration <= seconds or len(before) <= window:
+        return 0.0, duration
+    floor = max(float(before[_quiet(before)].mean()), 1e-12)
+    score = np.clip(10 * np.log10(np.maximum(after, 1e-30) / floor), 0.0, EXCERPT_CEILING_DB)
+    totals = np.convolve(score, np.ones(window), mode="valid")
+    start = int(np.argmax(totals)) * LEVEL_FRAME_S
+    return start, min(duration, start + seconds)
+
+
 def _level(value: float | None, unit: str) -> str:
     return "silent" if value is None else f"{value:.1f} {unit}"
 
 
-def _loudness_text(leveled: Leveled) -> str:
+def _loudness_section(leveled: Leveled) -> Section:
     """The loudness step's table: the input, the cleaned audio, the result."""
     rows = [
         [label, _level(measured.integrated_lufs, "LUFS"), _level(measured.true_peak_dbtp, "dBTP")]
@@ -197,8 +245,9 @@ def _loudness_text(leveled: Leveled) -> str:
     ]
     why = (f"the true-peak ceiling of {leveled.ceiling_dbtp:g} dBTP set it, so the output is quieter than asked"
            if leveled.peak_limited else "it reaches the target")
-    return (f"Target {leveled.target_lufs:g} LUFS, true peak at most {leveled.ceiling_dbtp:g} dBTP: a gain of "
-            f"{leveled.gain_db:+.1f} dB for the whole file ({why}).\n\n" + markdown_table(["audio", "integrated loudness", "true peak"], rows))
+    text = (f"Target {leveled.target_lufs:g} LUFS, true peak at most {leveled.ceiling_dbtp:g} dBTP: a gain of "
+            f"{leveled.gain_db:+.1f} dB for the whole file ({why}).")
+    return Section("Loudness", text, ["audio", "integrated loudness", "true peak"], rows)
 
 
 def _cell(value: Any) -> str:
@@ -212,7 +261,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_report(
+def report_page(
     *,
     source: Path,
     output: Path | None,
@@ -225,8 +274,13 @@ def render_report(
     spectrogram_uri: str | None,
     files: Mapping[str, Path],
     loudness: Leveled | None = None,
-) -> str:
-    """The markdown report of one file.
+    profile_png: Path | None = None,
+    spectrogram_png: Path | None = None,
+    spectrogram_span: tuple[float, float] | None = None,
+) -> tuple[str, list[str], list[Section]]:
+    """The report of one file as data: its title, its facts (one line each) and its sections.
+
+    :func:`render_report` writes it as markdown, :func:`destatic.steps.listening.render_html` as HTML.
 
     Parameters
     ----------
@@ -240,29 +294,59 @@ def render_report(
         Wall time of each step, s.
     files : mapping
         Label -> path of the work files worth opening.
+    profile_png, spectrogram_png : Path or None
+        The full-size plots (the HTML embeds them).
+    spectrogram_span : tuple of float or None
+        The seconds the spectrograms show.
     """
     reduction = "n/a" if reduction_db is None else f"{reduction_db:.1f} dB"
-    parts = [
-        f"# destatic: {source.name}",
-        f"- input: `{source}`",
-        f"- output: `{output}`" if output else "- output: none",
-        f"- estimated noise reduction: **{reduction}** (quietest {QUIET_FRACTION:.0%} of 50 ms frames)",
-        f"- total step time: {sum(step_seconds.values()):.2f} s",
-        "## Input streams",
+    facts = [
+        f"input: `{source}`",
+        f"output: `{output}`" if output else "output: none",
+        f"estimated noise reduction: **{reduction}** (quietest {QUIET_FRACTION:.0%} of 50 ms frames)",
+        f"total step time: {sum(step_seconds.values()):.2f} s",
     ]
+    sections = []
     if streams:
         columns = list(dict.fromkeys(key for stream in streams for key in stream))
-        parts.append(markdown_table(columns, [[stream.get(c, "") for c in columns] for stream in streams]))
-    parts += ["## Noise profile", profile_how]
-    if profile_uri:
-        parts.append(f"![noise profile]({profile_uri})")
-    parts += ["## Steps", markdown_table(["step", "seconds"], [[s, f"{t:.3f}"] for s, t in step_seconds.items()])]
+        sections.append(Section("Input streams", header=columns, rows=[[stream.get(c, "") for c in columns] for stream in streams]))
+    sections.append(Section("Noise profile", profile_how, image=profile_uri, image_file=profile_png))
+    sections.append(Section("Steps", header=["step", "seconds"], rows=[[s, f"{t:.3f}"] for s, t in step_seconds.items()]))
     if spectrogram_uri:
-        parts += ["## Spectrograms, before and after", f"![before and after]({spectrogram_uri})"]
+        span = f"{spectrogram_span[0]:.1f} s to {spectrogram_span[1]:.1f} s of the input" if spectrogram_span else ""
+        sections.append(Section("Spectrograms, before and after", span, image=spectrogram_uri, image_file=spectrogram_png))
     if loudness is not None:
-        parts += ["## Loudness", _loudness_text(loudness)]
-    parts += ["## Settings", markdown_table(["setting", "value", ""], [(name, value, how) for name, (value, how) in sorted(settings.items())])]
-    parts += ["## Files", markdown_table(["file", "path"], [[label, f"`{path}`"] for label, path in files.items()])]
+        sections.append(_loudness_section(loudness))
+    sections.append(Section("Settings", header=["setting", "value", ""], rows=[(name, value, how) for name, (value, how) in sorted(settings.items())]))
+    sections.append(Section("Files", header=["file", "path"], rows=[[label, f"`{path}`"] for label, path in files.items()]))
+    return f"destatic: {source.name}", facts, sections
+
+
+def render_report(*, listening: Path | None = None, **page: Any) -> str:
+    """The markdown report of one file: :func:`report_page` (same arguments) as markdown.
+
+    Parameters
+    ----------
+    listening : Path or None
+        The file's ``report.html``, linked by its path.
+    """
+    title, facts, sections = report_page(**page)
+    return render_markdown(title, facts, sections, listening=listening)
+
+
+def render_markdown(title: str, facts: Sequence[str], sections: Sequence[Section], *, listening: Path | None = None) -> str:
+    """A report (:func:`report_page`) as markdown; `listening` linked among the facts by its path."""
+    if listening is not None:
+        facts = [*facts, f"listen before and after: [{listening.name}]({Path(listening).absolute().as_uri()}) (`{listening}`)"]
+    parts = [f"# {title}", "\n".join(f"- {fact}" for fact in facts)]
+    for section in sections:
+        parts.append(f"## {section.title}")
+        if section.text:
+            parts.append(section.text)
+        if section.image:
+            parts.append(f"![{section.title.lower()}]({section.image})")
+        if section.header:
+            parts.append(markdown_table(section.header, section.rows))
     return "\n\n".join(parts) + "\n"
 
 
@@ -286,32 +370,48 @@ def at_lowest_priority(work: Callable[[], Any]) -> Any:
         return pool.submit(lowered).result()
 
 
-def run(audio: AudioFile, noise: ProfiledNoise, cleaned: AudioFile, target: Path) -> Plots:
-    """The report step: plot the noise profile and the spectrograms before and after; estimate the reduction.
+def run(audio: ExtractedAudio, noise: ProfiledNoise, cleaned: AudioFile, target: Path, *, source: Path | None = None) -> Plots:
+    """The report step: plots, the estimated reduction, and the excerpt the listening report plays.
 
-    Drawn at the lowest priority (:func:`at_lowest_priority`), beside the encode.
+    Picks the excerpt (:func:`choose_excerpt`), plots the noise profile and the
+    spectrograms of the excerpt, writes the excerpt before and after cleaning
+    and, for a video, preview clips of it. Done at the lowest priority
+    (:func:`at_lowest_priority`), beside the encode.
 
     Parameters
     ----------
     audio, cleaned : AudioFile
-        The audio before and after cleaning.
+        The audio before and after cleaning (`audio` as extracted: its probe tells a video).
     noise : ProfiledNoise
         Its noise profile.
     target : Path
-        ``plots-<key>.json``, written last (atomically) with the record; the
-        PNGs go beside it as ``plots-<key>-profile.png`` and ``plots-<key>-spectrograms.png``.
+        ``plots-<key>.json``, written last (atomically) with the record; the other
+        files go beside it as ``plots-<key>-profile.png``, ``-spectrograms.png``,
+        ``-before.flac``, ``-after.flac`` (and ``-before.mp4``, ``-after.mp4``).
+    source : Path or None
+        Where the input is now, for the previews (None: where the extract step probed it).
     """
     profile_png = target.with_name(f"{target.stem}-profile.png")
     spectrogram_png = target.with_name(f"{target.stem}-spectrograms.png")
 
     def draw() -> Plots:
+        start, end = choose_excerpt(audio.path, cleaned.path)
+        excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
+                    for label, wav in (("before", audio.path), ("after", cleaned.path))}
+        clips, note = previews(audio, excerpts, start, end, target.with_name(target.stem), video=source)
         return Plots(
             path=target,
             profile_png=profile_png,
             spectrogram_png=spectrogram_png,
             profile_uri=plot_profile(noise.profile, profile_png),
-            spectrogram_uri=plot_spectrograms(audio.path, cleaned.path, spectrogram_png),
+            spectrogram_uri=plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start),
             reduction_db=noise_reduction_db(audio.path, cleaned.path),
+            excerpt=(start, end),
+            before_excerpt=excerpts["before"],
+            after_excerpt=excerpts["after"],
+            before_clip=clips.get("before"),
+            after_clip=clips.get("after"),
+            clip_note=note,
         )
 
     plots = at_lowest_priority(draw)
@@ -398,7 +498,7 @@ def write_report(
     flow_run_id: str | None,
     loudness: Leveled | None = None,
 ) -> str:
-    """Write ``report.md`` and ``last-run.json`` into `work_dir` (atomically); return the markdown.
+    """Write ``report.md``, ``report.html`` and ``last-run.json`` into `work_dir` (atomically); return the markdown.
 
     Parameters
     ----------
@@ -419,7 +519,17 @@ def write_report(
     flow_run_id : str or None
         The Prefect flow run that made it.
     """
-    text = render_report(
+    files = {
+        "work folder": work_dir,
+        "profile plot": plots.profile_png,
+        "spectrograms": plots.spectrogram_png,
+        "audio": audio.path,
+        "noise profile": noise.path,
+        "cleaned audio": cleaned.path,
+    }
+    files.update({label: path for label, path in (("excerpt before", plots.before_excerpt), ("excerpt after", plots.after_excerpt),
+                  ("preview before", plots.before_clip), ("preview after", plots.after_clip)) if path is not None})
+    title, facts, sections = report_page(
         source=source,
         output=output,
         streams=_stream_rows(audio.source),
@@ -430,15 +540,15 @@ def write_report(
         profile_uri=plots.profile_uri,
         spectrogram_uri=plots.spectrogram_uri,
         loudness=loudness,
-        files={
-            "work folder": work_dir,
-            "profile plot": plots.profile_png,
-            "spectrograms": plots.spectrogram_png,
-            "audio": audio.path,
-            "noise profile": noise.path,
-            "cleaned audio": cleaned.path,
-        },
+        files=files,
+        profile_png=plots.profile_png,
+        spectrogram_png=plots.spectrogram_png,
+        spectrogram_span=plots.excerpt if plots.before_excerpt is not None else None,
     )
+    page = work_dir / REPORT_HTML
+    with media.atomic_output(page) as partial:
+        partial.write_text(render_html(title, facts, sections, players_of(plots)), encoding="utf-8")
+    text = render_markdown(title, facts, sections, listening=page)
     path = work_dir / "report.md"
     with media.atomic_output(path) as partial:
         partial.write_text(text, encoding="utf-8")
@@ -447,6 +557,7 @@ def write_report(
         "output": str(output),
         "work_dir": str(work_dir),
         "report": str(path),
+        "report_html": str(page),
         "profile_plot": str(plots.profile_png),
         "spectrogram_plot": str(plots.spectrogram_png),
         "artifact_key": artifact_key,
