@@ -44,7 +44,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _base_env(prefect_home: Path) -> dict[str, str]:
+def base_env(prefect_home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DESTATIC_"))}
     env.update(
         PREFECT_HOME=str(prefect_home),
@@ -55,11 +55,11 @@ def _base_env(prefect_home: Path) -> dict[str, str]:
     return env
 
 
-def start_server(prefect_home: Path) -> tuple[subprocess.Popen, str]:
-    """Start ``prefect server start`` on a free port; return it and its API URL once healthy."""
+def start_server(prefect_home: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
+    """Start ``prefect server start`` on a free port, logging to `log_path`; return it and its API URL once healthy."""
     port = _free_port()
-    env = _base_env(prefect_home)
-    log = open(OUT / "server.log", "w")
+    env = base_env(prefect_home)
+    log = open(log_path, "w")
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -74,7 +74,7 @@ def start_server(prefect_home: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.5)
     server.terminate()
-    raise RuntimeError(f"prefect server did not start; see {OUT / 'server.log'}")
+    raise RuntimeError(f"prefect server did not start; see {log_path}")
 
 
 def make_long_video(path: Path, minutes: float) -> None:
@@ -196,10 +196,10 @@ def main() -> int:
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
     prefect_home = OUT / "prefect-home"
-    server, api_url = start_server(prefect_home)
+    server, api_url = start_server(prefect_home, OUT / "server.log")
     rows: list[tuple[str, str, str, str]] = []
     try:
-        os.environ.update(_base_env(prefect_home))
+        os.environ.update(base_env(prefect_home))
         os.environ["PREFECT_API_URL"] = api_url
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -229,7 +229,7 @@ def main() -> int:
                      "ok" if median["cached"][0] <= 1.0 else "MISSED"))
 
         cli = [str(Path(sys.executable).parent / "destatic"), "run"]
-        server_env = {**_base_env(prefect_home), "PREFECT_API_URL": api_url}
+        server_env = {**base_env(prefect_home), "PREFECT_API_URL": api_url}
         if not args.skip_long:
             import imageio_ffmpeg
 
@@ -270,7 +270,7 @@ def main() -> int:
 
         clip = clips[0]
         fresh_home = OUT / "cold-home"
-        cold_env = _base_env(fresh_home)
+        cold_env = base_env(fresh_home)
         first = timed([*cli, str(clip), "-o", str(OUT / f"cold1{clip.suffix}"), "--work", str(OUT / "work-cold1")], cold_env)
         warm = timed([*cli, str(clip), "-o", str(OUT / f"cold2{clip.suffix}"), "--work", str(OUT / "work-cold2")], cold_env)
         rows.append(("cold destatic run, 3 s clip, embedded server, fresh PREFECT_HOME",
