@@ -79,7 +79,7 @@ def test_learned_methods_keep_exact_length_and_zero_lag(method, rate, channels, 
 
 
 @needs_dfn
-@pytest.mark.parametrize("method", ["deepfilter", "hybrid"])
+@pytest.mark.parametrize("method", ["deepfilter", pytest.param("hybrid", marks=pytest.mark.slow)])
 def test_learned_methods_give_the_same_samples_whatever_the_jobs_and_nearly_whatever_the_blocks(method, rng):
     rate = 16000
     x = np.stack([_speechlike(rate, 3.0, rng) for _ in range(3)], axis=1).astype(np.float32)

@@ -17,6 +17,7 @@ def _check(figures: drills.ConcurrencyFigures) -> None:
     assert figures.runs_per_file == {name: 1 for name in verdict.expected}, "a file was run by both watchers"
 
 
+@pytest.mark.slow  # tests/pipeline/test_watch.py has two watchers on three files in the default run
 @pytest.mark.usefixtures("prefect_harness")
 def test_two_watchers_eight_files(tmp_path: Path) -> None:
     _check(drills.two_watchers(tmp_path, files=6, bad=2))

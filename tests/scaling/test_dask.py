@@ -230,6 +230,7 @@ def test_cli_batch_on_a_local_cluster_of_two(batch_inputs: list[Path], tmp_path:
     assert {run.state.name for run in cached if not run.name.startswith("deliver")} == {"Cached"}
 
 
+@pytest.mark.slow  # the CLI batch test covers the Dask runner in the default run
 @pytest.mark.usefixtures("harness")
 def test_batch_on_an_existing_scheduler_uses_both_workers(batch_inputs: list[Path], tmp_path: Path) -> None:
     from destatic.flows import run_batch
