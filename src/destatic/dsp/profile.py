@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import IO, Any
@@ -30,18 +30,13 @@ from destatic.dsp.noise import (
     smoothing_factor,
 )
 from destatic.dsp.stft import FrameSplitter, resolve_fft_size
-from destatic.dsp.tones import ToneCanceller, find_tones, fit_tones, hum_in_segments, hum_segments
+from destatic.dsp.tones import Tones, ToneStage, find_hum
 from destatic.errors import ParameterError
 
-__all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "Tones", "estimate_profile", "find_hum", "profile_from_blocks"]
-
-Tones = tuple[np.ndarray, np.ndarray]
-"""Steady tones found beforehand: frequencies in Hz ``(tones,)`` and complex amplitudes ``(channels, tones)`` referred to sample 0."""
+__all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "estimate_profile", "find_hum", "profile_from_blocks"]
 
 FORMAT_VERSION = 1
 BLOCK_SIZE = 1 << 16
-TONE_ANALYSIS_SECONDS = 4.0
-"""How much of a measured noise clip is searched for steady tones."""
 
 
 def _frozen_array(values: Any) -> np.ndarray:
@@ -456,7 +451,7 @@ def profile_from_blocks(
     if hum == "off" or centered or (mode == "auto" and tones is None):
         stage = None
     else:
-        stage = _ToneStage(sample_rate, first, reference=mode != "file", known=tones)
+        stage = ToneStage(sample_rate, first, reference=mode != "file", known=tones)
     position = 0
     for block in checked_blocks(blocks):
         if accumulator is None:
@@ -502,87 +497,6 @@ def profile_from_blocks(
         tones=np.zeros(0) if stage is None else stage.frequencies,
         tone_amplitudes=None if stage is None else stage.reference_amplitudes,
     )
-
-
-class _ToneStage:
-    """Hold the first seconds of a noise clip, find its steady tones, pass the clip on without them.
-
-    With tones ``known`` beforehand (an ``auto`` profile's hum), nothing is
-    held: the clip is passed on without them from its first sample.
-    """
-
-    def __init__(self, sample_rate: int, first: int, *, reference: bool, known: Tones | None = None):
-        self.sample_rate = sample_rate
-        self.first = first
-        self.reference = reference
-        self.held: list[np.ndarray] | None = []
-        self.held_samples = 0
-        self.frequencies = np.zeros(0)
-        self.reference_amplitudes: np.ndarray | None = None
-        self.canceller: ToneCanceller | None = None
-        if known is not None:
-            self.held = None
-            self.frequencies, self.reference_amplitudes = known
-            if self.frequencies.size:
-                self.canceller = ToneCanceller(self.frequencies, self.reference_amplitudes, sample_rate)
-
-    def push(self, clip: np.ndarray) -> list[np.ndarray]:
-        if not clip.shape[0]:
-            return []
-        if self.held is None:
-            return [self._without_tones(clip)]
-        self.held.append(clip)
-        self.held_samples += clip.shape[0]
-        if self.held_samples < TONE_ANALYSIS_SECONDS * self.sample_rate:
-            return []
-        return self.finish()
-
-    def finish(self) -> list[np.ndarray]:
-        if self.held is None:
-            return []
-        held, self.held = self.held, None
-        if not held:
-            return []
-        noise = np.concatenate(held)
-        self.frequencies = find_tones(noise, self.sample_rate)
-        amplitudes = fit_tones(noise, self.sample_rate, self.frequencies, start=self.first)
-        self.reference_amplitudes = amplitudes if self.reference else np.zeros_like(amplitudes)
-        if self.frequencies.size:
-            self.canceller = ToneCanceller(self.frequencies, amplitudes, self.sample_rate)
-            self.canceller.position = self.first
-        return [self._without_tones(noise)]
-
-    def _without_tones(self, clip: np.ndarray) -> np.ndarray:
-        return clip if self.canceller is None else self.canceller.process(clip)[0]
-
-
-def find_hum(read: Callable[[int, int], np.ndarray], frames: int, sample_rate: int) -> Tones | None:
-    """The mains hum persisting through a recording with no noise-only stretch, for an ``auto`` profile; None if there is none.
-
-    Parameters
-    ----------
-    read : callable
-        ``read(start, stop)`` gives samples ``[start, stop)`` of the recording,
-        shape ``(stop - start, channels)``. Called for up to 32 stretches of
-        2 s spread through it (:func:`~destatic.dsp.tones.hum_segments`), one
-        at a time, and once more for the first.
-    frames : int
-        The recording's length in samples.
-    sample_rate : int
-        Hz.
-
-    Returns
-    -------
-    (frequencies, amplitudes) or None
-        The hum's harmonics (:func:`~destatic.dsp.tones.hum_in_segments`) and
-        their amplitudes fitted on the first stretch, referred to sample 0.
-    """
-    segments = hum_segments(frames, sample_rate)
-    frequencies = hum_in_segments((as_audio(read(start, stop)) for start, stop in segments), sample_rate)
-    if not frequencies.size:
-        return None
-    start, stop = segments[0]
-    return frequencies, fit_tones(as_audio(read(start, stop)), sample_rate, frequencies, start=start)
 
 
 def estimate_profile(

@@ -13,14 +13,17 @@ suppressor like any other noise."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
 __all__ = [
     "ToneCanceller",
+    "ToneStage",
+    "Tones",
     "blackman_harris",
     "find_peaks",
+    "find_hum",
     "find_tones",
     "fit_tones",
     "harmonic_family",
@@ -42,6 +45,11 @@ UPDATE_SECONDS = 0.02
 DRIFT_GAIN = 1e-2
 MAX_DRIFT_HZ = 0.5
 FIT_CHUNK = 1 << 15
+TONE_ANALYSIS_SECONDS = 4.0
+"""How much of a measured noise clip is searched for steady tones."""
+
+Tones = tuple[np.ndarray, np.ndarray]
+"""Steady tones found beforehand: frequencies in Hz ``(tones,)`` and complex amplitudes ``(channels, tones)`` referred to sample 0."""
 
 
 def find_tones(noise: np.ndarray, sample_rate: int) -> np.ndarray:
@@ -474,3 +482,84 @@ def _harmonics_in_clips(
         present[:, j] = standing[rows, highest] >= HUM_CLIP_PROMINENCE_DB
         local[:, j] = refined_bins(levels, highest, rows) * hz_per_bin
     return present, local
+
+
+class ToneStage:
+    """Hold the first seconds of a noise clip, find its steady tones, pass the clip on without them.
+
+    With tones ``known`` beforehand (an ``auto`` profile's hum), nothing is
+    held: the clip is passed on without them from its first sample.
+    """
+
+    def __init__(self, sample_rate: int, first: int, *, reference: bool, known: Tones | None = None):
+        self.sample_rate = sample_rate
+        self.first = first
+        self.reference = reference
+        self.held: list[np.ndarray] | None = []
+        self.held_samples = 0
+        self.frequencies = np.zeros(0)
+        self.reference_amplitudes: np.ndarray | None = None
+        self.canceller: ToneCanceller | None = None
+        if known is not None:
+            self.held = None
+            self.frequencies, self.reference_amplitudes = known
+            if self.frequencies.size:
+                self.canceller = ToneCanceller(self.frequencies, self.reference_amplitudes, sample_rate)
+
+    def push(self, clip: np.ndarray) -> list[np.ndarray]:
+        if not clip.shape[0]:
+            return []
+        if self.held is None:
+            return [self._without_tones(clip)]
+        self.held.append(clip)
+        self.held_samples += clip.shape[0]
+        if self.held_samples < TONE_ANALYSIS_SECONDS * self.sample_rate:
+            return []
+        return self.finish()
+
+    def finish(self) -> list[np.ndarray]:
+        if self.held is None:
+            return []
+        held, self.held = self.held, None
+        if not held:
+            return []
+        noise = np.concatenate(held)
+        self.frequencies = find_tones(noise, self.sample_rate)
+        amplitudes = fit_tones(noise, self.sample_rate, self.frequencies, start=self.first)
+        self.reference_amplitudes = amplitudes if self.reference else np.zeros_like(amplitudes)
+        if self.frequencies.size:
+            self.canceller = ToneCanceller(self.frequencies, amplitudes, self.sample_rate)
+            self.canceller.position = self.first
+        return [self._without_tones(noise)]
+
+    def _without_tones(self, clip: np.ndarray) -> np.ndarray:
+        return clip if self.canceller is None else self.canceller.process(clip)[0]
+
+
+def find_hum(read: Callable[[int, int], np.ndarray], frames: int, sample_rate: int) -> Tones | None:
+    """The mains hum persisting through a recording with no noise-only stretch, for an ``auto`` profile; None if there is none.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(start, stop)`` gives samples ``[start, stop)`` of the recording,
+        shape ``(stop - start, channels)``. Called for up to 32 stretches of
+        2 s spread through it (:func:`hum_segments`), one
+        at a time, and once more for the first.
+    frames : int
+        The recording's length in samples.
+    sample_rate : int
+        Hz.
+
+    Returns
+    -------
+    (frequencies, amplitudes) or None
+        The hum's harmonics (:func:`hum_in_segments`) and
+        their amplitudes fitted on the first stretch, referred to sample 0.
+    """
+    segments = hum_segments(frames, sample_rate)
+    frequencies = hum_in_segments((np.asarray(read(start, stop), np.float32) for start, stop in segments), sample_rate)
+    if not frequencies.size:
+        return None
+    start, stop = segments[0]
+    return frequencies, fit_tones(np.asarray(read(start, stop), np.float32), sample_rate, frequencies, start=start)
