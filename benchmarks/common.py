@@ -129,6 +129,30 @@ def synthetic_noise(kind: str, frames: int, sample_rate: int, *, rng: np.random.
     return noise / np.sqrt(np.mean(noise**2))
 
 
+def drifting_hum(
+    frames: int,
+    sample_rate: int,
+    *,
+    fundamental_hz: float,
+    harmonics: int,
+    rng: np.random.Generator,
+    drift_hz: float = 0.1,
+    drift_period_s: float = 20.0,
+    decay: float = 1.0,
+) -> np.ndarray:
+    """Unit-power mains hum whose fundamental drifts slowly: harmonics 1..``harmonics`` at ``k ** -decay``, random phases.
+
+    The fundamental moves sinusoidally by ``drift_hz`` either side of
+    ``fundamental_hz`` over ``drift_period_s`` (from a random point of the
+    cycle); every harmonic follows it, as the grid's do.
+    """
+    t = np.arange(frames) / sample_rate
+    frequency = fundamental_hz + drift_hz * np.sin(2 * np.pi * t / drift_period_s + rng.uniform(0, 2 * np.pi))
+    phase = 2 * np.pi * np.cumsum(frequency) / sample_rate
+    hum = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) * k**-decay for k in range(1, harmonics + 1))
+    return hum / np.sqrt(np.mean(hum**2))
+
+
 def noise_excerpt(noise: np.ndarray, frames: int, *, rng: np.random.Generator) -> np.ndarray:
     """``frames`` samples of ``noise`` from a random offset (tiled if it is too short)."""
     if len(noise) < frames:

@@ -31,7 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from destatic.dsp.choices import METHODS, Method, ProfileMode, refuse_options_for_seed, resolve_method
+from destatic.dsp.choices import HUM_MODES, METHODS, HumMode, Method, ProfileMode, refuse_options_for_seed, resolve_method
 from destatic.errors import ParameterError
 from destatic.media.formats import AUDIO_FORMATS, AudioFormat
 
@@ -192,6 +192,11 @@ class NoiseSettings(_Group):
         None,
         description="A noise profile saved by `destatic profile --save` (.npz), used for every file instead of "
         "measuring one; its sample rate must be the audio's, its channels 1 or the audio's.",
+    )
+    hum: HumMode = Field(
+        "auto",
+        description=f"Mains hum cancelled coherently ({', '.join(HUM_MODES)}): auto where found, in the noise-only stretch "
+        "or (mode auto) as a 50/60 Hz series persisting through the file; off: left to the spectral gain.",
     )
 
     @model_validator(mode="after")

@@ -9,7 +9,17 @@ import pytest
 
 import destatic
 from destatic.dsp import NoiseProfile, resolve_profile
-from destatic.dsp.tones import ToneCanceller, blackman_harris, find_peaks, find_tones, fit_tones, harmonic_family
+from destatic.dsp.profile import find_hum
+from destatic.dsp.tones import (
+    ToneCanceller,
+    blackman_harris,
+    find_peaks,
+    find_tones,
+    fit_tones,
+    harmonic_family,
+    hum_in_segments,
+    mains_series,
+)
 
 SR = 16000
 
@@ -149,3 +159,86 @@ def test_a_measured_profile_loads_no_scipy_signal():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# Hum without a noise-only stretch (auto): found persisting through the file, on real speech and music.
+
+
+def speech_file(media_dir, name="198-209-0000"):
+    import soundfile as sf
+
+    speech, rate = sf.read(media_dir / "speech" / f"{name}.decoded.flac", dtype="float32")
+    return speech, rate
+
+
+def drifting_hum(frames, sample_rate, f0, harmonics, *, seed=0):
+    """Harmonics 1..n of ``f0`` at 1/k, the fundamental drifting 0.1 Hz either side over 20 s, unit power."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(frames) / sample_rate
+    phase = 2 * np.pi * np.cumsum(f0 + 0.1 * np.sin(2 * np.pi * t / 20 + rng.uniform(0, 2 * np.pi))) / sample_rate
+    signal = sum(np.sin(k * phase + rng.uniform(0, 2 * np.pi)) / k for k in range(1, harmonics + 1))
+    return (signal / np.sqrt(np.mean(signal**2))).astype(np.float32)
+
+
+def with_hum(speech, rate, f0, harmonics, snr_db):
+    noise = drifting_hum(speech.size, rate, f0, harmonics)
+    gain = np.sqrt(np.mean(speech**2) / 10 ** (snr_db / 10))
+    return speech + gain * noise
+
+
+@pytest.mark.parametrize(("f0", "harmonics"), [(50.0, 4), (60.0, 6)])
+def test_drifting_hum_under_speech_from_the_first_sample_is_found(media_dir, f0, harmonics):
+    speech, rate = speech_file(media_dir)
+    noisy = with_hum(speech, rate, f0, harmonics, 5.0)
+    found = find_hum(lambda start, stop: noisy[start:stop, np.newaxis], noisy.size, rate)
+    assert found is not None
+    frequencies, amplitudes = found
+    orders = np.round(frequencies / f0)
+    assert orders.size >= 3 and orders[0] == 1
+    assert np.all(np.abs(frequencies - orders * f0) <= 0.15 * orders)
+    assert amplitudes.shape == (1, frequencies.size)
+    profile = resolve_profile(noisy, rate)
+    assert profile.mode == "auto"
+    np.testing.assert_array_equal(profile.tones, frequencies)
+    assert resolve_profile(noisy, rate, hum="off").tones.size == 0
+
+
+def test_no_hum_in_speech_without_it(media_dir):
+    for name in ("198-209-0000", "3436-172162-0000", "5703-47212-0000"):
+        speech, rate = speech_file(media_dir, name)
+        assert find_hum(lambda start, stop: speech[start:stop, np.newaxis], speech.size, rate) is None
+
+
+@pytest.mark.parametrize(("video", "start_s", "end_s"), [("chaplin.mp4", 0.0, None), ("big_buck_bunny_0_30.webm", 0.0, None)])
+def test_no_hum_in_music_and_ambience(media_dir, video, start_s, end_s):
+    from destatic.media import read_audio
+
+    audio, rate = read_audio(media_dir / "video" / video)
+    clip = audio[round(start_s * rate) : None if end_s is None else round(end_s * rate)]
+    assert find_hum(lambda start, stop: clip[start:stop], clip.shape[0], rate) is None
+    assert hum_in_segments([], rate).size == 0
+
+
+def test_a_note_on_the_grid_or_a_steady_comb_is_not_hum():
+    assert mains_series(np.array([245.0, 490.0, 735.0]), 50.0)[1].tolist() == [5, 10, 15]
+    rate, seconds = 16000, 12
+    t = np.arange(seconds * rate) / rate
+    note = sum(np.sin(2 * np.pi * 245.0 * k * t) / k for k in range(1, 6)).astype(np.float32)[:, np.newaxis]
+    comb = sum(np.sin(2 * np.pi * 300.0 * k * t) / k for k in range(1, 6)).astype(np.float32)[:, np.newaxis]
+    for steady in (note, comb):
+        noisy = steady + 0.01 * np.random.default_rng(1).standard_normal(steady.shape).astype(np.float32)
+        assert find_hum(lambda start, stop: noisy[start:stop], noisy.shape[0], rate) is None
+
+
+def test_auto_mode_cancels_hum_under_speech_far_better_than_gains_alone(media_dir):
+    speech, rate = speech_file(media_dir)
+    speech = speech[: 10 * rate]
+    noisy = with_hum(speech, rate, 50.0, 4, 0.0)
+
+    def sdr(output):
+        target = speech * (np.dot(output, speech) / np.dot(speech, speech))
+        return 10 * np.log10(np.sum(target**2) / np.sum((output - target) ** 2))
+
+    before = sdr(destatic.denoise(noisy, rate, method="logmmse", hum="off"))
+    after = sdr(destatic.denoise(noisy, rate, method="logmmse"))
+    assert after > before + 5.0

@@ -37,13 +37,16 @@ _NAMES = {
     **dict.fromkeys(("SEED_FRAMING", "framing_for"), "destatic.dsp.framing"),
     **dict.fromkeys(("GainFileWriter", "read_gain_rows"), "destatic.dsp.gain_file"),
     **dict.fromkeys(
-        ("LEARNED_METHODS", "METHODS", "PROFILE_MODES", "Method", "ProfileMode", "default_method", "learned_available", "resolve_method"),
+        (
+            "HUM_MODES", "LEARNED_METHODS", "METHODS", "PROFILE_MODES", "HumMode", "Method", "ProfileMode",
+            "default_method", "learned_available", "resolve_method",
+        ),
         "destatic.dsp.choices",
     ),
     **dict.fromkeys(("DeepFilterStream", "deepfilter"), "destatic.dsp.learned"),
     "SuppressionOptions": "destatic.dsp.gains",
     **dict.fromkeys(("apply_gains", "apply_gains_by_group"), "destatic.dsp.inverse"),
-    **dict.fromkeys(("NoiseProfile", "estimate_profile", "profile_from_blocks"), "destatic.dsp.profile"),
+    **dict.fromkeys(("NoiseProfile", "estimate_profile", "find_hum", "profile_from_blocks"), "destatic.dsp.profile"),
     **dict.fromkeys(("default_n_fft", "frame_count", "spectrogram_db"), "destatic.dsp.stft"),
     **dict.fromkeys(("compute_gains", "compute_gains_by_group", "gain_dtype", "gain_shape"), "destatic.dsp.subtract"),
 }
@@ -51,6 +54,8 @@ __getattr__, __dir__ = lazy_names(__name__, _NAMES)
 __all__ = [
     "DeepFilterStream",
     "GainFileWriter",
+    "HUM_MODES",
+    "HumMode",
     "LEARNED_METHODS",
     "METHODS",
     "Method",
@@ -70,6 +75,7 @@ __all__ = [
     "denoise",
     "denoise_stream",
     "estimate_profile",
+    "find_hum",
     "frame_count",
     "framing_for",
     "gain_dtype",
@@ -85,9 +91,11 @@ __all__ = [
 
 if TYPE_CHECKING:
     from destatic.dsp.choices import (
+        HUM_MODES,
         LEARNED_METHODS,
         METHODS,
         PROFILE_MODES,
+        HumMode,
         Method,
         ProfileMode,
         default_method,
@@ -100,6 +108,6 @@ if TYPE_CHECKING:
     from destatic.dsp.gains import SuppressionOptions
     from destatic.dsp.inverse import apply_gains, apply_gains_by_group
     from destatic.dsp.learned import DeepFilterStream, deepfilter
-    from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
+    from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
     from destatic.dsp.stft import default_n_fft, frame_count, spectrogram_db
     from destatic.dsp.subtract import compute_gains, compute_gains_by_group, gain_dtype, gain_shape

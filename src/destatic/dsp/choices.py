@@ -12,11 +12,13 @@ from destatic.errors import ParameterError
 
 __all__ = [
     "CLASSIC_DEFAULT",
+    "HUM_MODES",
     "LEARNED_DEFAULT",
     "LEARNED_METHODS",
     "LEARNED_WHEELS",
     "METHODS",
     "PROFILE_MODES",
+    "HumMode",
     "Method",
     "ProfileMode",
     "default_method",
@@ -39,6 +41,10 @@ CLASSIC_DEFAULT: Method = "logmmse"
 ProfileMode = Literal["auto", "head", "segment", "file"]
 """How a noise profile is made."""
 PROFILE_MODES: tuple[str, ...] = get_args(ProfileMode)
+HumMode = Literal["auto", "off"]
+"""Whether steady mains hum is cancelled coherently: ``auto`` where it is found (in a measured noise stretch, or
+persisting through the file when there is none), ``off`` never (it is left to the spectral gain)."""
+HUM_MODES: tuple[str, ...] = get_args(HumMode)
 
 
 @functools.cache

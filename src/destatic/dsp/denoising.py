@@ -20,7 +20,8 @@ from destatic.dsp.gains import SuppressionOptions, resolve_method, rule_for
 from destatic.dsp.inverse import filter_blocks
 from destatic.dsp.learned import joint_channels
 from destatic.dsp.parallel import run_channel_groups, split_stream
-from destatic.dsp.profile import NoiseProfile, estimate_profile, profile_from_blocks
+from destatic.dsp.choices import HumMode
+from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
 from destatic.errors import ParameterError
 
 __all__ = ["PARALLEL_MIN_SECONDS", "NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile"]
@@ -47,7 +48,7 @@ def _profile_request(noise: NoiseSpec, method: str) -> dict[str, Any]:
 
 
 def resolve_profile(
-    audio: np.ndarray, sample_rate: int, noise: NoiseSpec = None, *, method: str | None = None
+    audio: np.ndarray, sample_rate: int, noise: NoiseSpec = None, *, method: str | None = None, hum: HumMode = "auto"
 ) -> NoiseProfile:
     """Turn a ``noise`` argument of :func:`denoise` into a profile for ``audio``.
 
@@ -61,6 +62,9 @@ def resolve_profile(
         noise recording, a profile is used as is.
     method : str or None
         The method the profile is for (``seed`` uses librosa's framing).
+    hum : {'auto', 'off'}
+        Whether a measured profile holds the steady tones of its noise, and
+        an ``auto`` one the mains hum persisting through ``audio``.
     """
     method = resolve_method(method)
     samples = as_audio(audio)
@@ -68,8 +72,8 @@ def resolve_profile(
         return checked_profile(noise, sample_rate, samples.shape[1])
     framing = stream_framing(method, check_sample_rate(sample_rate))
     if isinstance(noise, np.ndarray):
-        return estimate_profile(samples, sample_rate, noise_audio=noise, mode="file", **framing)
-    return estimate_profile(samples, sample_rate, **_profile_request(noise, method), **framing)
+        return estimate_profile(samples, sample_rate, noise_audio=noise, mode="file", hum=hum, **framing)
+    return estimate_profile(samples, sample_rate, **_profile_request(noise, method), hum=hum, **framing)
 
 
 def _denoise_channels(
@@ -90,9 +94,13 @@ def _denoise_channels(
 
 
 def _with_lookahead_profile(
-    blocks: Iterable[np.ndarray], sample_rate: int, noise: NoiseSpec, method: str
+    blocks: Iterable[np.ndarray], sample_rate: int, noise: NoiseSpec, method: str, hum: HumMode
 ) -> tuple[NoiseProfile, Iterator[np.ndarray]]:
-    """Profile a stream from its own beginning; return the profile and the whole stream."""
+    """Profile a stream from its own beginning; return the profile and the whole stream.
+
+    An ``auto`` profile looks for hum in what it holds back (the first 8 s):
+    a stream is not seen whole.
+    """
     consumed: list[np.ndarray] = []
     stream = iter(blocks)
 
@@ -101,9 +109,12 @@ def _with_lookahead_profile(
             consumed.append(block)
             yield block
 
-    profile = profile_from_blocks(
-        recording(), sample_rate, **_profile_request(noise, method), **stream_framing(method, sample_rate)
-    )
+    request = {**_profile_request(noise, method), **stream_framing(method, sample_rate), "hum": hum}
+    profile = profile_from_blocks(recording(), sample_rate, **request)
+    if request["mode"] == "auto" and hum == "auto" and consumed:
+        held = np.concatenate([as_audio(block) for block in consumed])
+        if tones := find_hum(lambda start, stop: held[start:stop], held.shape[0], sample_rate):
+            profile = profile_from_blocks([held], sample_rate, **request, tones=tones)
     return profile, itertools.chain(consumed, stream)
 
 
@@ -115,6 +126,7 @@ def denoise_stream(
     method: str | None = None,
     residue: bool = False,
     n_jobs: int | None = 1,
+    hum: HumMode = "auto",
     **options: Any,
 ) -> Iterator[np.ndarray]:
     """Denoise a stream of blocks in one pass with bounded memory.
@@ -137,6 +149,9 @@ def denoise_stream(
         Threads sharing the channels (1: all in the calling thread); ``None``
         is one per channel up to the CPUs available. Channels are filtered
         independently, so the result is the same for any value.
+    hum : {'auto', 'off'}
+        As in :func:`denoise`; an ``auto`` profile looks for hum in the
+        first 8 s only (those it holds back), not through the whole stream.
     **options
         :class:`~destatic.dsp.SuppressionOptions` fields.
 
@@ -155,11 +170,12 @@ def denoise_stream(
             iter_array_blocks(as_audio(noise, name="noise"), BLOCK_SIZE),
             sample_rate,
             mode="file",
+            hum=hum,
             **stream_framing(method, sample_rate),
         )
         stream = iter(blocks)
     else:
-        profile, stream = _with_lookahead_profile(blocks, sample_rate, noise, method)
+        profile, stream = _with_lookahead_profile(blocks, sample_rate, noise, method, hum)
 
     def work_for(channels: int) -> Callable[[slice, Iterator[np.ndarray]], Iterator[np.ndarray]]:
         rows_of = group_rows(sample_rate, profile, channels)
@@ -188,6 +204,7 @@ def denoise(
     method: str | None = None,
     residue: bool = False,
     n_jobs: int | None = None,
+    hum: HumMode = "auto",
     **options: Any,
 ) -> np.ndarray:
     """Remove steady background noise from audio held in memory.
@@ -214,6 +231,12 @@ def denoise(
         uses one per channel up to the CPUs available when the audio is at
         least :data:`PARALLEL_MIN_SECONDS` long. The result is the same for
         any value.
+    hum : {'auto', 'off'}
+        ``auto``: steady mains hum is cancelled coherently where it is found:
+        in a measured noise stretch or recording, or (``noise=None``) as a
+        50 or 60 Hz series persisting through the audio
+        (:func:`~destatic.dsp.profile.find_hum`). ``off``: it is left to the
+        spectral gain. A :class:`NoiseProfile` given is used as is.
     **options
         :class:`~destatic.dsp.SuppressionOptions` fields: ``max_reduction_db``,
         ``sensitivity_db``, ``smoothing``, ``freq_smoothing_hz``,
@@ -236,7 +259,7 @@ def denoise(
     settings = SuppressionOptions.from_options(method, options)
     if samples.shape[0] == 0:
         return np.zeros(np.shape(audio), np.float32)
-    profile = resolve_profile(samples, sample_rate, noise, method=method)
+    profile = resolve_profile(samples, sample_rate, noise, method=method, hum=hum)
     profile = checked_profile(profile, sample_rate, samples.shape[1])
     jobs = 1 if joint_channels(method, settings, samples.shape[1]) else jobs_for_length(samples.shape[0], sample_rate, n_jobs)
     result = np.empty(samples.shape, np.float32)

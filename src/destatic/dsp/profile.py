@@ -20,7 +20,7 @@ from destatic.dsp._audio import (
     checked_blocks,
     iter_array_blocks,
 )
-from destatic.dsp.choices import PROFILE_MODES, ProfileMode
+from destatic.dsp.choices import HUM_MODES, PROFILE_MODES, HumMode, ProfileMode
 from destatic.dsp.noise import (
     SMOOTHING_SECONDS,
     min_window_frames,
@@ -30,15 +30,13 @@ from destatic.dsp.noise import (
     smoothing_factor,
 )
 from destatic.dsp.stft import FrameSplitter, resolve_fft_size
-from destatic.dsp.tones import ToneCanceller, find_tones, fit_tones
+from destatic.dsp.tones import Tones, ToneStage, find_hum
 from destatic.errors import ParameterError
 
-__all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "estimate_profile", "profile_from_blocks"]
+__all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "estimate_profile", "find_hum", "profile_from_blocks"]
 
 FORMAT_VERSION = 1
 BLOCK_SIZE = 1 << 16
-TONE_ANALYSIS_SECONDS = 4.0
-"""How much of a measured noise clip is searched for steady tones."""
 
 
 def _frozen_array(values: Any) -> np.ndarray:
@@ -71,7 +69,8 @@ class NoiseProfile:
     tones : np.ndarray [shape=(tones,)]
         Frequencies in Hz of steady tones (hum) found in the noise clip; the
         power above is measured with them subtracted, and the denoiser
-        subtracts them too (:mod:`destatic.dsp.tones`). Empty for ``auto``.
+        subtracts them too (:mod:`destatic.dsp.tones`). For ``auto``, the
+        mains hum that persists through the recording (:func:`find_hum`).
     tone_amplitudes : np.ndarray [shape=(channels, tones), complex]
         Their complex amplitudes referred to sample 0 of the stream (zeros
         for a separate noise recording, whose phase means nothing here).
@@ -374,6 +373,8 @@ def profile_from_blocks(
     n_fft: int | None = None,
     hop_length: int | None = None,
     centered: bool = False,
+    hum: HumMode = "auto",
+    tones: Tones | None = None,
 ) -> NoiseProfile:
     """Measure a noise profile from a stream of blocks, in bounded memory.
 
@@ -405,6 +406,12 @@ def profile_from_blocks(
     centered : bool
         librosa's centred framing, with the clip zero-padded at both ends as
         ``librosa.stft`` does (the ``seed`` method's profile).
+    hum : {'auto', 'off'}
+        ``auto``: steady tones found in a measured clip are cancelled (and
+        ``tones`` taken); ``off``: none are.
+    tones : (frequencies, amplitudes) or None
+        ``auto`` only: steady tones found beforehand (:func:`find_hum`), held
+        by the profile and cancelled before it is measured.
 
     Returns
     -------
@@ -412,6 +419,10 @@ def profile_from_blocks(
     """
     sample_rate = check_sample_rate(sample_rate)
     mode = _derive_mode(mode, start_s, end_s, False)
+    if hum not in HUM_MODES:
+        raise ParameterError(f"hum={hum!r} must be one of {HUM_MODES}")
+    if tones is not None and (mode != "auto" or centered):
+        raise ParameterError(f"tones found beforehand are for mode='auto' without centred framing, not mode={mode!r}")
     n_fft, hop_length = resolve_fft_size(sample_rate, n_fft, hop_length)
     if mode == "head":
         if isinstance(head_samples, bool) or not isinstance(head_samples, int) or head_samples < 1:
@@ -437,7 +448,10 @@ def profile_from_blocks(
         first, last = 0, math.inf
 
     accumulator: _MeanAccumulator | _MinimumAccumulator | None = None
-    tones = _ToneStage(sample_rate, first, reference=mode != "file") if mode != "auto" and not centered else None
+    if hum == "off" or centered or (mode == "auto" and tones is None):
+        stage = None
+    else:
+        stage = ToneStage(sample_rate, first, reference=mode != "file", known=tones)
     position = 0
     for block in checked_blocks(blocks):
         if accumulator is None:
@@ -450,12 +464,12 @@ def profile_from_blocks(
         stop = None if last == math.inf else max(last - position, 0)
         clip = block[max(first - position, 0) : stop]
         position += block.shape[0]
-        for part in tones.push(clip) if tones is not None else [clip]:
+        for part in stage.push(clip) if stage is not None else [clip]:
             accumulator.add(accumulator.splitter.push(part))
         if position >= last:
             break
-    if tones is not None and accumulator is not None:
-        for part in tones.finish():
+    if stage is not None and accumulator is not None:
+        for part in stage.finish():
             accumulator.add(accumulator.splitter.push(part))
     if accumulator is None or accumulator.splitter.n_samples == 0:
         raise ParameterError(
@@ -469,8 +483,8 @@ def profile_from_blocks(
         "end_s": (first + used) / sample_rate,
         "frames": int(accumulator.frames),
     }
-    if tones is not None and tones.frequencies.size:
-        details["tones"] = int(tones.frequencies.size)
+    if stage is not None and stage.frequencies.size:
+        details["tones"] = int(stage.frequencies.size)
     return NoiseProfile(
         power=power,
         magnitude=magnitude,
@@ -480,52 +494,9 @@ def profile_from_blocks(
         mode=mode,
         centered=centered,
         details=details,
-        tones=np.zeros(0) if tones is None else tones.frequencies,
-        tone_amplitudes=None if tones is None else tones.reference_amplitudes,
+        tones=np.zeros(0) if stage is None else stage.frequencies,
+        tone_amplitudes=None if stage is None else stage.reference_amplitudes,
     )
-
-
-class _ToneStage:
-    """Hold the first seconds of a noise clip, find its steady tones, pass the clip on without them."""
-
-    def __init__(self, sample_rate: int, first: int, *, reference: bool):
-        self.sample_rate = sample_rate
-        self.first = first
-        self.reference = reference
-        self.held: list[np.ndarray] | None = []
-        self.held_samples = 0
-        self.frequencies = np.zeros(0)
-        self.reference_amplitudes: np.ndarray | None = None
-        self.canceller: ToneCanceller | None = None
-
-    def push(self, clip: np.ndarray) -> list[np.ndarray]:
-        if not clip.shape[0]:
-            return []
-        if self.held is None:
-            return [self._without_tones(clip)]
-        self.held.append(clip)
-        self.held_samples += clip.shape[0]
-        if self.held_samples < TONE_ANALYSIS_SECONDS * self.sample_rate:
-            return []
-        return self.finish()
-
-    def finish(self) -> list[np.ndarray]:
-        if self.held is None:
-            return []
-        held, self.held = self.held, None
-        if not held:
-            return []
-        noise = np.concatenate(held)
-        self.frequencies = find_tones(noise, self.sample_rate)
-        amplitudes = fit_tones(noise, self.sample_rate, self.frequencies, start=self.first)
-        self.reference_amplitudes = amplitudes if self.reference else np.zeros_like(amplitudes)
-        if self.frequencies.size:
-            self.canceller = ToneCanceller(self.frequencies, amplitudes, self.sample_rate)
-            self.canceller.position = self.first
-        return [self._without_tones(noise)]
-
-    def _without_tones(self, clip: np.ndarray) -> np.ndarray:
-        return clip if self.canceller is None else self.canceller.process(clip)[0]
 
 
 def estimate_profile(
@@ -541,6 +512,7 @@ def estimate_profile(
     n_fft: int | None = None,
     hop_length: int | None = None,
     centered: bool = False,
+    hum: HumMode = "auto",
 ) -> NoiseProfile:
     """Measure the noise profile of ``audio`` held in memory.
 
@@ -548,6 +520,8 @@ def estimate_profile(
     ``mode='file'`` with a separate noise recording ``noise_audio``
     (``mode=None`` derives ``file`` when it is given). The noise recording must
     have the audio's channel count, or one channel (used for every channel).
+    An ``auto`` profile holds the mains hum found through ``audio``
+    (:func:`find_hum`) unless ``hum='off'``.
 
     Parameters
     ----------
@@ -571,6 +545,9 @@ def estimate_profile(
         if noise_audio is not None:
             raise ParameterError(f"noise_audio is only used with mode='file', not mode={mode!r}")
         source = samples
+    tones = None
+    if mode == "auto" and hum == "auto" and not centered:
+        tones = find_hum(lambda start, stop: samples[start:stop], samples.shape[0], sample_rate)
     profile = profile_from_blocks(
         iter_array_blocks(source, BLOCK_SIZE),
         sample_rate,
@@ -582,5 +559,7 @@ def estimate_profile(
         n_fft=n_fft,
         hop_length=hop_length,
         centered=centered,
+        hum=hum,
+        tones=tones,
     )
     return profile.for_channels(samples.shape[1])

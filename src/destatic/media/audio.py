@@ -243,6 +243,11 @@ def wav_blocks(path: os.PathLike[str] | str, channels: slice = slice(None)) -> I
             yield block[:, channels]
 
 
+def wav_clip(path: os.PathLike[str] | str, start: int, stop: int) -> np.ndarray:
+    """Samples ``[start, stop)`` of a WAV as float32 ``(frames, channels)``, read by seeking."""
+    return sf.read(path, start=start, stop=stop, dtype="float32", always_2d=True)[0]
+
+
 def segment_encoded_aac(
     cleaned_wav: os.PathLike[str] | str,
     cleaned: MediaInfo,

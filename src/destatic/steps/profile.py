@@ -2,11 +2,13 @@
 
 From a noise-only stretch of the audio (its head, or a segment), from a
 separate noise recording, or (``auto``) from minimum statistics under speech;
-the profile also holds any mains hum found in a measured stretch.
+the profile also holds any mains hum found in a measured stretch, or (``auto``)
+persisting through the file.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from destatic import dsp, media
@@ -28,7 +30,9 @@ def estimate_file_profile(
         The audio to clean.
     noise : NoiseSettings
         ``head``: its first ``head_samples``; ``segment``: ``start_s``..``end_s``;
-        ``file``: all of `noise_audio`; ``auto``: minimum statistics, no noise-only stretch.
+        ``file``: all of `noise_audio`; ``auto``: minimum statistics, no noise-only stretch, and the
+        mains hum persisting through the file (:func:`destatic.dsp.find_hum`, stretches read by seeking)
+        unless ``noise.hum`` is ``off``.
     method : str or None
         The suppression method the profile is for (``seed`` has its own framing).
     noise_audio : AudioFile or None
@@ -51,6 +55,10 @@ def estimate_file_profile(
                 noise.file or noise_audio.path,
                 f"noise recording at {noise_audio.sample_rate} Hz, audio at {audio.sample_rate} Hz",
             )
+    framing = dsp.framing_for(method)
+    tones = None
+    if mode == "auto" and noise.hum == "auto" and not framing.get("centered", False):
+        tones = dsp.find_hum(functools.partial(media.wav_clip, audio.path), audio.frames, audio.sample_rate)
     return dsp.profile_from_blocks(
         media.wav_blocks(source.path),
         audio.sample_rate,
@@ -58,7 +66,9 @@ def estimate_file_profile(
         head_samples=noise.head_samples,
         start_s=noise.start_s,
         end_s=noise.end_s,
-        **dsp.framing_for(method),
+        hum=noise.hum,
+        tones=tones,
+        **framing,
     )
 
 
