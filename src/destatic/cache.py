@@ -61,7 +61,7 @@ STEP_VERSIONS: dict[str, str] = {
     "loudness": "1",
     "remux": "3",
     "export": "2",
-    "plots": "4",
+    "plots": "5",
 }
 _RANK = {"subtract": 0, "profile": 2, "plots": 2}
 """Eviction order of a step's artifact sets; every other step's (big intermediates) is 1."""

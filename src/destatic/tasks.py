@@ -291,14 +291,20 @@ def export_audio(cleaned: steps.AudioFile, work_dir: Path, format: media.AudioFo
 
 @task(name="plot_report", cache_policy=_PLOTS, **_STEP_OPTIONS)
 def plot_report(
-    audio: steps.ExtractedAudio, noise: steps.ProfiledNoise, cleaned: steps.AudioFile, work_dir: Path, *, source: Path | None = None
+    audio: steps.ExtractedAudio,
+    noise: steps.ProfiledNoise,
+    cleaned: steps.AudioFile,
+    work_dir: Path,
+    *,
+    previews: bool = True,
+    source: Path | None = None,
 ) -> steps.Plots:
     """Report: plots, the estimated reduction, the excerpt to listen to and a video's previews (``plots-<key>.json``).
 
     `source` (where the input is now, for the previews) is not in the key: the extract record names its content.
     """
-    target = _PLOTS.target({"audio": audio, "noise": noise, "cleaned": cleaned, "work_dir": work_dir})
-    return steps.report.run(audio, noise, cleaned, target, source=source)
+    target = _PLOTS.target({"audio": audio, "noise": noise, "cleaned": cleaned, "work_dir": work_dir, "previews": previews})
+    return steps.report.run(audio, noise, cleaned, target, previews=previews, source=source)
 
 
 @task(name="deliver", cache_policy=NO_CACHE, retry_condition_fn=is_transient)

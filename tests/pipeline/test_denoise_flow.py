@@ -206,6 +206,11 @@ def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_pat
     assert "estimated noise reduction" in text and "suppression.reduction_db" in text
     assert (work / "report.html").as_uri() in text, "the artifact links the listening report"
 
+    audio_only = denoise_file(short_video, settings.model_copy(update={"output": settings.output.model_copy(update={"mode": "audio"})}))
+    assert audio_only.suffix == ".flac"
+    assert len(list(work.glob("plots-*-before.mp4"))) == 1, "an audio-only output's report has no preview clips of its own"
+    assert "<video" not in (work / "report.html").read_text(encoding="utf-8")
+
 
 def test_long_file_gets_a_progress_artifact(make_settings, tmp_path: Path, rng: np.random.Generator) -> None:
     from prefect import get_client

@@ -34,7 +34,8 @@ import soundfile as sf
 
 from destatic import dsp, media
 from destatic.settings import Settings
-from destatic.steps.listening import Section, players_of, previews, read_mono, render_html, write_excerpt
+from destatic.steps.listening import Section, players_of, read_mono, render_html, write_excerpt
+from destatic.steps.listening import previews as preview_clips
 from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
 
 __all__ = [
@@ -370,7 +371,9 @@ def at_lowest_priority(work: Callable[[], Any]) -> Any:
         return pool.submit(lowered).result()
 
 
-def run(audio: ExtractedAudio, noise: ProfiledNoise, cleaned: AudioFile, target: Path, *, source: Path | None = None) -> Plots:
+def run(
+    audio: ExtractedAudio, noise: ProfiledNoise, cleaned: AudioFile, target: Path, *, previews: bool = True, source: Path | None = None
+) -> Plots:
     """The report step: plots, the estimated reduction, and the excerpt the listening report plays.
 
     Picks the excerpt (:func:`choose_excerpt`), plots the noise profile and the
@@ -388,6 +391,9 @@ def run(audio: ExtractedAudio, noise: ProfiledNoise, cleaned: AudioFile, target:
         ``plots-<key>.json``, written last (atomically) with the record; the other
         files go beside it as ``plots-<key>-profile.png``, ``-spectrograms.png``,
         ``-before.flac``, ``-after.flac`` (and ``-before.mp4``, ``-after.mp4``).
+    previews : bool
+        Whether to cut a video's preview clips (not for an audio-only output: its players say it all, and the
+        clips cost more than the rest of the report).
     source : Path or None
         Where the input is now, for the previews (None: where the extract step probed it).
     """
@@ -398,7 +404,7 @@ def run(audio: ExtractedAudio, noise: ProfiledNoise, cleaned: AudioFile, target:
         start, end = choose_excerpt(audio.path, cleaned.path)
         excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
                     for label, wav in (("before", audio.path), ("after", cleaned.path))}
-        clips, note = previews(audio, excerpts, start, end, target.with_name(target.stem), video=source)
+        clips, note = preview_clips(audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else ({}, None)
         return Plots(
             path=target,
             profile_png=profile_png,
