@@ -100,8 +100,10 @@ def clip_spectrum(clip: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float
     n = clip.shape[0]
     padded = 1 << int(math.ceil(math.log2(8 * n)))
     window = blackman_harris(n)
-    spectrum = np.abs(np.fft.rfft(clip * window[:, np.newaxis], padded, axis=0)) ** 2
-    return 10 * np.log10(spectrum.sum(axis=1) + 1e-30), sample_rate / padded, padded / n
+    power = np.zeros(padded // 2 + 1)
+    for channel in clip.T:  # one at a time: the padded transforms are large
+        power += np.abs(np.fft.rfft(channel * window, padded)) ** 2
+    return 10 * np.log10(power + 1e-30), sample_rate / padded, padded / n
 
 
 def prominence(level: np.ndarray, per_bin: float) -> np.ndarray:
@@ -441,7 +443,7 @@ def hum_in_segments(clips: Iterable[np.ndarray], sample_rate: int) -> np.ndarray
     levels = []
     for clip in clips:
         level, hz_per_bin, per_bin = clip_spectrum(clip, sample_rate)
-        levels.append(level[: int(top / hz_per_bin) + 2])
+        levels.append(level[: int(top / hz_per_bin) + 2].copy())  # a copy: a view would keep the whole spectrum
     if len(levels) < HUM_MIN_SEGMENTS:
         return np.zeros(0)
     each = np.array(levels)
