@@ -27,7 +27,7 @@ from pathlib import Path
 
 from destatic import media
 from destatic.errors import BadInputError, blames_the_file, display_path, reason_of
-from destatic.media.atomic import partial_owner
+from destatic.media.atomic import partial_owner, process_alive
 from destatic.settings import Settings
 from destatic.workspace import residue_output
 
@@ -463,16 +463,6 @@ def _claim_folders(inbox: Path) -> list[Path]:
     return sorted(root.iterdir()) if root.is_dir() else []
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def release_stale_claims(inbox: Path, *, run_is_over: Callable[[str], bool]) -> list[Path]:
     """Put back into the inbox the files whose claim nobody will settle.
 
@@ -495,7 +485,7 @@ def release_stale_claims(inbox: Path, *, run_is_over: Callable[[str], bool]) -> 
         if owner.get("flow_run"):
             if not run_is_over(owner["flow_run"]):
                 continue
-        elif owner.get("host") != _HOST or _pid_alive(int(owner.get("pid", 0))):
+        elif owner.get("host") != _HOST or process_alive(int(owner.get("pid", 0))):
             continue
         taken = claimed(folder)
         if taken is not None:
@@ -523,7 +513,7 @@ def remove_dead_partials(*roots: Path) -> list[Path]:
         for folder, _, names in os.walk(root):
             for name in names:
                 owner = partial_owner(name)
-                if owner is None or _pid_alive(owner):
+                if owner is None or process_alive(owner):
                     continue
                 path = Path(folder) / name
                 with contextlib.suppress(FileNotFoundError):

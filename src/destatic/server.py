@@ -34,6 +34,7 @@ from typing import Any
 import platformdirs
 
 from destatic.errors import DestaticError
+from destatic.media.atomic import process_alive
 
 __all__ = ["BackgroundServer", "find", "known_api_url", "prefect_api", "record_answered_run", "settle_task_runs", "start", "state_folder", "stop"]
 
@@ -75,25 +76,12 @@ def _healthy(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError, IndexError):  # a zombie (a child not yet reaped) is gone
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
-
-
 def _is_prefect_server(pid: int) -> bool:
     """Whether `pid` is (still) a Prefect server, not a process that reused its number."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
-        return _alive(pid)  # no /proc: the pid and the health check must do
+        return process_alive(pid)  # no /proc: the pid and the health check must do
     return b"prefect" in command and b"server" in command
 
 
@@ -107,7 +95,7 @@ def _record() -> BackgroundServer | None:
 def find(*, any_version: bool = False) -> BackgroundServer | None:
     """The background server, if it runs, is a Prefect server of this Prefect version and answers; else None."""
     server = _record()
-    if server is None or not (_alive(server.pid) and _is_prefect_server(server.pid)):
+    if server is None or not (process_alive(server.pid) and _is_prefect_server(server.pid)):
         return None
     if not any_version and server.prefect_version != version("prefect"):
         return None
@@ -162,12 +150,12 @@ def _end(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and process_alive(pid):
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
-        if _alive(pid):
+        if process_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -184,7 +172,7 @@ def start(*, port: int | None = PREFERRED_PORT, timeout: float = START_TIMEOUT_S
         if running is not None:
             return running, False
         stale = _record()
-        if stale is not None and _alive(stale.pid) and _is_prefect_server(stale.pid):
+        if stale is not None and process_alive(stale.pid) and _is_prefect_server(stale.pid):
             _end(stale.pid)  # another Prefect version, or not answering
         folder = state_folder()
         home, log = folder / "prefect", folder / "server.log"
@@ -215,7 +203,7 @@ def stop() -> BackgroundServer | None:
         server = _record()
         with contextlib.suppress(FileNotFoundError):
             (state_folder() / "server.json").unlink()
-        if server is None or not (_alive(server.pid) and _is_prefect_server(server.pid)):
+        if server is None or not (process_alive(server.pid) and _is_prefect_server(server.pid)):
             return None
         _end(server.pid)
         return server

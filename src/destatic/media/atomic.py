@@ -11,7 +11,7 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["HOST_TAG", "atomic_output", "partial_owner", "partial_path"]
+__all__ = ["HOST_TAG", "atomic_output", "partial_owner", "partial_path", "process_alive"]
 
 
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
@@ -33,6 +33,20 @@ def partial_path(target: os.PathLike[str] | str) -> Path:
     room = NAME_MAX - 1 - len(os.fsencode(tail))
     stem = os.fsdecode(os.fsencode(target.stem)[: max(room, 1)])
     return target.with_name(f".{stem}{tail}")
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (one of another user counts; a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(OSError, IndexError):  # a zombie (a child not yet reaped) is gone
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
 
 
 def partial_owner(path: os.PathLike[str] | str) -> int | None:
