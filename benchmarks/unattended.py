@@ -62,9 +62,9 @@ class Measured:
 def _label(process: psutil.Process) -> str:
     try:
         command = process.cmdline()
-    except psutil.Error:
+        name = Path(command[0]).name if command else process.name()
+    except psutil.Error:  # gone between the listing and the look
         return f"pid {process.pid}"
-    name = Path(command[0]).name if command else process.name()
     if "destatic" in " ".join(command[:2]):
         name = "destatic"
     return f"{name} {process.pid}"
@@ -211,10 +211,10 @@ def budget_rows(cli: list[str], env: dict[str, str], ffmpeg: str, files: int, bu
     after_prune = folder_mb(work)
     return [
         (f"{files} one-minute videos, cache.max_gb {budget_gb:g}", f"{run.wall:.0f} s wall", ""),
-        ("  work folder after the run", f"{after_run:.0f} MiB",
+        ("  work folder after the run", f"{after_run:.1f} MiB",
          f"<= {budget_gb * 1024:.0f} MiB: {'ok' if after_run <= budget_gb * 1024 else 'MISSED'}"),
-        (f"  after destatic cache prune --to {prune_to:g}", f"{after_prune:.0f} MiB",
-         f"<= {prune_to * 1024:.0f} MiB: {'ok' if after_prune <= prune_to * 1024 else 'MISSED'}"),
+        (f"  after destatic cache prune --to {prune_to:g}", f"{after_prune:.1f} MiB",
+         f"<= {prune_to * 1024:.1f} MiB: {'ok' if after_prune <= prune_to * 1024 else 'MISSED'}"),
     ]
 
 
