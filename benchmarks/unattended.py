@@ -108,9 +108,10 @@ def measure(command: list[str], env: dict[str, str]) -> Measured:
     return Measured(wall, cpu, peaks)
 
 
-def folder_mb(folder: Path) -> float:
-    """Bytes on disk under `folder`, in MiB."""
-    return sum(path.stat().st_blocks * 512 for path in folder.rglob("*") if path.is_file()) / 2**20
+def folder_mb(folder: Path) -> tuple[float, float]:
+    """The files under `folder`: their sizes (what the budget counts) and the space they take on disk, in MiB."""
+    stats = [path.stat() for path in folder.rglob("*") if path.is_file()]
+    return sum(stat.st_size for stat in stats) / 2**20, sum(stat.st_blocks * 512 for stat in stats) / 2**20
 
 
 def breakdown(measured: Measured) -> str:
@@ -211,10 +212,10 @@ def budget_rows(cli: list[str], env: dict[str, str], ffmpeg: str, files: int, bu
     after_prune = folder_mb(work)
     return [
         (f"{files} one-minute videos, cache.max_gb {budget_gb:g}", f"{run.wall:.0f} s wall", ""),
-        ("  work folder after the run", f"{after_run:.1f} MiB",
-         f"<= {budget_gb * 1024:.0f} MiB: {'ok' if after_run <= budget_gb * 1024 else 'MISSED'}"),
-        (f"  after destatic cache prune --to {prune_to:g}", f"{after_prune:.1f} MiB",
-         f"<= {prune_to * 1024:.1f} MiB: {'ok' if after_prune <= prune_to * 1024 else 'MISSED'}"),
+        ("  work folder after the run: sizes (on disk)", f"{after_run[0]:.1f} MiB ({after_run[1]:.1f})",
+         f"<= {budget_gb * 1024:.1f} MiB: {'ok' if after_run[0] <= budget_gb * 1024 else 'MISSED'}"),
+        (f"  after destatic cache prune --to {prune_to:g}: sizes (on disk)", f"{after_prune[0]:.1f} MiB ({after_prune[1]:.1f})",
+         f"<= {prune_to * 1024:.1f} MiB: {'ok' if after_prune[0] <= prune_to * 1024 else 'MISSED'}"),
     ]
 
 
