@@ -45,6 +45,7 @@ _NAMES = {
     ),
     **dict.fromkeys(("DeepFilterStream", "deepfilter"), "destatic.dsp.learned"),
     "SuppressionOptions": "destatic.dsp.gains",
+    "caching_other_packages": "destatic.dsp._numba",
     **dict.fromkeys(("apply_gains", "apply_gains_by_group"), "destatic.dsp.inverse"),
     **dict.fromkeys(("NoiseProfile", "estimate_profile", "find_hum", "profile_from_blocks"), "destatic.dsp.profile"),
     **dict.fromkeys(("default_n_fft", "frame_count", "spectrogram_db"), "destatic.dsp.stft"),
@@ -67,6 +68,7 @@ __all__ = [
     "SuppressionOptions",
     "apply_gains",
     "apply_gains_by_group",
+    "caching_other_packages",
     "compute_gains",
     "compute_gains_by_group",
     "deepfilter",
@@ -105,6 +107,7 @@ if TYPE_CHECKING:
     from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile
     from destatic.dsp.framing import SEED_FRAMING, framing_for
     from destatic.dsp.gain_file import GainFileWriter, read_gain_rows
+    from destatic.dsp._numba import caching_other_packages
     from destatic.dsp.gains import SuppressionOptions
     from destatic.dsp.inverse import apply_gains, apply_gains_by_group
     from destatic.dsp.learned import DeepFilterStream, deepfilter

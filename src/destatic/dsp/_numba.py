@@ -20,10 +20,12 @@ Where it cannot be written the loops are compiled in each process, uncached.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numba
@@ -38,6 +40,7 @@ __all__ = [
     "HARDWARE_HALVES",
     "LOGMMSE_INDEX_SHIFT",
     "cache_folder",
+    "caching_other_packages",
     "compiled",
     "exp_into",
     "floats_of_halves",
@@ -73,6 +76,25 @@ def cache_folder() -> Path | None:
 
 
 _CACHE_FOLDER = cache_folder()
+
+
+@contextlib.contextmanager
+def caching_other_packages(fallback: Path) -> Iterator[None]:
+    """While other packages' cached numba functions are decorated (librosa's, as it is imported), cache them beside ours, else in `fallback`.
+
+    numba refuses to decorate such a function where it finds no folder it may
+    write (a read-only install and no writable user cache: a service
+    account). An explicit ``NUMBA_CACHE_DIR`` is left as it is.
+    """
+    saved = _numba_config.CACHE_DIR
+    if not saved:
+        folder = _CACHE_FOLDER.parent / "packages" if _CACHE_FOLDER is not None else fallback
+        folder.mkdir(parents=True, exist_ok=True)
+        _numba_config.CACHE_DIR = str(folder)
+    try:
+        yield
+    finally:
+        _numba_config.CACHE_DIR = saved
 
 
 def compiled(function=None, *, fused: bool = False):

@@ -402,6 +402,8 @@ def run(
 
     def draw() -> Plots:
         start, end = choose_excerpt(audio.path, cleaned.path)
+        with dsp.caching_other_packages(target.parent / ".numba"):  # librosa's cached functions, decorated as it is imported
+            spectrograms = plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start)
         excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
                     for label, wav in (("before", audio.path), ("after", cleaned.path))}
         clips, note = preview_clips(audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else ({}, None)
@@ -410,7 +412,7 @@ def run(
             profile_png=profile_png,
             spectrogram_png=spectrogram_png,
             profile_uri=plot_profile(noise.profile, profile_png),
-            spectrogram_uri=plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start),
+            spectrogram_uri=spectrograms,
             reduction_db=noise_reduction_db(audio.path, cleaned.path),
             excerpt=(start, end),
             before_excerpt=excerpts["before"],
