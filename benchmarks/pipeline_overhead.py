@@ -77,6 +77,15 @@ def start_server(prefect_home: Path, log_path: Path) -> tuple[subprocess.Popen, 
     raise RuntimeError(f"prefect server did not start; see {log_path}")
 
 
+def stop_server(server: subprocess.Popen) -> None:
+    """Stop a server :func:`start_server` started: terminate, then kill after 20 s."""
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+
+
 def make_long_video(path: Path, minutes: float) -> None:
     """A 640x360 h264 + aac (48 kHz stereo) test video: a tone sweep under hiss and hum."""
     import imageio_ffmpeg
@@ -278,11 +287,7 @@ def main() -> int:
         rows.append(("cold destatic run, 3 s clip, embedded server, warm PREFECT_HOME",
                      f"{warm.wall:.1f} s wall, {warm.cpu:.1f} s CPU", "", ""))
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
     width = max(len(r[0]) for r in rows)
     load = os.getloadavg()[0]

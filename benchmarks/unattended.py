@@ -37,7 +37,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline_overhead import base_env, make_long_video, start_server
+from pipeline_overhead import base_env, make_long_video, start_server, stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT = REPO_ROOT / "benchmarks" / "out" / "unattended"
@@ -181,11 +181,7 @@ def main() -> int:
         if not args.skip_budget:
             rows += budget_rows(cli, env, ffmpeg, args.budget_files, args.budget_gb)
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
 
     print(f"load average after the run: {' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
     width = max(len(row[0]) for row in rows)

@@ -29,7 +29,7 @@ from destatic import media
 from destatic.errors import BadInputError, blames_the_file, display_path, reason_of
 from destatic.media.atomic import partial_owner, process_alive
 from destatic.settings import Settings
-from destatic.workspace import residue_output
+from destatic.workspace import residue_output, writes_audio_only
 
 __all__ = [
     "CLAIM_DIR",
@@ -206,9 +206,8 @@ def run_name(taken: Claim) -> str:
 def outbox_path(relative: Path, settings: Settings) -> Path:
     """Where the result of ``inbox/relative`` goes: the same relative path in the outbox (an audio format's suffix for audio)."""
     target = settings.paths.outbox / relative
-    if settings.output.mode == "audio" or relative.suffix.lower() in media.AUDIO_SUFFIXES:
-        if settings.output.format:
-            target = target.with_suffix(f".{settings.output.format}")
+    if writes_audio_only(relative, settings) and settings.output.format:
+        target = target.with_suffix(f".{settings.output.format}")
     return target.absolute()
 
 

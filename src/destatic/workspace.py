@@ -39,6 +39,11 @@ def default_output(source: Path, settings: Settings) -> Path:
     return source.with_name(f"{source.stem}{settings.output.suffix}{extension}")
 
 
+def writes_audio_only(source: Path, settings: Settings) -> bool:
+    """Whether cleaning `source` writes the audio alone: asked for (``output.mode="audio"``), or the input is audio."""
+    return settings.output.mode == "audio" or source.suffix.lower() in media.AUDIO_SUFFIXES
+
+
 def residue_output(output: Path) -> Path:
     """Where the residue of `output` goes unless named: beside it, ``NAME-residue.EXT``."""
     return output.with_name(f"{output.stem}-residue{output.suffix}")

@@ -25,7 +25,7 @@ from destatic import cache, media, shortcut, steps, tasks
 from destatic.dsp.choices import default_method, learned_available, resolve_method
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
-from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for
+from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for, writes_audio_only
 
 __all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
 
@@ -173,7 +173,8 @@ def submit_steps(run: FileRun) -> None:
     gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
     cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.
-    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir, previews=not _audio_only(run), source=source)
+    previews = not writes_audio_only(source, settings)
+    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir, previews=previews, source=source)
     assert run.output is not None
     final = cleaned
     if settings.output.loudness_lufs is not None:
@@ -184,15 +185,10 @@ def submit_steps(run: FileRun) -> None:
         run.submit("deliver residue", tasks.deliver, _encode(run, "encode residue", residue, run.residue), run.residue)
 
 
-def _audio_only(run: FileRun) -> bool:
-    """Whether the run writes the cleaned audio alone (asked for, or the input is audio)."""
-    return run.settings.output.mode == "audio" or run.source.suffix.lower() in media.AUDIO_SUFFIXES
-
-
 def _encode(run: FileRun, step: str, cleaned: PrefectFuture[Any], output: Path) -> PrefectFuture[Any]:
     """Submit the encode of `cleaned` as `output` needs it: the input's container remuxed, or the audio alone."""
     settings = run.settings
-    if _audio_only(run):
+    if writes_audio_only(run.source, run.settings):
         suffix = output.suffix.lower()
         fmt = settings.output.format or media.AUDIO_SUFFIXES.get(suffix) or suffix.lstrip(".") or "flac"
         return run.submit(step, tasks.export_audio, cleaned, run.work_dir, fmt)
