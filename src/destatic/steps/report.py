@@ -196,14 +196,17 @@ def _paired_energies(before_wav: Path, after_wav: Path) -> tuple[np.ndarray, np.
     return before[:count], after[:count]
 
 
-def noise_reduction_db(before_wav: Path, after_wav: Path) -> float | None:
+def noise_reduction_db(
+    before_wav: Path, after_wav: Path, *, energies: tuple[np.ndarray, np.ndarray] | None = None
+) -> float | None:
     """Estimated noise reduction: power ratio, in dB, over the quietest frames of the input.
 
     The quietest QUIET_FRACTION of 50 ms frames of the input are taken as noise
     only; the result is how much quieter the same frames are after cleaning.
-    None when the input is too short or silent.
+    None when the input is too short or silent. `energies`: the files' 50 ms frame
+    energies, when the caller has read them already.
     """
-    before, after = _paired_energies(before_wav, after_wav)
+    before, after = energies if energies is not None else _paired_energies(before_wav, after_wav)
     if len(before) == 0:
         return None
     quiet = _quiet(before)
@@ -213,7 +216,9 @@ def noise_reduction_db(before_wav: Path, after_wav: Path) -> float | None:
     return float(10 * math.log10(noise_before / max(noise_after, 1e-30)))
 
 
-def choose_excerpt(before_wav: Path, after_wav: Path, *, seconds: float = EXCERPT_S) -> tuple[float, float]:
+def choose_excerpt(
+    before_wav: Path, after_wav: Path, *, seconds: float = EXCERPT_S, energies: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[float, float]:
     """The stretch of `seconds` with the most speech over the noise: ``(start, end)`` in seconds.
 
     Each 50 ms frame scores the level of the cleaned audio above the input's
@@ -221,8 +226,9 @@ def choose_excerpt(before_wav: Path, after_wav: Path, *, seconds: float = EXCERP
     :func:`noise_reduction_db`), in dB, from 0 to EXCERPT_CEILING_DB; the
     window with the highest total wins (the earliest of equals). A file no
     longer than `seconds` is its own excerpt; a silent one starts at 0.
+    `energies` as for :func:`noise_reduction_db`.
     """
-    before, after = _paired_energies(before_wav, after_wav)
+    before, after = energies if energies is not None else _paired_energies(before_wav, after_wav)
     duration = sf.info(before_wav).duration
     window = round(seconds / LEVEL_FRAME_S)
     if duration <= seconds or len(before) <= window:
@@ -401,7 +407,8 @@ def run(
     spectrogram_png = target.with_name(f"{target.stem}-spectrograms.png")
 
     def draw() -> Plots:
-        start, end = choose_excerpt(audio.path, cleaned.path)
+        energies = _paired_energies(audio.path, cleaned.path)  # both files read once, for the excerpt and the reduction
+        start, end = choose_excerpt(audio.path, cleaned.path, energies=energies)
         with dsp.caching_other_packages(target.parent / ".numba"):  # librosa's cached functions, decorated as it is imported
             spectrograms = plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start)
         excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
@@ -413,7 +420,7 @@ def run(
             spectrogram_png=spectrogram_png,
             profile_uri=plot_profile(noise.profile, profile_png),
             spectrogram_uri=spectrograms,
-            reduction_db=noise_reduction_db(audio.path, cleaned.path),
+            reduction_db=noise_reduction_db(audio.path, cleaned.path, energies=energies),
             excerpt=(start, end),
             before_excerpt=excerpts["before"],
             after_excerpt=excerpts["after"],
