@@ -101,7 +101,7 @@ def main() -> int:
         print(f"\n{source.name}  ({time.perf_counter() - started:.1f} s)")
         print(f"  output:    {target}")
         print(f"  report:    {record['report']}  (noise reduction ~{record['reduction_db']:.1f} dB)")
-        print(f"  listen:    {record['report_html']}  (before/after players, previews of a video)")
+        print(f"  listen:    {record['report_html']}  (before/after players; previews for a video)")
         print(f"  plots:     {record['profile_plot']}")
         print(f"             {record['spectrogram_plot']}")
         print(f"  artifact:  {record['artifact_key']}")
