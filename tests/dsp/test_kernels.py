@@ -311,3 +311,20 @@ def test_stored_gains_and_their_application_match_numpys_casts(rng):
         widened = halves.astype(np.float32)
         expected = spectra * ((1 - widened) if residue else widened)
         np.testing.assert_array_equal(_apply(spectra[:, 10:40].copy(), halves[:, 10:40], residue), expected[:, 10:40])
+
+
+def test_exp1_is_scipys_to_1e_13_and_the_logmmse_table_unchanged():
+    """The table of exp(E1/2) that logmmse reads is built without scipy.special, to the same float32 values."""
+    import scipy.special
+
+    from destatic.dsp.gains import exp1
+
+    x = np.concatenate([np.geomspace(1e-9, 700.0, 20001), [1.0, np.nextafter(1.0, 2.0)]])
+    assert np.max(np.abs(exp1(x) / scipy.special.exp1(x) - 1)) < 1e-13
+    from destatic.dsp.gains import _half_exp1_table
+
+    table, first = _half_exp1_table()
+    shift = 23 - 10
+    patterns = ((first + np.arange(table.size, dtype=np.int64)) << shift) + (1 << (shift - 1))
+    centres = patterns.astype(np.int32).view(np.float32).astype(np.float64)
+    assert np.array_equal(table, np.exp(0.5 * scipy.special.exp1(centres)).astype(np.float32))

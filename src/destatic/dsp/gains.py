@@ -30,7 +30,6 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 
 import numpy as np
-import scipy.special
 
 from destatic.dsp._audio import check_number
 from destatic.dsp.choices import LEARNED_METHODS, METHODS, Method, refuse_options_for_seed, resolve_method
@@ -39,7 +38,7 @@ from destatic.dsp.noise import NoiseTracker, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
-__all__ = ["METHODS", "GainComputer", "GainRule", "Method", "SuppressionOptions", "resolve_method", "rule_for"]
+__all__ = ["METHODS", "GainComputer", "GainRule", "Method", "SuppressionOptions", "exp1", "resolve_method", "rule_for"]
 PRIOR_SNR_FLOOR_DB = -25.0
 TONE_BINS = 2
 """Bins either side of a profile tone's bin (a Hann window's main lobe) that the noise ceiling leaves free."""
@@ -162,6 +161,38 @@ LOGMMSE_LOWEST_OCTAVE = -24
 LOGMMSE_OCTAVES = 32
 
 
+EULER_GAMMA = 0.5772156649015329
+
+
+def exp1(x: np.ndarray) -> np.ndarray:
+    """The exponential integral E1 of positive `x` (float64), as ``scipy.special.exp1`` to about 1e-14.
+
+    The power series up to 1, the continued fraction (Lentz's method) above.
+    Written here so that the first call of a process does not import
+    scipy.special (a quarter of a second) to build one table.
+    """
+    x = np.asarray(x, np.float64)
+    out = np.empty_like(x)
+    small = x <= 1.0
+    near = x[small]
+    term, total = np.ones_like(near), np.zeros_like(near)
+    for k in range(1, 40):
+        term *= -near / k
+        total += term / k
+    out[small] = -EULER_GAMMA - np.log(near) - total
+    far = x[~small]
+    b = far + 1.0
+    c, d = np.full_like(far, 1e300), 1.0 / b
+    fraction = d.copy()
+    for i in range(1, 200):
+        b += 2.0
+        d = 1.0 / (b - i * i * d)
+        c = b - i * i / c
+        fraction *= c * d
+    out[~small] = fraction * np.exp(-far)
+    return out
+
+
 @functools.lru_cache(maxsize=1)
 def _half_exp1_table() -> tuple[np.ndarray, int]:
     """exp(E1(v) / 2) for positive float32 ``v``, indexed by the top bits of ``v``.
@@ -176,7 +207,7 @@ def _half_exp1_table() -> tuple[np.ndarray, int]:
     first = np.array(2.0**LOGMMSE_LOWEST_OCTAVE, np.float32).view(np.int32) >> shift
     patterns = ((first + np.arange(cells, dtype=np.int64)) << shift) + (1 << (shift - 1))
     centres = patterns.astype(np.int32).view(np.float32).astype(np.float64)
-    values = np.exp(0.5 * scipy.special.exp1(centres))
+    values = np.exp(0.5 * exp1(centres))
     return values.astype(np.float32), int(first)
 
 
