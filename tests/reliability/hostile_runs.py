@@ -281,6 +281,12 @@ def _run_unprivileged(batch: str, root: Path, ctx: Context) -> BatchResult:
     setpriv = shutil.which("setpriv")
     if os.geteuid() != 0 or setpriv is None:
         raise Unavailable("needs root and setpriv(1) to run the watcher as an unprivileged user")
+    drop = [setpriv, f"--reuid={hostile.NOBODY}", f"--regid={hostile.NOBODY}", "--clear-groups", "--"]
+    probe = subprocess.run([*drop, sys.executable, "-c", "import prefect.server.api.server, destatic.cli"],
+                           cwd="/tmp", capture_output=True, text=True, timeout=120)
+    if probe.returncode != 0:  # e.g. the venv's base interpreter sits in a folder only root may enter
+        last = (probe.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Unavailable(f"this interpreter does not run as uid {hostile.NOBODY} here: {last}")
     world = Path(tempfile.mkdtemp(prefix="destatic-unpriv-", dir="/tmp"))
     settings = settings_for(world)
     inbox = settings.paths.inbox
@@ -290,7 +296,7 @@ def _run_unprivileged(batch: str, root: Path, ctx: Context) -> BatchResult:
         os.chown(path, hostile.NOBODY, hostile.NOBODY, follow_symlinks=False)
     before = _hashes(cases, inbox)
     env = cli_env(settings, home=world)
-    command = [setpriv, f"--reuid={hostile.NOBODY}", f"--regid={hostile.NOBODY}", "--clear-groups", "--", *watch_once(settings)]
+    command = [*drop, *watch_once(settings)]
     started = time.perf_counter()
     done = subprocess.run(command, env=env, cwd=world, capture_output=True, text=True, timeout=300)
     result = BatchResult(batch, world, settings, returncode=done.returncode, log=done.stdout + done.stderr)
