@@ -11,7 +11,7 @@ import pytest
 from matplotlib import mlab
 
 from destatic import dsp
-from destatic.steps import report
+from destatic.steps import plots, report
 
 
 def test_spectrogram_matches_matplotlib_specgram_scale(rng: np.random.Generator) -> None:
@@ -51,6 +51,25 @@ def test_low_priority_work_raises_its_error() -> None:
 def test_the_profile_plot_draws_every_channel(rng: np.random.Generator, tmp_path) -> None:
     noise = (0.05 * rng.standard_normal((16000, 2))).astype(np.float32)
     profile = dsp.estimate_profile(noise, 16000, mode="head")
-    uri = report.plot_profile(profile, tmp_path / "profile.png")
+    uri = plots.plot_profile(profile, tmp_path / "profile.png")
     assert (tmp_path / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert uri.startswith("data:image/png;base64,")
+
+
+def test_spectrograms_pool_to_about_the_pixels_keeping_mean_power_and_the_low_bins(rng: np.random.Generator) -> None:
+    """A 15 s excerpt at 48 kHz (1406 frames, 513 bins) is drawn as at most 640 x 240 cells."""
+    sample_rate, n_fft = 48000, 1024
+    density = 10 * np.log10(rng.uniform(1e-6, 1.0, (n_fft // 2 + 1, 1406)))
+    times = np.arange(density.shape[1] + 1) * 0.0107
+    hertz = np.maximum(0.0, (np.arange(density.shape[0] + 1) - 0.5) * sample_rate / n_fft)
+    pooled, pooled_times, pooled_hertz = plots.fit_to_cells(density, times, hertz, columns=640, rows=240)
+    assert pooled.shape[1] <= 640 and pooled.shape[0] <= 240
+    assert pooled.shape == (len(pooled_hertz) - 1, len(pooled_times) - 1)
+    assert np.all(np.diff(pooled_times) > 0) and np.all(np.diff(pooled_hertz) > 0)
+    assert pooled_times[[0, -1]].tolist() == times[[0, -1]].tolist() and pooled_hertz[[0, -1]].tolist() == hertz[[0, -1]].tolist()
+    assert np.array_equal(pooled_hertz[1:6], hertz[2:7]), "0 Hz joins the first bin; the next, wider than a band, stay single"
+    # Each cell is the mean power of what it pools, so the power over the whole plane (weighted by cell size) is kept.
+    widths_t, widths_f = np.diff(pooled_times), np.diff(pooled_hertz)
+    kept = np.sum(10 ** (pooled / 10) * widths_f[:, None] * widths_t[None, :])
+    whole = np.sum(10 ** (density / 10) * np.diff(hertz)[:, None] * np.diff(times)[None, :])
+    assert abs(kept / whole - 1) < 0.02

@@ -57,7 +57,7 @@ def profile_command(
         noise_profile.save(save)
         typer.echo(f"profile: {save}")
     if plot is not None:
-        steps.report.plot_profile(noise_profile, plot)
+        steps.plots.plot_profile(noise_profile, plot)
         typer.echo(f"plot: {plot}")
     typer.echo(f"{input.name}: {noise_profile.mode} profile, {noise_profile.sample_rate} Hz, "
                f"{noise_profile.channels} channel(s), {noise_profile.bins} bins")

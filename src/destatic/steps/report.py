@@ -7,17 +7,12 @@ a video, its preview clips); :func:`write_report` then writes ``report.md``,
 record into the file's work folder and returns the markdown for the Prefect
 artifact.
 
-matplotlib (Agg backend) and librosa are imported only when a plot is drawn. Every plot is
-written twice: a full-size PNG in the work folder, and a small one embedded in
-the markdown as a ``data:`` URI (downsampled, 48 colours: tens of kB) so
-that the Prefect UI shows it inline.
+The plots themselves are drawn by :mod:`destatic.steps.plots`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import io
 import json
 import math
 import os
@@ -34,8 +29,9 @@ import soundfile as sf
 
 from destatic import dsp, media
 from destatic.settings import Settings
-from destatic.steps.listening import Section, players_of, read_mono, render_html, write_excerpt
+from destatic.steps.listening import Section, players_of, render_html, write_excerpt
 from destatic.steps.listening import previews as preview_clips
+from destatic.steps.plots import plot_profile, plot_spectrograms
 from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
 
 __all__ = [
@@ -46,9 +42,6 @@ __all__ = [
     "markdown_table",
     "noise_reduction_db",
     "run",
-    "plot_profile",
-    "plot_spectrograms",
-    "png_data_uri",
     "render_markdown",
     "render_report",
     "report_page",
@@ -61,115 +54,12 @@ LAST_RUN = "last-run.json"
 REPORT_HTML = "report.html"
 """The listening report, beside ``report.md`` (:mod:`destatic.steps.listening`)."""
 
-FULL_DPI = 100
-EMBED_DPI = 45
-EMBED_COLORS = 48
-FULL_PNG_COMPRESSION = 1
-"""zlib level of the full-size PNGs: a noisy spectrogram compresses little, and level 6 took 3x as long."""
-SPECTROGRAM_SECONDS = 30.0
-"""Seconds drawn when no excerpt is given."""
 LEVEL_FRAME_S = 0.05
 QUIET_FRACTION = 0.2
 EXCERPT_S = 15.0
 """Seconds of the excerpt the listening report plays, and the spectrograms show."""
 EXCERPT_CEILING_DB = 30.0
 """A frame counts at most this far above the noise floor (one loud bang does not pick the excerpt)."""
-
-
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(figure: Any, path: Path) -> str:
-    """Write `figure` to `path` at full size; return a small copy as a data: URI.
-
-    The small copy is the full PNG scaled down and quantised (one render, not two).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=FULL_DPI, pil_kwargs={"compress_level": FULL_PNG_COMPRESSION})
-    _pyplot().close(figure)
-    from PIL import Image
-
-    small = io.BytesIO()
-    with Image.open(path) as image:
-        size = (max(1, image.width * EMBED_DPI // FULL_DPI), max(1, image.height * EMBED_DPI // FULL_DPI))
-        thumbnail = image.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-        thumbnail.quantize(colors=EMBED_COLORS).save(small, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(small.getvalue()).decode("ascii")
-
-
-def png_data_uri(path: Path) -> str:
-    """A PNG file as a ``data:image/png;base64,...`` URI."""
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
-
-
-def plot_profile(profile: Any, path: Path, *, title: str | None = None) -> str:
-    """Plot a noise profile (:class:`destatic.dsp.NoiseProfile`, drawn by its own ``plot``).
-
-    Parameters
-    ----------
-    profile : destatic.dsp.NoiseProfile
-        The profile to draw, power per channel and bin.
-    path : Path
-        PNG written here.
-    title : str or None
-        None: the profile's own title.
-
-    Returns
-    -------
-    str
-        A downsampled copy of the plot as a data: URI.
-    """
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(8, 3))
-    db = profile.power_db()
-    for channel in range(profile.channels):
-        axes.semilogx(profile.frequencies[1:], db[channel, 1:], label=f"channel {channel}")
-    axes.set_xlabel("frequency (Hz)")
-    axes.set_ylabel("noise power (dB FS)")
-    axes.set_title(title or f"noise profile ({profile.mode}, {profile.sample_rate} Hz, n_fft {profile.n_fft})")
-    axes.grid(True, which="both", alpha=0.3)
-    if profile.channels > 1:
-        axes.legend()
-    figure.subplots_adjust(left=0.09, right=0.98, bottom=0.16, top=0.9)
-    return _save(figure, path)
-
-
-def plot_spectrograms(
-    before_wav: Path, after_wav: Path, path: Path, *, start: float = 0.0, seconds: float = SPECTROGRAM_SECONDS
-) -> str:
-    """Plot the spectrograms of `seconds` from `start` before and after cleaning, one above the other.
-
-    Drawn by ``librosa.display.specshow``: time in seconds of the file, frequency in Hz on a log scale.
-
-    Returns
-    -------
-    str
-        A downsampled copy of the plot as a data: URI.
-    """
-    plt = _pyplot()
-    from librosa.display import specshow
-
-    figure, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-    for ax, wav, label in ((axes[0], before_wav, "before"), (axes[1], after_wav, "after")):
-        audio, sr = read_mono(wav, start, seconds)
-        nfft = 1024 if sr > 24000 else 512
-        if len(audio) >= nfft:
-            hop = nfft // 2
-            density = dsp.spectrogram_db(audio, sr, nfft)
-            times = start + (np.arange(density.shape[1] + 1) * hop + (nfft - hop) / 2) / sr
-            hertz = np.maximum(0.0, (np.arange(density.shape[0] + 1) - 0.5) * sr / nfft)
-            specshow(density, x_coords=times, y_coords=hertz, sr=sr, x_axis="time", y_axis="log", cmap="magma", vmin=-140, vmax=-20, ax=ax)
-        ax.set_ylabel(f"{label}\nfrequency (Hz)")
-        ax.label_outer()
-    axes[1].set_xlabel("time (s)")
-    figure.subplots_adjust(left=0.12, right=0.98, bottom=0.1, top=0.97, hspace=0.12)
-    return _save(figure, path)
 
 
 def _frame_energies(wav: Path) -> np.ndarray:
