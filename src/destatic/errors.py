@@ -51,7 +51,7 @@ class BadInputError(DestaticError):
         super().__init__(f"{display_path(path)}: {self.reason}")
 
     def __reduce__(self) -> tuple[type[BadInputError], tuple[os.PathLike[str] | str | bytes, str]]:
-        """Pickle with both arguments (the default passes only the message), e.g. from a Dask worker or a channel process."""
+        """Pickle with both arguments (the default passes only the message), e.g. from a Dask worker or a step's child process."""
         return (type(self), (self.path, self.reason))
 
 
@@ -74,7 +74,7 @@ class TransientError(DestaticError):
         super().__init__(message)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        """Pickle with the errno too (from a channel process or a Dask worker)."""
+        """Pickle with the errno too (from a step's child process or a Dask worker)."""
         return (_transient_error, (str(self), self.errno))
 
 

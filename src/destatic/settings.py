@@ -306,6 +306,12 @@ class RuntimeSettings(_Group):
         description="destatic run answers a request it has answered before (same input bytes, settings and versions, "
         "its results still cached) by copying them again, without a Prefect flow run; false: always run the flow.",
     )
+    isolate_steps: bool = Field(
+        True,
+        description="Run the profile, subtract, inverse, loudness, residue and report steps in a child process that "
+        "holds no Prefect, so that no process holds both (peak memory about half); false: in the flow's process "
+        "(for a debugger).",
+    )
     ffmpeg_timeout_s: float | None = Field(
         None,
         gt=0,

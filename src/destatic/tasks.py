@@ -115,7 +115,7 @@ class StepCache(CachePolicy):
     suffix: str = ""
     suffix_from: str | None = None
     content: tuple[str, ...] = ()
-    ignore: tuple[str, ...] = ("progress",)
+    ignore: tuple[str, ...] = ("progress", "isolated")
 
     def artifact(self, inputs: Mapping[str, Any], key: str | None = None) -> Path:
         """Where the step writes its artifact for these inputs: ``<work_dir>/<step>-<key><suffix>``."""
@@ -201,6 +201,11 @@ class _Progress:
             self.last_told = now
 
 
+def _run(step: Callable[..., Any], *args: Any, isolated: bool, child: str = "steps", **kwargs: Any) -> Any:
+    """`step` called here, or (`isolated`) in a `child` process without Prefect (:mod:`destatic.steps.isolated`)."""
+    return steps.isolated.call(step, *args, child=child, **kwargs) if isolated else step(*args, **kwargs)
+
+
 _EXTRACT = StepCache(step="extract", suffix=".wav", content=("source",))
 _PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file", "profile_file"))
 _SUBTRACT = StepCache(step="subtract", suffix=".npy")
@@ -209,7 +214,7 @@ _RESIDUE = StepCache(step="residue", suffix=".wav")
 _LOUDNESS = StepCache(step="loudness", suffix=".wav")
 _REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
 _EXPORT = StepCache(step="export", suffix_from="format")
-_PLOTS = StepCache(step="plots", suffix=".json", ignore=("progress", "source"))
+_PLOTS = StepCache(step="plots", suffix=".json", ignore=("progress", "isolated", "source"))
 _STEP_OPTIONS: dict[str, Any] = {"retry_condition_fn": is_transient, "persist_result": True}
 
 
@@ -230,6 +235,7 @@ def profile_noise(
     noise_file: Path | None = None,
     noise_audio: steps.ExtractedAudio | None = None,
     profile_file: Path | None = None,
+    isolated: bool = True,
 ) -> steps.ProfiledNoise:
     """Profile: measure the noise power per channel and bin (or take a saved profile) into ``profile-<key>.npz``."""
     target = _PROFILE.target(
@@ -238,41 +244,61 @@ def profile_noise(
             "noise_file": noise_file, "noise_audio": noise_audio, "profile_file": profile_file,
         }
     )
-    return steps.profile.run(audio, target, noise, method=method, noise_audio=noise_audio)
+    return _run(steps.profile.run, audio, target, noise, method=method, noise_audio=noise_audio, isolated=isolated)
 
 
 @task(name="subtract_noise", cache_policy=_SUBTRACT, **_STEP_OPTIONS)
 def subtract_noise(
-    audio: steps.ExtractedAudio, noise: steps.ProfiledNoise, work_dir: Path, suppression: SuppressionSettings, *, progress: Any = None
+    audio: steps.ExtractedAudio,
+    noise: steps.ProfiledNoise,
+    work_dir: Path,
+    suppression: SuppressionSettings,
+    *,
+    progress: Any = None,
+    isolated: bool = True,
 ) -> steps.Gains:
     """Subtract: the suppression gain of every bin of every frame, into ``subtract-<key>.npy``."""
     target = _SUBTRACT.target({"audio": audio, "noise": noise, "work_dir": work_dir, "suppression": suppression})
-    return steps.subtract.run(audio, noise, target, suppression, on_progress=_Progress(progress, work_dir, start=20, span=40))
+    on_progress = _Progress(progress, work_dir, start=20, span=40)
+    return _run(steps.subtract.run, audio, noise, target, suppression, on_progress=on_progress, isolated=isolated)
 
 
 @task(name="inverse_stft", cache_policy=_INVERSE, **_STEP_OPTIONS)
 def inverse_stft(
-    audio: steps.ExtractedAudio, gains: steps.Gains, noise: steps.ProfiledNoise, work_dir: Path, *, progress: Any = None
+    audio: steps.ExtractedAudio,
+    gains: steps.Gains,
+    noise: steps.ProfiledNoise,
+    work_dir: Path,
+    *,
+    progress: Any = None,
+    isolated: bool = True,
 ) -> steps.AudioFile:
     """Inverse STFT: the gains applied and the frames overlap-added back, into ``inverse-<key>.wav``."""
     target = _INVERSE.target({"audio": audio, "gains": gains, "noise": noise, "work_dir": work_dir})
-    return steps.inverse.run(audio, gains, noise, target, on_progress=_Progress(progress, work_dir, start=60, span=30))
+    on_progress = _Progress(progress, work_dir, start=60, span=30)
+    return _run(steps.inverse.run, audio, gains, noise, target, on_progress=on_progress, isolated=isolated)
 
 
 @task(name="residue", cache_policy=_RESIDUE, **_STEP_OPTIONS)
-def residue(audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path) -> steps.AudioFile:
+def residue(audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path, *, isolated: bool = True) -> steps.AudioFile:
     """Residue: what was taken out, the audio minus the cleaned audio, into ``residue-<key>.wav``."""
     target = _RESIDUE.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir})
-    return steps.residue.run(audio, cleaned, target)
+    return _run(steps.residue.run, audio, cleaned, target, isolated=isolated)
 
 
 @task(name="level_loudness", cache_policy=_LOUDNESS, **_STEP_OPTIONS)
 def level_loudness(
-    audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path, target_lufs: float, ceiling_dbtp: float
+    audio: steps.ExtractedAudio,
+    cleaned: steps.AudioFile,
+    work_dir: Path,
+    target_lufs: float,
+    ceiling_dbtp: float,
+    *,
+    isolated: bool = True,
 ) -> steps.Leveled:
     """Loudness: the cleaned audio brought to `target_lufs` under a true-peak ceiling, into ``loudness-<key>.wav``."""
     target = _LOUDNESS.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir, "target_lufs": target_lufs, "ceiling_dbtp": ceiling_dbtp})
-    return steps.loudness.run(audio, cleaned, target, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp)
+    return _run(steps.loudness.run, audio, cleaned, target, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp, isolated=isolated)
 
 
 @task(name="remux", cache_policy=_REMUX, **_STEP_OPTIONS)
@@ -298,13 +324,14 @@ def plot_report(
     *,
     previews: bool = True,
     source: Path | None = None,
+    isolated: bool = True,
 ) -> steps.Plots:
     """Report: plots, the estimated reduction, the excerpt to listen to and a video's previews (``plots-<key>.json``).
 
     `source` (where the input is now, for the previews) is not in the key: the extract record names its content.
     """
     target = _PLOTS.target({"audio": audio, "noise": noise, "cleaned": cleaned, "work_dir": work_dir, "previews": previews})
-    return steps.report.run(audio, noise, cleaned, target, previews=previews, source=source)
+    return _run(steps.report.run, audio, noise, cleaned, target, previews=previews, source=source, isolated=isolated, child="report")
 
 
 @task(name="deliver", cache_policy=NO_CACHE, retry_condition_fn=is_transient)

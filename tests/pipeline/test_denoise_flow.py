@@ -312,6 +312,28 @@ def test_a_run_probes_its_source_once_and_loads_no_profile_file(short_video: Pat
 
     monkeypatch.setattr(_ffmpeg, "run", counting_run)
     monkeypatch.setattr(NoiseProfile, "load", classmethod(counting_load))
-    denoise_file(short_video, make_settings(), output=tmp_path / "out.mpg")
+    # In the flow's process, so that every probe and load is counted here.
+    denoise_file(short_video, make_settings(runtime={"isolate_steps": False}), output=tmp_path / "out.mpg")
     assert len(probes) == 1
     assert loads == []
+
+
+def test_steps_in_child_processes_give_the_same_bytes_and_leave_no_prefect_there(
+    short_video: Path, make_settings, tmp_path: Path
+) -> None:
+    """isolate_steps (the default) moves the heavy steps out of the flow's process, and changes no output."""
+    import hashlib
+
+    from destatic.flows import denoise_file
+    from destatic.steps import isolated
+
+    isolated.close_children()
+    outputs = {}
+    for isolate in (True, False):
+        settings = make_settings(runtime={"isolate_steps": isolate}, paths={"work": tmp_path / f"work-{isolate}"})
+        outputs[isolate] = denoise_file(short_video, settings, output=tmp_path / f"out-{isolate}.mpg")
+        if isolate:
+            kinds = {kind for kind, idle in isolated._idle.items() if idle}
+            assert kinds == {"steps", "report"}, "the steps and the report ran in their own children"
+    digests = {isolate: hashlib.sha256(path.read_bytes()).hexdigest() for isolate, path in outputs.items()}
+    assert digests[True] == digests[False]

@@ -165,23 +165,28 @@ def submit_steps(run: FileRun) -> None:
     audio, noise_audio = run.futures["extract"], run.futures.get("noise")
     noise_file = settings.noise.file.absolute() if noise_audio is not None and settings.noise.file else None
     profile_file = settings.noise.profile_file.absolute() if settings.noise.profile_file else None
-    method = settings.suppression.method
+    method, isolated = settings.suppression.method, settings.runtime.isolate_steps
     profile = run.submit(
         "profile", tasks.profile_noise, audio, work_dir, settings.noise,
-        method=method, noise_file=noise_file, noise_audio=noise_audio, profile_file=profile_file,
+        method=method, noise_file=noise_file, noise_audio=noise_audio, profile_file=profile_file, isolated=isolated,
     )
-    gains = run.submit("subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress)
-    cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress)
+    gains = run.submit(
+        "subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress, isolated=isolated
+    )
+    cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress, isolated=isolated)
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.
     previews = not writes_audio_only(source, settings)
-    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir, previews=previews, source=source)
+    run.submit("plots", tasks.plot_report, audio, profile, cleaned, work_dir, previews=previews, source=source, isolated=isolated)
     assert run.output is not None
     final = cleaned
     if settings.output.loudness_lufs is not None:
-        final = run.submit("loudness", tasks.level_loudness, audio, cleaned, work_dir, settings.output.loudness_lufs, settings.output.true_peak_db)
+        final = run.submit(
+            "loudness", tasks.level_loudness, audio, cleaned, work_dir, settings.output.loudness_lufs,
+            settings.output.true_peak_db, isolated=isolated,
+        )
     run.submit("deliver", tasks.deliver, _encode(run, "encode", final, run.output), run.output)
     if run.residue is not None:
-        residue = run.submit("residue", tasks.residue, audio, cleaned, work_dir)
+        residue = run.submit("residue", tasks.residue, audio, cleaned, work_dir, isolated=isolated)
         run.submit("deliver residue", tasks.deliver, _encode(run, "encode residue", residue, run.residue), run.residue)
 
 

@@ -10,7 +10,7 @@ from destatic._lazy import lazy_names
 from destatic.media.probe import MediaInfo, StreamInfo, probe  # light, and bound here: probe is also the submodule's name
 
 _NAMES = {
-    "time_limit": "destatic.media._ffmpeg",
+    **dict.fromkeys(("fixed_time_limit", "time_limit"), "destatic.media._ffmpeg"),
     "atomic_output": "destatic.media.atomic",
     **dict.fromkeys(("AudioTrack", "export_audio", "extract_audio", "first_sample_time", "read_audio", "wav_blocks", "wav_clip", "wav_info"), "destatic.media.audio"),
     **dict.fromkeys(("AUDIO_FORMATS", "AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "AudioFormat"), "destatic.media.formats"),
@@ -32,6 +32,7 @@ __all__ = [
     "export_audio",
     "extract_audio",
     "first_sample_time",
+    "fixed_time_limit",
     "measure_loudness",
     "preview_clip",
     "preview_clips",
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from destatic.media._ffmpeg import time_limit
+    from destatic.media._ffmpeg import fixed_time_limit, time_limit
     from destatic.media.atomic import atomic_output
     from destatic.media.audio import AudioTrack, export_audio, extract_audio, first_sample_time, read_audio, wav_blocks, wav_clip, wav_info
     from destatic.media.formats import AUDIO_FORMATS, AUDIO_SUFFIXES, VIDEO_SUFFIXES, AudioFormat

@@ -138,6 +138,11 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         _time_limit.reset(token)
 
 
+def fixed_time_limit() -> float | None:
+    """The time limit that :func:`time_limit` set in this context, or None (derived per call)."""
+    return _time_limit.get()
+
+
 def time_limit_for(source: os.PathLike[str] | str | bytes | None) -> float:
     """Seconds an ffmpeg call that reads `source` may run before it is killed.
 

@@ -12,12 +12,13 @@ step                what its ``run`` does
 :mod:`.remux`       the original container with the cleaned audio, video copied
 :mod:`.export`      or the cleaned audio alone, in an audio format
 :mod:`.deliver`     the result copied to where the user asked
-:mod:`.report`      plots and estimated reduction; then ``report.md``
+:mod:`.report`      plots (:mod:`.plots`) and estimated reduction; then ``report.md``
 ==================  =========================================================
 
 Each step's ``run`` takes the records of the steps before it
 (:mod:`.records`) and the path to write, and returns its own record;
-:mod:`destatic.tasks` wraps each one in a cached, retried Prefect task.
+:mod:`destatic.tasks` wraps each one in a cached, retried Prefect task, which
+runs the heavy ones in a child process without Prefect (:mod:`.isolated`).
 """
 
 from typing import TYPE_CHECKING
@@ -38,7 +39,9 @@ __all__ = [
     "export",
     "extract",
     "inverse",
+    "isolated",
     "loudness",
+    "plots",
     "profile",
     "remux",
     "report",
@@ -47,5 +50,5 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from destatic.steps import deliver, export, extract, inverse, loudness, profile, remux, report, residue, subtract
+    from destatic.steps import deliver, export, extract, inverse, isolated, loudness, plots, profile, remux, report, residue, subtract
     from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Leveled, Plots, ProfiledNoise

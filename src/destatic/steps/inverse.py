@@ -28,8 +28,8 @@ def run(
 ) -> AudioFile:
     """Apply `gains` to `audio` and write the cleaned audio to `target`, a float32 WAV (atomically).
 
-    Each channel process reads its audio and its gains itself; only the
-    cleaned samples come back, to be written here.
+    Each channel's thread reads its audio and its gains block by block; the
+    cleaned blocks are written here as they come.
 
     Parameters
     ----------

@@ -28,9 +28,9 @@ def run(
 ) -> Gains:
     """Compute the gains of `audio` with `noise`'s profile into the gains file `target` (written atomically).
 
-    Each channel process (one per channel on audio of 30 s or more) reads the
-    audio itself and writes its channels' rows in place, so no audio or gains
-    pass between processes and resident memory does not grow with duration.
+    Each channel's thread (one per channel on audio of 30 s or more) reads the
+    audio block by block and writes its channel's rows in place, so resident
+    memory does not grow with duration.
 
     Parameters
     ----------

@@ -1,0 +1,241 @@
+"""Steps run in a child process that holds no Prefect, so that no process holds both.
+
+The flow's process holds Prefect's client and the flow (about 110 MB). The
+DSP steps add numpy's buffers, the compiled loops (numba and LLVM, about
+80 MB), the learned model, and the report adds matplotlib and librosa. In one
+process that made 450-500 MB; split, each process stays near half.
+:func:`call` runs a step's ``run`` in a child and returns its record; errors
+come back as the same exception (with the child's traceback as a note), and
+progress calls are relayed to the caller's callback.
+
+Children are started with a fresh interpreter (never forked from a process
+with threads), reused while they are warm (their compiled loops stay
+loaded), closed after :data:`IDLE_S` without work, and at most one per CPU
+works at a time. Children are of kinds (the report's, with matplotlib and
+librosa loaded, is not the DSP steps'), so that none holds every library.
+A child exits when its parent does.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from destatic import media
+from destatic._cpus import available_cpus
+from destatic.errors import DestaticError
+
+__all__ = ["IDLE_S", "call", "close_children", "serve"]
+
+T = TypeVar("T")
+
+IDLE_S = 30.0
+"""Seconds a child waits for its next step before it is closed."""
+MEMORY_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "262144"}
+"""glibc's allocator in a child: large buffers are given back to the system when freed, and threads share two arenas."""
+_SERVE = "from destatic.steps.isolated import serve; serve()"
+
+
+class _Child:
+    """One child process and the pipes to it."""
+
+    def __init__(self, kind: str) -> None:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**MEMORY_ENVIRONMENT, **os.environ}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _SERVE, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
+        )
+        self.idle_since = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def close(self) -> None:
+        """Let the child exit (its input closes), or kill it if it is stuck."""
+        try:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            self.process.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+        finally:
+            if self.process.stdout is not None:
+                self.process.stdout.close()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+_idle: dict[str, list[_Child]] = {}
+_lock = threading.Lock()
+_working = threading.BoundedSemaphore(available_cpus())
+_reaper: threading.Thread | None = None
+
+
+def _take(kind: str) -> _Child:
+    with _lock:
+        idle = _idle.setdefault(kind, [])
+        while idle:
+            child = idle.pop()
+            if child.alive():
+                return child
+    return _Child(kind)
+
+
+def _give_back(kind: str, child: _Child) -> None:
+    global _reaper
+    child.idle_since = time.monotonic()
+    with _lock:
+        _idle.setdefault(kind, []).append(child)
+        if _reaper is None:
+            _reaper = threading.Thread(target=_reap, name="destatic-children", daemon=True)
+            _reaper.start()
+
+
+def _reap() -> None:
+    while True:
+        time.sleep(IDLE_S / 4)
+        stale = []
+        with _lock:
+            for idle in _idle.values():
+                stale += [child for child in idle if time.monotonic() - child.idle_since > IDLE_S]
+                idle[:] = [child for child in idle if child not in stale]
+        for child in stale:
+            child.close()
+
+
+def close_children() -> None:
+    """Close every idle child now (at exit; a test that counts processes)."""
+    with _lock:
+        children = [child for idle in _idle.values() for child in idle]
+        _idle.clear()
+    for child in children:
+        child.close()
+
+
+atexit.register(close_children)
+
+
+def call(function: Callable[..., T], /, *args: Any, child: str = "steps", **kwargs: Any) -> T:
+    """``function(*args, **kwargs)`` in a child process: its result, or its exception raised here.
+
+    Parameters
+    ----------
+    function : callable
+        A module-level function (found in the child by module and name); its
+        arguments and result must pickle.
+    *args, **kwargs
+        Its arguments. A keyword ``on_progress`` callable stays here: the child
+        calls a stand-in that relays each ``(done, total)`` to it. The caller's
+        current folder and the ffmpeg time limit of its context
+        (:func:`destatic.media.time_limit`) hold in the child.
+    child : str
+        The kind of child to run it in: one that has run only functions of this kind.
+
+    Raises
+    ------
+    Exception
+        What `function` raised, with the child's traceback as a note.
+    DestaticError
+        The child ended without an answer (killed, out of memory, crashed).
+    """
+    on_progress = kwargs.pop("on_progress", None)
+    request = (function.__module__, function.__qualname__, args, kwargs, os.getcwd(), media.fixed_time_limit(), on_progress is not None)
+    kind = child
+    with _working:
+        process = _take(kind)
+        answered = False
+        try:
+            assert process.process.stdin is not None and process.process.stdout is not None
+            pickle.dump(request, process.process.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+            process.process.stdin.flush()
+            while True:
+                outcome, *payload = pickle.load(process.process.stdout)
+                if outcome == "progress":
+                    on_progress(*payload)
+                    continue
+                answered = True
+                break
+        except (EOFError, BrokenPipeError, pickle.UnpicklingError) as error:
+            process.kill()
+            code = process.process.returncode
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            raise DestaticError(f"the process running {function.__qualname__} ended without an answer ({how})") from error
+        finally:
+            if answered:
+                _give_back(kind, process)
+            elif process.alive():
+                process.kill()
+    if outcome == "raised":
+        error, told = payload
+        if told:
+            error.add_note(told)
+        raise error
+    return payload[0]  # type: ignore[no-any-return]
+
+
+def _exit_with_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(70)
+
+
+def _answer(out: IO[bytes], message: tuple[Any, ...]) -> None:
+    try:
+        blob = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:  # a result that does not pickle is the step's fault, told as such
+        blob = pickle.dumps(("raised", DestaticError(f"the step's answer cannot be sent back: {error}"), ""))
+    out.write(blob)
+    out.flush()
+
+
+def _portable(error: BaseException) -> tuple[BaseException, str]:
+    """`error` (or a DestaticError saying the same where it does not pickle), and the child's traceback of it."""
+    told = "in the step's process:\n" + "".join(traceback.format_exception(error)).rstrip()
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error, told
+    except Exception:
+        return DestaticError(f"{type(error).__name__}: {error}"), told
+
+
+def serve() -> None:
+    """The child's loop: read a call, run it, answer; until the input closes or the parent is gone."""
+    import importlib
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which closes its children
+    requests = os.fdopen(os.dup(0), "rb")
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # what a library prints goes to stderr, not into the answers
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    while True:
+        try:
+            module, name, args, kwargs, folder, limit, relay = pickle.load(requests)
+        except EOFError:
+            return
+        if relay:
+            kwargs["on_progress"] = lambda done, total: _answer(answers, ("progress", done, total))
+        try:
+            os.chdir(folder)  # relative paths mean what they mean to the caller
+            function = importlib.import_module(module)
+            for part in name.split("."):
+                function = getattr(function, part)
+            with media.time_limit(limit):
+                result = function(*args, **kwargs)
+            message: tuple[Any, ...] = ("returned", result)
+        except BaseException as error:  # every failure goes back to the caller, who decides
+            message = ("raised", *_portable(error))
+        _answer(answers, message)

@@ -1,0 +1,105 @@
+"""Steps in a child process without Prefect (destatic.steps.isolated): answers, errors, progress, death, reuse."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+import child_helpers
+from destatic import media
+from destatic.errors import BadInputError, DestaticError
+from destatic.steps import isolated
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def children_find_the_helpers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    isolated.close_children()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(HERE), os.environ.get("PYTHONPATH")))))
+    yield
+    isolated.close_children()
+
+
+def test_a_child_holds_no_prefect_and_is_reused_while_warm() -> None:
+    import prefect  # noqa: F401  (loaded here, as in a flow's process)
+
+    first, prefect_there, matplotlib_there = isolated.call(child_helpers.loaded_modules)
+    again, *_ = isolated.call(child_helpers.loaded_modules)
+    other_kind, *_ = isolated.call(child_helpers.loaded_modules, child="report")
+    assert first != os.getpid() and not prefect_there and not matplotlib_there
+    assert again == first and other_kind != first
+
+
+def test_errors_come_back_as_themselves_with_the_childs_traceback(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="not what it says") as raised:
+        isolated.call(child_helpers.refuse, tmp_path / "odd name.wav")
+    assert raised.value.path == tmp_path / "odd name.wav"
+    assert any("in the step's process" in note and "refuse" in note for note in raised.value.__notes__)
+
+
+def test_progress_is_relayed_in_order() -> None:
+    seen: list[tuple[int, int]] = []
+    assert isolated.call(child_helpers.count, 5, on_progress=lambda done, total: seen.append((done, total))) == 5
+    assert seen == [(done, 5) for done in range(1, 6)]
+
+
+def test_the_callers_ffmpeg_time_limit_holds_in_the_child() -> None:
+    assert isolated.call(child_helpers.time_limit) is None
+    with media.time_limit(12.5):
+        assert isolated.call(child_helpers.time_limit) == 12.5
+
+
+def test_the_child_works_in_the_callers_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isolated.call(child_helpers.current_folder) == os.getcwd()
+    monkeypatch.chdir(tmp_path)  # the same (warm) child, another folder: relative paths follow
+    assert isolated.call(child_helpers.current_folder) == str(tmp_path)
+
+
+def test_a_child_that_dies_is_an_error_and_the_next_call_gets_a_new_one() -> None:
+    before, *_ = isolated.call(child_helpers.loaded_modules)
+    with pytest.raises(DestaticError, match=r"die ended without an answer \(signal 9\)"):
+        isolated.call(child_helpers.die)
+    after, *_ = isolated.call(child_helpers.loaded_modules)
+    assert after != before and not psutil.pid_exists(before)
+
+
+def test_an_answer_that_does_not_pickle_is_an_error_not_a_hang() -> None:
+    with pytest.raises(DestaticError, match="cannot be sent back"):
+        isolated.call(child_helpers.unpicklable)
+    assert isolated.call(child_helpers.count, 1, on_progress=lambda *_: None) == 1  # the child lives on
+
+
+def test_children_exit_with_their_parent(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import time, child_helpers
+            from pathlib import Path
+            from destatic.steps import isolated
+            pid, *_ = isolated.call(child_helpers.loaded_modules)
+            Path({str(pid_file)!r}).write_text(str(pid))
+            time.sleep(60)
+        """)],
+        env=os.environ.copy(),
+    )
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and parent.poll() is None
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    assert psutil.pid_exists(child)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the child outlived its parent"
+        time.sleep(0.1)
