@@ -39,6 +39,13 @@ def test_a_child_holds_no_prefect_and_is_reused_while_warm() -> None:
     assert again == first and other_kind != first
 
 
+def test_a_warmed_child_is_the_one_the_first_call_takes() -> None:
+    isolated.warm("steps", "child_helpers", "numpy")
+    isolated.warm("steps", "child_helpers")  # one is starting already: no second
+    pid, *_ = isolated.call(child_helpers.loaded_modules)
+    assert [child.process.pid for child in isolated._idle["steps"]] == [pid]
+
+
 def test_errors_come_back_as_themselves_with_the_childs_traceback(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="not what it says") as raised:
         isolated.call(child_helpers.refuse, tmp_path / "odd name.wav")

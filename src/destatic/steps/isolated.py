@@ -35,7 +35,7 @@ from destatic import media
 from destatic._cpus import available_cpus
 from destatic.errors import DestaticError
 
-__all__ = ["IDLE_S", "call", "close_children", "serve"]
+__all__ = ["IDLE_S", "call", "close_children", "preload", "serve", "warm"]
 
 T = TypeVar("T")
 
@@ -82,6 +82,7 @@ _idle: dict[str, list[_Child]] = {}
 _lock = threading.Lock()
 _working = threading.BoundedSemaphore(available_cpus())
 _reaper: threading.Thread | None = None
+_warming: dict[str, threading.Thread] = {}
 
 
 def _take(kind: str) -> _Child:
@@ -116,6 +117,38 @@ def _reap() -> None:
             child.close()
 
 
+def preload(*modules: str) -> None:
+    """Import `modules` (run in a child by :func:`warm`: before its first step needs them)."""
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
+
+
+def warm(kind: str, *modules: str) -> None:
+    """Start a child of `kind` in the background, importing `modules`, unless one is idle or starting.
+
+    For the flow to call as a file starts: the child's start-up then overlaps
+    the work before its first step, which takes it (:func:`call` waits for it).
+    """
+    with _lock:
+        if _idle.get(kind) or kind in _warming:
+            return
+        starting = threading.Thread(target=_warm, args=(kind, modules), name=f"destatic-warm-{kind}", daemon=True)
+        _warming[kind] = starting
+    starting.start()
+
+
+def _warm(kind: str, modules: tuple[str, ...]) -> None:
+    try:
+        call(preload, *modules, child=kind, _from_warm=True)
+    except Exception:  # the first step of this kind starts a child of its own, and says what went wrong
+        pass
+    finally:
+        with _lock:
+            _warming.pop(kind, None)
+
+
 def close_children() -> None:
     """Close every idle child now (at exit; a test that counts processes)."""
     with _lock:
@@ -128,7 +161,7 @@ def close_children() -> None:
 atexit.register(close_children)
 
 
-def call(function: Callable[..., T], /, *args: Any, child: str = "steps", **kwargs: Any) -> T:
+def call(function: Callable[..., T], /, *args: Any, child: str = "steps", _from_warm: bool = False, **kwargs: Any) -> T:
     """``function(*args, **kwargs)`` in a child process: its result, or its exception raised here.
 
     Parameters
@@ -154,6 +187,9 @@ def call(function: Callable[..., T], /, *args: Any, child: str = "steps", **kwar
     on_progress = kwargs.pop("on_progress", None)
     request = (function.__module__, function.__qualname__, args, kwargs, os.getcwd(), media.fixed_time_limit(), on_progress is not None)
     kind = child
+    starting = None if _from_warm else _warming_threads().get(kind)
+    if starting is not None:
+        starting.join()  # a child of this kind is starting: take it when it is ready
     with _working:
         process = _take(kind)
         answered = False
@@ -184,6 +220,11 @@ def call(function: Callable[..., T], /, *args: Any, child: str = "steps", **kwar
             error.add_note(told)
         raise error
     return payload[0]  # type: ignore[no-any-return]
+
+
+def _warming_threads() -> dict[str, threading.Thread]:
+    with _lock:
+        return dict(_warming)
 
 
 def _exit_with_parent(parent: int) -> None:
