@@ -31,18 +31,21 @@ import signal
 import subprocess
 import threading
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import BinaryIO
 
 from destatic._cpus import available_cpus, bind_to_cpu, one_cpu_each
 from destatic.errors import ParameterError, TransientError
 from destatic.media import _ffmpeg
 from destatic.media.atomic import partial_path
 
-__all__ = ["MAX_JOBS", "MIN_SEGMENT_SECONDS", "SPLICE_MUXERS", "SplicedAAC", "check_n_jobs", "encoder_jobs", "parallel_aac"]
+__all__ = ["MAX_JOBS", "MIN_SEGMENT_SECONDS", "SPLICE_MUXERS", "SplicedAAC", "adts_offsets", "check_n_jobs", "encoder_jobs", "parallel_aac"]
 
 FRAME_SAMPLES = 1024
+READ_BLOCK = 1 << 20
 MAX_JOBS = 4
 """Most encoders run at once (more buys little and costs memory and splices)."""
 MIN_SEGMENT_SECONDS = 20.0
@@ -264,30 +267,72 @@ def _sigint_deferred() -> Iterator[None]:
             signal.raise_signal(signal.SIGINT)
 
 
-def adts_packets(data: bytes) -> list[memoryview]:
-    """The frames of an ADTS stream, headers included, in order.
+def adts_offsets(path: Path) -> array:
+    """Where each frame of an ADTS file starts, and the file's end: ``frames + 1`` offsets.
+
+    Read in blocks, so that an hour of audio costs its offsets (8 bytes a
+    frame), not its bytes.
 
     Raises
     ------
     ValueError
         A frame does not start with the ADTS sync word or runs past the end.
     """
-    view = memoryview(data)
-    packets = []
-    position = 0
-    while position < len(data):
-        if len(data) - position < 7 or data[position] != 0xFF or data[position + 1] & 0xF6 != 0xF0:
-            raise ValueError(f"no ADTS frame at byte {position}")
-        length = (data[position + 3] & 0x03) << 11 | data[position + 4] << 3 | data[position + 5] >> 5
-        if length < 7 or position + length > len(data):
-            raise ValueError(f"ADTS frame at byte {position} has an impossible length {length}")
-        packets.append(view[position : position + length])
-        position += length
-    return packets
+    offsets = array("q")
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        block, base, position = b"", 0, 0
+        while position < size:
+            if position + 7 > base + len(block):
+                handle.seek(position)
+                block, base = handle.read(READ_BLOCK), position
+            i = position - base
+            if size - position < 7 or block[i] != 0xFF or block[i + 1] & 0xF6 != 0xF0:
+                raise ValueError(f"no ADTS frame at byte {position}")
+            length = (block[i + 3] & 0x03) << 11 | block[i + 4] << 3 | block[i + 5] >> 5
+            if length < 7 or position + length > size:
+                raise ValueError(f"ADTS frame at byte {position} has an impossible length {length}")
+            offsets.append(position)
+            position += length
+    offsets.append(position)
+    return offsets
+
+
+class _Packets:
+    """The frames of one encoded segment by index: their offsets held, their bytes read when asked for."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offsets = adts_offsets(path)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, index: int) -> bytes:
+        index = index + len(self) if index < 0 else index
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offsets[index])
+            return handle.read(self.offsets[index + 1] - self.offsets[index])
+
+    def copy_to(self, out: BinaryIO, start: int, stop: int | None) -> int:
+        """Append frames ``start`` to `stop` (None: the last) to `out`; return how many."""
+        stop = len(self) if stop is None else stop
+        with open(self.path, "rb") as handle:
+            handle.seek(self.offsets[start])
+            left = self.offsets[stop] - self.offsets[start]
+            while left > 0:
+                chunk = handle.read(min(READ_BLOCK, left))
+                if not chunk:
+                    raise ValueError(f"{self.path.name} ended before its last frame")
+                out.write(chunk)
+                left -= len(chunk)
+        return stop - start
 
 
 class _Bits:
-    def __init__(self, data: memoryview) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.value = int.from_bytes(data, "big")
         self.left = len(data) * 8
 
@@ -298,7 +343,7 @@ class _Bits:
         return (self.value >> self.left) & ((1 << count) - 1)
 
 
-def window_info(packet: memoryview) -> tuple[int, int] | None:
+def window_info(packet: bytes | memoryview) -> tuple[int, int] | None:
     """(window_sequence, window_shape) shared by every channel of one ADTS frame; None if unknown.
 
     Only the first channel element is read (a mono SCE or a stereo CPE, after
@@ -328,7 +373,7 @@ def window_info(packet: memoryview) -> tuple[int, int] | None:
         return None
 
 
-def _choose_splice(before: list[memoryview], after: list[memoryview], *, split: int, before_first: int, after_first: int) -> int | None:
+def _choose_splice(before: _Packets, after: _Packets, *, split: int, before_first: int, after_first: int) -> int | None:
     """The global packet index nearest `split` at which `after`'s packets may follow `before`'s.
 
     Frames ``g - 1`` and ``g`` must have identical long windows in both encodes
@@ -412,7 +457,7 @@ def parallel_aac(
     try:
         commands = [_encoder_args(Path(wav), segment, sample_rate=sample_rate, bitrate=bitrate) for segment in segments]
         _run_all(commands, logs, source=wav)
-        encoded = [adts_packets(segment.path.read_bytes()) for segment in segments]
+        encoded = [_Packets(segment.path) for segment in segments]
         chosen = []
         for i, split in enumerate(splits):
             g = _choose_splice(encoded[i], encoded[i + 1], split=split, before_first=segments[i].packet_offset, after_first=segments[i + 1].packet_offset)
@@ -426,9 +471,7 @@ def parallel_aac(
             for i, segment in enumerate(segments):
                 start = bounds[i] - segment.packet_offset
                 stop = None if bounds[i + 1] is None else bounds[i + 1] - segment.packet_offset
-                for packet in encoded[i][start:stop]:
-                    out.write(packet)
-                    packets += 1
+                packets += encoded[i].copy_to(out, start, stop)
         yield SplicedAAC(spliced_path, packets, frames, sample_rate, tuple(chosen))
     finally:
         for path in (*(segment.path for segment in segments), *logs, spliced_path):

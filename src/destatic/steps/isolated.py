@@ -10,7 +10,8 @@ progress calls are relayed to the caller's callback.
 
 Children are started with a fresh interpreter (never forked from a process
 with threads), reused while they are warm (their compiled loops stay
-loaded), closed after :data:`IDLE_S` without work, and at most one per CPU
+loaded), closed after :data:`IDLE_S` without work (:data:`WARM_IDLE_S` for one
+started ahead that has not worked yet), and at most one per CPU
 works at a time. Children are of kinds (the report's, with matplotlib and
 librosa loaded, is not the DSP steps'), so that none holds every library.
 A child exits when its parent does.
@@ -35,12 +36,14 @@ from destatic import media
 from destatic._cpus import available_cpus
 from destatic.errors import DestaticError
 
-__all__ = ["IDLE_S", "call", "close_children", "preload", "serve", "warm"]
+__all__ = ["IDLE_S", "WARM_IDLE_S", "call", "close_children", "preload", "serve", "warm"]
 
 T = TypeVar("T")
 
 IDLE_S = 30.0
 """Seconds a child waits for its next step before it is closed."""
+WARM_IDLE_S = 600.0
+"""Seconds a child started ahead (:func:`warm`) waits for its first step: the steps before it may take minutes."""
 MEMORY_ENVIRONMENT = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "262144", "MALLOC_TRIM_THRESHOLD_": "262144"}
 """glibc's allocator in a child: large buffers are given back to the system when freed, and threads share two arenas."""
 _SERVE = "from destatic.steps.isolated import serve; serve()"
@@ -57,6 +60,7 @@ class _Child:
             [sys.executable, "-c", _SERVE, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
         )
         self.idle_since = time.monotonic()
+        self.served = False
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -111,7 +115,7 @@ def _reap() -> None:
         stale = []
         with _lock:
             for idle in _idle.values():
-                stale += [child for child in idle if time.monotonic() - child.idle_since > IDLE_S]
+                stale += [child for child in idle if time.monotonic() - child.idle_since > (IDLE_S if child.served else WARM_IDLE_S)]
                 idle[:] = [child for child in idle if child not in stale]
         for child in stale:
             child.close()
@@ -211,6 +215,7 @@ def call(function: Callable[..., T], /, *args: Any, child: str = "steps", _from_
             raise DestaticError(f"the process running {function.__qualname__} ended without an answer ({how})") from error
         finally:
             if answered:
+                process.served = process.served or not _from_warm
                 _give_back(kind, process)
             elif process.alive():
                 process.kill()
