@@ -83,7 +83,6 @@ def measure(command: list[str], env: dict[str, str]) -> Measured:
     started = time.perf_counter()
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peaks: dict[str, float] = {}
-    labels: dict[int, str] = {}
     total = [0.0]
     done = threading.Event()
 
@@ -100,7 +99,7 @@ def measure(command: list[str], env: dict[str, str]) -> Measured:
                     rss = process.memory_info().rss / 2**20
                 except psutil.Error:
                     continue
-                label = labels.setdefault(process.pid, _label(process))
+                label = _label(process)  # afresh: a child is its parent's copy until it execs
                 peaks[label] = max(peaks.get(label, 0.0), rss)
                 now += rss
             total[0] = max(total[0], now)
