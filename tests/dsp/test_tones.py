@@ -11,8 +11,10 @@ import destatic
 from destatic.dsp import NoiseProfile, resolve_profile
 from destatic.dsp.profile import find_hum
 from destatic.dsp.tones import (
+    SpectrumScratch,
     ToneCanceller,
     blackman_harris,
+    clip_spectrum,
     find_peaks,
     find_tones,
     fit_tones,
@@ -132,6 +134,21 @@ def test_blackman_harris_is_scipys_to_the_bit(n):
     import scipy.signal
 
     np.testing.assert_array_equal(blackman_harris(n), scipy.signal.windows.blackmanharris(n))
+
+
+def test_a_clip_spectrum_with_reused_buffers_is_the_plain_one_to_the_bit(rng):
+    """Buffers carried from clip to clip, and a spectrum cut to its first bins, change no value."""
+    scratch = SpectrumScratch(24000)
+    for n in (24000, 24000, 1001):
+        clip = rng.standard_normal((n, 2)).astype(np.float32)
+        padded = 1 << int(np.ceil(np.log2(8 * n)))
+        power = sum(np.abs(np.fft.rfft(channel * blackman_harris(n), padded)) ** 2 for channel in clip.T)
+        plain = 10 * np.log10(power + 1e-30)
+        level, hz_per_bin, per_bin = clip_spectrum(clip, SR, scratch=scratch)
+        np.testing.assert_array_equal(level, plain)
+        assert (hz_per_bin, per_bin) == (SR / padded, padded / n)
+        np.testing.assert_array_equal(clip_spectrum(clip, SR, bins=500, scratch=scratch)[0], plain[:500])
+    assert scratch.length == 24000, "a clip of another length got buffers of its own"
 
 
 def test_find_peaks_is_scipys_with_plateaus_heights_and_distances(rng):

@@ -91,19 +91,44 @@ def spectral_peaks(
     )
 
 
-def clip_spectrum(clip: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float, float]:
+def clip_spectrum(
+    clip: np.ndarray, sample_rate: int, *, bins: int | None = None, scratch: SpectrumScratch | None = None
+) -> tuple[np.ndarray, float, float]:
     """The Blackman-Harris level spectrum of a ``(n, channels)`` clip: all channels' power in dB, zero-padded to 8 times its length or more.
 
-    Returns the level per bin, the bins' spacing in Hz and the padding
-    factor (bins per bin of the unpadded spectrum).
+    Returns the level of the first `bins` bins (all of them if None), the
+    bins' spacing in Hz and the padding factor (bins per bin of the unpadded
+    spectrum). `scratch` keeps the window and the large buffers from one
+    clip of a length to the next, so that a search over many clips does not
+    map fresh pages for each.
     """
     n = clip.shape[0]
-    padded = 1 << int(math.ceil(math.log2(8 * n)))
-    window = blackman_harris(n)
-    power = np.zeros(padded // 2 + 1)
+    scratch = scratch if scratch is not None and scratch.length == n else SpectrumScratch(n)
+    power = np.zeros(scratch.padded // 2 + 1)
     for channel in clip.T:  # one at a time: the padded transforms are large
-        power += np.abs(np.fft.rfft(channel * window, padded)) ** 2
-    return 10 * np.log10(power + 1e-30), sample_rate / padded, padded / n
+        np.multiply(channel, scratch.window, out=scratch.signal[:n])
+        np.fft.rfft(scratch.signal, out=scratch.spectrum)
+        np.abs(scratch.spectrum, out=scratch.magnitude)
+        power += np.square(scratch.magnitude, out=scratch.magnitude)
+    kept = power if bins is None else power[:bins]
+    return 10 * np.log10(kept + 1e-30), sample_rate / scratch.padded, scratch.padded / n
+
+
+class SpectrumScratch:
+    """The window and buffers :func:`clip_spectrum` uses for clips of `length` samples, reused across clips."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.padded = padded_length(length)
+        self.window = blackman_harris(length)
+        self.signal = np.zeros(self.padded)
+        self.spectrum = np.empty(self.padded // 2 + 1, np.complex128)
+        self.magnitude = np.empty(self.padded // 2 + 1)
+
+
+def padded_length(n: int) -> int:
+    """The FFT length of :func:`clip_spectrum` for an `n`-sample clip: the power of 2 at least 8 times `n`."""
+    return 1 << int(math.ceil(math.log2(8 * n)))
 
 
 def prominence(level: np.ndarray, per_bin: float) -> np.ndarray:
@@ -441,9 +466,12 @@ def hum_in_segments(clips: Iterable[np.ndarray], sample_rate: int) -> np.ndarray
     """
     top = min(HUM_MAX_ORDER * (max(MAINS_HZ) + HUM_TOLERANCE_HZ), 0.45 * sample_rate)
     levels = []
+    scratch: SpectrumScratch | None = None
     for clip in clips:
-        level, hz_per_bin, per_bin = clip_spectrum(clip, sample_rate)
-        levels.append(level[: int(top / hz_per_bin) + 2].copy())  # a copy: a view would keep the whole spectrum
+        if scratch is None or scratch.length != clip.shape[0]:
+            scratch = SpectrumScratch(clip.shape[0])
+        level, hz_per_bin, per_bin = clip_spectrum(clip, sample_rate, bins=int(top / (sample_rate / scratch.padded)) + 2, scratch=scratch)
+        levels.append(level)
     if len(levels) < HUM_MIN_SEGMENTS:
         return np.zeros(0)
     each = np.array(levels)
