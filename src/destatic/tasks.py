@@ -11,6 +11,7 @@ outside (the input, a noise recording) are hashed by content.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import time
@@ -29,14 +30,13 @@ from prefect.states import State
 from prefect.transactions import get_transaction
 from pydantic import BaseModel
 
-from destatic import __version__, media, steps
+from destatic import __version__, dsp, media, steps
 from destatic.cache import KEY_CHARS, STEP_VERSIONS, artifact_name
 from destatic._digest import file_digest
 from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
 
 __all__ = [
-    "CHILD_MODULES",
     "STEP_VERSIONS",
     "StepCache",
     "deliver",
@@ -203,17 +203,15 @@ class _Progress:
             self.last_told = now
 
 
-CHILD_MODULES = {
-    "steps": ("destatic.steps.profile", "destatic.steps.subtract", "destatic.steps.inverse"),
-    "report": ("destatic.steps.report", "matplotlib"),
-}
-"""The kinds of child the isolated steps run in (the report's apart), and what each loads before its first step."""
+def warm_children(method: str | None, work_dir: Path) -> None:
+    """Start the children the isolated steps run in, each loading now what its first step needs.
 
-
-def warm_children() -> None:
-    """Start a child of each kind in :data:`CHILD_MODULES` now (:func:`destatic.steps.isolated.warm`)."""
-    for kind, modules in CHILD_MODULES.items():
-        steps.isolated.warm(kind, *modules)
+    The DSP child cleans a second of noise with `method` (:func:`destatic.dsp.warm_up`); the
+    report's draws a spectrogram at the lowest priority (:func:`destatic.steps.plots.warm_up`),
+    its numba fallback in `work_dir` as the report step's. See :func:`destatic.steps.isolated.warm`.
+    """
+    steps.isolated.warm("steps", dsp.warm_up, method)
+    steps.isolated.warm("report", steps.report.at_lowest_priority, functools.partial(steps.plots.warm_up, work_dir / ".numba"))
 
 
 def _run(step: Callable[..., Any], *args: Any, isolated: bool, child: str = "steps", **kwargs: Any) -> Any:

@@ -41,3 +41,20 @@ def unpicklable() -> object:
 
 def current_folder() -> str:
     return os.getcwd()
+
+
+def modules_a_first_clean_adds(method: str) -> list[str]:
+    """The modules that cleaning stereo audio with `method`, hum search included, imports in this process."""
+    import numpy as np
+
+    from destatic import dsp
+
+    before = set(sys.modules)
+    audio = np.random.default_rng(1).standard_normal((3 * 48000, 2)).astype(np.float32) * 0.01
+    dsp.denoise(audio, 48000, method=method, noise=(0.0, 1.0))
+    dsp.find_hum(lambda start, stop: audio[start:stop], len(audio), 48000)
+    return sorted(set(sys.modules) - before)
+
+
+def loaded(*names: str) -> list[bool]:
+    return [name in sys.modules for name in names]

@@ -40,8 +40,8 @@ def test_a_child_holds_no_prefect_and_is_reused_while_warm() -> None:
 
 
 def test_a_warmed_child_is_the_one_the_first_call_takes() -> None:
-    isolated.warm("steps", "child_helpers", "numpy")
-    isolated.warm("steps", "child_helpers")  # one is starting already: no second
+    isolated.warm("steps", child_helpers.loaded_modules)
+    isolated.warm("steps", child_helpers.loaded_modules)  # one is starting already: no second
     pid, *_ = isolated.call(child_helpers.loaded_modules)
     assert [child.process.pid for child in isolated._idle["steps"]] == [pid]
 
@@ -110,3 +110,30 @@ def test_children_exit_with_their_parent(tmp_path: Path) -> None:
     while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
         assert time.monotonic() < deadline, "the child outlived its parent"
         time.sleep(0.1)
+
+
+def test_a_child_warmed_for_a_method_imports_nothing_more_in_its_first_clean() -> None:
+    from destatic import dsp
+
+    isolated.warm("steps", dsp.warm_up, "logmmse")
+    assert isolated.call(child_helpers.modules_a_first_clean_adds, "logmmse") == []
+    isolated.close_children()
+    assert any(name.startswith(("numba", "scipy")) for name in isolated.call(child_helpers.modules_a_first_clean_adds, "logmmse")), (
+        "a cold child imports the compiled loops in its first clean"
+    )
+
+
+def test_the_report_warm_up_loads_the_plotting_libraries_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from destatic.steps import plots
+
+    monkeypatch.chdir(tmp_path)
+    isolated.call(plots.warm_up, tmp_path / "fallback", child="report")
+    assert isolated.call(child_helpers.loaded, "matplotlib.pyplot", "librosa.display", "PIL.Image", child="report") == [True, True, True]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_closed_child_exits_cleanly() -> None:
+    isolated.call(child_helpers.loaded_modules)
+    (child,) = isolated._idle["steps"]
+    isolated.close_children()
+    assert child.process.returncode == 0

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from destatic._lazy import lazy_names
 
 _NAMES = {
-    **dict.fromkeys(("NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile"), "destatic.dsp.denoising"),
+    **dict.fromkeys(("NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile", "warm_up"), "destatic.dsp.denoising"),
     **dict.fromkeys(("SEED_FRAMING", "framing_for"), "destatic.dsp.framing"),
     **dict.fromkeys(("GainFileWriter", "read_gain_rows"), "destatic.dsp.gain_file"),
     **dict.fromkeys(
@@ -89,6 +89,7 @@ __all__ = [
     "resolve_method",
     "resolve_profile",
     "spectrogram_db",
+    "warm_up",
 ]
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ if TYPE_CHECKING:
         learned_available,
         resolve_method,
     )
-    from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile
+    from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile, warm_up
     from destatic.dsp.framing import SEED_FRAMING, framing_for
     from destatic.dsp.gain_file import GainFileWriter, read_gain_rows
     from destatic.dsp._numba import caching_other_packages

@@ -24,7 +24,7 @@ from destatic.dsp.choices import HumMode
 from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
 from destatic.errors import ParameterError
 
-__all__ = ["PARALLEL_MIN_SECONDS", "NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile"]
+__all__ = ["PARALLEL_MIN_SECONDS", "NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile", "warm_up"]
 
 NoiseSpec = NoiseProfile | tuple[float, float] | np.ndarray | None
 PARALLEL_MIN_SECONDS = 5.0
@@ -277,3 +277,18 @@ def denoise(
     for _ in run_channel_groups(work, samples.shape[1], n_jobs=jobs):
         pass
     return result.reshape(np.shape(audio)) if np.ndim(audio) == 1 else result
+
+
+def warm_up(method: str | None = None, sample_rate: int = 48000) -> None:
+    """Clean a second of generated stereo noise with `method`, and load what the search for hum uses.
+
+    For a process that will clean audio soon (a step child started as a
+    file's audio is extracted): its modules import and its compiled loops
+    load from numba's cache now, not in its first step. The same numbers come
+    out of every later call; this only moves their start-up cost.
+    """
+    from destatic.dsp.tones import prominence
+
+    noise = np.random.default_rng(0).standard_normal((sample_rate, 2)).astype(np.float32) * 1e-3
+    denoise(noise, sample_rate, method=method, n_jobs=1)
+    prominence(np.zeros(64), 1.0)

@@ -18,7 +18,7 @@ import numpy as np
 from destatic import dsp
 from destatic.steps.listening import read_mono
 
-__all__ = ["SPECTROGRAM_CELLS", "fit_to_cells", "plot_profile", "plot_spectrograms", "png_data_uri"]
+__all__ = ["SPECTROGRAM_CELLS", "fit_to_cells", "plot_profile", "plot_spectrograms", "png_data_uri", "warm_up"]
 
 FULL_DPI = 100
 EMBED_DPI = 45
@@ -134,12 +134,17 @@ def plot_spectrograms(
     str
         A downsampled copy of the plot as a data: URI.
     """
+    excerpts = [(label, *read_mono(wav, start, seconds)) for wav, label in ((before_wav, "before"), (after_wav, "after"))]
+    return _save(_spectrogram_figure(excerpts, start), path)
+
+
+def _spectrogram_figure(excerpts: list[tuple[str, np.ndarray, int]], start: float) -> Any:
+    """The figure of :func:`plot_spectrograms`: one spectrogram per ``(label, mono audio, rate)``, one above the other."""
     plt = _pyplot()
     from librosa.display import specshow
 
-    figure, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
-    for ax, wav, label in ((axes[0], before_wav, "before"), (axes[1], after_wav, "after")):
-        audio, sr = read_mono(wav, start, seconds)
+    figure, axes = plt.subplots(len(excerpts), 1, figsize=(8, 5), sharex=True)
+    for ax, (label, audio, sr) in zip(axes, excerpts):
         nfft = 1024 if sr > 24000 else 512
         if len(audio) >= nfft:
             hop = nfft // 2
@@ -150,6 +155,23 @@ def plot_spectrograms(
             specshow(density, x_coords=times, y_coords=hertz, sr=sr, x_axis="time", y_axis="log", cmap="magma", vmin=-140, vmax=-20, ax=ax)
         ax.set_ylabel(f"{label}\nfrequency (Hz)")
         ax.label_outer()
-    axes[1].set_xlabel("time (s)")
+    axes[-1].set_xlabel("time (s)")
     figure.subplots_adjust(left=0.12, right=0.98, bottom=0.1, top=0.97, hspace=0.12)
-    return _save(figure, path)
+    return figure
+
+
+def warm_up(fallback: Path) -> None:
+    """Draw a spectrogram of a second of generated noise into memory, and load what the small copies use.
+
+    For the report's child, started as a file's audio is extracted: matplotlib,
+    librosa (its cached numba functions: `fallback` as for
+    :func:`destatic.dsp.caching_other_packages`) and PIL load now, not in the
+    report step. Nothing is written.
+    """
+    from PIL import Image  # noqa: F401  (loaded for the small copies)
+
+    noise = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 1e-3
+    with dsp.caching_other_packages(fallback):
+        figure = _spectrogram_figure([("before", noise, 48000), ("after", noise, 48000)], 0.0)
+        figure.savefig(io.BytesIO(), dpi=FULL_DPI, format="png")
+    _pyplot().close(figure)
