@@ -207,7 +207,7 @@ def warm_children(method: str | None, work_dir: Path) -> None:
     """Start the children the isolated steps run in, each loading now what its first step needs.
 
     The DSP child cleans a second of noise with `method` (:func:`destatic.dsp.warm_up`); the
-    report's draws a spectrogram at the lowest priority (:func:`destatic.steps.plots.warm_up`),
+    report's imports its plotting libraries at the lowest priority (:func:`destatic.steps.plots.warm_up`),
     its numba fallback in `work_dir` as the report step's. See :func:`destatic.steps.isolated.warm`.
     """
     steps.isolated.warm("steps", dsp.warm_up, method)
