@@ -10,7 +10,9 @@ benchmarks/out/) and prints one table:
 - ``destatic run`` on a 10-minute 640x360 h264/aac video against
   ``ffmpeg -i in.mp4 -af afftdn -c:v copy out.mp4`` on the same file in the
   same run, the two alternated ``--repeat`` times, the run with the median
-  ratio shown; target <= 1.5x;
+  ratio shown, with ``--method`` (logmmse, passed explicitly: the classic
+  path of issue 14, whose target is <= 1.2x; the learned default has its
+  figures in benchmarks/unattended.py);
 - a cold ``destatic run`` of a 3-second clip with the embedded server (no
   PREFECT_API_URL), with a fresh and with a warm PREFECT_HOME.
 
@@ -197,6 +199,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the long video")
     parser.add_argument("--skip-long", action="store_true", help="skip the long-video comparison")
     parser.add_argument("--repeat", type=int, default=5, help="runs of the long-video comparison (the median is shown)")
+    parser.add_argument("--method", default="logmmse", help="destatic method of the long-video comparison (default logmmse, passed explicitly)")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -252,7 +255,7 @@ def main() -> int:
             for attempt in range(args.repeat):  # alternated, so that a slow spell of the machine hits both
                 work = OUT / f"work-long{attempt}"
                 peers.append(timed(ffmpeg, server_env))
-                runs.append(timed([*cli, str(long_video), "-o", str(OUT / f"long-clean{attempt}.mp4"), "--work", str(work)], server_env))
+                runs.append(timed([*cli, str(long_video), "--method", args.method, "-o", str(OUT / f"long-clean{attempt}.mp4"), "--work", str(work)], server_env))
                 all_steps.append(_step_seconds(work))
                 if attempt + 1 < args.repeat:
                     shutil.rmtree(work)
@@ -260,19 +263,19 @@ def main() -> int:
             middle = sorted(range(args.repeat), key=lambda i: ratios[i])[args.repeat // 2]
             peer, ours, steps = peers[middle], runs[middle], all_steps[middle]
             last_work = OUT / f"work-long{args.repeat - 1}"
-            again = timed([*cli, str(long_video), "-o", str(OUT / "long-again.mp4"), "--work", str(last_work)], server_env)
+            again = timed([*cli, str(long_video), "--method", args.method, "-o", str(OUT / "long-again.mp4"), "--work", str(last_work)], server_env)
             encode_only = timed(_bare_encode_command(last_work, OUT / "bare-encode.m4a"), server_env)
             rows.append((f"ffmpeg -af afftdn -c:v copy, {args.minutes:g} min video (median run of {args.repeat})",
                          f"{peer.wall:.1f} s wall, {peer.cpu:.1f} s CPU", "", ""))
             rows.append(("destatic run, same video (CLI, local server), wall",
                          f"{ours.wall:.1f} s = {ours.wall / peer.wall:.2f}x afftdn",
-                         "<= 1.5x", "ok" if ours.wall / peer.wall <= 1.5 else "MISSED"))
+                         "<= 1.2x", "ok" if ours.wall / peer.wall <= 1.2 else "MISSED"))
             rows.append(("  every run's ratio, in order", " ".join(f"{ratio:.2f}" for ratio in ratios), "", ""))
             rows.append(("destatic run, same video, CPU", f"{ours.cpu:.1f} s = {ours.cpu / peer.cpu:.2f}x afftdn",
-                         "<= 1.5x", "ok" if ours.cpu / peer.cpu <= 1.5 else "MISSED"))
+                         "<= 1.2x", "ok" if ours.cpu / peer.cpu <= 1.2 else "MISSED"))
             rows.append(("  its steps, s", " ".join(f"{name} {seconds:.1f}" for name, seconds in steps.items()), "", ""))
-            rows.append(("  outside the steps (CLI start, Prefect, plots, report)",
-                         f"{ours.wall - sum(steps.values()):.1f} s", "", ""))
+            rows.append(("  outside the steps (CLI start, Prefect, the plots' tail, report)",
+                         f"{ours.wall - sum(seconds for name, seconds in steps.items() if name != 'plots'):.1f} s", "", ""))
             rows.append(("bare ffmpeg AAC encode of the cleaned audio, same bitrate",
                          f"{encode_only.wall:.1f} s = {encode_only.wall / peer.wall:.2f}x afftdn", "", ""))
             rows.append(("destatic run again, cached (CLI process)", f"{again.wall:.1f} s wall, {again.cpu:.1f} s CPU", "", ""))
