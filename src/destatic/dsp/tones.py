@@ -104,7 +104,8 @@ def clip_spectrum(
     """
     n = clip.shape[0]
     scratch = scratch if scratch is not None and scratch.length == n else SpectrumScratch(n)
-    power = np.zeros(scratch.padded // 2 + 1)
+    power = scratch.power
+    power.fill(0.0)
     for channel in clip.T:  # one at a time: the padded transforms are large
         np.multiply(channel, scratch.window, out=scratch.signal[:n])
         np.fft.rfft(scratch.signal, out=scratch.spectrum)
@@ -124,6 +125,7 @@ class SpectrumScratch:
         self.signal = np.zeros(self.padded)
         self.spectrum = np.empty(self.padded // 2 + 1, np.complex128)
         self.magnitude = np.empty(self.padded // 2 + 1)
+        self.power = np.empty(self.padded // 2 + 1)
 
 
 def padded_length(n: int) -> int:
@@ -468,9 +470,9 @@ def hum_in_segments(clips: Iterable[np.ndarray], sample_rate: int) -> np.ndarray
     levels = []
     scratch: SpectrumScratch | None = None
     for clip in clips:
-        if scratch is None or scratch.length != clip.shape[0]:
-            scratch = SpectrumScratch(clip.shape[0])
-        level, hz_per_bin, per_bin = clip_spectrum(clip, sample_rate, bins=int(top / (sample_rate / scratch.padded)) + 2, scratch=scratch)
+        scratch = SpectrumScratch(clip.shape[0]) if scratch is None else scratch  # the clips are equally long
+        kept = int(top / (sample_rate / padded_length(clip.shape[0]))) + 2
+        level, hz_per_bin, per_bin = clip_spectrum(clip, sample_rate, bins=kept, scratch=scratch)
         levels.append(level)
     if len(levels) < HUM_MIN_SEGMENTS:
         return np.zeros(0)
