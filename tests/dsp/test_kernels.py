@@ -128,6 +128,33 @@ def test_compiled_tracker_is_the_numpy_tracker_bit_for_bit(channels, frames, win
     np.testing.assert_array_equal(got, oracle.update(power))
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(st.sampled_from([0.0, 0.5, 1.0, 2.0]) | st.floats(0.0, 1e4, width=32), min_size=1, max_size=300),
+    fraction=st.floats(0.0, 1.0),
+    guess=st.floats(0.0, 1e4, width=32) | st.just(float("nan")),
+    spread=st.floats(1.0, 10.0, width=32, exclude_min=True),
+    nan_at=st.none() | st.integers(0, 299),
+)
+def test_the_drift_quantile_sought_near_a_guess_is_the_one_among_all_bins(values, fraction, guess, spread, nan_at):
+    """The band search of the tracker's bound finds the order statistics a sort finds, or says it did not (NaN: never)."""
+    from destatic.dsp import _kernels
+
+    ratios = np.array(values, np.float32)
+    if nan_at is not None:
+        ratios[nan_at % ratios.size] = np.nan
+    k = min(int(fraction * ratios.size), ratios.size - 1)
+    ordered = np.sort(ratios)
+    below, above, inside = _kernels._order_pair_near(ratios.copy(), k, np.float32(guess), np.float32(spread), np.empty_like(ratios))
+    low, high = np.float32(guess) / np.float32(spread), np.float32(guess) * np.float32(spread)
+    if nan_at is not None or np.isnan(guess) or not low <= ordered[k] <= high:
+        assert inside == -1
+    else:
+        assert inside >= 1
+        assert below == ordered[k]
+        assert above == ordered[min(k + 1, ratios.size - 1)]
+
+
 @pytest.mark.parametrize(("n_fft", "hop", "centered"), [(64, 16, False), (256, 128, False), (2048, 512, True), (3072, 768, False)])
 def test_framing_and_overlap_add_agree_with_the_numpy_oracle(n_fft, hop, centered, rng):
     audio = rng.standard_normal((20_000, 2)).astype(np.float32)

@@ -238,12 +238,56 @@ def _kth_smallest(values, k):
 
 
 @compiled
-def _bound_noise(noise, ceiling, reference, drifts, index, fraction, ratios):
+def _order_pair_near(values, k, guess, spread, kept):
+    """The ``k``-th and ``(k + 1)``-th smallest of ``values`` if the ``k``-th lies within a factor ``spread`` of ``guess``.
+
+    One pass counts the values below the band and copies those inside it to
+    ``kept`` (scratch as long as ``values``); only those few are then
+    selected among. Returns ``(below, above, inside)``, with ``inside`` -1
+    where the ``k``-th is not in the band or a value is NaN (the caller then
+    selects among all). ``above`` is ``below`` when ``k`` is the last.
+    """
+    n = values.shape[0]
+    low = guess / spread
+    high = guess * spread
+    under = 0
+    over = 0
+    inside = 0
+    smallest_over = np.float32(np.inf)
+    for b in range(n):
+        r = values[b]
+        kept[inside] = r
+        inside += (r >= low) & (r <= high)
+        under += r < low
+        is_over = r > high
+        over += is_over
+        smallest_over = min(smallest_over, r if is_over else np.float32(np.inf))
+    position = k - under
+    if under + inside + over != n or position < 0 or position >= inside:
+        return values[0], values[0], -1
+    band = kept[:inside]
+    below = _kth_smallest(band, position)
+    above = below
+    if k + 1 < n:
+        if position + 1 < inside:
+            above = band[position + 1]
+            for b in range(position + 2, inside):
+                above = min(above, band[b])
+        else:
+            above = smallest_over
+    return below, above, inside
+
+
+@compiled
+def _bound_noise(noise, ceiling, reference, drifts, index, fraction, ratios, kept, search):
     """Keep the tracked ``noise`` of a frame under ``ceiling``, raised by the frame's broadband drift if ``drifts``.
 
     The drift is the quantile (``index`` and ``fraction`` between the order
     statistics ``index`` and ``index + 1``) over bins of ``noise / reference``,
     interpolated as ``numpy.quantile`` does; it only ever raises the ceiling.
+    The order statistics are sought first near the last frame's (``search``:
+    that value, NaN for none, and the band's spread, adapted as frames come),
+    which the tracked noise moves from slowly, then among all bins.
     """
     bins = noise.shape[0]
     one = np.float32(1.0)
@@ -251,12 +295,19 @@ def _bound_noise(noise, ceiling, reference, drifts, index, fraction, ratios):
     if drifts:
         for b in range(bins):
             ratios[b] = noise[b] / reference[b]
-        below = _kth_smallest(ratios, index)
-        above = below
-        if index + 1 < bins:
-            above = ratios[index + 1]
-            for b in range(index + 2, bins):
-                above = min(above, ratios[b])
+        below, above, inside = _order_pair_near(ratios, index, search[0], search[1], kept)
+        if inside < 0:
+            if search[0] == search[0]:
+                search[1] = min(search[1] * search[1], np.float32(1e4))
+            below = _kth_smallest(ratios, index)
+            above = below
+            if index + 1 < bins:
+                above = ratios[index + 1]
+                for b in range(index + 2, bins):
+                    above = min(above, ratios[b])
+        elif inside > 64:
+            search[1] = max(np.sqrt(search[1]), np.float32(1.0001))
+        search[0] = below
         difference = above - below
         if fraction >= 0.5:
             drift = np.float32(np.float64(above) - np.float64(difference) * (1.0 - fraction))
@@ -378,6 +429,8 @@ def suppression_gains(
     smoothed_power = np.empty(bins, np.float32)
     tracked = np.empty(bins, np.float32)
     ratios = np.empty(bins, np.float32)
+    kept = np.empty(bins, np.float32)
+    search = np.empty(2, np.float32)
     noise_floor = np.float32(1e-30)
     gain = np.empty(bins, np.float32)
     wiener = np.empty(bins, np.float32)
@@ -388,6 +441,8 @@ def suppression_gains(
     plain = kernel.shape[0] == 0 and time_smoothing == 0.0
     for c in range(channels):
         counters[:] = start_counters
+        search[0] = np.float32(np.nan)
+        search[1] = np.float32(1.05)
         for f in range(n_frames):
             frame = spectra[c, f]
             for b in range(bins):
@@ -398,7 +453,7 @@ def suppression_gains(
                 _track_frame(power, smoothed_power, state[c], ring[c], counters,
                              constants[8], constants[9], constants[10], subwindow, tracked)
                 if bounded:
-                    _bound_noise(tracked, ceiling[c], reference[c], drifts, drift_index, drift_fraction, ratios)
+                    _bound_noise(tracked, ceiling[c], reference[c], drifts, drift_index, drift_fraction, ratios, kept, search)
                 for b in range(bins):
                     tracked[b] = max(tracked[b] * scale, noise_floor)
                 noise = tracked
