@@ -238,6 +238,18 @@ def _kth_smallest(values, k):
 
 
 @compiled
+def _order_pair(values, k):
+    """The ``k``-th smallest of ``values`` (0-based) and the next one (the ``k``-th again if it is the last); ``values`` are reordered."""
+    below = _kth_smallest(values, k)
+    above = below
+    if k + 1 < values.shape[0]:
+        above = values[k + 1]
+        for b in range(k + 2, values.shape[0]):
+            above = min(above, values[b])
+    return below, above
+
+
+@compiled
 def _order_pair_near(values, k, guess, spread, kept):
     """The ``k``-th and ``(k + 1)``-th smallest of ``values`` if the ``k``-th lies within a factor ``spread`` of ``guess``.
 
@@ -265,16 +277,9 @@ def _order_pair_near(values, k, guess, spread, kept):
     position = k - under
     if under + inside + over != n or position < 0 or position >= inside:
         return values[0], values[0], -1
-    band = kept[:inside]
-    below = _kth_smallest(band, position)
-    above = below
-    if k + 1 < n:
-        if position + 1 < inside:
-            above = band[position + 1]
-            for b in range(position + 2, inside):
-                above = min(above, band[b])
-        else:
-            above = smallest_over
+    below, above = _order_pair(kept[:inside], position)
+    if position + 1 == inside and k + 1 < n:
+        above = smallest_over
     return below, above, inside
 
 
@@ -297,14 +302,9 @@ def _bound_noise(noise, ceiling, reference, drifts, index, fraction, ratios, kep
             ratios[b] = noise[b] / reference[b]
         below, above, inside = _order_pair_near(ratios, index, search[0], search[1], kept)
         if inside < 0:
-            if search[0] == search[0]:
+            if not np.isnan(search[0]):
                 search[1] = min(search[1] * search[1], np.float32(1e4))
-            below = _kth_smallest(ratios, index)
-            above = below
-            if index + 1 < bins:
-                above = ratios[index + 1]
-                for b in range(index + 2, bins):
-                    above = min(above, ratios[b])
+            below, above = _order_pair(ratios, index)
         elif inside > 64:
             search[1] = max(np.sqrt(search[1]), np.float32(1.0001))
         search[0] = below
