@@ -26,7 +26,7 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ffmpeg(
         "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=2",
         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=2",
-        "-f", "lavfi", "-i", "sine=frequency=660:sample_rate=44100:duration=2",
+        "-f", "lavfi", "-i", "aevalsrc=0.5*sin(2*PI*(300*t+675*t*t)):s=44100:d=2",
         "-i", srt, "-i", chapters,
         "-map", "0:v", "-map", "1:a", "-map", "2:a", "-map", "3:s", "-map_metadata", "4", "-map_chapters", "4",
         "-c:v", "libx264", "-preset", "ultrafast", "-c:a:0", "libvorbis", "-c:a:1", "libopus", "-c:s", "srt",
