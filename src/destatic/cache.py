@@ -54,7 +54,7 @@ KEY_CHARS = 20
 # old cache entries then stop matching.
 STEP_VERSIONS: dict[str, str] = {
     "extract": "3",
-    "profile": "4",
+    "profile": "5",
     "subtract": "6",
     "inverse": "4",
     "residue": "1",

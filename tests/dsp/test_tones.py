@@ -21,6 +21,7 @@ from destatic.dsp.tones import (
     harmonic_family,
     hum_in_segments,
     mains_series,
+    refined_bins,
 )
 
 SR = 16000
@@ -138,17 +139,35 @@ def test_blackman_harris_is_scipys_to_the_bit(n):
 
 def test_a_clip_spectrum_with_reused_buffers_is_the_plain_one_to_the_bit(rng):
     """Buffers carried from clip to clip, and a spectrum cut to its first bins, change no value."""
-    scratch = SpectrumScratch(24000)
+    import scipy.fft
+
+    scratch = SpectrumScratch(24000, 2)
     for n in (24000, 24000, 1001):
         clip = rng.standard_normal((n, 2)).astype(np.float32)
         padded = 1 << int(np.ceil(np.log2(8 * n)))
-        power = sum(np.abs(np.fft.rfft(channel * blackman_harris(n), padded)) ** 2 for channel in clip.T)
+        window = blackman_harris(n).astype(np.float32)
+        power = sum(np.abs(scipy.fft.rfft(channel * window, padded)).astype(np.float64) ** 2 for channel in clip.T)
         plain = 10 * np.log10(power + 1e-30)
         level, hz_per_bin, per_bin = clip_spectrum(clip, SR, scratch=scratch)
         np.testing.assert_array_equal(level, plain)
         assert (hz_per_bin, per_bin) == (SR / padded, padded / n)
         np.testing.assert_array_equal(clip_spectrum(clip, SR, bins=500, scratch=scratch)[0], plain[:500])
     assert scratch.length == 24000, "a clip of another length got buffers of its own"
+
+
+def test_the_float32_clip_spectrum_is_the_float64_one_within_a_twentieth_of_a_db(rng):
+    """Single precision moves no level a tone search looks at: a tone 60 dB over white noise, every bin within 0.05 dB of float64
+    (at most 0.021 dB measured, in the weakest bins), the tone's refined frequency within 1e-5 Hz."""
+    n = 2 * SR
+    t = np.arange(n) / SR
+    clip = (0.001 * rng.standard_normal((n, 2)) + np.sin(2 * np.pi * 50.3 * t)[:, np.newaxis]).astype(np.float32)
+    padded = 1 << int(np.ceil(np.log2(8 * n)))
+    power = sum(np.abs(np.fft.rfft(channel.astype(np.float64) * blackman_harris(n), padded)) ** 2 for channel in clip.T)
+    level, hz_per_bin, per_bin = clip_spectrum(clip, SR)
+    exact = 10 * np.log10(power + 1e-30)
+    np.testing.assert_allclose(level, exact, atol=0.05, rtol=0)
+    peak = np.array([int(np.argmax(exact))])
+    assert abs(refined_bins(level, peak)[0] - refined_bins(exact, peak)[0]) * hz_per_bin < 1e-5
 
 
 def test_find_peaks_is_scipys_with_plateaus_heights_and_distances(rng):

@@ -98,34 +98,32 @@ def clip_spectrum(
 
     Returns the level of the first `bins` bins (all of them if None), the
     bins' spacing in Hz and the padding factor (bins per bin of the unpadded
-    spectrum). `scratch` keeps the window and the large buffers from one
-    clip of a length to the next, so that a search over many clips does not
-    map fresh pages for each.
+    spectrum). The transforms are float32 (half the time of float64, and
+    their error, some 130 dB under the clip's level, far below any floor a
+    tone is measured against). `scratch` keeps the window and the padded
+    signal from one clip of a shape to the next.
     """
-    n = clip.shape[0]
-    scratch = scratch if scratch is not None and scratch.length == n else SpectrumScratch(n)
-    power = scratch.power
-    power.fill(0.0)
-    for channel in clip.T:  # one at a time: the padded transforms are large
-        np.multiply(channel, scratch.window, out=scratch.signal[:n])
-        np.fft.rfft(scratch.signal, out=scratch.spectrum)
-        np.abs(scratch.spectrum, out=scratch.magnitude)
-        power += np.square(scratch.magnitude, out=scratch.magnitude)
-    kept = power if bins is None else power[:bins]
-    return 10 * np.log10(kept + 1e-30), sample_rate / scratch.padded, scratch.padded / n
+    import scipy.fft  # noqa: PLC0415  (loaded by the STFT anyway; not by importing destatic)
+
+    n, channels = clip.shape
+    if scratch is None or (scratch.length, scratch.channels) != (n, channels):
+        scratch = SpectrumScratch(n, channels)
+    np.multiply(clip.T, scratch.window, out=scratch.signal[:, :n])
+    spectrum = scipy.fft.rfft(scratch.signal, axis=-1)
+    kept = spectrum if bins is None else spectrum[:, :bins]
+    power = np.square(np.abs(kept), dtype=np.float64).sum(axis=0)
+    return 10 * np.log10(power + 1e-30), sample_rate / scratch.padded, scratch.padded / n
 
 
 class SpectrumScratch:
-    """The window and buffers :func:`clip_spectrum` uses for clips of `length` samples, reused across clips."""
+    """The window and the zero-padded signal :func:`clip_spectrum` uses for clips of `length` samples and `channels` channels."""
 
-    def __init__(self, length: int) -> None:
+    def __init__(self, length: int, channels: int) -> None:
         self.length = length
+        self.channels = channels
         self.padded = padded_length(length)
-        self.window = blackman_harris(length)
-        self.signal = np.zeros(self.padded)
-        self.spectrum = np.empty(self.padded // 2 + 1, np.complex128)
-        self.magnitude = np.empty(self.padded // 2 + 1)
-        self.power = np.empty(self.padded // 2 + 1)
+        self.window = blackman_harris(length).astype(np.float32)
+        self.signal = np.zeros((channels, self.padded), np.float32)
 
 
 def padded_length(n: int) -> int:
@@ -470,7 +468,7 @@ def hum_in_segments(clips: Iterable[np.ndarray], sample_rate: int) -> np.ndarray
     levels = []
     scratch: SpectrumScratch | None = None
     for clip in clips:
-        scratch = SpectrumScratch(clip.shape[0]) if scratch is None else scratch  # the clips are equally long
+        scratch = SpectrumScratch(*clip.shape) if scratch is None else scratch  # the clips are equally long
         kept = int(top / (sample_rate / padded_length(clip.shape[0]))) + 2
         level, hz_per_bin, per_bin = clip_spectrum(clip, sample_rate, bins=kept, scratch=scratch)
         levels.append(level)
