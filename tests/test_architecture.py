@@ -5,7 +5,9 @@ functions too), so a lazy import cannot slip past. The rules:
 
 - the DSP core and the media layer import neither Prefect nor each other,
   nor anything above them;
-- the steps, the inbox queue, the settings and the workspace import no Prefect;
+- the steps, the inbox queue, the settings, the workspace and the cache (its
+  keys name the steps' artifacts, and ``destatic run`` uses them before it
+  loads Prefect) import no Prefect;
 - tasks do not import flows; nothing imports the command line.
 """
 
@@ -35,6 +37,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "destatic.errors": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
     "destatic._cpus": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
     "destatic._digest": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
+    "destatic.cache": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
     "destatic.settings": ("prefect", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.inbox", "destatic.cli", "destatic.runners"),
     "destatic.workspace": ("prefect", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.inbox", "destatic.cli"),
     "destatic.steps": ("prefect", "prefect_dask", "destatic.tasks", "destatic.flows", "destatic.inbox", "destatic.cli", "destatic.runners"),

@@ -18,14 +18,23 @@ plots, and the reports last. A work folder a run is using (see
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
+import hashlib
+import json
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from destatic import __version__
+from destatic._digest import file_digest
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -41,6 +50,7 @@ __all__ = [
     "in_use",
     "mark_used",
     "prune",
+    "step_key",
 ]
 
 RESULTS = "results"
@@ -72,6 +82,48 @@ _ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(STEP_VERSIONS)})-(?P<key>[0-9a-f]
 def artifact_name(step: str, key: str, suffix: str) -> str:
     """The file name of a step's artifact: ``<step>-<key><suffix>`` (the one naming rule every step and the cache share)."""
     return f"{step}-{key}{suffix}"
+
+
+def _key_part(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return json.loads(value.model_dump_json())
+    if dataclasses.is_dataclass(value) and hasattr(value, "path"):
+        return str(value.path)  # a step's record: its artifact's name holds its key
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def step_key(step: str, inputs: Mapping[str, Any], *, content: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> str:
+    """The cache key of one step for these inputs.
+
+    Parameters
+    ----------
+    step : str
+        A key of :data:`STEP_VERSIONS`.
+    inputs : mapping
+        The task's arguments by name.
+    content : tuple of str
+        Arguments naming files from outside the work folder: hashed by their bytes.
+        Every other argument counts by value (paths and records by name).
+    ignore : tuple of str
+        Arguments that do not change the result (progress handles).
+
+    Returns
+    -------
+    str
+        Hex digest, :data:`KEY_CHARS` characters.
+    """
+    parts: dict[str, Any] = {"step": step, "version": STEP_VERSIONS[step], "destatic": __version__}
+    for name in sorted(inputs):
+        if name in ignore:
+            continue
+        value = inputs[name]
+        parts[name] = file_digest(Path(value)) if name in content and value is not None else _key_part(value)
+    blob = json.dumps(parts, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:KEY_CHARS]
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,6 @@ outside (the input, a noise recording) are hashed by content.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -27,11 +24,9 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.results import get_result_store
 from prefect.states import State
 from prefect.transactions import get_transaction
-from pydantic import BaseModel
 
-from destatic import __version__, dsp, media, steps
-from destatic.cache import KEY_CHARS, STEP_VERSIONS, artifact_name
-from destatic._digest import file_digest
+from destatic import dsp, media, steps
+from destatic.cache import STEP_VERSIONS, artifact_name, step_key
 from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
 
@@ -51,54 +46,11 @@ __all__ = [
     "remux",
     "report_progress",
     "residue",
-    "step_key",
     "subtract_noise",
 ]
 
 PROGRESS_EVERY_S = 2.0
 LISTENER_EVERY_S = 0.2
-
-
-def _key_part(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return json.loads(value.model_dump_json())
-    if dataclasses.is_dataclass(value) and hasattr(value, "path"):
-        return str(value.path)  # a step's record: its artifact's name holds its key
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return repr(value)
-
-
-def step_key(step: str, inputs: Mapping[str, Any], *, content: tuple[str, ...] = (), ignore: tuple[str, ...] = ()) -> str:
-    """The cache key of one step for these inputs.
-
-    Parameters
-    ----------
-    step : str
-        A key of :data:`STEP_VERSIONS`.
-    inputs : mapping
-        The task's arguments by name.
-    content : tuple of str
-        Arguments naming files from outside the work folder: hashed by their bytes.
-        Every other argument counts by value (paths and records by name).
-    ignore : tuple of str
-        Arguments that do not change the result (progress handles).
-
-    Returns
-    -------
-    str
-        Hex digest, :data:`KEY_CHARS` characters.
-    """
-    parts: dict[str, Any] = {"step": step, "version": STEP_VERSIONS[step], "destatic": __version__}
-    for name in sorted(inputs):
-        if name in ignore:
-            continue
-        value = inputs[name]
-        parts[name] = file_digest(Path(value)) if name in content and value is not None else _key_part(value)
-    blob = json.dumps(parts, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:KEY_CHARS]
 
 
 @dataclass

@@ -81,18 +81,18 @@ def test_changed_input_bytes_miss_the_cache(task_runs, speech_wav: Path, make_se
     assert not any(_cached(runs, step) for step in STEPS)
 
 
-def _flaky_ffmpeg(folder: Path) -> Path:
-    """An ffmpeg that gets killed (SIGKILL) on its first call, then runs the real one."""
+def _flaky_ffmpeg(folder: Path, *, kills: int) -> Path:
+    """An ffmpeg that gets killed (SIGKILL) on its first `kills` calls, then runs the real one."""
     import imageio_ffmpeg
 
     script = folder / "ffmpeg"
-    marker = folder / "killed-once"
+    marker = folder / "kills"
     script.write_text(
         textwrap.dedent(
             f"""\
             #!/bin/sh
-            if [ ! -e '{marker}' ]; then
-                : > '{marker}'
+            if [ "$(cat '{marker}' 2>/dev/null | wc -c)" -lt {kills} ]; then
+                printf x >> '{marker}'
                 kill -9 $$
             fi
             exec '{imageio_ffmpeg.get_ffmpeg_exe()}' "$@"
@@ -107,7 +107,9 @@ def test_transient_failure_is_retried(task_runs, denoise_runs, speech_wav: Path,
     # A separate process, so that its ffmpeg is the flaky one from the start.
     from prefect.settings import PREFECT_API_URL
 
-    script = _flaky_ffmpeg(tmp_path)
+    # The first kill meets the extraction destatic run begins before the flow
+    # (the step then decodes again itself), the second the step's first try.
+    script = _flaky_ffmpeg(tmp_path, kills=2)
     env = {
         **os.environ,
         "PREFECT_API_URL": str(PREFECT_API_URL.value()),
@@ -118,7 +120,7 @@ def test_transient_failure_is_retried(task_runs, denoise_runs, speech_wav: Path,
     }
     command = [sys.executable, "-m", "destatic", "run", str(speech_wav), "-o", str(tmp_path / "out.wav")]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert (tmp_path / "killed-once").exists(), "the flaky ffmpeg was not used"
+    assert (tmp_path / "kills").read_text() == "xx", "the flaky ffmpeg was not used"
     assert done.returncode == 0, done.stderr
     assert sf.info(str(tmp_path / "out.wav")).frames == sf.info(str(speech_wav)).frames
     (flow_run,) = denoise_runs(speech_wav)
@@ -235,7 +237,7 @@ def test_long_file_gets_a_progress_artifact(make_settings, tmp_path: Path, rng: 
 
 def test_step_keys_follow_content_and_settings(speech_wav: Path, tmp_path: Path) -> None:
     from destatic.settings import SuppressionSettings
-    from destatic.tasks import step_key
+    from destatic.cache import step_key
 
     inputs = {"audio_wav": speech_wav, "work_dir": tmp_path, "suppression": SuppressionSettings()}
     base = step_key("subtract", inputs)
@@ -354,3 +356,18 @@ def test_the_flow_run_is_tagged_and_its_step_runs_are_not(task_runs, speech_wav:
         flow_run = client.read_flow_run(state.state_details.flow_run_id)
     assert set(flow_run.tags) == {"destatic", "logmmse"}
     assert {name: run.tags for name, [run, *_] in runs.items()} == {name: [] for name in runs}
+
+
+def test_the_extraction_begun_ahead_is_the_one_the_flow_takes(short_video: Path, make_settings, tmp_path: Path) -> None:
+    """``destatic run`` decodes before the flow starts: to the WAV the extract step would write (else there would be two)."""
+    from destatic.flows import denoise_file
+    from destatic.steps import extract
+    from destatic.workspace import work_dir_for
+
+    settings = make_settings()
+    source = short_video.absolute()
+    work_dir = work_dir_for(source, settings)
+    extract.start_ahead(source, work_dir)
+    state = denoise_file(source, settings, output=tmp_path / "out" / "talk.mpg", return_state=True)
+    assert state.is_completed(), state.message
+    assert sorted(work_dir.glob("extract-*.wav")) == [extract.target_in(work_dir, source)]

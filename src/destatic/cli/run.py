@@ -105,7 +105,7 @@ def run(
     _check_before_running(inputs, [*zip(inputs, targets), *zip(inputs, residues or [])], settings)
     if settings.runtime.shortcut and _answered_before(inputs, targets, residues, settings):
         return
-    _warm_children(inputs[0], settings)
+    _start_ahead(inputs[0], settings)
 
     from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
@@ -127,16 +127,17 @@ def run(
         raise typer.Exit(EXIT_FAILED)
 
 
-def _warm_children(source: Path, settings: Any) -> None:
-    """Start the steps' children now, so that they load while Prefect does (the flow would start them later)."""
+def _start_ahead(source: Path, settings: Any) -> None:
+    """Start the steps' children and the extraction of `source` now, so that they run while Prefect loads (see :mod:`destatic.steps.warming`)."""
     from destatic import steps
     from destatic.workspace import work_dir_for
 
+    source = source.absolute()  # as the flow takes it: the extraction's key names the path
     try:
         work_dir = work_dir_for(source, settings)
     except DestaticError:
         return  # the flow reports what is wrong with the file
-    steps.warming.warm_children(settings, work_dir)
+    steps.warming.start_ahead(settings, source, work_dir)
 
 
 def _residues(inputs: list[Path], residue: Path | None, settings: Any) -> list[Path] | None:

@@ -3,20 +3,40 @@
 Native rate and channel count, exactly the samples a player would play; the
 stream's offset in its container and the probe of the file go into the
 record, for the remux to put the cleaned audio back in sync.
+
+:func:`start_ahead` begins the decoding in a thread before the step is run
+(``destatic run`` does, while Prefect loads); the step's :func:`run` then
+takes that decoding's record instead of decoding again.
 """
 
 from __future__ import annotations
 
+import atexit
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
-from destatic import media
+from destatic import cache, media
 from destatic.steps.records import ExtractedAudio
 
-__all__ = ["run"]
+__all__ = ["run", "start_ahead", "target_in"]
+
+_ahead: dict[Path, Future[ExtractedAudio]] = {}
+_ahead_lock = threading.Lock()
+
+
+def target_in(work_dir: Path, source: Path, *, stream: int | None = None) -> Path:
+    """The step's WAV for `source` in `work_dir`: named by the cache key of its inputs, the source by content (as the task names it)."""
+    inputs = {"source": source, "work_dir": work_dir, "stream": stream}
+    return work_dir / cache.artifact_name("extract", cache.step_key("extract", inputs, content=("source",)), ".wav")
 
 
 def run(source: Path, target: Path, *, stream: int | None = None) -> ExtractedAudio:
     """Decode one audio stream of `source` into the WAV `target` (written atomically).
+
+    A decoding of the same target begun by :func:`start_ahead` is waited
+    for and its record returned; if it failed, `source` is decoded here
+    (and its error, if any, is this call's).
 
     Parameters
     ----------
@@ -38,6 +58,14 @@ def run(source: Path, target: Path, *, stream: int | None = None) -> ExtractedAu
     destatic.errors.TransientError
         ffmpeg killed, disk full or another I/O error.
     """
+    with _ahead_lock:
+        ahead = _ahead.pop(Path(target), None)
+    if ahead is not None and ahead.exception() is None and Path(target).is_file():
+        return ahead.result()
+    return _decode(source, target, stream=stream)
+
+
+def _decode(source: Path, target: Path, *, stream: int | None) -> ExtractedAudio:
     target.parent.mkdir(parents=True, exist_ok=True)
     track = media.extract_audio(source, target, stream=stream)
     return ExtractedAudio(
@@ -49,3 +77,41 @@ def run(source: Path, target: Path, *, stream: int | None = None) -> ExtractedAu
         stream=track.stream,
         offset=track.offset,
     )
+
+
+def start_ahead(source: Path, work_dir: Path, *, time_limit_s: float | None = None) -> None:
+    """Begin decoding the default audio stream of `source` into its step's WAV in `work_dir`, in a thread.
+
+    Nothing is begun when that WAV exists already (an earlier run's) or is
+    being decoded. The decoding runs with ffmpeg's time limit `time_limit_s`
+    (None: derived from the file, as for the step), and the process waits
+    for it at exit, so that no half-written file is left behind.
+    """
+    target = target_in(work_dir, source)
+    if target.is_file():
+        return
+    with _ahead_lock:
+        if target in _ahead:
+            return
+        future: Future[ExtractedAudio] = Future()
+        _ahead[target] = future
+
+    def decode() -> None:
+        try:
+            with media.time_limit(time_limit_s):
+                future.set_result(_decode(source, target, stream=None))
+        except BaseException as error:  # the step decodes again and says what went wrong
+            future.set_exception(error)
+
+    thread = threading.Thread(target=decode, name="destatic-extract-ahead", daemon=True)
+    _decoding.append(thread)
+    thread.start()
+
+
+_decoding: list[threading.Thread] = []
+
+
+@atexit.register
+def _wait_for_decodings() -> None:
+    for thread in _decoding:
+        thread.join()

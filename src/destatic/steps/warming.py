@@ -1,8 +1,9 @@
-"""Start the children the isolated steps run in, ahead of their first step. No Prefect here.
+"""Start ahead what a file's first steps need: the children the isolated steps run in, and the extraction. No Prefect here.
 
-Called by the flow as a file starts, and by ``destatic run`` before it
-loads Prefect, so that the children's start-up (their modules and compiled
-loops, about 1 s of CPU each) overlaps Prefect's instead of the extraction.
+The flow starts the children as a file starts. ``destatic run`` starts them
+and the extraction before it loads Prefect (:func:`start_ahead`), so that
+their start-up (the children's modules and compiled loops, about 1 s of CPU
+each) and the decoding overlap Prefect's start instead of following it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pathlib import Path
 
 from destatic import dsp
 from destatic.settings import Settings
-from destatic.steps import isolated, plots, report
+from destatic.steps import extract, isolated, plots, report
 
-__all__ = ["warm_children"]
+__all__ = ["start_ahead", "warm_children"]
 
 
 def warm_children(settings: Settings, work_dir: Path) -> None:
@@ -31,3 +32,15 @@ def warm_children(settings: Settings, work_dir: Path) -> None:
         return
     isolated.warm("steps", dsp.warm_up, settings.suppression.method)
     isolated.warm("report", report.at_lowest_priority, functools.partial(plots.warm_up, work_dir / ".numba"))
+
+
+def start_ahead(settings: Settings, source: Path, work_dir: Path) -> None:
+    """Start the children (:func:`warm_children`) and the decoding of `source`'s audio (:func:`destatic.steps.extract.start_ahead`).
+
+    Only when the steps run on threads of this process, where the extract
+    step takes the decoding over; on Dask, nothing.
+    """
+    if settings.runtime.task_runner != "thread":
+        return
+    warm_children(settings, work_dir)
+    extract.start_ahead(source, work_dir, time_limit_s=settings.runtime.ffmpeg_timeout_s)
