@@ -27,7 +27,7 @@ from pathlib import Path
 
 from destatic import media
 from destatic.errors import BadInputError, blames_the_file, display_path, reason_of
-from destatic.media.atomic import partial_owner, process_alive
+from destatic.media.atomic import partial_left_behind, process_alive, process_start
 from destatic.settings import Settings
 from destatic.workspace import residue_output, writes_audio_only
 
@@ -146,7 +146,9 @@ def claim(inbox: Path, relative: Path, *, stable_s: float = 0.0) -> Claim | None
         return None
     folder = inbox / CLAIM_DIR / uuid.uuid4().hex
     folder.mkdir(parents=True)
-    (folder / "owner.json").write_text(json.dumps({"host": _HOST, "pid": os.getpid(), "time": time.time()}))
+    (folder / "owner.json").write_text(
+        json.dumps({"host": _HOST, "pid": os.getpid(), "started": process_start(os.getpid()), "time": time.time()})
+    )
     taken = folder / "files" / relative
     taken.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -468,7 +470,8 @@ def release_stale_claims(inbox: Path, *, run_is_over: Callable[[str], bool]) -> 
     A claim handed to a run of the per-file deployment (``flow_run`` in its
     ``owner.json``) is given back once ``run_is_over(flow_run)`` says that run
     is over (crashed, cancelled) without having settled it, whatever the
-    host; any other claim once the process that made it, on this host, is gone.
+    host; any other claim once the process that made it, on this host, is gone
+    (its PID not running, or now another process's: :func:`~destatic.media.atomic.process_alive`).
 
     Returns
     -------
@@ -484,7 +487,7 @@ def release_stale_claims(inbox: Path, *, run_is_over: Callable[[str], bool]) -> 
         if owner.get("flow_run"):
             if not run_is_over(owner["flow_run"]):
                 continue
-        elif owner.get("host") != _HOST or process_alive(int(owner.get("pid", 0))):
+        elif owner.get("host") != _HOST or process_alive(int(owner.get("pid", 0)), owner.get("started")):
             continue
         taken = claimed(folder)
         if taken is not None:
@@ -498,8 +501,9 @@ def remove_dead_partials(*roots: Path) -> list[Path]:
     """Delete the temporary files under `roots` left by processes of this host that are gone (kill -9).
 
     Only names made by :func:`destatic.media.atomic.partial_path` on this host
-    are touched, and only when the PID in the name is not running; symbolic
-    links are not followed. On a folder shared by several hosts, each one's
+    are touched, and only when the process that made them is gone (its PID
+    not running, or now another process's: :func:`~destatic.media.atomic.partial_left_behind`);
+    symbolic links are not followed. On a folder shared by several hosts, each one's
     watcher sweeps only its own host's leftovers.
 
     Returns
@@ -511,8 +515,7 @@ def remove_dead_partials(*roots: Path) -> list[Path]:
     for root in roots:
         for folder, _, names in os.walk(root):
             for name in names:
-                owner = partial_owner(name)
-                if owner is None or process_alive(owner):
+                if not partial_left_behind(name):
                     continue
                 path = Path(folder) / name
                 with contextlib.suppress(FileNotFoundError):

@@ -68,6 +68,23 @@ def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
     assert not taken.folder.exists()
 
 
+def test_a_claim_whose_pid_another_process_took_is_put_back(tmp_path: Path) -> None:
+    """PIDs are reused: a claim whose PID runs now, but in a process started at another time, is stale."""
+    from destatic.flows.watch import run_is_over
+    from destatic.inbox import claim, release_stale_claims
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "clip.wav").write_bytes(b"data")
+    taken = claim(inbox, Path("clip.wav"))
+    assert taken is not None
+    owner = json.loads((taken.folder / "owner.json").read_text())
+    assert owner["pid"] == os.getpid() and isinstance(owner["started"], int)
+    (taken.folder / "owner.json").write_text(json.dumps({**owner, "started": owner["started"] + 1}))
+    assert release_stale_claims(inbox, run_is_over=run_is_over) == [Path("clip.wav")]
+    assert (inbox / "clip.wav").read_bytes() == b"data"
+
+
 @pytest.mark.usefixtures("prefect_harness")
 @pytest.mark.parametrize("concurrency", [1, 2])
 def test_watch_processes_mirrors_and_goes_on_past_bad_files(
@@ -151,7 +168,7 @@ def test_partials_of_a_killed_process_are_deleted_and_others_kept(tmp_path: Path
     killed.kill()
     killed.wait()
     assert orphan.exists() and partial_owner(orphan) == killed.pid
-    dead_in_work = work / partial_path(work / "cleaned.wav").name.replace(f"-{os.getpid()}-", f"-{killed.pid}-")
+    dead_in_work = work / partial_path(work / "cleaned.wav").name.replace(f"-{os.getpid()}.", f"-{killed.pid}.")
     dead_in_work.write_bytes(b"half")
     mine = partial_path(outbox / "live.mp4")
     mine.write_bytes(b"being written")
@@ -165,6 +182,23 @@ def test_partials_of_a_killed_process_are_deleted_and_others_kept(tmp_path: Path
     assert not orphan.exists() and not dead_in_work.exists()
     assert mine.exists() and all(path.exists() for path in lookalikes)
     assert remove_dead_partials(outbox, work.parent) == []
+
+
+def test_a_partial_whose_pid_another_process_took_is_deleted(tmp_path: Path) -> None:
+    """PIDs are reused: a name whose PID runs now, but started at another time than the writer, is a leftover."""
+    from destatic.inbox import remove_dead_partials
+    from destatic.media.atomic import HOST_TAG, partial_path, process_start
+
+    started = process_start(os.getpid())
+    assert started is not None
+    mine = partial_path(tmp_path / "live.wav")
+    assert f"-{os.getpid()}.{started}-" in mine.name
+    reused = tmp_path / mine.name.replace(f"-{os.getpid()}.{started}-", f"-{os.getpid()}.{started + 1}-")
+    older_format = tmp_path / f".old.{HOST_TAG}-{os.getpid()}-0123abcd.partial.wav"  # no start time: the PID decides
+    for path in (mine, reused, older_format):
+        path.write_bytes(b"half")
+    assert remove_dead_partials(tmp_path) == [reused]
+    assert mine.exists() and older_format.exists()
 
 
 def test_partial_name_carries_the_pid_within_name_max(tmp_path: Path) -> None:

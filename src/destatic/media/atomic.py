@@ -11,32 +11,47 @@ import socket
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["HOST_TAG", "atomic_output", "partial_owner", "partial_path", "process_alive"]
+__all__ = ["HOST_TAG", "atomic_output", "partial_left_behind", "partial_owner", "partial_path", "process_alive", "process_start"]
 
 
 NAME_MAX = 255  # bytes in one file name on Linux filesystems
-_PARTIAL_NAME = re.compile(rb"\A\..*\.([0-9a-f]{8})-(\d+)-[0-9a-f]{8}\.partial(\.[^.]*)?\Z", re.DOTALL)
+_PARTIAL_NAME = re.compile(rb"\A\..*\.([0-9a-f]{8})-(\d+)(?:\.(\d+))?-[0-9a-f]{8}\.partial(\.[^.]*)?\Z", re.DOTALL)
 HOST_TAG = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:8]
 """This host in temporary names: a PID means something only on the host that wrote it."""
 
 
 def partial_path(target: os.PathLike[str] | str) -> Path:
-    """A fresh temporary name beside `target`, hidden, keeping its suffix (``x.mp4`` -> ``.x.<host>-<pid>-<rand>.partial.mp4``).
+    """A fresh temporary name beside `target`, hidden, keeping its suffix (``x.mp4`` -> ``.x.<host>-<pid>.<start>-<rand>.partial.mp4``).
 
-    The name carries this host's :data:`HOST_TAG` and the PID of the writing
-    Python process, so that a sweep can tell the leftovers of a killed process
-    of its own host from files other hosts are writing on a shared folder
-    (see :func:`partial_owner`).
+    The name carries this host's :data:`HOST_TAG`, the PID of the writing
+    Python process and when that process started (:func:`process_start`), so
+    that a sweep can tell the leftovers of a killed process of its own host
+    from files other hosts are writing on a shared folder, and from those of
+    a later process given the same PID (see :func:`partial_left_behind`).
     """
     target = Path(target)
-    tail = f".{HOST_TAG}-{os.getpid()}-{secrets.token_hex(4)}.partial{target.suffix}"
+    pid = os.getpid()
+    started = process_start(pid)
+    tail = f".{HOST_TAG}-{pid}{'' if started is None else f'.{started}'}-{secrets.token_hex(4)}.partial{target.suffix}"
     room = NAME_MAX - 1 - len(os.fsencode(tail))
     stem = os.fsdecode(os.fsencode(target.stem)[: max(room, 1)])
     return target.with_name(f".{stem}{tail}")
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs (one of another user counts; a zombie does not)."""
+def process_start(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks after boot (``/proc/<pid>/stat``); None where that cannot be read."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    return None
+
+
+def process_alive(pid: int, started: int | None = None) -> bool:
+    """Whether process `pid` of this host still runs (one of another user counts; a zombie does not).
+
+    With `started` (its :func:`process_start`), only if the process with that
+    PID is the one that started then: PIDs are reused, and over months a dead
+    process's PID is taken by another one.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,7 +61,8 @@ def process_alive(pid: int) -> bool:
     with contextlib.suppress(OSError, IndexError):  # a zombie (a child not yet reaped) is gone
         if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
             return False
-    return True
+    now = process_start(pid) if started is not None else None
+    return now is None or now == started
 
 
 def partial_owner(path: os.PathLike[str] | str) -> int | None:
@@ -55,6 +71,18 @@ def partial_owner(path: os.PathLike[str] | str) -> int | None:
     if match is None or match.group(1).decode("ascii") != HOST_TAG:
         return None
     return int(match.group(2))
+
+
+def partial_left_behind(path: os.PathLike[str] | str) -> bool:
+    """Whether `path` is a name :func:`partial_path` made on this host for a process that is gone.
+
+    Gone: no process has its PID, or the one that has it started at another
+    time (:func:`process_alive`). Names without a start time (older versions) go by the PID alone.
+    """
+    match = _PARTIAL_NAME.match(os.fsencode(Path(path).name))
+    if match is None or match.group(1).decode("ascii") != HOST_TAG:
+        return False
+    return not process_alive(int(match.group(2)), None if match.group(3) is None else int(match.group(3)))
 
 
 @contextlib.contextmanager
