@@ -50,15 +50,23 @@ def test_claim_is_exclusive_and_moves_the_file_out_of_the_inbox(tmp_path: Path) 
     assert find_ready(inbox, stable_s=0) == []
 
 
-def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
-    from destatic.inbox import claim, release_stale_claims
-    from destatic.flows.watch import run_is_over
+def _claimed_clip(tmp_path: Path):
+    """An inbox holding clip.wav, claimed by this process: the inbox and the claim."""
+    from destatic.inbox import claim
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "clip.wav").write_bytes(b"data")
     taken = claim(inbox, Path("clip.wav"))
     assert taken is not None
+    return inbox, taken
+
+
+def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
+    from destatic.inbox import release_stale_claims
+    from destatic.flows.watch import run_is_over
+
+    inbox, taken = _claimed_clip(tmp_path)
     assert release_stale_claims(inbox, run_is_over=run_is_over) == []  # its owner, this process, is alive
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     owner = json.loads((taken.folder / "owner.json").read_text())
@@ -71,13 +79,9 @@ def test_claims_of_a_dead_process_are_put_back(tmp_path: Path) -> None:
 def test_a_claim_whose_pid_another_process_took_is_put_back(tmp_path: Path) -> None:
     """PIDs are reused: a claim whose PID runs now, but in a process started at another time, is stale."""
     from destatic.flows.watch import run_is_over
-    from destatic.inbox import claim, release_stale_claims
+    from destatic.inbox import release_stale_claims
 
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    (inbox / "clip.wav").write_bytes(b"data")
-    taken = claim(inbox, Path("clip.wav"))
-    assert taken is not None
+    inbox, taken = _claimed_clip(tmp_path)
     owner = json.loads((taken.folder / "owner.json").read_text())
     assert owner["pid"] == os.getpid() and isinstance(owner["started"], int)
     (taken.folder / "owner.json").write_text(json.dumps({**owner, "started": owner["started"] + 1}))
