@@ -38,11 +38,18 @@ def partial_path(target: os.PathLike[str] | str) -> Path:
     return target.with_name(f".{stem}{tail}")
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (the first is the state); None where it cannot be read."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def process_start(pid: int) -> int | None:
     """When process `pid` started, in clock ticks after boot (``/proc/<pid>/stat``); None where that cannot be read."""
-    with contextlib.suppress(OSError, IndexError, ValueError):
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    return None
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields is not None and len(fields) > 19 else None
 
 
 def process_alive(pid: int, started: int | None = None) -> bool:
@@ -58,19 +65,24 @@ def process_alive(pid: int, started: int | None = None) -> bool:
         return False
     except PermissionError:
         return True
-    with contextlib.suppress(OSError, IndexError):  # a zombie (a child not yet reaped) is gone
-        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    now = process_start(pid) if started is not None else None
-    return now is None or now == started
+    fields = _stat_fields(pid)
+    if not fields:
+        return True  # no /proc: the PID must do
+    if fields[0] == "Z":  # a zombie (a child not yet reaped) is gone
+        return False
+    return started is None or len(fields) <= 19 or int(fields[19]) == started
+
+
+def _partial_match(path: os.PathLike[str] | str) -> re.Match[bytes] | None:
+    """The parts of a name :func:`partial_path` made on this host (host, PID, start time); None for any other name (or host)."""
+    match = _PARTIAL_NAME.match(os.fsencode(Path(path).name))
+    return match if match is not None and match.group(1).decode("ascii") == HOST_TAG else None
 
 
 def partial_owner(path: os.PathLike[str] | str) -> int | None:
     """The PID in a name :func:`partial_path` made on this host; None for any other name (or host)."""
-    match = _PARTIAL_NAME.match(os.fsencode(Path(path).name))
-    if match is None or match.group(1).decode("ascii") != HOST_TAG:
-        return None
-    return int(match.group(2))
+    match = _partial_match(path)
+    return None if match is None else int(match.group(2))
 
 
 def partial_left_behind(path: os.PathLike[str] | str) -> bool:
@@ -79,8 +91,8 @@ def partial_left_behind(path: os.PathLike[str] | str) -> bool:
     Gone: no process has its PID, or the one that has it started at another
     time (:func:`process_alive`). Names without a start time (older versions) go by the PID alone.
     """
-    match = _PARTIAL_NAME.match(os.fsencode(Path(path).name))
-    if match is None or match.group(1).decode("ascii") != HOST_TAG:
+    match = _partial_match(path)
+    if match is None:
         return False
     return not process_alive(int(match.group(2)), None if match.group(3) is None else int(match.group(3)))
 
