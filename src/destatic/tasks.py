@@ -158,7 +158,7 @@ def _run(step: Callable[..., Any], *args: Any, isolated: bool, child: str = "ste
     return steps.isolated.call(step, *args, child=child, **kwargs) if isolated else step(*args, **kwargs)
 
 
-_EXTRACT = StepCache(step="extract", suffix=".wav", content=("source",))
+_EXTRACT = StepCache(step="extract", suffix=steps.extract.SUFFIX, content=steps.extract.BY_CONTENT)
 _PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file", "profile_file"))
 _SUBTRACT = StepCache(step="subtract", suffix=".npy")
 _INVERSE = StepCache(step="inverse", suffix=".wav")

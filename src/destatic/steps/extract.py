@@ -19,16 +19,20 @@ from pathlib import Path
 from destatic import cache, media
 from destatic.steps.records import ExtractedAudio
 
-__all__ = ["run", "start_ahead", "target_in"]
+__all__ = ["BY_CONTENT", "SUFFIX", "run", "start_ahead", "target_in"]
+
+SUFFIX = ".wav"
+BY_CONTENT = ("source",)
+"""The step's artifact: a WAV, named by the cache key of its inputs, the source counted by its bytes (the task's cache policy)."""
 
 _ahead: dict[Path, Future[ExtractedAudio]] = {}
 _ahead_lock = threading.Lock()
 
 
 def target_in(work_dir: Path, source: Path, *, stream: int | None = None) -> Path:
-    """The step's WAV for `source` in `work_dir`: named by the cache key of its inputs, the source by content (as the task names it)."""
+    """The step's WAV for `source` in `work_dir`, named as the task names it (:data:`SUFFIX`, :data:`BY_CONTENT`)."""
     inputs = {"source": source, "work_dir": work_dir, "stream": stream}
-    return work_dir / cache.artifact_name("extract", cache.step_key("extract", inputs, content=("source",)), ".wav")
+    return work_dir / cache.artifact_name("extract", cache.step_key("extract", inputs, content=BY_CONTENT), SUFFIX)
 
 
 def run(source: Path, target: Path, *, stream: int | None = None) -> ExtractedAudio:
@@ -103,15 +107,13 @@ def start_ahead(source: Path, work_dir: Path, *, time_limit_s: float | None = No
         except BaseException as error:  # the step decodes again and says what went wrong
             future.set_exception(error)
 
-    thread = threading.Thread(target=decode, name="destatic-extract-ahead", daemon=True)
-    _decoding.append(thread)
-    thread.start()
-
-
-_decoding: list[threading.Thread] = []
+    threading.Thread(target=decode, name="destatic-extract-ahead", daemon=True).start()
 
 
 @atexit.register
 def _wait_for_decodings() -> None:
-    for thread in _decoding:
-        thread.join()
+    """Wait for the decodings no step took over (a step that took one waited for it)."""
+    with _ahead_lock:
+        pending = list(_ahead.values())
+    for future in pending:
+        future.exception()
