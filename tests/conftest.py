@@ -45,6 +45,29 @@ def media_dir() -> Path:
     return MEDIA_DIR
 
 
+SPEECH_WAV = "pairs/noizeus/sp01_car_sn5.wav"
+SHORT_VIDEO = "video/bbaf2n.mpg"
+
+
+@pytest.fixture
+def speech_wav(media_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a real noisy sentence (NOIZEUS, car noise at 5 dB, 8 kHz mono, 2.5 s)."""
+    return _copy_into(media_dir / SPEECH_WAV, tmp_path / "input" / "speech.wav")
+
+
+@pytest.fixture
+def short_video(media_dir: Path, tmp_path: Path) -> Path:
+    """A copy of a real 3 s talking-head clip (mpeg1video + mp2, 44.1 kHz stereo)."""
+    return _copy_into(media_dir / SHORT_VIDEO, tmp_path / "input" / "talk.mpg")
+
+
+def _copy_into(source: Path, target: Path) -> Path:
+    """Copy a shared media file to `target` (folders made), so tests never touch the original."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    return target
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     """A random generator with a fixed seed, so failures reproduce."""

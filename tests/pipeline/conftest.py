@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,8 +9,6 @@ from typing import Any
 
 import pytest
 
-SPEECH_WAV = "pairs/noizeus/sp01_car_sn5.wav"
-SHORT_VIDEO = "video/bbaf2n.mpg"
 
 
 @pytest.fixture(scope="session")
@@ -39,25 +36,6 @@ def make_settings(tmp_path: Path) -> Callable[..., Any]:
         return load_settings(paths=paths, runtime=runtime, watch=watch, **groups)
 
     return build
-
-
-@pytest.fixture
-def speech_wav(media_dir: Path, tmp_path: Path) -> Path:
-    """A copy of a real noisy sentence (NOIZEUS, car noise at 5 dB, 8 kHz mono, 2.5 s)."""
-    return _copy_into(media_dir / SPEECH_WAV, tmp_path / "input" / "speech.wav")
-
-
-@pytest.fixture
-def short_video(media_dir: Path, tmp_path: Path) -> Path:
-    """A copy of a real 3 s talking-head clip (mpeg1video + mp2, 44.1 kHz stereo)."""
-    return _copy_into(media_dir / SHORT_VIDEO, tmp_path / "input" / "talk.mpg")
-
-
-def _copy_into(source: Path, target: Path) -> Path:
-    """Copy a shared media file to `target` (folders made), so tests never touch the original."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, target)
-    return target
 
 
 @pytest.fixture

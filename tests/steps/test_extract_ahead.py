@@ -4,21 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import shutil
-
 import pytest
 import soundfile as sf
 
 from destatic import media
 from destatic.errors import BadInputError
 from destatic.steps import extract
-
-
-@pytest.fixture
-def talk_video(media_dir: Path, tmp_path: Path) -> Path:
-    """A copy of a real 3 s talking-head clip (mpeg1video + mp2)."""
-    (tmp_path / "input").mkdir()
-    return Path(shutil.copyfile(media_dir / "video" / "bbaf2n.mpg", tmp_path / "input" / "talk.mpg")).absolute()
 
 
 @pytest.fixture
@@ -35,17 +26,18 @@ def decodes(monkeypatch):
     return calls
 
 
-def test_a_decoding_begun_ahead_is_taken_over_not_repeated(talk_video: Path, tmp_path: Path, decodes) -> None:
+def test_a_decoding_begun_ahead_is_taken_over_not_repeated(short_video: Path, tmp_path: Path, decodes) -> None:
+    video = short_video.absolute()
     work = tmp_path / "work"
-    extract.start_ahead(talk_video, work)
-    extract.start_ahead(talk_video, work)  # one decoding per target
-    target = extract.target_in(work, talk_video)
-    record = extract.run(talk_video, target)
+    extract.start_ahead(video, work)
+    extract.start_ahead(video, work)  # one decoding per target
+    target = extract.target_in(work, video)
+    record = extract.run(video, target)
     assert record.path == target and record.frames == sf.info(target).frames > 0
-    assert decodes == [talk_video]
-    extract.run(talk_video, target)  # nothing begun ahead any more: decoded again
-    assert decodes == [talk_video, talk_video]
-    extract.start_ahead(talk_video, work)  # the WAV is there: nothing to begin
+    assert decodes == [video]
+    extract.run(video, target)  # nothing begun ahead any more: decoded again
+    assert decodes == [video, video]
+    extract.start_ahead(video, work)  # the WAV is there: nothing to begin
     assert len(decodes) == 2
 
 
