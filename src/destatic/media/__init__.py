@@ -12,7 +12,7 @@ from destatic.media.probe import MediaInfo, StreamInfo, probe  # light, and boun
 _NAMES = {
     **dict.fromkeys(("fixed_time_limit", "time_limit"), "destatic.media._ffmpeg"),
     "atomic_output": "destatic.media.atomic",
-    **dict.fromkeys(("AudioTrack", "export_audio", "extract_audio", "first_sample_time", "read_audio", "wav_blocks", "wav_clip", "wav_info"), "destatic.media.audio"),
+    **dict.fromkeys(("AudioTrack", "export_audio", "extract_audio", "first_sample_time", "float_wav_writer", "read_audio", "wav_blocks", "wav_clip", "wav_info"), "destatic.media.audio"),
     **dict.fromkeys(("AUDIO_FORMATS", "AUDIO_SUFFIXES", "VIDEO_SUFFIXES", "AudioFormat"), "destatic.media.formats"),
     **dict.fromkeys(("Loudness", "measure_loudness"), "destatic.media.loudness"),
     "remux": "destatic.media.remuxing",
@@ -33,6 +33,7 @@ __all__ = [
     "extract_audio",
     "first_sample_time",
     "fixed_time_limit",
+    "float_wav_writer",
     "measure_loudness",
     "preview_clip",
     "preview_clips",
@@ -49,7 +50,7 @@ __all__ = [
 if TYPE_CHECKING:
     from destatic.media._ffmpeg import fixed_time_limit, time_limit
     from destatic.media.atomic import atomic_output
-    from destatic.media.audio import AudioTrack, export_audio, extract_audio, first_sample_time, read_audio, wav_blocks, wav_clip, wav_info
+    from destatic.media.audio import AudioTrack, export_audio, extract_audio, first_sample_time, float_wav_writer, read_audio, wav_blocks, wav_clip, wav_info
     from destatic.media.formats import AUDIO_FORMATS, AUDIO_SUFFIXES, VIDEO_SUFFIXES, AudioFormat
     from destatic.media.loudness import Loudness, measure_loudness
     from destatic.media.preview import preview_clip, preview_clips, preview_size

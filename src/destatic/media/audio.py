@@ -23,6 +23,7 @@ __all__ = [
     "export_audio",
     "extract_audio",
     "first_sample_time",
+    "float_wav_writer",
     "read_audio",
     "select_audio_stream",
     "wav_blocks",
@@ -241,6 +242,33 @@ def wav_blocks(path: os.PathLike[str] | str, channels: slice = slice(None)) -> I
     with sf.SoundFile(path) as handle:
         for block in handle.blocks(blocksize=READ_BLOCK, dtype="float32", always_2d=True):
             yield block[:, channels]
+
+
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050
+"""libsndfile's command that turns a float WAV's PEAK chunk on or off (sndfile.h)."""
+
+
+def float_wav_writer(path: os.PathLike[str] | str, sample_rate: int, channels: int) -> sf.SoundFile:
+    """Open `path` to write a 32-bit float WAV, without libsndfile's PEAK chunk.
+
+    The PEAK chunk (each channel's largest sample) is read by nothing here and
+    costs a pass over every block written: about a third of the writing time.
+
+    Parameters
+    ----------
+    path : path-like
+        The file to create (the caller's partial file: see :func:`~destatic.media.atomic.atomic_output`).
+    sample_rate, channels : int
+        Of the audio to write.
+
+    Returns
+    -------
+    soundfile.SoundFile
+        Open for writing; a context manager.
+    """
+    handle = sf.SoundFile(path, "w", samplerate=sample_rate, channels=channels, subtype="FLOAT", format="WAV")
+    sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)  # soundfile has no wrapper for it
+    return handle
 
 
 def wav_clip(path: os.PathLike[str] | str, start: int, stop: int) -> np.ndarray:

@@ -10,8 +10,6 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-import soundfile as sf
-
 from destatic import dsp, media
 from destatic.steps.records import AudioFile, Gains, ProfiledNoise
 
@@ -59,7 +57,7 @@ def run(
     )
     target.parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(target) as partial:
-        with sf.SoundFile(partial, "w", samplerate=audio.sample_rate, channels=audio.channels, subtype="FLOAT", format="WAV") as out:
+        with media.float_wav_writer(partial, audio.sample_rate, audio.channels) as out:
             written = 0
             for block in cleaned:
                 out.write(block)

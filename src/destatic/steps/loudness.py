@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 from destatic import media
 from destatic.steps.records import AudioFile, Leveled
@@ -52,7 +51,7 @@ def run(audio: AudioFile, cleaned: AudioFile, target: Path, *, target_lufs: floa
     scale = np.float32(10 ** (gain_db / 20))
     target.parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(target) as partial:
-        with sf.SoundFile(partial, "w", samplerate=cleaned.sample_rate, channels=cleaned.channels, subtype="FLOAT", format="WAV") as out:
+        with media.float_wav_writer(partial, cleaned.sample_rate, cleaned.channels) as out:
             for block in media.wav_blocks(cleaned.path):
                 out.write(block * scale)
         after = media.measure_loudness(partial)

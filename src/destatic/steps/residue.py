@@ -10,8 +10,6 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-import soundfile as sf
-
 from destatic import media
 from destatic.steps.records import AudioFile
 
@@ -22,7 +20,7 @@ def run(audio: AudioFile, cleaned: AudioFile, target: Path) -> AudioFile:
     """Write ``audio - cleaned`` to `target`, a float32 WAV of the same length and channels (atomically)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(target) as partial:
-        with sf.SoundFile(partial, "w", samplerate=audio.sample_rate, channels=audio.channels, subtype="FLOAT", format="WAV") as out:
+        with media.float_wav_writer(partial, audio.sample_rate, audio.channels) as out:
             for before, after in itertools.zip_longest(media.wav_blocks(audio.path), media.wav_blocks(cleaned.path)):
                 if before is None or after is None or before.shape != after.shape:
                     raise RuntimeError(f"{cleaned.path.name} is not as long as {audio.path.name}: no residue")
