@@ -165,7 +165,7 @@ def pipeline_steps(source: Path, target: Path, gains: Path, method: str) -> None
         profile=profile,
         n_jobs=jobs,
     )
-    with sf.SoundFile(target, "w", samplerate=rate, channels=channels, subtype="FLOAT", format="WAV") as handle:
+    with media.float_wav_writer(target, rate, channels) as handle:
         for block in cleaned:
             handle.write(block)
 
