@@ -267,7 +267,8 @@ def float_wav_writer(path: os.PathLike[str] | str, sample_rate: int, channels: i
         Open for writing; a context manager.
     """
     handle = sf.SoundFile(path, "w", samplerate=sample_rate, channels=channels, subtype="FLOAT", format="WAV")
-    sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)  # soundfile has no wrapper for it
+    with contextlib.suppress(AttributeError):  # soundfile has no wrapper for the command: a release without these names keeps the chunk
+        sf._snd.sf_command(handle._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
     return handle
 
 
