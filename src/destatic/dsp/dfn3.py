@@ -30,6 +30,7 @@ import tarfile
 import numpy as np
 import scipy.signal
 
+from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER
 from destatic.errors import ParameterError
 
 __all__ = ["DELAY", "FRAME", "RATE", "Dfn3Stream", "model_config"]
@@ -40,7 +41,6 @@ DELAY = 3 * FRAME
 """Samples by which the output lags the input: the STFT's overlap and the model's two frames of look-ahead."""
 CHUNK_FRAMES = 1000
 """Frames (10 s) run through the graphs at once: the bound on the engine's memory."""
-DEFAULT_PROVIDER = "CPUExecutionProvider"
 _MEAN_NORM_INIT_DB = (-60.0, -90.0)
 _UNIT_NORM_INIT = (0.001, 0.0001)
 _GRAPHS = ("enc", "erb_dec", "df_dec")
@@ -213,16 +213,26 @@ class Dfn3Stream:
         Attenuation limit in dB: that much of the input is mixed back (100 or more: none).
     provider : str
         onnxruntime execution provider.
+    chunk_frames : int
+        Frames run through the graphs at once (memory grows with it, the output does not change).
+    keep_lsnr : bool
+        Keep the encoder's local SNR estimate of every frame in :attr:`lsnr`.
 
     Notes
     -----
-    Frames are run in chunks of :data:`CHUNK_FRAMES` on a fixed grid from the
+    Frames are run in chunks of ``chunk_frames`` on a fixed grid from the
     first frame, whatever the sizes :meth:`process` is called with, so the
-    output does not depend on them. :attr:`lsnr` collects the encoder's
-    local SNR estimate of each frame run (dB), when ``keep_lsnr`` is set.
+    output does not depend on them.
     """
 
-    def __init__(self, atten_lim_db: float = 100.0, *, provider: str = DEFAULT_PROVIDER, keep_lsnr: bool = False):
+    def __init__(
+        self,
+        atten_lim_db: float = 100.0,
+        *,
+        provider: str = DEFAULT_LEARNED_PROVIDER,
+        chunk_frames: int = CHUNK_FRAMES,
+        keep_lsnr: bool = False,
+    ):
         self.config = config = model_config()
         if (config.sample_rate, config.hop_size, config.fft_size, config.df_lookahead) != (RATE, FRAME, 2 * FRAME, config.conv_lookahead):
             raise RuntimeError(f"DeepFilterNet3's config.ini does not match this engine: {config}")
@@ -251,6 +261,7 @@ class Dfn3Stream:
             for state_in, _, width in graph.hidden
         }
         self._pending = np.zeros(0, np.float32)
+        self._chunk = int(chunk_frames) * FRAME
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
     def _past_shape(self, source: str, frames: int) -> tuple[int, ...]:
@@ -264,7 +275,7 @@ class Dfn3Stream:
         if samples.size % FRAME:
             raise ValueError(f"Dfn3Stream takes whole {FRAME}-sample frames, not {samples.size} samples")
         self._pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
-        chunk = CHUNK_FRAMES * FRAME
+        chunk = self._chunk
         done = self._pending.size - self._pending.size % chunk
         out = [self._run(self._pending[start : start + chunk]) for start in range(0, done, chunk)]
         self._pending = self._pending[done:].copy()

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from destatic.dsp._audio import check_number
-from destatic.dsp.choices import LEARNED_METHODS, METHODS, Method, refuse_options_for_seed, resolve_method
+from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER, LEARNED_METHODS, METHODS, Method, refuse_options_for_seed, resolve_method
 from destatic.dsp import noise as noise_module
 from destatic.dsp.noise import NoiseTracker, smoothing_factor
 from destatic.dsp.profile import NoiseProfile
@@ -96,6 +96,10 @@ class SuppressionOptions:
         ``hybrid`` only: on stereo, one DeepFilterNet3 pass on the channels'
         mean drives both (half the cost; -0.044 PESQ on the shared media), or
         one pass per channel. Other channel counts always get one each.
+    learned_provider : str
+        ``deepfilter`` and ``hybrid``: the onnxruntime execution provider
+        DeepFilterNet3 runs on (``CPUExecutionProvider``; others as the
+        installed onnxruntime offers them).
     """
 
     max_reduction_db: float = 30.0
@@ -112,6 +116,7 @@ class SuppressionOptions:
     auto_window_s: float = 8.0
     voice_mix: float = 0.7
     learned_stereo: str = "mid"
+    learned_provider: str = DEFAULT_LEARNED_PROVIDER
 
     def __post_init__(self) -> None:
         check_number("max_reduction_db", self.max_reduction_db, low=0.1, high=200.0,
@@ -143,6 +148,8 @@ class SuppressionOptions:
         check_number("voice_mix", self.voice_mix, low=0.0, high=1.0, allowed="a number from 0 to 1")
         if self.learned_stereo not in ("mid", "each"):
             raise ParameterError(f"learned_stereo={self.learned_stereo!r} must be 'mid' or 'each'")
+        if not isinstance(self.learned_provider, str) or not self.learned_provider.endswith("ExecutionProvider"):
+            raise ParameterError(f"learned_provider={self.learned_provider!r} must name an onnxruntime execution provider")
 
     @classmethod
     def from_options(cls, method: str, options: dict[str, Any]) -> SuppressionOptions:

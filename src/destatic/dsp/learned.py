@@ -24,7 +24,7 @@ import collections
 import numpy as np
 
 from destatic.dsp import dfn3
-from destatic.dsp.choices import LEARNED_NEEDS, learned_available
+from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER, LEARNED_NEEDS, learned_available
 from destatic.dsp.gains import GainComputer, SuppressionOptions
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter
@@ -69,7 +69,7 @@ class DeepFilterStream:
     sample-aligned with them, whatever the block sizes.
     """
 
-    def __init__(self, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB, provider: str = dfn3.DEFAULT_PROVIDER):
+    def __init__(self, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB, provider: str = DEFAULT_LEARNED_PROVIDER):
         if not learned_available():
             raise ParameterError(f"the learned methods need {LEARNED_NEEDS}")
         import soxr
@@ -129,7 +129,14 @@ class DeepFilterStream:
         return y
 
 
-def deepfilter(audio: np.ndarray, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB, block_size: int = 1 << 16) -> np.ndarray:
+def deepfilter(
+    audio: np.ndarray,
+    sample_rate: int,
+    *,
+    atten_lim_db: float = NO_LIMIT_DB,
+    block_size: int = 1 << 16,
+    provider: str = DEFAULT_LEARNED_PROVIDER,
+) -> np.ndarray:
     """DeepFilterNet3 on audio in memory, each channel on its own: the model's own output, same shape, zero lag.
 
     Parameters
@@ -141,12 +148,14 @@ def deepfilter(audio: np.ndarray, sample_rate: int, *, atten_lim_db: float = NO_
         The model's attenuation limit in dB (100: none).
     block_size : int
         Samples fed at a time (the result does not depend on it).
+    provider : str
+        onnxruntime execution provider of the model.
     """
     samples = np.asarray(audio, np.float32)
     columns = samples.reshape(samples.shape[0], -1)
     out = np.empty_like(columns)
     for channel in range(columns.shape[1]):
-        stream = DeepFilterStream(sample_rate, atten_lim_db=atten_lim_db)
+        stream = DeepFilterStream(sample_rate, atten_lim_db=atten_lim_db, provider=provider)
         position = 0
         for start in range(0, columns.shape[0], block_size):
             part = stream.push(columns[start : start + block_size, channel])
@@ -216,7 +225,10 @@ class LearnedGainComputer:
         self._channels = channels
         self._mid = joint_channels("hybrid" if self.hybrid else "deepfilter", self.options, channels)
         self._rows = 1 if self._mid else channels
-        self._streams = [DeepFilterStream(self.profile.sample_rate, atten_lim_db=self._atten_lim_db) for _ in range(self._rows)]
+        self._streams = [
+            DeepFilterStream(self.profile.sample_rate, atten_lim_db=self._atten_lim_db, provider=self.options.learned_provider)
+            for _ in range(self._rows)
+        ]
         framing = {"n_fft": self.profile.n_fft, "hop_length": self.profile.hop_length, "centered": self.profile.centered}
         self._input_frames = FrameSplitter(self._rows, **framing)
         self._output_frames = FrameSplitter(self._rows, **framing)
