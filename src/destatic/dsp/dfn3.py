@@ -21,6 +21,8 @@ stops and outputs zeros (a difference only inside such silence).
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import configparser
 import dataclasses
 import functools
@@ -39,8 +41,8 @@ RATE = 48_000
 FRAME = 480
 DELAY = 3 * FRAME
 """Samples by which the output lags the input: the STFT's overlap and the model's two frames of look-ahead."""
-CHUNK_FRAMES = 1000
-"""Frames (10 s) run through the graphs at once: the bound on the engine's memory."""
+CHUNK_FRAMES = 500
+"""Frames (5 s) run through the graphs at once: the bound on the engine's memory (longer chunks run no faster)."""
 _MEAN_NORM_INIT_DB = (-60.0, -90.0)
 _UNIT_NORM_INIT = (0.001, 0.0001)
 _GRAPHS = ("enc", "erb_dec", "df_dec")
@@ -222,7 +224,10 @@ class Dfn3Stream:
     -----
     Frames are run in chunks of ``chunk_frames`` on a fixed grid from the
     first frame, whatever the sizes :meth:`process` is called with, so the
-    output does not depend on them.
+    output does not depend on them. A chunk runs in a thread of the stream's
+    own while the caller goes on (onnxruntime releases the GIL): :meth:`process`
+    returns the output of the chunks before the one it starts, so which
+    samples a call returns depends only on what was fed.
     """
 
     def __init__(
@@ -262,6 +267,8 @@ class Dfn3Stream:
         }
         self._pending = np.zeros(0, np.float32)
         self._chunk = int(chunk_frames) * FRAME
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3")
+        self._running: collections.deque[concurrent.futures.Future[np.ndarray]] = collections.deque()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
     def _past_shape(self, source: str, frames: int) -> tuple[int, ...]:
@@ -277,14 +284,28 @@ class Dfn3Stream:
         self._pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
         chunk = self._chunk
         done = self._pending.size - self._pending.size % chunk
-        out = [self._run(self._pending[start : start + chunk]) for start in range(0, done, chunk)]
+        out = []
+        for start in range(0, done, chunk):
+            out.extend(self._collected())
+            self._running.append(self._worker.submit(self._run, self._pending[start : start + chunk].copy()))
         self._pending = self._pending[done:].copy()
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
+    def _collected(self) -> list[np.ndarray]:
+        """The output of the chunks started, each once finished."""
+        out = []
+        while self._running:
+            out.append(self._running.popleft().result())
+        return out
+
     def flush(self) -> np.ndarray:
-        """Run the frames held for the chunk grid; return their output."""
-        pending, self._pending = self._pending, np.zeros(0, np.float32)
-        return self._run(pending) if pending.size else np.zeros(0, np.float32)
+        """Run the frames held for the chunk grid; return the output still owed. The stream ends here."""
+        out = self._collected()
+        self._worker.shutdown()
+        if self._pending.size:
+            out.append(self._run(self._pending))
+            self._pending = np.zeros(0, np.float32)
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _run(self, samples: np.ndarray) -> np.ndarray:
         spectra = self._analyse(samples)
