@@ -77,7 +77,18 @@ def best_effort(what: str) -> Iterator[None]:
     except Exception as error:
         if not api_unreachable(error):
             raise
-        _logger.warning("%s not recorded: the Prefect API is unreachable (%s)", what, type(error).__name__)
+        _run_logger().warning("%s not recorded: the Prefect API is unreachable (%s)", what, type(error).__name__)
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The flow or task run's logger (its console line), or this module's outside a run."""
+    from prefect.exceptions import MissingContextError
+    from prefect.logging import get_run_logger
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return _logger
 
 
 def wait_for_api(api_url: str | None, *, say: Callable[[str], None] | None = None, waiting: Callable[[], int] | None = None) -> float:

@@ -131,12 +131,18 @@ def judge(settings: Any, hashes: dict[str, str]) -> Verdict:
 
 
 @dataclass
-class CrashFigures:
-    """What a crash drill did and found."""
+class KillFigures:
+    """What every kill drill counts: the files, the kills and when they landed."""
 
     files: int
     kills: int = 0
     kill_moments_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CrashFigures(KillFigures):
+    """What a crash drill did and found."""
+
     done_after_kill: list[int] = field(default_factory=list)
     finished_unkilled: int = 0
     restarts_to_finish: int = 0
@@ -247,12 +253,9 @@ def flow_runs_under(folder: Path, *, since: datetime) -> list[Any]:
 
 
 @dataclass
-class ServerKillFigures:
+class ServerKillFigures(KillFigures):
     """What a drill killing the watcher's Prefect server did and found."""
 
-    files: int
-    kills: int = 0
-    kill_moments_s: list[float] = field(default_factory=list)
     back_after_s: list[float] = field(default_factory=list)
     done_at_kill: list[int] = field(default_factory=list)
     failure_records: int = 0
