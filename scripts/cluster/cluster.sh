@@ -206,6 +206,8 @@ start_server() {
         (
             unset PREFECT_API_URL
             export PREFECT_SERVER_DATABASE_CONNECTION_URL=$url
+            # Concurrency leases on disk: the watcher's scan keeps its slot across a restart of the server.
+            export PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem
             export PREFECT_UI_API_URL=http://127.0.0.1:$port/api
             start_detached "$RUN_DIR/server.pid" "$LOG_DIR/server.log" \
                 "$PREFECT_BIN" server start --host 127.0.0.1 --port "$port"

@@ -17,6 +17,12 @@ answers. What Prefect 3.9 does by itself, and what is left to this module:
   in a row (about 3 min with the retries above) it prints the tracebacks and
   stops serving.
 
+- A run under a concurrency limit (the watcher's scan: one at a time)
+  renews its lease with the server; the server keeps leases in memory by
+  default, so after a restart the renewal finds none and Prefect ends the
+  run. destatic's background server keeps them on disk instead
+  (``PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE``, Prefect's filesystem storage).
+
 So the watcher (:mod:`destatic.flows.watch`) waits here before each file,
 with backoff, while the API does not answer; destatic's own background
 server is started again on its port (:func:`destatic.server.revive`), a
@@ -26,17 +32,22 @@ server named by ``PREFECT_API_URL`` is only waited for.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import sys
 import time
 from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from destatic import server
 from destatic.errors import causes
 
-__all__ = ["FIRST_WAIT_S", "LONGEST_WAIT_S", "api_unreachable", "best_effort", "quiet_prefect_transport_errors", "runner_gave_up", "wait_for_api"]
+__all__ = ["FIRST_WAIT_S", "LONGEST_WAIT_S", "api_unreachable", "best_effort", "quiet_prefect_transport_errors", "quiet_service_summaries", "runner_gave_up", "wait_for_api"]
 
 FIRST_WAIT_S = 1.0
 LONGEST_WAIT_S = 30.0
+SLOW_ANSWER_S = 10.0
+"""A server that takes this long to answer its health check (a busy machine) is not yet gone."""
 _logger = logging.getLogger("destatic.outage")
 
 
@@ -109,7 +120,7 @@ def wait_for_api(api_url: str | None, *, say: Callable[[str], None] | None = Non
     float
         Seconds waited.
     """
-    if not api_url or server.api_answers(api_url):
+    if not api_url or server.api_answers(api_url) or server.api_answers(api_url, timeout=SLOW_ANSWER_S):
         return 0.0
     started, pause = time.monotonic(), FIRST_WAIT_S
     owned = server.owns(api_url)
@@ -134,6 +145,9 @@ class _DropTransportErrors(logging.Filter):
         if not record.name.startswith("prefect"):
             return True
         if record.exc_info and record.exc_info[1] is not None:
+            if runner_gave_up(record.exc_info[1]) and not api_unreachable(record.exc_info[1]):
+                record.exc_info, record.exc_text = None, None  # its line says what stopped; the traceback adds nothing
+                return True
             return not api_unreachable(record.exc_info[1])
         text = record.getMessage()
         return not any(sign in text for sign in _TRANSPORT_SIGNS)
@@ -160,3 +174,34 @@ def quiet_prefect_transport_errors() -> None:
     for handler in handlers:
         if not any(isinstance(existing, _DropTransportErrors) for existing in handler.filters):
             handler.addFilter(_DropTransportErrors())
+
+
+class _WithoutServiceSummaries(io.TextIOBase):
+    """Standard output without the error summaries Prefect's service loops print (not log) when they give up."""
+
+    _SIGNS = ("\nFailed the last", "Examples of recent errors", "Traceback (most recent call last)",
+              "Backing off due to consecutive errors", "Resetting backoff due to")
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self._dropped = stream, False
+
+    def write(self, text: str) -> int:
+        if text.startswith(self._SIGNS) or (self._dropped and text == "\n"):
+            self._dropped = text != "\n"
+            return len(text)
+        self._dropped = False
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+@contextlib.contextmanager
+def quiet_service_summaries() -> Iterator[None]:
+    """In the block, keep off standard output the tracebacks Prefect's polling loops print after 3 failures in a row.
+
+    The loops (the runner's poll for scheduled runs, its cancellation
+    observer) ``print`` them instead of logging them, so no log filter can.
+    """
+    with contextlib.redirect_stdout(_WithoutServiceSummaries(sys.stdout)):
+        yield

@@ -47,6 +47,7 @@ START_TIMEOUT_S = 180.0
 STOP_GRACE_S = 15.0
 SETTLE_TIMEOUT_S = 5.0
 EMBEDDED = "Prefect's temporary server"
+LEASES_ON_DISK = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 def state_folder() -> Path:
@@ -130,12 +131,14 @@ def _free_port(preferred: int | None) -> int:
 
 
 def _spawn(port: int, home: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``prefect server start`` on `port` in a session of its own, its UI told where its API is."""
+    """``prefect server start`` on `port` in a session of its own, its UI told where its API is, its leases on disk."""
     environment = {name: value for name, value in os.environ.items() if name not in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}
     environment.update(
         PREFECT_HOME=str(home),
         PREFECT_UI_API_URL=f"http://{HOST}:{port}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # Concurrency leases on disk, not in memory: a run holding one (the watcher's scan) outlives a restart of the server.
+        PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=LEASES_ON_DISK,
     )
     with open(log, "ab") as output:
         return subprocess.Popen(

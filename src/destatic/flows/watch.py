@@ -272,7 +272,7 @@ def _serve_through_outages(settings: Settings, api_url: str, say: Callable[[str]
     """Serve the watcher deployment; should Prefect's runner give up during a long outage, wait for the API and serve again."""
     from prefect import serve
 
-    with _keeping_the_api(api_url, settings.paths.inbox.absolute(), say):
+    with _keeping_the_api(api_url, settings.paths.inbox.absolute(), say), outage.quiet_service_summaries():
         first = True
         while True:
             outage.wait_for_api(api_url)
