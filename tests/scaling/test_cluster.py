@@ -268,6 +268,7 @@ def test_database_then_server_killed_mid_batch_each_file_out_once(cluster: Clust
     if len(recordings) < 10:
         pytest.skip(f"need 20 recordings in {media_dir / 'pairs' / 'noizeus'}, found {len(recordings) + 10}")
     _script("workers", cluster.state, "--workers", "2", "--pool", POOL, "--limit", "2")  # the previous test killed one
+    before = {run.id for run in cluster.file_runs()}
     inbox, outbox, done = cluster.folder("inbox"), cluster.folder("outbox"), cluster.folder("done")
     names = [f"outage/{path.name}" for path in recordings]
     for recording, name in zip(recordings, names):
@@ -297,7 +298,7 @@ def test_database_then_server_killed_mid_batch_each_file_out_once(cluster: Clust
     assert not [path for path in (inbox / CLAIM_DIR).rglob("*") if path.is_file()], "a claim was left stranded"
     alive = [name for name, pid in cluster.worker_pids().items() if psutil.pid_exists(pid)]
     assert len(alive) == 2, f"a worker gave up during the outage: {alive}"
-    runs = [run for run in cluster.file_runs() if run.name.removeprefix("denoise-") in {Path(name).name for name in names}]
+    runs = [run for run in cluster.file_runs() if run.id not in before]  # named after their claim folders, not the files
     states = sorted(f"{run.state.type.value}x{run.run_count}" for run in runs)
     print(f"\ncluster outage drill: {done_at_kill} of 10 done at the database kill, batch settled {settled - killed:.0f} s after it; "
           f"{len(runs)} denoise-file runs for 10 files (state x run count: {', '.join(states)})")
