@@ -5,7 +5,7 @@
 #
 #   cluster.sh up STATE_DIR [--workers N] [--pool NAME]   all of the below, in order
 #   cluster.sh postgres STATE_DIR        install (apt) if missing, init, start; prints the database URL
-#   cluster.sh server STATE_DIR          prefect server on a free port, waits for /api/health
+#   cluster.sh server STATE_DIR          prefect server on a free port (its old one when started again), waits for /api/health
 #   cluster.sh pool STATE_DIR [--pool NAME]   also the automation that runs again the flow runs
 #                                        whose heartbeats stop: see docs/scaling.md
 #   cluster.sh workers STATE_DIR [--workers N] [--pool NAME] [--limit RUNS_PER_WORKER]
@@ -198,13 +198,16 @@ start_server() {
     local url
     url=$(start_postgres)
     if ! pid_alive "$RUN_DIR/server.pid"; then
-        free_port >"$RUN_DIR/server.port"
+        # Started again (after a crash), it takes the port it had: the workers know only that address.
+        [[ -s $RUN_DIR/server.port ]] || free_port >"$RUN_DIR/server.port"
         local port
         port=$(cat "$RUN_DIR/server.port")
         log "starting prefect server on 127.0.0.1:$port"
         (
             unset PREFECT_API_URL
             export PREFECT_SERVER_DATABASE_CONNECTION_URL=$url
+            # Concurrency leases on disk: the watcher's scan keeps its slot across a restart of the server.
+            export PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=prefect.server.concurrency.lease_storage.filesystem
             export PREFECT_UI_API_URL=http://127.0.0.1:$port/api
             start_detached "$RUN_DIR/server.pid" "$LOG_DIR/server.log" \
                 "$PREFECT_BIN" server start --host 127.0.0.1 --port "$port"
@@ -224,8 +227,9 @@ start_server() {
     die "prefect server did not answer $health within 300 s"
 }
 
-# A running flow run whose heartbeats stop (its worker or machine died) is put back in the
-# queue (Scheduled, named AwaitingRetry) so that a live worker runs it again.
+# A running flow run whose heartbeats stop (its worker or machine died), or a run left Pending
+# (its process died before it started, during an outage of the API or its database), is put
+# back in the queue (Scheduled, named AwaitingRetry) so that a live worker runs it again.
 create_zombie_automation() {
     local url=$1 name=destatic-crashed-runs
     if PREFECT_API_URL=$url "$PREFECT_BIN" automation inspect "$name" >/dev/null 2>&1; then
@@ -234,17 +238,17 @@ create_zombie_automation() {
     log "creating automation '$name' (silence > ${ZOMBIE_AFTER} s)"
     PREFECT_API_URL=$url "$PREFECT_BIN" automation create --from-json "$(cat <<EOF
 {"name": "$name",
- "description": "Run again the flow runs whose heartbeats stopped for ${ZOMBIE_AFTER} s",
+ "description": "Run again the flow runs not started, or whose heartbeats stopped, for ${ZOMBIE_AFTER} s (their worker is gone)",
  "trigger": {"type": "event", "posture": "Proactive",
              "match": {"prefect.resource.id": "prefect.flow-run.*"},
-             "after": ["prefect.flow-run.Running", "prefect.flow-run.heartbeat"],
-             "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Completed",
+             "after": ["prefect.flow-run.Pending", "prefect.flow-run.Running", "prefect.flow-run.heartbeat"],
+             "expect": ["prefect.flow-run.heartbeat", "prefect.flow-run.Running", "prefect.flow-run.Completed",
                         "prefect.flow-run.Failed", "prefect.flow-run.Cancelled",
                         "prefect.flow-run.Crashed", "prefect.flow-run.Paused",
                         "prefect.flow-run.Suspended"],
              "for_each": ["prefect.resource.id"], "threshold": 1, "within": $ZOMBIE_AFTER},
  "actions": [{"type": "change-flow-run-state", "state": "SCHEDULED", "name": "AwaitingRetry",
-              "message": "No heartbeat for ${ZOMBIE_AFTER} s: the worker running it is gone"}]}
+              "message": "Not started or no heartbeat for ${ZOMBIE_AFTER} s: its worker is gone"}]}
 EOF
 )" >/dev/null
 }

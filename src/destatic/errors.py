@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import errno as errnos
 import os
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["BadInputError", "DestaticError", "ParameterError", "TransientError", "blames_the_file", "display_path", "is_disk_full", "reason_of"]
+__all__ = ["BadInputError", "DestaticError", "ParameterError", "TransientError", "blames_the_file", "causes", "display_path", "is_disk_full", "reason_of"]
 
 
 class DestaticError(Exception):
@@ -99,13 +100,16 @@ def blames_the_file(error: BaseException) -> bool:
     return isinstance(error, BadInputError)
 
 
-def is_disk_full(error: BaseException) -> bool:
-    """Whether `error` (or an error it was raised from) says a disk or quota is full."""
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then the error it was raised from (``__cause__``, else ``__context__``), and so on (each once)."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, (OSError, TransientError)) and current.errno in (errnos.ENOSPC, errnos.EDQUOT):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error` (or an error it was raised from) says a disk or quota is full."""
+    return any(isinstance(current, (OSError, TransientError)) and current.errno in (errnos.ENOSPC, errnos.EDQUOT) for current in causes(error))

@@ -40,6 +40,7 @@ __all__ = [
     "FailureRecord",
     "claim",
     "claimed",
+    "delivered",
     "failure_record",
     "find_ready",
     "forget_stale_records",
@@ -47,6 +48,7 @@ __all__ = [
     "hand_over",
     "is_claim",
     "outbox_path",
+    "pending",
     "quarantine",
     "ready_files",
     "release_stale_claims",
@@ -415,6 +417,18 @@ def settled_output(folder: Path) -> Path | None:
     output = Path(json.loads(settled.read_text(encoding="utf-8"))["output"])
     shutil.rmtree(folder, ignore_errors=True)
     return output
+
+
+def delivered(taken: Claim, settings: Settings) -> Path | None:
+    """The output of a claim whose run settled it as done (its file out of the claim, its output in the outbox), or None."""
+    target = outbox_path(taken.relative, settings)
+    return target if claimed(taken.folder) is None and _present(target) else None
+
+
+def pending(inbox: Path) -> int:
+    """How many files wait in `inbox`: not yet taken (media or not), or claimed and not yet settled."""
+    claims = sum(1 for folder in _claim_folders(inbox) if claimed(folder) is not None)
+    return claims + sum(1 for _ in _walk(inbox))
 
 
 def give_back(taken: Claim, settings: Settings, error: Exception) -> str | None:

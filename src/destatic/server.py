@@ -36,7 +36,10 @@ import platformdirs
 from destatic.errors import DestaticError
 from destatic.media.atomic import process_alive
 
-__all__ = ["BackgroundServer", "find", "known_api_url", "prefect_api", "record_answered_run", "settle_task_runs", "start", "state_folder", "stop"]
+__all__ = [
+    "BackgroundServer", "api_answers", "find", "known_api_url", "owns", "prefect_api", "record_answered_run", "revive",
+    "settle_task_runs", "start", "state_folder", "stop",
+]
 
 HOST = "127.0.0.1"
 PREFERRED_PORT = 4200
@@ -44,6 +47,7 @@ START_TIMEOUT_S = 180.0
 STOP_GRACE_S = 15.0
 SETTLE_TIMEOUT_S = 5.0
 EMBEDDED = "Prefect's temporary server"
+LEASES_ON_DISK = "prefect.server.concurrency.lease_storage.filesystem"
 
 
 def state_folder() -> Path:
@@ -118,6 +122,7 @@ def _locked() -> Iterator[None]:
 def _free_port(preferred: int | None) -> int:
     """`preferred` if nothing listens there, else a free port the kernel picks."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's own socket: a killed server's port is free
         try:
             probe.bind((HOST, preferred or 0))
         except OSError:
@@ -126,12 +131,14 @@ def _free_port(preferred: int | None) -> int:
 
 
 def _spawn(port: int, home: Path, log: Path) -> subprocess.Popen[bytes]:
-    """``prefect server start`` on `port` in a session of its own, its UI told where its API is."""
+    """``prefect server start`` on `port` in a session of its own, its UI told where its API is, its leases on disk."""
     environment = {name: value for name, value in os.environ.items() if name not in ("PREFECT_API_URL", "PREFECT_UI_API_URL")}
     environment.update(
         PREFECT_HOME=str(home),
         PREFECT_UI_API_URL=f"http://{HOST}:{port}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        # Concurrency leases on disk, not in memory: a run holding one (the watcher's scan) outlives a restart of the server.
+        PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE=LEASES_ON_DISK,
     )
     with open(log, "ab") as output:
         return subprocess.Popen(
@@ -159,6 +166,33 @@ def _end(pid: int) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _launch(port: int, timeout: float) -> BackgroundServer | None:
+    """Spawn the server on `port` and record it once it answers; None if it exited first (the port taken, say)."""
+    folder = state_folder()
+    home, log = folder / "prefect", folder / "server.log"
+    home.mkdir(parents=True, exist_ok=True)
+    process, deadline = _spawn(port, home, log), time.monotonic() + timeout
+    while process.poll() is None and time.monotonic() < deadline:
+        if _healthy(port, timeout=0.5):
+            server = BackgroundServer(
+                api_url=f"http://{HOST}:{port}/api", ui_url=f"http://{HOST}:{port}", pid=process.pid, port=port,
+                prefect_home=str(home), prefect_version=version("prefect"), started=time.time(), log=str(log),
+            )
+            (folder / "server.json").write_text(json.dumps(asdict(server), indent=2), encoding="utf-8")
+            return server
+        time.sleep(0.2)
+    if process.poll() is None:
+        _end(process.pid)
+        raise DestaticError(f"the background Prefect server did not answer within {timeout:g} s; see {log}")
+    return None
+
+
+def _end_stale(server: BackgroundServer | None) -> None:
+    """End a recorded server process that still runs but does not answer (or is of another Prefect version)."""
+    if server is not None and process_alive(server.pid) and _is_prefect_server(server.pid):
+        _end(server.pid)
+
+
 def start(*, port: int | None = PREFERRED_PORT, timeout: float = START_TIMEOUT_S) -> tuple[BackgroundServer, bool]:
     """Start the background server, unless it runs already; return it and whether it was started now.
 
@@ -171,30 +205,50 @@ def start(*, port: int | None = PREFERRED_PORT, timeout: float = START_TIMEOUT_S
         running = find()
         if running is not None:
             return running, False
-        stale = _record()
-        if stale is not None and process_alive(stale.pid) and _is_prefect_server(stale.pid):
-            _end(stale.pid)  # another Prefect version, or not answering
-        folder = state_folder()
-        home, log = folder / "prefect", folder / "server.log"
-        home.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + timeout
+        _end_stale(_record())
         for _ in range(3):  # a port found free can be taken before the server binds it
-            chosen = _free_port(port)
-            process = _spawn(chosen, home, log)
-            while process.poll() is None and time.monotonic() < deadline:
-                if _healthy(chosen, timeout=0.5):
-                    server = BackgroundServer(
-                        api_url=f"http://{HOST}:{chosen}/api", ui_url=f"http://{HOST}:{chosen}", pid=process.pid, port=chosen,
-                        prefect_home=str(home), prefect_version=version("prefect"), started=time.time(), log=str(log),
-                    )
-                    (folder / "server.json").write_text(json.dumps(asdict(server), indent=2), encoding="utf-8")
-                    return server, True
-                time.sleep(0.2)
-            if process.poll() is None:
-                _end(process.pid)
-                raise DestaticError(f"the background Prefect server did not answer within {timeout:g} s; see {log}")
+            server = _launch(_free_port(port), timeout)
+            if server is not None:
+                return server, True
             port = None
-        raise DestaticError(f"the background Prefect server exited at start; see {log}")
+        raise DestaticError(f"the background Prefect server exited at start; see {state_folder() / 'server.log'}")
+
+
+def owns(api_url: str) -> bool:
+    """Whether `api_url` is destatic's background server's (its record names it), so destatic may start it again."""
+    recorded = _record()
+    return recorded is not None and recorded.api_url.rstrip("/") == api_url.rstrip("/")
+
+
+def api_answers(api_url: str, timeout: float = 2.0) -> bool:
+    """Whether the Prefect API at `api_url` answers its health check."""
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as answer:
+            return answer.status == 200
+    except (OSError, ValueError):
+        return False
+
+
+def revive(api_url: str) -> bool:
+    """Start destatic's background server again on the port it had, if `api_url` is its and it does not answer.
+
+    Every process that was told its URL (the watcher, its flow runs) finds it
+    there again. Whether the API at `api_url` answers now; False for a server
+    destatic does not own (never started here) or one that could not start.
+    """
+    if api_answers(api_url):
+        return True
+    with _locked():
+        recorded = _record()
+        if recorded is None or recorded.api_url.rstrip("/") != api_url.rstrip("/"):
+            return False
+        if find(any_version=True) is not None:  # another process was first
+            return True
+        _end_stale(recorded)
+        try:
+            return _launch(recorded.port, START_TIMEOUT_S) is not None
+        except DestaticError:
+            return False
 
 
 def stop() -> BackgroundServer | None:

@@ -25,7 +25,7 @@ from prefect.results import get_result_store
 from prefect.states import State
 from prefect.transactions import get_transaction
 
-from destatic import dsp, media, steps
+from destatic import dsp, media, outage, steps
 from destatic.cache import STEP_VERSIONS, artifact_name, step_key
 from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
@@ -129,7 +129,8 @@ def notify_progress(work_dir: Path, percent: float) -> None:
 def report_progress(artifact: Any, work_dir: Path, percent: float) -> None:
     """Move a file's progress artifact (when it has one) and this process's listener."""
     if artifact is not None:
-        update_progress_artifact(artifact, progress=round(percent, 1))
+        with outage.best_effort("a progress artifact"):
+            update_progress_artifact(artifact, progress=round(percent, 1))
     notify_progress(work_dir, percent)
 
 
@@ -146,7 +147,8 @@ class _Progress:
         now, finished = time.monotonic(), done >= total
         percent = self.start + self.span * min(done, total) / total
         if self.artifact is not None and (now - self.last >= PROGRESS_EVERY_S or finished):
-            update_progress_artifact(self.artifact, progress=round(percent, 1))
+            with outage.best_effort("a progress artifact"):
+                update_progress_artifact(self.artifact, progress=round(percent, 1))
             self.last = now
         if now - self.last_told >= LISTENER_EVERY_S or finished:
             notify_progress(self.work_dir, percent)

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -130,12 +131,18 @@ def judge(settings: Any, hashes: dict[str, str]) -> Verdict:
 
 
 @dataclass
-class CrashFigures:
-    """What a crash drill did and found."""
+class KillFigures:
+    """What every kill drill counts: the files, the kills and when they landed."""
 
     files: int
     kills: int = 0
     kill_moments_s: list[float] = field(default_factory=list)
+
+
+@dataclass
+class CrashFigures(KillFigures):
+    """What a crash drill did and found."""
+
     done_after_kill: list[int] = field(default_factory=list)
     finished_unkilled: int = 0
     restarts_to_finish: int = 0
@@ -243,3 +250,136 @@ def flow_runs_under(folder: Path, *, since: datetime) -> list[Any]:
             limit=200,
         )
     return [run for run in found if Path(run.parameters.get("path", "")).is_relative_to(folder)]
+
+
+@dataclass
+class ServerKillFigures(KillFigures):
+    """What a drill killing the watcher's Prefect server did and found."""
+
+    back_after_s: list[float] = field(default_factory=list)
+    done_at_kill: list[int] = field(default_factory=list)
+    failure_records: int = 0
+    runs_per_file: dict[str, int] = field(default_factory=dict)
+    tracebacks: int = 0
+    outage_lines: list[str] = field(default_factory=list)
+    console_lines: int = 0
+    seconds: float = 0.0
+    verdict: Verdict | None = None
+
+
+def _server_record(state: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((state / "destatic" / "server" / "server.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _answers(api_url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def _until(condition: Any, timeout_s: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.1)
+    return value
+
+
+def _done_count(settings: Any, names: list[str]) -> int:
+    return sum(_stem_counts(settings.paths.done, names).values())
+
+
+def _runs_per_file(api_url: str) -> dict[str, int]:
+    """How many denoise-file runs the server holds per file (at most 200 runs read)."""
+    import urllib.request
+
+    request = urllib.request.Request(f"{api_url}/flow_runs/filter", data=json.dumps({"limit": 200}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        runs = json.loads(answer.read())
+    counts: dict[str, int] = {}
+    for run in runs:
+        if run["name"].startswith("denoise-"):
+            counts[run["name"].removeprefix("denoise-")] = counts.get(run["name"].removeprefix("denoise-"), 0) + 1
+    return counts
+
+
+def _settled(settings: Any, names: list[str]) -> bool:
+    """Every input out of the inbox and its claims, each in done/ or quarantine."""
+    paths = settings.paths
+    placed = sum(_stem_counts(paths.done, names).values()) + sum(_stem_counts(paths.quarantine, names).values())
+    return _inbox_empty(paths.inbox) and placed >= len(names)
+
+
+def server_kill_drill(root: Path, *, files: int = 12, bad: int = 1, kills: int = 3, seed: int = SEED,
+                      max_kill_s: float = 6.0, timeout_s: float = 600.0) -> ServerKillFigures:
+    """A served ``destatic watch`` on destatic's background server; kill -9 that server `kills` times mid-batch, then judge.
+
+    The watcher runs as a user starts it (``destatic watch INBOX --interval 2``,
+    no PREFECT_API_URL, its own state folder so that the background server is
+    this drill's). Each kill lands ``uniform(0, max_kill_s)`` seconds after the
+    server last answered (the first once a file is done, so that runs are
+    under way), with files still waiting; the next waits until the watcher has
+    brought the server back.
+    """
+    settings = hostile_runs.settings_for(root)
+    inbox, state = settings.paths.inbox, root / "state"
+    env = hostile_runs.cli_env(settings)
+    env.pop("PREFECT_API_URL")
+    env.update(XDG_STATE_HOME=str(state), PREFECT_HOME=str(root / "prefect-home"), DESTATIC_RUNTIME__SERVER="background")
+    log = root / "watcher.log"
+    rng = np.random.default_rng(seed)
+    hashes = make_inputs(inbox, files, bad=bad)
+    names = sorted(hashes)
+    figures = ServerKillFigures(files=files + bad)
+    started, before_stop = time.perf_counter(), 0
+    with open(log, "wb") as sink:
+        watcher = subprocess.Popen(
+            [*hostile_runs.watch_once(settings)[:-1], "--interval", "2"], env=env, cwd=root,
+            stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        _until(lambda: settings.paths.done.is_dir() and any(settings.paths.done.iterdir()), 300, "the watcher's first file done")
+        while figures.kills < kills and not _settled(settings, names):
+            record = _until(lambda: (r := _server_record(state)) and _answers(r["api_url"]) and r, 300, "the server answering")
+            if figures.done_at_kill:  # a file more done since the last kill: the runs are under way again
+                _until(lambda: _done_count(settings, names) > figures.done_at_kill[-1] or _settled(settings, names), timeout_s,
+                       "a file done after the server came back")
+            moment = float(rng.uniform(0.0, max_kill_s))
+            time.sleep(moment)
+            os.kill(record["pid"], signal.SIGKILL)
+            killed = time.monotonic()
+            figures.kills += 1
+            figures.kill_moments_s.append(round(moment, 2))
+            figures.done_at_kill.append(_done_count(settings, names))
+            _until(lambda: (r := _server_record(state)) and r["pid"] != record["pid"] and _answers(r["api_url"]), 300,
+                   "the watcher bringing its server back")
+            figures.back_after_s.append(round(time.monotonic() - killed, 1))
+        _until(lambda: _settled(settings, names), timeout_s, "every input settled")
+        before_stop = log.stat().st_size
+        record = _until(lambda: (r := _server_record(state)) and _answers(r["api_url"]) and r, 300, "the server answering")
+        figures.runs_per_file = _runs_per_file(record["api_url"])
+    finally:
+        os.killpg(watcher.pid, signal.SIGINT)
+        try:
+            watcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(watcher.pid, signal.SIGKILL)
+            watcher.wait()
+        subprocess.run([sys.executable, "-m", "destatic", "server", "stop"], env=env, capture_output=True, timeout=120)
+    figures.seconds = round(time.perf_counter() - started, 1)
+    figures.failure_records = len(list((inbox / ".failures").glob("*.json")))
+    text = log.read_bytes()[:before_stop].decode(errors="replace")  # not what Ctrl+C at the end prints
+    figures.tracebacks = text.count("Traceback")
+    figures.outage_lines = [line for line in text.splitlines() if "destatic watch: the Prefect API" in line]
+    figures.console_lines = len(text.splitlines())
+    figures.verdict = judge(settings, hashes)
+    return figures

@@ -245,3 +245,60 @@ def test_run_of_a_killed_worker_is_finished_by_the_other(cluster: Cluster, media
     assert not any((cluster.folder("inbox") / CLAIM_DIR).iterdir())
     # The killed process's half-written files go at the next scans of the watcher.
     _until(lambda: _leftovers(cluster) == [], timeout_s=120, what=f"no leftovers: {_leftovers(cluster)}")
+
+
+def _kill_postgres(cluster: Cluster) -> None:
+    """kill -9 the PostgreSQL server (its postmaster), then wait for its backends to notice and exit."""
+    postmaster = psutil.Process(int((cluster.state / "postgres" / "data" / "postmaster.pid").read_text().split()[0]))
+    backends = postmaster.children(recursive=True)
+    postmaster.kill()
+    psutil.wait_procs([postmaster, *backends], timeout=60)
+
+
+def _kill_server(cluster: Cluster) -> None:
+    """kill -9 the Prefect server's process group (``prefect server start`` and anything it runs)."""
+    os.killpg(int((cluster.state / "run" / "server.pid").read_text()), signal.SIGKILL)
+    _until(lambda: not any("server" in " ".join(p.info["cmdline"] or []) and "start" in " ".join(p.info["cmdline"] or [])
+                           for p in _processes_of(cluster.state)), timeout_s=30, what="the Prefect server gone")
+
+
+def test_database_then_server_killed_mid_batch_each_file_out_once(cluster: Cluster, media_dir: Path) -> None:
+    """kill -9 PostgreSQL halfway through a batch and start it again, then the same with the Prefect server."""
+    recordings = sorted((media_dir / "pairs" / "noizeus").glob("*.wav"))[10:20]
+    if len(recordings) < 10:
+        pytest.skip(f"need 20 recordings in {media_dir / 'pairs' / 'noizeus'}, found {len(recordings) + 10}")
+    _script("workers", cluster.state, "--workers", "2", "--pool", POOL, "--limit", "2")  # the previous test killed one
+    before = {run.id for run in cluster.file_runs()}
+    inbox, outbox, done = cluster.folder("inbox"), cluster.folder("outbox"), cluster.folder("done")
+    names = [f"outage/{path.name}" for path in recordings]
+    for recording, name in zip(recordings, names):
+        _drop(recording, inbox, name)
+
+    def out(folder: Path) -> list[str]:
+        return sorted(str(path.relative_to(folder)) for path in (folder / "outage").glob("*") if path.is_file())
+
+    _until(lambda: len(out(done)) >= 4, timeout_s=RUN_TIMEOUT_S, what="four files of the batch done")
+    done_at_kill, killed = len(out(done)), time.monotonic()
+    _kill_postgres(cluster)
+    time.sleep(5)  # the server and the workers meet the dead database
+    _script("postgres", cluster.state)
+    _kill_server(cluster)
+    time.sleep(5)
+    assert _script("server", cluster.state).splitlines()[-1] == cluster.api_url, "the server came back on another address"
+
+    _until(lambda: out(done) == sorted(names) and not _leftovers(cluster), timeout_s=RUN_TIMEOUT_S + ZOMBIE_AFTER_S,
+           what=f"the batch settled after the kills ({done_at_kill} of 10 done at the first)")
+    settled = time.monotonic()
+    assert out(outbox) == sorted(names), "each file's output once in the outbox"
+    assert out(done) == sorted(names), "each original once in done/"
+    for recording, name in zip(recordings, names):
+        _assert_complete_audio(outbox / name, sf.info(str(recording)).frames)
+    assert not list(cluster.folder("quarantine").rglob("*")), "a good file was quarantined"
+    assert not list((inbox / ".failures").glob("*.json")), "the outage was counted as a file's failure"
+    assert not [path for path in (inbox / CLAIM_DIR).rglob("*") if path.is_file()], "a claim was left stranded"
+    alive = [name for name, pid in cluster.worker_pids().items() if psutil.pid_exists(pid)]
+    assert len(alive) == 2, f"a worker gave up during the outage: {alive}"
+    runs = [run for run in cluster.file_runs() if run.id not in before]  # named after their claim folders, not the files
+    states = sorted(f"{run.state.type.value}x{run.run_count}" for run in runs)
+    print(f"\ncluster outage drill: {done_at_kill} of 10 done at the database kill, batch settled {settled - killed:.0f} s after it; "
+          f"{len(runs)} denoise-file runs for 10 files (state x run count: {', '.join(states)})")

@@ -15,7 +15,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.context import FlowRunContext
 from prefect.states import Failed
 
-from destatic import cache, inbox, media
+from destatic import cache, inbox, media, outage
 from destatic.dsp.choices import resolve_method
 from destatic.errors import DestaticError, ParameterError, is_disk_full, reason_of
 from destatic.flows.graph import FileRun, finish_steps, start_steps, submit_steps
@@ -61,7 +61,8 @@ def _publish_outputs(runs: list[FileRun]) -> None:
     """A table artifact of what the run wrote: each output with its duration and estimated noise reduction."""
     rows = [run.summary for run in runs if run.summary]
     if rows:
-        create_table_artifact(rows, key="destatic-outputs", description="destatic outputs: file, output, seconds, estimated noise reduction (dB), method")
+        with outage.best_effort("the outputs table"):
+            create_table_artifact(rows, key="destatic-outputs", description="destatic outputs: file, output, seconds, estimated noise reduction (dB), method")
 
 
 def _denoise_one(
@@ -111,13 +112,16 @@ def _settle_claim(folder: Path, settings: Settings) -> Path:
         raise DestaticError(f"claim {str(folder)!r} holds no file: it was released or settled by another run")
 
     def on_failure(step: str, error: Exception) -> None:
-        get_run_logger().error("%s", inbox.settle_failure(taken, settings, step=step, error=error))
+        if not outage.api_unreachable(error):  # an outage is not the file's: the claim stays, the watcher runs it again
+            get_run_logger().error("%s", inbox.settle_failure(taken, settings, step=step, error=error))
 
     target = inbox.outbox_path(taken.relative, settings)
     try:
         with inbox.staged(taken, target) as (source, output):
             _denoise_one(source, settings, output=output, on_failure=on_failure)
     except Exception as error:  # not on cancellation: the claim is given back once the run is over
+        if outage.api_unreachable(error):
+            raise
         outcome = inbox.give_back(taken, settings, error)  # the file, if the steps did not settle it (a link, say)
         if outcome is not None:
             get_run_logger().error("%s", outcome)
@@ -171,6 +175,7 @@ def denoise_file(
         its step's retries are spent; the flow run fails with its reason.
     """
     quiet_destatic_tracebacks()
+    outage.quiet_prefect_transport_errors()
     settings = settings or load_settings()
     source = Path(path).absolute()
     try:

@@ -30,28 +30,31 @@ _STILL_ALIVE = (
 
 
 def crashed_run_automation(silence_s: int = SILENCE_S) -> Any:
-    """The automation (not saved): a running flow run silent for `silence_s` seconds is scheduled again.
+    """The automation (not saved): a flow run silent for `silence_s` seconds, running or never started, is scheduled again.
 
     A worker killed with its run (a machine lost, ``kill -9``) leaves the run
-    Running for ever: its heartbeats stop, and nothing else would notice.
+    Running for ever: its heartbeats stop, and nothing else would notice. A
+    run a worker took while the API or its database was down can stay
+    Pending for ever: its process died before it could start, and the
+    worker could not record the crash.
     """
     from prefect.automations import Automation, ChangeFlowRunState, EventTrigger, Posture
     from prefect.client.schemas.objects import StateType
 
     return Automation(
         name=CRASHED_RUNS,
-        description=f"Run again the flow runs whose heartbeats stopped for {silence_s} s (their worker is gone)",
+        description=f"Run again the flow runs not started, or whose heartbeats stopped, for {silence_s} s (their worker is gone)",
         enabled=True,
         trigger=EventTrigger(
             posture=Posture.Proactive,
             match={"prefect.resource.id": "prefect.flow-run.*"},
-            after={"prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
-            expect=set(_STILL_ALIVE),
+            after={"prefect.flow-run.Pending", "prefect.flow-run.Running", "prefect.flow-run.heartbeat"},
+            expect={*_STILL_ALIVE, "prefect.flow-run.Running"},
             for_each={"prefect.resource.id"},
             threshold=1,
             within=timedelta(seconds=silence_s),
         ),
-        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=f"No heartbeat for {silence_s} s: its worker is gone")],
+        actions=[ChangeFlowRunState(state=StateType.SCHEDULED, name="AwaitingRetry", message=f"Not started or no heartbeat for {silence_s} s: its worker is gone")],
     )
 
 

@@ -21,7 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.context import FlowRunContext, TagsContext
 from prefect.futures import PrefectFuture
 
-from destatic import cache, media, shortcut, steps, tasks
+from destatic import cache, media, outage, shortcut, steps, tasks
 from destatic.dsp.choices import LEARNED_NEEDS, default_method, learned_available, resolve_method
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
@@ -238,7 +238,8 @@ def finish_steps(run: FileRun) -> Path:
             artifact_key=key,
             flow_run_id=str(flow_run.flow_run.id) if flow_run and flow_run.flow_run else None,
         )
-        create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
+        with outage.best_effort(f"the report artifact of {run.source.name}"):
+            create_markdown_artifact(text, key=key, description=f"destatic report of {run.source.name}")
     cache.mark_used(future.result().path for step, future in run.futures.items() if not step.startswith("deliver") and step != "noise")
     shortcut.remember(
         run.work_dir,

@@ -7,16 +7,21 @@ each one cleaned by a run of ``denoise-file``: here (``watch.dispatch =
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_table_artifact
 
-from destatic import inbox
-from destatic.errors import DestaticError, display_path, reason_of
+from destatic import inbox, outage, server
+from destatic.errors import DestaticError, causes, display_path, reason_of
 from destatic.flows.denoise import denoise_file, keep_the_budget, run_tags
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.settings import Settings, load_settings
@@ -37,14 +42,49 @@ def run_is_over(flow_run_id: str) -> bool:
     return state is not None and state.is_final()
 
 
+def _current_api_url() -> str | None:
+    from prefect.settings import PREFECT_API_URL
+
+    return PREFECT_API_URL.value() or None
+
+
+def _clean_through_outages(taken: inbox.Claim, settings: Settings) -> Path:
+    """Run denoise_file on a claim; while the Prefect API is unreachable, keep the claim, wait for the API, run it again.
+
+    An outage is never the file's failure. A run that settled its file
+    (delivered, the original in ``done/``) and then could not record its
+    state is done: that is logged, not raised.
+    """
+    api_url, pause = _current_api_url(), outage.FIRST_WAIT_S
+    while True:
+        outage.wait_for_api(api_url)
+        try:
+            with tags(*run_tags(settings)):
+                return denoise_file.with_options(flow_run_name=inbox.run_name(taken))(taken.folder, settings)
+        except Exception as error:
+            if not outage.api_unreachable(error) or _file_error(error) is not None:
+                raise
+            delivered = inbox.delivered(taken, settings)
+            if delivered is not None:
+                get_run_logger().warning("%s done; its run's last state was not recorded: the Prefect API is unreachable", display_path(taken.relative))
+                return delivered
+            get_run_logger().info("%s waits for the Prefect API (%s), still claimed", display_path(taken.relative), type(error).__name__)
+        time.sleep(pause)
+        pause = min(pause * 2, outage.LONGEST_WAIT_S)
+
+
+def _file_error(error: BaseException) -> DestaticError | None:
+    """The destatic error (the file's own failure) in `error`'s chain, if any: an outage met while reporting it does not hide it."""
+    return next((current for current in causes(error) if isinstance(current, DestaticError)), None)
+
+
 def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
-    """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file."""
+    """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file, run again after an outage."""
     started = time.perf_counter()
     row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
     failure: Exception | None = None
     try:
-        with tags(*run_tags(settings)):
-            output = denoise_file.with_options(flow_run_name=inbox.run_name(taken))(taken.folder, settings)
+        output = _clean_through_outages(taken, settings)
     except Exception as error:  # the watcher goes on past any file
         failure = error
     else:
@@ -139,6 +179,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         output, seconds, reason (and flow_run when dispatched).
     """
     quiet_destatic_tracebacks()
+    outage.quiet_prefect_transport_errors()
     settings = settings or load_settings()
     logger = get_run_logger()
     folder = settings.paths.inbox.absolute()
@@ -184,7 +225,6 @@ def serve_watcher(settings: Settings) -> None:
     DestaticError
         ``watch.dispatch="deployment"`` without a server, or without the per-file deployment on it.
     """
-    from prefect import serve
     from prefect.settings import PREFECT_API_URL
 
     if settings.watch.dispatch == "deployment":
@@ -192,12 +232,57 @@ def serve_watcher(settings: Settings) -> None:
             raise DestaticError("watch.dispatch='deployment' needs a Prefect server with workers: set PREFECT_API_URL")
         check_deployment(settings.watch.deployment)
     if PREFECT_API_URL.value():
-        serve(watcher_deployment(settings))
+        _serve_through_outages(settings, PREFECT_API_URL.value())
         return
     while True:
         started = time.monotonic()
         watch_inbox(settings, return_state=True)
         time.sleep(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
+
+
+API_CHECK_EVERY_S = 2.0
+"""How often the served watcher checks that its Prefect API answers."""
+
+
+def _say(line: str) -> None:
+    """One line on the watcher's console (standard error), with the time."""
+    print(f"{time.strftime('%H:%M:%S')} destatic watch: {line}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _keeping_the_api(api_url: str, folder: Path, say: Callable[[str], None]) -> Iterator[None]:
+    """While the block runs, check the API every :data:`API_CHECK_EVERY_S`; when it is gone, say so, bring it back
+    (destatic's own server) or wait for it (yours), and say when it answers again, with the files waiting."""
+    stopped = threading.Event()
+
+    def keep() -> None:
+        while not stopped.wait(API_CHECK_EVERY_S):
+            outage.wait_for_api(api_url, say=say, waiting=lambda: inbox.pending(folder))
+
+    outage.quiet_prefect_transport_errors()
+    keeper = threading.Thread(target=keep, name="destatic-api-keeper", daemon=True)
+    keeper.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+
+
+def _serve_through_outages(settings: Settings, api_url: str, say: Callable[[str], None] = _say) -> None:
+    """Serve the watcher deployment; should Prefect's runner give up during a long outage, wait for the API and serve again."""
+    from prefect import serve
+
+    with _keeping_the_api(api_url, settings.paths.inbox.absolute(), say), outage.quiet_service_summaries():
+        first = True
+        while True:
+            outage.wait_for_api(api_url)
+            try:
+                serve(watcher_deployment(settings), print_starting_message=first)
+                return
+            except Exception as error:  # the runner stops after 3 failed polls in a row
+                if not outage.runner_gave_up(error) and server.api_answers(api_url):
+                    raise
+            first = False
 
 
 def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", module_entrypoint: bool = False) -> Any:

@@ -1,0 +1,40 @@
+"""kill -9 the watcher's own Prefect server at seeded random moments, 3 times over a batch: nothing lost, nothing twice, nothing counted against a file."""
+
+from __future__ import annotations
+
+import pytest
+
+import drills
+
+pytestmark = pytest.mark.slow  # about 2.5 min; .ci/run runs it with the cluster test
+
+
+@pytest.fixture(scope="module")
+def drill(tmp_path_factory: pytest.TempPathFactory) -> drills.ServerKillFigures:
+    """One drill for the module: a served watcher on its background server, 12 WAVs and a bad file, 3 kills of the server."""
+    return drills.server_kill_drill(tmp_path_factory.mktemp("server-kills"), files=12, bad=1, kills=3)
+
+
+def test_every_file_exactly_once_through_three_server_kills(drill: drills.ServerKillFigures) -> None:
+    verdict = drill.verdict
+    assert drill.kills == 3, drill
+    assert verdict.exactly_once, verdict  # 0 lost, 0 done twice, only the bad file quarantined, every good input in done/
+    assert verdict.changed == [] and verdict.bad_outputs == {}, "an input changed or an output is partial"
+    assert verdict.leftovers == [], "temporary or claimed files left behind"
+
+
+def test_the_outage_counts_against_no_file(drill: drills.ServerKillFigures) -> None:
+    assert drill.failure_records == 0, "a file was counted as failed for the server's death"
+    assert set(drill.runs_per_file.values()) == {1}, drill.runs_per_file
+
+
+def test_the_console_says_each_outage_in_two_lines_without_tracebacks(drill: drills.ServerKillFigures) -> None:
+    assert drill.tracebacks == 0
+    gone = [line for line in drill.outage_lines if "does not answer: starting destatic's server again" in line]
+    back = [line for line in drill.outage_lines if "answers again after" in line]
+    assert len(gone) == len(back) == drill.kills and len(drill.outage_lines) == 2 * drill.kills, drill.outage_lines
+    assert all("file(s) waiting" in line for line in drill.outage_lines)
+
+
+def test_the_server_came_back_each_time(drill: drills.ServerKillFigures) -> None:
+    assert len(drill.back_after_s) == drill.kills and max(drill.back_after_s) < 120, drill.back_after_s
