@@ -31,10 +31,35 @@ def prefect_environment() -> None:
     """Prefect defaults for a command line run, set before Prefect is imported (the user's environment wins).
 
     The embedded server may need more than Prefect's 20 s to start (database
-    migrations on a first run, a busy machine); no telemetry.
+    migrations on a first run, a busy machine); no telemetry. Prefect's home
+    (``~/.prefect`` by default) and matplotlib's configuration folder
+    (``~/.config/matplotlib``) move into destatic's own state and cache
+    folders, so that a command writes nothing else under the home folder.
     """
+    from destatic.server import client_home
+    from destatic.settings import user_cache_folder
+
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_HOME"):
+        home = client_home()
+        home.mkdir(parents=True, exist_ok=True)  # Prefect makes the last folder only
+        os.environ["PREFECT_HOME"] = str(home)
+    os.environ.setdefault("MPLCONFIGDIR", str(user_cache_folder() / "matplotlib"))
+
+
+def results_in_work_folder(settings: Any) -> dict[str, str]:
+    """Prefect's result storage in the work folder, under its budget (:mod:`destatic.cache`), not in ``$PREFECT_HOME``.
+
+    The steps' records go there anyway; this also places the records Prefect
+    writes for a failed flow run. Set in this process and in the environment
+    its children inherit (served runs, Dask workers, ``destatic prefect worker``).
+    """
+    from destatic.cache import RESULTS
+
+    folder = str(settings.paths.work.resolve() / RESULTS)
+    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = folder
+    return {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": folder}
 
 
 ConfigOption = Annotated[
@@ -110,9 +135,13 @@ def settings_from(config: Path | None, **overrides: Any) -> Any:
 @contextlib.contextmanager
 def prefect_api(settings: Any) -> Iterator[bool]:
     """The Prefect API for the flows of a command (see :mod:`destatic.server`); yields whether it is Prefect's temporary server."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
     from destatic import server
 
     with contextlib.ExitStack() as stack:
+        folder = results_in_work_folder(settings)["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]
+        stack.enter_context(temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: folder}))
         try:
             where = stack.enter_context(server.prefect_api(settings.runtime.server))
         except DestaticError as error:  # the background server would not start

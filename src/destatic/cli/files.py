@@ -86,7 +86,7 @@ def artifacts(
         typer.echo(f"listen:      {record['report_html']}")
     typer.echo(f"output:      {record['output']}")
     typer.echo(f"flow run:    {record['flow_run_id']}")
-    typer.echo(f"artifact:    {record['artifact_key']}  (prefect artifact inspect {record['artifact_key']})")
+    typer.echo(f"artifact:    {record['artifact_key']}  (destatic prefect artifact inspect {record['artifact_key']})")
     for path in sorted(work_dir.iterdir()):
         typer.echo(f"  {path.name}")
 

@@ -72,15 +72,16 @@ def watch(
 
 @app.command()
 def deploy(
-    pool: Annotated[str, typer.Option("--pool", help="The work pool (prefect work-pool create POOL --type process).")],
+    pool: Annotated[str, typer.Option("--pool", help="The work pool (see --create-pool).")],
     inbox: Annotated[Optional[Path], typer.Argument(file_okay=False, help="Folder to watch (default: settings).")] = None,
     outbox: Annotated[Optional[Path], typer.Option("--outbox", file_okay=False, help="Where results go.")] = None,
     interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between scans.")] = None,
     stable: Annotated[Optional[float], typer.Option("--stable", help="Seconds a file must stay unchanged.")] = None,
     name: Annotated[str, typer.Option("--name", help="Per-file deployment name; the watcher's is NAME-watch.")] = "destatic",
+    create_pool: Annotated[bool, typer.Option("--create-pool", metavar="", help="Create the pool (type process) if the server has none of that name.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Deploy the per-file flow and the scheduled watcher to a work pool of the Prefect server at PREFECT_API_URL.
+    """Deploy the per-file flow and the scheduled watcher to a work pool of the Prefect server (PREFECT_API_URL, else destatic's own).
 
     The watcher (watch-inbox/NAME-watch) claims files and starts one run of
     denoise-file/NAME per file; the pool's workers take them. Folders are
@@ -95,7 +96,7 @@ def deploy(
 
     try:
         with prefect_api(settings):
-            deployed = deploy_to_pool(settings, pool=pool, name=name)
+            deployed = deploy_to_pool(settings, pool=pool, name=name, create_pool=create_pool)
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
@@ -107,9 +108,10 @@ def deploy(
     typer.echo(f"automation {CRASHED_RUNS}  {automation}")
     console.print(f"watching {settings.paths.inbox.absolute()} every {settings.watch.interval_s} s on pool {pool!r}")
     console.print(
-        f"a run whose worker dies is scheduled again after {SILENCE_S} s without a heartbeat: start the workers with "
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30",
+        f"start each worker with `PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 destatic prefect worker start --pool {pool}` (a run whose "
+        f"worker dies is scheduled again after {SILENCE_S} s without a heartbeat)",
         highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -8,6 +8,7 @@ each one cleaned by a run of ``denoise-file``: here (``watch.dispatch =
 from __future__ import annotations
 
 import contextvars
+import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -91,18 +92,22 @@ def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str
     return row
 
 
-def check_deployment(name: str) -> None:
-    """Fail with a clear message when the per-file deployment is not on the server."""
+def check_deployment(settings: Settings) -> None:
+    """Fail with a clear message when the per-file deployment ``watch.deployment`` is not on the server."""
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
+    name = settings.watch.deployment
     try:
         with get_client(sync_client=True) as client:
             client.read_deployment_by_name(name)
     except ObjectNotFound:
+        flow_name, _, deployment_name = name.partition("/")
+        remedy = (f"create it with `destatic deploy --pool {deployment_name} --create-pool --name {deployment_name} "
+                  f"{shlex.quote(str(settings.paths.inbox.absolute()))}`" if flow_name == "denoise-file" else "deploy it")
         raise DestaticError(
             f"watch.deployment={name!r} is not a deployment of the Prefect server at {client.api_url}: "
-            "create it with `destatic deploy --pool POOL`, or set watch.dispatch='inline'"
+            f"{remedy}, or set watch.dispatch='inline'"
         ) from None
 
 
@@ -146,7 +151,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         raise DestaticError(f"inbox {str(folder)!r} is not a folder")
     dispatch = settings.watch.dispatch == "deployment"
     if dispatch:
-        check_deployment(settings.watch.deployment)
+        check_deployment(settings)
     _sweep(settings)
     ready, waiting = inbox.ready_files(folder, settings)
     if waiting:
@@ -190,7 +195,7 @@ def serve_watcher(settings: Settings) -> None:
     if settings.watch.dispatch == "deployment":
         if not PREFECT_API_URL.value():
             raise DestaticError("watch.dispatch='deployment' needs a Prefect server with workers: set PREFECT_API_URL")
-        check_deployment(settings.watch.deployment)
+        check_deployment(settings)
     if PREFECT_API_URL.value():
         serve(watcher_deployment(settings))
         return

@@ -1,0 +1,112 @@
+"""What a new user meets in the first hour (issue 32), run as they would run it: the real command, a real background server.
+
+Every command destatic prints is run as printed; nothing is written under the home folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _environment(tmp_path: Path) -> dict[str, str]:
+    """A user with an empty home folder, no PREFECT_HOME and no PREFECT_API_URL; caches and state outside the home."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "XDG_CACHE_HOME": str(tmp_path / "cache"), "XDG_STATE_HOME": str(tmp_path / "state"),
+           "DESTATIC_RUNTIME__SERVER": "background", "COLUMNS": "80"}
+    for name in ("PREFECT_HOME", "PREFECT_API_URL", "MPLCONFIGDIR"):
+        env.pop(name, None)
+    return env
+
+
+def _destatic(command: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`command` as pasted into a shell: ``destatic`` is this Python's, every other word as written."""
+    if command[0] == "destatic":
+        command = [sys.executable, "-m", "destatic", *command[1:]]
+    return subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _pasted(text: str, pattern: str) -> list[str]:
+    """The command a message shows between backticks (or after `pattern`), split as a shell would."""
+    found = re.search(pattern, " ".join(text.split()))
+    assert found is not None, f"no {pattern!r} in {text!r}"
+    return shlex.split(found.group(1))
+
+
+@pytest.mark.slow  # about 2 minutes: a dozen commands, a server, a worker
+def test_printed_prefect_commands_work_when_pasted_and_nothing_lands_in_home(tmp_path: Path, speech_wav: Path) -> None:
+    env = _environment(tmp_path)
+    bad = speech_wav.with_name("bad.mp4")
+    bad.write_bytes(b"\0" * 4096)
+    try:
+        failed = _destatic(["destatic", "run", str(bad)], env, tmp_path)
+        assert failed.returncode == 1, failed.stderr
+        done = _destatic(["destatic", "run", str(speech_wav)], env, tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert list((tmp_path / "home").iterdir()) == [], "a command wrote under the home folder"
+        results = tmp_path / "cache" / "destatic" / "work" / "results"
+        assert len(list(results.iterdir())) > 1, "Prefect's records (the failure's too) belong in the work folder"
+
+        shown = _destatic(["destatic", "artifacts", str(speech_wav)], env, tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        inspect = _pasted(shown.stdout, r"\((destatic prefect artifact inspect [^)]+)\)")
+        answer = _destatic(inspect, env, tmp_path)
+        assert answer.returncode == 0, answer.stdout + answer.stderr
+        assert inspect[-1] in answer.stdout and "report of speech.wav" in answer.stdout
+
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        refused = _destatic(["destatic", "deploy", "--pool", "mine", str(inbox)], env, tmp_path)
+        assert refused.returncode == 2 and "work pool 'mine' does not exist" in refused.stderr, refused.stderr
+        created = _destatic(_pasted(refused.stderr, r"`(destatic prefect work-pool create [^`]+)`"), env, tmp_path)
+        assert created.returncode == 0, created.stdout + created.stderr
+        deployed = _destatic(["destatic", "deploy", "--pool", "mine", str(inbox)], env, tmp_path)
+        assert deployed.returncode == 0, deployed.stderr
+        assert "denoise-file/destatic" in deployed.stdout
+
+        other = _destatic(["destatic", "deploy", "--pool", "made-here", "--create-pool", "--name", "other", str(inbox)], env, tmp_path)
+        assert other.returncode == 0, other.stderr
+        worker_command = _pasted(other.stderr, r"`(PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 destatic prefect worker start [^`]+)`")
+        assert worker_command[-2:] == ["--pool", "made-here"]
+        worker_env = {**env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+        worker = subprocess.Popen([sys.executable, "-m", "destatic", *worker_command[2:]], env=worker_env, cwd=tmp_path,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            pools = _wait_for_worker(env, tmp_path, "made-here")
+        finally:
+            worker.terminate()
+            worker.wait(timeout=60)
+        assert pools, "the worker started by the printed command never polled its pool"
+        assert list((tmp_path / "home").iterdir()) == [], "a command wrote under the home folder"
+    finally:
+        _destatic(["destatic", "server", "stop"], env, tmp_path)
+        shutil.rmtree(tmp_path / "state", ignore_errors=True)
+
+
+def _wait_for_worker(env: dict[str, str], cwd: Path, pool: str, timeout: float = 90.0) -> bool:
+    """Whether a worker of `pool` shows on the server within `timeout` s (asked through ``destatic prefect``)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        listed = _destatic(["destatic", "prefect", "work-pool", "inspect", pool], env, cwd)
+        if listed.returncode == 0 and "status=WorkPoolStatus.READY" in listed.stdout:
+            return True
+        time.sleep(2)
+    return False
+
+
+@pytest.mark.parametrize("command", [["prefect", "--help"], ["prefect", "version"]])
+def test_destatic_prefect_passes_through(command: list[str], tmp_path: Path) -> None:
+    env = {**_environment(tmp_path), "DESTATIC_RUNTIME__SERVER": "embedded"}
+    done = _destatic(["destatic", *command], env, tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert ("Usage: prefect" in done.stdout) if "--help" in command else ("Version:" in done.stdout)
+    assert list((tmp_path / "home").iterdir()) == []
