@@ -110,3 +110,29 @@ def test_destatic_prefect_passes_through(command: list[str], tmp_path: Path) -> 
     assert done.returncode == 0, done.stderr
     assert ("Usage: prefect" in done.stdout) if "--help" in command else ("Version:" in done.stdout)
     assert list((tmp_path / "home").iterdir()) == []
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_watch_once_waits_for_files_just_dropped_and_says_what_it_does(tmp_path: Path, speech_wav: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from destatic.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DESTATIC_PATHS__WORK", str(tmp_path / "work"))
+    inbox = tmp_path / "drop" / "inbox"
+    inbox.mkdir(parents=True)
+    (inbox / "fresh.wav").write_bytes(speech_wav.read_bytes())
+    (inbox / "broken.mp4").write_bytes(b"\0" * 4096)
+    started = time.monotonic()
+    result = CliRunner().invoke(app, ["watch", str(inbox), "--once", "--stable", "2"])
+    assert result.exit_code == 1, result.output  # the broken file failed
+    assert time.monotonic() - started >= 2.0
+    assert "waiting for 2 file(s) still being written or settling" in result.stderr
+    assert (tmp_path / "drop" / "outbox" / "fresh.wav").is_file() and (tmp_path / "drop" / "quarantine" / "broken.mp4").is_file()
+    lines = result.stdout.splitlines()
+    assert "taken: fresh.wav" in lines and "taken: broken.mp4" in lines, result.stdout
+    assert any(re.fullmatch(r"done: fresh\.wav -> .*/drop/outbox/fresh\.wav \(\d+\.\d s\)", line) for line in lines), result.stdout
+    failed = [line for line in lines if line.startswith("failed:")]
+    assert len(failed) == 1 and failed[0].startswith("failed: broken.mp4: not media, truncated or corrupt"), result.stdout

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
@@ -44,6 +47,8 @@ def watch(
     )
     if not settings.paths.inbox.is_dir():
         raise typer.BadParameter(f"inbox {str(settings.paths.inbox)!r} is not a folder")
+    if once:
+        _wait_for_settling_files(settings)
     from destatic.flows import serve_watcher, watch_inbox
 
     try:
@@ -68,6 +73,40 @@ def watch(
     console.print(table if rows else "nothing to do")
     if any(row["status"] == "failed" for row in rows):
         raise typer.Exit(EXIT_FAILED)
+
+
+SETTLING_WAIT_S = 60.0
+"""Longest ``watch --once`` waits, beyond ``watch.stable_s``, for files still being written."""
+
+
+def _wait_for_settling_files(settings: Any) -> None:
+    """Before ``watch --once`` scans: wait until the files still being written (or settling) are ready, within a bound.
+
+    A file is taken once it has not changed for ``watch.stable_s``; a scan
+    right after files were dropped in would otherwise take none of them.
+    Files still changing after :data:`SETTLING_WAIT_S` are left for the
+    next scan, and the command to run it is printed.
+    """
+    from destatic import inbox
+
+    folder = settings.paths.inbox
+    stable_s = settings.watch.stable_s
+    deadline = time.monotonic() + stable_s + SETTLING_WAIT_S
+    told = False
+    while True:
+        settling = set(inbox.find_ready(folder, stable_s=0.0)) - set(inbox.find_ready(folder, stable_s=stable_s))
+        if not settling:
+            return
+        if time.monotonic() > deadline:
+            again = shlex.join(["destatic", *sys.argv[1:]]) if sys.argv[1:2] == ["watch"] else f"destatic watch {shlex.quote(str(folder))} --once"
+            console.print(f"{len(settling)} file(s) still being written, left for the next scan: run `{again}` again",
+                          highlight=False, soft_wrap=True)
+            return
+        if not told:
+            console.print(f"waiting for {len(settling)} file(s) still being written or settling (unchanged for watch.stable_s = {stable_s:g} s)",
+                          highlight=False, soft_wrap=True)
+            told = True
+        time.sleep(min(1.0, max(0.1, stable_s / 5)))
 
 
 @app.command()

@@ -22,7 +22,7 @@ from destatic.flows.denoise import denoise_file, keep_the_budget, run_tags
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.settings import Settings, load_settings
 
-__all__ = ["run_is_over", "serve_watcher", "watch_inbox", "watcher_deployment"]
+__all__ = ["run_is_over", "say_outcome", "serve_watcher", "watch_inbox", "watcher_deployment"]
 
 
 def run_is_over(flow_run_id: str) -> bool:
@@ -36,6 +36,22 @@ def run_is_over(flow_run_id: str) -> bool:
     except ObjectNotFound:
         return True
     return state is not None and state.is_final()
+
+
+def say_outcome(row: dict[str, Any]) -> None:
+    """One line on standard output for a file a scan took or finished, so that a watcher's console says what it does.
+
+    Printed, not logged: Prefect's log lines stay in its log (and the UI); a
+    served scan's output reaches the ``destatic watch`` console.
+    """
+    name = display_path(row["file"])
+    if row["status"] == "taken":
+        line = f"taken: {name}"
+    elif row["status"] == "failed":
+        line = f"failed: {name}: {row['reason']}"
+    else:
+        line = f"{row['status']}: {name} -> {display_path(row['output'])} ({row['seconds']:.1f} s)"
+    print(line, flush=True)
 
 
 def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
@@ -59,6 +75,7 @@ def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     row["seconds"] = round(time.perf_counter() - started, 2)
     if failure is not None:
         row["reason"] = reason_of(failure)
+    say_outcome(row)
     return row
 
 
@@ -89,6 +106,7 @@ def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str
         inbox.hand_over(taken, str(flow_run.id))
         row.update(status="dispatched", output=str(inbox.outbox_path(taken.relative, settings)), flow_run=flow_run.name, flow_run_id=str(flow_run.id))
     row["seconds"] = round(time.perf_counter() - started, 2)
+    say_outcome(row)
     return row
 
 
@@ -159,6 +177,8 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
                     len(waiting), ", ".join(display_path(relative) for relative in waiting[:10]))
     claims = [taken for relative in ready if (taken := inbox.claim(folder, relative, stable_s=settings.watch.stable_s)) is not None]
     logger.info("%d file(s) taken from %s", len(claims), folder)
+    for taken in claims:
+        say_outcome({"file": str(taken.relative), "status": "taken"})
     if dispatch:
         parameters = settings.to_parameters()
         rows = [_dispatch_claim(taken, settings, parameters) for taken in claims]
