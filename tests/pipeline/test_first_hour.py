@@ -136,3 +136,54 @@ def test_watch_once_waits_for_files_just_dropped_and_says_what_it_does(tmp_path:
     assert any(re.fullmatch(r"done: fresh\.wav -> .*/drop/outbox/fresh\.wav \(\d+\.\d s\)", line) for line in lines), result.stdout
     failed = [line for line in lines if line.startswith("failed:")]
     assert len(failed) == 1 and failed[0].startswith("failed: broken.mp4: not media, truncated or corrupt"), result.stdout
+
+
+@pytest.fixture
+def harness_environment(prefect_harness: None, tmp_path: Path) -> dict[str, str]:
+    """The environment of a command that talks to the test session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    return {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "COLUMNS": "80", "DESTATIC_PATHS__WORK": str(tmp_path / "work")}
+
+
+def _unwanted_lines(stderr: str) -> list[str]:
+    """Prefect's log lines, and anything naming an internal claim folder."""
+    return [line for line in stderr.splitlines() if re.search(r"\| (INFO|WARNING|ERROR) +\||\.processing|Traceback", line)]
+
+
+def test_one_line_per_bad_file_under_run_and_watch(harness_environment: dict[str, str], tmp_path: Path, speech_wav: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\0" * 4096)
+    ran = _destatic(["destatic", "run", str(bad), str(speech_wav), "-o", str(tmp_path / "cleaned")], harness_environment, tmp_path)
+    assert ran.returncode == 1, ran.stderr
+    assert _unwanted_lines(ran.stderr) == [], ran.stderr
+    named = [line for line in ran.stderr.splitlines() if "bad.mp4" in line]
+    assert len(named) == 1 and re.fullmatch(r"failed: .*/bad\.mp4: not media, truncated or corrupt \(no moov atom\) \(step extract\)", named[0]), ran.stderr
+
+    inbox = tmp_path / "inbox"
+    (inbox / "sub").mkdir(parents=True)
+    shutil.copyfile(bad, inbox / "sub" / "bad.mp4")
+    watched = _destatic(["destatic", "watch", str(inbox), "--once", "--stable", "0"], harness_environment, tmp_path)
+    assert watched.returncode == 1, watched.stderr
+    assert _unwanted_lines(watched.stderr) == [], watched.stderr
+    assert watched.stdout.splitlines() == ["taken: sub/bad.mp4", "failed: sub/bad.mp4: not media, truncated or corrupt (no moov atom)"]
+
+    verbose = _destatic(["destatic", "run", str(bad), "--verbose"], harness_environment, tmp_path)
+    assert verbose.returncode == 1 and re.search(r"\| ERROR +\| Flow run", verbose.stderr), verbose.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["run", "missing.wav"], "error: Invalid value for 'FILE': file 'missing.wav' does not exist. (see destatic run --help)"),
+        (["run", "{speech}", "--reduction-db", "-3"], "error: bad setting: suppression.reduction_db=-3.0: Input should be greater than 0"),
+        (["run", "{speech}", "-o", "x.mkv"], "error: output 'x.mkv': 'speech.wav' is audio, so is what comes out; use an audio extension"),
+        (["run", "{speech}", "--bogus"], "error: No such option: --bogus"),
+        (["bogus"], "error: No such command 'bogus'. (see destatic --help)"),
+    ],
+)
+def test_usage_errors_read_alike(arguments: list[str], message: str, tmp_path: Path, speech_wav: Path) -> None:
+    env = {**os.environ, "COLUMNS": "60"}
+    done = _destatic(["destatic", *(word.format(speech=speech_wav) for word in arguments)], env, tmp_path, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -19,12 +19,14 @@ from destatic.cli.common import (
     NoiseStart,
     ProfileFileOption,
     ProfileOption,
+    Verbose,
     app,
     console,
     noise_overrides,
     prefect_api,
     settings_from,
     settle,
+    show_prefect_log_lines,
 )
 from destatic.dsp import Method
 from destatic.errors import DestaticError, ParameterError
@@ -79,6 +81,7 @@ def run(
         Optional[str], typer.Option("--dask-address", help="Scheduler of an existing Dask cluster (with --task-runner dask).")
     ] = None,
     config: ConfigOption = None,
+    verbose: Verbose = False,
 ) -> None:
     """Clean one file or many: one through the denoise-file flow, many in one denoise-files flow run.
 
@@ -87,6 +90,7 @@ def run(
     """
     from destatic.media import AUDIO_SUFFIXES
 
+    show_prefect_log_lines(verbose)
     _digest.prefetch(inputs)  # the work folders are named by content: hashed while the pipeline loads
     noise = noise_overrides(noise_start, noise_end, noise_file, profile, profile_file)
     if output is not None and len(inputs) == 1 and output.suffix.lower() in AUDIO_SUFFIXES and not output.is_dir():
@@ -239,7 +243,7 @@ def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
     from destatic.workspace import work_dir_for
 
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bars:
+    with Progress(*columns, console=console, transient=True) as bars:
         bar_of: dict[Path, TaskID] = {}
         for source in sources:
             try:
@@ -271,10 +275,10 @@ def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None)
     try:
         written = state.result()
     except DestaticError as error:
-        console.print(f"[red]failed:[/red] {error}", highlight=False)
+        console.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
         return 1, flow_runs
     except Exception as error:
-        console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False)
+        console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
         return 1, flow_runs
     typer.echo(str(written))
     return 0, flow_runs
@@ -292,7 +296,7 @@ def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residue
         if row["status"] == "done":
             typer.echo(row["output"])
         else:
-            console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False)
+            console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False, soft_wrap=True)
     return sum(row["status"] != "done" for row in rows), sorted({row["flow_run"] for row in rows if row.get("flow_run")})
 
 

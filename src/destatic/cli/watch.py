@@ -11,7 +11,19 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
-from destatic.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, ProfileFileOption, app, console, prefect_api, settings_from, settle
+from destatic.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    ProfileFileOption,
+    Verbose,
+    app,
+    console,
+    prefect_api,
+    settings_from,
+    settle,
+    show_prefect_log_lines,
+)
 from destatic.errors import DestaticError
 from destatic.settings import Dispatch
 
@@ -32,8 +44,13 @@ def watch(
     ] = None,
     profile_file: ProfileFileOption = None,
     config: ConfigOption = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Watch an inbox folder: serve the scheduled watcher, or scan once."""
+    """Watch an inbox folder: serve the scheduled watcher, or scan once.
+
+    One line per file taken and per file finished goes to standard output.
+    """
+    show_prefect_log_lines(verbose)
     settings = settings_from(
         config,
         noise={"profile_file": profile_file},
