@@ -282,8 +282,25 @@ def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None)
     except Exception as error:
         console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
         return 1, flow_runs
+    from destatic.flows.graph import FINISHED
+
+    summary = FINISHED.pop(str(written), {})
+    say_done(source, summary.get("speech_quality"), summary.get("needs_listening", False))
     typer.echo(str(written))
     return 0, flow_runs
+
+
+def say_done(source: Path | str, quality: float | None, needs_listening: bool) -> None:
+    """The one-line summary of a file done, on the console: its output's speech quality, flagged when low."""
+    from destatic.steps.quality import NEEDS_LISTENING_BELOW
+
+    if quality is None:
+        how = "speech quality not scored (no voice found)"
+    else:
+        how = f"speech quality {quality:.2f} of 5 (DNSMOS OVRL)"
+        if needs_listening:
+            how += f", below {NEEDS_LISTENING_BELOW:g}: [bold]needs listening[/bold]"
+    console.print(f"done: {Path(source).name}: {how}", highlight=False, soft_wrap=True)
 
 
 def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residues: list[Path] | None) -> tuple[int, list[Any]]:
@@ -296,6 +313,7 @@ def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residue
         rows = run_batch(inputs, settings, outputs=targets, residues=residues)
     for row in rows:
         if row["status"] == "done":
+            say_done(row["file"], row.get("speech_quality"), row.get("needs_listening", False))
             typer.echo(row["output"])
         else:
             console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False, soft_wrap=True)

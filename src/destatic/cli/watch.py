@@ -84,9 +84,11 @@ def watch(
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
-    table = Table("file", "status", "seconds", "output or reason")
+    table = Table("file", "status", "seconds", "speech quality", "output or reason")
     for row in rows:
-        table.add_row(row["file"], row["status"], f"{row['seconds']:.2f}", row["output"] or row["reason"])
+        quality = row.get("speech_quality")
+        shown = "-" if quality is None else f"{quality:.2f}" + (" listen" if row.get("needs_listening") else "")
+        table.add_row(row["file"], row["status"], f"{row['seconds']:.2f}", shown, row["output"] or row["reason"])
     console.print(table if rows else "nothing to do")
     if any(row["status"] == "failed" for row in rows):
         raise typer.Exit(EXIT_FAILED)

@@ -19,6 +19,7 @@ from prefect.artifacts import create_table_artifact
 from destatic import inbox
 from destatic.errors import DestaticError, display_path, reason_of
 from destatic.flows.denoise import denoise_file, keep_the_budget, run_tags
+from destatic.flows.graph import FINISHED
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.settings import Settings, load_settings
 
@@ -50,7 +51,9 @@ def say_outcome(row: dict[str, Any]) -> None:
     elif row["status"] == "failed":
         line = f"failed: {name}: {row['reason']}"
     else:
-        line = f"{row['status']}: {name} -> {display_path(row['output'])} ({row['seconds']:.1f} s)"
+        quality = row.get("speech_quality")
+        scored = "" if quality is None else f", speech quality {quality:.2f}" + (" needs listening" if row.get("needs_listening") else "")
+        line = f"{row['status']}: {name} -> {display_path(row['output'])} ({row['seconds']:.1f} s{scored})"
     print(line, flush=True)
 
 
@@ -65,7 +68,9 @@ def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     except Exception as error:  # the watcher goes on past any file
         failure = error
     else:
-        row.update(status="done", output=str(output))
+        summary = FINISHED.pop(str(output), {})
+        row.update(status="done", output=str(output), speech_quality=summary.get("speech_quality"),
+                   needs_listening=summary.get("needs_listening", False))
     unsettled = failure or DestaticError("the run ended without settling the file")
     outcome = inbox.give_back(taken, settings, unsettled)  # only if the run ended before settling it
     if outcome is not None:
