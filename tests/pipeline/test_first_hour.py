@@ -5,6 +5,7 @@ Every command destatic prints is run as printed; nothing is written under the ho
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -187,3 +188,30 @@ def test_usage_errors_read_alike(arguments: list[str], message: str, tmp_path: P
     done = _destatic(["destatic", *(word.format(speech=speech_wav) for word in arguments)], env, tmp_path, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_a_low_speech_quality_is_flagged_and_a_file_without_voice_gets_no_score(tmp_path: Path, speech_wav: Path, make_settings) -> None:
+    import numpy as np
+    import soundfile as sf
+    from prefect import get_client
+
+    from destatic.flows import denoise_file
+    from destatic.flows.graph import NEEDS_LISTENING
+
+    barely = make_settings(suppression={"reduction_db": 1.0})  # the car noise stays: a poor output
+    state = denoise_file(speech_wav, barely, output=tmp_path / "barely.wav", return_state=True)
+    record = json.loads(next((tmp_path / "work").glob("speech-*/last-run.json")).read_text())
+    assert record["speech_quality"]["output"]["ovrl"] < 2.0, record["speech_quality"]
+    with get_client(sync_client=True) as client:
+        assert NEEDS_LISTENING in client.read_flow_run(state.state_details.flow_run_id).tags
+    report = next((tmp_path / "work").glob("speech-*/report.md")).read_text()
+    assert "speech quality (DNSMOS P.835" in report and "listen to this one" in report
+
+    hiss = tmp_path / "hiss.wav"
+    sf.write(hiss, np.random.default_rng(5).normal(0, 0.05, 3 * 16000).astype(np.float32), 16000)
+    state = denoise_file(hiss, make_settings(), output=tmp_path / "hiss-clean.wav", return_state=True)
+    report = next((tmp_path / "work").glob("hiss-*/report.md")).read_text()
+    assert "speech quality: not scored: no voice found" in report
+    with get_client(sync_client=True) as client:
+        assert NEEDS_LISTENING not in client.read_flow_run(state.state_details.flow_run_id).tags
