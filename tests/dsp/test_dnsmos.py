@@ -38,3 +38,4 @@ def test_the_windows_are_bounded_whatever_the_length() -> None:
     assert quality.speech_quality(long).windows == quality.MAX_WINDOWS
     with pytest.raises(ValueError):
         quality.speech_quality(np.zeros(0, np.float32))
+
