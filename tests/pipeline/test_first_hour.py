@@ -134,7 +134,8 @@ def test_watch_once_waits_for_files_just_dropped_and_says_what_it_does(tmp_path:
     assert (tmp_path / "drop" / "outbox" / "fresh.wav").is_file() and (tmp_path / "drop" / "quarantine" / "broken.mp4").is_file()
     lines = result.stdout.splitlines()
     assert "taken: fresh.wav" in lines and "taken: broken.mp4" in lines, result.stdout
-    assert any(re.fullmatch(r"done: fresh\.wav -> .*/drop/outbox/fresh\.wav \(\d+\.\d s\)", line) for line in lines), result.stdout
+    assert any(re.fullmatch(r"done: fresh\.wav -> .*/drop/outbox/fresh\.wav \(\d+\.\d s, speech quality \d\.\d\d( needs listening)?\)", line)
+               for line in lines), result.stdout
     failed = [line for line in lines if line.startswith("failed:")]
     assert len(failed) == 1 and failed[0].startswith("failed: broken.mp4: not media, truncated or corrupt"), result.stdout
 

@@ -30,7 +30,7 @@ MIN_VOICE_S = 0.5
 """Less voice than this: no score."""
 STRETCH_S = 1.0
 """The voice frames scored are read in stretches of this many seconds, spread over the file."""
-NEEDS_LISTENING_BELOW = 2.6
+NEEDS_LISTENING_BELOW = 2.0
 """An output whose overall score (OVRL) is below this is flagged for a person to listen to (chosen on the benchmark's tuning half)."""
 
 
