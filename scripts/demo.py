@@ -100,15 +100,26 @@ def main() -> int:
         record = json.loads((work_dir_for(source, settings) / LAST_RUN).read_text())
         print(f"\n{source.name}  ({time.perf_counter() - started:.1f} s)")
         print(f"  output:    {target}")
-        print(f"  report:    {record['report']}  (noise reduction ~{record['reduction_db']:.1f} dB)")
+        print(f"  {speech_quality_headline(record.get('speech_quality'))}")
+        print(f"  report:    {record['report']}  (quietest frames {record['reduction_db']:.1f} dB quieter; music and room sound are kept)")
         print(f"  listen:    {record['report_html']}  (before/after players; previews for a video)")
         print(f"  plots:     {record['profile_plot']}")
         print(f"             {record['spectrogram_plot']}")
         print(f"  artifact:  {record['artifact_key']}")
     print("\nPrefect artifacts (markdown reports with the plots inline):")
     print(f"  PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent / 'prefect'} artifact ls")
-    print("  or open the UI: make the same PREFECT_HOME, run `prefect server start`, browse http://127.0.0.1:4200/artifacts")
+    ui = f"PREFECT_HOME={os.environ['PREFECT_HOME']} PREFECT_UI_API_URL=http://127.0.0.1:4300/api {Path(sys.executable).parent / 'prefect'} server start --port 4300"
+    print(f"  or open the UI: run `{ui}`, browse http://127.0.0.1:4300/artifacts")
     return 1 if failed else 0
+
+
+def speech_quality_headline(quality: dict | None) -> str:
+    """The first line said of a cleaned file: how good its speech sounds now, or that it holds no voice to score."""
+    if not quality or "output" not in quality:
+        return "speech:    no voice found to score (music or ambience is kept as it is, only the steady noise under it taken out)"
+    output = quality["output"]
+    return (f"speech:    quality {output['ovrl']:.2f} of 5 after cleaning, {quality['input']['ovrl']:.2f} before "
+            f"(DNSMOS OVRL; background {output['bak']:.2f} of 5)")
 
 
 if __name__ == "__main__":

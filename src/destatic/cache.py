@@ -4,7 +4,8 @@ Every step writes its artifact set into the file's work folder, named
 ``<step>-<key><suffix>`` (the report step adds two PNGs beside its JSON), and
 Prefect keeps a small result record per key in ``<work>/results/<key>``. An
 entry is one artifact set with its record, or what is left of one file's
-work folder (its report); entries are evicted whole, never a half. A
+work folder (its report), or the other records Prefect wrote there (the
+errors of failed runs); entries are evicted whole, never a half. A
 missing artifact is a cache miss, so an evicted step is recomputed on the
 next run.
 
@@ -71,11 +72,14 @@ STEP_VERSIONS: dict[str, str] = {
     "loudness": "1",
     "remux": "3",
     "export": "2",
-    "plots": "5",
+    "plots": "6",
 }
-_RANK = {"subtract": 0, "profile": 2, "plots": 2}
+RUN_RECORDS = "run records"
+"""The entry of Prefect's records that no step's key names (a failed flow or task run's error): read by no one, evicted first."""
+_RANK = {"subtract": 0, RUN_RECORDS: 0, "profile": 2, "plots": 2}
 """Eviction order of a step's artifact sets; every other step's (big intermediates) is 1."""
 BIG_RANK, FOLDER_RANK = 1, 3
+_KEY = re.compile(f"[0-9a-f]{{{KEY_CHARS}}}")
 _ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(STEP_VERSIONS)})-(?P<key>[0-9a-f]{{{KEY_CHARS}}})(?:-[a-z]+)?\.[^.]+\Z")
 
 
@@ -135,7 +139,8 @@ class Entry:
     folder : Path
         The file's work folder.
     step : str
-        The step whose artifact set it is, or ``"folder"`` for what is left of the folder.
+        The step whose artifact set it is, ``"folder"`` for what is left of the folder, or
+        :data:`RUN_RECORDS` (its folder the results folder).
     key : str
         The cache key (empty for a folder).
     files : tuple of Path
@@ -203,6 +208,11 @@ def entries(work: Path) -> list[Entry]:
         found.append(
             Entry(folder, "folder", "", (folder,), sum(stat.st_size for stat in stats), max((stat.st_mtime for stat in stats), default=0.0))
         )
+    records = [(path, stat) for path in (results.iterdir() if results.is_dir() else ())
+               if not _KEY.fullmatch(path.name) and (stat := _stat(path)) is not None]
+    if records:
+        found.append(Entry(results, RUN_RECORDS, "", tuple(path for path, _ in records), sum(stat.st_size for _, stat in records),
+                           max(stat.st_mtime for _, stat in records)))
     return found
 
 
@@ -273,7 +283,7 @@ def _drop_orphan_records(work: Path) -> None:
         return
     named = {entry.key for entry in entries(work) if entry.key}
     for record in results.iterdir():
-        if re.fullmatch(f"[0-9a-f]{{{KEY_CHARS}}}", record.name) and record.name not in named:
+        if _KEY.fullmatch(record.name) and record.name not in named:
             with contextlib.suppress(FileNotFoundError):
                 record.unlink()
 

@@ -37,8 +37,8 @@ from destatic.errors import DestaticError
 from destatic.media.atomic import process_alive
 
 __all__ = [
-    "BackgroundServer", "api_answers", "find", "known_api_url", "owns", "prefect_api", "record_answered_run", "revive",
-    "settle_task_runs", "start", "state_folder", "stop",
+    "BackgroundServer", "api_answers", "client_home", "find", "known_api_url", "owns", "prefect_api", "prefect_command_environment",
+    "record_answered_run", "revive", "settle_task_runs", "start", "state_folder", "stop",
 ]
 
 HOST = "127.0.0.1"
@@ -53,6 +53,14 @@ LEASES_ON_DISK = "prefect.server.concurrency.lease_storage.filesystem"
 def state_folder() -> Path:
     """Where the background server keeps its record, log and database: ``$XDG_STATE_HOME/destatic/server``."""
     return Path(platformdirs.user_state_dir("destatic", appauthor=False)) / "server"
+
+
+def client_home() -> Path:
+    """``PREFECT_HOME`` of destatic's commands when the user sets none: ``$XDG_STATE_HOME/destatic/prefect``, not ``~/.prefect``.
+
+    The temporary server (``runtime.server = "embedded"``) keeps its database there.
+    """
+    return state_folder().parent / "prefect"
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,30 @@ def prefect_api(kind: str) -> Iterator[str]:
     server, started = start()
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield f"destatic's Prefect server{' (started)' if started else ''}, UI {server.ui_url}"
+
+
+def prefect_command_environment(kind: str) -> dict[str, str]:
+    """The environment for a ``prefect`` command (a child process) to reach the server destatic's commands use.
+
+    A configured ``PREFECT_API_URL`` (environment or Prefect profile), or
+    ``kind="embedded"`` (Prefect's temporary server reads the same
+    ``PREFECT_HOME``), leave the environment as it is. Otherwise
+    (``"background"``) the background server is found, or started, and
+    named.
+
+    Raises
+    ------
+    DestaticError
+        The background server would not start.
+    """
+    from prefect.settings import PREFECT_API_URL
+
+    environment = dict(os.environ)
+    if PREFECT_API_URL.value() or kind == "embedded":
+        return environment
+    server, _ = start()
+    environment["PREFECT_API_URL"] = server.api_url
+    return environment
 
 
 def settle_task_runs(flow_run_ids: Sequence[Any]) -> bool:

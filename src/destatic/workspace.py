@@ -49,13 +49,14 @@ def residue_output(output: Path) -> Path:
     return output.with_name(f"{output.stem}-residue{output.suffix}")
 
 
-def check_output(source: Path, output: Path, settings: Settings) -> None:
+def check_output(source: Path, output: Path, settings: Settings, *, residue: bool = False) -> None:
     """Refuse an output name that does not say what will be written in it: one rule for the command line, the flows and the watcher.
 
     Audio alone (``output.mode="audio"``, which ``output.format`` implies)
     goes into a file named for its format: ``.flac`` for flac. A remux keeps
     the input's container, so its suffix. An audio input is exported in its
-    output's format.
+    output's format. The `residue` of a video may also be the audio alone,
+    in any audio format (what was removed is for listening).
 
     Raises
     ------
@@ -77,8 +78,8 @@ def check_output(source: Path, output: Path, settings: Settings) -> None:
                 f"output {output.name!r}: {source.name!r} is audio, so is what comes out; use an audio extension "
                 f"({', '.join(media.AUDIO_SUFFIXES)})"
             )
-    elif suffix != source.suffix.lower():
+    elif suffix != source.suffix.lower() and not (residue and suffix in media.AUDIO_SUFFIXES):
         raise ParameterError(
             f"output {output.name!r}: remuxing keeps the container {source.suffix!r}; use that extension, "
-            "or an audio extension (or --format) for the audio alone"
+            f"or an audio extension ({', '.join(media.AUDIO_SUFFIXES)}) for the audio alone"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -244,3 +246,18 @@ def test_tracking_follows_noise_that_gets_louder(rng):
         for track in (True, False)
     }
     assert np.mean(kept[True] ** 2) < 0.5 * np.mean(kept[False] ** 2)
+
+
+@pytest.mark.slow  # compiles the loops from nothing: about a minute here
+def test_the_first_call_in_a_fresh_environment_says_it_compiles_once(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import numpy as np, destatic; destatic.denoise(np.zeros(16000, np.float32) + 1e-3, 16000); destatic.denoise(np.ones(800) * 1e-3, 16000)"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and again.returncode == 0, first.stderr + again.stderr
+    assert first.stderr.count("compiling the DSP loops for this machine, once") == 1, first.stderr
+    assert "compiling" not in again.stderr, again.stderr

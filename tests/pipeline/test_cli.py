@@ -153,7 +153,7 @@ def test_run_flags_default_to_the_settings_defaults() -> None:
     from destatic.cli import run
 
     for name, parameter in inspect.signature(run).parameters.items():
-        if name not in ("inputs", "audio_only"):
+        if name not in ("inputs", "audio_only", "verbose"):
             assert parameter.default is None, name
 
 

@@ -100,6 +100,10 @@ def test_the_residue_is_what_was_removed_sample_aligned_in_the_outputs_format(in
     flac = runner.invoke(app, ["run", str(video), "--format", "flac", "-o", "talk.flac", "--residue", "removed.flac", "--work", str(in_tmp / "work")])
     assert flac.exit_code == 0, flac.output
     np.testing.assert_allclose(sf.read(in_tmp / "removed.flac", dtype="float32")[0], exact, atol=2**-22)
+    as_audio = runner.invoke(app, ["run", str(video), "-o", "video.mp4", "--residue", "removed.wav", "--work", str(in_tmp / "work")])
+    assert as_audio.exit_code == 0, as_audio.output  # a video's residue as audio alone, to listen to (issue 32)
+    assert media.probe(in_tmp / "video.mp4").streams[0].kind == "video"
+    np.testing.assert_allclose(sf.read(in_tmp / "removed.wav", dtype="float32")[0], exact, atol=2**-15)
     bad = runner.invoke(app, ["run", str(video), "--residue", "removed.mkv"])
     assert bad.exit_code == 2 and "remuxing keeps the container" in _flat(bad.output)
 

@@ -15,8 +15,11 @@ import sys
 import threading
 from typing import Any
 
+import typer
+from typer._click.exceptions import ClickException  # typer carries its own click
+
 from destatic.cli import files, server, watch
-from destatic.cli.common import app
+from destatic.cli.common import app, usage_error
 from destatic.cli.run import run
 
 __all__ = ["app", "files", "main", "run", "server", "watch"]
@@ -24,6 +27,8 @@ __all__ = ["app", "files", "main", "run", "server", "watch"]
 
 def main() -> None:
     """Entry point of ``destatic``: run the command, then end the process without tearing Python down.
+
+    A usage error is one line in destatic's style (:func:`~destatic.cli.common.usage_error`).
 
     Once a command has finished, the exit handlers run (Prefect drains its
     event and log queues, an embedded server stops, temporary files go), the
@@ -33,8 +38,12 @@ def main() -> None:
     changes no file. An exception other than an exit is left to Python.
     """
     try:
-        app(prog_name="destatic")
-        status: Any = 0
+        status: Any = app(prog_name="destatic", standalone_mode=False)
+    except ClickException as error:
+        status = usage_error(error)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        status = 1
     except SystemExit as stop:
         status = stop.code
     if status is None:

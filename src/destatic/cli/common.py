@@ -10,6 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer carries its own click
 
 from destatic import __version__
 from destatic.dsp import ProfileMode
@@ -31,10 +32,49 @@ def prefect_environment() -> None:
     """Prefect defaults for a command line run, set before Prefect is imported (the user's environment wins).
 
     The embedded server may need more than Prefect's 20 s to start (database
-    migrations on a first run, a busy machine); no telemetry.
+    migrations on a first run, a busy machine); no telemetry. Prefect's home
+    (``~/.prefect`` by default) and matplotlib's configuration folder
+    (``~/.config/matplotlib``) move into destatic's own state and cache
+    folders, so that a command writes nothing else under the home folder.
     """
+    from destatic.server import client_home
+    from destatic.settings import user_cache_folder
+
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_HOME"):
+        home = client_home()
+        home.mkdir(parents=True, exist_ok=True)  # Prefect makes the last folder only
+        os.environ["PREFECT_HOME"] = str(home)
+    os.environ.setdefault("MPLCONFIGDIR", str(user_cache_folder() / "matplotlib"))
+    os.environ.setdefault(CONSOLE_LOG_LEVEL, "CRITICAL")
+
+
+CONSOLE_LOG_LEVEL = "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"
+"""Prefect's console handler: its log lines go to the server (the UI's logs) and, with ``--verbose``, to the console too."""
+Verbose = Annotated[
+    bool, typer.Option("--verbose", metavar="", help="Also print Prefect's log lines here (they always go to its log, in the UI).")
+]
+
+
+def show_prefect_log_lines(verbose: bool) -> None:
+    """With `verbose`, Prefect's log lines are printed on the console too; call before Prefect is imported."""
+    if verbose:
+        os.environ[CONSOLE_LOG_LEVEL] = "NOTSET"
+
+
+def results_in_work_folder(settings: Any) -> dict[str, str]:
+    """Prefect's result storage in the work folder, under its budget (:mod:`destatic.cache`), not in ``$PREFECT_HOME``.
+
+    The steps' records go there anyway; this also places the records Prefect
+    writes for a failed flow run. Set in this process and in the environment
+    its children inherit (served runs, Dask workers, ``destatic prefect worker``).
+    """
+    from destatic.cache import RESULTS
+
+    folder = str(settings.paths.work.resolve() / RESULTS)
+    os.environ["PREFECT_RESULTS_LOCAL_STORAGE_PATH"] = folder
+    return {"PREFECT_RESULTS_LOCAL_STORAGE_PATH": folder}
 
 
 ConfigOption = Annotated[
@@ -95,13 +135,29 @@ def noise_overrides(
     return {"mode": profile}
 
 
+def usage_error(error: ClickException) -> int:
+    """Say a usage error as every refusal of destatic is said, ``error: ...`` on one line with where to look; its exit status.
+
+    Click's own errors (a missing argument, an unknown option, a file that
+    does not exist) and the commands' refusals then read alike.
+    """
+    context = getattr(error, "ctx", None)
+    if isinstance(error, NoArgsIsHelpError):
+        typer.echo(error.format_message(), err=True)
+        return error.exit_code
+    message = error.message if isinstance(error, typer.BadParameter) and error.param is None else error.format_message()
+    where = f" (see {context.command_path} --help)" if context is not None else ""
+    console.print(f"[red]error:[/red] {' '.join(message.split())}{where}", highlight=False, soft_wrap=True)
+    return error.exit_code
+
+
 def settings_from(config: Path | None, **overrides: Any) -> Any:
     from destatic.settings import load_settings
 
     try:
         return load_settings(config=config, **overrides)
     except ParameterError as error:
-        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False)
+        console.print(f"[red]error:[/red] {error}", markup=True, highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
 
 
@@ -110,9 +166,13 @@ def settings_from(config: Path | None, **overrides: Any) -> Any:
 @contextlib.contextmanager
 def prefect_api(settings: Any) -> Iterator[bool]:
     """The Prefect API for the flows of a command (see :mod:`destatic.server`); yields whether it is Prefect's temporary server."""
+    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+
     from destatic import server
 
     with contextlib.ExitStack() as stack:
+        folder = results_in_work_folder(settings)["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]
+        stack.enter_context(temporary_settings(updates={PREFECT_RESULTS_LOCAL_STORAGE_PATH: folder}))
         try:
             where = stack.enter_context(server.prefect_api(settings.runtime.server))
         except DestaticError as error:  # the background server would not start

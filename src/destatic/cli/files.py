@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from destatic.cli.common import (
     EXIT_FAILED,
@@ -86,7 +86,7 @@ def artifacts(
         typer.echo(f"listen:      {record['report_html']}")
     typer.echo(f"output:      {record['output']}")
     typer.echo(f"flow run:    {record['flow_run_id']}")
-    typer.echo(f"artifact:    {record['artifact_key']}  (prefect artifact inspect {record['artifact_key']})")
+    typer.echo(f"artifact:    {record['artifact_key']}  (destatic prefect artifact inspect {record['artifact_key']})")
     for path in sorted(work_dir.iterdir()):
         typer.echo(f"  {path.name}")
 
@@ -113,10 +113,11 @@ def cache_show(ctx: typer.Context, work: WorkOption = None, config: ConfigOption
     budget = cache.budget_bytes(folder, settings.cache.max_gb)
     typer.echo(f"work folder: {folder}")
     typer.echo(f"size:        {_megabytes(sum(entry.size for entry in found))} in {len(found)} entries; budget {_megabytes(budget)} (cache.max_gb)")
-    table = Table("folder", "size", "step artifacts", "last used")
     by_folder: dict[Path, list[Any]] = {}
     for entry in found:
         by_folder.setdefault(entry.folder, []).append(entry)
+    table = Table("size", "step artifacts", "last used")
+    table.columns.insert(0, Column("folder", no_wrap=True, min_width=max((len(name.name) for name in by_folder), default=6)))
     for name, members in sorted(by_folder.items(), key=lambda item: max(entry.last_used for entry in item[1])):
         last = max(entry.last_used for entry in members)
         when = datetime.fromtimestamp(last).isoformat(sep=" ", timespec="seconds") if last else "-"

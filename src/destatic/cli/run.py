@@ -19,12 +19,14 @@ from destatic.cli.common import (
     NoiseStart,
     ProfileFileOption,
     ProfileOption,
+    Verbose,
     app,
     console,
     noise_overrides,
     prefect_api,
     settings_from,
     settle,
+    show_prefect_log_lines,
 )
 from destatic.dsp import Method
 from destatic.errors import DestaticError, ParameterError
@@ -79,6 +81,7 @@ def run(
         Optional[str], typer.Option("--dask-address", help="Scheduler of an existing Dask cluster (with --task-runner dask).")
     ] = None,
     config: ConfigOption = None,
+    verbose: Verbose = False,
 ) -> None:
     """Clean one file or many: one through the denoise-file flow, many in one denoise-files flow run.
 
@@ -87,6 +90,7 @@ def run(
     """
     from destatic.media import AUDIO_SUFFIXES
 
+    show_prefect_log_lines(verbose)
     _digest.prefetch(inputs)  # the work folders are named by content: hashed while the pipeline loads
     noise = noise_overrides(noise_start, noise_end, noise_file, profile, profile_file)
     if output is not None and len(inputs) == 1 and output.suffix.lower() in AUDIO_SUFFIXES and not output.is_dir():
@@ -102,7 +106,7 @@ def run(
     )
     targets = _outputs(inputs, output, settings)
     residues = _residues(inputs, residue, settings)
-    _check_before_running(inputs, [*zip(inputs, targets), *zip(inputs, residues or [])], settings)
+    _check_before_running(inputs, targets, residues, settings)
     if settings.runtime.shortcut and _answered_before(inputs, targets, residues, settings):
         return
     _start_ahead(inputs[0], settings)
@@ -153,14 +157,16 @@ def _residues(inputs: list[Path], residue: Path | None, settings: Any) -> list[P
     return [residue / f"{source.stem}-residue{default_output(source, settings).suffix}" for source in inputs]
 
 
-def _check_before_running(inputs: list[Path], outputs: list[tuple[Path, Path]], settings: Any) -> None:
+def _check_before_running(inputs: list[Path], targets: list[Path], residues: list[Path] | None, settings: Any) -> None:
     """Refuse what would fail late (exit 2): an output name that does not fit, a noise stretch past an input's end, a saved profile that does not fit an input."""
     from destatic import media, steps
     from destatic.workspace import check_output
 
     try:
-        for source, target in outputs:
+        for source, target in zip(inputs, targets):
             check_output(source, target, settings)
+        for source, residue in zip(inputs, residues or []):
+            check_output(source, residue, settings, residue=True)
     except ParameterError as error:
         raise typer.BadParameter(str(error)) from None
     start = settings.noise.start_s if settings.noise.mode == "segment" else None
@@ -239,7 +245,7 @@ def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
     from destatic.workspace import work_dir_for
 
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as bars:
+    with Progress(*columns, console=console, transient=True) as bars:
         bar_of: dict[Path, TaskID] = {}
         for source in sources:
             try:
@@ -271,13 +277,30 @@ def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None)
     try:
         written = state.result()
     except DestaticError as error:
-        console.print(f"[red]failed:[/red] {error}", highlight=False)
+        console.print(f"[red]failed:[/red] {error}", highlight=False, soft_wrap=True)
         return 1, flow_runs
     except Exception as error:
-        console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False)
+        console.print(f"[red]failed:[/red] {source}: {type(error).__name__}: {error}", highlight=False, soft_wrap=True)
         return 1, flow_runs
+    from destatic.flows.graph import FINISHED
+
+    summary = FINISHED.pop(str(written), {})
+    say_done(source, summary.get("speech_quality"), summary.get("needs_listening", False))
     typer.echo(str(written))
     return 0, flow_runs
+
+
+def say_done(source: Path | str, quality: float | None, needs_listening: bool) -> None:
+    """The one-line summary of a file done, on the console: its output's speech quality, flagged when low."""
+    from destatic.steps.quality import NEEDS_LISTENING_BELOW
+
+    if quality is None:
+        how = "speech quality not scored (no voice found)"
+    else:
+        how = f"speech quality {quality:.2f} of 5 (DNSMOS OVRL)"
+        if needs_listening:
+            how += f", below {NEEDS_LISTENING_BELOW:g}: [bold]needs listening[/bold]"
+    console.print(f"done: {Path(source).name}: {how}", highlight=False, soft_wrap=True)
 
 
 def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residues: list[Path] | None) -> tuple[int, list[Any]]:
@@ -290,9 +313,10 @@ def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residue
         rows = run_batch(inputs, settings, outputs=targets, residues=residues)
     for row in rows:
         if row["status"] == "done":
+            say_done(row["file"], row.get("speech_quality"), row.get("needs_listening", False))
             typer.echo(row["output"])
         else:
-            console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False)
+            console.print(f"[red]failed:[/red] {row['file']}: {row['reason']} (step {row['step']})", highlight=False, soft_wrap=True)
     return sum(row["status"] != "done" for row in rows), sorted({row["flow_run"] for row in rows if row.get("flow_run")})
 
 

@@ -1,13 +1,15 @@
-"""``destatic server``: destatic's own Prefect server in the background."""
+"""``destatic server`` (destatic's own Prefect server in the background) and ``destatic prefect`` (a prefect command against it)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
-from typing import Any
+from typing import Annotated, Any, Optional
 
 import typer
 
-from destatic.cli.common import EXIT_FAILED, app, console
+from destatic.cli.common import EXIT_FAILED, app, console, results_in_work_folder, settings_from
 from destatic.errors import DestaticError
 
 
@@ -54,4 +56,27 @@ def server_stop() -> None:
     stopped = server.stop()
     typer.echo("stopped" if stopped is not None else "destatic's Prefect server was not running")
 
+@app.command(
+    "prefect",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},
+    add_help_option=False,
+)
+def prefect_command(
+    arguments: Annotated[Optional[list[str]], typer.Argument(metavar="PREFECT-ARGS...", help="A prefect command and its options.")] = None,
+) -> None:
+    """Run a prefect command against the Prefect server destatic uses (its own, started if need be).
 
+    For example `destatic prefect artifact inspect KEY`, `destatic prefect
+    work-pool create POOL --type process`, `destatic prefect worker start
+    --pool POOL`. With PREFECT_API_URL set, that server.
+    """
+    from destatic import server
+
+    settings = settings_from(None)
+    try:
+        environment = {**server.prefect_command_environment(settings.runtime.server), **results_in_work_folder(settings)}
+    except DestaticError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
+    done = subprocess.run([sys.executable, "-m", "prefect", *(arguments or [])], env=environment, check=False)
+    raise typer.Exit(done.returncode)

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.table import Table
 
-from destatic.cli.common import EXIT_FAILED, EXIT_USAGE, ConfigOption, ProfileFileOption, app, console, prefect_api, settings_from, settle
+from destatic.cli.common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ConfigOption,
+    ProfileFileOption,
+    Verbose,
+    app,
+    console,
+    prefect_api,
+    settings_from,
+    settle,
+    show_prefect_log_lines,
+)
 from destatic.errors import DestaticError
 from destatic.settings import Dispatch
 
@@ -29,8 +44,13 @@ def watch(
     ] = None,
     profile_file: ProfileFileOption = None,
     config: ConfigOption = None,
+    verbose: Verbose = False,
 ) -> None:
-    """Watch an inbox folder: serve the scheduled watcher, or scan once."""
+    """Watch an inbox folder: serve the scheduled watcher, or scan once.
+
+    One line per file taken and per file finished goes to standard output.
+    """
+    show_prefect_log_lines(verbose)
     settings = settings_from(
         config,
         noise={"profile_file": profile_file},
@@ -44,6 +64,8 @@ def watch(
     )
     if not settings.paths.inbox.is_dir():
         raise typer.BadParameter(f"inbox {str(settings.paths.inbox)!r} is not a folder")
+    if once:
+        _wait_for_settling_files(settings)
     from destatic.flows import serve_watcher, watch_inbox
 
     try:
@@ -62,25 +84,62 @@ def watch(
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
-    table = Table("file", "status", "seconds", "output or reason")
+    table = Table("file", "status", "seconds", "speech quality", "output or reason")
     for row in rows:
-        table.add_row(row["file"], row["status"], f"{row['seconds']:.2f}", row["output"] or row["reason"])
+        quality = row.get("speech_quality")
+        shown = "-" if quality is None else f"{quality:.2f}" + (" listen" if row.get("needs_listening") else "")
+        table.add_row(row["file"], row["status"], f"{row['seconds']:.2f}", shown, row["output"] or row["reason"])
     console.print(table if rows else "nothing to do")
     if any(row["status"] == "failed" for row in rows):
         raise typer.Exit(EXIT_FAILED)
 
 
+SETTLING_WAIT_S = 60.0
+"""Longest ``watch --once`` waits, beyond ``watch.stable_s``, for files still being written."""
+
+
+def _wait_for_settling_files(settings: Any) -> None:
+    """Before ``watch --once`` scans: wait until the files still being written (or settling) are ready, within a bound.
+
+    A file is taken once it has not changed for ``watch.stable_s``; a scan
+    right after files were dropped in would otherwise take none of them.
+    Files still changing after :data:`SETTLING_WAIT_S` are left for the
+    next scan, and the command to run it is printed.
+    """
+    from destatic import inbox
+
+    folder = settings.paths.inbox
+    stable_s = settings.watch.stable_s
+    deadline = time.monotonic() + stable_s + SETTLING_WAIT_S
+    told = False
+    while True:
+        settling = set(inbox.find_ready(folder, stable_s=0.0)) - set(inbox.find_ready(folder, stable_s=stable_s))
+        if not settling:
+            return
+        if time.monotonic() > deadline:
+            again = shlex.join(["destatic", *sys.argv[1:]]) if sys.argv[1:2] == ["watch"] else f"destatic watch {shlex.quote(str(folder))} --once"
+            console.print(f"{len(settling)} file(s) still being written, left for the next scan: run `{again}` again",
+                          highlight=False, soft_wrap=True)
+            return
+        if not told:
+            console.print(f"waiting for {len(settling)} file(s) still being written or settling (unchanged for watch.stable_s = {stable_s:g} s)",
+                          highlight=False, soft_wrap=True)
+            told = True
+        time.sleep(min(1.0, max(0.1, stable_s / 5)))
+
+
 @app.command()
 def deploy(
-    pool: Annotated[str, typer.Option("--pool", help="The work pool (prefect work-pool create POOL --type process).")],
+    pool: Annotated[str, typer.Option("--pool", help="The work pool (see --create-pool).")],
     inbox: Annotated[Optional[Path], typer.Argument(file_okay=False, help="Folder to watch (default: settings).")] = None,
     outbox: Annotated[Optional[Path], typer.Option("--outbox", file_okay=False, help="Where results go.")] = None,
     interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between scans.")] = None,
     stable: Annotated[Optional[float], typer.Option("--stable", help="Seconds a file must stay unchanged.")] = None,
     name: Annotated[str, typer.Option("--name", help="Per-file deployment name; the watcher's is NAME-watch.")] = "destatic",
+    create_pool: Annotated[bool, typer.Option("--create-pool", metavar="", help="Create the pool (type process) if the server has none of that name.")] = False,
     config: ConfigOption = None,
 ) -> None:
-    """Deploy the per-file flow and the scheduled watcher to a work pool of the Prefect server at PREFECT_API_URL.
+    """Deploy the per-file flow and the scheduled watcher to a work pool of the Prefect server (PREFECT_API_URL, else destatic's own).
 
     The watcher (watch-inbox/NAME-watch) claims files and starts one run of
     denoise-file/NAME per file; the pool's workers take them. Folders are
@@ -95,7 +154,7 @@ def deploy(
 
     try:
         with prefect_api(settings):
-            deployed = deploy_to_pool(settings, pool=pool, name=name)
+            deployed = deploy_to_pool(settings, pool=pool, name=name, create_pool=create_pool)
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
@@ -107,9 +166,10 @@ def deploy(
     typer.echo(f"automation {CRASHED_RUNS}  {automation}")
     console.print(f"watching {settings.paths.inbox.absolute()} every {settings.watch.interval_s} s on pool {pool!r}")
     console.print(
-        f"a run whose worker dies is scheduled again after {SILENCE_S} s without a heartbeat: start the workers with "
-        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30",
+        f"start each worker with `PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 destatic prefect worker start --pool {pool}` (a run whose "
+        f"worker dies is scheduled again after {SILENCE_S} s without a heartbeat)",
         highlight=False,
+        soft_wrap=True,
     )
 
 

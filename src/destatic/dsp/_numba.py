@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,24 @@ def cache_folder() -> Path | None:
 
 
 _CACHE_FOLDER = cache_folder()
+
+
+def say_if_compiling() -> None:
+    """Once per process, on standard error: that the loops are being compiled, when numba's cache holds none yet.
+
+    The first call in a fresh environment takes several seconds more than
+    the next ones; without a word it looks like a hang.
+    """
+    global _said
+    if _said:
+        return
+    _said = True
+    if _CACHE_FOLDER is None or not any(_CACHE_FOLDER.rglob("*.nbi")):
+        where = f"; they are kept in {_CACHE_FOLDER}" if _CACHE_FOLDER is not None else ""
+        print(f"destatic: compiling the DSP loops for this machine, once (about 10 s){where}", file=sys.stderr, flush=True)
+
+
+_said = False
 
 
 @contextlib.contextmanager

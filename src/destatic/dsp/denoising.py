@@ -259,6 +259,9 @@ def denoise(
     settings = SuppressionOptions.from_options(method, options)
     if samples.shape[0] == 0:
         return np.zeros(np.shape(audio), np.float32)
+    from destatic.dsp._numba import say_if_compiling
+
+    say_if_compiling()
     profile = resolve_profile(samples, sample_rate, noise, method=method, hum=hum)
     profile = checked_profile(profile, sample_rate, samples.shape[1])
     jobs = 1 if joint_channels(method, settings, samples.shape[1]) else jobs_for_length(samples.shape[0], sample_rate, n_jobs)

@@ -198,6 +198,8 @@ def _row(run: FileRun, written: Path | None) -> dict[str, Any]:
         "output": str(written or ""),
         "step": run.step if failed else "",
         "reason": reason_of(run.error) if failed else "",
+        "speech_quality": run.summary.get("speech_quality"),
+        "needs_listening": run.summary.get("needs_listening", False),
     }
 
 

@@ -94,7 +94,17 @@ def ensure_crashed_run_automation(silence_s: int = SILENCE_S) -> str:
     return "updated"
 
 
-def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> dict[str, str]:
+def _create_process_pool(pool: str) -> None:
+    """Create a work pool of type ``process`` named `pool` (another deploy making it at the same time is fine)."""
+    from prefect import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+
+
+def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic", create_pool: bool = False) -> dict[str, str]:
     """Deploy the per-file flow and the scheduled watcher to a work pool, the watcher dispatching to the other.
 
     Creates (or updates) ``denoise-file/<name>`` and ``watch-inbox/<name>-watch``
@@ -108,9 +118,11 @@ def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> 
         The watcher's settings; its ``watch.dispatch`` and ``watch.deployment``
         are set here to hand files to ``denoise-file/<name>``.
     pool : str
-        An existing work pool (``prefect work-pool create POOL --type process``).
+        The work pool: an existing one, or with `create_pool` a process pool made if missing.
     name : str
         Name of the per-file deployment.
+    create_pool : bool
+        Create the pool (type ``process``) when the server has none of that name.
 
     Returns
     -------
@@ -121,7 +133,7 @@ def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> 
     Raises
     ------
     DestaticError
-        No ``PREFECT_API_URL``, or the pool does not exist.
+        No ``PREFECT_API_URL``, or the pool does not exist (and `create_pool` is false).
     """
     from prefect import deploy, get_client
     from prefect.exceptions import ObjectNotFound
@@ -134,7 +146,12 @@ def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic") -> 
         with get_client(sync_client=True) as client:
             client.read_work_pool(pool)
     except ObjectNotFound:
-        raise DestaticError(f"work pool {pool!r} does not exist: prefect work-pool create {pool} --type process") from None
+        if not create_pool:
+            raise DestaticError(
+                f"work pool {pool!r} does not exist on the Prefect server at {PREFECT_API_URL.value()}: add --create-pool, "
+                f"or create it with `destatic prefect work-pool create {pool} --type process`"
+            ) from None
+        _create_process_pool(pool)
     per_file = f"denoise-file/{name}"
     watch = settings.watch.model_copy(update={"dispatch": "deployment", "deployment": per_file})
     dispatching = settings.model_copy(update={"watch": watch})

@@ -152,7 +152,7 @@ def start_steps(run: FileRun) -> None:
         run.residue = residue_output(run.output)
     if run.residue is not None:
         run.residue = Path(run.residue).absolute()
-        check_output(source, run.residue, settings)
+        check_output(source, run.residue, settings, residue=True)
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     if settings.suppression.method is None and not learned_available():
         _say_once("the learned default method needs %s, not installed here: using %s", LEARNED_NEEDS, default_method())
@@ -199,9 +199,9 @@ def submit_steps(run: FileRun) -> None:
 
 
 def _encode(run: FileRun, step: str, cleaned: PrefectFuture[Any], output: Path) -> PrefectFuture[Any]:
-    """Submit the encode of `cleaned` as `output` needs it: the input's container remuxed, or the audio alone."""
+    """Submit the encode of `cleaned` as `output` needs it: the input's container remuxed, or the audio alone (an audio name)."""
     settings = run.settings
-    if writes_audio_only(run.source, run.settings):
+    if writes_audio_only(run.source, run.settings) or output.suffix.lower() in media.AUDIO_SUFFIXES:
         suffix = output.suffix.lower()
         fmt = settings.output.format or media.AUDIO_SUFFIXES.get(suffix) or suffix.lstrip(".") or "flac"
         return run.submit(step, tasks.export_audio, cleaned, run.work_dir, fmt)
@@ -248,12 +248,40 @@ def finish_steps(run: FileRun) -> Path:
         residue=run.futures["encode residue"].result().path if run.residue is not None else None,
     )
     extracted, plots = run.futures["extract"].result(), run.futures["plots"].result()
+    flagged = steps.quality.needs_listening(plots.quality)
     run.summary = {
         "file": run.source.name,
         "output": str(delivered),
         "duration_s": round(extracted.duration, 2),
         "reduction_db": None if plots.reduction_db is None else round(plots.reduction_db, 1),
+        "speech_quality": (plots.quality or {}).get("output", {}).get("ovrl"),
+        "needs_listening": flagged,
         "method": resolve_method(run.settings.suppression.method),
     }
-    get_run_logger().info("%s done in %.2f s: %s", run.source.name, sum(run.clock.seconds.values()), delivered)
+    if flagged:
+        _tag_flow_run(NEEDS_LISTENING)
+    FINISHED[str(delivered)] = run.summary
+    get_run_logger().info("%s done in %.2f s: %s; %s", run.source.name, sum(run.clock.seconds.values()), delivered,
+                          steps.quality.describe(plots.quality))
     return delivered
+
+
+NEEDS_LISTENING = "needs-listening"
+"""The tag of a flow run whose output scored low (:func:`destatic.steps.quality.needs_listening`)."""
+FINISHED: dict[str, dict[str, Any]] = {}
+"""The summary of each output this process finished, by its path: the watcher's table reads (and removes) its file's."""
+
+
+def _tag_flow_run(tag: str) -> None:
+    """Add `tag` to the current flow run (best effort: a server that does not answer loses only the tag)."""
+    from prefect import get_client
+
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            tags = client.read_flow_run(context.flow_run.id).tags
+            client.update_flow_run(context.flow_run.id, tags=sorted({*tags, tag}))
+    except Exception as error:  # the tag is a convenience; the report says the same
+        get_run_logger().warning("could not tag the flow run %s: %s", tag, error)

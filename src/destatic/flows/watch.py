@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import shlex
 import sys
 import threading
 import time
@@ -23,10 +24,11 @@ from prefect.artifacts import create_table_artifact
 from destatic import inbox, outage, server
 from destatic.errors import DestaticError, causes, display_path, reason_of
 from destatic.flows.denoise import denoise_file, keep_the_budget, run_tags
+from destatic.flows.graph import FINISHED
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.settings import Settings, load_settings
 
-__all__ = ["run_is_over", "serve_watcher", "watch_inbox", "watcher_deployment"]
+__all__ = ["run_is_over", "say_outcome", "serve_watcher", "watch_inbox", "watcher_deployment"]
 
 
 def run_is_over(flow_run_id: str) -> bool:
@@ -78,6 +80,24 @@ def _file_error(error: BaseException) -> DestaticError | None:
     return next((current for current in causes(error) if isinstance(current, DestaticError)), None)
 
 
+def say_outcome(row: dict[str, Any]) -> None:
+    """One line on standard output for a file a scan took or finished, so that a watcher's console says what it does.
+
+    Printed, not logged: Prefect's log lines stay in its log (and the UI); a
+    served scan's output reaches the ``destatic watch`` console.
+    """
+    name = display_path(row["file"])
+    if row["status"] == "taken":
+        line = f"taken: {name}"
+    elif row["status"] == "failed":
+        line = f"failed: {name}: {row['reason']}"
+    else:
+        quality = row.get("speech_quality")
+        scored = "" if quality is None else f", speech quality {quality:.2f}" + (" needs listening" if row.get("needs_listening") else "")
+        line = f"{row['status']}: {name} -> {display_path(row['output'])} ({row['seconds']:.1f} s{scored})"
+    print(line, flush=True)
+
+
 def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file, run again after an outage."""
     started = time.perf_counter()
@@ -88,7 +108,9 @@ def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     except Exception as error:  # the watcher goes on past any file
         failure = error
     else:
-        row.update(status="done", output=str(output))
+        summary = FINISHED.pop(str(output), {})
+        row.update(status="done", output=str(output), speech_quality=summary.get("speech_quality"),
+                   needs_listening=summary.get("needs_listening", False))
     unsettled = failure or DestaticError("the run ended without settling the file")
     outcome = inbox.give_back(taken, settings, unsettled)  # only if the run ended before settling it
     if outcome is not None:
@@ -98,6 +120,7 @@ def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     row["seconds"] = round(time.perf_counter() - started, 2)
     if failure is not None:
         row["reason"] = reason_of(failure)
+    say_outcome(row)
     return row
 
 
@@ -128,21 +151,26 @@ def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str
         inbox.hand_over(taken, str(flow_run.id))
         row.update(status="dispatched", output=str(inbox.outbox_path(taken.relative, settings)), flow_run=flow_run.name, flow_run_id=str(flow_run.id))
     row["seconds"] = round(time.perf_counter() - started, 2)
+    say_outcome(row)
     return row
 
 
-def check_deployment(name: str) -> None:
-    """Fail with a clear message when the per-file deployment is not on the server."""
+def check_deployment(settings: Settings) -> None:
+    """Fail with a clear message when the per-file deployment ``watch.deployment`` is not on the server."""
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
+    name = settings.watch.deployment
     try:
         with get_client(sync_client=True) as client:
             client.read_deployment_by_name(name)
     except ObjectNotFound:
+        flow_name, _, deployment_name = name.partition("/")
+        remedy = (f"create it with `destatic deploy --pool {deployment_name} --create-pool --name {deployment_name} "
+                  f"{shlex.quote(str(settings.paths.inbox.absolute()))}`" if flow_name == "denoise-file" else "deploy it")
         raise DestaticError(
             f"watch.deployment={name!r} is not a deployment of the Prefect server at {client.api_url}: "
-            "create it with `destatic deploy --pool POOL`, or set watch.dispatch='inline'"
+            f"{remedy}, or set watch.dispatch='inline'"
         ) from None
 
 
@@ -187,7 +215,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         raise DestaticError(f"inbox {str(folder)!r} is not a folder")
     dispatch = settings.watch.dispatch == "deployment"
     if dispatch:
-        check_deployment(settings.watch.deployment)
+        check_deployment(settings)
     _sweep(settings)
     ready, waiting = inbox.ready_files(folder, settings)
     if waiting:
@@ -195,6 +223,8 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
                     len(waiting), ", ".join(display_path(relative) for relative in waiting[:10]))
     claims = [taken for relative in ready if (taken := inbox.claim(folder, relative, stable_s=settings.watch.stable_s)) is not None]
     logger.info("%d file(s) taken from %s", len(claims), folder)
+    for taken in claims:
+        say_outcome({"file": str(taken.relative), "status": "taken"})
     if dispatch:
         parameters = settings.to_parameters()
         rows = [_dispatch_claim(taken, settings, parameters) for taken in claims]
@@ -230,7 +260,7 @@ def serve_watcher(settings: Settings) -> None:
     if settings.watch.dispatch == "deployment":
         if not PREFECT_API_URL.value():
             raise DestaticError("watch.dispatch='deployment' needs a Prefect server with workers: set PREFECT_API_URL")
-        check_deployment(settings.watch.deployment)
+        check_deployment(settings)
     if PREFECT_API_URL.value():
         _serve_through_outages(settings, PREFECT_API_URL.value())
         return

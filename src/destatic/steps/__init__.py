@@ -12,7 +12,7 @@ step                what its ``run`` does
 :mod:`.remux`       the original container with the cleaned audio, video copied
 :mod:`.export`      or the cleaned audio alone, in an audio format
 :mod:`.deliver`     the result copied to where the user asked
-:mod:`.report`      plots (:mod:`.plots`) and estimated reduction; then ``report.md``
+:mod:`.report`      plots (:mod:`.plots`), estimated reduction, speech quality (:mod:`.quality`); then ``report.md``
 ==================  =========================================================
 
 Each step's ``run`` takes the records of the steps before it
@@ -43,6 +43,7 @@ __all__ = [
     "loudness",
     "plots",
     "profile",
+    "quality",
     "remux",
     "report",
     "residue",

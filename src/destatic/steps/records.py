@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only named in annotations: a record can be read without loading the DSP core
     from destatic.dsp import NoiseProfile
@@ -140,6 +140,8 @@ class Plots:
         Video inputs: small MP4 previews of the stretch with either sound.
     clip_note : str or None
         Why a video input has no previews.
+    quality : dict or None
+        Speech quality of the input and output (:func:`destatic.steps.quality.score_voice`).
     """
 
     path: Path
@@ -154,3 +156,4 @@ class Plots:
     before_clip: Path | None = None
     after_clip: Path | None = None
     clip_note: str | None = None
+    quality: dict[str, Any] | None = None

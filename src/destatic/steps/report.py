@@ -32,6 +32,8 @@ from destatic.settings import Settings
 from destatic.steps.listening import Section, players_of, render_html, write_excerpt
 from destatic.steps.listening import previews as preview_clips
 from destatic.steps.plots import plot_profile, plot_spectrograms
+from destatic.steps.quality import describe as describe_quality
+from destatic.steps.quality import score_voice
 from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
 
 __all__ = [
@@ -174,6 +176,7 @@ def report_page(
     profile_png: Path | None = None,
     spectrogram_png: Path | None = None,
     spectrogram_span: tuple[float, float] | None = None,
+    quality: Mapping[str, Any] | None = None,
 ) -> tuple[str, list[str], list[Section]]:
     """The report of one file as data: its title, its facts (one line each) and its sections.
 
@@ -195,11 +198,14 @@ def report_page(
         The full-size plots (the HTML embeds them).
     spectrogram_span : tuple of float or None
         The seconds the spectrograms show.
+    quality : mapping or None
+        Speech quality of the input and output (:func:`destatic.steps.quality.score_voice`).
     """
     reduction = "n/a" if reduction_db is None else f"{reduction_db:.1f} dB"
     facts = [
         f"input: `{source}`",
         f"output: `{output}`" if output else "output: none",
+        describe_quality(dict(quality) if quality is not None else None),
         f"estimated noise reduction: **{reduction}** (quietest {QUIET_FRACTION:.0%} of 50 ms frames)",
         f"total step time: {sum(step_seconds.values()):.2f} s",
     ]
@@ -304,6 +310,8 @@ def run(
         excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
                     for label, wav in (("before", audio.path), ("after", cleaned.path))}
         clips, note = preview_clips(audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else ({}, None)
+        before, after = energies
+        quality = score_voice(audio.path, cleaned.path, before, after, _quiet(before) if len(before) else before > 0, LEVEL_FRAME_S)
         return Plots(
             path=target,
             profile_png=profile_png,
@@ -317,6 +325,7 @@ def run(
             before_clip=clips.get("before"),
             after_clip=clips.get("after"),
             clip_note=note,
+            quality=quality,
         )
 
     plots = at_lowest_priority(draw)
@@ -449,6 +458,7 @@ def write_report(
         profile_png=plots.profile_png,
         spectrogram_png=plots.spectrogram_png,
         spectrogram_span=plots.excerpt if plots.before_excerpt is not None else None,
+        quality=plots.quality,
     )
     page = work_dir / REPORT_HTML
     with media.atomic_output(page) as partial:
@@ -468,6 +478,7 @@ def write_report(
         "artifact_key": artifact_key,
         "flow_run_id": flow_run_id,
         "reduction_db": plots.reduction_db,
+        "speech_quality": plots.quality,
         "step_seconds": dict(step_seconds),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
