@@ -31,7 +31,7 @@ removed before scoring; destatic is scored as it comes out and must show
 lag 0 and exact length on every item.
 
 DeepFilterNet3's outputs and the score rows are cached under
-``benchmarks/out/cache`` (:mod:`result_cache`): a re-run after a change in
+``benchmarks/out/cache`` (``--cache``; :mod:`result_cache`): a re-run after a change in
 destatic re-scores only destatic's methods, without running DFN3 again.
 
 Run ``python benchmarks/quality.py --help`` for the options; results go to
@@ -443,6 +443,19 @@ def _misaligned(row: dict[str, object]) -> bool:
     return int(row["lag_samples"]) != 0 or int(row["length_diff"]) != 0
 
 
+def earlier_rows(path: Path, cases: list[Case]) -> list[dict[str, object]]:
+    """The destatic rows of an earlier run's ``quality_scores.csv`` for these cases, labelled ``METHOD@earlier``."""
+    wanted = {(case.group, case.name) for case in cases}
+    rows = []
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            if row["is_destatic"] == "True" and (row["group"], row["case"]) in wanted:
+                numbers = {key: float(row[key]) for key in (*METRICS, "pesq_failed", "lag_ms", "seconds")}
+                numbers.update({key: int(float(row[key])) for key in ("lag_samples", "length_diff")})
+                rows.append({**row, **numbers, "method": f"{row['method']}@earlier", "is_destatic": True, "cached": True})
+    return rows
+
+
 def summarise(rows: list[dict[str, object]]) -> list[dict[str, object]]:
     """Mean of each metric per group, half and method, in first-seen method order."""
     summary = []
@@ -668,13 +681,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--baseline", default="destatic:default", metavar="LABEL",
                         help="the run's method that stands for today's rule in the targets (default destatic:default)")
+    parser.add_argument("--earlier", type=Path, default=None, metavar="CSV",
+                        help="add the destatic rows of an earlier run's quality_scores.csv as METHOD@earlier "
+                        "(e.g. --baseline destatic:default@earlier to hold a new rule against today's)")
     parser.add_argument("--peers", nargs="*", default=None, metavar="NAME",
                         help="only these peers (e.g. noisy sox seed dfn3); default all")
     parser.add_argument("--groups", default="abcd", help="which groups to run: any of a, b, c, d (default abcd)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
     parser.add_argument("--out", type=Path, default=common.OUT_DIR, help="output folder (default benchmarks/out)")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="run DeepFilterNet3 and score every method afresh (the cache is OUT/cache)")
+    parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache",
+                        help="where DFN3's outputs and the scores are cached (default benchmarks/out/cache)")
+    parser.add_argument("--no-cache", action="store_true", help="run DeepFilterNet3 and score every method afresh")
     return parser.parse_args(argv)
 
 
@@ -686,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = all_cases(args.groups, quick=args.quick, halves=halves)
     cases.sort(key=lambda case: case.group in "ad" and case.corpus == "librispeech", reverse=True)  # long ones first
     specs = tuple(args.methods)
-    cache_dir = None if args.no_cache else args.out / "cache"
+    cache_dir = None if args.no_cache else args.cache
     began = time.perf_counter()
     print(f"{len(cases)} cases, methods {', '.join(specs)}, {args.jobs} job(s), load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     rows = []
@@ -698,6 +715,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += result
             print(f"\r{done}/{len(cases)} cases, {time.perf_counter() - began:.0f} s", end="", file=sys.stderr)
     print(file=sys.stderr)
+    if args.earlier is not None:
+        rows += earlier_rows(args.earlier, cases)
     summary = summarise(rows)
     target_rows = targets(rows, summary, args.baseline)
     tables = summary_tables(rows, summary)
@@ -713,9 +732,9 @@ def main(argv: list[str] | None = None) -> int:
         report += [f"## Group {GROUP_TITLES[group]}", "", table, ""]
     if target_rows:
         report += [f"## Issue 30's targets (baseline: {args.baseline})", "", targets_table(target_rows), ""]
-    (args.out / "quality.md").write_text("\n\n".join(report) + "\n")
+    (args.out / "quality.md").write_text("\n".join(report) + "\n")
     bar_chart(summary, args.out / "quality.png")
-    print("\n\n".join(report))
+    print("\n".join(report))
     cached = sum(bool(r["cached"]) for r in rows)
     print(f"\n{len(rows)} scores ({cached} from the cache) in {time.perf_counter() - began:.0f} s, "
           f"load {os.getloadavg()[0]:.2f}; tables and chart in {args.out}")

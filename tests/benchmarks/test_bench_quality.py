@@ -84,6 +84,11 @@ def test_one_pair_runs_every_method_and_tabulates(media_dir: Path, tmp_path: Pat
     assert not identity_pesq["meets"]
     assert "destatic:default" in quality.summary_tables(rows, summary)["b"]
     assert "destatic:identity" in quality.targets_table(targets)
+    quality.write_csv(tmp_path / "scores.csv", rows)
+    earlier = quality.earlier_rows(tmp_path / "scores.csv", [case])
+    assert {row["method"] for row in earlier} == {"destatic:default@earlier", "destatic:identity@earlier"}
+    assert [row["pesq"] for row in earlier] == [by_method["destatic:default"]["pesq"], identity["pesq"]]
+    assert {"destatic:default", "destatic:default@earlier"} <= {entry["method"] for entry in quality.summarise(rows + earlier)}
     quality.bar_chart(summary, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 10_000
 
