@@ -36,9 +36,14 @@ MEDIA_DIR = _media_dir()
 OUT_DIR = REPO_ROOT / "benchmarks" / "out"
 
 SPEECH_NOISES = ("AirConditioner_6", "VacuumCleaner_1", "CopyMachine_2")
-SYNTHETIC_NOISES = ("white", "hum")
+SYNTHETIC_NOISES = ("white", "pink", "brown", "fan", "hum")
 HUM_HZ = 50.0
 HUM_HARMONICS = 10
+FAN_BLADE_HZ = (90.0, 150.0)
+"""Range of a fan's blade-pass frequency (drawn per mixture)."""
+FAN_HARMONICS = 4
+FAN_TONE_DB = -6.0
+"""Power of the fan's tones relative to its broadband part."""
 PEAK_LIMIT = 0.95
 SI_SDR_FLOOR_DB = -50.0
 
@@ -110,14 +115,37 @@ def load_video_audio(
     return samples[start:stop].astype(np.float64)
 
 
-def synthetic_noise(kind: str, frames: int, sample_rate: int, *, rng: np.random.Generator) -> np.ndarray:
-    """Unit-power synthetic noise: ``"white"`` hiss or ``"hum"`` (50 Hz and harmonics).
+def _coloured_noise(frames: int, exponent: float, *, rng: np.random.Generator) -> np.ndarray:
+    """Gaussian noise whose power falls as ``f ** -exponent`` (0 white, 1 pink, 2 brown), shaped in one FFT."""
+    spectrum = np.fft.rfft(rng.standard_normal(frames))
+    frequencies = np.fft.rfftfreq(frames)
+    frequencies[0] = frequencies[1] if frames > 1 else 1.0
+    return np.fft.irfft(spectrum * frequencies ** (-exponent / 2), n=frames)
 
-    The hum has harmonics 1..10 of 50 Hz (below Nyquist) with amplitudes 1/k
-    and random phases, like mains hum picked up by a cable.
+
+def synthetic_noise(kind: str, frames: int, sample_rate: int, *, rng: np.random.Generator) -> np.ndarray:
+    """Unit-power synthetic steady noise of one of :data:`SYNTHETIC_NOISES`.
+
+    ``white``, ``pink`` and ``brown``: Gaussian noise with power falling as
+    ``f ** 0``, ``f ** -1`` and ``f ** -2``. ``fan``: pink broadband plus the
+    blade-pass tone (a random frequency in :data:`FAN_BLADE_HZ`) and its
+    harmonics at ``1/k``, the tones :data:`FAN_TONE_DB` under the broadband.
+    ``hum``: harmonics 1..10 of 50 Hz (below Nyquist) with amplitudes 1/k and
+    random phases, like mains hum picked up by a cable.
     """
-    if kind == "white":
-        noise = rng.standard_normal(frames)
+    if kind in ("white", "pink", "brown"):
+        noise = _coloured_noise(frames, {"white": 0.0, "pink": 1.0, "brown": 2.0}[kind], rng=rng)
+    elif kind == "fan":
+        broadband = _coloured_noise(frames, 1.0, rng=rng)
+        t = np.arange(frames) / sample_rate
+        blade = rng.uniform(*FAN_BLADE_HZ)
+        tones = sum(
+            np.sin(2 * np.pi * k * blade * t + rng.uniform(0, 2 * np.pi)) / k
+            for k in range(1, FAN_HARMONICS + 1)
+            if k * blade < sample_rate / 2
+        )
+        tones *= np.sqrt(np.mean(broadband**2) * 10 ** (FAN_TONE_DB / 10) / np.mean(tones**2))
+        noise = broadband + tones
     elif kind == "hum":
         t = np.arange(frames) / sample_rate
         noise = np.zeros(frames)

@@ -54,8 +54,33 @@ def test_synthetic_noises_have_unit_power_and_the_hum_sits_on_50_hz(rng: np.rand
     harmonics = np.arange(50, 501, 50)
     assert spectrum[harmonics].sum() / spectrum.sum() > 0.999
     assert np.mean(common.synthetic_noise("white", rate, rate, rng=rng) ** 2) == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="kind='pink'"):
-        common.synthetic_noise("pink", 10, rate, rng=rng)
+    with pytest.raises(ValueError, match="kind='violet'"):
+        common.synthetic_noise("violet", 10, rate, rng=rng)
+
+
+@pytest.mark.parametrize(("kind", "slope_db"), [("white", 0.0), ("pink", -3.0), ("brown", -6.0)])
+def test_coloured_noises_fall_by_their_slope_per_octave(kind: str, slope_db: float, rng: np.random.Generator) -> None:
+    rate = 16000
+    noise = common.synthetic_noise(kind, 4 * rate, rate, rng=rng)
+    assert np.mean(noise**2) == pytest.approx(1.0)
+    power = np.abs(np.fft.rfft(noise)) ** 2
+    frequencies = np.fft.rfftfreq(len(noise), 1 / rate)
+    octave = lambda low: power[(frequencies >= low) & (frequencies < 2 * low)].mean()  # noqa: E731
+    measured = 10 * np.log10(octave(1000.0) / octave(500.0))
+    assert measured == pytest.approx(slope_db, abs=0.5)
+
+
+def test_fan_noise_is_broadband_with_blade_tones(rng: np.random.Generator) -> None:
+    rate = 16000
+    fan = common.synthetic_noise("fan", 4 * rate, rate, rng=rng)
+    power = np.abs(np.fft.rfft(fan)) ** 2
+    frequencies = np.fft.rfftfreq(len(fan), 1 / rate)
+    low, high = common.FAN_BLADE_HZ
+    band = (frequencies >= low) & (frequencies <= high)
+    blade = frequencies[band][np.argmax(power[band])]
+    tone_share = sum(power[np.abs(frequencies - k * blade) < 1].sum() for k in range(1, common.FAN_HARMONICS + 1)) / power.sum()
+    assert tone_share == pytest.approx(1 / (1 + 10 ** (-common.FAN_TONE_DB / 10)), abs=0.05)
+    assert power[frequencies > 2000].sum() / power.sum() > 0.05
 
 
 def test_score_ranks_clean_above_noisy_speech(media_dir: Path, rng: np.random.Generator) -> None:

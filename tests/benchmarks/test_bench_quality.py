@@ -1,13 +1,15 @@
-"""The quality benchmark's harness on one real pair: every method runs, is scored and tabulated."""
+"""The quality benchmark's harness: the split, the mixtures, the caches, one real pair scored and tabulated."""
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import quality
+import result_cache
 
 
 def test_parse_spec_reads_literals_and_default() -> None:
@@ -25,32 +27,86 @@ def test_check_specs_refuses_an_unknown_option_before_the_run() -> None:
         quality.check_specs(["wiener:bogus=1"])
 
 
+def test_the_halves_split_every_group_and_noise_evenly_and_never_move(media_dir: Path) -> None:
+    cases = quality.all_cases("abcd", quick=False)
+    names = [(case.group, case.name) for case in cases]
+    assert len(names) == len(set(names))
+    strata = collections.Counter((case.group, case.bed or case.noise, case.half) for case in cases)
+    for (group, stratum, half), count in strata.items():
+        other = strata[group, stratum, "held" if half == "tune" else "tune"]
+        assert abs(count - other) <= 1, (group, stratum)
+    speakers = {case.speech for case in cases if case.group == "a"}
+    assert len(speakers) == len(quality.speakers()) == 10
+    assert {case.noise for case in cases if case.group == "a"} == set(quality.STEADY_NOISES)
+    again = {(case.group, case.name): case.half for case in quality.all_cases("ad", quick=True)}
+    assert all(dict(((c.group, c.name), c.half) for c in cases)[key] == half for key, half in again.items())
+    assert {case.half for case in quality.all_cases("b", quick=False, halves=("held",))} == {"held"}
+
+
 def test_group_a_mixtures_are_deterministic_and_start_with_noise_only(media_dir: Path) -> None:
-    case = next(c for c in quality.group_a_cases(quick=True) if c.corpus == "noizeus" and c.noise == "hum")
-    noisy, clean, rate = case.load()
-    again, _, _ = case.load()
+    case = next(c for c in quality.group_a_cases() if c.corpus == "noizeus" and c.noise == "fan")
+    noisy, clean, rate, bed = case.load()
+    again, _, _, _ = case.load()
     np.testing.assert_array_equal(noisy, again)
     lead_in = int(quality.LEAD_IN_S * rate)
-    assert np.all(clean[:lead_in] == 0) and np.std(noisy[:lead_in]) > 0
+    assert bed is None and np.all(clean[:lead_in] == 0) and np.std(noisy[:lead_in]) > 0
+
+
+def test_a_bed_mixture_puts_the_bed_12_db_under_the_voice_and_measures_it(media_dir: Path) -> None:
+    case = next(c for c in quality.group_d_cases() if c.corpus == "voicebank" and c.bed == "piano")
+    noisy, reference, rate, bed = case.load()
+    start = int(quality.LEAD_IN_S * rate)
+    voice = reference - bed
+    assert 10 * np.log10(np.mean(bed[start:] ** 2) / np.mean(voice[start:] ** 2)) == pytest.approx(quality.BED_DB, abs=1e-6)
+    noise = noisy - reference
+    assert quality.bed_level_db(noisy[start:], voice[start:], bed[start:], noise[start:]) == pytest.approx(0.0, abs=1e-6)
+    halved = voice + 0.5 * bed + 0.1 * noise
+    assert quality.bed_level_db(halved[start:], voice[start:], bed[start:], noise[start:]) == pytest.approx(-6.02, abs=0.01)
 
 
 def test_one_pair_runs_every_method_and_tabulates(media_dir: Path, tmp_path: Path) -> None:
-    case = next(c for c in quality.group_b_cases(quick=True) if c.corpus == "voicebank")
-    rows = quality.run_case(case, ("default", "identity"))
-    methods = [row["method"] for row in rows]
-    assert {"noisy", "seed", "noisereduce", "afftdn", "destatic:default", "destatic:identity"} <= set(methods)
+    case = next(c for c in quality.all_cases("b", quick=True) if c.corpus == "voicebank")
+    rows = quality.run_case(case, ("default", "identity"), ("noisy", "seed", "afftdn", "dfn3"), tmp_path / "cache")
     by_method = {row["method"]: row for row in rows}
+    assert set(by_method) == {"noisy", "seed", "afftdn", "dfn3", "destatic:default", "destatic:identity"}
     identity, noisy = by_method["destatic:identity"], by_method["noisy"]
     assert identity["pesq"] == noisy["pesq"] and identity["si_sdr"] == noisy["si_sdr"]
     assert by_method["afftdn"]["lag_samples"] > 0
-    assert by_method["destatic:default"]["length_diff"] == 0
+    assert by_method["destatic:default"]["length_diff"] == 0 and by_method["destatic:default"]["lag_samples"] == 0
+    assert not any(row["cached"] for row in rows)
+    again = quality.run_case(case, ("default", "identity"), ("noisy", "seed", "afftdn", "dfn3"), tmp_path / "cache")
+    assert all(row["cached"] for row in again)
+    assert [row["pesq"] for row in again] == [row["pesq"] for row in rows]
 
     summary = quality.summarise(rows)
-    margins = quality.margins(summary)
-    assert {m["metric"] for m in margins} == set(quality.METRICS)
-    identity_pesq = next(m for m in margins if m["method"] == "destatic:identity" and m["metric"] == "pesq")
-    assert identity_pesq["margin"] <= 0 and not identity_pesq["meets"]
-    tables = quality.summary_tables(summary, margins)
-    assert "destatic:default" in tables["b"]
+    targets = quality.targets(rows, summary, "destatic:default")
+    identity_pesq = next(t for t in targets if t["method"] == "destatic:identity" and t["target"] == "PESQ >= dfn3")
+    assert not identity_pesq["meets"]
+    assert "destatic:default" in quality.summary_tables(rows, summary)["b"]
+    assert "destatic:identity" in quality.targets_table(targets)
+    quality.write_csv(tmp_path / "scores.csv", rows)
+    earlier = quality.earlier_rows(tmp_path / "scores.csv", [case])
+    assert {row["method"] for row in earlier} == {"destatic:default@earlier", "destatic:identity@earlier"}
+    assert [row["pesq"] for row in earlier] == [by_method["destatic:default"]["pesq"], identity["pesq"]]
+    assert {"destatic:default", "destatic:default@earlier"} <= {entry["method"] for entry in quality.summarise(rows + earlier)}
     quality.bar_chart(summary, tmp_path / "chart.png")
     assert (tmp_path / "chart.png").stat().st_size > 10_000
+
+
+def test_the_dfn3_cache_gives_the_same_samples_as_the_real_stream(media_dir: Path, tmp_path: Path) -> None:
+    import destatic
+    from destatic.dsp import learned
+
+    case = next(c for c in quality.all_cases("a", quick=True) if c.corpus == "noizeus")
+    noisy, _, rate, _ = case.load()
+    real_stream = learned.DeepFilterStream
+    direct = destatic.denoise(noisy, rate, noise=(0.0, quality.LEAD_IN_S))
+    try:
+        result_cache.install_dfn3_cache(tmp_path)
+        computed = destatic.denoise(noisy, rate, noise=(0.0, quality.LEAD_IN_S))
+        stored = destatic.denoise(noisy, rate, noise=(0.0, quality.LEAD_IN_S))
+    finally:
+        learned.DeepFilterStream = real_stream
+    assert len(list(tmp_path.rglob("*.npy"))) == 1
+    np.testing.assert_array_equal(computed, direct)
+    np.testing.assert_array_equal(stored, direct)
