@@ -320,8 +320,11 @@ def _settled(settings: Any, names: list[str]) -> bool:
 
 
 def server_kill_drill(root: Path, *, files: int = 12, bad: int = 1, kills: int = 3, seed: int = SEED,
-                      max_kill_s: float = 6.0, timeout_s: float = 600.0) -> ServerKillFigures:
+                      max_kill_s: float = 6.0, timeout_s: float = 600.0, once: bool = False) -> ServerKillFigures:
     """A served ``destatic watch`` on destatic's background server; kill -9 that server `kills` times mid-batch, then judge.
+
+    With `once`, the watcher is ``destatic watch INBOX --once``, which must
+    finish the batch through the kills and exit by itself.
 
     The watcher runs as a user starts it (``destatic watch INBOX --interval 2``,
     no PREFECT_API_URL, its own state folder so that the background server is
@@ -342,8 +345,9 @@ def server_kill_drill(root: Path, *, files: int = 12, bad: int = 1, kills: int =
     figures = ServerKillFigures(files=files + bad)
     started, before_stop = time.perf_counter(), 0
     with open(log, "wb") as sink:
+        command = hostile_runs.watch_once(settings) if once else [*hostile_runs.watch_once(settings)[:-1], "--interval", "2"]
         watcher = subprocess.Popen(
-            [*hostile_runs.watch_once(settings)[:-1], "--interval", "2"], env=env, cwd=root,
+            command, env=env, cwd=root,
             stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -364,11 +368,14 @@ def server_kill_drill(root: Path, *, files: int = 12, bad: int = 1, kills: int =
                    "the watcher bringing its server back")
             figures.back_after_s.append(round(time.monotonic() - killed, 1))
         _until(lambda: _settled(settings, names), timeout_s, "every input settled")
+        if once:
+            watcher.wait(timeout=120)
         before_stop = log.stat().st_size
         record = _until(lambda: (r := _server_record(state)) and _answers(r["api_url"]) and r, 300, "the server answering")
         figures.runs_per_file = _runs_per_file(record["api_url"])
     finally:
-        os.killpg(watcher.pid, signal.SIGINT)
+        if watcher.poll() is None:
+            os.killpg(watcher.pid, signal.SIGINT)
         try:
             watcher.wait(timeout=60)
         except subprocess.TimeoutExpired:

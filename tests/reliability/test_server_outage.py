@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import drills
@@ -38,3 +40,11 @@ def test_the_console_says_each_outage_in_two_lines_without_tracebacks(drill: dri
 
 def test_the_server_came_back_each_time(drill: drills.ServerKillFigures) -> None:
     assert len(drill.back_after_s) == drill.kills and max(drill.back_after_s) < 120, drill.back_after_s
+
+
+def test_watch_once_rides_out_a_server_kill_and_says_so(tmp_path: Path) -> None:
+    """``destatic watch --once``: the same outcome and the same two console lines as the served watcher."""
+    drill = drills.server_kill_drill(tmp_path, files=8, bad=0, kills=1, once=True)
+    assert drill.kills == 1 and drill.verdict.exactly_once, drill.verdict
+    assert drill.failure_records == 0 and drill.tracebacks == 0
+    assert len(drill.outage_lines) == 2 and all("file(s) waiting" in line for line in drill.outage_lines), drill.outage_lines

@@ -66,7 +66,7 @@ def watch(
         raise typer.BadParameter(f"inbox {str(settings.paths.inbox)!r} is not a folder")
     if once:
         _wait_for_settling_files(settings)
-    from destatic.flows import serve_watcher, watch_inbox
+    from destatic.flows import scan_once, serve_watcher
 
     try:
         with prefect_api(settings) as embedded:
@@ -77,7 +77,7 @@ def watch(
                 console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)")
                 serve_watcher(settings)
                 return
-            state = watch_inbox(settings, return_state=True)
+            state = scan_once(settings)
             if embedded:
                 settle([state.state_details.flow_run_id])
             rows = state.result()

@@ -7,7 +7,7 @@ is :mod:`.graph`, the inbox's bookkeeping :mod:`destatic.inbox`.
 from destatic.flows.denoise import denoise_file, denoise_files, run_batch, run_tags
 from destatic.flows.deploy import deploy_to_pool
 from destatic.flows.graph import LONG_FILE_S
-from destatic.flows.watch import serve_watcher, watch_inbox, watcher_deployment
+from destatic.flows.watch import scan_once, serve_watcher, watch_inbox, watcher_deployment
 
 __all__ = [
     "LONG_FILE_S",
@@ -16,6 +16,7 @@ __all__ = [
     "deploy_to_pool",
     "run_batch",
     "run_tags",
+    "scan_once",
     "serve_watcher",
     "watch_inbox",
     "watcher_deployment",

@@ -28,7 +28,7 @@ from destatic.flows.graph import FINISHED
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.settings import Settings, load_settings
 
-__all__ = ["run_is_over", "say_outcome", "serve_watcher", "watch_inbox", "watcher_deployment"]
+__all__ = ["run_is_over", "say_outcome", "scan_once", "serve_watcher", "watch_inbox", "watcher_deployment"]
 
 
 def run_is_over(flow_run_id: str) -> bool:
@@ -296,6 +296,20 @@ def _keeping_the_api(api_url: str, folder: Path, say: Callable[[str], None]) -> 
         yield
     finally:
         stopped.set()
+
+
+def scan_once(settings: Settings) -> Any:
+    """One scan of the inbox (``destatic watch --once``), its final state returned.
+
+    With a Prefect server it is kept as the served watcher keeps it: one line
+    when the API goes away (destatic's own server is started again), one when
+    it answers again, each with the files waiting.
+    """
+    api_url = _current_api_url()
+    if api_url is None:
+        return watch_inbox(settings, return_state=True)
+    with _keeping_the_api(api_url, settings.paths.inbox.absolute(), _say):
+        return watch_inbox(settings, return_state=True)
 
 
 def _serve_through_outages(settings: Settings, api_url: str, say: Callable[[str], None] = _say) -> None:
