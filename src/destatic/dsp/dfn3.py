@@ -52,9 +52,10 @@ RATE = 48_000
 FRAME = 480
 DELAY = 3 * FRAME
 """Samples by which the output lags the input: the STFT's overlap and the model's two frames of look-ahead."""
-CHUNK_FRAMES = 100
-"""Frames (1 s) run through the graphs at once. Their working memory grows with it (100: +36 MB, 500: +100 MB),
-their speed does not (0.024-0.025 CPU-s per second of audio at 100 and 200 frames, 0.029 at 500)."""
+CHUNK_FRAMES = 50
+"""Frames (0.5 s) run through the graphs at once. Their working memory grows with it (about 0.17 MB a frame: 25
+frames +3 MB, 50 +8, 100 +17, 500 +100), their speed hardly (0.0227 CPU-s per second of audio at 50 frames, 0.0233
+at 100, 0.0244 at 25, 0.029 at 500)."""
 _MEAN_NORM_INIT_DB = (-60.0, -90.0)
 _UNIT_NORM_INIT = (0.001, 0.0001)
 _GRAPHS = ("enc", "erb_dec", "df_dec")
