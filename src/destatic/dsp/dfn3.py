@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.signal
 
 from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER
 from destatic.errors import ParameterError
@@ -394,8 +393,13 @@ class Dfn3Stream:
     def _smoothed(self, values: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each column's exponential mean ``s = alpha * s + (1 - alpha) * x`` over the rows, from ``state``."""
         alpha = self._alpha
-        means, _ = scipy.signal.lfilter([1 - alpha], [1, -alpha], values.astype(np.float64), axis=0, zi=(alpha * state)[np.newaxis])
-        return means, means[-1]
+        means = values.astype(np.float64)
+        means *= 1 - alpha
+        previous = state
+        for row in means:  # the order of lfilter's operations (the same bits); no scipy.signal for a classic profile
+            row += alpha * previous
+            previous = row
+        return means, means[-1].copy()
 
     def _features(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ERB log powers minus their running mean, / 40; the first bins over the root of their running magnitude."""
