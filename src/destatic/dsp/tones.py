@@ -111,9 +111,7 @@ def clip_spectrum(
     power = None
     for channel in range(channels):  # one transform at a time: a 2 s clip pads to 2**20 samples, 8 MB of spectrum each
         np.multiply(clip[:, channel], scratch.window, out=scratch.signal[:n])
-        spectrum = scipy.fft.rfft(scratch.signal)
-        part = np.square(np.abs(spectrum if bins is None else spectrum[:bins]), dtype=np.float64)
-        del spectrum
+        part = np.square(np.abs(scipy.fft.rfft(scratch.signal)[:bins]), dtype=np.float64)
         power = part if power is None else np.add(power, part, out=power)
     return 10 * np.log10(power + 1e-30), sample_rate / scratch.padded, scratch.padded / n
 
