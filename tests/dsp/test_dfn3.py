@@ -8,6 +8,10 @@ the learned methods as a whole in ``test_learned.py``.
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -113,3 +117,35 @@ def test_the_engine_keeps_the_encoders_local_snr(noisy_speech):
     lsnr = np.concatenate(stream.lsnr)
     assert lsnr.size == noisy_speech.size // dfn3.FRAME
     assert -15 <= lsnr.min() < lsnr.max() <= 35  # the model's range (config.ini lsnr_min, lsnr_max)
+
+
+ONE_PROCESS = """
+import sys
+import numpy as np
+from destatic.dsp import dfn3
+samples = (np.random.default_rng(7).standard_normal(150 * dfn3.FRAME) * 0.05).astype(np.float32)
+stream = dfn3.Dfn3Stream(chunk_frames=40)
+out = np.concatenate([stream.process(samples), stream.flush()])
+sys.stdout.write(f"{'onnx' in sys.modules} {dfn3._kept_model()} {out.astype('<f4').tobytes().hex()}")
+"""
+
+
+def _fresh_process(cache: str) -> tuple[bool, str, bytes]:
+    env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+    done = subprocess.run([sys.executable, "-c", ONE_PROCESS], capture_output=True, text=True, check=True, env=env)
+    imported, folder, out = done.stdout.split()
+    return imported == "True", folder, bytes.fromhex(out)
+
+
+def test_the_edited_graphs_are_kept_and_a_later_process_loads_them_without_onnx(tmp_path):
+    cold_onnx, folder, cold = _fresh_process(str(tmp_path / "cache"))
+    assert cold_onnx and Path(folder).parent == tmp_path / "cache" and Path(folder).name.startswith("dfn3-")
+    assert sorted(path.name for path in Path(folder).iterdir()) == ["config.ini", "df_dec.onnx", "enc.onnx", "erb_dec.onnx"]
+    warm_onnx, warm_folder, warm = _fresh_process(str(tmp_path / "cache"))
+    assert not warm_onnx and warm_folder == folder
+    assert warm == cold
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    in_memory_onnx, no_folder, in_memory = _fresh_process(str(blocked / "cache"))
+    assert in_memory_onnx and no_folder == "None"
+    assert in_memory == cold

@@ -41,6 +41,7 @@ __all__ = [
     "HARDWARE_HALVES",
     "LOGMMSE_INDEX_SHIFT",
     "cache_folder",
+    "cache_subfolder",
     "caching_other_packages",
     "compiled",
     "exp_into",
@@ -59,15 +60,24 @@ SOURCES = ("_numba.py", "_kernels.py")
 
 def cache_folder() -> Path | None:
     """Where the compiled loops are cached (see the module's notes); None if it cannot be written."""
+    here = Path(__file__).resolve().parent
+    digest = hashlib.sha256(b"".join((here / name).read_bytes() for name in SOURCES)).hexdigest()[:16]
+    return cache_subfolder(digest)
+
+
+def cache_subfolder(name: str) -> Path | None:
+    """The folder `name` in the base of the compiled loops' cache (``NUMBA_CACHE_DIR``, else the user's cache), made; None if it cannot be written.
+
+    Other things destatic's DSP core builds once and keeps (the edited
+    DeepFilterNet3 graphs) go beside the compiled loops, chosen the same way.
+    """
     chosen = os.environ.get("NUMBA_CACHE_DIR") or _numba_config.CACHE_DIR
     if chosen:
         base = Path(chosen)
     else:
         home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         base = Path(home) / "destatic" / "numba"
-    here = Path(__file__).resolve().parent
-    digest = hashlib.sha256(b"".join((here / name).read_bytes() for name in SOURCES)).hexdigest()[:16]
-    folder = base / digest
+    folder = base / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=folder).close()

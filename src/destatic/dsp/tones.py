@@ -108,22 +108,23 @@ def clip_spectrum(
     n, channels = clip.shape
     if scratch is None or (scratch.length, scratch.channels) != (n, channels):
         scratch = SpectrumScratch(n, channels)
-    np.multiply(clip.T, scratch.window, out=scratch.signal[:, :n])
-    spectrum = scipy.fft.rfft(scratch.signal, axis=-1)
-    kept = spectrum if bins is None else spectrum[:, :bins]
-    power = np.square(np.abs(kept), dtype=np.float64).sum(axis=0)
+    power = None
+    for channel in range(channels):  # one transform at a time: a 2 s clip pads to 2**20 samples, 8 MB of spectrum each
+        np.multiply(clip[:, channel], scratch.window, out=scratch.signal[:n])
+        part = np.square(np.abs(scipy.fft.rfft(scratch.signal)[:bins]), dtype=np.float64)
+        power = part if power is None else np.add(power, part, out=power)
     return 10 * np.log10(power + 1e-30), sample_rate / scratch.padded, scratch.padded / n
 
 
 class SpectrumScratch:
-    """The window and the zero-padded signal :func:`clip_spectrum` uses for clips of `length` samples and `channels` channels."""
+    """The window and the zero-padded signal (one channel's) :func:`clip_spectrum` uses for clips of `length` samples and `channels` channels."""
 
     def __init__(self, length: int, channels: int) -> None:
         self.length = length
         self.channels = channels
         self.padded = padded_length(length)
         self.window = blackman_harris(length).astype(np.float32)
-        self.signal = np.zeros((channels, self.padded), np.float32)
+        self.signal = np.zeros(self.padded, np.float32)
 
 
 def padded_length(n: int) -> int:
@@ -475,7 +476,11 @@ def hum_in_segments(clips: Iterable[np.ndarray], sample_rate: int) -> np.ndarray
     if len(levels) < HUM_MIN_SEGMENTS:
         return np.zeros(0)
     each = np.array(levels)
-    average = 10 * np.log10(np.mean(10 ** (each / 10), axis=0))
+    del levels
+    power = np.zeros(each.shape[1])
+    for level in each:  # the clips' mean power a row at a time: no temporaries the size of all the clips
+        power += 10 ** (level / 10)
+    average = 10 * np.log10(power / each.shape[0])
     peaks = level_peaks(average, hz_per_bin, per_bin, prominence_db=HUM_PROMINENCE_DB, highest=4 * MAX_TONES, top_hz=top)
     standing = np.array([prominence(level, per_bin) for level in each])
     best = np.zeros(0)
