@@ -24,11 +24,12 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("command", [[], ["run"], ["watch"], ["profile"], ["artifacts"]])
+@pytest.mark.parametrize("command", [[], ["run"], ["watch"], ["deploy"], ["profile"], ["artifacts"], ["cache"], ["cache", "prune"], ["server", "stop"]])
 def test_help_everywhere(command: list[str]) -> None:
     result = runner.invoke(app, [*command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.output
+    assert "<bool>" not in result.output  # Typer labels flags so, its own --help too
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,27 @@ from destatic import __version__
 from destatic.dsp import ProfileMode
 from destatic.errors import DestaticError, ParameterError
 
+class CommandGroup(typer.core.TyperGroup):
+    """Typer's command group, whose commands' ``--help`` shows no ``<bool>`` type (Typer labels its own flag so)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        return _untyped(super().get_help_option(ctx))
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        command = super().get_command(ctx, name)
+        if command is not None and not isinstance(command, CommandGroup):
+            _untyped(command.get_help_option(ctx))  # made once and kept by the command
+        return command
+
+
+def _untyped(option: Any) -> Any:
+    if option is not None:
+        option.metavar = ""
+    return option
+
+
 app = typer.Typer(
+    cls=CommandGroup,
     name="destatic",
     help="Remove steady background noise (hiss, hum, fans, static) from videos and recordings.",
     no_args_is_help=True,

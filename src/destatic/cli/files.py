@@ -14,6 +14,7 @@ from rich.table import Column, Table
 
 from destatic.cli.common import (
     EXIT_FAILED,
+    CommandGroup,
     ConfigOption,
     NoiseEnd,
     NoiseFile,
@@ -91,7 +92,7 @@ def artifacts(
         typer.echo(f"  {path.name}")
 
 
-cache_app = typer.Typer(help="The work folder's cache: its size, entries and budget; prune or clear it.", no_args_is_help=False)
+cache_app = typer.Typer(cls=CommandGroup, help="The work folder's cache: its size, entries and budget; prune or clear it.", no_args_is_help=False)
 app.add_typer(cache_app, name="cache")
 WorkOption = Annotated[Optional[Path], typer.Option("--work", help="Work folder (default: settings).")]
 

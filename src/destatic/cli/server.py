@@ -9,11 +9,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from destatic.cli.common import EXIT_FAILED, app, console, results_in_work_folder, settings_from
+from destatic.cli.common import EXIT_FAILED, CommandGroup, app, console, results_in_work_folder, settings_from
 from destatic.errors import DestaticError
 
 
-server_app = typer.Typer(help="destatic's own Prefect server, started in the background and reused by every command.")
+server_app = typer.Typer(cls=CommandGroup, help="destatic's own Prefect server, started in the background and reused by every command.")
 app.add_typer(server_app, name="server")
 
 
