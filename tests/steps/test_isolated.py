@@ -137,3 +137,20 @@ def test_a_closed_child_exits_cleanly() -> None:
     (child,) = isolated._idle["steps"]
     isolated.close_children()
     assert child.process.returncode == 0
+
+
+def test_a_child_whose_parent_stopped_reading_exits_without_a_traceback(tmp_path: Path) -> None:
+    """The caller exits while a step runs (``watch --once`` after its last file): the answer meets a closed pipe."""
+    import pickle
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", isolated._SERVE], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(HERE), os.environ.get("PYTHONPATH"))))},
+    )
+    assert child.stdin is not None and child.stdout is not None
+    child.stdout.close()  # the parent's end of the answers, gone before the answer
+    child.stdin.write(pickle.dumps(("time", "sleep", (0.5,), {}, str(tmp_path), None, False)))
+    child.stdin.flush()
+    _, errors = child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert b"Traceback" not in errors, errors.decode(errors="replace")

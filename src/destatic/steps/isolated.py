@@ -289,4 +289,7 @@ def serve() -> None:
             message: tuple[Any, ...] = ("returned", result)
         except BaseException as error:  # every failure goes back to the caller, who decides
             message = ("raised", *_portable(error))
-        _answer(answers, message)
+        try:
+            _answer(answers, message)
+        except BrokenPipeError:  # the parent closed its end (it is exiting): nobody is left to answer
+            os._exit(0)
