@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,16 @@ def test_a_bed_mixture_puts_the_bed_12_db_under_the_voice_and_measures_it(media_
     halved = voice + 0.5 * bed + 0.1 * noise
     assert quality.bed_level_db(halved[start:], voice[start:], bed[start:], noise[start:]) == pytest.approx(-6.02, abs=0.01)
 
+
+
+@pytest.fixture(autouse=True)
+def the_real_dfn3_stream_afterwards() -> Iterator[None]:
+    """``run_case`` serves DeepFilterNet3 from its cache in this process: the tests that follow get the real stream back."""
+    from destatic.dsp import learned
+
+    real = learned.DeepFilterStream
+    yield
+    learned.DeepFilterStream = real
 
 def test_one_pair_runs_every_method_and_tabulates(media_dir: Path, tmp_path: Path) -> None:
     case = next(c for c in quality.all_cases("b", quick=True) if c.corpus == "voicebank")
