@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import http.client
 import json
 import os
 import signal
@@ -78,14 +77,7 @@ class BackgroundServer:
 
 
 def _healthy(port: int, timeout: float = 1.0) -> bool:
-    try:
-        connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
-        connection.request("GET", "/api/health")
-        healthy = connection.getresponse().status == 200
-        connection.close()
-        return healthy
-    except OSError:
-        return False
+    return api_answers(f"http://{HOST}:{port}/api", timeout=timeout)
 
 
 def _is_prefect_server(pid: int) -> bool:
