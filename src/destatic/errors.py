@@ -1,8 +1,16 @@
 """Error types shared by every layer of destatic.
 
-One root, :class:`DestaticError`, and three kinds under it that callers act on
-differently: a bad argument (fix the call), a bad input file (quarantine it,
-never retry) and a transient failure (retry with backoff).
+One root, :class:`DestaticError`, and the kinds under it that callers act on
+differently, each saying who is at fault:
+
+- the caller: a bad argument or setting (:class:`ParameterError`: fix the call);
+- the file: bad input (:class:`BadInputError`: quarantine it, never retry),
+  among it audio the DSP refuses (:class:`UncleanableAudioError`);
+- nobody: a transient failure (:class:`TransientError`: retry with backoff);
+- destatic itself: a broken promise between its own parts, or a broken
+  install (:class:`InternalError`: the run fails loudly, the file is kept).
+
+A step that raises anything but bad input never quarantines the file.
 """
 
 from __future__ import annotations
@@ -12,7 +20,19 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["BadInputError", "DestaticError", "ParameterError", "TransientError", "blames_the_file", "causes", "display_path", "is_disk_full", "reason_of"]
+__all__ = [
+    "BadInputError",
+    "DestaticError",
+    "InternalError",
+    "ParameterError",
+    "TransientError",
+    "UncleanableAudioError",
+    "blames_the_file",
+    "causes",
+    "display_path",
+    "is_disk_full",
+    "reason_of",
+]
 
 
 class DestaticError(Exception):
@@ -56,6 +76,46 @@ class BadInputError(DestaticError):
         return (type(self), (self.path, self.reason))
 
 
+class UncleanableAudioError(BadInputError, ParameterError):
+    """This audio cannot be cleaned: the DSP refuses it (a 4 kHz rate, NaN samples, 65 channels), or the settings
+    do not fit it (a noise stretch past its end, a saved profile of another rate).
+
+    Bad input, so the pipeline quarantines its file; to a caller of the
+    library it is also a :class:`ParameterError` (the audio argument is not
+    allowed). The DSP knows no file: it raises it without a path, and the
+    flow names the file (:meth:`for_file`).
+
+    Parameters
+    ----------
+    reason : str
+        One line saying what is wrong with the audio.
+    path : path-like or None
+        Its file, once known.
+    """
+
+    def __init__(self, reason: str, path: os.PathLike[str] | str | bytes | None = None) -> None:
+        self.path = path
+        self.reason = " ".join(str(reason).split())
+        Exception.__init__(self, self.reason if path is None else f"{display_path(path)}: {self.reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle with the path (from a step's child process or a Dask worker)."""
+        return (type(self), (self.reason, self.path))
+
+    def for_file(self, path: os.PathLike[str] | str | bytes) -> UncleanableAudioError:
+        """The same refusal, naming the file it is about (``FILE: its audio cannot be cleaned: REASON``)."""
+        return type(self)(f"its audio cannot be cleaned: {self.reason}", path)
+
+
+class InternalError(DestaticError, RuntimeError):
+    """destatic broke a promise between its own parts (a step's output not as the next step needs it), or its
+    install is broken (a model file not as this engine reads it).
+
+    Never the input's fault: not retried, never quarantines a file; the run
+    fails with the message, for a bug report.
+    """
+
+
 class TransientError(DestaticError):
     """A failure that may not happen again: ffmpeg killed, an I/O error.
 
@@ -94,8 +154,8 @@ def blames_the_file(error: BaseException) -> bool:
 
     Bad input: the file itself, or a step refusing its audio (a 4 kHz rate,
     NaN samples) or finding that the settings do not fit it (a noise segment
-    past its end), which the flows turn into bad input. Neither is retried by
-    a step; any other error may not recur.
+    past its end): :class:`UncleanableAudioError`. Neither is retried by a
+    step; any other error may not recur.
     """
     return isinstance(error, BadInputError)
 

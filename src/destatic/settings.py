@@ -31,7 +31,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from destatic.dsp.choices import HUM_MODES, METHODS, HumMode, Method, ProfileMode, refuse_options_for_seed, resolve_method
+from destatic.dsp.choices import HUM_MODES, HumMode, ProfileMode, profile_mode
+from destatic.dsp.methods import LEARNED_METHODS, METHOD_SPECS, METHODS, Method, build_options, method_spec, methods_described, resolve_method
+from destatic.dsp.options import SuppressionOptions
 from destatic.errors import ParameterError
 from destatic.media.formats import AUDIO_FORMATS, AudioFormat
 
@@ -176,13 +178,18 @@ class OutputSettings(_Group):
         return value
 
 
+_DEFAULT_PROFILES = ", ".join(
+    [f"{spec.default_profile} for {spec.name}" for spec in METHOD_SPECS.values() if spec.default_profile != "auto"] + ["else auto"]
+)
+
+
 class NoiseSettings(_Group):
     """How the noise profile is made (see :func:`destatic.dsp.estimate_profile`)."""
 
     mode: ProfileMode | None = Field(
         None,
         description="auto: track the noise floor; head: first samples; segment: start..end; file: a noise recording; "
-        "none: auto (head for the seed method).",
+        f"none: the method's own ({_DEFAULT_PROFILES}).",
     )
     head_samples: int = Field(8192, gt=0, description="Samples read for mode=head.")
     start_s: float | None = Field(None, ge=0, description="Start of the noise-only stretch (mode=segment), seconds.")
@@ -213,17 +220,18 @@ class NoiseSettings(_Group):
         return self
 
     def resolved_mode(self, method: str | None) -> str:
-        """The profile mode to use with `method`: as set, else ``head`` for ``seed`` and ``auto`` otherwise."""
-        if self.mode is not None:
-            return self.mode
-        return "head" if method == "seed" else "auto"
+        """The profile mode to use with `method`: as set, else the method's own (:func:`destatic.dsp.choices.profile_mode`)."""
+        return profile_mode(self.mode, method)
 
 
 class SuppressionSettings(_Group):
     """How the noise is taken out; None means the DSP core's default."""
 
-    method: Method | None = Field(None, description=f"Suppression method ({', '.join(METHODS)}); None: the default.")
-    reduction_db: float | None = Field(None, gt=0, le=120, description="Maximum reduction of any bin, dB; none: the DSP default.")
+    method: Method | None = Field(None, description=f"Suppression method: {methods_described()}; none: the default.")
+    reduction_db: float | None = Field(
+        None, gt=0, le=120, description="Maximum reduction of any bin, dB; none: the DSP default.",
+        json_schema_extra={"option": "max_reduction_db"},
+    )
     smoothing: float | None = Field(
         None, ge=0, le=0.999, description="Weight of the previous frame in the prior SNR, 0..0.999; higher: less musical noise."
     )
@@ -232,8 +240,8 @@ class SuppressionSettings(_Group):
     )
     learned_provider: str | None = Field(
         None,
-        description="onnxruntime execution provider of the learned methods' model (deepfilter, hybrid); "
-        "none: CPUExecutionProvider.",
+        description=f"onnxruntime execution provider of the learned methods' model ({', '.join(LEARNED_METHODS)}; "
+        "the others ignore it); none: CPUExecutionProvider.",
     )
 
     @field_validator("method", mode="before")
@@ -245,19 +253,28 @@ class SuppressionSettings(_Group):
 
     @model_validator(mode="after")
     def _options_fit_the_method(self) -> SuppressionSettings:
-        try:
-            refuse_options_for_seed(resolve_method(self.method), self.dsp_options())
-        except ParameterError as error:
-            raise ValueError(str(error)) from None
+        spec = method_spec(self.method)
+        if not spec.accepts and (given := self._given()):
+            raise ValueError(f"method={spec.name!r} ({spec.summary}) takes no options, got {sorted(given)}")
         return self
 
-    def dsp_options(self) -> dict[str, Any]:
-        """Keyword options for :func:`destatic.dsp.compute_gains`, leaving out what it should derive."""
-        names = {
-            "reduction_db": "max_reduction_db", "smoothing": "smoothing", "sensitivity_db": "sensitivity_db",
-            "learned_provider": "learned_provider",
+    def _given(self) -> dict[str, Any]:
+        """The options set here, by the DSP's names (a field's ``option``, else its own name)."""
+        return {
+            (field.json_schema_extra or {}).get("option", name): getattr(self, name)  # type: ignore[union-attr]
+            for name, field in type(self).model_fields.items()
+            if name != "method" and getattr(self, name) is not None
         }
-        return {option: getattr(self, field) for field, option in names.items() if getattr(self, field) is not None}
+
+    def options(self) -> SuppressionOptions:
+        """The option record the method takes (:mod:`destatic.dsp.methods`), from the options set here that it takes.
+
+        Those left unset keep the DSP's defaults; one the method does not take
+        (the learned provider, for a classic method) is left out.
+        """
+        method = resolve_method(self.method)
+        accepted = method_spec(method).accepts
+        return build_options(method, {name: value for name, value in self._given().items() if name in accepted})
 
 
 class WatchSettings(_Group):

@@ -20,7 +20,9 @@ import scipy.fft
 from destatic.dsp import noise as noise_module
 from destatic.dsp._audio import as_audio
 from destatic.dsp.framing import BLOCK_SIZE, tone_canceller
-from destatic.dsp.gains import PRIOR_SNR_FLOOR_DB, TONE_BINS, SuppressionOptions, _half_exp1_table, _triangle_kernel, resolve_method
+from destatic.dsp.gains import PRIOR_SNR_FLOOR_DB, TONE_BINS, _half_exp1_table, _triangle_kernel
+from destatic.dsp.methods import build_options, resolve_method
+from destatic.dsp.options import SuppressionOptions
 from destatic.dsp.noise import (
     MIN_WINDOW_SECONDS,
     NOISE_UPDATE_SECONDS,
@@ -555,7 +557,7 @@ def denoise(audio: np.ndarray, sample_rate: int, profile: NoiseProfile, *, metho
             residue: bool = False, block_size: int = BLOCK_SIZE, **options) -> np.ndarray:
     """``destatic.denoise(audio, sample_rate, noise=profile, ...)`` through the numpy classes above, in one process."""
     method = resolve_method(method)
-    settings = SuppressionOptions.from_options(method, options)
+    settings = build_options(method, options)
     samples = as_audio(audio)
     channels = samples.shape[1]
     profile = profile.for_channels(channels)

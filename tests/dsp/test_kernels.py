@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import destatic
-from destatic.dsp import SuppressionOptions, compute_gains, denoise_stream, resolve_profile
-from destatic.dsp.gains import GainComputer
+from destatic.dsp import compute_gains, denoise_stream, resolve_profile
+from destatic.dsp.methods import build_options, rule_for
 from destatic.dsp.noise import NoiseTracker
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter, OverlapAdder
@@ -90,8 +90,8 @@ def test_compiled_gains_agree_with_the_numpy_oracle(method, options, channels, f
     power = (10 ** rng.uniform(-2, 1, (channels, bins))).astype(np.float32)
     profile = NoiseProfile(power=power, magnitude=np.sqrt(power), sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, mode=mode)
     spectra = _random_spectra(rng, channels, frames, bins, spread_db)
-    settings_ = SuppressionOptions.from_options(method, options)
-    compiled = GainComputer(profile, method, settings_)
+    settings_ = build_options(method, options)
+    compiled = rule_for(profile, method, settings_)
     oracle = reference.GainComputer(profile, method, settings_)
     got = np.concatenate([compiled(spectra[:, part]) for part in _split(frames, cuts)], axis=1)
     expected = oracle(spectra)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from destatic.dsp.methods import method_spec
 from destatic.errors import ParameterError
 from destatic.settings import Settings, load_settings
 
@@ -26,7 +27,7 @@ def test_defaults(in_tmp: Path) -> None:
     assert settings.noise.resolved_mode("seed") == "head"
     assert settings.noise.head_samples == 8192
     assert settings.output.mode == "remux"
-    assert settings.suppression.dsp_options() == {}
+    assert settings.suppression.options() == method_spec(None).options()
 
 
 def test_each_source_beats_the_next(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,7 +52,7 @@ def test_nested_groups_merge_across_sources(in_tmp: Path, monkeypatch: pytest.Mo
     settings = load_settings(suppression={"reduction_db": 9})
     assert settings.suppression.smoothing == 0.25
     assert settings.suppression.reduction_db == 9
-    assert settings.suppression.dsp_options() == {"max_reduction_db": 9, "smoothing": 0.25}
+    assert settings.suppression.options() == method_spec(None).options(max_reduction_db=9, smoothing=0.25)
 
 
 def test_config_file_named_explicitly(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
-from destatic.errors import ParameterError
+from destatic.dsp.options import check_number
+from destatic.errors import ParameterError, UncleanableAudioError
 
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
@@ -17,13 +18,13 @@ MAX_ABS_SAMPLE = 1e6
 
 
 def check_sample_rate(sample_rate: int) -> int:
-    """Return ``sample_rate`` as an int, or raise if it is outside 8-192 kHz."""
+    """Return ``sample_rate`` as an int; raise :class:`ParameterError` if it is no number, :class:`UncleanableAudioError` outside 8-192 kHz."""
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, Integral | Real):
         raise ParameterError(f"sample_rate={sample_rate!r} must be an integer number of Hz")
     if int(sample_rate) != sample_rate or not (
         MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE
     ):
-        raise ParameterError(
+        raise UncleanableAudioError(
             f"sample_rate={sample_rate!r} must be a whole number of Hz "
             f"from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}"
         )
@@ -52,8 +53,9 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
     Raises
     ------
     ParameterError
-        Wrong rank, too many channels, complex or non-numeric samples, NaN or
-        inf, float samples beyond +-MAX_ABS_SAMPLE.
+        Wrong rank, complex or non-numeric samples.
+    UncleanableAudioError
+        Too many channels, NaN or inf, float samples beyond +-MAX_ABS_SAMPLE.
     """
     array = np.asarray(audio)
     if array.ndim not in (1, 2):
@@ -64,7 +66,7 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
         array = array[:, np.newaxis]
     channels = array.shape[1]
     if not 1 <= channels <= MAX_CHANNELS:
-        raise ParameterError(
+        raise UncleanableAudioError(
             f"{name} has {channels} channels (shape {array.shape}); 1 to {MAX_CHANNELS} "
             "are allowed, with time on the first axis: (frames, channels)"
         )
@@ -75,12 +77,12 @@ def as_audio(audio: np.ndarray, *, name: str = "audio") -> np.ndarray:
         peak = float(max(result.max(initial=0.0), -result.min(initial=0.0)))
         if not np.isfinite(peak):
             bad = int(np.count_nonzero(~np.isfinite(result)))
-            raise ParameterError(
+            raise UncleanableAudioError(
                 f"{name} holds {bad} NaN or infinite samples (or values beyond float32); "
                 "only finite samples are allowed"
             )
         if peak > MAX_ABS_SAMPLE:
-            raise ParameterError(
+            raise UncleanableAudioError(
                 f"{name} has a sample of magnitude {peak:.3g}; float audio must stay within "
                 f"+-{MAX_ABS_SAMPLE:g} (full scale is 1.0): rescale it first"
             )
@@ -120,19 +122,3 @@ def checked_blocks(
                 f"{channels}; every block of a stream must have the same channels"
             )
         yield checked
-
-
-def check_number(
-    name: str,
-    value: float,
-    *,
-    low: float | None = None,
-    high: float | None = None,
-    allowed: str,
-) -> float:
-    """Return ``value`` as float if it is finite and within [low, high], else raise."""
-    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
-        raise ParameterError(f"{name}={value!r} must be {allowed}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        raise ParameterError(f"{name}={value!r} must be {allowed}")
-    return float(value)

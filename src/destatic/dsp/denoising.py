@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, iter_array_blocks
-from destatic.dsp.framing import BLOCK_SIZE, SEED_HEAD_SAMPLES, checked_profile, group_rows, stream_framing
-from destatic.dsp.gains import SuppressionOptions, resolve_method, rule_for
+from destatic.dsp.choices import HumMode, profile_mode
+from destatic.dsp.framing import BLOCK_SIZE, checked_profile, group_rows, stream_framing
 from destatic.dsp.inverse import filter_blocks
-from destatic.dsp.learned import joint_channels
+from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method, rule_for
+from destatic.dsp.options import SuppressionOptions
 from destatic.dsp.parallel import run_channel_groups, split_stream
-from destatic.dsp.choices import HumMode
 from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
 from destatic.errors import ParameterError
 
@@ -34,9 +34,9 @@ PARALLEL_MIN_SECONDS = 5.0
 def _profile_request(noise: NoiseSpec, method: str) -> dict[str, Any]:
     """Keyword arguments of profile_from_blocks for a noise spec naming a stretch."""
     if noise is None:
-        if method == "seed":
-            return {"mode": "head", "head_samples": SEED_HEAD_SAMPLES}
-        return {"mode": "auto"}
+        mode = profile_mode(None, method)
+        head_samples = method_spec(method).head_samples
+        return {"mode": mode} if mode != "head" or head_samples is None else {"mode": mode, "head_samples": head_samples}
     if isinstance(noise, tuple):
         if len(noise) != 2:
             raise ParameterError(f"noise={noise!r} must be a (start_s, end_s) pair of seconds")
@@ -61,7 +61,7 @@ def resolve_profile(
         a pair of seconds names a noise-only stretch, an array is a separate
         noise recording, a profile is used as is.
     method : str or None
-        The method the profile is for (``seed`` uses librosa's framing).
+        The method the profile is for (its framing, and its default profile mode).
     hum : {'auto', 'off'}
         Whether a measured profile holds the steady tones of its noise, and
         an ``auto`` one the mains hum persisting through ``audio``.
@@ -118,6 +118,7 @@ def _with_lookahead_profile(
     return profile, itertools.chain(consumed, stream)
 
 
+@methods_listed
 def denoise_stream(
     blocks: Iterable[np.ndarray],
     sample_rate: int,
@@ -127,6 +128,7 @@ def denoise_stream(
     residue: bool = False,
     n_jobs: int | None = 1,
     hum: HumMode = "auto",
+    suppression: SuppressionOptions | None = None,
     **options: Any,
 ) -> Iterator[np.ndarray]:
     """Denoise a stream of blocks in one pass with bounded memory.
@@ -142,7 +144,7 @@ def denoise_stream(
         stream itself: the blocks up to the end of the stretch (8 s for
         ``auto``) are held back until the profile is known.
     method : str or None
-        One of :data:`~destatic.dsp.METHODS`; ``None`` is the default.
+        One of {methods}; ``None`` is the default.
     residue : bool
         Yield what is removed instead of what is kept.
     n_jobs : int or None
@@ -152,8 +154,8 @@ def denoise_stream(
     hum : {'auto', 'off'}
         As in :func:`denoise`; an ``auto`` profile looks for hum in the
         first 8 s only (those it holds back), not through the whole stream.
-    **options
-        :class:`~destatic.dsp.SuppressionOptions` fields.
+    suppression, **options
+        As in :func:`denoise`.
 
     Yields
     ------
@@ -162,7 +164,7 @@ def denoise_stream(
     """
     sample_rate = check_sample_rate(sample_rate)
     method = resolve_method(method)
-    settings = SuppressionOptions.from_options(method, options)
+    settings = build_options(method, options, suppression)
     if isinstance(noise, NoiseProfile):
         profile, stream = noise, iter(blocks)
     elif isinstance(noise, np.ndarray):
@@ -182,7 +184,7 @@ def denoise_stream(
         return lambda group, items: _denoise_channels(items, profile=rows_of(group), method=method, options=settings, residue=residue)
 
     yield from split_stream(
-        checked_blocks(stream), work_for, n_jobs=n_jobs, axis=1, together=lambda channels: joint_channels(method, settings, channels)
+        checked_blocks(stream), work_for, n_jobs=n_jobs, axis=1, together=lambda channels: method_spec(method).filters_together(settings, channels)
     )
 
 
@@ -196,6 +198,7 @@ def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None)
     return n_jobs
 
 
+@methods_listed
 def denoise(
     audio: np.ndarray,
     sample_rate: int,
@@ -205,6 +208,7 @@ def denoise(
     residue: bool = False,
     n_jobs: int | None = None,
     hum: HumMode = "auto",
+    suppression: SuppressionOptions | None = None,
     **options: Any,
 ) -> np.ndarray:
     """Remove steady background noise from audio held in memory.
@@ -221,9 +225,9 @@ def denoise(
         tracked through the file). ``(start_s, end_s)``: a noise-only stretch
         of ``audio`` in seconds. An array: a separate noise recording (same
         rate, same channels or mono). A :class:`NoiseProfile`: used as is.
-    method : {'logmmse', 'wiener', 'subtract', 'seed'} or None
-        Suppression rule; ``None`` is the default (best on the benchmark).
-        ``seed`` reproduces the original tutorial, defects included.
+    method : str or None
+        Suppression rule, one of {methods}; ``None`` is the default
+        (:func:`~destatic.dsp.default_method`, best on the benchmark).
     residue : bool
         Return what was removed (``audio - denoised``) instead.
     n_jobs : int or None
@@ -238,10 +242,13 @@ def denoise(
         (:func:`~destatic.dsp.profile.find_hum`). ``off``: it is left to the
         spectral gain. A :class:`NoiseProfile` given is used as is.
     **options
-        :class:`~destatic.dsp.SuppressionOptions` fields: ``max_reduction_db``,
-        ``sensitivity_db``, ``smoothing``, ``freq_smoothing_hz``,
-        ``time_smoothing_ms``, ``over_subtraction``, ``spectral_floor``,
-        ``track_noise``.
+        The options the method takes (its record's ``accepts``,
+        :data:`~destatic.dsp.methods.METHOD_SPECS`): fields of
+        :class:`~destatic.dsp.SuppressionOptions` such as ``max_reduction_db``,
+        ``sensitivity_db``, ``smoothing``, and for the learned methods those of
+        :class:`~destatic.dsp.options.LearnedOptions`; ``seed`` takes none.
+    suppression : SuppressionOptions or None
+        Instead of ``**options``: the method's option record, built already.
 
     Returns
     -------
@@ -256,7 +263,7 @@ def denoise(
     """
     samples = as_audio(audio)
     method = resolve_method(method)
-    settings = SuppressionOptions.from_options(method, options)
+    settings = build_options(method, options, suppression)
     if samples.shape[0] == 0:
         return np.zeros(np.shape(audio), np.float32)
     from destatic.dsp._numba import say_if_compiling
@@ -264,7 +271,7 @@ def denoise(
     say_if_compiling()
     profile = resolve_profile(samples, sample_rate, noise, method=method, hum=hum)
     profile = checked_profile(profile, sample_rate, samples.shape[1])
-    jobs = 1 if joint_channels(method, settings, samples.shape[1]) else jobs_for_length(samples.shape[0], sample_rate, n_jobs)
+    jobs = 1 if method_spec(method).filters_together(settings, samples.shape[1]) else jobs_for_length(samples.shape[0], sample_rate, n_jobs)
     result = np.empty(samples.shape, np.float32)
 
     def work(group: slice) -> Iterator[int]:

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER
-from destatic.errors import ParameterError
+from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER
+from destatic.errors import InternalError, ParameterError
 
 __all__ = ["DELAY", "FRAME", "RATE", "Dfn3Stream", "model_config"]
 
@@ -195,7 +195,7 @@ def _edited(model_bytes: bytes) -> Any:
             (conv,) = [other for other in graph.node if node.output[0] in other.input]
             attributes = {a.name: helper.get_attribute_value(a) for a in conv.attribute}
             if conv.op_type != "Conv" or attributes["pads"][0] or attributes["pads"][2]:
-                raise RuntimeError(f"DeepFilterNet3's {node.name} is not the causal time padding of a convolution")
+                raise InternalError(f"DeepFilterNet3's {node.name} is not the causal time padding of a convolution")
             source = node.input[0]
             padded[source] = f"{source}_with_past"
             past_frames[source] = attributes["kernel_shape"][0] - 1  # the padding: causal, over time only
@@ -293,7 +293,7 @@ class Dfn3Stream:
     ):
         self.config = config = model_config()
         if (config.sample_rate, config.hop_size, config.fft_size, config.df_lookahead) != (RATE, FRAME, 2 * FRAME, config.conv_lookahead):
-            raise RuntimeError(f"DeepFilterNet3's config.ini does not match this engine: {config}")
+            raise InternalError(f"DeepFilterNet3's config.ini does not match this engine: {config}")
         self._graphs = _graphs(provider)
         limit = abs(float(atten_lim_db))
         self._mix = None if limit >= 100 else float(10 ** (-max(limit, 0.0) / 20))
@@ -324,7 +324,7 @@ class Dfn3Stream:
         """Feed whole frames of samples; return as many output samples (they lag by :data:`DELAY`), in chunks."""
         samples = np.asarray(samples, np.float32).reshape(-1)
         if samples.size % FRAME:
-            raise ValueError(f"Dfn3Stream takes whole {FRAME}-sample frames, not {samples.size} samples")
+            raise ParameterError(f"Dfn3Stream takes whole {FRAME}-sample frames, not {samples.size} samples")
         self._pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
         chunk = self._chunk
         done = self._pending.size - self._pending.size % chunk

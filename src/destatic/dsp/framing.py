@@ -11,16 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from destatic.dsp.gains import resolve_method
+from destatic.dsp.methods import SEED_FRAMING, method_spec
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter, OverlapAdder, resolve_fft_size
 from destatic.dsp.tones import ToneCanceller
-from destatic.errors import ParameterError
+from destatic.errors import ParameterError, UncleanableAudioError
 
 __all__ = [
     "BLOCK_SIZE",
     "SEED_FRAMING",
-    "SEED_HEAD_SAMPLES",
     "adder",
     "checked_profile",
     "framing_for",
@@ -32,20 +31,17 @@ __all__ = [
 
 BLOCK_SIZE = 1 << 16
 """Samples per block when audio in memory is streamed."""
-SEED_FRAMING: dict[str, Any] = {"n_fft": 2048, "hop_length": 512, "centered": True}
-"""Framing of the ``seed`` method (librosa's defaults); :func:`framing_for` hands out copies."""
-SEED_HEAD_SAMPLES = 8192
-"""The seed tutorial's noise clip: the first 8192 samples."""
 
 
 def framing_for(method: str | None) -> dict[str, Any]:
     """STFT framing keyword arguments a noise profile for ``method`` must be made with.
 
     Pass them to :func:`~destatic.dsp.estimate_profile` or
-    :func:`~destatic.dsp.profile_from_blocks`. Empty for every method but
-    ``seed`` (librosa's framing): derive it from the rate.
+    :func:`~destatic.dsp.profile_from_blocks`. Empty for a method whose
+    record names no framing (every one but ``seed``, librosa's): derive it
+    from the rate.
     """
-    return dict(SEED_FRAMING) if resolve_method(method) == "seed" else {}
+    return dict(method_spec(method).framing or {})
 
 
 def stream_framing(method: str, sample_rate: int) -> dict[str, Any]:
@@ -59,7 +55,7 @@ def stream_framing(method: str, sample_rate: int) -> dict[str, Any]:
 def checked_profile(profile: NoiseProfile, sample_rate: int, channels: int) -> NoiseProfile:
     """``profile`` for a stream of ``channels`` channels at ``sample_rate``, or raise if it does not fit."""
     if profile.sample_rate != sample_rate:
-        raise ParameterError(
+        raise UncleanableAudioError(
             f"the noise profile is for {profile.sample_rate} Hz but the audio is {sample_rate} Hz"
         )
     return profile.for_channels(channels)

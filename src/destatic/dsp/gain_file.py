@@ -15,6 +15,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from destatic.errors import InternalError
+
 __all__ = ["GainFileWriter", "as_stored", "read_gain_rows"]
 
 FRAMES_PER_CHUNK = 256
@@ -84,12 +86,12 @@ def read_gain_rows(path: os.PathLike[str] | str, group: slice, *, frames_per_chu
 
     Raises
     ------
-    RuntimeError
+    InternalError
         The file is not a gains file as :class:`GainFileWriter` lays it out, or ends early.
     """
     with open(path, "rb") as source:
         if np.lib.format.read_magic(source) != (1, 0):
-            raise RuntimeError(f"{Path(path)} is not a version 1.0 .npy as the subtract step writes")
+            raise InternalError(f"{Path(path)} is not a version 1.0 .npy as the subtract step writes")
         (_, frames, bins), _, dtype = np.lib.format.read_array_header_1_0(source)
         data_start = source.tell()
         row_bytes = bins * dtype.itemsize
@@ -98,5 +100,5 @@ def read_gain_rows(path: os.PathLike[str] | str, group: slice, *, frames_per_chu
             count = min(frames_per_chunk, frames - start)
             rows = [os.pread(source.fileno(), count * row_bytes, data_start + (channel * frames + start) * row_bytes) for channel in channels]
             if any(len(row) != count * row_bytes for row in rows):
-                raise RuntimeError(f"{Path(path)} ends within frames {start}..{start + count} of {frames}")
+                raise InternalError(f"{Path(path)} ends within frames {start}..{start + count} of {frames}")
             yield np.stack([np.frombuffer(row, dtype=dtype).reshape(count, bins) for row in rows])

@@ -24,13 +24,14 @@ import collections
 import numpy as np
 
 from destatic.dsp import dfn3
-from destatic.dsp.choices import DEFAULT_LEARNED_PROVIDER, LEARNED_NEEDS, learned_available
-from destatic.dsp.gains import GainComputer, SuppressionOptions
+from destatic.dsp.gains import GainComputer
+from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
+from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER, LearnedOptions
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter
 from destatic.errors import ParameterError
 
-__all__ = ["DFN_RATE", "DeepFilterStream", "LearnedGainComputer", "deepfilter", "joint_channels"]
+__all__ = ["DFN_RATE", "DeepFilterStream", "LearnedGainComputer", "deepfilter"]
 
 DFN_RATE = dfn3.RATE
 DFN_FRAME = dfn3.FRAME
@@ -166,12 +167,6 @@ def deepfilter(
     return out.reshape(samples.shape)
 
 
-def joint_channels(method: str, options: SuppressionOptions, channels: int) -> bool:
-    """Whether the channels must be filtered together (``hybrid`` on stereo with ``learned_stereo="mid"``):
-    then they are never split between processes, so the result is the same for any ``n_jobs``."""
-    return method == "hybrid" and options.learned_stereo == "mid" and channels == 2
-
-
 class LearnedGainComputer:
     """The gain rule of the learned methods, one stream: DFN3's gain alone (``deepfilter``) or mixed in (``hybrid``).
 
@@ -180,7 +175,7 @@ class LearnedGainComputer:
     profile : NoiseProfile
         As for :class:`~destatic.dsp.gains.GainComputer` (rows of these channels).
     method : {'deepfilter', 'hybrid'}
-    options : SuppressionOptions
+    options : LearnedOptions
         ``max_reduction_db`` is the floor of every gain (for ``deepfilter``
         also DFN3's attenuation limit); ``voice_mix`` how far, in dB, the
         hybrid moves noisy bins of voice frames towards DFN3's gain;
@@ -196,9 +191,10 @@ class LearnedGainComputer:
     together they are as many frames as the spectra, whatever the block sizes.
     """
 
-    def __init__(self, profile: NoiseProfile, method: str, options: SuppressionOptions):
+    def __init__(self, profile: NoiseProfile, method: str, options: LearnedOptions):
         if method not in ("deepfilter", "hybrid"):
             raise ParameterError(f"method={method!r} is not a learned method")
+        self.method = METHOD_SPECS[method]
         self.profile = profile
         self.hybrid = method == "hybrid"
         self.options = options
@@ -223,7 +219,7 @@ class LearnedGainComputer:
 
     def _start(self, channels: int) -> None:
         self._channels = channels
-        self._mid = joint_channels("hybrid" if self.hybrid else "deepfilter", self.options, channels)
+        self._mid = self.method.filters_together(self.options, channels)
         self._rows = 1 if self._mid else channels
         self._streams = [
             DeepFilterStream(self.profile.sample_rate, atten_lim_db=self._atten_lim_db, provider=self.options.learned_provider)

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from destatic._cpus import available_cpus
-from destatic.errors import ParameterError
+from destatic.errors import InternalError, ParameterError
 
 __all__ = ["available_cpus", "resolve_jobs", "run_channel_groups", "split_stream"]
 
@@ -209,7 +209,7 @@ def _in_threads(work: Callable[..., Iterable[Any]], groups: list[slice], stream:
                         break
                     if any(member.done and not member.results for member in members):
                         if any(member.results for member in members):
-                            raise RuntimeError("channel groups gave different numbers of results")
+                            raise InternalError("channel groups gave different numbers of results")
                         if all(member.done for member in members):
                             return
                     condition.wait()

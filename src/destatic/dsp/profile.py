@@ -20,7 +20,7 @@ from destatic.dsp._audio import (
     checked_blocks,
     iter_array_blocks,
 )
-from destatic.dsp.choices import HUM_MODES, PROFILE_MODES, HumMode, ProfileMode
+from destatic.dsp.choices import HUM_MODES, PROFILE_MODES, HumMode, ProfileMode, profile_mode
 from destatic.dsp.noise import (
     SMOOTHING_SECONDS,
     min_window_frames,
@@ -31,7 +31,7 @@ from destatic.dsp.noise import (
 )
 from destatic.dsp.stft import FrameSplitter, resolve_fft_size
 from destatic.dsp.tones import Tones, ToneStage, find_hum
-from destatic.errors import ParameterError
+from destatic.errors import ParameterError, UncleanableAudioError
 
 __all__ = ["PROFILE_MODES", "NoiseProfile", "ProfileMode", "estimate_profile", "find_hum", "profile_from_blocks"]
 
@@ -148,7 +148,7 @@ class NoiseProfile:
         if channels == self.channels:
             return self
         if self.channels != 1:
-            raise ParameterError(
+            raise UncleanableAudioError(
                 f"the noise profile has {self.channels} channels but the audio has {channels}; "
                 "a profile must have the audio's channel count, or 1"
             )
@@ -271,20 +271,6 @@ def _checked_tones(
     frequencies.flags.writeable = False
     values.flags.writeable = False
     return frequencies, values
-
-
-def _derive_mode(
-    mode: str | None, start_s: float | None, end_s: float | None, has_noise_audio: bool
-) -> str:
-    if mode is None:
-        if has_noise_audio:
-            return "file"
-        if start_s is not None or end_s is not None:
-            return "segment"
-        return "auto"
-    if mode not in PROFILE_MODES:
-        raise ParameterError(f"mode={mode!r} must be one of {PROFILE_MODES} or None (derive it)")
-    return mode
 
 
 class _MeanAccumulator:
@@ -418,7 +404,7 @@ def profile_from_blocks(
     NoiseProfile
     """
     sample_rate = check_sample_rate(sample_rate)
-    mode = _derive_mode(mode, start_s, end_s, False)
+    mode = profile_mode(mode, segment=start_s is not None or end_s is not None)
     if hum not in HUM_MODES:
         raise ParameterError(f"hum={hum!r} must be one of {HUM_MODES}")
     if tones is not None and (mode != "auto" or centered):
@@ -472,7 +458,7 @@ def profile_from_blocks(
         for part in stage.finish():
             accumulator.add(accumulator.splitter.push(part))
     if accumulator is None or accumulator.splitter.n_samples == 0:
-        raise ParameterError(
+        raise UncleanableAudioError(
             f"no samples to profile: the audio is {position / sample_rate:g} s long and the "
             f"{mode} noise stretch starts at {first / sample_rate:g} s"
         )
@@ -536,7 +522,7 @@ def estimate_profile(
         With as many channels as ``audio``.
     """
     samples = as_audio(audio)
-    mode = _derive_mode(mode, start_s, end_s, noise_audio is not None)
+    mode = profile_mode(mode, noise_file=noise_audio is not None, segment=start_s is not None or end_s is not None)
     if mode == "file":
         if noise_audio is None:
             raise ParameterError("mode='file' needs noise_audio, a separate noise recording")

@@ -19,6 +19,8 @@ from importlib import resources
 
 import numpy as np
 
+from destatic.errors import ParameterError
+
 __all__ = ["MAX_WINDOWS", "RATE", "WINDOW_SAMPLES", "SpeechQuality", "dnsmos_available", "speech_quality", "window_starts"]
 
 RATE = 16000
@@ -93,12 +95,12 @@ def speech_quality(audio: np.ndarray, *, windows: int = MAX_WINDOWS) -> SpeechQu
 
     Raises
     ------
-    ValueError
+    ParameterError
         `audio` is empty or not one-dimensional.
     """
     audio = np.asarray(audio, dtype=np.float32)
     if audio.ndim != 1 or audio.size == 0:
-        raise ValueError("speech_quality needs a non-empty mono signal")
+        raise ParameterError("speech_quality needs a non-empty mono signal")
     if audio.size < WINDOW_SAMPLES:
         audio = np.tile(audio, int(np.ceil(WINDOW_SAMPLES / audio.size)))
     session = _session()

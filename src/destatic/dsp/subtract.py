@@ -15,8 +15,9 @@ import numpy as np
 
 from destatic.dsp._audio import check_sample_rate, checked_blocks
 from destatic.dsp.framing import group_rows, splitter, tone_canceller
-from destatic.dsp.gains import GainRule, SuppressionOptions, resolve_method, rule_for
-from destatic.dsp.learned import joint_channels
+from destatic.dsp.gains import GainRule
+from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method, rule_for
+from destatic.dsp.options import SuppressionOptions
 from destatic.dsp.parallel import run_channel_groups, split_stream
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import frame_count
@@ -37,14 +38,15 @@ def gain_shape(n_samples: int, profile: NoiseProfile) -> tuple[int, int, int]:
 
 
 def gain_dtype(method: str | None) -> np.dtype:
-    """The float type to store ``method``'s gains in: float16 where they lie in [-1, 1], else float32.
+    """The float type to store ``method``'s gains in, as its record says: float16 where they lie in [-1, 1], else float32.
 
     float16 rounds such gains by at most 5e-4 (about -66 dB, inaudible) and
     halves what is stored; the ``seed`` method's gains are unbounded.
     """
-    return np.dtype(np.float32 if resolve_method(method) == "seed" else np.float16)
+    return np.dtype(method_spec(resolve_method(method)).gain_dtype)
 
 
+@methods_listed
 def compute_gains(
     blocks: Iterable[np.ndarray],
     sample_rate: int,
@@ -52,6 +54,7 @@ def compute_gains(
     *,
     method: str | None = None,
     n_jobs: int | None = 1,
+    suppression: SuppressionOptions | None = None,
     **options: Any,
 ) -> Iterator[np.ndarray]:
     """Yield the suppression gains of a stream, chunk by chunk, in frame order.
@@ -66,13 +69,16 @@ def compute_gains(
         Noise estimate (and framing). An ``auto`` profile only seeds the
         estimate, which keeps following the noise through the stream.
     method : str or None
-        One of :data:`~destatic.dsp.METHODS`; ``None`` is the default.
+        One of {methods}; ``None`` is the default.
     n_jobs : int or None
         Threads sharing the channels (1: all in the calling thread); ``None``
         is one per channel up to the CPUs available. Channels are filtered
         independently, so the result is the same for any value.
     **options
-        :class:`~destatic.dsp.SuppressionOptions` fields, e.g. ``max_reduction_db=20``.
+        The options the method takes (:func:`~destatic.dsp.denoise`), e.g. ``max_reduction_db=20``.
+    suppression : SuppressionOptions or None
+        Instead of ``**options``: the method's option record, built already
+        (:meth:`destatic.settings.SuppressionSettings.options`).
 
     Yields
     ------
@@ -82,13 +88,13 @@ def compute_gains(
     """
     sample_rate = check_sample_rate(sample_rate)
     method = resolve_method(method)
-    settings = SuppressionOptions.from_options(method, options)
+    settings = build_options(method, options, suppression)
 
     def work_for(channels: int) -> Callable[[slice, Iterator[np.ndarray]], Iterator[np.ndarray]]:
         rows_of = group_rows(sample_rate, profile, channels)
         return lambda group, items: gains_of_channels(items, profile=rows_of(group), method=method, options=settings)
 
-    yield from split_stream(checked_blocks(blocks), work_for, n_jobs=n_jobs, axis=0, together=lambda channels: joint_channels(method, settings, channels))
+    yield from split_stream(checked_blocks(blocks), work_for, n_jobs=n_jobs, axis=0, together=lambda channels: method_spec(method).filters_together(settings, channels))
 
 
 def compute_gains_by_group(
@@ -100,6 +106,7 @@ def compute_gains_by_group(
     *,
     method: str | None = None,
     n_jobs: int | None = 1,
+    suppression: SuppressionOptions | None = None,
     **options: Any,
 ) -> Iterator[int]:
     """:func:`compute_gains` where each group of channels is read, filtered and stored by its own thread.
@@ -124,7 +131,7 @@ def compute_gains_by_group(
         ``store(group, first_frame, gains)`` keeps the gains of the channels
         ``group``, shape ``(group size, frames, bins)``, from frame
         ``first_frame`` on; called in the same thread, in frame order.
-    method, n_jobs, **options
+    method, n_jobs, suppression, **options
         As for :func:`compute_gains`.
 
     Yields
@@ -134,7 +141,7 @@ def compute_gains_by_group(
     """
     sample_rate = check_sample_rate(sample_rate)
     method = resolve_method(method)
-    settings = SuppressionOptions.from_options(method, options)
+    settings = build_options(method, options, suppression)
     rows_of = group_rows(sample_rate, profile, channels)
 
     def work(group: slice) -> Iterator[int]:
@@ -145,7 +152,7 @@ def compute_gains_by_group(
             done += gains.shape[1]
             yield done
 
-    for done in run_channel_groups(work, channels, n_jobs=1 if joint_channels(method, settings, channels) else n_jobs):
+    for done in run_channel_groups(work, channels, n_jobs=1 if method_spec(method).filters_together(settings, channels) else n_jobs):
         yield min(done)
 
 

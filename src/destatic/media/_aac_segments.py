@@ -38,7 +38,7 @@ from types import FrameType
 from typing import BinaryIO
 
 from destatic._cpus import available_cpus, bind_to_cpu, one_cpu_each
-from destatic.errors import ParameterError, TransientError
+from destatic.errors import InternalError, ParameterError, TransientError
 from destatic.media import _ffmpeg
 from destatic.media.atomic import partial_path
 
@@ -275,7 +275,7 @@ def adts_offsets(path: Path) -> array:
 
     Raises
     ------
-    ValueError
+    InternalError
         A frame does not start with the ADTS sync word or runs past the end.
     """
     offsets = array("q")
@@ -288,10 +288,10 @@ def adts_offsets(path: Path) -> array:
                 block, base = handle.read(READ_BLOCK), position
             i = position - base
             if size - position < 7 or block[i] != 0xFF or block[i + 1] & 0xF6 != 0xF0:
-                raise ValueError(f"no ADTS frame at byte {position}")
+                raise InternalError(f"no ADTS frame at byte {position}")
             length = (block[i + 3] & 0x03) << 11 | block[i + 4] << 3 | block[i + 5] >> 5
             if length < 7 or position + length > size:
-                raise ValueError(f"ADTS frame at byte {position} has an impossible length {length}")
+                raise InternalError(f"ADTS frame at byte {position} has an impossible length {length}")
             offsets.append(position)
             position += length
     offsets.append(position)
@@ -325,7 +325,7 @@ class _Packets:
             while left > 0:
                 chunk = handle.read(min(READ_BLOCK, left))
                 if not chunk:
-                    raise ValueError(f"{self.path.name} ended before its last frame")
+                    raise InternalError(f"{self.path.name} ended before its last frame")
                 out.write(chunk)
                 left -= len(chunk)
         return stop - start
@@ -338,7 +338,7 @@ class _Bits:
 
     def read(self, count: int) -> int:
         if count > self.left:
-            raise ValueError("AAC frame ends inside its element headers")
+            raise InternalError("AAC frame ends inside its element headers")
         self.left -= count
         return (self.value >> self.left) & ((1 << count) - 1)
 

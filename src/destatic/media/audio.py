@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from destatic.errors import BadInputError, ParameterError
+from destatic.errors import BadInputError, ParameterError, UncleanableAudioError
 from destatic.media import _aac_segments, _ffmpeg
 from destatic.media.atomic import atomic_output
 from destatic.media.formats import AUDIO_FORMATS, AUDIO_SUFFIXES
@@ -361,7 +361,7 @@ def _export_codec_args(format: str, *, bit_depth: int | None, bitrate: int | Non
     rate = str(bitrate or _LOSSY_DEFAULT_BITRATE.get(format, 0))
     if format == "mp3":
         if channels > 2:
-            raise ParameterError(f"mp3 holds at most 2 channels; this audio has {channels}: export flac, m4a or opus")
+            raise UncleanableAudioError(f"mp3 holds at most 2 channels; this audio has {channels}: export flac, m4a or opus")
         return ["-c:a", "libmp3lame", "-b:a", rate], "mp3"
     if format == "m4a":
         return ["-c:a", "aac", "-b:a", rate], "ipod"

@@ -12,7 +12,7 @@ import functools
 from pathlib import Path
 
 from destatic import dsp, media
-from destatic.errors import BadInputError, ParameterError
+from destatic.errors import BadInputError, InternalError, UncleanableAudioError
 from destatic.settings import NoiseSettings
 from destatic.steps.records import AudioFile, ProfiledNoise
 
@@ -47,7 +47,7 @@ def estimate_file_profile(
     if mode != "file":
         source = audio
     elif noise_audio is None:
-        raise ValueError("noise.mode='file' needs noise_audio")
+        raise InternalError("noise.mode='file' needs noise_audio, the extracted noise recording")
     else:
         source = noise_audio
         if noise_audio.sample_rate != audio.sample_rate:
@@ -78,19 +78,21 @@ def saved_profile(path: Path, *, sample_rate: int, channels: int, method: str | 
     Raises
     ------
     ParameterError
-        Not a profile, another sample rate, a channel count other than 1 or
+        Not a profile (:meth:`destatic.dsp.NoiseProfile.load`).
+    UncleanableAudioError
+        Another sample rate, a channel count other than 1 or
         the audio's, or another framing than `method` needs; the message says
         how to make one that fits.
     """
     profile = dsp.NoiseProfile.load(path)
     remedy = "save one made from a recording like it (destatic profile FILE --save)"
     if profile.sample_rate != sample_rate:
-        raise ParameterError(f"the noise profile {path.name!r} was measured at {profile.sample_rate} Hz, the audio is {sample_rate} Hz: {remedy}")
+        raise UncleanableAudioError(f"the noise profile {path.name!r} was measured at {profile.sample_rate} Hz, the audio is {sample_rate} Hz: {remedy}")
     if profile.channels not in (1, channels):
-        raise ParameterError(f"the noise profile {path.name!r} has {profile.channels} channels, the audio {channels}: {remedy}, or a mono one")
+        raise UncleanableAudioError(f"the noise profile {path.name!r} has {profile.channels} channels, the audio {channels}: {remedy}, or a mono one")
     needed = dsp.framing_for(method) or {"centered": False}
     if any(getattr(profile, name) != value for name, value in needed.items()):
-        raise ParameterError(
+        raise UncleanableAudioError(
             f"the noise profile {path.name!r} was made for {'the seed method' if profile.centered else 'the other methods'}, "
             f"not for method={dsp.resolve_method(method)!r}: {remedy}"
         )

@@ -11,6 +11,7 @@ import itertools
 from pathlib import Path
 
 from destatic import media
+from destatic.errors import InternalError
 from destatic.steps.records import AudioFile
 
 __all__ = ["run"]
@@ -23,6 +24,6 @@ def run(audio: AudioFile, cleaned: AudioFile, target: Path) -> AudioFile:
         with media.float_wav_writer(partial, audio.sample_rate, audio.channels) as out:
             for before, after in itertools.zip_longest(media.wav_blocks(audio.path), media.wav_blocks(cleaned.path)):
                 if before is None or after is None or before.shape != after.shape:
-                    raise RuntimeError(f"{cleaned.path.name} is not as long as {audio.path.name}: no residue")
+                    raise InternalError(f"{cleaned.path.name} is not as long as {audio.path.name}: no residue")
                 out.write(before - after)
     return AudioFile(path=target, sample_rate=audio.sample_rate, channels=audio.channels, frames=audio.frames)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from destatic import dsp, media
+from destatic.errors import InternalError
 from destatic.settings import SuppressionSettings
 from destatic.steps.records import AudioFile, Gains, ProfiledNoise
 
@@ -41,7 +42,7 @@ def run(
     target : Path
         ``.npy`` to write (:mod:`destatic.dsp.gain_file`).
     suppression : SuppressionSettings
-        Method and options.
+        Method and options (the DSP gets the method's option record, :meth:`SuppressionSettings.options`).
     on_progress : callable or None
         ``on_progress(frames_done, frames)`` after each chunk.
 
@@ -63,10 +64,10 @@ def run(
             writer.store,
             method=suppression.method,
             n_jobs=dsp.jobs_for_length(audio.frames, audio.sample_rate),
-            **suppression.dsp_options(),
+            suppression=suppression.options(),
         ):
             if on_progress is not None:
                 on_progress(done, shape[1])
         if done != shape[1]:
-            raise RuntimeError(f"compute_gains gave {done} frames, frame_count said {shape[1]}")
+            raise InternalError(f"compute_gains gave {done} frames, frame_count said {shape[1]}")
     return Gains(path=target, shape=shape, dtype=dtype.name)
