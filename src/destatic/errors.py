@@ -27,6 +27,7 @@ __all__ = [
     "ParameterError",
     "TransientError",
     "UncleanableAudioError",
+    "blames_destatic",
     "blames_the_file",
     "causes",
     "display_path",
@@ -158,6 +159,12 @@ def blames_the_file(error: BaseException) -> bool:
     step; any other error may not recur.
     """
     return isinstance(error, BadInputError)
+
+
+def blames_destatic(error: BaseException) -> bool:
+    """Whether `error` is a fault in destatic itself (:class:`InternalError`, or a :class:`ParameterError` that is not
+    bad input: one of its parts called another wrongly), so that it never quarantines a file."""
+    return isinstance(error, InternalError | ParameterError) and not isinstance(error, BadInputError)
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from destatic import media
-from destatic.errors import BadInputError, blames_the_file, display_path, reason_of
+from destatic.errors import BadInputError, blames_destatic, blames_the_file, display_path, reason_of
 from destatic.media.atomic import partial_left_behind, process_alive, process_start
 from destatic.settings import Settings
 from destatic.workspace import residue_output, writes_audio_only
@@ -361,7 +361,8 @@ def settle_failure(taken: Claim, settings: Settings, *, step: str, error: Except
     in ``inbox/.failures/`` and the file goes back to the inbox untouched, to
     be taken again after ``watch.retry_after_s``; at the
     ``watch.max_attempts``-th failure it goes to quarantine instead, with the
-    count and the last reason.
+    count and the last reason. A fault in destatic or its settings
+    (:func:`~destatic.errors.blames_destatic`) never quarantines the file.
     """
     name, reason = display_path(taken.relative), reason_of(error)
     if not _present(taken.path):
@@ -371,7 +372,7 @@ def settle_failure(taken: Claim, settings: Settings, *, step: str, error: Except
     blamed = blames_the_file(error)
     previous = None if blamed else _read_record(record)
     failures = (previous.failures if previous is not None else 0) + 1
-    if blamed or failures >= watch.max_attempts:
+    if blamed or (failures >= watch.max_attempts and not blames_destatic(error)):
         why = reason if blamed else (
             f"failed {failures} times for reasons other than its content (watch.max_attempts={watch.max_attempts}); last: {reason}"
         )
@@ -386,7 +387,11 @@ def settle_failure(taken: Claim, settings: Settings, *, step: str, error: Except
     with media.atomic_output(record) as partial:
         partial.write_text(json.dumps(entry.__dict__), encoding="utf-8")
     unclaim(taken)
-    outcome = f"left in the inbox (failure {failures} of {watch.max_attempts}), taken again after {watch.retry_after_s:g} s"
+    outcome = (
+        f"left in the inbox (a fault in destatic or its settings, not in the file: failure {failures}, never quarantined for it)"
+        if blames_destatic(error)
+        else f"left in the inbox (failure {failures} of {watch.max_attempts})"
+    ) + f", taken again after {watch.retry_after_s:g} s"
     error.add_note(outcome)
     return f"{name} failed at step {step}: {reason}; {outcome}"
 

@@ -101,6 +101,33 @@ def test_environment_failure_leaves_the_file_in_the_inbox_until_the_last_attempt
     assert _files(inbox / FAILURES_DIR) == [], "the count goes with the file"
 
 
+def test_a_fault_in_destatic_inside_a_step_never_quarantines_the_file(
+    make_settings, speech_wav: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step that calls the DSP wrongly (n_jobs=0, as a bug in the subtract step would) fails the run loudly; the good
+    file stays in the inbox, even past its last attempt (it was quarantined at once as "bad input" before)."""
+    from destatic import dsp
+    from destatic.inbox import failure_record
+
+    monkeypatch.setattr(dsp, "jobs_for_length", lambda *_args, **_kwargs: 0)  # the fault, in the flow's own process
+    settings = make_settings(
+        watch={"max_attempts": 1, "retry_after_s": 0}, runtime={"retries": 0, "isolate_steps": False},
+        suppression={"method": "logmmse"},
+    )
+    inbox = settings.paths.inbox
+    good = _drop(inbox, "talk.wav", speech_wav)
+
+    for attempt in (1, 2):
+        row = _watch(settings)["talk.wav"]
+
+        assert row["status"] == "failed" and "n_jobs=0 must be None (automatic) or an integer >= 1" in row["reason"], row
+        assert "never quarantined for it" in row["reason"] and "cannot be cleaned" not in row["reason"], row
+        assert good.read_bytes() == speech_wav.read_bytes(), "the original is back in the inbox, untouched"
+        assert _files(settings.paths.quarantine) == [] and _files(settings.paths.outbox) == []
+        record = failure_record(inbox, Path("talk.wav"))
+        assert record is not None and (record.failures, record.step) == (attempt, "subtract")
+
+
 def test_success_after_a_failure_clears_the_count(
     make_settings, killed_ffmpeg: Path, speech_wav: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -23,7 +23,7 @@ from prefect.futures import PrefectFuture
 
 from destatic import cache, media, outage, shortcut, steps, tasks
 from destatic.dsp.choices import LEARNED_NEEDS, default_method, learned_available, resolve_method
-from destatic.errors import BadInputError, ParameterError
+from destatic.errors import UncleanableAudioError
 from destatic.settings import Settings
 from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for, writes_audio_only
 
@@ -119,12 +119,19 @@ class FileRun:
         return future
 
     def wait(self, step: str) -> Any:
-        """The result of `step`, raising its error; a step refusing the file's audio is bad input."""
+        """The result of `step`, raising its error; a refusal of the file's audio names the file.
+
+        Only bad input (:class:`~destatic.errors.BadInputError`) is the file's
+        fault; any other error (a :class:`~destatic.errors.ParameterError` a
+        step raises is a bug in destatic) fails the run as it is.
+        """
         self.step = step
         try:
             value = self.futures[step].result()
-        except ParameterError as error:  # the step refuses this file's audio, or the settings do not fit it
-            raise BadInputError(self.source, f"its audio cannot be cleaned: {error}") from error
+        except UncleanableAudioError as error:
+            if error.path is not None:
+                raise
+            raise error.for_file(self.source) from error  # the DSP knows no file: say which
         self.clock.stop(step)
         return value
 
