@@ -119,6 +119,78 @@ def test_the_layers_below_the_flows_load_no_prefect() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def _is_type_checking(node: ast.If) -> bool:
+    return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING" or (
+        isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING"
+    )
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """Which of the package's modules each of its modules imports when it runs: at the top or inside a function.
+
+    ``from pkg import name`` counts as importing ``pkg.name`` when that is a
+    module, else ``pkg``; imports under ``if TYPE_CHECKING:`` never run and do not count.
+    """
+    files = {".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__"): path for path in sorted(package.rglob("*.py"))}
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        skipped = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node) for child in node.body for inner in ast.walk(child)}
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = (module if path.name == "__init__.py" else module.rpartition(".")[0]).split(".")
+                    base = ".".join([*anchor[: len(anchor) - node.level + 1], *([base] if base else [])])
+                found.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base for alias in node.names)
+        graph[module] = (found & set(files)) - {module}
+    return graph
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle of `graph` that a depth-first search meets, each as the modules along it (first repeated last)."""
+    cycles, state, path = [], {}, []
+
+    def visit(module: str) -> None:
+        state[module] = "open"
+        path.append(module)
+        for imported in sorted(graph.get(module, ())):
+            if state.get(imported) == "open":
+                cycles.append(path[path.index(imported):] + [imported])
+            elif imported not in state:
+                visit(imported)
+        path.pop()
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module)
+    return cycles
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    """No module needs, even inside a function, a module that needs it back: each layer can be read (and loaded) on its own."""
+    assert import_cycles(import_graph()) == []
+
+
+def test_the_cycle_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
+    """The check itself: a cycle closed by a lazy import (as ``dsp.gains.rule_for`` once imported ``dsp.learned``)."""
+    package = tmp_path / "destatic"
+    (package / "dsp").mkdir(parents=True)
+    for name in ("__init__.py", "dsp/__init__.py"):
+        (package / name).write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from destatic.dsp import gains\n")
+    (package / "dsp" / "learned.py").write_text("from destatic.dsp.gains import GainComputer\n")
+    (package / "dsp" / "gains.py").write_text("class GainComputer: ...\n")
+    assert import_cycles(import_graph(package)) == []
+    (package / "dsp" / "gains.py").write_text("def rule_for():\n    from destatic.dsp.learned import LearnedGainComputer\n")
+    assert import_cycles(import_graph(package)) == [["destatic.dsp.gains", "destatic.dsp.learned", "destatic.dsp.gains"]]
+
+
 MAX_MODULE_LINES = 600
 MAX_FLOW_FUNCTION_LINES = 60
 FILESYSTEM_MODULES = ("os", "shutil", "tempfile", "soundfile", "glob")

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 import destatic
 from destatic.dsp import compute_gains, denoise_stream, resolve_profile
-from destatic.dsp.methods import build_options, rule_for
+from destatic.dsp.methods import build_options
+from destatic.dsp.subtract import rule_for
 from destatic.dsp.noise import NoiseTracker
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter, OverlapAdder

@@ -18,9 +18,10 @@ from destatic.dsp._audio import as_audio, check_sample_rate, checked_blocks, ite
 from destatic.dsp.choices import HumMode, profile_mode
 from destatic.dsp.framing import BLOCK_SIZE, checked_profile, group_rows, stream_framing
 from destatic.dsp.inverse import filter_blocks
-from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method, rule_for
+from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method
 from destatic.dsp.options import SuppressionOptions
 from destatic.dsp.parallel import run_channel_groups, split_stream
+from destatic.dsp.subtract import rule_for
 from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
 from destatic.errors import ParameterError
 

@@ -20,8 +20,8 @@ sustained music or ambience is not taken for noise. Steady tones (hum) are
 not handled here: the engine subtracts them coherently before the spectra
 are taken (:mod:`destatic.dsp.tones`), and the profile measures the noise
 without them. The learned methods (``deepfilter``, ``hybrid``) are in
-:mod:`destatic.dsp.learned`; :func:`destatic.dsp.methods.rule_for` makes any
-method's rule, as its record names it.
+:mod:`destatic.dsp.learned`; :func:`destatic.dsp.subtract.rule_for` makes any
+method's rule, as its record (:mod:`destatic.dsp.methods`) names it.
 """
 
 from __future__ import annotations

@@ -6,26 +6,22 @@ when none is asked for, what its gains are stored as, which options it takes
 channels of a stream together, what it needs installed, and which class makes
 its gain rule. The settings, the command line's choices, the docstrings and
 the engines read these records; adding a method is adding a record and its
-rule. Loads no numpy: the rules are named here and imported when one is made.
+rule. Loads no numpy: the rules are named here, and made by the engines
+(:func:`destatic.dsp.subtract.rule_for`).
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from destatic.dsp.options import LearnedOptions, SuppressionOptions
 from destatic.errors import ParameterError
-
-if TYPE_CHECKING:
-    from destatic.dsp.gains import GainRule
-    from destatic.dsp.profile import NoiseProfile
 
 __all__ = [
     "CLASSIC_DEFAULT",
@@ -46,7 +42,6 @@ __all__ = [
     "methods_described",
     "methods_listed",
     "resolve_method",
-    "rule_for",
 ]
 
 SEED_FRAMING: Mapping[str, Any] = MappingProxyType({"n_fft": 2048, "hop_length": 512, "centered": True})
@@ -82,8 +77,8 @@ class MethodSpec:
     summary : str
         One line for help texts and docstrings.
     rule : str
-        ``module:class`` of its gain rule (:class:`~destatic.dsp.gains.GainRule`),
-        built as ``rule(profile, name, options)``.
+        The class of its gain rule (:class:`~destatic.dsp.gains.GainRule`), by name:
+        :func:`destatic.dsp.subtract.rule_for` builds it as ``rule(profile, name, options)``.
     options : type
         The option record it takes.
     accepts : tuple of str
@@ -116,11 +111,11 @@ class MethodSpec:
     filters_together: Callable[[SuppressionOptions, int], bool] = field(default=_never)
 
 
-_CLASSIC_RULE = "destatic.dsp.gains:GainComputer"
-_LEARNED_RULE = "destatic.dsp.learned:LearnedGainComputer"
+_CLASSIC_RULE = "GainComputer"
+_LEARNED_RULE = "LearnedGainComputer"
 METHOD_SPECS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     MethodSpec(
-        "seed", "the original tutorial, defects included: |Y| - E|N|, no options", "destatic.dsp.gains:SeedGain",
+        "seed", "the original tutorial, defects included: |Y| - E|N|, no options", "SeedGain",
         accepts=(), framing=SEED_FRAMING, default_profile="head", head_samples=SEED_HEAD_SAMPLES, gain_dtype="float32",
     ),
     MethodSpec("subtract", "Berouti power subtraction", _CLASSIC_RULE),
@@ -215,10 +210,3 @@ def build_options(method: str, options: Mapping[str, Any], record: SuppressionOp
     if foreign:
         raise ParameterError(f"option(s) {foreign} do not apply to method={method!r}; it takes {list(spec.accepts)}")
     return spec.options(**options)
-
-
-def rule_for(profile: NoiseProfile, method: str, options: SuppressionOptions) -> GainRule:
-    """The gain rule of one stream for `method` (resolved), made by the class its record names."""
-    module, _, name = METHOD_SPECS[method].rule.partition(":")
-    factory: Callable[[NoiseProfile, str, SuppressionOptions], GainRule] = getattr(importlib.import_module(module), name)
-    return factory(profile, method, options)

@@ -15,14 +15,26 @@ import numpy as np
 
 from destatic.dsp._audio import check_sample_rate, checked_blocks
 from destatic.dsp.framing import group_rows, splitter, tone_canceller
-from destatic.dsp.gains import GainRule
-from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method, rule_for
+from destatic.dsp.gains import GainComputer, GainRule, SeedGain
+from destatic.dsp.learned import LearnedGainComputer
+from destatic.dsp.methods import METHOD_SPECS, build_options, method_spec, methods_listed, resolve_method
 from destatic.dsp.options import SuppressionOptions
 from destatic.dsp.parallel import run_channel_groups, split_stream
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import frame_count
 
-__all__ = ["compute_gains", "compute_gains_by_group", "gain_dtype", "gain_shape", "gains_of_channels"]
+__all__ = ["compute_gains", "compute_gains_by_group", "gain_dtype", "gain_shape", "gains_of_channels", "rule_for"]
+
+
+RULES: dict[str, Callable[[NoiseProfile, str, SuppressionOptions], GainRule]] = {
+    rule.__name__: rule for rule in (SeedGain, GainComputer, LearnedGainComputer)
+}
+"""The gain rules, by the name a method's record gives (:attr:`destatic.dsp.methods.MethodSpec.rule`)."""
+
+
+def rule_for(profile: NoiseProfile, method: str, options: SuppressionOptions) -> GainRule:
+    """The gain rule of one stream for `method` (resolved): the class its record names."""
+    return RULES[METHOD_SPECS[method].rule](profile, method, options)
 
 
 def gain_shape(n_samples: int, profile: NoiseProfile) -> tuple[int, int, int]:
