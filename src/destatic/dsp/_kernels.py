@@ -12,15 +12,21 @@ grouped into calls. How they are compiled and cached: :mod:`destatic.dsp._numba`
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from destatic.dsp._numba import _cell, _exp, _log, _unhalf, compiled
 
 __all__ = [
-    "CONSTANTS",
     "METHOD_LOGMMSE",
     "METHOD_SUBTRACT",
     "METHOD_WIENER",
+    "Ceiling",
+    "Constants",
+    "Rule",
+    "Smoothing",
+    "Tracking",
     "append_columns",
     "frames_into",
     "one_pole_into",
@@ -35,9 +41,69 @@ METHOD_SUBTRACT = 1
 METHOD_WIENER = 2
 METHOD_LOGMMSE = 3
 
-CONSTANTS = ("scale", "floor", "log_floor", "dd_smoothing", "xi_min", "log_prior_odds", "alpha", "beta",
-             "track_smoothing", "speech_threshold", "noise_keep")
-"""The float32 constants :func:`suppression_gains` takes, in order (``alpha`` < 0: from each frame's SNR)."""
+
+
+class Constants(NamedTuple):
+    """The float32 constants of :func:`suppression_gains` (``alpha`` < 0: from each frame's SNR)."""
+
+    scale: np.float32
+    floor: np.float32
+    log_floor: np.float32
+    dd_smoothing: np.float32
+    xi_min: np.float32
+    log_prior_odds: np.float32
+    alpha: np.float32
+    beta: np.float32
+    track_smoothing: np.float32
+    speech_threshold: np.float32
+    noise_keep: np.float32
+
+
+class Rule(NamedTuple):
+    """The rule of :func:`suppression_gains`: which, its constants, the untracked noise (channels, bins), the
+    decision-directed state ``prior`` (channels, bins; the last frame's ``G^2 gamma``), the OM-LSA table and
+    whether speech presence weighs the gain."""
+
+    method: int
+    constants: Constants
+    noise_power: np.ndarray
+    prior: np.ndarray
+    table: np.ndarray
+    table_first: int
+    presence: bool
+
+
+class Tracking(NamedTuple):
+    """The noise tracker's state, followed in place when ``on``: ``state`` (channels, 4, bins), ``ring``
+    (channels, ring, bins), ``counters`` and the sub-window length in frames."""
+
+    on: bool
+    state: np.ndarray
+    ring: np.ndarray
+    counters: np.ndarray
+    subwindow: int
+
+
+class Ceiling(NamedTuple):
+    """When ``on``, the bound over the tracked noise (see :func:`_bound_noise`): ``limit`` and ``reference``
+    (channels, bins), whether it ``drifts``, and where the drift quantile falls between two order statistics."""
+
+    on: bool
+    limit: np.ndarray
+    reference: np.ndarray
+    drifts: bool
+    drift_index: int
+    drift_fraction: float
+
+
+class Smoothing(NamedTuple):
+    """The gain's smoothing: ``kernel`` over frequency (empty: none), a one-pole over time of weight
+    ``time_constant`` (0: none) with its state ``time_state`` (channels, bins; float64) and ``time_started``."""
+
+    kernel: np.ndarray
+    time_constant: float
+    time_state: np.ndarray
+    time_started: np.ndarray
 
 
 @compiled
@@ -398,13 +464,7 @@ def _smooth_gain_over_bins(gain, kernel, padded):
 
 
 @compiled
-def suppression_gains(
-    spectra, parts, gains, apply, method, constants, noise_power,
-    track, state, ring, counters, subwindow,
-    bounded, ceiling, reference, drifts, drift_index, drift_fraction,
-    prior, table, table_first, presence, kernel,
-    time_smoothing, time_state, time_started,
-):
+def suppression_gains(spectra, parts, gains, apply, rule, tracking, ceiling, smoothing):
     """The gains of ``spectra`` (channels, frames, bins) frame by frame, the state updated in place.
 
     ``apply`` 0 writes them to ``gains``; 1 multiplies ``spectra`` by them in
@@ -412,19 +472,20 @@ def suppression_gains(
     frames, 2 bins)), 2 by one minus them (the residue), and ``gains`` is
     not used.
 
-    ``constants`` holds the float32 values named in :data:`CONSTANTS`;
-    without ``track`` the noise is ``noise_power`` (channels, bins), with it
-    the tracker's ``state`` (channels, 4, bins), ``ring`` (channels, ring,
-    bins) and ``counters`` follow it, and if ``bounded`` the tracked noise
-    stays under ``ceiling`` (see :func:`_bound_noise`). ``prior`` is the decision-directed
-    state (the last frame's ``G^2 gamma``), ``kernel`` the frequency
-    smoothing (empty: none), ``time_state`` (float64) and ``time_started`` the
-    time smoothing's.
+    ``rule`` (:class:`Rule`) says how; without ``tracking.on`` the noise is
+    ``rule.noise_power``, with it the tracker (:class:`Tracking`) follows it,
+    and if ``ceiling.on`` (:class:`Ceiling`) the tracked noise stays under
+    its limit. ``smoothing`` (:class:`Smoothing`) smooths the gain.
     """
     channels, n_frames, bins = spectra.shape
     one = np.float32(1.0)
-    scale = constants[0]
-    floor = constants[1]
+    constants = rule.constants
+    scale, floor = constants.scale, constants.floor
+    method, noise_power, prior, table, table_first, presence = (
+        rule.method, rule.noise_power, rule.prior, rule.table, rule.table_first, rule.presence)
+    track, state, ring, counters, subwindow = tracking
+    bounded, ceiling_limit, reference, drifts, drift_index, drift_fraction = ceiling
+    kernel, time_smoothing, time_state, time_started = smoothing
     power = np.empty(bins, np.float32)
     smoothed_power = np.empty(bins, np.float32)
     tracked = np.empty(bins, np.float32)
@@ -451,21 +512,21 @@ def suppression_gains(
             if track:
                 smooth_bins_into(power, smoothed_power)
                 _track_frame(power, smoothed_power, state[c], ring[c], counters,
-                             constants[8], constants[9], constants[10], subwindow, tracked)
+                             constants.track_smoothing, constants.speech_threshold, constants.noise_keep, subwindow, tracked)
                 if bounded:
-                    _bound_noise(tracked, ceiling[c], reference[c], drifts, drift_index, drift_fraction, ratios, kept, search)
+                    _bound_noise(tracked, ceiling_limit[c], reference[c], drifts, drift_index, drift_fraction, ratios, kept, search)
                 for b in range(bins):
                     tracked[b] = max(tracked[b] * scale, noise_floor)
                 noise = tracked
             else:
                 noise = noise_power[c]
             if method == METHOD_SUBTRACT:
-                _berouti(power, noise, constants[6], constants[7], gain)
+                _berouti(power, noise, constants.alpha, constants.beta, gain)
             elif method == METHOD_LOGMMSE:
-                _decision_directed(power, noise, prior[c], constants[3], constants[4], wiener, v)
-                _log_mmse(wiener, v, table, table_first, presence, constants[5], floor, constants[2], gain)
+                _decision_directed(power, noise, prior[c], constants.dd_smoothing, constants.xi_min, wiener, v)
+                _log_mmse(wiener, v, table, table_first, presence, constants.log_prior_odds, floor, constants.log_floor, gain)
             else:
-                _decision_directed(power, noise, prior[c], constants[3], constants[4], gain, v)
+                _decision_directed(power, noise, prior[c], constants.dd_smoothing, constants.xi_min, gain, v)
             if plain:
                 _limit_and_apply(gain, floor, one, apply, gains[c, f] if apply == 0 else gain, parts[c, f])
                 continue

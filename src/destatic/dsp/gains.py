@@ -188,65 +188,71 @@ class GainComputer:
             else None
         )
         self._ceiling = self._noise_ceiling(profile, options)
-        self._prior = np.zeros(profile.power.shape, np.float32)
         kernel = _triangle_kernel(options.freq_smoothing_hz * profile.n_fft / profile.sample_rate)
-        self._kernel = np.zeros(0, np.float32) if kernel is None else kernel
-        self._time_smoothing = (
-            smoothing_factor(options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length)
-            if options.time_smoothing_ms > 0
-            else 0.0
-        )
-        self._time_state = np.zeros((channels, bins), np.float64)
-        self._time_started = np.zeros(channels, np.bool_)
         from destatic.dsp import _kernels  # noqa: PLC0415  (numba loads on first use, not on import)
 
         self._kernels = _kernels
         codes = {"subtract": _kernels.METHOD_SUBTRACT, "wiener": _kernels.METHOD_WIENER, "logmmse": _kernels.METHOD_LOGMMSE}
         if method not in codes:
             raise ParameterError(f"method={method!r} is not a classic rule ({', '.join(codes)})")
-        self._method_code = codes[method]
         q = options.speech_absence
         alpha = options.over_subtraction
         tracker_constants = self.tracker.constants if self.tracker is not None else np.zeros(3, np.float32)
-        constants = {
-            "scale": self.scale,
-            "floor": self.floor,
-            "log_floor": np.log(self.floor),
-            "dd_smoothing": options.smoothing,
-            "xi_min": 10 ** (PRIOR_SNR_FLOOR_DB / 10),
-            "log_prior_odds": np.log(q / (1 - q)) if q > 0 else 0.0,
-            "alpha": -1.0 if alpha is None else alpha,
-            "beta": options.spectral_floor,
-            "track_smoothing": tracker_constants[0],
-            "speech_threshold": tracker_constants[1],
-            "noise_keep": tracker_constants[2],
-        }
-        self._constants = np.array([constants[name] for name in _kernels.CONSTANTS], np.float64).astype(np.float32)
-        self._table, self._table_first = _half_exp1_table()
-        self._noise_power = np.maximum(np.array(profile.power, np.float32) * np.float32(self.scale), np.float32(1e-30))
-        """The untracked noise, scaled by the sensitivity and floored as the rules need it."""
-        if self.tracker is None:
-            self._tracker_arrays = (
-                np.zeros((channels, 4, 0), np.float32),
-                np.zeros((channels, 0, 0), np.float32),
-                np.zeros(2, np.int64),
-                1,
-            )
-        else:
-            tracker = self.tracker
-            self._tracker_arrays = (tracker.state, tracker.ring, tracker.counters, tracker.subwindow)
-        bounded = self.tracker is not None and self._ceiling is not None
+        exact = _kernels.Constants(
+            scale=self.scale,
+            floor=self.floor,
+            log_floor=np.log(self.floor),
+            dd_smoothing=options.smoothing,
+            xi_min=10 ** (PRIOR_SNR_FLOOR_DB / 10),
+            log_prior_odds=np.log(q / (1 - q)) if q > 0 else 0.0,
+            alpha=-1.0 if alpha is None else alpha,
+            beta=options.spectral_floor,
+            track_smoothing=tracker_constants[0],
+            speech_threshold=tracker_constants[1],
+            noise_keep=tracker_constants[2],
+        )
+        table, table_first = _half_exp1_table()
+        self._rule = _kernels.Rule(
+            method=codes[method],
+            constants=_kernels.Constants(*(np.float32(np.float64(value)) for value in exact)),
+            noise_power=np.maximum(np.array(profile.power, np.float32) * np.float32(self.scale), np.float32(1e-30)),
+            prior=np.zeros(profile.power.shape, np.float32),
+            table=table,
+            table_first=table_first,
+            presence=options.speech_absence > 0,
+        )
+        """The rule, its constants in float32, the untracked noise scaled by the sensitivity and floored as the rules need it."""
+        tracker = self.tracker
+        self._tracking = _kernels.Tracking(
+            on=tracker is not None,
+            state=tracker.state if tracker is not None else np.zeros((channels, 4, 0), np.float32),
+            ring=tracker.ring if tracker is not None else np.zeros((channels, 0, 0), np.float32),
+            counters=tracker.counters if tracker is not None else np.zeros(2, np.int64),
+            subwindow=tracker.subwindow if tracker is not None else 1,
+        )
+        bounded = tracker is not None and self._ceiling is not None
         quantile = options.drift_quantile if options.drift_quantile is not None else 0.0
         position = quantile * (bins - 1)
-        self._bound = (
-            bounded,
-            np.ascontiguousarray(self._ceiling[:, 0, :], np.float32) if bounded else np.zeros((channels, 0), np.float32),
-            np.maximum(np.array(profile.power, np.float32), np.float32(1e-30)),
-            bounded and options.drift_quantile is not None,
-            int(np.floor(position)),
-            float(position - np.floor(position)),
+        self._bound = _kernels.Ceiling(
+            on=bounded,
+            limit=np.ascontiguousarray(self._ceiling[:, 0, :], np.float32) if bounded else np.zeros((channels, 0), np.float32),
+            reference=np.maximum(np.array(profile.power, np.float32), np.float32(1e-30)),
+            drifts=bounded and options.drift_quantile is not None,
+            drift_index=int(np.floor(position)),
+            drift_fraction=float(position - np.floor(position)),
         )
-        """The ceiling over the tracked noise (measured profiles): whether, per bin, the reference it drifts from, whether it drifts, where the drift quantile falls between two order statistics."""
+        """The ceiling over the tracked noise (measured profiles)."""
+        time_smoothing = (
+            smoothing_factor(options.time_smoothing_ms / 1000, profile.sample_rate, profile.hop_length)
+            if options.time_smoothing_ms > 0
+            else 0.0
+        )
+        self._smoothing = _kernels.Smoothing(
+            kernel=np.zeros(0, np.float32) if kernel is None else kernel,
+            time_constant=time_smoothing,
+            time_state=np.zeros((channels, bins), np.float64),
+            time_started=np.zeros(channels, np.bool_),
+        )
 
     @staticmethod
     def _noise_ceiling(profile: NoiseProfile, options: SuppressionOptions) -> np.ndarray | None:
@@ -290,14 +296,8 @@ class GainComputer:
         return spectra
 
     def _run(self, spectra: np.ndarray, gains: np.ndarray, apply: int) -> None:
-        state, ring, counters, subwindow = self._tracker_arrays
-        bounded, ceiling, reference, drifts, drift_index, drift_fraction = self._bound
         self._kernels.suppression_gains(
-            spectra, spectra.view(np.float32), gains, apply, self._method_code, self._constants, self._noise_power,
-            self.tracker is not None, state, ring, counters, subwindow,
-            bounded, ceiling, reference, drifts, drift_index, drift_fraction,
-            self._prior, self._table, self._table_first, self.options.speech_absence > 0, self._kernel,
-            self._time_smoothing, self._time_state, self._time_started,
+            spectra, spectra.view(np.float32), gains, apply, self._rule, self._tracking, self._bound, self._smoothing,
         )
 
 

@@ -192,9 +192,9 @@ class LearnedGainComputer:
     """
 
     def __init__(self, profile: NoiseProfile, method: str, options: LearnedOptions):
-        if method not in ("deepfilter", "hybrid"):
+        self.method = METHOD_SPECS.get(method)
+        if self.method is None or not self.method.learned:
             raise ParameterError(f"method={method!r} is not a learned method")
-        self.method = METHOD_SPECS[method]
         self.profile = profile
         self.hybrid = method == "hybrid"
         self.options = options
