@@ -677,7 +677,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=["default"],
         metavar="SPEC",
         help="destatic variants scored side by side: default, identity, or METHOD[:key=value,...] "
-        "with SuppressionOptions fields, e.g. wiener logmmse:max_reduction_db=18,time_smoothing_ms=20; "
+        "with the options the method takes (its record in destatic.dsp.methods), e.g. wiener logmmse:max_reduction_db=18,time_smoothing_ms=20; "
         "noise=auto overrides the group's noise argument",
     )
     parser.add_argument("--baseline", default="destatic:default", metavar="LABEL",

@@ -253,7 +253,10 @@ class SuppressionSettings(_Group):
 
     @model_validator(mode="after")
     def _options_fit_the_method(self) -> SuppressionSettings:
-        spec = method_spec(self.method)
+        try:
+            spec = method_spec(resolve_method(self.method))
+        except ParameterError as error:  # a learned method that cannot run here
+            raise ValueError(str(error)) from None
         if not spec.accepts and (given := self._given()):
             raise ValueError(f"method={spec.name!r} ({spec.summary}) takes no options, got {sorted(given)}")
         return self

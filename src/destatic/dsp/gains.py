@@ -107,7 +107,20 @@ def _triangle_kernel(width_bins: float) -> np.ndarray | None:
     return (kernel / kernel.sum()).astype(np.float32)
 
 
-class SeedGain:
+class _AnswersAtOnce:
+    """A rule that answers every frame as its spectra come: it needs no samples and owes nothing at the end."""
+
+    profile: NoiseProfile
+
+    def push_samples(self, block: np.ndarray) -> None:
+        """The samples behind the next spectra (:class:`GainRule`); this rule needs the spectra only."""
+
+    def finish(self) -> np.ndarray:
+        """The gains still owed at the end (:class:`GainRule`): none, this rule answers every frame at once."""
+        return np.zeros((self.profile.channels, 0, self.profile.bins), np.float32)
+
+
+class SeedGain(_AnswersAtOnce):
     """The ``seed`` method's gain rule: ``1 - E|N| / |Y|``, unbounded and untracked (the tutorial's).
 
     Parameters
@@ -123,13 +136,6 @@ class SeedGain:
     def __init__(self, profile: NoiseProfile, method: str, options: SuppressionOptions):
         self.profile = profile
 
-    def push_samples(self, block: np.ndarray) -> None:
-        """The samples behind the next spectra (:class:`GainRule`); this rule needs the spectra only."""
-
-    def finish(self) -> np.ndarray:
-        """The gains still owed at the end (:class:`GainRule`): none, this rule answers every frame at once."""
-        return np.zeros((self.profile.channels, 0, self.profile.bins), np.float32)
-
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:
             return np.zeros(spectra.shape, np.float32)
@@ -144,7 +150,7 @@ class SeedGain:
         return spectra * ((1 - gains) if residue else gains)
 
 
-class GainComputer:
+class GainComputer(_AnswersAtOnce):
     """The stateful gain rule of one stream for a classic method: call it on successive spectra.
 
     Parameters
@@ -271,13 +277,6 @@ class GainComputer:
             ceiling = ceiling.copy()
             ceiling[..., near[(near >= 0) & (near < profile.bins)]] = np.inf
         return ceiling
-
-    def push_samples(self, block: np.ndarray) -> None:
-        """The samples behind the next spectra (:class:`GainRule`); this rule needs the spectra only."""
-
-    def finish(self) -> np.ndarray:
-        """The gains still owed at the end (:class:`GainRule`): none, this rule answers every frame at once."""
-        return np.zeros((self.profile.channels, 0, self.profile.bins), np.float32)
 
     def __call__(self, spectra: np.ndarray) -> np.ndarray:
         if spectra.shape[1] == 0:

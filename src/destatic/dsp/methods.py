@@ -115,7 +115,7 @@ _CLASSIC_RULE = "GainComputer"
 _LEARNED_RULE = "LearnedGainComputer"
 METHOD_SPECS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     MethodSpec(
-        "seed", "the original tutorial, defects included: |Y| - E|N|, no options", "SeedGain",
+        "seed", "the original tutorial, |Y| - E|N|, defects included", "SeedGain",
         accepts=(), framing=SEED_FRAMING, default_profile="head", head_samples=SEED_HEAD_SAMPLES, gain_dtype="float32",
     ),
     MethodSpec("subtract", "Berouti power subtraction", _CLASSIC_RULE),
