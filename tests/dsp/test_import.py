@@ -6,6 +6,16 @@ import subprocess
 import sys
 
 
+def test_the_method_records_and_the_settings_load_no_numpy():
+    """The settings and the command line build the method's option record without the DSP core."""
+    code = (
+        "import sys, destatic.dsp.methods, destatic.dsp.choices, destatic.settings\n"
+        "destatic.settings.SuppressionSettings(reduction_db=10).options()\n"
+        "print(','.join(m for m in sys.modules if m.split('.')[0] in ('numpy', 'scipy')))\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == ""
+
+
 def test_import_destatic_does_not_import_heavy_packages():
     code = (
         "import sys, destatic, destatic.dsp\n"
