@@ -4,7 +4,7 @@ A fully cached ``destatic run`` runs no step: every artifact is in the work
 folder already. Importing Prefect and making a flow run of cached tasks
 takes seconds, though, so the flow remembers, in each file's work folder,
 which request (the input's bytes, every setting that shapes the output, the
-output's kind, destatic's and its steps' versions) gave which finished
+output's kind, the version of destatic's code) gave which finished
 artifacts; the command line looks the request up first and, when every
 artifact is still there, delivers copies again at once. Anything else (a
 changed input, setting or version, an evicted artifact) takes the flow, as
@@ -21,7 +21,7 @@ from typing import Any
 
 from destatic import __version__, media
 from destatic._digest import file_digest
-from destatic.cache import STEP_VERSIONS
+from destatic.code_version import package_version
 from destatic.settings import Settings
 
 __all__ = ["SHORTCUTS", "recall", "remember", "request_key"]
@@ -37,14 +37,15 @@ def request_key(source: Path, settings: Settings, *, output: Path, residue: Path
 
     It holds the input's content, the shaping settings (any file they name,
     by content), the output's suffix (its format), whether a residue is
-    asked for, and the versions of destatic and of its steps.
+    asked for, and the version of destatic and of all its code (any edit of the
+    code takes the flow once, whose steps' keys tell what changed).
     """
     shaping = settings.model_dump(mode="json", include=set(_SHAPING))
     shaping["output"].pop("suffix", None)  # the default name only, not the bytes
     files = {name: file_digest(Path(value)) for name in ("file", "profile_file") if (value := shaping["noise"].get(name))}
     what: dict[str, Any] = {
         "destatic": __version__,
-        "steps": STEP_VERSIONS,
+        "code": package_version(),
         "input": file_digest(source),
         "settings": shaping,
         "files": files,
