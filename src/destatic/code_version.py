@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from destatic._lazy import import_statements, imported
+
 __all__ = ["VERSION_CHARS", "closure", "lazy_exports", "package_version", "version_of"]
 
 VERSION_CHARS = 16
@@ -47,10 +49,7 @@ def _file_of(module: str) -> Path | None:
     return _modules().get(module)
 
 
-_FROM = re.compile(r"from\s+(\.*[\w.]*)\s+import\s+(.*)", re.DOTALL)
-_GUARD = re.compile(r"if\s+(?:typing\.)?TYPE_CHECKING\s*:")
 _CHAIN = re.compile(r"(?<![\w.])(\w+)((?:\.\w+)+)")
-_ALIAS = re.compile(r"([\w.]+)(?:\s+as\s+(\w+))?")
 
 
 def _absolute(module: str, origin: str) -> str:
@@ -64,48 +63,15 @@ def _absolute(module: str, origin: str) -> str:
     return f"{base}.{origin[level:]}" if origin[level:] else base
 
 
-def _statements(text: str) -> Iterator[tuple[str, bool]]:
-    """Every import statement of `text`, on one line, and whether it is under ``if TYPE_CHECKING:``.
-
-    A line scan, not a parse (parsing every module costs a tenth of a
-    second); the lines of triple-quoted strings are skipped.
-    """
-    lines = text.splitlines()
-    guard: int | None = None  # the indentation of the ``if TYPE_CHECKING:`` whose block this is
-    quoted = False  # inside a triple-quoted string (a docstring)
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        statement = line.lstrip()
-        was_quoted = quoted
-        quoted ^= (line.count('"""') + line.count("'''")) % 2 == 1
-        if was_quoted or not statement or statement.startswith("#"):
-            continue
-        indent = len(line) - len(statement)
-        if guard is not None and indent <= guard:
-            guard = None
-        if _GUARD.match(statement):
-            guard = indent
-        elif statement.startswith(("import ", "from ")):
-            while index < len(lines) and (statement.rstrip().endswith("\\") or statement.count("(") > statement.count(")")):
-                statement = statement.rstrip().rstrip("\\") + " " + lines[index].strip()
-                index += 1
-            yield statement, guard is not None
-
-
-def _imports(module: str, statements: Iterator[str]) -> Iterator[tuple[str, str, str]]:
-    """Every import of `statements` (in `module`) as (local name, module or ``module.name``, origin module)."""
+def _imports(module: str, statements: Iterable[str]) -> Iterator[tuple[str, str, str]]:
+    """Every import of `statements` (in `module`) as (local name, module or ``module.name`` it binds, module it loads)."""
     for statement in statements:
-        found = _FROM.fullmatch(statement)
-        if found is not None:
-            origin = _absolute(module, found[1])
-            for alias in _ALIAS.finditer(re.sub(r"#.*", "", found[2]).replace("(", " ").replace(")", " ")):
-                yield alias[2] or alias[1], f"{origin}.{alias[1]}", origin
-        else:
-            for alias in _ALIAS.finditer(re.sub(r"#.*", "", statement[len("import "):])):
-                head = alias[1].partition(".")[0]
-                yield (alias[2], alias[1], alias[1]) if alias[2] else (head, head, alias[1])
+        for local, written, name in imported(statement):
+            origin = _absolute(module, written)
+            if name is not None:
+                yield local, f"{origin}.{name}", origin
+            else:
+                yield local, origin.partition(".")[0] if local == origin.partition(".")[0] else origin, origin
 
 
 @dataclass(frozen=True)
@@ -128,7 +94,7 @@ def _source(module: str) -> _Source:
     assert path is not None, module
     data = path.read_bytes()
     text = data.decode()
-    statements = list(_statements(text))
+    statements = list(import_statements(text))
     return _Source(
         data,
         text,

@@ -213,7 +213,7 @@ def finish_steps(run: FileRun) -> Path:
     with run.clock.timed("report"):
         key = report_key(run.source)
         flow_run = FlowRunContext.get()
-        text = steps.report.write_report(
+        text = steps.report_page.write_report(
             source=run.source,
             output=delivered,
             work_dir=run.work_dir,
