@@ -27,7 +27,7 @@ from prefect.results import get_result_store
 from prefect.states import State
 from prefect.transactions import get_transaction
 
-from destatic import dsp, media, outage, steps
+from destatic import media, outage, steps
 from destatic.cache import artifact_name, step_key
 from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings

@@ -11,7 +11,7 @@ import pytest
 from matplotlib import mlab
 
 from destatic import dsp
-from destatic.steps import plots, report
+from destatic.steps import plots
 
 
 def test_spectrogram_matches_matplotlib_specgram_scale(rng: np.random.Generator) -> None:

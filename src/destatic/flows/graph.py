@@ -21,11 +21,11 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.context import FlowRunContext, TagsContext
 from prefect.futures import PrefectFuture
 
-from destatic import cache, media, outage, shortcut, steps, tasks
+from destatic import cache, media, outage, preflight, shortcut, steps, tasks
 from destatic.dsp.choices import LEARNED_NEEDS, default_method, learned_available, resolve_method
 from destatic.errors import BadInputError, ParameterError
 from destatic.settings import Settings
-from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for, writes_audio_only
+from destatic.workspace import report_key, work_dir_for, writes_audio_only
 
 __all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
 
@@ -135,13 +135,8 @@ def start_steps(run: FileRun) -> None:
     with run.clock.timed("hash"):
         run.work_dir = work_dir_for(source, settings)
     run.held.enter_context(cache.in_use(run.work_dir))
-    run.output = Path(run.output or default_output(source, settings)).absolute()
-    check_output(source, run.output, settings)
-    if run.residue is None and settings.output.residue:
-        run.residue = residue_output(run.output)
-    if run.residue is not None:
-        run.residue = Path(run.residue).absolute()
-        check_output(source, run.residue, settings, residue=True)
+    checked = preflight.request(source, settings, output=run.output, residue=run.residue)
+    run.output, run.residue = checked.output, checked.residue
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     if settings.suppression.method is None and not learned_available():
         _say_once("the learned default method needs %s, not installed here: using %s", LEARNED_NEEDS, default_method())
