@@ -20,37 +20,46 @@ __all__ = ["import_statements", "imported", "lazy_names", "lazy_package"]
 
 _FROM = re.compile(r"from\s+(\.*[\w.]*)\s+import\s+(.*)", re.DOTALL)
 _GUARD = re.compile(r"if\s+(?:typing\.)?TYPE_CHECKING\s*:")
+_LINE = re.compile(r"\n([ \t]*)(import|from|if)[ \t].*")
+_TRIPLE_QUOTED = re.compile(r'""".*?"""|\'\'\'.*?\'\'\'', re.DOTALL)
 _ALIAS = re.compile(r"([\w.]+)(?:\s+as\s+(\w+))?")
 
 
 def import_statements(text: str) -> Iterator[tuple[str, bool]]:
     """Every import statement of `text`, on one line, and whether it is under ``if TYPE_CHECKING:``.
 
-    A line scan, not a parse (parsing every module costs a tenth of a
-    second); the lines of triple-quoted strings are skipped.
+    A scan, not a parse (parsing every module costs a tenth of a second):
+    triple-quoted strings are blanked first, then the lines that start with
+    ``import``, ``from`` or ``if TYPE_CHECKING:`` are found by one pattern,
+    and a guard's block ends at the first line indented no deeper.
     """
-    lines = text.splitlines()
-    guard: int | None = None  # the indentation of the ``if TYPE_CHECKING:`` whose block this is
-    quoted = False  # inside a triple-quoted string (a docstring)
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        statement = line.lstrip()
-        was_quoted = quoted
-        quoted ^= (line.count('"""') + line.count("'''")) % 2 == 1
-        if was_quoted or not statement or statement.startswith("#"):
-            continue
-        indent = len(line) - len(statement)
-        if guard is not None and indent <= guard:
+    text = "\n" + _TRIPLE_QUOTED.sub(lambda quoted: "\n" * quoted[0].count("\n"), text)
+    guard: tuple[int, int] | None = None  # the indentation and the end offset of the ``if TYPE_CHECKING:`` block
+    for found in _LINE.finditer(text):
+        indent, keyword = len(found[1]), found[2]
+        if guard is not None and found.start() >= guard[1]:
             guard = None
-        if _GUARD.match(statement):
-            guard = indent
-        elif statement.startswith(("import ", "from ")):
-            while index < len(lines) and (statement.rstrip().endswith("\\") or statement.count("(") > statement.count(")")):
-                statement = statement.rstrip().rstrip("\\") + " " + lines[index].strip()
-                index += 1
-            yield statement, guard is not None
+        if keyword == "if":
+            if _GUARD.match(text, found.start(2)):
+                end = _DEDENT[indent].search(text, found.end()) if indent in _DEDENT else _dedent(indent).search(text, found.end())
+                guard = (indent, end.start() if end is not None else len(text))
+            continue
+        statement, end = found[0].strip(), found.end()
+        while end < len(text) and (statement.endswith("\\") or statement.count("(") > statement.count(")")):
+            line_end = text.find("\n", end + 1)
+            line_end = len(text) if line_end < 0 else line_end
+            statement = statement.rstrip("\\") + " " + text[end + 1 : line_end].strip()
+            end = line_end
+        yield statement, guard is not None
+
+
+_DEDENT: dict[int, re.Pattern[str]] = {}
+
+
+def _dedent(indent: int) -> re.Pattern[str]:
+    """A line with code indented `indent` characters or less (the end of a block opened at `indent`)."""
+    _DEDENT[indent] = re.compile(rf"\n[ \t]{{0,{indent}}}(?=[^ \t\n#])")
+    return _DEDENT[indent]
 
 
 def imported(statement: str) -> Iterator[tuple[str, str, str | None]]:
