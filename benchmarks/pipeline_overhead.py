@@ -137,7 +137,7 @@ def direct_steps(source: Path, work: Path) -> float:
 
 def _step_seconds(work_root: Path) -> dict[str, float]:
     """Step times of the one run in `work_root`, from its ``last-run.json``."""
-    from destatic.steps.report import LAST_RUN
+    from destatic.steps.report_page import LAST_RUN
 
     (record,) = work_root.glob(f"*/{LAST_RUN}")
     return json.loads(record.read_text())["step_seconds"]

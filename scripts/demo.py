@@ -76,7 +76,7 @@ def start_embedded_server() -> float:
 def main() -> int:
     from destatic.flows import denoise_file
     from destatic.workspace import work_dir_for
-    from destatic.steps.report import LAST_RUN
+    from destatic.steps.report_page import LAST_RUN
     from destatic.settings import load_settings
 
     OUT.mkdir(parents=True, exist_ok=True)

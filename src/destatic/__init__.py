@@ -8,23 +8,10 @@ imported on demand.
 
 from typing import TYPE_CHECKING
 
-from destatic._lazy import lazy_names
+from destatic._lazy import lazy_package
 
 __version__ = "0.1.0"
-_NAMES = {
-    **dict.fromkeys(("NoiseProfile", "denoise", "estimate_profile"), "destatic.dsp"),
-    **dict.fromkeys(("BadInputError", "DestaticError", "ParameterError", "TransientError"), "destatic.errors"),
-}
-__getattr__, __dir__ = lazy_names(__name__, _NAMES)
-__all__ = [
-    "BadInputError",
-    "DestaticError",
-    "NoiseProfile",
-    "ParameterError",
-    "TransientError",
-    "denoise",
-    "estimate_profile",
-]
+__getattr__, __dir__, __all__ = lazy_package(__name__)
 
 if TYPE_CHECKING:
     from destatic.dsp import NoiseProfile, denoise, estimate_profile

@@ -36,12 +36,13 @@ from pydantic import BaseModel
 
 from destatic import __version__
 from destatic._digest import file_digest
+from destatic.code_version import version_of
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "KEY_CHARS",
     "RESULTS",
-    "STEP_VERSIONS",
+    "STEP_MODULES",
     "Entry",
     "Pruned",
     "artifact_name",
@@ -52,6 +53,7 @@ __all__ = [
     "mark_used",
     "prune",
     "step_key",
+    "step_version",
 ]
 
 RESULTS = "results"
@@ -61,31 +63,39 @@ DEFAULT_MAX_BYTES = 5 * 1024**3
 FREE_SPACE_SHARE = 0.10
 KEY_CHARS = 20
 """Hex digits of a step's cache key."""
-# Bump a step's version when its code changes what it writes or returns:
-# old cache entries then stop matching.
-STEP_VERSIONS: dict[str, str] = {
-    "extract": "3",
-    "profile": "5",
-    "subtract": "7",
-    "inverse": "4",
-    "residue": "1",
-    "loudness": "1",
-    "remux": "3",
-    "export": "2",
-    "plots": "6",
+STEP_MODULES: dict[str, str] = {
+    "extract": "destatic.steps.extract",
+    "profile": "destatic.steps.profile",
+    "subtract": "destatic.steps.subtract",
+    "inverse": "destatic.steps.inverse",
+    "residue": "destatic.steps.residue",
+    "loudness": "destatic.steps.loudness",
+    "remux": "destatic.steps.remux",
+    "export": "destatic.steps.export",
+    "plots": "destatic.steps.report",
 }
+"""The module each cached step runs: its version, in every key, is a digest of that module's code (:func:`step_version`)."""
 RUN_RECORDS = "run records"
 """The entry of Prefect's records that no step's key names (a failed flow or task run's error): read by no one, evicted first."""
 _RANK = {"subtract": 0, RUN_RECORDS: 0, "profile": 2, "plots": 2}
 """Eviction order of a step's artifact sets; every other step's (big intermediates) is 1."""
 BIG_RANK, FOLDER_RANK = 1, 3
 _KEY = re.compile(f"[0-9a-f]{{{KEY_CHARS}}}")
-_ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(STEP_VERSIONS)})-(?P<key>[0-9a-f]{{{KEY_CHARS}}})(?:-[a-z]+)?\.[^.]+\Z")
+_ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(STEP_MODULES)})-(?P<key>[0-9a-f]{{{KEY_CHARS}}})(?:-[a-z]+)?\.[^.]+\Z")
 
 
 def artifact_name(step: str, key: str, suffix: str) -> str:
     """The file name of a step's artifact: ``<step>-<key><suffix>`` (the one naming rule every step and the cache share)."""
     return f"{step}-{key}{suffix}"
+
+
+def step_version(step: str) -> str:
+    """The version of `step`'s code: a digest of its module and of every module of destatic it uses (:func:`destatic.code_version.version_of`).
+
+    Any edit of that code makes new keys, so that no cached result of older
+    code is handed back; computed once per process.
+    """
+    return version_of(STEP_MODULES[step])
 
 
 def _key_part(value: Any) -> Any:
@@ -106,7 +116,7 @@ def step_key(step: str, inputs: Mapping[str, Any], *, content: tuple[str, ...] =
     Parameters
     ----------
     step : str
-        A key of :data:`STEP_VERSIONS`.
+        A key of :data:`STEP_MODULES`.
     inputs : mapping
         The task's arguments by name.
     content : tuple of str
@@ -120,7 +130,7 @@ def step_key(step: str, inputs: Mapping[str, Any], *, content: tuple[str, ...] =
     str
         Hex digest, :data:`KEY_CHARS` characters.
     """
-    parts: dict[str, Any] = {"step": step, "version": STEP_VERSIONS[step], "destatic": __version__}
+    parts: dict[str, Any] = {"step": step, "version": step_version(step), "destatic": __version__}
     for name in sorted(inputs):
         if name in ignore:
             continue

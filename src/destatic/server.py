@@ -36,8 +36,8 @@ from destatic.errors import DestaticError
 from destatic.media.atomic import process_alive
 
 __all__ = [
-    "BackgroundServer", "api_answers", "client_home", "find", "known_api_url", "owns", "prefect_api", "prefect_command_environment",
-    "record_answered_run", "revive", "settle_task_runs", "start", "state_folder", "stop",
+    "BackgroundServer", "api_answers", "client_home", "find", "owns", "prefect_api", "prefect_command_environment",
+    "revive", "settle_task_runs", "start", "state_folder", "stop",
 ]
 
 HOST = "127.0.0.1"
@@ -341,52 +341,3 @@ def settle_task_runs(flow_run_ids: Sequence[Any]) -> bool:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
-
-
-def known_api_url(kind: str) -> str | None:
-    """The API a command would use, if one runs already, found without Prefect: ``PREFECT_API_URL`` in the
-    environment, else (``kind="background"``) the background server; None otherwise (nothing is started)."""
-    configured = os.environ.get("PREFECT_API_URL")
-    if configured:
-        return configured
-    server = find() if kind == "background" else None
-    return server.api_url if server is not None else None
-
-
-def _call(api_url: str, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        f"{api_url.rstrip('/')}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        return json.loads(answer.read() or b"null")
-
-
-def record_answered_run(api_url: str, *, name: str, parameters: dict[str, str], tags: Sequence[str], report: tuple[str, str] | None) -> bool:
-    """Show a request the command line answered from the work folder (:mod:`destatic.shortcut`) as a finished flow run.
-
-    A ``denoise-file`` run in state Completed, named ``Cached``, made with
-    Prefect's REST API (no Prefect import: the answer stays fast), with the
-    file's report published again under its artifact key. Best effort: False
-    if the server could not be told.
-
-    Parameters
-    ----------
-    api_url : str
-        The Prefect API.
-    name, parameters, tags
-        The flow run's name, parameters and tags.
-    report : (str, str) or None
-        The report's artifact key and markdown.
-    """
-    try:
-        flow = _call(api_url, "/flows/", {"name": "denoise-file"})
-        run = _call(api_url, "/flow_runs/", {
-            "flow_id": flow["id"], "name": name, "parameters": parameters, "tags": list(tags),
-            "state": {"type": "COMPLETED", "name": "Cached", "message": "answered from the work folder: same input, settings and versions"},
-        })
-        if report is not None:
-            _call(api_url, "/artifacts/", {"key": report[0], "type": "markdown", "data": report[1], "flow_run_id": run["id"],
-                                           "description": f"destatic report of {parameters.get('path', name)}"})
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return True

@@ -10,14 +10,16 @@ outside (the input, a noise recording) are hashed by content.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import update_progress_artifact
 from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.client.schemas.objects import TaskRun
@@ -25,13 +27,12 @@ from prefect.results import get_result_store
 from prefect.states import State
 from prefect.transactions import get_transaction
 
-from destatic import dsp, media, outage, steps
-from destatic.cache import STEP_VERSIONS, artifact_name, step_key
+from destatic import media, outage, steps
+from destatic.cache import artifact_name, step_key
 from destatic.errors import TransientError
 from destatic.settings import NoiseSettings, SuppressionSettings
 
 __all__ = [
-    "STEP_VERSIONS",
     "StepCache",
     "deliver",
     "export_audio",
@@ -49,6 +50,7 @@ __all__ = [
     "subtract_noise",
 ]
 
+R = TypeVar("R")
 PROGRESS_EVERY_S = 2.0
 LISTENER_EVERY_S = 0.2
 
@@ -169,17 +171,39 @@ _LOUDNESS = StepCache(step="loudness", suffix=".wav")
 _REMUX = StepCache(step="remux", suffix_from="source", content=("source",))
 _EXPORT = StepCache(step="export", suffix_from="format")
 _PLOTS = StepCache(step="plots", suffix=".json", ignore=("progress", "isolated", "source"))
-_STEP_OPTIONS: dict[str, Any] = {"retry_condition_fn": is_transient, "persist_result": True}
 
 
-@task(name="extract_audio", cache_policy=_EXTRACT, **_STEP_OPTIONS)
-def extract_audio(source: Path, work_dir: Path, *, stream: int | None = None) -> steps.ExtractedAudio:
+def _step_task(name: str, policy: StepCache) -> Callable[[Callable[..., R]], Task[..., R]]:
+    """A step's cached, retried task from `body`, which takes the path of its artifact as ``target``.
+
+    The task's parameters are `body`'s without ``target``. They are what
+    Prefect binds and :class:`StepCache` keys, and the same arguments, bound
+    to the same signature, name the target: no task lists its key's inputs.
+    """
+
+    def decorate(body: Callable[..., R]) -> Task[..., R]:
+        signature = inspect.signature(body)
+        parameters = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "target"])
+
+        @functools.wraps(body)
+        def step(*args: Any, **kwargs: Any) -> R:
+            bound = parameters.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return body(*args, target=policy.target(bound.arguments), **kwargs)
+
+        step.__signature__ = parameters  # type: ignore[attr-defined]
+        return task(name=name, cache_policy=policy, retry_condition_fn=is_transient, persist_result=True)(step)
+
+    return decorate
+
+
+@_step_task("extract_audio", _EXTRACT)
+def extract_audio(source: Path, work_dir: Path, *, stream: int | None = None, target: Path) -> steps.ExtractedAudio:
     """Extract: decode one audio stream of `source` to ``extract-<key>.wav`` (float32, native rate and channels)."""
-    target = _EXTRACT.target({"source": source, "work_dir": work_dir, "stream": stream})
     return steps.extract.run(source, target, stream=stream)
 
 
-@task(name="profile_noise", cache_policy=_PROFILE, **_STEP_OPTIONS)
+@_step_task("profile_noise", _PROFILE)
 def profile_noise(
     audio: steps.ExtractedAudio,
     work_dir: Path,
@@ -190,18 +214,13 @@ def profile_noise(
     noise_audio: steps.ExtractedAudio | None = None,
     profile_file: Path | None = None,
     isolated: bool = True,
+    target: Path,
 ) -> steps.ProfiledNoise:
     """Profile: measure the noise power per channel and bin (or take a saved profile) into ``profile-<key>.npz``."""
-    target = _PROFILE.target(
-        {
-            "audio": audio, "work_dir": work_dir, "noise": noise, "method": method,
-            "noise_file": noise_file, "noise_audio": noise_audio, "profile_file": profile_file,
-        }
-    )
     return _run(steps.profile.run, audio, target, noise, method=method, noise_audio=noise_audio, isolated=isolated)
 
 
-@task(name="subtract_noise", cache_policy=_SUBTRACT, **_STEP_OPTIONS)
+@_step_task("subtract_noise", _SUBTRACT)
 def subtract_noise(
     audio: steps.ExtractedAudio,
     noise: steps.ProfiledNoise,
@@ -210,14 +229,14 @@ def subtract_noise(
     *,
     progress: Any = None,
     isolated: bool = True,
+    target: Path,
 ) -> steps.Gains:
     """Subtract: the suppression gain of every bin of every frame, into ``subtract-<key>.npy``."""
-    target = _SUBTRACT.target({"audio": audio, "noise": noise, "work_dir": work_dir, "suppression": suppression})
     on_progress = _Progress(progress, work_dir, start=20, span=40)
     return _run(steps.subtract.run, audio, noise, target, suppression, on_progress=on_progress, isolated=isolated)
 
 
-@task(name="inverse_stft", cache_policy=_INVERSE, **_STEP_OPTIONS)
+@_step_task("inverse_stft", _INVERSE)
 def inverse_stft(
     audio: steps.ExtractedAudio,
     gains: steps.Gains,
@@ -226,21 +245,22 @@ def inverse_stft(
     *,
     progress: Any = None,
     isolated: bool = True,
+    target: Path,
 ) -> steps.AudioFile:
     """Inverse STFT: the gains applied and the frames overlap-added back, into ``inverse-<key>.wav``."""
-    target = _INVERSE.target({"audio": audio, "gains": gains, "noise": noise, "work_dir": work_dir})
     on_progress = _Progress(progress, work_dir, start=60, span=30)
     return _run(steps.inverse.run, audio, gains, noise, target, on_progress=on_progress, isolated=isolated)
 
 
-@task(name="residue", cache_policy=_RESIDUE, **_STEP_OPTIONS)
-def residue(audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path, *, isolated: bool = True) -> steps.AudioFile:
+@_step_task("residue", _RESIDUE)
+def residue(
+    audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path, *, isolated: bool = True, target: Path
+) -> steps.AudioFile:
     """Residue: what was taken out, the audio minus the cleaned audio, into ``residue-<key>.wav``."""
-    target = _RESIDUE.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir})
     return _run(steps.residue.run, audio, cleaned, target, isolated=isolated)
 
 
-@task(name="level_loudness", cache_policy=_LOUDNESS, **_STEP_OPTIONS)
+@_step_task("level_loudness", _LOUDNESS)
 def level_loudness(
     audio: steps.ExtractedAudio,
     cleaned: steps.AudioFile,
@@ -249,27 +269,25 @@ def level_loudness(
     ceiling_dbtp: float,
     *,
     isolated: bool = True,
+    target: Path,
 ) -> steps.Leveled:
     """Loudness: the cleaned audio brought to `target_lufs` under a true-peak ceiling, into ``loudness-<key>.wav``."""
-    target = _LOUDNESS.target({"audio": audio, "cleaned": cleaned, "work_dir": work_dir, "target_lufs": target_lufs, "ceiling_dbtp": ceiling_dbtp})
     return _run(steps.loudness.run, audio, cleaned, target, target_lufs=target_lufs, ceiling_dbtp=ceiling_dbtp, isolated=isolated)
 
 
-@task(name="remux", cache_policy=_REMUX, **_STEP_OPTIONS)
-def remux(source: Path, audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path) -> steps.Encoded:
+@_step_task("remux", _REMUX)
+def remux(source: Path, audio: steps.ExtractedAudio, cleaned: steps.AudioFile, work_dir: Path, *, target: Path) -> steps.Encoded:
     """Remux: `source`'s container again with the cleaned audio, the video copied bit for bit."""
-    target = _REMUX.target({"source": source, "audio": audio, "cleaned": cleaned, "work_dir": work_dir})
     return steps.remux.run(source, audio, cleaned, target)
 
 
-@task(name="export_audio", cache_policy=_EXPORT, **_STEP_OPTIONS)
-def export_audio(cleaned: steps.AudioFile, work_dir: Path, format: media.AudioFormat) -> steps.Encoded:
+@_step_task("export_audio", _EXPORT)
+def export_audio(cleaned: steps.AudioFile, work_dir: Path, format: media.AudioFormat, *, target: Path) -> steps.Encoded:
     """Export: the cleaned audio alone, as `format` (wav, flac, mp3, m4a, ogg, opus)."""
-    target = _EXPORT.target({"cleaned": cleaned, "work_dir": work_dir, "format": format})
     return steps.export.run(cleaned, target, format)
 
 
-@task(name="plot_report", cache_policy=_PLOTS, **_STEP_OPTIONS)
+@_step_task("plot_report", _PLOTS)
 def plot_report(
     audio: steps.ExtractedAudio,
     noise: steps.ProfiledNoise,
@@ -279,12 +297,12 @@ def plot_report(
     previews: bool = True,
     source: Path | None = None,
     isolated: bool = True,
+    target: Path,
 ) -> steps.Plots:
     """Report: plots, the estimated reduction, the excerpt to listen to and a video's previews (``plots-<key>.json``).
 
     `source` (where the input is now, for the previews) is not in the key: the extract record names its content.
     """
-    target = _PLOTS.target({"audio": audio, "noise": noise, "cleaned": cleaned, "work_dir": work_dir, "previews": previews})
     return _run(steps.report.run, audio, noise, cleaned, target, previews=previews, source=source, isolated=isolated, child="report")
 
 

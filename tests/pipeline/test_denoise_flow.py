@@ -183,7 +183,7 @@ def test_video_is_remuxed_and_reported(short_video: Path, make_settings, tmp_pat
     from destatic import media
     from destatic.flows import denoise_file
     from destatic.workspace import report_key, work_dir_for
-    from destatic.steps.report import LAST_RUN
+    from destatic.steps.report_page import LAST_RUN
 
     settings = make_settings()
     output = denoise_file(short_video, settings)

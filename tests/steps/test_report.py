@@ -11,7 +11,7 @@ import pytest
 from matplotlib import mlab
 
 from destatic import dsp
-from destatic.steps import plots, report
+from destatic.steps import plots
 
 
 def test_spectrogram_matches_matplotlib_specgram_scale(rng: np.random.Generator) -> None:
@@ -34,7 +34,7 @@ def test_low_priority_work_runs_niced_in_its_own_thread() -> None:
     def work() -> tuple[int, int]:
         return threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
-    thread, nice = report.at_lowest_priority(work)
+    thread, nice = plots.at_lowest_priority(work)
     assert nice == 19
     assert thread != threading.get_native_id()
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller_before
@@ -45,7 +45,7 @@ def test_low_priority_work_raises_its_error() -> None:
         raise ValueError("plot failed")
 
     with pytest.raises(ValueError, match="plot failed"):
-        report.at_lowest_priority(work)
+        plots.at_lowest_priority(work)
 
 
 def test_the_profile_plot_draws_every_channel(rng: np.random.Generator, tmp_path) -> None:

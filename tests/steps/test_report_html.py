@@ -15,7 +15,7 @@ import soundfile as sf
 
 from destatic import steps
 from destatic.settings import NoiseSettings, SuppressionSettings, load_settings
-from destatic.steps import listening, report
+from destatic.steps import listening, report, report_page
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium; .ci/run does it as root)")
@@ -47,12 +47,12 @@ def _report(source: Path, work: Path) -> tuple[steps.Plots, Path]:
     """Clean `source` and write its report; return the report step's record and report.html."""
     audio, noise, cleaned = _clean(source, work)
     plots = report.run(audio, noise, cleaned, work / "plots-0123456789abcdef0123.json", source=source)
-    report.write_report(
+    report_page.write_report(
         source=source, output=source.with_name("out" + source.suffix), work_dir=work, audio=audio, noise=noise, cleaned=cleaned,
         plots=plots, settings=load_settings(suppression={"method": "logmmse"}), step_seconds={"extract": 0.5, "subtract": 1.25},
         artifact_key="destatic-test", flow_run_id=None,
     )
-    return plots, work / report.REPORT_HTML
+    return plots, work / report_page.REPORT_HTML
 
 
 def _in_chromium(page: Path, tmp_path: Path) -> tuple[dict[str, Any], list[str]]:
@@ -116,11 +116,11 @@ def test_a_silent_file_gets_a_report(tmp_path: Path) -> None:
     profile = steps.profile.run(audio, work / "profile.npz", NoiseSettings(), method="logmmse")
     plots = report.run(audio, profile, audio, work / "plots-0123456789abcdef0123.json", source=source)
     assert plots.reduction_db is None and plots.before_clip is None and plots.clip_note is None
-    report.write_report(
+    report_page.write_report(
         source=source, output=source, work_dir=work, audio=audio, noise=profile, cleaned=audio, plots=plots,
         settings=load_settings(), step_seconds={}, artifact_key="k", flow_run_id=None,
     )
-    page = (work / report.REPORT_HTML).read_text(encoding="utf-8")
+    page = (work / report_page.REPORT_HTML).read_text(encoding="utf-8")
     assert page.count("<audio") == 2 and "<video" not in page
 
 

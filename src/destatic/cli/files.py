@@ -72,7 +72,7 @@ def artifacts(
 ) -> None:
     """Show where the last run's artifacts of a file are."""
     settings = settings_from(config, paths={"work": work})
-    from destatic.steps.report import LAST_RUN
+    from destatic.steps.report_page import LAST_RUN
     from destatic.workspace import work_dir_for
 
     record_path = work_dir_for(input, settings) / LAST_RUN

@@ -34,18 +34,6 @@ from destatic.media import AudioFormat
 from destatic.settings import TaskRunnerKind
 
 
-def _outputs(inputs: list[Path], output: Path | None, settings: Any) -> list[Path]:
-    from destatic.workspace import default_output
-
-    if output is None:
-        return [default_output(source, settings) for source in inputs]
-    if len(inputs) == 1 and not output.is_dir():
-        return [output]
-    if output.exists() and not output.is_dir():
-        raise typer.BadParameter(f"--output {str(output)!r} must be a folder for {len(inputs)} inputs")
-    return [output / default_output(source, settings).name for source in inputs]
-
-
 @app.command()
 def run(
     inputs: Annotated[
@@ -104,10 +92,15 @@ def run(
         paths={"work": work},
         runtime={"task_runner": task_runner, "dask_address": dask_address},
     )
-    targets = _outputs(inputs, output, settings)
-    residues = _residues(inputs, residue, settings)
-    _check_before_running(inputs, targets, residues, settings)
-    if settings.runtime.shortcut and _answered_before(inputs, targets, residues, settings):
+    from destatic import preflight, shortcut
+
+    try:
+        requests = preflight.plan(inputs, settings, output=output, residue=residue)
+    except ParameterError as error:
+        raise typer.BadParameter(str(error)) from None
+    if settings.runtime.shortcut and shortcut.answer_again(requests, settings):
+        for item in requests:
+            typer.echo(str(item.output))
         return
     _start_ahead(inputs[0], settings)
 
@@ -120,10 +113,10 @@ def run(
     from destatic.flows import run_tags
 
     with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), prefect_api(settings) as embedded, tags(*run_tags(settings)):
-        if len(inputs) == 1:
-            failed, flow_runs = _run_one(inputs[0], targets[0], settings, residue=residues[0] if residues else None)
+        if len(requests) == 1:
+            failed, flow_runs = _run_one(requests[0], settings)
         else:
-            failed, flow_runs = _run_many(inputs, targets, settings, residues=residues)
+            failed, flow_runs = _run_many(requests, settings)
         if embedded:
             settle(flow_runs)
     if failed:
@@ -142,100 +135,6 @@ def _start_ahead(source: Path, settings: Any) -> None:
     except DestaticError:
         return  # the flow reports what is wrong with the file
     steps.warming.start_ahead(settings, source, work_dir)
-
-
-def _residues(inputs: list[Path], residue: Path | None, settings: Any) -> list[Path] | None:
-    """Where each input's residue goes: the file --residue names (one input), or NAME-residue.EXT in its folder."""
-    from destatic.workspace import default_output
-
-    if residue is None:
-        return None
-    if len(inputs) == 1 and not residue.is_dir():
-        return [residue]
-    if residue.exists() and not residue.is_dir():
-        raise typer.BadParameter(f"--residue {str(residue)!r} must be a folder for {len(inputs)} inputs")
-    return [residue / f"{source.stem}-residue{default_output(source, settings).suffix}" for source in inputs]
-
-
-def _check_before_running(inputs: list[Path], targets: list[Path], residues: list[Path] | None, settings: Any) -> None:
-    """Refuse what would fail late (exit 2): an output name that does not fit, a noise stretch past an input's end, a saved profile that does not fit an input."""
-    from destatic import media, steps
-    from destatic.workspace import check_output
-
-    try:
-        for source, target in zip(inputs, targets):
-            check_output(source, target, settings)
-        for source, residue in zip(inputs, residues or []):
-            check_output(source, residue, settings, residue=True)
-    except ParameterError as error:
-        raise typer.BadParameter(str(error)) from None
-    start = settings.noise.start_s if settings.noise.mode == "segment" else None
-    saved = settings.noise.profile_file
-    for source in inputs if start is not None or saved is not None else ():
-        try:
-            info = media.probe(source)
-            stream = info.default_audio_stream
-        except DestaticError:
-            continue  # the run reports what is wrong with it
-        if start is not None and info.duration is not None and start >= info.duration:
-            raise typer.BadParameter(f"--noise-start {start:g} s is past the end of {source.name} ({info.duration:g} s long)")
-        if saved is not None and stream is not None:
-            try:
-                steps.profile.saved_profile(saved, sample_rate=stream.sample_rate or 0, channels=stream.channels or 1, method=settings.suppression.method)
-            except ParameterError as error:
-                raise typer.BadParameter(f"{source.name}: {error}") from None
-
-
-def _answered_before(inputs: list[Path], targets: list[Path], residues: list[Path] | None, settings: Any) -> bool:
-    """Deliver again, without Prefect, what earlier runs made for exactly these requests; False (nothing done) unless all were.
-
-    See :mod:`destatic.shortcut`: a changed input, setting or version, or an
-    evicted artifact, takes the flow.
-    """
-    from destatic import cache, shortcut, steps
-    from destatic.workspace import work_dir_for
-
-    try:
-        answers = []
-        for index, (source, target) in enumerate(zip(inputs, targets)):
-            residue = residues[index] if residues else None
-            work_dir = work_dir_for(source, settings)
-            answer = shortcut.recall(work_dir, shortcut.request_key(source, settings, output=target, residue=residue))
-            if answer is None:
-                return False
-            answers.append((answer, target, residue))
-        for (encoded, residue_encoded), target, residue in answers:
-            steps.deliver.run(steps.Encoded(encoded), target.absolute())
-            if residue is not None and residue_encoded is not None:
-                steps.deliver.run(steps.Encoded(residue_encoded), residue.absolute())
-            cache.mark_used([encoded, *([residue_encoded] if residue_encoded else [])])
-    except (OSError, DestaticError):
-        return False  # the flow will say what is wrong, or do it again
-    _show_answered(inputs, settings)
-    for target in targets:
-        typer.echo(str(target.absolute()))
-    return True
-
-
-def _show_answered(inputs: list[Path], settings: Any) -> None:
-    """Tell a Prefect server that runs already (none is started for this) about the requests answered from the work folder."""
-    from destatic import server
-    from destatic.dsp.choices import resolve_method
-    from destatic.workspace import report_key, work_dir_for
-
-    api_url = server.known_api_url(settings.runtime.server)
-    if api_url is None:
-        return
-    for source in inputs:
-        report_md = work_dir_for(source, settings) / "report.md"
-        report = (report_key(source), report_md.read_text(encoding="utf-8")) if report_md.is_file() else None
-        server.record_answered_run(
-            api_url,
-            name=f"denoise-{source.name}",
-            parameters={"path": str(source.absolute())},
-            tags=["destatic", resolve_method(settings.suppression.method), "cached"],
-            report=report,
-        )
 
 
 @contextlib.contextmanager
@@ -265,14 +164,15 @@ def _progress_bars(sources: list[Path], settings: Any) -> Iterator[None]:
             tasks.progress_listener.reset(token)
 
 
-def _run_one(source: Path, target: Path, settings: Any, *, residue: Path | None) -> tuple[int, list[Any]]:
-    """Clean one file through the denoise-file flow; the number of failures (0 or 1) and the flow run."""
+def _run_one(request: Any, settings: Any) -> tuple[int, list[Any]]:
+    """Clean one file (a :class:`~destatic.preflight.Request`) through the denoise-file flow; the number of failures (0 or 1) and the flow run."""
     from destatic.flows import denoise_file
     from destatic.runners import task_runner_for
 
+    source = request.source
     with _progress_bars([source], settings):
         on_runner = denoise_file.with_options(task_runner=task_runner_for(settings.runtime))
-        state = on_runner(source, settings, output=target, residue=residue, return_state=True)
+        state = on_runner(source, settings, output=request.output, residue=request.residue, return_state=True)
     flow_runs = [state.state_details.flow_run_id]
     try:
         written = state.result()
@@ -303,14 +203,16 @@ def say_done(source: Path | str, quality: float | None, needs_listening: bool) -
     console.print(f"done: {Path(source).name}: {how}", highlight=False, soft_wrap=True)
 
 
-def _run_many(inputs: list[Path], targets: list[Path], settings: Any, *, residues: list[Path] | None) -> tuple[int, list[Any]]:
-    """Clean many files in one denoise-files flow run on the configured task runner; the number of failures and the flow run."""
+def _run_many(requests: list[Any], settings: Any) -> tuple[int, list[Any]]:
+    """Clean many files (:class:`~destatic.preflight.Request`) in one denoise-files flow run on the configured task runner; the number of failures and the flow run."""
     from destatic.flows import run_batch
 
+    inputs = [item.source for item in requests]
+    residues = [item.residue for item in requests]
     runner = settings.runtime.task_runner + (f" at {settings.runtime.dask_address}" if settings.runtime.dask_address else "")
     console.print(f"cleaning {len(inputs)} files ({runner})", highlight=False)
     with _progress_bars(inputs, settings):
-        rows = run_batch(inputs, settings, outputs=targets, residues=residues)
+        rows = run_batch(inputs, settings, outputs=[item.output for item in requests], residues=residues if any(residues) else None)
     for row in rows:
         if row["status"] == "done":
             say_done(row["file"], row.get("speech_quality"), row.get("needs_listening", False))

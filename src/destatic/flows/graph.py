@@ -21,33 +21,16 @@ from prefect.artifacts import create_markdown_artifact, create_progress_artifact
 from prefect.context import FlowRunContext, TagsContext
 from prefect.futures import PrefectFuture
 
-from destatic import cache, media, outage, shortcut, steps, tasks
+from destatic import cache, media, outage, preflight, shortcut, steps, tasks
 from destatic.dsp.choices import LEARNED_NEEDS, default_method, learned_available, resolve_method
 from destatic.errors import UncleanableAudioError
 from destatic.settings import Settings
-from destatic.workspace import check_output, default_output, report_key, residue_output, work_dir_for, writes_audio_only
+from destatic.workspace import report_key, work_dir_for, writes_audio_only
 
 __all__ = ["LONG_FILE_S", "FileRun", "StepClock", "finish_steps", "start_steps", "submit_steps"]
 
 LONG_FILE_S = 60.0
 """Files at least this long get a progress artifact."""
-
-NEEDS: dict[str, tuple[str, ...]] = {
-    "extract": (),
-    "noise": (),
-    "profile": ("extract", "noise"),
-    "subtract": ("profile",),
-    "inverse": ("subtract",),
-    "plots": ("inverse",),
-    "loudness": ("inverse",),
-    "encode": ("inverse", "loudness"),
-    "deliver": ("encode",),
-    "residue": ("inverse",),
-    "encode residue": ("residue",),
-    "deliver residue": ("encode residue",),
-}
-"""The steps each step waits for: its time counts from when they are done."""
-
 
 class StepClock:
     """How long each step of a file took: from when its inputs were ready (or it was submitted) to its end.
@@ -59,16 +42,18 @@ class StepClock:
         self.seconds: dict[str, float] = {}
         self._submitted: dict[str, float] = {}
         self._finished: dict[str, float] = {}
+        self._needs: dict[str, tuple[str, ...]] = {}
 
-    def watch(self, step: str, future: PrefectFuture[Any]) -> None:
-        """Start timing `step`, submitted now as `future`."""
+    def watch(self, step: str, future: PrefectFuture[Any], needs: tuple[str, ...] = ()) -> None:
+        """Start timing `step`, submitted now as `future`, once the steps it `needs` are done."""
         self._submitted[step] = time.perf_counter()
+        self._needs[step] = needs
         future.add_done_callback(lambda _: self._finished.__setitem__(step, time.perf_counter()))
 
     def stop(self, step: str) -> None:
         """`step` has been waited for: record its time."""
         done = self._finished.get(step, time.perf_counter())
-        ready = max([self._submitted[step], *(self._finished.get(need, 0.0) for need in NEEDS[step])])
+        ready = max([self._submitted[step], *(self._finished.get(need, 0.0) for need in self._needs[step])])
         self.seconds[step] = max(0.0, done - ready)
 
     @contextlib.contextmanager
@@ -101,6 +86,9 @@ class FileRun:
     def submit(self, step: str, task: Any, *args: Any, **kwargs: Any) -> PrefectFuture[Any]:
         """Submit `task` as `step` of this file, with its retries, backoff and result storage.
 
+        The steps whose futures are among the arguments are the ones it waits
+        for: its time counts from when they are done (:class:`StepClock`).
+
         The step's task run does not take the flow run's tags: a tagged task
         run asks the server for tag concurrency slots as it starts, a write
         that SQLite refuses ("database is locked") while other runs write,
@@ -114,7 +102,8 @@ class FileRun:
         )
         with TagsContext(current_tags=set()):
             future = configured.submit(*args, **kwargs)
-        self.clock.watch(step, future)
+        given = {id(value) for value in (*args, *kwargs.values())}
+        self.clock.watch(step, future, tuple(name for name, earlier in self.futures.items() if id(earlier) in given))
         self.futures[step] = future
         return future
 
@@ -153,13 +142,8 @@ def start_steps(run: FileRun) -> None:
     with run.clock.timed("hash"):
         run.work_dir = work_dir_for(source, settings)
     run.held.enter_context(cache.in_use(run.work_dir))
-    run.output = Path(run.output or default_output(source, settings)).absolute()
-    check_output(source, run.output, settings)
-    if run.residue is None and settings.output.residue:
-        run.residue = residue_output(run.output)
-    if run.residue is not None:
-        run.residue = Path(run.residue).absolute()
-        check_output(source, run.residue, settings, residue=True)
+    checked = preflight.request(source, settings, output=run.output, residue=run.residue)
+    run.output, run.residue = checked.output, checked.residue
     get_run_logger().info("%s -> %s (work folder %s)", source.name, run.output, run.work_dir)
     if settings.suppression.method is None and not learned_available():
         _say_once("the learned default method needs %s, not installed here: using %s", LEARNED_NEEDS, default_method())
@@ -231,7 +215,7 @@ def finish_steps(run: FileRun) -> Path:
     with run.clock.timed("report"):
         key = report_key(run.source)
         flow_run = FlowRunContext.get()
-        text = steps.report.write_report(
+        text = steps.report_page.write_report(
             source=run.source,
             output=delivered,
             work_dir=run.work_dir,

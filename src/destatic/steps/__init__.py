@@ -12,8 +12,11 @@ step                what its ``run`` does
 :mod:`.remux`       the original container with the cleaned audio, video copied
 :mod:`.export`      or the cleaned audio alone, in an audio format
 :mod:`.deliver`     the result copied to where the user asked
-:mod:`.report`      plots (:mod:`.plots`), estimated reduction, speech quality (:mod:`.quality`); then ``report.md``
+:mod:`.report`      plots (:mod:`.plots`), estimated reduction, speech quality (:mod:`.quality`)
 ==================  =========================================================
+
+After the steps, :mod:`.report_page` writes ``report.md`` (rendered by
+:mod:`.markdown`), ``report.html`` (:mod:`.listening`) and ``last-run.json``.
 
 Each step's ``run`` takes the records of the steps before it
 (:mod:`.records`) and the path to write, and returns its own record;
@@ -23,34 +26,27 @@ runs the heavy ones in a child process without Prefect (:mod:`.isolated`).
 
 from typing import TYPE_CHECKING
 
-from destatic._lazy import lazy_names
+from destatic._lazy import lazy_package
 
-_NAMES = dict.fromkeys(('AudioFile', 'Encoded', 'ExtractedAudio', 'Gains', 'Leveled', 'Plots', 'ProfiledNoise'), "destatic.steps.records")
-__getattr__, __dir__ = lazy_names(__name__, _NAMES)
-__all__ = [
-    "AudioFile",
-    "Encoded",
-    "ExtractedAudio",
-    "Gains",
-    "Leveled",
-    "Plots",
-    "ProfiledNoise",
-    "deliver",
-    "export",
-    "extract",
-    "inverse",
-    "isolated",
-    "loudness",
-    "plots",
-    "profile",
-    "quality",
-    "remux",
-    "report",
-    "residue",
-    "subtract",
-    "warming",
-]
+__getattr__, __dir__, __all__ = lazy_package(__name__)
 
 if TYPE_CHECKING:
-    from destatic.steps import deliver, export, extract, inverse, isolated, loudness, plots, profile, remux, report, residue, subtract, warming
+    from destatic.steps import (
+        deliver,
+        export,
+        extract,
+        inverse,
+        isolated,
+        loudness,
+        markdown,
+        plots,
+        profile,
+        quality,
+        remux,
+        report,
+        report_page,
+        residue,
+        subtract,
+        warming,
+    )
     from destatic.steps.records import AudioFile, Encoded, ExtractedAudio, Gains, Leveled, Plots, ProfiledNoise

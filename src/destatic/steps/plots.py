@@ -1,6 +1,7 @@
 """The report's plots: the noise profile and the spectrograms before and after, each a full PNG and a small copy.
 
-matplotlib (Agg backend) and librosa are imported only when a plot is drawn.
+matplotlib (Agg backend) and librosa are imported only when a plot is drawn,
+at the lowest CPU priority (:func:`at_lowest_priority`), beside the encode.
 Every plot is written twice: a full-size PNG in the work folder, and a small
 one returned as a ``data:`` URI (downsampled, 48 colours: tens of kB), which
 the markdown report embeds so that the Prefect UI shows it inline.
@@ -9,7 +10,13 @@ the markdown report embeds so that the Prefect UI shows it inline.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import os
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +25,7 @@ import numpy as np
 from destatic import dsp
 from destatic.steps.listening import read_mono
 
-__all__ = ["SPECTROGRAM_CELLS", "fit_to_cells", "plot_profile", "plot_spectrograms", "png_data_uri", "warm_up"]
+__all__ = ["SPECTROGRAM_CELLS", "at_lowest_priority", "fit_to_cells", "plot_profile", "plot_spectrograms", "png_data_uri", "warm_up"]
 
 FULL_DPI = 100
 EMBED_DPI = 45
@@ -169,3 +176,23 @@ def warm_up(fallback: Path) -> None:
     _pyplot()
     with dsp.caching_other_packages(fallback):
         import librosa.display  # noqa: F401
+
+
+def at_lowest_priority(work: Callable[[], Any]) -> Any:
+    """Call `work` in a new thread at the lowest CPU priority (nice 19) and return its result.
+
+    For work that only people read (plots) and that runs beside a step on the
+    critical path (the encode): it then takes the CPU time the encoders leave,
+    instead of slowing them. On Linux the nice value is per thread, and a new
+    thread (not a pool thread, which would stay lowered) is given it; elsewhere
+    the thread runs at normal priority.
+    """
+
+    def lowered() -> Any:
+        if sys.platform == "linux":
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        return work()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="destatic-low") as pool:
+        return pool.submit(lowered).result()

@@ -1,60 +1,31 @@
-"""Report: what each file's run did, for people: plots, the estimated reduction, a markdown and an HTML report.
+"""The report step: what a file's cleaning did, measured and drawn, beside the encode (cached, ``plots-<key>.json``).
 
-:func:`run` is the cached report step (noise-profile plot, before/after
-spectrograms, estimated noise reduction, the excerpt to listen to and, for
-a video, its preview clips); :func:`write_report` then writes ``report.md``,
-``report.html`` (:mod:`destatic.steps.listening`) and the ``last-run.json``
-record into the file's work folder and returns the markdown for the Prefect
-artifact.
-
-The plots themselves are drawn by :mod:`destatic.steps.plots`.
+:func:`run` picks the excerpt the listening report plays
+(:func:`choose_excerpt`), estimates the noise reduction
+(:func:`noise_reduction_db`), scores the speech quality
+(:mod:`destatic.steps.quality`), plots the noise profile and the spectrograms
+(:mod:`destatic.steps.plots`) and cuts a video's previews. The pages people
+read are written from its record after the run
+(:mod:`destatic.steps.report_page`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import sys
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from destatic import dsp, media
-from destatic.settings import Settings
-from destatic.steps.listening import Section, players_of, render_html, write_excerpt
 from destatic.steps.listening import previews as preview_clips
-from destatic.steps.plots import plot_profile, plot_spectrograms
-from destatic.steps.quality import describe as describe_quality
+from destatic.steps.listening import write_excerpt
+from destatic.steps.plots import at_lowest_priority, plot_profile, plot_spectrograms
 from destatic.steps.quality import score_voice
-from destatic.steps.records import AudioFile, ExtractedAudio, Leveled, Plots, ProfiledNoise
+from destatic.steps.records import AudioFile, ExtractedAudio, Plots, ProfiledNoise
 
-__all__ = [
-    "LAST_RUN",
-    "REPORT_HTML",
-    "choose_excerpt",
-    "at_lowest_priority",
-    "markdown_table",
-    "noise_reduction_db",
-    "run",
-    "render_markdown",
-    "render_report",
-    "report_page",
-    "settings_used",
-    "write_report",
-]
-
-LAST_RUN = "last-run.json"
-"""The record of a file's last run, in its work folder (read by ``destatic artifacts``)."""
-REPORT_HTML = "report.html"
-"""The listening report, beside ``report.md`` (:mod:`destatic.steps.listening`)."""
+__all__ = ["EXCERPT_S", "QUIET_FRACTION", "choose_excerpt", "noise_reduction_db", "run"]
 
 LEVEL_FRAME_S = 0.05
 QUIET_FRACTION = 0.2
@@ -132,147 +103,6 @@ def choose_excerpt(
     return start, min(duration, start + seconds)
 
 
-def _level(value: float | None, unit: str) -> str:
-    return "silent" if value is None else f"{value:.1f} {unit}"
-
-
-def _loudness_section(leveled: Leveled) -> Section:
-    """The loudness step's table: the input, the cleaned audio, the result."""
-    rows = [
-        [label, _level(measured.integrated_lufs, "LUFS"), _level(measured.true_peak_dbtp, "dBTP")]
-        for label, measured in (("input", leveled.original), ("cleaned", leveled.before), ("output", leveled.after))
-    ]
-    why = (f"the true-peak ceiling of {leveled.ceiling_dbtp:g} dBTP set it, so the output is quieter than asked"
-           if leveled.peak_limited else "it reaches the target")
-    text = (f"Target {leveled.target_lufs:g} LUFS, true peak at most {leveled.ceiling_dbtp:g} dBTP: a gain of "
-            f"{leveled.gain_db:+.1f} dB for the whole file ({why}).")
-    return Section("Loudness", text, ["audio", "integrated loudness", "true peak"], rows)
-
-
-def _cell(value: Any) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """A GitHub-style markdown table, cells escaped."""
-    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def report_page(
-    *,
-    source: Path,
-    output: Path | None,
-    streams: Sequence[Mapping[str, Any]],
-    profile_how: str,
-    settings: Mapping[str, Any],
-    step_seconds: Mapping[str, float],
-    reduction_db: float | None,
-    profile_uri: str | None,
-    spectrogram_uri: str | None,
-    files: Mapping[str, Path],
-    loudness: Leveled | None = None,
-    profile_png: Path | None = None,
-    spectrogram_png: Path | None = None,
-    spectrogram_span: tuple[float, float] | None = None,
-    quality: Mapping[str, Any] | None = None,
-) -> tuple[str, list[str], list[Section]]:
-    """The report of one file as data: its title, its facts (one line each) and its sections.
-
-    :func:`render_report` writes it as markdown, :func:`destatic.steps.listening.render_html` as HTML.
-
-    Parameters
-    ----------
-    streams : sequence of mapping
-        One row per input stream (index, type, codec, ...).
-    profile_how : str
-        How the noise profile was made, one line.
-    settings : mapping
-        ``group.field -> (value used, "set" or "default")`` (:func:`settings_used`).
-    step_seconds : mapping
-        Wall time of each step, s.
-    files : mapping
-        Label -> path of the work files worth opening.
-    profile_png, spectrogram_png : Path or None
-        The full-size plots (the HTML embeds them).
-    spectrogram_span : tuple of float or None
-        The seconds the spectrograms show.
-    quality : mapping or None
-        Speech quality of the input and output (:func:`destatic.steps.quality.score_voice`).
-    """
-    reduction = "n/a" if reduction_db is None else f"{reduction_db:.1f} dB"
-    facts = [
-        f"input: `{source}`",
-        f"output: `{output}`" if output else "output: none",
-        describe_quality(dict(quality) if quality is not None else None),
-        f"estimated noise reduction: **{reduction}** (quietest {QUIET_FRACTION:.0%} of 50 ms frames)",
-        f"total step time: {sum(step_seconds.values()):.2f} s",
-    ]
-    sections = []
-    if streams:
-        columns = list(dict.fromkeys(key for stream in streams for key in stream))
-        sections.append(Section("Input streams", header=columns, rows=[[stream.get(c, "") for c in columns] for stream in streams]))
-    sections.append(Section("Noise profile", profile_how, image=profile_uri, image_file=profile_png))
-    sections.append(Section("Steps", header=["step", "seconds"], rows=[[s, f"{t:.3f}"] for s, t in step_seconds.items()]))
-    if spectrogram_uri:
-        span = f"{spectrogram_span[0]:.1f} s to {spectrogram_span[1]:.1f} s of the input" if spectrogram_span else ""
-        sections.append(Section("Spectrograms, before and after", span, image=spectrogram_uri, image_file=spectrogram_png))
-    if loudness is not None:
-        sections.append(_loudness_section(loudness))
-    sections.append(Section("Settings", header=["setting", "value", ""], rows=[(name, value, how) for name, (value, how) in sorted(settings.items())]))
-    sections.append(Section("Files", header=["file", "path"], rows=[[label, f"`{path}`"] for label, path in files.items()]))
-    return f"destatic: {source.name}", facts, sections
-
-
-def render_report(*, listening: Path | None = None, **page: Any) -> str:
-    """The markdown report of one file: :func:`report_page` (same arguments) as markdown.
-
-    Parameters
-    ----------
-    listening : Path or None
-        The file's ``report.html``, linked by its path.
-    """
-    title, facts, sections = report_page(**page)
-    return render_markdown(title, facts, sections, listening=listening)
-
-
-def render_markdown(title: str, facts: Sequence[str], sections: Sequence[Section], *, listening: Path | None = None) -> str:
-    """A report (:func:`report_page`) as markdown; `listening` linked among the facts by its path."""
-    if listening is not None:
-        facts = [*facts, f"listen before and after: [{listening.name}]({Path(listening).absolute().as_uri()}) (`{listening}`)"]
-    parts = [f"# {title}", "\n".join(f"- {fact}" for fact in facts)]
-    for section in sections:
-        parts.append(f"## {section.title}")
-        if section.text:
-            parts.append(section.text)
-        if section.image:
-            parts.append(f"![{section.title.lower()}]({section.image})")
-        if section.header:
-            parts.append(markdown_table(section.header, section.rows))
-    return "\n\n".join(parts) + "\n"
-
-
-def at_lowest_priority(work: Callable[[], Any]) -> Any:
-    """Call `work` in a new thread at the lowest CPU priority (nice 19) and return its result.
-
-    For work that only people read (plots) and that runs beside a step on the
-    critical path (the encode): it then takes the CPU time the encoders leave,
-    instead of slowing them. On Linux the nice value is per thread, and a new
-    thread (not a pool thread, which would stay lowered) is given it; elsewhere
-    the thread runs at normal priority.
-    """
-
-    def lowered() -> Any:
-        if sys.platform == "linux":
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        return work()
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="destatic-low") as pool:
-        return pool.submit(lowered).result()
-
-
 def run(
     audio: ExtractedAudio, noise: ProfiledNoise, cleaned: AudioFile, target: Path, *, previews: bool = True, source: Path | None = None
 ) -> Plots:
@@ -333,155 +163,3 @@ def run(
     with media.atomic_output(target) as partial:
         partial.write_text(json.dumps(record), encoding="utf-8")
     return plots
-
-
-def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
-    """Every setting as ``group.name -> (value used, "set" or "default")``.
-
-    The settings that leave a choice to the DSP core (none) show what it
-    chose: the method, the profile mode and the suppression options.
-    """
-    method = dsp.resolve_method(settings.suppression.method)
-    defaults = dsp.SuppressionOptions()
-    fallback = "" if dsp.learned_available() else f" (the learned default needs {dsp.LEARNED_NEEDS}, not installed here)"
-    resolved = {
-        "suppression.method": method + fallback,
-        **({} if settings.noise.profile_file else {"noise.mode": settings.noise.resolved_mode(settings.suppression.method)}),
-        **(
-            {}
-            if method == "seed"
-            else {
-                "suppression.reduction_db": defaults.max_reduction_db,
-                "suppression.smoothing": defaults.smoothing,
-                "suppression.sensitivity_db": defaults.sensitivity_db,
-            }
-        ),
-    }
-    default = Settings.model_construct().model_dump(mode="json")
-    used = {}
-    for group, fields in settings.model_dump(mode="json").items():
-        for name, value in fields.items():
-            setting = f"{group}.{name}"
-            how = "default" if value == default[group][name] else "set"
-            used[setting] = (resolved[setting] if value is None and setting in resolved else value, how)
-    return used
-
-
-def _profile_how(settings: Settings, profile: dsp.NoiseProfile) -> str:
-    """How the noise profile was made, one line."""
-    noise = settings.noise
-    mode = "saved" if noise.profile_file is not None else noise.resolved_mode(settings.suppression.method)
-    how = {
-        "saved": f"saved: the profile `{noise.profile_file}`, its hum learned anew from this file",
-        "auto": "auto: noise floor tracked by minimum statistics (no noise-only stretch needed)",
-        "head": f"head: the first {noise.head_samples} samples are taken as noise only",
-        "segment": f"segment: {noise.start_s} s to {noise.end_s} s of the input are noise only",
-        "file": f"file: the separate noise recording `{noise.file}`",
-    }[mode]
-    details = ", ".join(f"{name}={value}" for name, value in profile.details.items())
-    return (
-        f"{how}; {profile.sample_rate} Hz, n_fft {profile.n_fft}, hop {profile.hop_length}, "
-        f"{profile.channels} channel(s), measured as `{profile.mode}`" + (f" ({details})" if details else "")
-    )
-
-
-def _stream_rows(info: media.MediaInfo) -> list[dict[str, Any]]:
-    rows = []
-    for stream in info.streams:
-        row = {"index": stream.index, "type": stream.kind, "codec": stream.codec}
-        for name in ("sample_rate", "channels", "width", "height", "duration"):
-            value = getattr(stream, name, None)
-            if value is not None:
-                row[name] = value
-        rows.append(row)
-    return rows
-
-
-def write_report(
-    *,
-    source: Path,
-    output: Path,
-    work_dir: Path,
-    audio: ExtractedAudio,
-    noise: ProfiledNoise,
-    cleaned: AudioFile,
-    plots: Plots,
-    settings: Settings,
-    step_seconds: Mapping[str, float],
-    artifact_key: str,
-    flow_run_id: str | None,
-    loudness: Leveled | None = None,
-) -> str:
-    """Write ``report.md``, ``report.html`` and ``last-run.json`` into `work_dir` (atomically); return the markdown.
-
-    Parameters
-    ----------
-    source, output : Path
-        The input and where its result went.
-    work_dir : Path
-        The file's work folder.
-    audio, noise, cleaned, plots
-        The records of the extract, profile, inverse and report steps.
-    loudness : Leveled or None
-        The loudness step's record, when it ran.
-    settings : Settings
-        What the run was given.
-    step_seconds : mapping
-        Wall time of each step, s.
-    artifact_key : str
-        The key of the markdown artifact the report is published as.
-    flow_run_id : str or None
-        The Prefect flow run that made it.
-    """
-    files = {
-        "work folder": work_dir,
-        "profile plot": plots.profile_png,
-        "spectrograms": plots.spectrogram_png,
-        "audio": audio.path,
-        "noise profile": noise.path,
-        "cleaned audio": cleaned.path,
-    }
-    files.update({label: path for label, path in (("excerpt before", plots.before_excerpt), ("excerpt after", plots.after_excerpt),
-                  ("preview before", plots.before_clip), ("preview after", plots.after_clip)) if path is not None})
-    title, facts, sections = report_page(
-        source=source,
-        output=output,
-        streams=_stream_rows(audio.source),
-        profile_how=_profile_how(settings, noise.profile),
-        settings=settings_used(settings),
-        step_seconds=step_seconds,
-        reduction_db=plots.reduction_db,
-        profile_uri=plots.profile_uri,
-        spectrogram_uri=plots.spectrogram_uri,
-        loudness=loudness,
-        files=files,
-        profile_png=plots.profile_png,
-        spectrogram_png=plots.spectrogram_png,
-        spectrogram_span=plots.excerpt if plots.before_excerpt is not None else None,
-        quality=plots.quality,
-    )
-    page = work_dir / REPORT_HTML
-    with media.atomic_output(page) as partial:
-        partial.write_text(render_html(title, facts, sections, players_of(plots)), encoding="utf-8")
-    text = render_markdown(title, facts, sections, listening=page)
-    path = work_dir / "report.md"
-    with media.atomic_output(path) as partial:
-        partial.write_text(text, encoding="utf-8")
-    record = {
-        "source": str(source),
-        "output": str(output),
-        "work_dir": str(work_dir),
-        "report": str(path),
-        "report_html": str(page),
-        "profile_plot": str(plots.profile_png),
-        "spectrogram_plot": str(plots.spectrogram_png),
-        "artifact_key": artifact_key,
-        "flow_run_id": flow_run_id,
-        "reduction_db": plots.reduction_db,
-        "speech_quality": plots.quality,
-        "step_seconds": dict(step_seconds),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    with media.atomic_output(work_dir / LAST_RUN) as partial:
-        partial.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    return text

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from destatic import dsp
 from destatic.settings import Settings
-from destatic.steps import extract, isolated, plots, report
+from destatic.steps import extract, isolated, plots
 
 __all__ = ["start_ahead", "warm_children"]
 
@@ -31,7 +31,7 @@ def warm_children(settings: Settings, work_dir: Path) -> None:
     if not (settings.runtime.isolate_steps and settings.runtime.task_runner == "thread"):
         return
     isolated.warm("steps", dsp.warm_up, settings.suppression.method)
-    isolated.warm("report", report.at_lowest_priority, functools.partial(plots.warm_up, work_dir / ".numba"))
+    isolated.warm("report", plots.at_lowest_priority, functools.partial(plots.warm_up, work_dir / ".numba"))
 
 
 def start_ahead(settings: Settings, source: Path, work_dir: Path) -> None:
