@@ -47,6 +47,7 @@ __all__ = [
     "give_back",
     "hand_over",
     "is_claim",
+    "media_suffixes",
     "outbox_path",
     "pending",
     "quarantine",
@@ -69,7 +70,8 @@ STALE_RECORD_S = 3600.0
 _HOST = socket.gethostname()
 
 
-def _media_suffixes() -> frozenset[str]:
+def media_suffixes() -> frozenset[str]:
+    """The suffixes (lower case, with the dot) of the files a watcher takes."""
     return frozenset(s.lower() for s in (*media.VIDEO_SUFFIXES, *media.AUDIO_SUFFIXES))
 
 
@@ -93,7 +95,7 @@ def find_ready(inbox: Path, *, stable_s: float, now: float | None = None) -> lis
     list of Path
         Paths relative to `inbox`, sorted.
     """
-    suffixes = _media_suffixes()
+    suffixes = media_suffixes()
     now = time.time() if now is None else now
     ready = []
     for path in _walk(inbox):
