@@ -110,9 +110,13 @@ def _watch_command(inbox: str | Path) -> list[str]:
 
 
 def _env(tmp_path: Path, name: str, extra: dict[str, str]) -> dict[str, str]:
-    """A watcher's environment: its own work folder and Prefect's temporary server, settled files taken at once."""
-    return {**os.environ, **extra, "DESTATIC_PATHS__WORK": str(tmp_path / f"work-{name}"), "DESTATIC_WATCH__STABLE_S": "0",
-            "DESTATIC_RUNTIME__SERVER": "embedded"}
+    """A watcher's environment: its own work folder, settled files taken at once, the classic wiener method (quick);
+    the test session's Prefect server if it has one, else Prefect's temporary server."""
+    from prefect.settings import PREFECT_API_URL
+
+    api = {"PREFECT_API_URL": str(PREFECT_API_URL.value())} if PREFECT_API_URL.value() else {}
+    return {**os.environ, **api, **extra, "DESTATIC_PATHS__WORK": str(tmp_path / f"work-{name}"), "DESTATIC_WATCH__STABLE_S": "0",
+            "DESTATIC_RUNTIME__SERVER": "embedded", "DESTATIC_SUPPRESSION__METHOD": "wiener"}
 
 
 def test_claims_are_exactly_once_across_watchers(bucket: str) -> None:
@@ -176,6 +180,7 @@ def _lines(output: str, status: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 def test_two_watchers_take_twenty_files_once_each_identical_to_a_local_inbox(bucket: str, media_dir: Path, tmp_path: Path) -> None:
     """20 short real clips through two watchers on one bucket: each out exactly once, byte-identical to a local inbox's run."""
     from conftest import SPEECH_WAV
@@ -187,12 +192,11 @@ def test_two_watchers_take_twenty_files_once_each_identical_to_a_local_inbox(buc
         fs.put_file(str(clip), f"{bucket}/inbox/{clip.name}")
     watchers = [subprocess.Popen(_watch_command(f"s3://{bucket}/inbox/"), env=_env(tmp_path, name, {}), cwd=tmp_path,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in ("a", "b")]
-    local = subprocess.Popen(_watch_command(tmp_path / "local" / "inbox"), env=_env(tmp_path, "local", {}), cwd=tmp_path,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     logs = [watcher.communicate(timeout=900)[0] for watcher in watchers]
-    local_log = local.communicate(timeout=900)[0]
     assert [watcher.returncode for watcher in watchers] == [0, 0], logs
-    assert local.returncode == 0, local_log
+    local = subprocess.run(_watch_command(tmp_path / "local" / "inbox"), env=_env(tmp_path, "local", {}), cwd=tmp_path,
+                           capture_output=True, text=True, timeout=900)
+    assert local.returncode == 0, local.stdout + local.stderr
     taken = [_lines(log, "taken") for log in logs]
     assert sorted(taken[0] + taken[1]) == names, taken
     assert sorted(_lines(logs[0], "done") + _lines(logs[1], "done")) == names, logs
@@ -213,6 +217,7 @@ def _uploads_in_progress(bucket: str) -> list[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_harness")
 def test_a_watcher_killed_mid_upload_leaves_nothing_partial_and_the_file_is_taken_again(bucket: str, media_dir: Path, tmp_path: Path) -> None:
     """kill -9 while the output is going up in parts: no object under its name; the next watcher on the host cleans it once."""
     from conftest import SPEECH_WAV
@@ -226,7 +231,7 @@ def test_a_watcher_killed_mid_upload_leaves_nothing_partial_and_the_file_is_take
     sf.write(source, long, rate, subtype="PCM_16")
     fs = _fs()
     fs.put_file(str(source), f"{bucket}/inbox/long.wav")
-    env = _env(tmp_path, "a", {"DESTATIC_SUPPRESSION__METHOD": "wiener"})
+    env = _env(tmp_path, "a", {})
     watcher = subprocess.Popen(_watch_command(f"s3://{bucket}/inbox/"), env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600
     while not _uploads_in_progress(bucket):
