@@ -9,6 +9,7 @@ outcome is then carried back to the store (:func:`destatic.store.settle`).
 from __future__ import annotations
 
 import contextvars
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,8 @@ def _clean_one(bucket: store.Store, taken: store.RemoteClaim, settings: Settings
 
 
 def scan_store(settings: Settings) -> list[dict[str, Any]]:
-    """Claim the ready objects of an inbox on object storage and have each one cleaned and settled (``watch.concurrency`` at once).
+    """Claim the ready objects of an inbox on object storage one by one, each just before it is cleaned and settled
+    (``watch.concurrency`` at once), so that the watchers of several machines share a batch.
 
     Returns
     -------
@@ -67,12 +69,23 @@ def scan_store(settings: Settings) -> list[dict[str, Any]]:
     ready, waiting = store.find_ready(bucket, settings)
     if waiting:
         logger.info("%d file(s) left alone until watch.retry_after_s has passed since they failed", len(waiting))
-    claims = [taken for item in ready if (taken := store.claim(bucket, item)) is not None]
-    logger.info("%d file(s) taken from %s", len(claims), settings.paths.inbox)
-    for taken in claims:
-        say_outcome({"file": taken.item.relative, "status": "taken"})
-    if settings.watch.concurrency == 1 or len(claims) <= 1:
-        return [_clean_one(bucket, taken, settings) for taken in claims]
+    logger.info("%d file(s) ready in %s", len(ready), settings.paths.inbox)
+    pending, lock = iter(ready), threading.Lock()
+
+    def take_and_clean() -> list[dict[str, Any]]:
+        rows = []
+        while True:
+            with lock:
+                item = next(pending, None)
+            if item is None:
+                return rows
+            taken = store.claim(bucket, item)
+            if taken is not None:
+                say_outcome({"file": taken.item.relative, "status": "taken"})
+                rows.append(_clean_one(bucket, taken, settings))
+
+    if settings.watch.concurrency == 1 or len(ready) <= 1:
+        return take_and_clean()
     with ThreadPoolExecutor(settings.watch.concurrency) as pool:
-        futures = [pool.submit(contextvars.copy_context().run, _clean_one, bucket, taken, settings) for taken in claims]
-        return [future.result() for future in futures]
+        futures = [pool.submit(contextvars.copy_context().run, take_and_clean) for _ in range(settings.watch.concurrency)]
+        return [row for future in futures for row in future.result()]

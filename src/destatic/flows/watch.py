@@ -29,7 +29,7 @@ from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.flows.store_watch import scan_store
 from destatic.settings import Settings, is_url, load_settings
 
-__all__ = ["process_claim", "run_is_over", "say_outcome", "scan_once", "serve_watcher", "watch_inbox", "watcher_deployment"]
+__all__ = ["SETTLED_EVENT", "process_claim", "run_is_over", "say_outcome", "scan_once", "serve_watcher", "settled_trigger", "watch_inbox", "watcher_deployment"]
 
 
 def run_is_over(flow_run_id: str) -> bool:
@@ -402,7 +402,24 @@ def _serve_through_outages(settings: Settings, api_url: str, say: Callable[[str]
             first = False
 
 
-def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", module_entrypoint: bool = False) -> Any:
+def settled_trigger(settings: Settings) -> Any:
+    """A deployment trigger: a scan as soon as :data:`SETTLED_EVENT` is emitted for a file of this (local) inbox.
+
+    Any ``destatic watch`` of the inbox with notifications on (one on the
+    machine that holds the disk, say) emits those events; the server then
+    starts the watcher deployment at once instead of at its next interval.
+    """
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="destatic-file-settled",
+        match={"prefect.resource.id": "destatic.file.*"},
+        match_related={"prefect.resource.id": f"destatic.inbox.{Path(settings.paths.inbox).absolute()}", "prefect.resource.role": "inbox"},
+        expect={SETTLED_EVENT},
+    )
+
+
+def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", module_entrypoint: bool = False, on_events: bool = False) -> Any:
     """The scheduled watcher as a deployment: every ``watch.interval_s`` seconds, one scan at a time.
 
     Parameters
@@ -414,6 +431,8 @@ def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", modu
     module_entrypoint : bool
         Load the flow as ``destatic.flows.watch.watch_inbox`` from the
         installed package (for a work pool) instead of from this file.
+    on_events : bool
+        Also start a scan on each :data:`SETTLED_EVENT` of a local inbox (:func:`settled_trigger`).
 
     Returns
     -------
@@ -427,4 +446,5 @@ def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", modu
         parameters={"settings": settings.to_parameters()},
         concurrency_limit=1,
         entrypoint_type=EntrypointType.MODULE_PATH if module_entrypoint else EntrypointType.FILE_PATH,
+        triggers=[settled_trigger(settings)] if on_events and not is_url(settings.paths.inbox) else None,
     )
