@@ -27,7 +27,7 @@ from typing import Any
 
 from destatic import media
 from destatic.errors import DestaticError, ParameterError
-from destatic.inbox import STALE_RECORD_S, FailureRecord, failure_record, media_suffixes, quarantine
+from destatic.inbox import STALE_RECORD_S, FailureRecord, failure_record, media_suffixes, quarantine, split_waiting
 from destatic.media.atomic import process_alive, process_start
 from destatic.settings import Folder, PathSettings, Settings, is_url
 
@@ -172,18 +172,19 @@ def find_ready(store: Store, settings: Settings, *, now: float | None = None) ->
               if is_url(getattr(settings.paths, name))]
     listing = _listing(store)
     records = {key.rpartition("/")[2] for key in listing if key.startswith(f"{store.root}/{FAILURES}/")}
-    ready, waiting = [], []
+    found = []
     for key, info in sorted(listing.items()):
         item = _as_file(store, key, info)
         parts = PurePosixPath(item.relative).parts
         if any(part.startswith(".") for part in parts) or any(key.startswith(other) for other in others):
             continue
-        if PurePosixPath(item.relative).suffix.lower() not in suffixes or now - item.modified < settings.watch.stable_s:
-            continue
-        record = _read_record(store, item) if f"{_identity(item)}.json" in records else None
-        waits = record is not None and record.waits(retry_after_s=settings.watch.retry_after_s, now=now)
-        (waiting if waits else ready).append(item)
-    return ready, waiting
+        if PurePosixPath(item.relative).suffix.lower() in suffixes and now - item.modified >= settings.watch.stable_s:
+            found.append(item)
+
+    def record_of(item: RemoteFile) -> FailureRecord | None:
+        return _read_record(store, item) if f"{_identity(item)}.json" in records else None
+
+    return split_waiting(found, record_of, retry_after_s=settings.watch.retry_after_s, now=now)
 
 
 @dataclass(frozen=True)
