@@ -1,7 +1,8 @@
 """Watcher latency: from a file settling in a local inbox to its run taking it, with notifications and with scans only.
 
-Runs ``destatic watch INBOX`` (Prefect's temporary server, the plain loop)
-twice in the same run, ``--events on`` and ``--events off``, with the same
+Runs ``destatic watch INBOX`` (``--server embedded``: Prefect's temporary
+server, scans in a plain loop; ``background``: destatic's own server, the
+watcher served as a deployment) twice in the same run, ``--events on`` and ``--events off``, with the same
 ``--interval`` and ``--stable``. Each file (a real 2.5 s NOIZEUS sentence) is
 written, its mtime set to the moment it was written, and is settled
 ``stable`` seconds later; its latency is the time from then to the
@@ -10,7 +11,7 @@ claimed the file, so the run has started). The next file is dropped once
 the previous one is done. Target: <= 1 s with events (issue 33), against up
 to ``interval + stable`` with scans alone.
 
-Usage: ``python benchmarks/event_latency.py [--files 5] [--interval 10] [--stable 2]``.
+Usage: ``python benchmarks/event_latency.py [--files 5] [--interval 10] [--stable 2] [--server embedded|background]``.
 """
 
 from __future__ import annotations
@@ -48,11 +49,11 @@ def _wait_for(lines: queue.Queue, prefix: str, timeout: float, log: list[str]) -
             return when
 
 
-def measure(events: str, *, files: int, interval: float, stable: float, root: Path) -> list[float]:
+def measure(events: str, *, files: int, interval: float, stable: float, root: Path, server: str) -> list[float]:
     """Latencies (s) of `files` files through one ``destatic watch`` with ``--events`` `events`."""
     inbox = root / f"inbox-{events}"
     inbox.mkdir(parents=True)
-    env = {**os.environ, "DESTATIC_RUNTIME__SERVER": "embedded", "DESTATIC_SUPPRESSION__METHOD": "wiener",
+    env = {**os.environ, "DESTATIC_RUNTIME__SERVER": server, "DESTATIC_SUPPRESSION__METHOD": "wiener", "XDG_STATE_HOME": str(root / "state"),
            "DESTATIC_PATHS__WORK": str(root / f"work-{events}"), "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "destatic", "watch", str(inbox), "--interval", f"{interval:g}", "--stable", f"{stable:g}", "--events", events]
@@ -80,6 +81,8 @@ def measure(events: str, *, files: int, interval: float, stable: float, root: Pa
             watcher.wait(timeout=30)
         except subprocess.TimeoutExpired:
             watcher.kill()
+        if server == "background":
+            subprocess.run([sys.executable, "-m", "destatic", "server", "stop"], env=env, cwd=root, capture_output=True, timeout=120)
     return latencies
 
 
@@ -88,13 +91,18 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=5)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--stable", type=float, default=2.0)
+    parser.add_argument("--server", choices=("embedded", "background"), default="embedded",
+                        help="embedded: Prefect's temporary server, scans in a plain loop; background: destatic's own server, "
+                        "the watcher served as a deployment (its event scans run in the watcher's process)")
     args = parser.parse_args()
     if not SPEECH.is_file():
         raise SystemExit(f"shared media absent: {SPEECH}")
     with tempfile.TemporaryDirectory(prefix="destatic-latency-") as folder:
-        results = {mode: measure(mode, files=args.files, interval=args.interval, stable=args.stable, root=Path(folder)) for mode in ("on", "off")}
+        results = {mode: measure(mode, files=args.files, interval=args.interval, stable=args.stable, root=Path(folder), server=args.server)
+                   for mode in ("on", "off")}
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else ["?"]
-    print(f"settle-to-taken latency, {args.files} files, --interval {args.interval:g} --stable {args.stable:g}; load average {' '.join(load)}")
+    print(f"settle-to-taken latency, {args.files} files, --interval {args.interval:g} --stable {args.stable:g}, {args.server} server; "
+          f"load average {' '.join(load)}")
     print(f"{'watch.events':<14}{'median s':>10}{'max s':>10}  each")
     for mode, values in results.items():
         print(f"{mode:<14}{statistics.median(values):>10.2f}{max(values):>10.2f}  {' '.join(f'{value:.2f}' for value in values)}")

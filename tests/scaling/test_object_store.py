@@ -245,7 +245,7 @@ def test_a_watcher_killed_mid_upload_leaves_nothing_partial_and_the_file_is_take
     assert f"{bucket}/inbox/long.wav" in fs.find(f"{bucket}/inbox"), "the original left the inbox before its output existed"
     again = subprocess.run(_watch_command(f"s3://{bucket}/inbox/"), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "put back long.wav" in again.stdout + again.stderr or "taken: long.wav" in again.stdout
+    assert "taken: long.wav" in again.stdout and "done: long.wav" in again.stdout, again.stdout
     assert fs.find(f"{bucket}/outbox") == [f"{bucket}/outbox/long.wav"]
     out, out_rate = sf.read(io.BytesIO(fs.cat_file(f"{bucket}/outbox/long.wav")))
     assert out_rate == rate and out.shape == long.shape
