@@ -29,7 +29,7 @@ from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.flows.store_watch import scan_store
 from destatic.settings import Settings, is_url, load_settings
 
-__all__ = ["SETTLED_EVENT", "process_claim", "run_is_over", "say_outcome", "scan_once", "serve_watcher", "settled_trigger", "watch_inbox", "watcher_deployment"]
+__all__ = ["SETTLED_EVENT", "WATCHING_EVENT", "process_claim", "run_is_over", "say_outcome", "scan_once", "serve_watcher", "settled_trigger", "watch_inbox", "watcher_deployment"]
 
 
 def run_is_over(flow_run_id: str) -> bool:
@@ -277,68 +277,96 @@ def serve_watcher(settings: Settings) -> None:
         with _scans_on_events(settings, scan_here=True):
             _serve_through_outages(settings, PREFECT_API_URL.value())
         return
-    with _scans_on_events(settings, scan_here=False) as woken:
+    with _scans_on_events(settings, scan_here=False) as wake:
         while True:
             started = time.monotonic()
-            woken.clear()
+            wake.event.clear()
             watch_inbox(settings, return_state=True)
-            woken.wait(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
+            wake.announce()
+            wake.event.wait(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
 
 
 SETTLED_EVENT = "destatic.file.settled"
 """The Prefect event a watcher emits for each file of its inbox that settled (see :mod:`destatic.notify`)."""
+WATCHING_EVENT = "destatic.inbox.watching"
+"""The Prefect event a watcher emits when it starts watching a local inbox by notifications."""
 
 
-def _emit_settled(paths: list[Path], folder: Path) -> None:
-    """Emit :data:`SETTLED_EVENT` for each path, for the UI and automations; best effort (the scan does not depend on it)."""
+def _emit(event: str, folder: Path, path: Path | None = None) -> None:
+    """Emit `event` about a file of the inbox `folder` (or the inbox itself); best effort: the scans do not depend on it."""
     from prefect.events import emit_event
 
-    for path in paths:
-        with contextlib.suppress(Exception):
-            emit_event(
-                event=SETTLED_EVENT,
-                resource={"prefect.resource.id": f"destatic.file.{path}", "prefect.resource.name": display_path(path.name)},
-                related=[{"prefect.resource.id": f"destatic.inbox.{folder}", "prefect.resource.role": "inbox"}],
-            )
+    inbox_resource = {"prefect.resource.id": f"destatic.inbox.{folder}", "prefect.resource.name": display_path(folder)}
+    with contextlib.suppress(Exception):
+        if path is None:
+            emit_event(event=event, resource=inbox_resource)
+        else:
+            emit_event(event=event, resource={"prefect.resource.id": f"destatic.file.{path}", "prefect.resource.name": display_path(path.name)},
+                       related=[{**inbox_resource, "prefect.resource.role": "inbox"}])
+
+
+class _Wake:
+    """What notifications tell the scans: an event set when files settled, and those files, announced after the scan."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.event = threading.Event()
+        self.folder = folder
+        self._settled: list[Path] = []
+        self._lock = threading.Lock()
+
+    def settled(self, paths: list[Path]) -> None:
+        with self._lock:
+            self._settled.extend(paths)
+        self.event.set()
+
+    def announce(self) -> None:
+        """Emit :data:`SETTLED_EVENT` for the files that settled since the last call (after the scan: it waits for nothing)."""
+        with self._lock:
+            paths, self._settled = self._settled, []
+        for path in paths:
+            _emit(SETTLED_EVENT, self.folder, path)
 
 
 @contextlib.contextmanager
-def _scans_on_events(settings: Settings, *, scan_here: bool) -> Iterator[threading.Event]:
-    """While the block runs, set the event it yields as soon as a file of a local inbox settles (``watch.events``).
+def _scans_on_events(settings: Settings, *, scan_here: bool) -> Iterator[_Wake]:
+    """While the block runs, set the event of the :class:`_Wake` it yields as soon as a file of a local inbox settles (``watch.events``).
 
     With `scan_here` a thread of this process also runs a scan each time
     (the served watcher's scheduled scans run in other processes, seconds
     away); otherwise the caller's loop waits on the event. An inbox on
     object storage, or ``watch.events`` off or not working there, gives an
-    event never set: scans only.
+    event never set: scans only. Prefect's flow engine and events client are
+    loaded first, here: loaded by the first scan, they took seconds (and
+    the import lock) on a loaded machine.
     """
     from destatic import notify
 
-    woken = threading.Event()
     folder = settings.paths.inbox
     if is_url(folder) or not notify.events_work(Path(folder), settings.watch.events):
-        yield woken
+        yield _Wake(None)
         return
+    import prefect.flow_engine  # noqa: F401
+
     folder = Path(folder).absolute()
-
-    def settled(paths: list[Path]) -> None:
-        woken.set()
-        _emit_settled(paths, folder)
-
+    wake = _Wake(folder)
+    _emit(WATCHING_EVENT, folder)
     stopped = threading.Event()
 
     def scan_when_woken() -> None:
         while not stopped.is_set():
-            if woken.wait(0.5):
-                woken.clear()
+            if wake.event.wait(0.5):
+                wake.event.clear()
                 watch_inbox(settings, return_state=True)
+                wake.announce()
 
-    with notify.SettleWatch(folder, settings.watch.stable_s, settled):
-        scanner = threading.Thread(target=scan_when_woken, name="destatic-event-scans", daemon=True) if scan_here else None
+    with notify.SettleWatch(folder, settings.watch.stable_s, wake.settled):
+        # The thread runs in this context: the Prefect API of the command is a context setting (prefect_api).
+        context = contextvars.copy_context()
+        scanner = threading.Thread(target=context.run, args=(scan_when_woken,), name="destatic-event-scans", daemon=True) if scan_here else None
         if scanner is not None:
             scanner.start()
         try:
-            yield woken
+            yield wake
         finally:
             stopped.set()
 
