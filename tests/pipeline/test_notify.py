@@ -68,3 +68,39 @@ def test_network_mounts_fall_back_to_scans(tmp_path: Path) -> None:
     assert events_work(tmp_path, "off") is False
     assert events_work(tmp_path, "on") is True
     assert events_work(tmp_path, "auto") is (file_system_type(tmp_path) not in {"nfs", "nfs4", "cifs"})
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_the_served_watcher_takes_a_settled_file_at_once_not_at_its_interval(tmp_path: Path, speech_wav: Path) -> None:
+    """`destatic watch --events on` on a Prefect server, scans every 600 s: a file dropped after its first scan is taken and done within seconds."""
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value()), "DESTATIC_PATHS__WORK": str(tmp_path / "work"),
+           "DESTATIC_SUPPRESSION__METHOD": "wiener", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "destatic", "watch", str(inbox), "--interval", "600", "--stable", "0.5", "--events", "on"]
+    log = tmp_path / "watch.log"
+    with log.open("w") as output:
+        watcher = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while "being served" not in log.read_text() and "watching" not in log.read_text():
+            assert watcher.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(5)  # past the first scheduled scan
+        shutil.copyfile(speech_wav, tmp_path / ".a.wav")
+        os.rename(tmp_path / ".a.wav", inbox / "a.wav")
+        dropped = time.monotonic()
+        while "done: a.wav" not in log.read_text():
+            assert watcher.poll() is None, log.read_text()
+            assert time.monotonic() - dropped < 120, f"not done 120 s after it settled (scans every 600 s): {log.read_text()}"
+            time.sleep(0.1)
+    finally:
+        watcher.terminate()
+        watcher.wait(timeout=30)
+    assert (tmp_path / "outbox" / "a.wav").is_file() and (tmp_path / "done" / "a.wav").is_file()
+    assert "Server process did not start" not in log.read_text()
