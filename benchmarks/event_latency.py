@@ -20,6 +20,7 @@ import argparse
 import os
 import queue
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -57,7 +58,8 @@ def measure(events: str, *, files: int, interval: float, stable: float, root: Pa
            "DESTATIC_PATHS__WORK": str(root / f"work-{events}"), "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
     command = [sys.executable, "-m", "destatic", "watch", str(inbox), "--interval", f"{interval:g}", "--stable", f"{stable:g}", "--events", events]
-    watcher = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A session of its own, so that stopping it stops the Prefect server process it may have started too.
+    watcher = subprocess.Popen(command, env=env, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=_reader, args=(watcher.stdout, lines), daemon=True).start()
     log: list[str] = []
@@ -76,11 +78,11 @@ def measure(events: str, *, files: int, interval: float, stable: float, root: Pa
             if index:
                 latencies.append(taken - (written + stable))
     finally:
-        watcher.terminate()
+        os.killpg(watcher.pid, signal.SIGTERM)
         try:
             watcher.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            watcher.kill()
+            os.killpg(watcher.pid, signal.SIGKILL)
         if server == "background":
             subprocess.run([sys.executable, "-m", "destatic", "server", "stop"], env=env, cwd=root, capture_output=True, timeout=120)
     return latencies

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
@@ -85,7 +86,7 @@ def test_the_served_watcher_takes_a_settled_file_at_once_not_at_its_interval(tmp
     command = [sys.executable, "-m", "destatic", "watch", str(inbox), "--interval", "600", "--stable", "0.5", "--events", "on"]
     log = tmp_path / "watch.log"
     with log.open("w") as output:
-        watcher = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, text=True)
+        watcher = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=output, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while "being served" not in log.read_text() and "watching" not in log.read_text():
@@ -100,7 +101,7 @@ def test_the_served_watcher_takes_a_settled_file_at_once_not_at_its_interval(tmp
             assert time.monotonic() - dropped < 120, f"not done 120 s after it settled (scans every 600 s): {log.read_text()}"
             time.sleep(0.1)
     finally:
-        watcher.terminate()
+        os.killpg(watcher.pid, signal.SIGTERM)
         watcher.wait(timeout=30)
     assert (tmp_path / "outbox" / "a.wav").is_file() and (tmp_path / "done" / "a.wav").is_file()
     assert "Server process did not start" not in log.read_text()
