@@ -16,7 +16,7 @@ unexport PREFECT_API_URL
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e ".[test,bench,dask]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,dask,s3]"
 	# An editable install is not byte-compiled; without this, every command
 	# compiles destatic's modules again where PYTHONDONTWRITEBYTECODE is set.
 	$(BIN)/python -m compileall -q src

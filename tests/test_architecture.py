@@ -5,7 +5,7 @@ functions too), so a lazy import cannot slip past. The rules:
 
 - the DSP core and the media layer import neither Prefect nor each other,
   nor anything above them;
-- the steps, the inbox queue, the settings, the workspace and the cache (its
+- the steps, the inbox queue (on a folder or object storage, and its notifications), the settings, the workspace and the cache (its
   keys name the steps' artifacts, and ``destatic run`` uses them before it
   loads Prefect) import no Prefect;
 - tasks do not import flows; nothing imports the command line.
@@ -25,6 +25,8 @@ ABOVE_THE_CORE = (
     "destatic.tasks",
     "destatic.flows",
     "destatic.inbox",
+    "destatic.store",
+    "destatic.notify",
     "destatic.cli",
     "destatic.settings",
     "destatic.workspace",
@@ -42,6 +44,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "destatic.workspace": ("prefect", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.inbox", "destatic.cli"),
     "destatic.steps": ("prefect", "prefect_dask", "destatic.tasks", "destatic.flows", "destatic.inbox", "destatic.cli", "destatic.runners"),
     "destatic.inbox": ("prefect", "prefect_dask", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.cli", "destatic.runners"),
+    "destatic.store": ("prefect", "prefect_dask", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.cli", "destatic.runners"),
+    "destatic.notify": ("prefect", "prefect_dask", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.cli", "destatic.runners"),
     "destatic.tasks": ("destatic.flows", "destatic.cli"),
     "destatic.runners": ("destatic.flows", "destatic.cli", "destatic.tasks"),
     "destatic.flows": ("destatic.cli",),

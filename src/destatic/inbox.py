@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 from destatic import media
 from destatic.errors import BadInputError, blames_destatic, blames_the_file, display_path, reason_of
@@ -47,6 +48,7 @@ __all__ = [
     "give_back",
     "hand_over",
     "is_claim",
+    "media_suffixes",
     "outbox_path",
     "pending",
     "quarantine",
@@ -57,6 +59,7 @@ __all__ = [
     "settle_failure",
     "settle_success",
     "settled_output",
+    "split_waiting",
     "staged",
     "unclaim",
 ]
@@ -67,9 +70,11 @@ SETTLED = "settled.json"
 STALE_RECORD_S = 3600.0
 """A failure record whose file has left the inbox is forgotten once it is this old."""
 _HOST = socket.gethostname()
+T = TypeVar("T")
 
 
-def _media_suffixes() -> frozenset[str]:
+def media_suffixes() -> frozenset[str]:
+    """The suffixes (lower case, with the dot) of the files a watcher takes."""
     return frozenset(s.lower() for s in (*media.VIDEO_SUFFIXES, *media.AUDIO_SUFFIXES))
 
 
@@ -93,7 +98,7 @@ def find_ready(inbox: Path, *, stable_s: float, now: float | None = None) -> lis
     list of Path
         Paths relative to `inbox`, sorted.
     """
-    suffixes = _media_suffixes()
+    suffixes = media_suffixes()
     now = time.time() if now is None else now
     ready = []
     for path in _walk(inbox):
@@ -110,11 +115,19 @@ def find_ready(inbox: Path, *, stable_s: float, now: float | None = None) -> lis
 
 def ready_files(inbox: Path, settings: Settings) -> tuple[list[Path], list[Path]]:
     """The stable files of `inbox` to take now, and those left alone until ``watch.retry_after_s`` has passed since they failed."""
+    found = find_ready(inbox, stable_s=settings.watch.stable_s)
+    return split_waiting(found, lambda relative: failure_record(inbox, relative), retry_after_s=settings.watch.retry_after_s)
+
+
+def split_waiting(
+    items: list[T], record_of: Callable[[T], FailureRecord | None], *, retry_after_s: float, now: float | None = None
+) -> tuple[list[T], list[T]]:
+    """`items` split into those to take now and those whose last failure (``record_of(item)``) is younger than `retry_after_s`."""
     ready, waiting = [], []
-    for relative in find_ready(inbox, stable_s=settings.watch.stable_s):
-        record = failure_record(inbox, relative)
-        waits = record is not None and record.waits(retry_after_s=settings.watch.retry_after_s)
-        (waiting if waits else ready).append(relative)
+    for item in items:
+        record = record_of(item)
+        waits = record is not None and record.waits(retry_after_s=retry_after_s, now=now)
+        (waiting if waits else ready).append(item)
     return ready, waiting
 
 

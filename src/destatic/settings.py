@@ -48,9 +48,12 @@ __all__ = [
     "WatchSettings",
     "CONFIG_FILE",
     "Dispatch",
+    "EventsMode",
+    "Folder",
     "OutputMode",
     "ServerKind",
     "TaskRunnerKind",
+    "is_url",
     "load_settings",
 ]
 
@@ -62,6 +65,10 @@ TaskRunnerKind = Literal["thread", "dask"]
 """Where the steps run: threads of the flow's process, or a Dask cluster."""
 ServerKind = Literal["background", "embedded"]
 """Which Prefect server a command uses when PREFECT_API_URL names none."""
+EventsMode = Literal["auto", "on", "off"]
+"""How the watcher learns of new files in a local inbox: notifications where they work, always, or never (scans only)."""
+Folder = Path | str
+"""A folder setting: a local path, or (inbox, outbox, done, quarantine) an fsspec URL such as ``s3://bucket/prefix/``."""
 
 CONFIG_FILE = "destatic.toml"
 _config_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
@@ -81,6 +88,23 @@ def user_cache_folder() -> Path:
 BESIDE_THE_INBOX = ("outbox", "done", "quarantine")
 
 
+def is_url(folder: Any) -> bool:
+    """Whether a folder setting is a URL of object storage (``s3://bucket/prefix/``) rather than a local path."""
+    return isinstance(folder, str) and "://" in folder
+
+
+def _beside(inbox: Folder, name: str) -> Folder:
+    """The folder `name` in the parent of `inbox`: a sibling folder, or a sibling prefix in the same bucket."""
+    if not is_url(inbox):
+        return Path(inbox).parent / name
+    scheme, _, rest = str(inbox).partition("://")
+    bucket, _, prefix = rest.strip("/").partition("/")
+    if not prefix:
+        raise ValueError(f"inbox={inbox!r} is a bucket's root: set outbox, done and quarantine, or use a prefix such as {scheme}://{bucket}/inbox/")
+    parent = prefix.rpartition("/")[0]
+    return f"{scheme}://{bucket}/{parent + '/' if parent else ''}{name}/"
+
+
 class PathSettings(_Group):
     """Folders the pipeline reads and writes; relative paths are from the working directory.
 
@@ -89,8 +113,8 @@ class PathSettings(_Group):
     folder to the user's cache.
     """
 
-    inbox: Path = Field(Path("inbox"), description="Folder the watcher takes new files from.")
-    outbox: Path = Field(
+    inbox: Folder = Field(Path("inbox"), description="Folder the watcher takes new files from; or an s3:// URL (the s3 extra).")
+    outbox: Folder = Field(
         Path("outbox"),
         description="Where the watcher writes results, mirroring the inbox's subfolders; none: `outbox` beside the inbox.",
         json_schema_extra={"shown": "<inbox>/../outbox"},
@@ -100,24 +124,39 @@ class PathSettings(_Group):
         description="Per-file work folders, cached step outputs and reports (see cache.max_gb); none: in the user's cache.",
         json_schema_extra={"shown": "$XDG_CACHE_HOME/destatic/work"},
     )
-    quarantine: Path = Field(
+    quarantine: Folder = Field(
         Path("quarantine"),
         description="Bad inputs are moved here with NAME.error.txt; none: `quarantine` beside the inbox.",
         json_schema_extra={"shown": "<inbox>/../quarantine"},
     )
-    done: Path = Field(
+    done: Folder = Field(
         Path("done"),
         description="Originals are moved here once processed (never deleted); none: `done` beside the inbox.",
         json_schema_extra={"shown": "<inbox>/../done"},
     )
 
+    @field_validator("inbox", "outbox", "quarantine", "done", mode="before")
+    @classmethod
+    def _path_unless_url(cls, value: Any) -> Any:
+        return value if value is None or is_url(value) else Path(value)
+
     @model_validator(mode="before")
     @classmethod
     def _beside_the_inbox(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            inbox = Path(data.get("inbox") or "inbox")
-            data = {**data, **{name: inbox.parent / name for name in BESIDE_THE_INBOX if data.get(name) is None}}
+            inbox = data.get("inbox") or "inbox"
+            inbox = inbox if is_url(inbox) else Path(inbox)
+            data = {**data, **{name: _beside(inbox, name) for name in BESIDE_THE_INBOX if data.get(name) is None}}
         return data
+
+    @model_validator(mode="after")
+    def _urls_start_at_the_inbox(self) -> PathSettings:
+        if not is_url(self.inbox):
+            remote = [name for name in BESIDE_THE_INBOX if is_url(getattr(self, name))]
+            if remote:
+                raise ValueError(f"{', '.join(remote)} on object storage need the inbox there too (inbox={str(self.inbox)!r})")
+        return self
+
 
 
 class CacheSettings(_Group):
@@ -304,6 +343,18 @@ class WatchSettings(_Group):
     retry_after_s: float = Field(
         300.0, ge=0, description="A file left in the inbox after such a failure is not taken again for this long."
     )
+    events: EventsMode = Field(
+        "auto",
+        description="A local inbox: on: a scan starts as soon as a file has settled (filesystem notifications: inotify, "
+        "FSEvents), the interval's scans kept as a safety net; off: scans only; auto: on unless the inbox is on a network "
+        "mount (NFS, SMB, ...), where notifications miss other machines' writes.",
+    )
+    store_endpoint: str | None = Field(
+        None,
+        description="Endpoint URL of the object store of s3:// folders (MinIO, Ceph, ...); none: AWS_ENDPOINT_URL, "
+        "else AWS's. Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or an AWS profile.",
+    )
+    store_profile: str | None = Field(None, description="AWS profile of s3:// folders' credentials; none: AWS_PROFILE, else the default.")
 
     @field_validator("deployment")
     @classmethod
@@ -385,7 +436,7 @@ class Settings(BaseSettings):
         same mount) has another working directory: relative folders would
         point somewhere else there.
         """
-        folders = {name: Path(value).absolute() for name, value in self.paths.model_dump().items()}
+        folders = {name: value if is_url(value) else Path(value).absolute() for name, value in self.paths.model_dump().items()}
         return self.model_copy(update={"paths": PathSettings(**folders)}).model_dump(mode="json")
 
     @classmethod

@@ -191,6 +191,20 @@ def test_deploy_puts_both_flows_on_the_pool(tmp_path: Path, monkeypatch: pytest.
     with get_client(sync_client=True) as client:
         (automation,) = client.read_automations_by_name(name="destatic-crashed-runs")
     assert automation.enabled and automation.trigger.within.total_seconds() == 90
+    assert _settled_trigger_runs(watcher.id), "no automation starts the watcher on destatic.file.settled"
+
+
+def _settled_trigger_runs(deployment_id: Any) -> bool:
+    """Whether an automation of the server runs deployment `deployment_id` on each destatic.file.settled event."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        automations = client.read_automations()
+    return any(
+        "destatic.file.settled" in getattr(automation.trigger, "expect", set())
+        and any(str(getattr(action, "deployment_id", "")) == str(deployment_id) for action in automation.actions)
+        for automation in automations
+    )
 
 
 def test_watch_once_names_a_missing_deployment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -231,3 +245,4 @@ def test_prefect_deploy_all_makes_the_same_deployments_from_the_checkout(tmp_pat
     assert set(per_file.parameter_openapi_schema["properties"]) == {"path", "settings", "output", "residue"}
     assert [schedule.schedule.interval.total_seconds() for schedule in watcher.schedules] == [10.0]
     assert watcher.parameters["settings"]["watch"] == {"dispatch": "deployment", "deployment": "denoise-file/destatic"}
+    assert _settled_trigger_runs(watcher.id), "no automation starts the watcher on destatic.file.settled"

@@ -109,3 +109,32 @@ def test_to_parameters_makes_folders_absolute_and_round_trips(in_tmp: Path) -> N
     assert all(Path(folder).is_absolute() for folder in parameters["paths"].values())
     rebuilt = Settings(**parameters)
     assert rebuilt.watch == settings.watch and rebuilt.paths.inbox == in_tmp / "in"
+
+
+def test_folders_on_object_storage_keep_their_urls_and_default_beside_the_inbox(in_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DESTATIC_PATHS__INBOX", "s3://media/in/box/")
+    settings = load_settings()
+    assert settings.paths.inbox == "s3://media/in/box/"
+    assert (settings.paths.outbox, settings.paths.done, settings.paths.quarantine) == ("s3://media/in/outbox/", "s3://media/in/done/", "s3://media/in/quarantine/")
+    assert load_settings(paths={"inbox": "s3://media/inbox"}).paths.done == "s3://media/done/"
+    again = Settings(**settings.to_parameters())
+    assert again.paths.inbox == settings.paths.inbox and again.paths.quarantine == settings.paths.quarantine
+    mixed = load_settings(paths={"inbox": "s3://media/inbox/", "outbox": in_tmp / "out"})
+    assert mixed.paths.outbox == in_tmp / "out" and mixed.paths.done == "s3://media/done/"
+
+
+@pytest.mark.parametrize(
+    ("paths", "expected"),
+    [
+        ({"inbox": "s3://media"}, "inbox='s3://media' is a bucket's root: set outbox, done and quarantine"),
+        ({"inbox": "in", "outbox": "s3://media/out/"}, "outbox on object storage need the inbox there too"),
+    ],
+)
+def test_object_storage_folders_that_cannot_work_are_refused(in_tmp: Path, paths: dict, expected: str) -> None:
+    with pytest.raises(ParameterError, match=expected.replace("(", r"\(")):
+        load_settings(paths=paths)
+
+
+def test_an_inbox_at_a_buckets_root_works_with_its_other_folders_set(in_tmp: Path) -> None:
+    settings = load_settings(paths={"inbox": "s3://media", "outbox": "s3://out/", "done": "s3://media-done/", "quarantine": "s3://q/"})
+    assert (settings.paths.inbox, settings.paths.outbox) == ("s3://media", "s3://out/")

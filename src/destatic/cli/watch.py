@@ -25,16 +25,20 @@ from destatic.cli.common import (
     show_prefect_log_lines,
 )
 from destatic.errors import DestaticError
-from destatic.settings import Dispatch
+from destatic.settings import Dispatch, EventsMode, is_url
 
 
 @app.command()
 def watch(
-    inbox: Annotated[Optional[Path], typer.Argument(file_okay=False, help="Folder to watch (default: settings).")] = None,
-    outbox: Annotated[Optional[Path], typer.Option("--outbox", file_okay=False, help="Where results go.")] = None,
+    inbox: Annotated[Optional[str], typer.Argument(help="Folder or s3://bucket/prefix/ to watch (default: settings).")] = None,
+    outbox: Annotated[Optional[str], typer.Option("--outbox", help="Where results go (a folder or s3:// URL).")] = None,
     interval: Annotated[Optional[float], typer.Option("--interval", help="Seconds between scans.")] = None,
     stable: Annotated[Optional[float], typer.Option("--stable", help="Seconds a file must stay unchanged.")] = None,
     once: Annotated[bool, typer.Option("--once", metavar="", help="Scan once, process, exit.")] = False,
+    events: Annotated[
+        Optional[EventsMode],
+        typer.Option("--events", help="Local inbox: start a scan as soon as a file settles (auto: unless on a network mount)."),
+    ] = None,
     dispatch: Annotated[
         Optional[Dispatch],
         typer.Option("--dispatch", help="inline: clean here; deployment: one run of --deployment per file, for workers."),
@@ -58,13 +62,16 @@ def watch(
         watch={
             "interval_s": interval,
             "stable_s": stable,
+            "events": events,
             "dispatch": dispatch,
             "deployment": deployment,
         },
     )
-    if not settings.paths.inbox.is_dir():
+    if is_url(settings.paths.inbox):
+        _check_store(settings)
+    elif not settings.paths.inbox.is_dir():
         raise typer.BadParameter(f"inbox {str(settings.paths.inbox)!r} is not a folder")
-    if once:
+    elif once:
         _wait_for_settling_files(settings)
     from destatic.flows import scan_once, serve_watcher
 
@@ -92,6 +99,17 @@ def watch(
     console.print(table if rows else "nothing to do")
     if any(row["status"] == "failed" for row in rows):
         raise typer.Exit(EXIT_FAILED)
+
+
+def _check_store(settings: Any) -> None:
+    """Fail at once, in one line, when an s3:// inbox cannot be used: no s3 extra, endpoint unreachable, credentials refused."""
+    from destatic import store
+
+    try:
+        store.check_access(store.open_store(str(settings.paths.inbox), settings))
+    except DestaticError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 SETTLING_WAIT_S = 60.0

@@ -108,7 +108,8 @@ def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic", cre
     """Deploy the per-file flow and the scheduled watcher to a work pool, the watcher dispatching to the other.
 
     Creates (or updates) ``denoise-file/<name>`` and ``watch-inbox/<name>-watch``
-    on the server at ``PREFECT_API_URL``. Both load the flows from the
+    on the server at ``PREFECT_API_URL``; the watcher scans on its interval
+    and on each ``destatic.file.settled`` event of its inbox. Both load the flows from the
     installed ``destatic`` package, so every worker needs destatic installed,
     and the folders of `settings` on the same mount.
 
@@ -157,7 +158,7 @@ def deploy_to_pool(settings: Settings, *, pool: str, name: str = "destatic", cre
     dispatching = settings.model_copy(update={"watch": watch})
     deployments = [
         denoise_file.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH, tags=["destatic"]),
-        watcher_deployment(dispatching, name=f"{name}-watch", module_entrypoint=True),
+        watcher_deployment(dispatching, name=f"{name}-watch", module_entrypoint=True, on_events=True),
     ]
     with contextlib.redirect_stdout(io.StringIO()):
         ids = deploy(*deployments, work_pool_name=pool, build=False, push=False, print_next_steps_message=False, ignore_warnings=True)

@@ -26,9 +26,10 @@ from destatic.errors import DestaticError, causes, display_path, reason_of
 from destatic.flows.denoise import denoise_file, keep_the_budget, run_tags
 from destatic.flows.graph import FINISHED
 from destatic.flows.logs import quiet_destatic_tracebacks
-from destatic.settings import Settings, load_settings
+from destatic.flows.store_watch import scan_store
+from destatic.settings import Settings, is_url, load_settings
 
-__all__ = ["run_is_over", "say_outcome", "scan_once", "serve_watcher", "watch_inbox", "watcher_deployment"]
+__all__ = ["SETTLED_EVENT", "WATCHING_EVENT", "process_claim", "run_is_over", "say_outcome", "scan_once", "serve_watcher", "settled_trigger", "watch_inbox", "watcher_deployment"]
 
 
 def run_is_over(flow_run_id: str) -> bool:
@@ -98,8 +99,12 @@ def say_outcome(row: dict[str, Any]) -> None:
     print(line, flush=True)
 
 
-def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
-    """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file, run again after an outage."""
+def process_claim(taken: inbox.Claim, settings: Settings, *, announce: bool = True) -> dict[str, Any]:
+    """Clean a claimed file in this process (``watch.dispatch="inline"``): one run of denoise_file, run again after an outage.
+
+    With `announce` false its outcome line is left to the caller (an object
+    store's scan says it once the outcome is carried back to the store).
+    """
     started = time.perf_counter()
     row: dict[str, Any] = {"file": str(taken.relative), "status": "failed", "output": "", "seconds": 0.0, "reason": ""}
     failure: Exception | None = None
@@ -120,7 +125,8 @@ def _process_claim(taken: inbox.Claim, settings: Settings) -> dict[str, Any]:
     row["seconds"] = round(time.perf_counter() - started, 2)
     if failure is not None:
         row["reason"] = reason_of(failure)
-    say_outcome(row)
+    if announce:
+        say_outcome(row)
     return row
 
 
@@ -210,6 +216,12 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
     outage.quiet_prefect_transport_errors()
     settings = settings or load_settings()
     logger = get_run_logger()
+    if is_url(settings.paths.inbox):
+        rows = scan_store(settings)
+        if rows:
+            create_table_artifact(rows, key="destatic-watch", description=f"destatic watch of {settings.paths.inbox}")
+        keep_the_budget(settings)
+        return rows
     folder = settings.paths.inbox.absolute()
     if not folder.is_dir():
         raise DestaticError(f"inbox {str(folder)!r} is not a folder")
@@ -229,10 +241,10 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         parameters = settings.to_parameters()
         rows = [_dispatch_claim(taken, settings, parameters) for taken in claims]
     elif settings.watch.concurrency == 1 or len(claims) <= 1:
-        rows = [_process_claim(taken, settings) for taken in claims]
+        rows = [process_claim(taken, settings) for taken in claims]
     else:
         with ThreadPoolExecutor(settings.watch.concurrency) as pool:
-            futures = [pool.submit(contextvars.copy_context().run, _process_claim, taken, settings) for taken in claims]
+            futures = [pool.submit(contextvars.copy_context().run, process_claim, taken, settings) for taken in claims]
             rows = [future.result() for future in futures]
     if rows:
         create_table_artifact(rows, key="destatic-watch", description=f"destatic watch of {folder}")
@@ -262,12 +274,101 @@ def serve_watcher(settings: Settings) -> None:
             raise DestaticError("watch.dispatch='deployment' needs a Prefect server with workers: set PREFECT_API_URL")
         check_deployment(settings)
     if PREFECT_API_URL.value():
-        _serve_through_outages(settings, PREFECT_API_URL.value())
+        with _scans_on_events(settings, scan_here=True):
+            _serve_through_outages(settings, PREFECT_API_URL.value())
         return
-    while True:
-        started = time.monotonic()
-        watch_inbox(settings, return_state=True)
-        time.sleep(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
+    with _scans_on_events(settings, scan_here=False) as wake:
+        while True:
+            started = time.monotonic()
+            wake.event.clear()
+            watch_inbox(settings, return_state=True)
+            wake.announce()
+            wake.event.wait(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
+
+
+SETTLED_EVENT = "destatic.file.settled"
+"""The Prefect event a watcher emits for each file of its inbox that settled (see :mod:`destatic.notify`)."""
+WATCHING_EVENT = "destatic.inbox.watching"
+"""The Prefect event a watcher emits when it starts watching a local inbox by notifications."""
+
+
+def _emit(event: str, folder: Path, path: Path | None = None) -> None:
+    """Emit `event` about a file of the inbox `folder` (or the inbox itself); best effort: the scans do not depend on it."""
+    from prefect.events import emit_event
+
+    inbox_resource = {"prefect.resource.id": f"destatic.inbox.{folder}", "prefect.resource.name": display_path(folder)}
+    with contextlib.suppress(Exception):
+        if path is None:
+            emit_event(event=event, resource=inbox_resource)
+        else:
+            emit_event(event=event, resource={"prefect.resource.id": f"destatic.file.{path}", "prefect.resource.name": display_path(path.name)},
+                       related=[{**inbox_resource, "prefect.resource.role": "inbox"}])
+
+
+class _Wake:
+    """What notifications tell the scans: an event set when files settled, and those files, announced after the scan."""
+
+    def __init__(self, folder: Path | None) -> None:
+        self.event = threading.Event()
+        self.folder = folder
+        self._settled: list[Path] = []
+        self._lock = threading.Lock()
+
+    def settled(self, paths: list[Path]) -> None:
+        with self._lock:
+            self._settled.extend(paths)
+        self.event.set()
+
+    def announce(self) -> None:
+        """Emit :data:`SETTLED_EVENT` for the files that settled since the last call (after the scan: it waits for nothing)."""
+        with self._lock:
+            paths, self._settled = self._settled, []
+        for path in paths:
+            _emit(SETTLED_EVENT, self.folder, path)
+
+
+@contextlib.contextmanager
+def _scans_on_events(settings: Settings, *, scan_here: bool) -> Iterator[_Wake]:
+    """While the block runs, set the event of the :class:`_Wake` it yields as soon as a file of a local inbox settles (``watch.events``).
+
+    With `scan_here` a thread of this process also runs a scan each time
+    (the served watcher's scheduled scans run in other processes, seconds
+    away); otherwise the caller's loop waits on the event. An inbox on
+    object storage, or ``watch.events`` off or not working there, gives an
+    event never set: scans only. Prefect's flow engine and events client are
+    loaded first, here: loaded by the first scan, they took seconds (and
+    the import lock) on a loaded machine.
+    """
+    from destatic import notify
+
+    folder = settings.paths.inbox
+    if is_url(folder) or not notify.events_work(Path(folder), settings.watch.events):
+        yield _Wake(None)
+        return
+    import prefect.flow_engine  # noqa: F401
+
+    folder = Path(folder).absolute()
+    wake = _Wake(folder)
+    _emit(WATCHING_EVENT, folder)
+    stopped = threading.Event()
+
+    def scan_when_woken() -> None:
+        while not stopped.is_set():
+            if wake.event.wait(0.5):
+                wake.event.clear()
+                watch_inbox(settings, return_state=True)
+                wake.announce()
+
+    with notify.SettleWatch(folder, settings.watch.stable_s, wake.settled):
+        # The thread runs in this context: the Prefect API of the command is a context setting (prefect_api).
+        context = contextvars.copy_context()
+        scanner = threading.Thread(target=context.run, args=(scan_when_woken,), name="destatic-event-scans", daemon=True) if scan_here else None
+        if scanner is not None:
+            scanner.start()
+        try:
+            yield wake
+        finally:
+            stopped.set()
 
 
 API_CHECK_EVERY_S = 2.0
@@ -280,14 +381,14 @@ def _say(line: str) -> None:
 
 
 @contextlib.contextmanager
-def _keeping_the_api(api_url: str, folder: Path, say: Callable[[str], None]) -> Iterator[None]:
+def _keeping_the_api(api_url: str, folder: Path | str, say: Callable[[str], None]) -> Iterator[None]:
     """While the block runs, check the API every :data:`API_CHECK_EVERY_S`; when it is gone, say so, bring it back
     (destatic's own server) or wait for it (yours), and say when it answers again, with the files waiting."""
     stopped = threading.Event()
 
     def keep() -> None:
         while not stopped.wait(API_CHECK_EVERY_S):
-            outage.wait_for_api(api_url, say=say, waiting=lambda: inbox.pending(folder))
+            outage.wait_for_api(api_url, say=say, waiting=None if is_url(folder) else lambda: inbox.pending(Path(folder)))
 
     outage.quiet_prefect_transport_errors()
     keeper = threading.Thread(target=keep, name="destatic-api-keeper", daemon=True)
@@ -308,7 +409,7 @@ def scan_once(settings: Settings) -> Any:
     api_url = _current_api_url()
     if api_url is None:
         return watch_inbox(settings, return_state=True)
-    with _keeping_the_api(api_url, settings.paths.inbox.absolute(), _say):
+    with _keeping_the_api(api_url, settings.paths.inbox, _say):
         return watch_inbox(settings, return_state=True)
 
 
@@ -316,7 +417,7 @@ def _serve_through_outages(settings: Settings, api_url: str, say: Callable[[str]
     """Serve the watcher deployment; should Prefect's runner give up during a long outage, wait for the API and serve again."""
     from prefect import serve
 
-    with _keeping_the_api(api_url, settings.paths.inbox.absolute(), say), outage.quiet_service_summaries():
+    with _keeping_the_api(api_url, settings.paths.inbox, say), outage.quiet_service_summaries():
         first = True
         while True:
             outage.wait_for_api(api_url)
@@ -329,7 +430,24 @@ def _serve_through_outages(settings: Settings, api_url: str, say: Callable[[str]
             first = False
 
 
-def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", module_entrypoint: bool = False) -> Any:
+def settled_trigger(settings: Settings) -> Any:
+    """A deployment trigger: a scan as soon as :data:`SETTLED_EVENT` is emitted for a file of this (local) inbox.
+
+    Any ``destatic watch`` of the inbox with notifications on (one on the
+    machine that holds the disk, say) emits those events; the server then
+    starts the watcher deployment at once instead of at its next interval.
+    """
+    from prefect.events import DeploymentEventTrigger
+
+    return DeploymentEventTrigger(
+        name="destatic-file-settled",
+        match={"prefect.resource.id": "destatic.file.*"},
+        match_related={"prefect.resource.id": f"destatic.inbox.{Path(settings.paths.inbox).absolute()}", "prefect.resource.role": "inbox"},
+        expect={SETTLED_EVENT},
+    )
+
+
+def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", module_entrypoint: bool = False, on_events: bool = False) -> Any:
     """The scheduled watcher as a deployment: every ``watch.interval_s`` seconds, one scan at a time.
 
     Parameters
@@ -341,6 +459,8 @@ def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", modu
     module_entrypoint : bool
         Load the flow as ``destatic.flows.watch.watch_inbox`` from the
         installed package (for a work pool) instead of from this file.
+    on_events : bool
+        Also start a scan on each :data:`SETTLED_EVENT` of a local inbox (:func:`settled_trigger`).
 
     Returns
     -------
@@ -354,4 +474,5 @@ def watcher_deployment(settings: Settings, *, name: str = "destatic-watch", modu
         parameters={"settings": settings.to_parameters()},
         concurrency_limit=1,
         entrypoint_type=EntrypointType.MODULE_PATH if module_entrypoint else EntrypointType.FILE_PATH,
+        triggers=[settled_trigger(settings)] if on_events and not is_url(settings.paths.inbox) else None,
     )
