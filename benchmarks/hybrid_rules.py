@@ -7,13 +7,15 @@ of the voice-band energies, DFN3's local SNR (``lsnr``) per frame, the input's
 magnitudes and the measured noise power. Every candidate rule of
 :data:`RULES` makes its gains from them; destatic's own inverse step applies
 them, and the output is scored as ``quality.py`` scores it. ``default`` is
-today's rule recomputed: its output is checked against destatic's own.
+destatic's own rule (its output is checked against ``destatic.denoise``'s);
+``before`` the same rule recomputed from the captured inputs (checks the capture).
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
-re-scores only itself: give an edited rule a new name. Tune with ``--half tune``; report ``--half held``
-only for the rules chosen on the tuning half.
+re-scores only itself: give an edited rule a new name. Tune with
+``--half tune`` (``--quick`` for a first look); report ``--half held`` only
+for the rules chosen on the tuning half.
 
-    python benchmarks/hybrid_rules.py --half tune --groups abd --rules default lsnr
+    python benchmarks/hybrid_rules.py --half tune --groups abd --quick --rules mts_e07 mts_e07_s9
 """
 
 from __future__ import annotations
@@ -190,10 +192,10 @@ def capture(noisy: np.ndarray, rate: int, case: quality.Case) -> tuple[Inputs, n
     computer = learned.LearnedGainComputer
     original_mixed, original_fed, original_start, stream = computer._mixed, computer._queue_fed, computer._start, learned.DeepFilterStream
 
-    def mixed(self, learned_gains, ready, *, final):
+    def mixed(self, learned_gains, ready):
         classic = np.concatenate(list(self._classic), axis=1)[:, :ready]
-        voice = self._voice(ready, self._past, final=final)
-        gains = original_mixed(self, learned_gains, ready, final=final)
+        voice = self._voice(ready)
+        gains = original_mixed(self, learned_gains, ready)
         seen["parts"].append((classic, learned_gains.copy(), voice, gains))
         return gains
 
@@ -244,19 +246,24 @@ def score_row(case: quality.Case, label: str, output: np.ndarray, noisy, referen
     }
 
 
-def run_item(case: quality.Case, rules: tuple[str, ...], cache_dir: Path) -> list[dict[str, object]]:
+def run_item(case: quality.Case, rules: tuple[str, ...], cache_dir: Path, cached_only: bool = False) -> list[dict[str, object]]:
+    """Every peer and rule's score row of one mixture (from the cache where it is there; ``cached_only``: none if any is not)."""
     result_cache.install_dfn3_cache(cache_dir)
     cache = result_cache.ScoreCache(cache_dir / "rules")
     noisy, reference, rate, bed = case.load()
     mixture = f"{case.group}|{case.name}|{result_cache.samples_digest(noisy, reference)}"
     rows = []
-    for peer in PEERS if case.group != "c" else ("noisy", "seed"):
+    wanted = {name: f"rule:{name}" for name in rules}
+    peers = PEERS if case.group != "c" else ("noisy", "seed")
+    if cached_only and (any(cache.get(mixture, f"peer:{peer}", False) is None for peer in peers)
+                        or any(cache.get(mixture, wanted[name], True) is None for name in rules)):
+        return []
+    for peer in peers:
         row = cache.get(mixture, f"peer:{peer}", False)
         if row is None:
             (row,) = quality.run_case(case, (), (peer,), cache_dir)
             cache.put(mixture, f"peer:{peer}", False, row)
         rows.append({**row, "half": case.half})
-    wanted = {name: f"rule:{name}" for name in rules}
     missing = [name for name in rules if cache.get(mixture, wanted[name], True) is None]
     if missing:
         began = time.perf_counter()
@@ -309,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="quality.py's --quick subset")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache")
+    parser.add_argument("--cached-only", action="store_true", help="tabulate only the items already scored for every rule")
     args = parser.parse_args(argv)
     common.require_media()
     halves = quality.HALVES if args.half == "both" else (args.half,)
@@ -319,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cases)} cases, rules {', '.join(rules)}, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for done, result in enumerate(pool.map(run_item, cases, [rules] * len(cases), [args.cache] * len(cases)), 1):
+        for done, result in enumerate(pool.map(run_item, cases, [rules] * len(cases), [args.cache] * len(cases), [args.cached_only] * len(cases)), 1):
             rows += result
             print(f"\r{done}/{len(cases)} cases, {time.perf_counter() - began:.0f} s", end="", file=sys.stderr)
     print(file=sys.stderr)

@@ -66,7 +66,7 @@ KEY_CHARS = 20
 STEP_VERSIONS: dict[str, str] = {
     "extract": "3",
     "profile": "5",
-    "subtract": "8",
+    "subtract": "7",
     "inverse": "4",
     "residue": "1",
     "loudness": "1",

@@ -91,8 +91,7 @@ class SuppressionOptions:
         the classic 1.5 s climbs onto any note held longer than that.
     voice_mix : float in [0, 1]
         ``hybrid`` only: in frames where DeepFilterNet3 hears a voice, how
-        far (in dB) the noisy bins (and, within a second of them, the bins
-        of steady noise) move from the classic gain towards its gain.
+        far (in dB) the noisy bins move from the classic gain towards its gain.
     learned_stereo : {'mid', 'each'}
         ``hybrid`` only: on stereo, one DeepFilterNet3 pass on the channels'
         mean drives both (half the cost; -0.044 PESQ on the shared media), or

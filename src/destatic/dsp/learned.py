@@ -12,11 +12,9 @@ model's delay out, and hands back exactly as many samples as it was given.
 STFT framing, ``|STFT(dfn(x))| / |STFT(x)|`` bounded to ``[floor, 1]``:
 method ``deepfilter`` uses it alone; method ``hybrid`` keeps the classic
 log-MMSE gain everywhere and, in frames where DFN3 itself hears a voice,
-moves the bins the classic rule finds noisy towards the learned gain; within
-a second of such frames (pauses and onsets inside speech) it also moves the
-bins that hold no more than the steady noise (their power near the noise
-profile's). So voices get DFN3's cleaning while music, birdsong and room
-sound (which DFN3 would delete) keep the classic rule's treatment.
+moves the bins the classic rule finds noisy towards the learned gain. So
+voices get DFN3's cleaning while music, birdsong and room sound (which DFN3
+would delete) keep the classic rule's treatment.
 """
 
 from __future__ import annotations
@@ -51,13 +49,6 @@ VOICE_WINDOW_SECONDS = 0.4
 """The centred window the voice-band energies are summed over before they are compared."""
 NOISY_GAIN_SPAN = 0.5
 """A bin moves towards DFN3's gain in proportion to ``(1 - classic gain) / 0.5``, at most fully."""
-VOICE_REGION_SECONDS = 1.0
-"""The voice region of a frame: the largest voice weight over a centred window this long (pauses inside speech)."""
-STEADY_OVER_DB = 6.0
-"""A bin whose power (over :data:`STEADY_SMOOTH_FRAMES`) is within this of the noise profile holds only steady noise..."""
-STEADY_SPAN_DB = 6.0
-"""... and one this much further above it holds something else (voice, music); linear between."""
-STEADY_SMOOTH_FRAMES = 3
 
 
 class DeepFilterStream:
@@ -218,8 +209,7 @@ class LearnedGainComputer:
     options : SuppressionOptions
         ``max_reduction_db`` is the floor of every gain (for ``deepfilter``
         also DFN3's attenuation limit); ``voice_mix`` how far, in dB, the
-        hybrid moves noisy bins of voice frames (and steady-noise bins
-        around them) towards DFN3's gain;
+        hybrid moves noisy bins of voice frames towards DFN3's gain;
         ``learned_stereo`` ``"mid"`` (stereo: one DFN3 pass on the channels'
         mean drives both) or ``"each"`` (a pass per channel).
 
@@ -248,12 +238,7 @@ class LearnedGainComputer:
         self._output_frames: FrameSplitter | None = None  # spectra of DFN3's output
         frequencies = np.arange(profile.bins) * profile.sample_rate / profile.n_fft
         self._band = (frequencies >= VOICE_BAND_HZ[0]) & (frequencies <= VOICE_BAND_HZ[1])
-        self._window_half = round(VOICE_WINDOW_SECONDS * profile.sample_rate / profile.hop_length) // 2 if self.hybrid else 0
-        self._region_half = round(VOICE_REGION_SECONDS * profile.sample_rate / profile.hop_length) // 2 if self.hybrid else 0
-        self._half = self._window_half + self._region_half  # learned frames looked ahead (and kept behind)
-        self._smooth_half = STEADY_SMOOTH_FRAMES // 2 if self.hybrid else 0  # spectra looked ahead (and kept behind)
-        self._power = np.zeros((0, 0, profile.bins), np.float32)  # |Y|^2 from `_power_past` frames before the first unfinished
-        self._power_past = 0
+        self._half = max(0, round(VOICE_WINDOW_SECONDS * profile.sample_rate / profile.hop_length) // 2) if self.hybrid else 0
         self._classic: collections.deque[np.ndarray] = collections.deque()  # classic gains of frames not yet finished
         self._fed: np.ndarray | None = None  # input spectra waiting for DFN3's output
         self._learned = np.zeros((0, 0, profile.bins), np.float32)
@@ -276,7 +261,6 @@ class LearnedGainComputer:
         self._learned = np.zeros((self._rows, 0, self.profile.bins), np.float32)
         self._energy_in = np.zeros((self._rows, 0))
         self._energy_out = np.zeros((self._rows, 0))
-        self._power = np.zeros((channels, 0, self.profile.bins), np.float32)
 
     def push_samples(self, block: np.ndarray) -> None:
         """Feed the samples of the next block, ``(n, channels)``, hum already cancelled."""
@@ -317,8 +301,6 @@ class LearnedGainComputer:
         if spectra.shape[1]:
             if self.classic is not None:
                 self._classic.append(self.classic(spectra))
-                power = spectra.real.astype(np.float32) ** 2 + spectra.imag.astype(np.float32) ** 2
-                self._power = np.concatenate([self._power, power], axis=1)
             self._pending_spectra += spectra.shape[1]
         return self._emit(final=False)
 
@@ -331,15 +313,12 @@ class LearnedGainComputer:
 
     def _emit(self, *, final: bool) -> np.ndarray:
         learned_ready = self._learned.shape[1] - self._past
-        if final:
-            ready = min(self._pending_spectra, learned_ready)
-        else:
-            ready = min(self._pending_spectra - self._smooth_half, learned_ready - self._half)
+        ready = min(self._pending_spectra, learned_ready if final else max(learned_ready - self._half, 0))
         if ready <= 0:
             return np.zeros((self._channels, 0, self.profile.bins), np.float32)
         learned = self._learned[:, self._past : self._past + ready]
         if self.hybrid:
-            gains = self._mixed(learned, ready, final=final)
+            gains = self._mixed(learned, ready)
         else:
             gains = learned
         keep_from = max(self._past + ready - self._half, 0)
@@ -350,16 +329,8 @@ class LearnedGainComputer:
         self._pending_spectra -= ready
         return np.ascontiguousarray(gains, np.float32)
 
-    def _mixed(self, learned: np.ndarray, ready: int, *, final: bool) -> np.ndarray:
-        """``log G = log Gc + voice_mix * max(v * noisy, region * steady) * (log L - log Gc)``.
-
-        ``v``: DFN3 keeps the frame's voice band (a voice); ``noisy``: the
-        classic rule finds the bin noisy, ``clip((1 - Gc) / 0.5)``; ``region``:
-        the largest ``v`` within :data:`VOICE_REGION_SECONDS` (pauses and onsets
-        inside speech); ``steady``: the bin's power is near the noise profile's.
-        So the steady noise of speech gets DFN3's cleaning; music, birdsong and
-        room sound, which stand above the profile, keep the classic gain.
-        """
+    def _mixed(self, learned: np.ndarray, ready: int) -> np.ndarray:
+        """``log G = log Gc + voice_mix * v * clip((1 - Gc) / 0.5) * (log L - log Gc)``: only voice frames, only noisy bins."""
         classic = np.concatenate(list(self._classic), axis=1)
         self._classic.clear()
         if classic.shape[1] > ready:
@@ -367,63 +338,17 @@ class LearnedGainComputer:
         classic = classic[:, :ready]
         log_classic = np.log(classic)
         noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
-        region_half = self._region_half
-        voice = self._voice(ready + 2 * region_half, self._past - region_half, final=final)
-        region = _centred_max(voice, region_half)[..., np.newaxis]
-        voice = voice[:, region_half : region_half + ready, np.newaxis]
-        weight = np.float32(self.options.voice_mix) * np.maximum(voice * noisy_bins, region * self._steady(ready, final=final))
-        return np.exp(log_classic + weight * (np.log(learned) - log_classic)).astype(np.float32)  # one learned row drives both for "mid"
+        weight = (np.float32(self.options.voice_mix) * self._voice(ready))[..., np.newaxis] * noisy_bins
+        return np.exp(log_classic + weight * (np.log(learned) - log_classic))  # one learned row drives both for "mid"
 
-    def _voice(self, count: int, first: int, *, final: bool) -> np.ndarray:
-        """Voice weight in [0, 1] of `count` frames from the kept frame `first`: the voice-band energy DFN3 keeps over
-        a centred window; 0 for frames before the stream's start or, at its end, after it."""
-        half = self._window_half
+    def _voice(self, ready: int) -> np.ndarray:
+        """Voice weight in [0, 1] of the next `ready` frames: the voice-band energy DFN3 keeps over a centred window."""
+        half = self._half
 
         def window_sums(energy: np.ndarray) -> np.ndarray:
-            start, stop = first - half, first + count + half
+            start, stop = self._past - half, self._past + ready + half
             part = np.pad(energy[:, max(start, 0) : stop], ((0, 0), (max(-start, 0), max(stop - energy.shape[1], 0))))
-            return np.lib.stride_tricks.sliding_window_view(part, 2 * half + 1, axis=1).sum(axis=-1)[:, :count]
+            return np.lib.stride_tricks.sliding_window_view(part, 2 * half + 1, axis=1).sum(axis=-1)[:, :ready]
 
         kept_db = 10 * np.log10((window_sums(self._energy_out) + 1e-20) / (window_sums(self._energy_in) + 1e-20))
-        voice = np.clip((kept_db - VOICE_LOW_DB) / (VOICE_HIGH_DB - VOICE_LOW_DB), 0, 1).astype(np.float32)
-        frame = first + np.arange(count)
-        voice[:, (frame < 0) | ((frame >= self._energy_in.shape[1]) if final else False)] = 0
-        return voice
-
-    def _steady(self, ready: int, *, final: bool) -> np.ndarray:
-        """Share in [0, 1] of each bin of the next `ready` frames that is steady noise: its power over the profile's."""
-        half = self._smooth_half
-        part, present = _padded(self._power, self._power_past - half, self._power_past + ready + half)
-        power = _centred_mean(part, present[..., np.newaxis], half)
-        keep_from = max(self._power_past + ready - half, 0)
-        self._power = self._power[:, keep_from:]
-        self._power_past = self._power_past + ready - keep_from
-        noise = np.maximum(np.asarray(self.profile.power, np.float64), 1e-30)[:, np.newaxis, :]
-        over_db = 10 * np.log10(power / noise + 1e-12)
-        return np.clip(1 - (over_db - STEADY_OVER_DB) / STEADY_SPAN_DB, 0, 1).astype(np.float32)
-
-
-def _padded(values: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``start:stop`` (axis 1) of `values`, zero where they do not exist (before 0, after the end), and where they do."""
-    frames = values.shape[1]
-    part = values[:, max(start, 0) : max(min(stop, frames), 0)]
-    before, after = max(-start, 0), max(stop - max(frames, start), 0)
-    widths = ((0, 0), (before, after)) + ((0, 0),) * (values.ndim - 2)
-    present = np.zeros((values.shape[0], stop - start), bool)
-    present[:, before : before + part.shape[1]] = True
-    return np.pad(part, widths), present
-
-
-def _centred_mean(values: np.ndarray, present: np.ndarray, half: int) -> np.ndarray:
-    """Mean over centred windows of ``2 half + 1`` frames (axis 1) of the frames present; ``2 half`` fewer frames."""
-    if not half:
-        return values.astype(np.float64)
-    weights = np.broadcast_to(present, values.shape).astype(np.float64)
-    totals = np.lib.stride_tricks.sliding_window_view(values * weights, 2 * half + 1, axis=1).sum(axis=-1)
-    counts = np.lib.stride_tricks.sliding_window_view(weights, 2 * half + 1, axis=1).sum(axis=-1)
-    return totals / np.maximum(counts, 1)
-
-
-def _centred_max(values: np.ndarray, half: int) -> np.ndarray:
-    """Maximum over centred windows of ``2 half + 1`` frames (axis 1); ``2 half`` fewer frames."""
-    return np.lib.stride_tricks.sliding_window_view(values, 2 * half + 1, axis=1).max(axis=-1) if half else values
+        return np.clip((kept_db - VOICE_LOW_DB) / (VOICE_HIGH_DB - VOICE_LOW_DB), 0, 1).astype(np.float32)
