@@ -99,11 +99,22 @@ class CachedDeepFilterStream:
     folder: Path | None = None
     real: type | None = None
 
-    def __init__(self, sample_rate: int, *, atten_lim_db: float = 100.0, provider: str = DEFAULT_LEARNED_PROVIDER):
+    def __init__(
+        self, sample_rate: int, *, atten_lim_db: float = 100.0, provider: str = DEFAULT_LEARNED_PROVIDER, keep_lsnr: bool = False
+    ):
         self.sample_rate = int(sample_rate)
         self.atten_lim_db = float(atten_lim_db)
         self.provider = provider
+        self.keep_lsnr = keep_lsnr
         self._parts: list[np.ndarray] = []
+        self._lsnr: np.ndarray | None = None
+
+    def take_lsnr(self) -> np.ndarray:
+        """The model's local SNRs: none before :meth:`finish`, then all of them (once)."""
+        if not self.keep_lsnr:
+            raise ValueError("this DeepFilterStream was made without keep_lsnr")
+        lsnr, self._lsnr = self._lsnr, None
+        return np.zeros(0, np.float32) if lsnr is None else lsnr
 
     def push(self, block: np.ndarray) -> np.ndarray:
         self._parts.append(np.array(block, np.float32).reshape(-1))
@@ -115,19 +126,26 @@ class CachedDeepFilterStream:
         key = samples_digest(samples) + f"-{self.sample_rate}-{self.atten_lim_db:g}-{version}"
         assert self.folder is not None and self.real is not None
         path = self.folder / "dfn3" / key[:2] / f"{key}.npy"
-        if path.is_file():
+        lsnr_path = path.with_name(f"{key}-lsnr.npy")
+        if path.is_file() and (lsnr_path.is_file() or not self.keep_lsnr):
+            if self.keep_lsnr:
+                self._lsnr = np.load(lsnr_path)
             return np.load(path)
-        stream = self.real(self.sample_rate, atten_lim_db=self.atten_lim_db, provider=self.provider)
+        stream = self.real(self.sample_rate, atten_lim_db=self.atten_lim_db, provider=self.provider, keep_lsnr=True)
         step = 1 << 16
         output = np.concatenate(
             [stream.push(samples[start : start + step]) for start in range(0, samples.size, step)] + [stream.finish()]
         ).astype(np.float32)
+        lsnr = stream.take_lsnr()
+        if self.keep_lsnr:
+            self._lsnr = lsnr
+        for where, array in ((path, output), (lsnr_path, lsnr)):
 
-        def write(temporary: Path) -> None:
-            with temporary.open("wb") as handle:
-                np.save(handle, output, allow_pickle=False)
+            def write(temporary: Path, array: np.ndarray = array) -> None:
+                with temporary.open("wb") as handle:
+                    np.save(handle, array, allow_pickle=False)
 
-        _store(path, write)
+            _store(where, write)
         return output
 
 

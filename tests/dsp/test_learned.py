@@ -24,10 +24,10 @@ def _speechlike(rate: int, seconds: float, rng: np.random.Generator) -> np.ndarr
     return 0.1 * envelope * voice + 0.003 * rng.standard_normal(t.size)
 
 
-def _decoded(media_dir, name: str, rate: int) -> np.ndarray:
+def _decoded(media_dir, name: str, rate: int, folder: str = "video", start_s: float = 0.0) -> np.ndarray:
     import imageio_ffmpeg
 
-    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(media_dir / "video" / name),
+    command = [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-ss", str(start_s), "-i", str(media_dir / folder / name),
                "-vn", "-ac", "1", "-ar", str(rate), "-f", "f32le", "-"]
     return np.frombuffer(subprocess.run(command, capture_output=True, check=True).stdout, np.float32)
 
@@ -95,10 +95,51 @@ def test_learned_methods_give_the_same_samples_whatever_the_jobs_and_nearly_what
 
 
 @needs_dfn
+def test_the_streams_local_snr_tells_speech_from_noise_whatever_the_blocks(media_dir, rng):
+    import soundfile
+
+    speech, rate = soundfile.read(media_dir / "speech" / "198-209-0000.decoded.flac", dtype="float32")
+    x = (np.concatenate([np.zeros(rate), speech[: 4 * rate]]) + 0.01 * rng.standard_normal(5 * rate)).astype(np.float32)
+    series = []
+    for block in (1 << 16, 1000):
+        stream = learned.DeepFilterStream(rate, keep_lsnr=True)
+        parts = []
+        for start in range(0, x.size, block):
+            stream.push(x[start : start + block])
+            parts.append(stream.take_lsnr())
+        stream.finish()
+        series.append(np.concatenate([*parts, stream.take_lsnr()]))
+    np.testing.assert_array_equal(series[0], series[1])
+    assert series[0].size >= x.size * learned.DFN_RATE // rate // learned.DFN_FRAME + learned.LSNR_LAG_FRAMES
+    lag = learned.LSNR_LAG_FRAMES
+    assert series[0][lag + 5 : lag + 95].max() < -10 < 0 < np.median(series[0][lag + 110 : lag + 490])
+
+
+@needs_dfn
 def test_the_hybrid_keeps_a_music_clip_within_1_db(media_dir):
     piano = _decoded(media_dir, "chaplin.mp4", 44100)
     out = destatic.denoise(piano, 44100, method="hybrid", n_jobs=1)
     assert 10 * np.log10(np.sum(out.astype(float) ** 2) / np.sum(piano.astype(float) ** 2)) > -1.0
+
+
+@needs_dfn
+@pytest.mark.parametrize(("method", "kept"), [("hybrid", True), ("deepfilter", False)])
+def test_the_hybrid_keeps_a_music_bed_under_a_voice_within_3_db(method, kept, media_dir, rng):
+    """A voice over a song 12 dB under it, light hiss: the bed's level after, by least squares on voice, bed and hiss."""
+    import soundfile
+
+    speech, rate = soundfile.read(media_dir / "speech" / "198-209-0000.decoded.flac", dtype="float32")
+    speech = speech[: 6 * rate].astype(np.float64)
+    bed = _decoded(media_dir, "Karissa_Hobbs_-_Lets_Go_Fishin.hq.ogg", rate, folder="music", start_s=20.0)[: speech.size]
+    bed = bed * np.sqrt(np.mean(speech**2) / np.mean(bed.astype(np.float64) ** 2) * 10 ** (-12 / 10))
+    lead = rate
+    hiss = rng.standard_normal(lead + speech.size) * np.sqrt(np.mean(speech**2) * 10 ** (-25 / 10))
+    noisy = hiss.copy()
+    noisy[lead:] += speech + bed
+    out = destatic.denoise(noisy.astype(np.float32), rate, noise=(0, 1), method=method, n_jobs=1)[lead:]
+    basis = np.stack([speech, bed, hiss[lead:]], axis=1)
+    bed_db = 20 * np.log10(abs(np.linalg.lstsq(basis, out.astype(np.float64), rcond=None)[0][1]))
+    assert (bed_db > -3.0) == kept, bed_db
 
 
 @needs_dfn

@@ -37,6 +37,8 @@ DFN_RATE = dfn3.RATE
 DFN_FRAME = dfn3.FRAME
 DFN_DELAY = dfn3.DELAY
 """Samples at 48 kHz by which the model's output lags its input."""
+LSNR_LAG_FRAMES = 2
+"""The model's local SNR of its frame ``t`` describes the input around frame ``t - 2`` (its look-ahead)."""
 NO_LIMIT_DB = 100.0
 """DFN3's attenuation limit when the limit is applied outside it (the hybrid's floor)."""
 VOICE_BAND_HZ = (100.0, 4000.0)
@@ -61,6 +63,8 @@ class DeepFilterStream:
         The model's attenuation limit (100: none).
     provider : str
         onnxruntime execution provider of the model.
+    keep_lsnr : bool
+        Keep the model's local SNR estimate of every 10 ms frame, for :meth:`take_lsnr`.
 
     Notes
     -----
@@ -70,12 +74,19 @@ class DeepFilterStream:
     sample-aligned with them, whatever the block sizes.
     """
 
-    def __init__(self, sample_rate: int, *, atten_lim_db: float = NO_LIMIT_DB, provider: str = DEFAULT_LEARNED_PROVIDER):
+    def __init__(
+        self,
+        sample_rate: int,
+        *,
+        atten_lim_db: float = NO_LIMIT_DB,
+        provider: str = DEFAULT_LEARNED_PROVIDER,
+        keep_lsnr: bool = False,
+    ):
         if not learned_available():
             raise ParameterError(f"the learned methods need {LEARNED_NEEDS}")
         import soxr
 
-        self._model = dfn3.Dfn3Stream(atten_lim_db, provider=provider)
+        self._model = dfn3.Dfn3Stream(atten_lim_db, provider=provider, keep_lsnr=keep_lsnr)
         self.sample_rate = int(sample_rate)
         same = self.sample_rate == DFN_RATE
         self._up = None if same else soxr.ResampleStream(self.sample_rate, DFN_RATE, 1, dtype="float32", quality="HQ")
@@ -107,6 +118,20 @@ class DeepFilterStream:
         y = y48 if self._down is None else self._down.resample_chunk(y48)
         self._returned += y.size
         return y
+
+    def take_lsnr(self) -> np.ndarray:
+        """The model's local SNR (dB) of the frames run since the last call (``keep_lsnr``).
+
+        Value ``t`` of the whole sequence describes the input around
+        ``(t - LSNR_LAG_FRAMES) * 10`` ms at 48 kHz: the model looks that many frames ahead.
+        """
+        kept = self._model.lsnr
+        if kept is None:
+            raise ValueError("this DeepFilterStream was made without keep_lsnr")
+        count = len(kept)  # the model's thread may append while this runs
+        parts = kept[:count]
+        del kept[:count]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def finish(self) -> np.ndarray:
         """Flush the resamplers and the model's look-ahead; return the last output samples."""
@@ -219,7 +244,7 @@ class LearnedGainComputer:
 
     def _start(self, channels: int) -> None:
         self._channels = channels
-        self._mid = self.method.filters_together(self.options, channels)
+        self._mid = channels == 2 and self.method.filters_together(self.options, channels)
         self._rows = 1 if self._mid else channels
         self._streams = [
             DeepFilterStream(self.profile.sample_rate, atten_lim_db=self._atten_lim_db, provider=self.options.learned_provider)

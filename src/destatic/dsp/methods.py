@@ -64,7 +64,8 @@ def _never(options: SuppressionOptions, channels: int) -> bool:
 
 
 def _mid_of_stereo(options: SuppressionOptions, channels: int) -> bool:
-    return channels == 2 and getattr(options, "learned_stereo", None) == "mid"
+    # Two channels or more: a group of two channels of a bigger stream must not be taken for a stereo pair.
+    return channels >= 2 and getattr(options, "learned_stereo", None) == "mid"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,345 @@
+"""Issue 30's search for the hybrid's mixing rule: candidate rules scored side by side, one destatic pass per item.
+
+For each mixture of ``quality.py`` (same groups, halves and scoring) destatic's
+hybrid runs once with the inputs of its mixing rule captured: the classic
+log-MMSE gains, DeepFilterNet3's gain in destatic's frame, the voice weight
+of the voice-band energies, DFN3's local SNR (``lsnr``) per frame, the input's
+magnitudes and the measured noise power. Every candidate rule of
+:data:`RULES` makes its gains from them; destatic's own inverse step applies
+them, and the output is scored as ``quality.py`` scores it. ``default`` is
+destatic's own rule (its output is checked against ``destatic.denoise``'s);
+``before`` the same rule recomputed from the captured inputs (checks the capture).
+
+Rows are cached per mixture, rule name and destatic's source, so a new rule
+re-scores only itself: give an edited rule a new name. Tune with
+``--half tune`` (``--quick`` for a first look); report ``--half held`` only
+for the rules chosen on the tuning half.
+
+    python benchmarks/hybrid_rules.py --half tune --groups abd --quick --rules mts_e07 mts_e07_s9
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import common
+import quality
+import result_cache
+
+PEERS = ("noisy", "dfn3", "seed")
+
+
+@dataclass
+class Inputs:
+    """What a mixing rule sees for one item, every frame at once (rows: DFN3's rows, 1 for mono)."""
+
+    classic: np.ndarray  # (rows, frames, bins) classic log-MMSE gains
+    learned: np.ndarray  # (rows, frames, bins) DFN3's gain in destatic's frame
+    voice: np.ndarray  # (rows, frames) today's voice weight (voice-band energy DFN3 keeps)
+    lsnr: np.ndarray  # (rows, frames) DFN3's local SNR, dB, at each frame's centre
+    magnitude: np.ndarray  # (rows, frames, bins) |Y| of what DFN3 was fed
+    noise_power: np.ndarray  # (rows, bins) the profile's noise power
+    frames_per_second: float
+    bin_hz: float
+    half_window: int  # frames either side in today's voice window
+    auto: bool  # the profile is an auto estimate (no noise stretch measured)
+    destatic: np.ndarray  # the gains destatic's own rule made
+
+
+def _today(x: Inputs, voice: np.ndarray, mix: float = 0.7) -> np.ndarray:
+    log_classic = np.log(x.classic)
+    noisy_bins = np.clip((1 - x.classic) / 0.5, 0, 1)
+    weight = (mix * voice)[..., np.newaxis] * noisy_bins
+    return np.exp(log_classic + weight * (np.log(x.learned) - log_classic))
+
+
+def window_mean(values: np.ndarray, half: int) -> np.ndarray:
+    """Mean over a centred window of ``2 half + 1`` frames (edge frames padded with the edge values)."""
+    padded = np.pad(values, ((0, 0), (half, half)), mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1).mean(axis=-1)
+
+
+def window_max(values: np.ndarray, half: int) -> np.ndarray:
+    padded = np.pad(values, ((0, 0), (half, half)), mode="edge")
+    return np.lib.stride_tricks.sliding_window_view(padded, 2 * half + 1, axis=1).max(axis=-1)
+
+
+def lsnr_voice(x: Inputs, low: float = -5.0, high: float = 5.0, seconds: float = 0.4, how: str = "mean") -> np.ndarray:
+    half = int(round(seconds * x.frames_per_second / 2))
+    smooth = window_mean(x.lsnr, half) if how == "mean" else window_max(x.lsnr, half)
+    return np.clip((smooth - low) / (high - low), 0, 1)
+
+
+def steady_share(x: Inputs, over_db: float = 6.0, span_db: float = 6.0, smooth_frames: int = 3) -> np.ndarray:
+    """Per bin, 1 where the input's (time-smoothed) power is within ``over_db`` of the noise profile, 0 well above it."""
+    power = x.magnitude.astype(np.float64) ** 2
+    if smooth_frames > 1:
+        kernel = np.ones(smooth_frames) / smooth_frames
+        power = np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="same"), 1, power)
+    ratio_db = 10 * np.log10(power / np.maximum(x.noise_power[:, np.newaxis, :], 1e-30) + 1e-12)
+    return np.clip(1 - (ratio_db - over_db) / span_db, 0, 1)
+
+
+def mix_towards(x: Inputs, weight: np.ndarray) -> np.ndarray:
+    log_classic = np.log(x.classic)
+    return np.exp(log_classic + weight * (np.log(x.learned) - log_classic))
+
+
+def region(x: Inputs, seconds: float = 1.0, low: float = -5.0, high: float = 5.0) -> np.ndarray:
+    """Voice region: DFN3's local SNR, its maximum over a centred window (pauses inside speech count as voice)."""
+    half = int(round(seconds * x.frames_per_second / 2))
+    return np.clip((window_max(window_mean(x.lsnr, 2), half) - low) / (high - low), 0, 1)
+
+
+def kept_or_learned(x: Inputs, voice: np.ndarray, steady: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """In voice frames: steady-noise bins to DFN3's gain, the other bins to ``other``; elsewhere the classic gain."""
+    log_classic = np.log(x.classic)
+    inside = steady * np.log(x.learned) + (1 - steady) * np.log(other)
+    v = voice[..., np.newaxis]
+    return np.exp(log_classic + v * (inside - log_classic))
+
+
+RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
+    "default": lambda x: x.destatic,
+    "before": lambda x: _today(x, x.voice),
+    "today_lsnr": lambda x: _today(x, lsnr_voice(x)),
+    "today_lsnr_m1": lambda x: _today(x, lsnr_voice(x), mix=1.0),
+    "learned_in_voice": lambda x: mix_towards(x, lsnr_voice(x)[..., np.newaxis] * np.ones_like(x.classic)),
+    "learned_region": lambda x: mix_towards(x, region(x)[..., np.newaxis] * np.ones_like(x.classic)),
+    "geo07_region": lambda x: mix_towards(x, 0.7 * region(x)[..., np.newaxis] * np.ones_like(x.classic)),
+    "min_region": lambda x: kept_or_learned(x, region(x), np.zeros_like(x.classic), np.minimum(x.classic, x.learned)),
+    "steady_max_region": lambda x: kept_or_learned(x, region(x), steady_share(x), np.maximum(x.classic, x.learned)),
+    "steady_classic_region": lambda x: kept_or_learned(x, region(x), steady_share(x), x.classic),
+    "steady_geo_region": lambda x: kept_or_learned(x, region(x), steady_share(x), np.sqrt(x.classic * x.learned)),
+    "sc_o9": lambda x: kept_or_learned(x, region(x), steady_share(x, over_db=9.0), x.classic),
+    "sm_o9": lambda x: kept_or_learned(x, region(x), steady_share(x, over_db=9.0), np.maximum(x.classic, x.learned)),
+    "sg25_region": lambda x: kept_or_learned(x, region(x), steady_share(x), x.classic**0.75 * x.learned**0.25),
+    "sc_auto_geo": lambda x: kept_or_learned(
+        x, region(x), steady_share(x), np.sqrt(x.classic * x.learned) if x.auto else x.classic
+    ),
+    "sc_region06": lambda x: kept_or_learned(x, region(x, seconds=0.6), steady_share(x), x.classic),
+    "sc_s7": lambda x: kept_or_learned(x, region(x), steady_share(x, smooth_frames=7), x.classic),
+    "sc_s13": lambda x: kept_or_learned(x, region(x), steady_share(x, smooth_frames=13), x.classic),
+    "sm_s13": lambda x: kept_or_learned(x, region(x), steady_share(x, smooth_frames=13), np.maximum(x.classic, x.learned)),
+    "sg_s13_strict": lambda x: kept_or_learned(
+        x, region(x, low=0.0, high=8.0), steady_share(x, smooth_frames=13), np.sqrt(x.classic * x.learned)
+    ),
+    "sc_s13_strict": lambda x: kept_or_learned(x, region(x, low=0.0, high=8.0), steady_share(x, smooth_frames=13), x.classic),
+    "sg25_s13": lambda x: kept_or_learned(x, region(x), steady_share(x, smooth_frames=13), x.classic**0.75 * x.learned**0.25),
+    "today_region": lambda x: _today(x, window_max(x.voice, int(round(0.5 * x.frames_per_second)))),
+    "sc_energy_region": lambda x: kept_or_learned(
+        x, window_max(x.voice, int(round(0.5 * x.frames_per_second))), steady_share(x), x.classic
+    ),
+    "max_today_sc": lambda x: mix_towards(x, np.maximum(
+        0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1), region(x)[..., np.newaxis] * steady_share(x)
+    )),
+    "max_today_sc_e": lambda x: mix_towards(x, np.maximum(
+        0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
+        window_max(x.voice, int(round(0.5 * x.frames_per_second)))[..., np.newaxis] * steady_share(x),
+    )),
+    "sc_energy_region07": lambda x: mix_towards(
+        x, 0.7 * window_max(x.voice, int(round(0.5 * x.frames_per_second)))[..., np.newaxis] * steady_share(x)
+    ),
+    "max07": lambda x: mix_towards(x, 0.7 * window_max(x.voice, int(round(0.5 * x.frames_per_second)))[..., np.newaxis]
+                                   * np.maximum(np.clip((1 - x.classic) / 0.5, 0, 1), steady_share(x))),
+    "mts_e07": lambda x: mix_towards(x, 0.7 * np.maximum(
+        x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
+        window_max(x.voice, int(round(0.5 * x.frames_per_second)))[..., np.newaxis] * steady_share(x),
+    )),
+    "mts_e07_s12": lambda x: mix_towards(x, 0.7 * np.maximum(
+        x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1) * steady_share(x, over_db=12.0),
+        window_max(x.voice, int(round(0.5 * x.frames_per_second)))[..., np.newaxis] * steady_share(x),
+    )),
+    "mts_e07_s9": lambda x: mix_towards(x, 0.7 * np.maximum(
+        x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1) * steady_share(x, over_db=9.0),
+        window_max(x.voice, int(round(0.5 * x.frames_per_second)))[..., np.newaxis] * steady_share(x),
+    )),
+    "steady_to_learned": lambda x: mix_towards(
+        x, lsnr_voice(x)[..., np.newaxis] * np.maximum(steady_share(x), np.clip((1 - x.classic) / 0.5, 0, 1))
+    ),
+}
+
+
+def frame_lsnr(series: np.ndarray, frames: int, profile: object) -> np.ndarray:
+    """DFN3's 10 ms local SNRs interpolated at the centres of destatic's frames."""
+    from destatic.dsp import learned
+
+    lead = 0 if profile.centered else profile.n_fft // 2 - (profile.n_fft - profile.hop_length)
+    centres = (np.arange(frames) * profile.hop_length + lead) / profile.sample_rate
+    return np.interp(centres * learned.DFN_RATE / learned.DFN_FRAME + learned.LSNR_LAG_FRAMES, np.arange(series.size), series)
+
+
+def capture(noisy: np.ndarray, rate: int, case: quality.Case) -> tuple[Inputs, np.ndarray, object]:
+    """Run the hybrid once on ``noisy`` with its mixing rule's inputs captured; return them, its gains and the profile."""
+    from destatic.dsp import learned
+    from destatic.dsp.denoising import resolve_profile
+    from destatic.dsp.framing import checked_profile
+    from destatic.dsp.subtract import compute_gains
+
+    samples = np.asarray(noisy, np.float32).reshape(-1, 1)
+    profile = resolve_profile(samples, rate, quality.noise_argument(case), method="hybrid", hum="auto")
+    profile = checked_profile(profile, rate, 1)
+    seen: dict[str, list] = {"fed": [], "parts": [], "computers": []}
+    computer = learned.LearnedGainComputer
+    original_mixed, original_fed, original_start, stream = computer._mixed, computer._queue_fed, computer._start, learned.DeepFilterStream
+
+    def mixed(self, learned_gains, ready):
+        classic = np.concatenate(list(self._classic), axis=1)[:, :ready]
+        voice = self._voice(ready)
+        gains = original_mixed(self, learned_gains, ready)
+        seen["parts"].append((classic, learned_gains.copy(), voice, gains))
+        return gains
+
+    def queue_fed(self, spectra):
+        seen["fed"].append(np.abs(spectra))
+        original_fed(self, spectra)
+
+    def start(self, channels):
+        seen["computers"].append(self)
+        original_start(self, channels)
+
+    computer._mixed, computer._queue_fed, computer._start = mixed, queue_fed, start
+    learned.DeepFilterStream = lambda *args, **kwargs: stream(*args, **{**kwargs, "keep_lsnr": True})
+    try:
+        gains = np.concatenate(list(compute_gains([samples], rate, profile, method="hybrid")), axis=1)
+    finally:
+        computer._mixed, computer._queue_fed, computer._start, learned.DeepFilterStream = original_mixed, original_fed, original_start, stream
+    classic, learned_gains, voice, today = (np.concatenate(part, axis=1) for part in zip(*seen["parts"], strict=True))
+    assert np.array_equal(today, gains)
+    (instance,) = seen["computers"]
+    lsnr = np.stack([frame_lsnr(member.take_lsnr(), gains.shape[1], profile) for member in instance._streams])
+    magnitude = np.concatenate(seen["fed"], axis=1)[:, : gains.shape[1]]
+    inputs = Inputs(
+        classic, learned_gains, voice, lsnr, magnitude, np.asarray(profile.power, np.float64),
+        frames_per_second=rate / profile.hop_length, bin_hz=rate / profile.n_fft,
+        half_window=round(learned.VOICE_WINDOW_SECONDS * rate / profile.hop_length) // 2, auto=profile.mode == "auto",
+        destatic=gains,
+    )
+    return inputs, gains, profile
+
+
+def apply(noisy: np.ndarray, rate: int, gains: np.ndarray, profile: object) -> np.ndarray:
+    from destatic.dsp.inverse import apply_gains
+
+    samples = np.asarray(noisy, np.float32).reshape(-1, 1)
+    return np.concatenate(list(apply_gains([samples], rate, [gains.astype(np.float32)], profile=profile)))[:, 0]
+
+
+def score_row(case: quality.Case, label: str, output: np.ndarray, noisy, reference, rate, bed, seconds: float) -> dict:
+    output = np.asarray(output, np.float64)
+    lag = common.estimate_lag(reference, output, max_lag=int(quality.MAX_LAG_S * rate))
+    return {
+        "group": case.group, "half": case.half, "corpus": case.corpus, "case": case.name, "noise": case.noise,
+        "bed": case.bed or "", "snr_db": "" if case.snr_db is None else case.snr_db, "sample_rate": rate,
+        "method": label, "is_destatic": True,
+        **quality.score_output(case, reference, output, rate, bed, noisy),
+        "lag_samples": lag, "lag_ms": 1000 * lag / rate, "length_diff": len(output) - len(noisy), "seconds": seconds,
+    }
+
+
+def run_item(case: quality.Case, rules: tuple[str, ...], cache_dir: Path, cached_only: bool = False) -> list[dict[str, object]]:
+    """Every peer and rule's score row of one mixture (from the cache where it is there; ``cached_only``: none if any is not)."""
+    result_cache.install_dfn3_cache(cache_dir)
+    cache = result_cache.ScoreCache(cache_dir / "rules")
+    noisy, reference, rate, bed = case.load()
+    mixture = f"{case.group}|{case.name}|{result_cache.samples_digest(noisy, reference)}"
+    rows = []
+    wanted = {name: f"rule:{name}" for name in rules}
+    peers = PEERS if case.group != "c" else ("noisy", "seed")
+    if cached_only and (any(cache.get(mixture, f"peer:{peer}", False) is None for peer in peers)
+                        or any(cache.get(mixture, wanted[name], True) is None for name in rules)):
+        return []
+    for peer in peers:
+        row = cache.get(mixture, f"peer:{peer}", False)
+        if row is None:
+            (row,) = quality.run_case(case, (), (peer,), cache_dir)
+            cache.put(mixture, f"peer:{peer}", False, row)
+        rows.append({**row, "half": case.half})
+    missing = [name for name in rules if cache.get(mixture, wanted[name], True) is None]
+    if missing:
+        began = time.perf_counter()
+        inputs, gains, profile = capture(noisy, rate, case)
+        captured_s = time.perf_counter() - began
+        for name in missing:
+            began = time.perf_counter()
+            rule_gains = RULES[name](inputs)
+            output = apply(noisy, rate, rule_gains, profile)
+            if name == "default":  # the harness itself: destatic's own output
+                import destatic
+
+                direct = destatic.denoise(noisy, rate, noise=quality.noise_argument(case), method="hybrid")
+                assert np.array_equal(output, direct), f"{case.name}: the recomputed default is not destatic's output"
+            row = score_row(case, f"rule:{name}", output, noisy, reference, rate, bed, captured_s + time.perf_counter() - began)
+            cache.put(mixture, wanted[name], True, row)
+    for name in rules:
+        rows.append({**cache.get(mixture, wanted[name], True), "half": case.half})
+    return rows
+
+
+def compact_table(rows: list[dict[str, object]], summary: list[dict[str, object]]) -> str:
+    """One line per method and half: each group's means, and group a's worst noise against DFN3's PESQ."""
+    header = ["method", "half", "a PESQ", "a STOI", "a SI-SDR", "a worst noise - dfn3", "b PESQ", "b STOI", "b SI-SDR",
+              "b worst - dfn3", "c SI-SDR", "d SI-SDR", "d bed dB"]
+    body = []
+    for method in dict.fromkeys(s["method"] for s in summary):
+        for half in quality.HALVES:
+            cells = {}
+            for group in "abcd":
+                entry = quality._find(summary, group, half, method)
+                for metric in quality.GROUP_METRICS[group]:
+                    cells[f"{group} {metric}"] = float("nan") if entry is None else entry[metric]
+                if group in "ab" and entry is not None and quality._find(summary, group, half, "dfn3") is not None:
+                    mine, theirs = (quality._noise_means(rows, group, half, m, "pesq") for m in (method, "dfn3"))
+                    worst = min(mine, key=lambda noise: mine[noise] - theirs[noise])
+                    cells[f"{group} worst"] = f"{mine[worst] - theirs[worst]:+.2f} {worst}"
+            if not any(isinstance(v, str) or np.isfinite(v) for v in cells.values()):
+                continue
+            body.append([method, half] + [cells.get(key, "-") for key in (
+                "a pesq", "a stoi", "a si_sdr", "a worst", "b pesq", "b stoi", "b si_sdr", "b worst", "c si_sdr", "d si_sdr", "d bed_db")])
+    return quality.markdown_table(header, body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
+    parser.add_argument("--half", choices=(*quality.HALVES, "both"), default="tune")
+    parser.add_argument("--groups", default="abd")
+    parser.add_argument("--quick", action="store_true", help="quality.py's --quick subset")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache")
+    parser.add_argument("--cached-only", action="store_true", help="tabulate only the items already scored for every rule")
+    args = parser.parse_args(argv)
+    common.require_media()
+    halves = quality.HALVES if args.half == "both" else (args.half,)
+    cases = quality.all_cases(args.groups, quick=args.quick, halves=halves)
+    cases.sort(key=lambda case: case.group in "ad" and case.corpus == "librispeech", reverse=True)
+    rules = tuple(dict.fromkeys(["default", *args.rules]))
+    began = time.perf_counter()
+    print(f"{len(cases)} cases, rules {', '.join(rules)}, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
+    rows = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        for done, result in enumerate(pool.map(run_item, cases, [rules] * len(cases), [args.cache] * len(cases), [args.cached_only] * len(cases)), 1):
+            rows += result
+            print(f"\r{done}/{len(cases)} cases, {time.perf_counter() - began:.0f} s", end="", file=sys.stderr)
+    print(file=sys.stderr)
+    summary = quality.summarise(rows)
+    for group, table in quality.summary_tables(rows, summary).items():
+        print(f"## Group {quality.GROUP_TITLES[group]}\n\n{table}\n")
+    print(compact_table(rows, summary) + "\n")
+    print("## Issue 30's targets (baseline: rule:default)\n")
+    print(quality.targets_table(quality.targets(rows, summary, "rule:default")))
+    print(f"\n{time.perf_counter() - began:.0f} s, load {os.getloadavg()[0]:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
