@@ -28,7 +28,7 @@ from destatic.cli.common import (
     settle,
     show_prefect_log_lines,
 )
-from destatic.dsp import Method
+from destatic.dsp.methods import CLASSIC_DEFAULT, LEARNED_DEFAULT, Method, methods_described
 from destatic.errors import DestaticError, ParameterError
 from destatic.media import AudioFormat
 from destatic.settings import TaskRunnerKind
@@ -59,7 +59,7 @@ def run(
     loudness: Annotated[
         Optional[float], typer.Option("--loudness", help="Bring the result to this integrated loudness, LUFS (-16 for speech online), true peak at most -1 dBTP.")
     ] = None,
-    method: Annotated[Optional[Method], typer.Option("--method", help="Suppression method.")] = None,
+    method: Annotated[Optional[Method], typer.Option("--method", help=f"Suppression method: {methods_described()}. Default: {LEARNED_DEFAULT} where its wheels are installed, else {CLASSIC_DEFAULT}.")] = None,
     reduction_db: Annotated[Optional[float], typer.Option("--reduction-db", help="Largest reduction of any frequency, dB (more than 0, at most 120).")] = None,
     work: Annotated[Optional[Path], typer.Option("--work", help="Work folder (cache, reports).")] = None,
     task_runner: Annotated[

@@ -12,8 +12,10 @@ module                    what it holds
 :mod:`.profile`           noise profiles: measured, or found under speech
 :mod:`.noise`             minimum statistics and the MCRA noise tracker
 :mod:`.tones`             steady tones (hum): found, fitted, cancelled coherently
-:mod:`.choices`           the methods and profile modes (loads nothing)
-:mod:`.gains`             the suppression rules (logmmse, wiener, subtract, seed)
+:mod:`.methods`           one record per method: everything but its rule (loads nothing)
+:mod:`.options`           the options records the rules take (loads nothing)
+:mod:`.choices`           the profile and hum modes (loads nothing)
+:mod:`.gains`             the classic suppression rules (logmmse, wiener, subtract, seed)
 :mod:`.learned`           DeepFilterNet3 through its wheel; the deepfilter and hybrid rules
 :mod:`.subtract`          the subtract step: a stream's gains, chunk by chunk
 :mod:`.inverse`           the inverse step: gains applied, frames overlap-added
@@ -30,90 +32,20 @@ settings, which take its choices) loads no numpy or scipy.
 
 from typing import TYPE_CHECKING
 
-from destatic._lazy import lazy_names
+from destatic._lazy import lazy_package
 
-_NAMES = {
-    **dict.fromkeys(("NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile", "warm_up"), "destatic.dsp.denoising"),
-    **dict.fromkeys(("SEED_FRAMING", "framing_for"), "destatic.dsp.framing"),
-    **dict.fromkeys(("GainFileWriter", "read_gain_rows"), "destatic.dsp.gain_file"),
-    **dict.fromkeys(
-        (
-            "HUM_MODES", "LEARNED_METHODS", "LEARNED_NEEDS", "METHODS", "PROFILE_MODES", "HumMode", "Method", "ProfileMode",
-            "default_method", "learned_available", "resolve_method",
-        ),
-        "destatic.dsp.choices",
-    ),
-    **dict.fromkeys(("DeepFilterStream", "deepfilter"), "destatic.dsp.learned"),
-    "SuppressionOptions": "destatic.dsp.gains",
-    "caching_other_packages": "destatic.dsp._numba",
-    **dict.fromkeys(("apply_gains", "apply_gains_by_group"), "destatic.dsp.inverse"),
-    **dict.fromkeys(("NoiseProfile", "estimate_profile", "find_hum", "profile_from_blocks"), "destatic.dsp.profile"),
-    **dict.fromkeys(("default_n_fft", "frame_count", "spectrogram_db"), "destatic.dsp.stft"),
-    **dict.fromkeys(("compute_gains", "compute_gains_by_group", "gain_dtype", "gain_shape"), "destatic.dsp.subtract"),
-}
-__getattr__, __dir__ = lazy_names(__name__, _NAMES)
-__all__ = [
-    "DeepFilterStream",
-    "GainFileWriter",
-    "HUM_MODES",
-    "HumMode",
-    "LEARNED_METHODS",
-    "LEARNED_NEEDS",
-    "METHODS",
-    "Method",
-    "NoiseProfile",
-    "NoiseSpec",
-    "PROFILE_MODES",
-    "ProfileMode",
-    "SEED_FRAMING",
-    "SuppressionOptions",
-    "apply_gains",
-    "apply_gains_by_group",
-    "caching_other_packages",
-    "compute_gains",
-    "compute_gains_by_group",
-    "deepfilter",
-    "default_method",
-    "default_n_fft",
-    "denoise",
-    "denoise_stream",
-    "estimate_profile",
-    "find_hum",
-    "frame_count",
-    "framing_for",
-    "gain_dtype",
-    "gain_shape",
-    "jobs_for_length",
-    "learned_available",
-    "profile_from_blocks",
-    "read_gain_rows",
-    "resolve_method",
-    "resolve_profile",
-    "spectrogram_db",
-    "warm_up",
-]
+__getattr__, __dir__, __all__ = lazy_package(__name__)
 
 if TYPE_CHECKING:
-    from destatic.dsp.choices import (
-        HUM_MODES,
-        LEARNED_METHODS,
-        LEARNED_NEEDS,
-        METHODS,
-        PROFILE_MODES,
-        HumMode,
-        Method,
-        ProfileMode,
-        default_method,
-        learned_available,
-        resolve_method,
-    )
+    from destatic.dsp._numba import caching_other_packages
+    from destatic.dsp.choices import HUM_MODES, PROFILE_MODES, HumMode, ProfileMode
     from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile, warm_up
     from destatic.dsp.framing import SEED_FRAMING, framing_for
     from destatic.dsp.gain_file import GainFileWriter, read_gain_rows
-    from destatic.dsp._numba import caching_other_packages
-    from destatic.dsp.gains import SuppressionOptions
     from destatic.dsp.inverse import apply_gains, apply_gains_by_group
     from destatic.dsp.learned import DeepFilterStream, deepfilter
+    from destatic.dsp.methods import LEARNED_METHODS, LEARNED_NEEDS, METHODS, Method, default_method, learned_available, method_spec, resolve_method
+    from destatic.dsp.options import SuppressionOptions
     from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
     from destatic.dsp.stft import default_n_fft, frame_count, spectrogram_db
     from destatic.dsp.subtract import compute_gains, compute_gains_by_group, gain_dtype, gain_shape

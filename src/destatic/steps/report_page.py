@@ -126,7 +126,7 @@ def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
         **({} if settings.noise.profile_file else {"noise.mode": settings.noise.resolved_mode(settings.suppression.method)}),
         **(
             {}
-            if method == "seed"
+            if not dsp.method_spec(method).accepts
             else {
                 "suppression.reduction_db": defaults.max_reduction_db,
                 "suppression.smoothing": defaults.smoothing,
