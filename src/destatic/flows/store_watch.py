@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,18 @@ from destatic import inbox, store
 from destatic.errors import DestaticError, display_path
 from destatic.settings import Settings
 
-__all__ = ["scan_store"]
+__all__ = ["ProcessClaim", "SayOutcome", "scan_store"]
+
+ProcessClaim = Callable[..., dict[str, Any]]
+"""How the watcher cleans one local claim: ``process(claim, settings, announce=False)`` -> its table row."""
+SayOutcome = Callable[[dict[str, Any]], None]
+"""How the watcher prints one row's line on the console."""
 
 
-def _clean_one(bucket: store.Store, taken: store.RemoteClaim, settings: Settings) -> dict[str, Any]:
+def _clean_one(
+    bucket: store.Store, taken: store.RemoteClaim, settings: Settings, process_claim: ProcessClaim, say_outcome: SayOutcome
+) -> dict[str, Any]:
     """Fetch, clean and settle one claimed object; should the store fail meanwhile, the claim is dropped and the object left."""
-    from destatic.flows.watch import process_claim, say_outcome
-
     staging = None
     try:
         staging = store.stage(bucket, taken, settings)
@@ -45,7 +51,7 @@ def _clean_one(bucket: store.Store, taken: store.RemoteClaim, settings: Settings
     return row
 
 
-def scan_store(settings: Settings) -> list[dict[str, Any]]:
+def scan_store(settings: Settings, process_claim: ProcessClaim, say_outcome: SayOutcome) -> list[dict[str, Any]]:
     """Claim the ready objects of an inbox on object storage one by one, each just before it is cleaned and settled
     (``watch.concurrency`` at once), so that the watchers of several machines share a batch.
 
@@ -55,8 +61,6 @@ def scan_store(settings: Settings) -> list[dict[str, Any]]:
         One row per object taken, as :func:`destatic.flows.watch.watch_inbox` returns them
         (with ``quarantined``: where a bad one went).
     """
-    from destatic.flows.watch import say_outcome
-
     logger = get_run_logger()
     if settings.watch.dispatch == "deployment":
         raise DestaticError("watch.dispatch='deployment' needs a local inbox; with an s3:// inbox run a watcher on each machine (dispatch inline)")
@@ -82,7 +86,7 @@ def scan_store(settings: Settings) -> list[dict[str, Any]]:
             taken = store.claim(bucket, item)
             if taken is not None:
                 say_outcome({"file": taken.item.relative, "status": "taken"})
-                rows.append(_clean_one(bucket, taken, settings))
+                rows.append(_clean_one(bucket, taken, settings, process_claim, say_outcome))
 
     if settings.watch.concurrency == 1 or len(ready) <= 1:
         return take_and_clean()

@@ -217,7 +217,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
     settings = settings or load_settings()
     logger = get_run_logger()
     if is_url(settings.paths.inbox):
-        rows = scan_store(settings)
+        rows = scan_store(settings, process_claim, say_outcome)
         if rows:
             create_table_artifact(rows, key="destatic-watch", description=f"destatic watch of {settings.paths.inbox}")
         keep_the_budget(settings)
