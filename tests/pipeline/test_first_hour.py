@@ -113,6 +113,15 @@ def test_destatic_prefect_passes_through(command: list[str], tmp_path: Path) -> 
     assert list((tmp_path / "home").iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["prefect", "--help"], ["prefect", "artifact", "inspect", "--help"], ["prefect"]])
+def test_prefect_help_starts_no_server(command: list[str], tmp_path: Path) -> None:
+    env = _environment(tmp_path)  # the background server, which a prefect command that reaches the API would start
+    done = _destatic(["destatic", *command], env, tmp_path, timeout=120)
+    assert "Usage: prefect" in done.stdout, done.stderr
+    status = _destatic(["destatic", "server", "status"], env, tmp_path, timeout=60)
+    assert status.returncode == 1 and "is not running" in status.stdout, status.stdout
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_watch_once_waits_for_files_just_dropped_and_says_what_it_does(tmp_path: Path, speech_wav: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
