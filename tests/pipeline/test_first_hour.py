@@ -122,6 +122,12 @@ def test_prefect_help_starts_no_server(command: list[str], tmp_path: Path) -> No
     assert status.returncode == 1 and "is not running" in status.stdout, status.stdout
 
 
+def test_a_bad_option_value_is_one_error_line_without_pydantic_preamble(tmp_path: Path, speech_wav: Path) -> None:
+    done = _destatic(["destatic", "run", str(speech_wav), "--method", "magic"], _environment(tmp_path), tmp_path, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert re.fullmatch(r"error: Invalid value for '--method': 'magic' is not one of 'seed', .*\(see destatic run --help\)\n", done.stderr), done.stderr
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_watch_once_waits_for_files_just_dropped_and_says_what_it_does(tmp_path: Path, speech_wav: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
