@@ -57,8 +57,8 @@ def _score_item(case: Case) -> list[dict[str, object]]:
             output = noisy if method == "noisy" else destatic.denoise(noisy, rate, noise=noise, method=None if method == "default" else method)
             after_wav = Path(scratch) / "after.wav"
             sf.write(after_wav, np.asarray(output[start:], dtype=np.float32), rate, subtype="FLOAT")
-            before, after = _paired_energies(before_wav, after_wav)
-            record = score_voice(before_wav, after_wav, before, after, _quiet(before), LEVEL_FRAME_S)
+            before, _ = _paired_energies(before_wav, after_wav)
+            record = score_voice(before_wav, after_wav, before, _quiet(before), LEVEL_FRAME_S)
             pesq = common.score(clean[start:], np.asarray(output[start:], dtype=np.float64), rate)["pesq"]
             rows.append({
                 "case": case.name, "half": case.half, "method": method, "pesq": pesq,
@@ -102,8 +102,8 @@ def _cost() -> tuple[float, float]:
         wav = Path(scratch) / "a.wav"
         sf.write(wav, np.stack([noisy, noisy], axis=1), rate, subtype="FLOAT")
         wall, cpu = time.perf_counter(), time.process_time()
-        before, after = _paired_energies(wav, wav)
-        score_voice(wav, wav, before, after, _quiet(before), LEVEL_FRAME_S)
+        before, _ = _paired_energies(wav, wav)
+        score_voice(wav, wav, before, _quiet(before), LEVEL_FRAME_S)
         return time.perf_counter() - wall, time.process_time() - cpu
 
 

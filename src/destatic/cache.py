@@ -72,7 +72,7 @@ STEP_VERSIONS: dict[str, str] = {
     "loudness": "1",
     "remux": "3",
     "export": "2",
-    "plots": "6",
+    "plots": "7",
 }
 RUN_RECORDS = "run records"
 """The entry of Prefect's records that no step's key names (a failed flow or task run's error): read by no one, evicted first."""

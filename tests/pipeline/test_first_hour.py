@@ -214,11 +214,12 @@ def test_a_low_speech_quality_is_flagged_and_a_file_without_voice_gets_no_score(
 
     from destatic.flows import denoise_file
     from destatic.flows.graph import NEEDS_LISTENING
+    from destatic.steps.quality import NEEDS_LISTENING_BELOW
 
     barely = make_settings(suppression={"reduction_db": 1.0})  # the car noise stays: a poor output
     state = denoise_file(speech_wav, barely, output=tmp_path / "barely.wav", return_state=True)
     record = json.loads(next((tmp_path / "work").glob("speech-*/last-run.json")).read_text())
-    assert record["speech_quality"]["output"]["ovrl"] < 2.0, record["speech_quality"]
+    assert record["speech_quality"]["output"]["ovrl"] < NEEDS_LISTENING_BELOW, record["speech_quality"]
     with get_client(sync_client=True) as client:
         assert NEEDS_LISTENING in client.read_flow_run(state.state_details.flow_run_id).tags
     report = next((tmp_path / "work").glob("speech-*/report.md")).read_text()
