@@ -194,7 +194,7 @@ def _dispatched_outcome(client: Any, flow_run_id: str, record: dict[str, str]) -
 def _failure_reason(message: str, record: dict[str, str]) -> str:
     """A failed run's state message as the file's reason: without Prefect's preamble, the claim's internal path, or a bad input's own name."""
     message = " ".join(message.split()).removeprefix("Flow run encountered an exception: ")
-    return message.removeprefix(f"BadInputError: {record['claimed']}: ").replace(record["claimed"], display_path(record["file"]))
+    return display_path(record["file"]).join(message.removeprefix(f"BadInputError: {record['claimed']}: ").split(record["claimed"]))
 
 
 def report_dispatched(settings: Settings) -> list[dict[str, Any]]:
