@@ -173,7 +173,12 @@ def _run_summary(client: Any, flow_run_id: str) -> dict[str, Any]:
 
 
 def _dispatched_outcome(client: Any, flow_run_id: str, record: dict[str, str]) -> dict[str, Any] | None:
-    """The row of a dispatched file whose run is over (done with its speech quality, or failed with the run's message); None while it runs."""
+    """The row of a dispatched file whose run is over: done with its speech quality, or failed with the run's message.
+
+    None while the run goes on; {} for a run that crashed or was cancelled
+    (its claim is given back to the inbox by the sweep, the file taken again:
+    not its failure).
+    """
     from prefect.exceptions import ObjectNotFound
 
     row: dict[str, Any] = {"file": record["file"], "status": "failed", "output": "", "seconds": 0.0, "reason": "", "flow_run_id": flow_run_id}
@@ -183,6 +188,8 @@ def _dispatched_outcome(client: Any, flow_run_id: str, record: dict[str, str]) -
         return {**row, "reason": "its run is no longer on the Prefect server"}
     if run.state is None or not run.state.is_final():
         return None
+    if run.state.is_crashed() or run.state.is_cancelled():
+        return {}
     row.update(seconds=round(run.total_run_time.total_seconds(), 2), flow_run=run.name)
     if run.state.is_completed():
         summary = _run_summary(client, flow_run_id)
@@ -215,7 +222,7 @@ def report_dispatched(settings: Settings) -> list[dict[str, Any]]:
         with get_client(sync_client=True) as client:
             for flow_run_id, record in runs.items():
                 row = _dispatched_outcome(client, flow_run_id, record)
-                if row is not None and inbox.forget_dispatch(folder, flow_run_id):
+                if row is not None and inbox.forget_dispatch(folder, flow_run_id) and row:
                     say_outcome(row)
                     rows.append(row)
     except Exception as error:
