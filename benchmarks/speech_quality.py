@@ -1,17 +1,18 @@
 """Does destatic's speech-quality score (DNSMOS P.835 OVRL on voice frames) tell which outputs are worse?
 
-The items of ``quality.py`` (group a: speech under real and synthetic noises
-after a 1 s lead-in; group b: the NOIZEUS and VoiceBank noisy/clean pairs)
-are cleaned by several methods, and the noisy input itself is kept as one
-more "method". Each output is scored as the pipeline scores it
+The speech items of ``quality.py --quick`` (group a: speech under real and
+synthetic noises after a 1 s lead-in; group b: the NOIZEUS and VoiceBank
+noisy/clean pairs, speech from the start), with its tuning and held-out
+halves, are cleaned by several methods, and the noisy input itself is kept
+as one more "method". Each output is scored as the pipeline scores it
 (:func:`destatic.steps.quality.score_voice`, on WAVs, with the report's frame
 energies) and by PESQ against the clean speech. Printed:
 
 - the rank correlation (Spearman) of the output's OVRL with PESQ, over every
   item and method, and that of the change from input to output with the
   change in PESQ;
-- the items split in two halves by a seeded hash: the flag threshold is
-  chosen on the tuning half (best F1 at finding the worst quarter by PESQ)
+- the flag threshold chosen on the tuning half (best F1 at finding the
+  worst quarter by PESQ)
   and reported on the other half beside it: how many are flagged, and how
   many of those are in that half's worst quarter by PESQ;
 - what the score costs: its wall and CPU time on a 60 s file.
@@ -33,7 +34,7 @@ import numpy as np
 import soundfile as sf
 
 import common
-from quality import Case, group_a_cases, group_b_cases
+from quality import Case, all_cases
 
 METHODS = ("noisy", "logmmse", "wiener", "subtract", "default")
 THRESHOLDS = np.round(np.arange(1.5, 3.51, 0.05), 2)
@@ -56,11 +57,11 @@ def _score_item(case: Case) -> list[dict[str, object]]:
             output = noisy if method == "noisy" else destatic.denoise(noisy, rate, noise=noise, method=None if method == "default" else method)
             after_wav = Path(scratch) / "after.wav"
             sf.write(after_wav, np.asarray(output[start:], dtype=np.float32), rate, subtype="FLOAT")
-            before, after = _paired_energies(before_wav, after_wav)
-            record = score_voice(before_wav, after_wav, before, after, _quiet(before), LEVEL_FRAME_S)
+            before, _ = _paired_energies(before_wav, after_wav)
+            record = score_voice(before_wav, after_wav, before, _quiet(before), LEVEL_FRAME_S)
             pesq = common.score(clean[start:], np.asarray(output[start:], dtype=np.float64), rate)["pesq"]
             rows.append({
-                "case": case.name, "method": method, "pesq": pesq,
+                "case": case.name, "half": case.half, "method": method, "pesq": pesq,
                 "ovrl": record.get("output", {}).get("ovrl", np.nan), "input_ovrl": record.get("input", {}).get("ovrl", np.nan),
             })
     return rows
@@ -101,18 +102,18 @@ def _cost() -> tuple[float, float]:
         wav = Path(scratch) / "a.wav"
         sf.write(wav, np.stack([noisy, noisy], axis=1), rate, subtype="FLOAT")
         wall, cpu = time.perf_counter(), time.process_time()
-        before, after = _paired_energies(wav, wav)
-        score_voice(wav, wav, before, after, _quiet(before), LEVEL_FRAME_S)
+        before, _ = _paired_energies(wav, wav)
+        score_voice(wav, wav, before, _quiet(before), LEVEL_FRAME_S)
         return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few items of each group")
+    parser.add_argument("--quick", action="store_true", help="one item in four")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args(argv)
     common.require_media()
-    cases = group_a_cases(quick=True) + group_b_cases(quick=args.quick)
+    cases = all_cases("ab", quick=True)[::4 if args.quick else 1]
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = [row for item in pool.map(_score_item, cases) for row in item]
     pesq = np.array([row["pesq"] for row in rows], dtype=float)
@@ -129,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     for method in METHODS:
         mine = [row for row in rows if row["method"] == method]
         print(f"  {method:9s} mean PESQ {np.nanmean([r['pesq'] for r in mine]):.2f}  mean OVRL {np.nanmean([r['ovrl'] for r in mine]):.2f}")
-    tuning = [row for row in rows if common.stable_seed(row["case"]) % 2 == 0]
-    held = [row for row in rows if common.stable_seed(row["case"]) % 2 == 1]
+    tuning = [row for row in rows if row["half"] == "tune"]
+    held = [row for row in rows if row["half"] == "held"]
     best = max(THRESHOLDS, key=lambda threshold: (_f1(tuning, float(threshold)), -threshold))
     print(f"threshold chosen on the tuning half ({len(tuning)} outputs): OVRL < {best:.2f}")
     for label, half in (("tuning half", tuning), ("held-out half", held)):

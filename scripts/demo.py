@@ -107,7 +107,8 @@ def main() -> int:
         print(f"             {record['spectrogram_plot']}")
         print(f"  artifact:  {record['artifact_key']}")
     print("\nPrefect artifacts (markdown reports with the plots inline):")
-    print(f"  PREFECT_HOME={os.environ['PREFECT_HOME']} {Path(sys.executable).parent / 'prefect'} artifact ls")
+    startup = f"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS={os.environ['PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS']}"
+    print(f"  PREFECT_HOME={os.environ['PREFECT_HOME']} {startup} {Path(sys.executable).parent / 'prefect'} artifact ls")
     ui = f"PREFECT_HOME={os.environ['PREFECT_HOME']} PREFECT_UI_API_URL=http://127.0.0.1:4300/api {Path(sys.executable).parent / 'prefect'} server start --port 4300"
     print(f"  or open the UI: run `{ui}`, browse http://127.0.0.1:4300/artifacts")
     return 1 if failed else 0

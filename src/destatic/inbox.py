@@ -34,6 +34,7 @@ from destatic.workspace import residue_output, writes_audio_only
 
 __all__ = [
     "CLAIM_DIR",
+    "DISPATCHED_DIR",
     "FAILURES_DIR",
     "SETTLED",
     "STALE_RECORD_S",
@@ -42,8 +43,10 @@ __all__ = [
     "claim",
     "claimed",
     "delivered",
+    "dispatched_runs",
     "failure_record",
     "find_ready",
+    "forget_dispatch",
     "forget_stale_records",
     "give_back",
     "hand_over",
@@ -53,6 +56,7 @@ __all__ = [
     "pending",
     "quarantine",
     "ready_files",
+    "record_dispatch",
     "release_stale_claims",
     "remove_dead_partials",
     "run_name",
@@ -66,6 +70,8 @@ __all__ = [
 
 CLAIM_DIR = ".processing"
 FAILURES_DIR = ".failures"
+DISPATCHED_DIR = ".dispatched"
+"""The runs of the per-file deployment a watcher handed files to, one record each, until a scan has reported their outcome."""
 SETTLED = "settled.json"
 STALE_RECORD_S = 3600.0
 """A failure record whose file has left the inbox is forgotten once it is this old."""
@@ -473,6 +479,32 @@ def hand_over(taken: Claim, flow_run_id: str) -> None:
     owner = json.loads(owner_json.read_text())
     with media.atomic_output(owner_json) as partial:
         partial.write_text(json.dumps({**owner, "flow_run": flow_run_id}))
+
+
+def record_dispatch(taken: Claim, flow_run_id: str, output: Path) -> None:
+    """Remember that the per-file run `flow_run_id` cleans `taken` into `output`, so that a later scan reports how it ended."""
+    folder = taken.inbox / DISPATCHED_DIR
+    folder.mkdir(exist_ok=True)
+    with media.atomic_output(folder / f"{flow_run_id}.json") as partial:
+        partial.write_text(json.dumps({"file": str(taken.relative), "claimed": display_path(taken.path), "output": str(output)}))
+
+
+def dispatched_runs(inbox: Path) -> dict[str, dict[str, str]]:
+    """The runs recorded by :func:`record_dispatch` and not yet forgotten: ``{flow_run_id: {"file", "claimed", "output"}}``."""
+    runs = {}
+    for record in sorted((inbox / DISPATCHED_DIR).glob("*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            runs[record.stem] = json.loads(record.read_text(encoding="utf-8"))
+    return runs
+
+
+def forget_dispatch(inbox: Path, flow_run_id: str) -> bool:
+    """Delete a run's dispatch record; False when another watcher sharing the inbox did first (it reports that run)."""
+    try:
+        (inbox / DISPATCHED_DIR / f"{flow_run_id}.json").unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def forget_stale_records(inbox: Path) -> None:

@@ -63,7 +63,7 @@ def test_each_claim_goes_to_one_run_that_settles_it(
 
     from destatic.flows import watch_inbox
 
-    from destatic.inbox import CLAIM_DIR, release_stale_claims
+    from destatic.inbox import CLAIM_DIR, DISPATCHED_DIR, release_stale_claims
     from destatic.flows.watch import run_is_over
 
     from destatic.workspace import report_key
@@ -96,10 +96,21 @@ def test_each_claim_goes_to_one_run_that_settles_it(
             assert sf.info(handle).frames == sf.info(str(speech_wav)).frames
         assert (settings.paths.done / relative).read_bytes() == speech_wav.read_bytes()
     assert "step: extract" in (settings.paths.quarantine / "broken.mp4.error.txt").read_text()
-    assert [p for p in inbox.rglob("*") if not p.is_dir()] == [], "files left in the inbox or its claims"
+    left = [p for p in inbox.rglob("*") if not p.is_dir()]
+    assert sorted(p.parent.name for p in left) == [DISPATCHED_DIR] * 4, "files left in the inbox or its claims"
     assert not any((inbox / CLAIM_DIR).iterdir())
     report = Artifact.get(report_key(settings.paths.done / "a.wav"))
     assert report is not None and "a.wav" in str(report.data)
+
+    finished = {row["file"]: row for row in watch_inbox(settings)}
+    assert set(finished) == set(runs), "the next scan reports each dispatched file once its run is over"
+    assert finished["broken.mp4"]["status"] == "failed" and finished["broken.mp4"]["reason"].startswith("not media"), finished["broken.mp4"]
+    for relative in ("a.wav", "deep/b.wav", NOT_UTF8):
+        row = finished[relative]
+        assert row["status"] == "done" and row["output"] == str(settings.paths.outbox.absolute() / relative), row
+        assert isinstance(row["speech_quality"], float) and 1.0 <= row["speech_quality"] <= 5.0, row
+    assert watch_inbox(settings) == [], "reported once"
+    assert not any((inbox / DISPATCHED_DIR).iterdir())
 
 
 def test_claim_of_a_run_that_ended_unsettled_is_given_back(per_file_deployment: str, make_settings, speech_wav: Path) -> None:

@@ -113,6 +113,21 @@ def test_destatic_prefect_passes_through(command: list[str], tmp_path: Path) -> 
     assert list((tmp_path / "home").iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["prefect", "--help"], ["prefect", "artifact", "inspect", "--help"], ["prefect"]])
+def test_prefect_help_starts_no_server(command: list[str], tmp_path: Path) -> None:
+    env = _environment(tmp_path)  # the background server, which a prefect command that reaches the API would start
+    done = _destatic(["destatic", *command], env, tmp_path, timeout=120)
+    assert "Usage: prefect" in done.stdout, done.stderr
+    status = _destatic(["destatic", "server", "status"], env, tmp_path, timeout=60)
+    assert status.returncode == 1 and "is not running" in status.stdout, status.stdout
+
+
+def test_a_bad_option_value_is_one_error_line_without_pydantic_preamble(tmp_path: Path, speech_wav: Path) -> None:
+    done = _destatic(["destatic", "run", str(speech_wav), "--method", "magic"], _environment(tmp_path), tmp_path, timeout=120)
+    assert done.returncode == 2 and done.stdout == "", done.stdout
+    assert re.fullmatch(r"error: Invalid value for '--method': 'magic' is not one of 'seed', .*\(see destatic run --help\)\n", done.stderr), done.stderr
+
+
 @pytest.mark.usefixtures("prefect_harness")
 def test_watch_once_waits_for_files_just_dropped_and_says_what_it_does(tmp_path: Path, speech_wav: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,11 +214,12 @@ def test_a_low_speech_quality_is_flagged_and_a_file_without_voice_gets_no_score(
 
     from destatic.flows import denoise_file
     from destatic.flows.graph import NEEDS_LISTENING
+    from destatic.steps.quality import NEEDS_LISTENING_BELOW
 
     barely = make_settings(suppression={"reduction_db": 1.0})  # the car noise stays: a poor output
     state = denoise_file(speech_wav, barely, output=tmp_path / "barely.wav", return_state=True)
     record = json.loads(next((tmp_path / "work").glob("speech-*/last-run.json")).read_text())
-    assert record["speech_quality"]["output"]["ovrl"] < 2.0, record["speech_quality"]
+    assert record["speech_quality"]["output"]["ovrl"] < NEEDS_LISTENING_BELOW, record["speech_quality"]
     with get_client(sync_client=True) as client:
         assert NEEDS_LISTENING in client.read_flow_run(state.state_details.flow_run_id).tags
     report = next((tmp_path / "work").glob("speech-*/report.md")).read_text()

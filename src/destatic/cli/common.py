@@ -166,6 +166,7 @@ def usage_error(error: ClickException) -> int:
         typer.echo(error.format_message(), err=True)
         return error.exit_code
     message = error.message if isinstance(error, typer.BadParameter) and error.param is None else error.format_message()
+    message = message.replace(": Value error, ", ": ")  # pydantic's preamble, as the settings' own messages drop it
     where = f" (see {context.command_path} --help)" if context is not None else ""
     console.print(f"[red]error:[/red] {' '.join(message.split())}{where}", highlight=False, soft_wrap=True)
     return error.exit_code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -56,6 +57,12 @@ def server_stop() -> None:
     stopped = server.stop()
     typer.echo("stopped" if stopped is not None else "destatic's Prefect server was not running")
 
+def _only_asks_for_help(arguments: list[str]) -> bool:
+    """Whether a prefect command line only asks for help (no command, or ``--help`` before any ``--``): it needs no server."""
+    options = arguments[:arguments.index("--")] if "--" in arguments else arguments
+    return not options or "--help" in options
+
+
 @app.command(
     "prefect",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -73,10 +80,13 @@ def prefect_command(
     from destatic import server
 
     settings = settings_from(None)
+    arguments = arguments or []
     try:
-        environment = {**server.prefect_command_environment(settings.runtime.server), **results_in_work_folder(settings)}
+        reaches_server = not _only_asks_for_help(arguments)
+        environment = {**(server.prefect_command_environment(settings.runtime.server) if reaches_server else dict(os.environ)),
+                       **results_in_work_folder(settings)}
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
-    done = subprocess.run([sys.executable, "-m", "prefect", *(arguments or [])], env=environment, check=False)
+    done = subprocess.run([sys.executable, "-m", "prefect", *arguments], env=environment, check=False)
     raise typer.Exit(done.returncode)

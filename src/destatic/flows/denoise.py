@@ -23,7 +23,7 @@ from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.runners import task_runner_for
 from destatic.settings import Settings, load_settings
 
-__all__ = ["denoise_file", "denoise_files", "keep_the_budget", "run_batch", "run_tags"]
+__all__ = ["OUTPUTS_KEY", "denoise_file", "denoise_files", "keep_the_budget", "run_batch", "run_tags"]
 
 
 def run_tags(settings: Settings) -> list[str]:
@@ -57,12 +57,16 @@ def keep_the_budget(settings: Settings) -> None:
         )
 
 
+OUTPUTS_KEY = "destatic-outputs"
+"""The key of the table artifact of what a run wrote: its files' summaries (a watcher reads a dispatched file's score from it)."""
+
+
 def _publish_outputs(runs: list[FileRun]) -> None:
     """A table artifact of what the run wrote: each output with its duration and estimated noise reduction."""
     rows = [run.summary for run in runs if run.summary]
     if rows:
         with outage.best_effort("the outputs table"):
-            create_table_artifact(rows, key="destatic-outputs", description="destatic outputs: file, output, seconds, estimated noise reduction (dB), method")
+            create_table_artifact(rows, key=OUTPUTS_KEY, description="destatic outputs: file, output, seconds, estimated noise reduction (dB), method")
 
 
 def _denoise_one(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import json
 import shlex
 import sys
 import threading
@@ -23,13 +24,25 @@ from prefect.artifacts import create_table_artifact
 
 from destatic import inbox, outage, server
 from destatic.errors import DestaticError, causes, display_path, reason_of
-from destatic.flows.denoise import denoise_file, keep_the_budget, run_tags
+from destatic.flows.denoise import OUTPUTS_KEY, denoise_file, keep_the_budget, run_tags
 from destatic.flows.graph import FINISHED
 from destatic.flows.logs import quiet_destatic_tracebacks
 from destatic.flows.store_watch import scan_store
 from destatic.settings import Settings, is_url, load_settings
 
-__all__ = ["SETTLED_EVENT", "WATCHING_EVENT", "process_claim", "run_is_over", "say_outcome", "scan_once", "serve_watcher", "settled_trigger", "watch_inbox", "watcher_deployment"]
+__all__ = [
+    "SETTLED_EVENT",
+    "WATCHING_EVENT",
+    "process_claim",
+    "report_dispatched",
+    "run_is_over",
+    "say_outcome",
+    "scan_once",
+    "serve_watcher",
+    "settled_trigger",
+    "watch_inbox",
+    "watcher_deployment",
+]
 
 
 def run_is_over(flow_run_id: str) -> bool:
@@ -155,10 +168,85 @@ def _dispatch_claim(taken: inbox.Claim, settings: Settings, parameters: dict[str
         row["reason"] = f"not dispatched, left in the inbox: {reason_of(error)}"
     else:
         inbox.hand_over(taken, str(flow_run.id))
+        inbox.record_dispatch(taken, str(flow_run.id), inbox.outbox_path(taken.relative, settings))
         row.update(status="dispatched", output=str(inbox.outbox_path(taken.relative, settings)), flow_run=flow_run.name, flow_run_id=str(flow_run.id))
     row["seconds"] = round(time.perf_counter() - started, 2)
     say_outcome(row)
     return row
+
+
+def _run_summary(client: Any, flow_run_id: str) -> dict[str, Any]:
+    """The summary a file run published (output, speech quality, ...), read back from its outputs artifact; {} if none."""
+    from uuid import UUID
+
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    found = client.read_artifacts(artifact_filter=ArtifactFilter(
+        key=ArtifactFilterKey(any_=[OUTPUTS_KEY]), flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(flow_run_id)])))
+    for artifact in found:
+        data = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+        if data:
+            return dict(data[0])
+    return {}
+
+
+def _dispatched_outcome(client: Any, flow_run_id: str, record: dict[str, str]) -> dict[str, Any] | None:
+    """The row of a dispatched file whose run is over: done with its speech quality, or failed with the run's message.
+
+    None while the run goes on; {} for a run that crashed or was cancelled
+    (its claim is given back to the inbox by the sweep, the file taken again:
+    not its failure).
+    """
+    from prefect.exceptions import ObjectNotFound
+
+    row: dict[str, Any] = {"file": record["file"], "status": "failed", "output": "", "seconds": 0.0, "reason": "", "flow_run_id": flow_run_id}
+    try:
+        run = client.read_flow_run(flow_run_id)
+    except ObjectNotFound:
+        return {**row, "reason": "its run is no longer on the Prefect server"}
+    if run.state is None or not run.state.is_final():
+        return None
+    if run.state.is_crashed() or run.state.is_cancelled():
+        return {}
+    row.update(seconds=round(run.total_run_time.total_seconds(), 2), flow_run=run.name)
+    if run.state.is_completed():
+        summary = _run_summary(client, flow_run_id)
+        return {**row, "status": "done", "output": record["output"],
+                "speech_quality": summary.get("speech_quality"), "needs_listening": summary.get("needs_listening", False)}
+    return {**row, "reason": _failure_reason(run.state.message or run.state.name, record)}
+
+
+def _failure_reason(message: str, record: dict[str, str]) -> str:
+    """A failed run's state message as the file's reason: without Prefect's preamble, the claim's internal path, or a bad input's own name."""
+    message = " ".join(message.split()).removeprefix("Flow run encountered an exception: ")
+    return display_path(record["file"]).join(message.removeprefix(f"BadInputError: {record['claimed']}: ").split(record["claimed"]))
+
+
+def report_dispatched(settings: Settings) -> list[dict[str, Any]]:
+    """Rows (and console lines) for the files handed to workers whose runs have ended since the last scan, each reported once.
+
+    The score travels with the file's run (its outputs artifact), so it is
+    shown wherever the run ran. A Prefect API that does not answer leaves
+    the records for a later scan.
+    """
+    from prefect import get_client
+
+    folder = settings.paths.inbox.absolute()
+    runs = inbox.dispatched_runs(folder)
+    if not runs:
+        return []
+    rows = []
+    try:
+        with get_client(sync_client=True) as client:
+            for flow_run_id, record in runs.items():
+                row = _dispatched_outcome(client, flow_run_id, record)
+                if row is not None and inbox.forget_dispatch(folder, flow_run_id) and row:
+                    say_outcome(row)
+                    rows.append(row)
+    except Exception as error:
+        if not outage.api_unreachable(error):
+            raise
+    return rows
 
 
 def check_deployment(settings: Settings) -> None:
@@ -209,7 +297,9 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
     Returns
     -------
     list of dict
-        One row per file taken: file, status (done, failed, dispatched),
+        One row per file handed earlier to a run of the per-file deployment
+        whose run has ended since (done with its speech quality, or failed),
+        then one per file taken: file, status (done, failed, dispatched),
         output, seconds, reason (and flow_run when dispatched).
     """
     quiet_destatic_tracebacks()
@@ -229,6 +319,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
     if dispatch:
         check_deployment(settings)
     _sweep(settings)
+    finished = report_dispatched(settings)
     ready, waiting = inbox.ready_files(folder, settings)
     if waiting:
         logger.info("%d file(s) left alone until watch.retry_after_s has passed since they failed: %s",
@@ -246,6 +337,7 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
         with ThreadPoolExecutor(settings.watch.concurrency) as pool:
             futures = [pool.submit(contextvars.copy_context().run, process_claim, taken, settings) for taken in claims]
             rows = [future.result() for future in futures]
+    rows = finished + rows
     if rows:
         create_table_artifact(rows, key="destatic-watch", description=f"destatic watch of {folder}")
     keep_the_budget(settings)

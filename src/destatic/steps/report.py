@@ -140,8 +140,8 @@ def run(
         excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
                     for label, wav in (("before", audio.path), ("after", cleaned.path))}
         clips, note = preview_clips(audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else ({}, None)
-        before, after = energies
-        quality = score_voice(audio.path, cleaned.path, before, after, _quiet(before) if len(before) else before > 0, LEVEL_FRAME_S)
+        before, _ = energies
+        quality = score_voice(audio.path, cleaned.path, before, _quiet(before) if len(before) else before > 0, LEVEL_FRAME_S)
         return Plots(
             path=target,
             profile_png=profile_png,
