@@ -25,6 +25,8 @@ from destatic.dsp.parallel import THREAD_NAME, resolve_jobs, run_channel_groups
 from destatic.errors import BadInputError
 
 SR = 16000
+CLASSIC = "logmmse"
+"""The thread-split tests name a classic method: the hybrid filters the channels of a stream of two or more together."""
 
 
 @pytest.fixture
@@ -90,15 +92,15 @@ def _stored_gains(shape):
 
 @pytest.mark.parametrize("n_jobs", [1, 2, 3])
 def test_groups_reading_their_own_input_give_the_same_gains_and_output(multichannel, n_jobs):
-    profile = resolve_profile(multichannel, SR)
+    profile = resolve_profile(multichannel, SR, method=CLASSIC)
     blocks = blocks_of(multichannel, 3001)
-    gains = joined(compute_gains(blocks, SR, profile), 1)
+    gains = joined(compute_gains(blocks, SR, profile, method=CLASSIC), 1)
     stored, writers, store = _stored_gains(gains.shape)
 
     def blocks_for(group):
         return (block[:, group] for block in blocks)
 
-    progress = list(compute_gains_by_group(blocks_for, 3, SR, profile, store, n_jobs=n_jobs))
+    progress = list(compute_gains_by_group(blocks_for, 3, SR, profile, store, n_jobs=n_jobs, method=CLASSIC))
     np.testing.assert_array_equal(stored, gains)
     assert progress == sorted(progress) and progress[-1] == gains.shape[1]
     main = threading.get_ident()
@@ -114,7 +116,7 @@ def test_groups_reading_their_own_input_give_the_same_gains_and_output(multichan
 
 
 def test_a_failing_group_raises_its_error_and_stops_the_others(multichannel):
-    profile = resolve_profile(multichannel, SR)
+    profile = resolve_profile(multichannel, SR, method=CLASSIC)
     blocks = blocks_of(multichannel, 2000)
 
     def blocks_for(group):
@@ -124,9 +126,9 @@ def test_a_failing_group_raises_its_error_and_stops_the_others(multichannel):
             yield block[:, group]
 
     with pytest.raises(OSError, match="disk gone"):
-        list(compute_gains_by_group(blocks_for, 3, SR, profile, lambda *args: None, n_jobs=3))
+        list(compute_gains_by_group(blocks_for, 3, SR, profile, lambda *args: None, n_jobs=3, method=CLASSIC))
     with pytest.raises(ParameterError, match="2 channels but earlier blocks have 1|1 channels"):
-        list(compute_gains_by_group(lambda group: (block[:, :2] for block in blocks), 3, SR, profile, lambda *args: None, n_jobs=3))
+        list(compute_gains_by_group(lambda group: (block[:, :2] for block in blocks), 3, SR, profile, lambda *args: None, n_jobs=3, method=CLASSIC))
     assert channel_threads() == []
 
 
@@ -198,7 +200,7 @@ def test_wrong_gains_are_refused_and_the_threads_stopped(multichannel):
 
 
 def test_a_stopped_consumer_stops_the_threads(multichannel):
-    stream = denoise_stream(blocks_of(multichannel, 2000), SR, n_jobs=2)
+    stream = denoise_stream(blocks_of(multichannel, 2000), SR, n_jobs=2, method=CLASSIC)
     next(stream)
     assert len(channel_threads()) == 2
     stream.close()

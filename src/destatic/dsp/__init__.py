@@ -39,13 +39,14 @@ __getattr__, __dir__, __all__ = lazy_package(__name__)
 if TYPE_CHECKING:
     from destatic.dsp._numba import caching_other_packages
     from destatic.dsp.choices import HUM_MODES, PROFILE_MODES, HumMode, ProfileMode
-    from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, jobs_for_length, resolve_profile, warm_up
+    from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, resolve_profile, warm_up
     from destatic.dsp.framing import SEED_FRAMING, framing_for
     from destatic.dsp.gain_file import GainFileWriter, read_gain_rows
     from destatic.dsp.inverse import apply_gains, apply_gains_by_group
     from destatic.dsp.learned import DeepFilterStream, deepfilter
     from destatic.dsp.methods import LEARNED_METHODS, LEARNED_NEEDS, METHODS, Method, default_method, learned_available, method_spec, resolve_method
     from destatic.dsp.options import SuppressionOptions
+    from destatic.dsp.parallel import jobs_for_length
     from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
     from destatic.dsp.stft import default_n_fft, frame_count, spectrogram_db
     from destatic.dsp.subtract import compute_gains, compute_gains_by_group, gain_dtype, gain_shape

@@ -20,16 +20,14 @@ from destatic.dsp.framing import BLOCK_SIZE, checked_profile, group_rows, stream
 from destatic.dsp.inverse import filter_blocks
 from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method
 from destatic.dsp.options import SuppressionOptions
-from destatic.dsp.parallel import run_channel_groups, split_stream
+from destatic.dsp.parallel import jobs_for_length, run_channel_groups, split_stream
 from destatic.dsp.subtract import rule_for
 from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
 from destatic.errors import ParameterError
 
-__all__ = ["PARALLEL_MIN_SECONDS", "NoiseSpec", "denoise", "denoise_stream", "jobs_for_length", "resolve_profile", "warm_up"]
+__all__ = ["NoiseSpec", "denoise", "denoise_stream", "resolve_profile", "warm_up"]
 
 NoiseSpec = NoiseProfile | tuple[float, float] | np.ndarray | None
-PARALLEL_MIN_SECONDS = 5.0
-"""Shortest audio for which ``n_jobs=None`` filters channels in threads of their own."""
 
 
 def _profile_request(noise: NoiseSpec, method: str) -> dict[str, Any]:
@@ -189,16 +187,6 @@ def denoise_stream(
     )
 
 
-def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None) -> int | None:
-    """``n_jobs`` for audio of known length: automatic (``None``) stays in the calling thread when it is short.
-
-    Below :data:`PARALLEL_MIN_SECONDS` the threads would save little.
-    """
-    if n_jobs is None and n_samples < PARALLEL_MIN_SECONDS * sample_rate:
-        return 1
-    return n_jobs
-
-
 @methods_listed
 def denoise(
     audio: np.ndarray,
@@ -234,7 +222,7 @@ def denoise(
     n_jobs : int or None
         Threads sharing the channels (the calling one included). ``None``
         uses one per channel up to the CPUs available when the audio is at
-        least :data:`PARALLEL_MIN_SECONDS` long. The result is the same for
+        least :data:`~destatic.dsp.parallel.PARALLEL_MIN_SECONDS` long. The result is the same for
         any value.
     hum : {'auto', 'off'}
         ``auto``: steady mains hum is cancelled coherently where it is found:

@@ -30,13 +30,26 @@ import numpy as np
 from destatic._cpus import available_cpus
 from destatic.errors import InternalError, ParameterError
 
-__all__ = ["available_cpus", "resolve_jobs", "run_channel_groups", "split_stream"]
+__all__ = ["PARALLEL_MIN_SECONDS", "available_cpus", "jobs_for_length", "resolve_jobs", "run_channel_groups", "split_stream"]
 
 Item = np.ndarray | tuple[np.ndarray, np.ndarray]
 BLOCKS_AHEAD = 3
 JOIN_SECONDS = 10.0
 """How long a stopped run waits for its threads to finish the chunk they are in."""
 THREAD_NAME = "destatic-channels"
+
+PARALLEL_MIN_SECONDS = 5.0
+"""Shortest audio for which ``n_jobs=None`` filters channels in threads of their own."""
+
+
+def jobs_for_length(n_samples: int, sample_rate: int, n_jobs: int | None = None) -> int | None:
+    """``n_jobs`` for audio of known length: automatic (``None``) stays in the calling thread when it is short.
+
+    Below :data:`PARALLEL_MIN_SECONDS` the threads would save little.
+    """
+    if n_jobs is None and n_samples < PARALLEL_MIN_SECONDS * sample_rate:
+        return 1
+    return n_jobs
 
 
 def resolve_jobs(n_jobs: int | None, channels: int) -> int:
