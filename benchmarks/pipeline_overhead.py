@@ -129,7 +129,7 @@ def direct_steps(source: Path, work: Path) -> float:
     started = time.perf_counter()
     audio = steps.extract.run(source, work / "audio.wav")
     noise = steps.profile.run(audio, work / "profile.npz", settings.noise)
-    gains = steps.subtract.run(audio, noise, work / "gains.npy", settings.suppression)
+    gains = steps.subtract.run(audio, noise, work / "gains.npy", settings.suppression.method, settings.suppression.options())
     cleaned = steps.inverse.run(audio, gains, noise, work / "cleaned.wav")
     steps.remux.run(source, audio, cleaned, work / f"out{source.suffix}")
     return time.perf_counter() - started

@@ -30,7 +30,8 @@ from prefect.transactions import get_transaction
 from destatic import media, outage, steps
 from destatic.cache import artifact_name, step_key
 from destatic.errors import TransientError
-from destatic.settings import NoiseSettings, SuppressionSettings
+from destatic.dsp.options import SuppressionOptions
+from destatic.settings import NoiseSettings
 
 __all__ = [
     "StepCache",
@@ -225,7 +226,8 @@ def subtract_noise(
     audio: steps.ExtractedAudio,
     noise: steps.ProfiledNoise,
     work_dir: Path,
-    suppression: SuppressionSettings,
+    method: str | None,
+    options: SuppressionOptions,
     *,
     progress: Any = None,
     isolated: bool = True,
@@ -233,7 +235,7 @@ def subtract_noise(
 ) -> steps.Gains:
     """Subtract: the suppression gain of every bin of every frame, into ``subtract-<key>.npy``."""
     on_progress = _Progress(progress, work_dir, start=20, span=40)
-    return _run(steps.subtract.run, audio, noise, target, suppression, on_progress=on_progress, isolated=isolated)
+    return _run(steps.subtract.run, audio, noise, target, method, options, on_progress=on_progress, isolated=isolated)
 
 
 @_step_task("inverse_stft", _INVERSE)

@@ -25,7 +25,7 @@ def test_gains_file_is_channels_major_and_reads_back_as_computed(
     sf.write(audio_wav, stereo, rate, subtype="FLOAT")
     audio = steps.AudioFile(path=audio_wav, sample_rate=rate, channels=2, frames=stereo.shape[0])
     noise = steps.profile.run(audio, tmp_path / "profile.npz", NoiseSettings(), method=method)
-    gains = steps.subtract.run(audio, noise, tmp_path / "gains.npy", SuppressionSettings(method=method))
+    gains = steps.subtract.run(audio, noise, tmp_path / "gains.npy", method, SuppressionSettings(method=method).options())
 
     expected = np.concatenate(list(dsp.compute_gains([stereo], rate, noise.profile, method=method)), axis=1).astype(stored)
     assert np.load(gains.path).dtype == stored and gains.dtype == np.dtype(stored).name

@@ -39,7 +39,7 @@ def _clean(source: Path, work: Path) -> tuple[steps.ExtractedAudio, steps.Profil
     """The pipeline's steps on `source` without Prefect, with the quick classic method."""
     audio = steps.extract.run(source, work / "extract.wav")
     noise = steps.profile.run(audio, work / "profile.npz", NoiseSettings(), method="logmmse")
-    gains = steps.subtract.run(audio, noise, work / "gains.npy", SuppressionSettings(method="logmmse"))
+    gains = steps.subtract.run(audio, noise, work / "gains.npy", "logmmse", SuppressionSettings(method="logmmse").options())
     return audio, noise, steps.inverse.run(audio, gains, noise, work / "cleaned.wav")
 
 

@@ -170,7 +170,8 @@ def submit_steps(run: FileRun) -> None:
         method=method, noise_file=noise_file, noise_audio=noise_audio, profile_file=profile_file, isolated=isolated,
     )
     gains = run.submit(
-        "subtract", tasks.subtract_noise, audio, profile, work_dir, settings.suppression, progress=run.progress, isolated=isolated
+        "subtract", tasks.subtract_noise, audio, profile, work_dir, method, settings.suppression.options(),
+        progress=run.progress, isolated=isolated,
     )
     cleaned = run.submit("inverse", tasks.inverse_stft, audio, gains, profile, work_dir, progress=run.progress, isolated=isolated)
     # The plots need only the audio and the profile: drawn while ffmpeg encodes.

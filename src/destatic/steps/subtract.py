@@ -13,7 +13,6 @@ from pathlib import Path
 
 from destatic import dsp, media
 from destatic.errors import InternalError
-from destatic.settings import SuppressionSettings
 from destatic.steps.records import AudioFile, Gains, ProfiledNoise
 
 __all__ = ["run"]
@@ -23,7 +22,8 @@ def run(
     audio: AudioFile,
     noise: ProfiledNoise,
     target: Path,
-    suppression: SuppressionSettings,
+    method: str | None,
+    options: dsp.SuppressionOptions,
     *,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> Gains:
@@ -41,8 +41,10 @@ def run(
         Its noise profile.
     target : Path
         ``.npy`` to write (:mod:`destatic.dsp.gain_file`).
-    suppression : SuppressionSettings
-        Method and options (the DSP gets the method's option record, :meth:`SuppressionSettings.options`).
+    method : str or None
+        The suppression method (``None``: the default, :func:`destatic.dsp.resolve_method`).
+    options : SuppressionOptions
+        The method's option record, as the settings build it (:meth:`destatic.settings.SuppressionSettings.options`).
     on_progress : callable or None
         ``on_progress(frames_done, frames)`` after each chunk.
 
@@ -51,7 +53,7 @@ def run(
     Gains
     """
     shape = dsp.gain_shape(audio.frames, noise.profile.for_channels(audio.channels))
-    dtype = dsp.gain_dtype(suppression.method)
+    dtype = dsp.gain_dtype(method)
     target.parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(target) as partial, open(partial, "w+b") as out:
         writer = dsp.GainFileWriter(out, shape, dtype)
@@ -62,9 +64,9 @@ def run(
             audio.sample_rate,
             noise.profile,
             writer.store,
-            method=suppression.method,
+            method=method,
             n_jobs=dsp.jobs_for_length(audio.frames, audio.sample_rate),
-            suppression=suppression.options(),
+            suppression=options,
         ):
             if on_progress is not None:
                 on_progress(done, shape[1])
