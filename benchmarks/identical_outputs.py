@@ -102,8 +102,6 @@ def _decoded(path: Path) -> str:
 
 def cli_digests() -> dict[str, str]:
     """One digest per (method, output kind) of a whole ``destatic run`` with a fresh work folder."""
-    from destatic.dsp.choices import METHODS, learned_available
-
     destatic = Path(sys.executable).with_name("destatic")
     digests: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="destatic-identical-") as tmp:
@@ -116,27 +114,36 @@ def cli_digests() -> dict[str, str]:
             "DO_NOT_TRACK": "1",
         }
         env.pop("PREFECT_API_URL", None)
-        for method in METHODS:
-            if method in ("deepfilter", "hybrid") and not learned_available():
-                continue
-            for kind, extra in {
-                "video": ["-o", str(root / f"{method}.mpg")],
-                "flac": ["--audio-only", "-o", str(root / f"{method}.flac"), "--residue", str(root / f"{method}-res.flac")],
-                "segment": ["--noise-start", "0", "--noise-end", "0.5", "-o", str(root / f"{method}-seg.wav")],
-                "head": ["--profile", "head", "--format", "wav", "-o", str(root / f"{method}-head.wav")],
-            }.items():
-                work = root / f"work-{method}-{kind}"
-                command = [str(destatic), "run", str(CLI_VIDEO), "--method", method, "--work", str(work), *extra]
-                result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
-                if result.returncode != 0:
-                    raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
-            digests[f"cli/{method}/video-audio"] = _decoded(root / f"{method}.mpg")
-            digests[f"cli/{method}/flac"] = _decoded(root / f"{method}.flac")
-            digests[f"cli/{method}/residue"] = _decoded(root / f"{method}-res.flac")
-            digests[f"cli/{method}/segment-wav"] = _decoded(root / f"{method}-seg.wav")
-            digests[f"cli/{method}/head-wav"] = _decoded(root / f"{method}-head.wav")
-        subprocess.run([str(destatic), "server", "stop"], env=env, cwd=root, capture_output=True, timeout=120)
+        try:
+            _run_methods(root, env, destatic, digests)
+        finally:  # the background server the runs started goes with the temporary folder, even after a failure
+            subprocess.run([str(destatic), "server", "stop"], env=env, cwd=root, capture_output=True, timeout=120)
     return digests
+
+
+def _run_methods(root: Path, env: dict[str, str], destatic: Path, digests: dict[str, str]) -> None:
+    """Each method's ``destatic run`` commands, their outputs' digests into `digests`."""
+    from destatic.dsp.choices import METHODS, learned_available
+
+    for method in METHODS:
+        if method in ("deepfilter", "hybrid") and not learned_available():
+            continue
+        for kind, extra in {
+            "video": ["-o", str(root / f"{method}.mpg")],
+            "flac": ["--audio-only", "-o", str(root / f"{method}.flac"), "--residue", str(root / f"{method}-res.flac")],
+            "segment": ["--noise-start", "0", "--noise-end", "0.5", "-o", str(root / f"{method}-seg.wav")],
+            "head": ["--profile", "head", "--format", "wav", "-o", str(root / f"{method}-head.wav")],
+        }.items():
+            work = root / f"work-{method}-{kind}"
+            command = [str(destatic), "run", str(CLI_VIDEO), "--method", method, "--work", str(work), *extra]
+            result = subprocess.run(command, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+            if result.returncode != 0:
+                raise SystemExit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+        digests[f"cli/{method}/video-audio"] = _decoded(root / f"{method}.mpg")
+        digests[f"cli/{method}/flac"] = _decoded(root / f"{method}.flac")
+        digests[f"cli/{method}/residue"] = _decoded(root / f"{method}-res.flac")
+        digests[f"cli/{method}/segment-wav"] = _decoded(root / f"{method}-seg.wav")
+        digests[f"cli/{method}/head-wav"] = _decoded(root / f"{method}-head.wav")
 
 
 def main() -> int:
