@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import TypeVar
 
 from destatic import media
@@ -64,6 +64,7 @@ __all__ = [
     "settle_success",
     "settled_output",
     "split_waiting",
+    "stamped_name",
     "staged",
     "unclaim",
 ]
@@ -77,6 +78,7 @@ STALE_RECORD_S = 3600.0
 """A failure record whose file has left the inbox is forgotten once it is this old."""
 _HOST = socket.gethostname()
 T = TypeVar("T")
+PathT = TypeVar("PathT", bound=PurePath)
 
 
 def media_suffixes() -> frozenset[str]:
@@ -271,12 +273,15 @@ def staged(taken: Claim, target: Path) -> Iterator[tuple[Path, Path]]:
                 shutil.move(os.fspath(made), partial)
 
 
-def _free_name(target: Path) -> Path:
-    """`target`, or `target` with a UTC time stamp added when the name is taken."""
-    if not _present(target):
-        return target
+def stamped_name(target: PathT) -> PathT:
+    """`target` with a UTC time stamp added before its extension: the name kept when the plain one is taken."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
     return target.with_name(f"{target.stem}.{stamp}{target.suffix}")
+
+
+def _free_name(target: Path) -> Path:
+    """`target`, or `target` with a UTC time stamp added when the name is taken."""
+    return stamped_name(target) if _present(target) else target
 
 
 def quarantine(path: Path, root: Path, *, relative: Path | None = None, step: str, reason: str) -> Path:

@@ -21,13 +21,12 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from destatic import media
 from destatic.errors import DestaticError, ParameterError
-from destatic.inbox import STALE_RECORD_S, FailureRecord, failure_record, media_suffixes, quarantine, split_waiting
+from destatic.inbox import STALE_RECORD_S, FailureRecord, failure_record, media_suffixes, quarantine, split_waiting, stamped_name
 from destatic.media.atomic import process_alive, process_start
 from destatic.settings import Folder, PathSettings, Settings, is_url
 
@@ -288,11 +287,7 @@ def _exists(folder: Folder, relative: str, settings: Settings) -> bool:
 
 def _free_relative(folder: Folder, relative: str, settings: Settings) -> str:
     """`relative`, or with a UTC time stamp added when `folder` already holds that name."""
-    if not _exists(folder, relative, settings):
-        return relative
-    path = PurePosixPath(relative)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    return str(path.with_name(f"{path.stem}.{stamp}{path.suffix}"))
+    return str(stamped_name(PurePosixPath(relative))) if _exists(folder, relative, settings) else relative
 
 
 def settle_done(store: Store, taken: RemoteClaim, outputs: list[tuple[Path, str]], settings: Settings) -> list[str]:
