@@ -128,8 +128,9 @@ def direct_steps(source: Path, work: Path) -> float:
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     audio = steps.extract.run(source, work / "audio.wav")
-    noise = steps.profile.run(audio, work / "profile.npz", settings.noise)
-    gains = steps.subtract.run(audio, noise, work / "gains.npy", settings.suppression.method, settings.suppression.options())
+    method = settings.suppression.method
+    noise = steps.profile.run(audio, work / "profile.npz", settings.noise.request(method), method=method)
+    gains = steps.subtract.run(audio, noise, work / "gains.npy", method, settings.suppression.options())
     cleaned = steps.inverse.run(audio, gains, noise, work / "cleaned.wav")
     steps.remux.run(source, audio, cleaned, work / f"out{source.suffix}")
     return time.perf_counter() - started

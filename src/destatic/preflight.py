@@ -76,10 +76,7 @@ def plan(inputs: Sequence[Path], settings: Settings, *, output: Path | None = No
         The first thing that does not fit, in words naming the option or the file.
     """
     outputs = _targets(inputs, output, option="--output", name_of=lambda source: default_output(source, settings).name)
-    residues = _targets(
-        inputs, residue, option="--residue",
-        name_of=lambda source: f"{source.stem}-residue{default_output(source, settings).suffix}",
-    )
+    residues = _targets(inputs, residue, option="--residue", name_of=lambda source: residue_output(default_output(source, settings)).name)
     requests = [request(source, settings, output=target, residue=extra) for source, target, extra in zip(inputs, outputs, residues)]
     check_media(requests, settings)
     return requests

@@ -33,7 +33,7 @@ from pydantic_settings import (
 
 from destatic.dsp.choices import HUM_MODES, HumMode, ProfileMode, profile_mode
 from destatic.dsp.methods import LEARNED_METHODS, METHOD_SPECS, METHODS, Method, build_options, method_spec, methods_described, resolve_method
-from destatic.dsp.options import SuppressionOptions
+from destatic.dsp.options import HEAD_SAMPLES, ProfileRequest, SuppressionOptions
 from destatic.errors import ParameterError
 from destatic.media.formats import AUDIO_FORMATS, AudioFormat
 
@@ -230,7 +230,7 @@ class NoiseSettings(_Group):
         description="auto: track the noise floor; head: first samples; segment: start..end; file: a noise recording; "
         f"none: the method's own ({_DEFAULT_PROFILES}).",
     )
-    head_samples: int = Field(8192, gt=0, description="Samples read for mode=head.")
+    head_samples: int = Field(HEAD_SAMPLES, gt=0, description="Samples read for mode=head.")
     start_s: float | None = Field(None, ge=0, description="Start of the noise-only stretch (mode=segment), seconds.")
     end_s: float | None = Field(None, gt=0, description="End of the noise-only stretch (mode=segment), seconds.")
     file: Path | None = Field(None, description="Noise-only recording (mode=file).")
@@ -261,6 +261,10 @@ class NoiseSettings(_Group):
     def resolved_mode(self, method: str | None) -> str:
         """The profile mode to use with `method`: as set, else the method's own (:func:`destatic.dsp.choices.profile_mode`)."""
         return profile_mode(self.mode, method)
+
+    def request(self, method: str | None) -> ProfileRequest:
+        """Where the profile step measures the noise for `method` (:meth:`resolved_mode`), as the DSP's record."""
+        return ProfileRequest(self.resolved_mode(method), self.head_samples, self.start_s, self.end_s, self.hum)
 
 
 class SuppressionSettings(_Group):

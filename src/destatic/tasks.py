@@ -30,8 +30,7 @@ from prefect.transactions import get_transaction
 from destatic import media, outage, steps
 from destatic.cache import artifact_name, step_key
 from destatic.errors import TransientError
-from destatic.dsp.options import SuppressionOptions
-from destatic.settings import NoiseSettings
+from destatic.dsp.options import ProfileRequest, SuppressionOptions
 
 __all__ = [
     "StepCache",
@@ -208,7 +207,7 @@ def extract_audio(source: Path, work_dir: Path, *, stream: int | None = None, ta
 def profile_noise(
     audio: steps.ExtractedAudio,
     work_dir: Path,
-    noise: NoiseSettings,
+    request: ProfileRequest,
     *,
     method: str | None = None,
     noise_file: Path | None = None,
@@ -218,7 +217,10 @@ def profile_noise(
     target: Path,
 ) -> steps.ProfiledNoise:
     """Profile: measure the noise power per channel and bin (or take a saved profile) into ``profile-<key>.npz``."""
-    return _run(steps.profile.run, audio, target, noise, method=method, noise_audio=noise_audio, isolated=isolated)
+    return _run(
+        steps.profile.run, audio, target, request, method=method, noise_audio=noise_audio, noise_file=noise_file,
+        profile_file=profile_file, isolated=isolated,
+    )
 
 
 @_step_task("subtract_noise", _SUBTRACT)

@@ -138,3 +138,21 @@ def test_object_storage_folders_that_cannot_work_are_refused(in_tmp: Path, paths
 def test_an_inbox_at_a_buckets_root_works_with_its_other_folders_set(in_tmp: Path) -> None:
     settings = load_settings(paths={"inbox": "s3://media", "outbox": "s3://out/", "done": "s3://media-done/", "quarantine": "s3://q/"})
     assert (settings.paths.inbox, settings.paths.outbox) == ("s3://media", "s3://out/")
+
+
+def test_a_residue_folder_names_each_residue_after_its_output(in_tmp: Path) -> None:
+    from destatic import preflight
+    from destatic.workspace import residue_output
+
+    settings = load_settings(output={"suffix": "-clean"})
+    inputs = [in_tmp / "talk.mp4", in_tmp / "song.wav"]
+    (in_tmp / "removed").mkdir()
+    requests = preflight.plan(inputs, settings, residue=in_tmp / "removed")
+    assert [item.residue.name for item in requests] == ["talk-clean-residue.mp4", "song-clean-residue.wav"]
+    assert [item.residue.name for item in requests] == [residue_output(item.output).name for item in requests]
+
+
+def test_the_profile_request_carries_the_noise_settings_with_the_methods_mode() -> None:
+    noise = load_settings(noise={"mode": "segment", "start_s": 1.0, "end_s": 2.5, "hum": "off"}).noise
+    assert noise.request("logmmse").keywords() == {"mode": "segment", "head_samples": 8192, "start_s": 1.0, "end_s": 2.5, "hum": "off"}
+    assert load_settings().noise.request("seed").mode == method_spec("seed").default_profile

@@ -24,7 +24,7 @@ def test_gains_file_is_channels_major_and_reads_back_as_computed(
     audio_wav = tmp_path / "stereo.wav"
     sf.write(audio_wav, stereo, rate, subtype="FLOAT")
     audio = steps.AudioFile(path=audio_wav, sample_rate=rate, channels=2, frames=stereo.shape[0])
-    noise = steps.profile.run(audio, tmp_path / "profile.npz", NoiseSettings(), method=method)
+    noise = steps.profile.run(audio, tmp_path / "profile.npz", NoiseSettings().request(method), method=method)
     gains = steps.subtract.run(audio, noise, tmp_path / "gains.npy", method, SuppressionSettings(method=method).options())
 
     expected = np.concatenate(list(dsp.compute_gains([stereo], rate, noise.profile, method=method)), axis=1).astype(stored)

@@ -38,7 +38,7 @@ window.addEventListener("load",function(){Promise.all([].map.call(document.query
 def _clean(source: Path, work: Path) -> tuple[steps.ExtractedAudio, steps.ProfiledNoise, steps.AudioFile]:
     """The pipeline's steps on `source` without Prefect, with the quick classic method."""
     audio = steps.extract.run(source, work / "extract.wav")
-    noise = steps.profile.run(audio, work / "profile.npz", NoiseSettings(), method="logmmse")
+    noise = steps.profile.run(audio, work / "profile.npz", NoiseSettings().request("logmmse"), method="logmmse")
     gains = steps.subtract.run(audio, noise, work / "gains.npy", "logmmse", SuppressionSettings(method="logmmse").options())
     return audio, noise, steps.inverse.run(audio, gains, noise, work / "cleaned.wav")
 
@@ -113,7 +113,7 @@ def test_a_silent_file_gets_a_report(tmp_path: Path) -> None:
     sf.write(source, np.zeros(16000 * 3, np.float32), 16000)
     work = tmp_path / "work"
     audio = steps.extract.run(source, work / "extract.wav")
-    profile = steps.profile.run(audio, work / "profile.npz", NoiseSettings(), method="logmmse")
+    profile = steps.profile.run(audio, work / "profile.npz", NoiseSettings().request("logmmse"), method="logmmse")
     plots = report.run(audio, profile, audio, work / "plots-0123456789abcdef0123.json", source=source)
     assert plots.reduction_db is None and plots.before_clip is None and plots.clip_note is None
     report_page.write_report(

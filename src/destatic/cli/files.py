@@ -50,7 +50,9 @@ def profile_command(
                 noise_audio = None
                 if settings.noise.mode == "file":
                     noise_audio = steps.extract.run(settings.noise.file, Path(scratch) / "noise.wav")
-                noise_profile = steps.profile.estimate_file_profile(audio, settings.noise, noise_audio=noise_audio)
+                noise_profile = steps.profile.estimate_file_profile(
+                    audio, settings.noise.request(None), noise_audio=noise_audio, noise_file=settings.noise.file
+                )
         except DestaticError as error:
             console.print(f"[red]failed:[/red] {error}", highlight=False)
             raise typer.Exit(EXIT_FAILED) from None

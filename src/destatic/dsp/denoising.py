@@ -19,7 +19,7 @@ from destatic.dsp.choices import HumMode, profile_mode
 from destatic.dsp.framing import BLOCK_SIZE, checked_profile, group_rows, stream_framing
 from destatic.dsp.inverse import filter_blocks
 from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method
-from destatic.dsp.options import SuppressionOptions
+from destatic.dsp.options import HEAD_SAMPLES, ProfileRequest, SuppressionOptions
 from destatic.dsp.parallel import jobs_for_length, run_channel_groups, split_stream
 from destatic.dsp.subtract import rule_for
 from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
@@ -30,16 +30,14 @@ __all__ = ["NoiseSpec", "denoise", "denoise_stream", "resolve_profile", "warm_up
 NoiseSpec = NoiseProfile | tuple[float, float] | np.ndarray | None
 
 
-def _profile_request(noise: NoiseSpec, method: str) -> dict[str, Any]:
-    """Keyword arguments of profile_from_blocks for a noise spec naming a stretch."""
+def _profile_request(noise: NoiseSpec, method: str, hum: HumMode) -> ProfileRequest:
+    """The profile request of a noise spec that names no recording or profile: automatic, or a stretch."""
     if noise is None:
-        mode = profile_mode(None, method)
-        head_samples = method_spec(method).head_samples
-        return {"mode": mode} if mode != "head" or head_samples is None else {"mode": mode, "head_samples": head_samples}
+        return ProfileRequest(profile_mode(None, method), head_samples=method_spec(method).head_samples or HEAD_SAMPLES, hum=hum)
     if isinstance(noise, tuple):
         if len(noise) != 2:
             raise ParameterError(f"noise={noise!r} must be a (start_s, end_s) pair of seconds")
-        return {"mode": "segment", "start_s": noise[0], "end_s": noise[1]}
+        return ProfileRequest("segment", start_s=noise[0], end_s=noise[1], hum=hum)
     raise ParameterError(
         f"noise of type {type(noise).__name__} is not allowed; use None (automatic), "
         "(start_s, end_s), an array holding a noise recording, or a NoiseProfile"
@@ -72,7 +70,7 @@ def resolve_profile(
     framing = stream_framing(method, check_sample_rate(sample_rate))
     if isinstance(noise, np.ndarray):
         return estimate_profile(samples, sample_rate, noise_audio=noise, mode="file", hum=hum, **framing)
-    return estimate_profile(samples, sample_rate, **_profile_request(noise, method), hum=hum, **framing)
+    return estimate_profile(samples, sample_rate, **_profile_request(noise, method, hum).keywords(), **framing)
 
 
 def _denoise_channels(
@@ -108,7 +106,7 @@ def _with_lookahead_profile(
             consumed.append(block)
             yield block
 
-    request = {**_profile_request(noise, method), **stream_framing(method, sample_rate), "hum": hum}
+    request = {**_profile_request(noise, method, hum).keywords(), **stream_framing(method, sample_rate)}
     profile = profile_from_blocks(recording(), sample_rate, **request)
     if request["mode"] == "auto" and hum == "auto" and consumed:
         held = np.concatenate([as_audio(block) for block in consumed])

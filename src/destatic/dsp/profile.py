@@ -21,6 +21,7 @@ from destatic.dsp._audio import (
     iter_array_blocks,
 )
 from destatic.dsp.choices import HUM_MODES, PROFILE_MODES, HumMode, ProfileMode, profile_mode
+from destatic.dsp.options import HEAD_SAMPLES
 from destatic.dsp.noise import (
     SMOOTHING_SECONDS,
     min_window_frames,
@@ -352,7 +353,7 @@ def profile_from_blocks(
     sample_rate: int,
     *,
     mode: ProfileMode | None = None,
-    head_samples: int = 8192,
+    head_samples: int = HEAD_SAMPLES,
     start_s: float | None = None,
     end_s: float | None = None,
     auto_seconds: float = 8.0,
@@ -490,7 +491,7 @@ def estimate_profile(
     sample_rate: int,
     *,
     mode: ProfileMode | None = None,
-    head_samples: int = 8192,
+    head_samples: int = HEAD_SAMPLES,
     start_s: float | None = None,
     end_s: float | None = None,
     noise_audio: np.ndarray | None = None,

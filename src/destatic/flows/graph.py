@@ -166,7 +166,7 @@ def submit_steps(run: FileRun) -> None:
     profile_file = settings.noise.profile_file.absolute() if settings.noise.profile_file else None
     method, isolated = settings.suppression.method, settings.runtime.isolate_steps
     profile = run.submit(
-        "profile", tasks.profile_noise, audio, work_dir, settings.noise,
+        "profile", tasks.profile_noise, audio, work_dir, settings.noise.request(method),
         method=method, noise_file=noise_file, noise_audio=noise_audio, profile_file=profile_file, isolated=isolated,
     )
     gains = run.submit(

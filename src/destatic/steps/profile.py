@@ -13,38 +13,43 @@ from pathlib import Path
 
 from destatic import dsp, media
 from destatic.errors import BadInputError, InternalError, UncleanableAudioError
-from destatic.settings import NoiseSettings
 from destatic.steps.records import AudioFile, ProfiledNoise
 
 __all__ = ["estimate_file_profile", "run", "saved_profile"]
 
 
 def estimate_file_profile(
-    audio: AudioFile, noise: NoiseSettings, *, method: str | None = None, noise_audio: AudioFile | None = None
+    audio: AudioFile,
+    request: dsp.ProfileRequest,
+    *,
+    method: str | None = None,
+    noise_audio: AudioFile | None = None,
+    noise_file: Path | None = None,
 ) -> dsp.NoiseProfile:
-    """Noise profile of a WAV as `noise` asks, read block by block (a head or auto profile reads only the start).
+    """Noise profile of a WAV as `request` asks, read block by block (a head or auto profile reads only the start).
 
     Parameters
     ----------
     audio : AudioFile
         The audio to clean.
-    noise : NoiseSettings
+    request : ProfileRequest
         ``head``: its first ``head_samples``; ``segment``: ``start_s``..``end_s``;
         ``file``: all of `noise_audio`; ``auto``: minimum statistics, no noise-only stretch, and the
         mains hum persisting through the file (:func:`destatic.dsp.find_hum`, stretches read by seeking)
-        unless ``noise.hum`` is ``off``.
+        unless ``request.hum`` is ``off``.
     method : str or None
         The suppression method the profile is for (``seed`` has its own framing).
     noise_audio : AudioFile or None
         The noise recording, for ``mode="file"``.
+    noise_file : Path or None
+        The file `noise_audio` came from, named in errors.
 
     Raises
     ------
     BadInputError
         The noise recording's rate differs from the audio's.
     """
-    mode = noise.resolved_mode(method)
-    if mode != "file":
+    if request.mode != "file":
         source = audio
     elif noise_audio is None:
         raise InternalError("noise.mode='file' needs noise_audio, the extracted noise recording")
@@ -52,23 +57,15 @@ def estimate_file_profile(
         source = noise_audio
         if noise_audio.sample_rate != audio.sample_rate:
             raise BadInputError(
-                noise.file or noise_audio.path,
+                noise_file or noise_audio.path,
                 f"noise recording at {noise_audio.sample_rate} Hz, audio at {audio.sample_rate} Hz",
             )
     framing = dsp.framing_for(method)
     tones = None
-    if mode == "auto" and noise.hum == "auto" and not framing.get("centered", False):
+    if request.mode == "auto" and request.hum == "auto" and not framing.get("centered", False):
         tones = dsp.find_hum(functools.partial(media.wav_clip, audio.path), audio.frames, audio.sample_rate)
     return dsp.profile_from_blocks(
-        media.wav_blocks(source.path),
-        audio.sample_rate,
-        mode=mode,
-        head_samples=noise.head_samples,
-        start_s=noise.start_s,
-        end_s=noise.end_s,
-        hum=noise.hum,
-        tones=tones,
-        **framing,
+        media.wav_blocks(source.path), audio.sample_rate, **request.keywords(), tones=tones, **framing
     )
 
 
@@ -102,19 +99,21 @@ def saved_profile(path: Path, *, sample_rate: int, channels: int, method: str | 
 def run(
     audio: AudioFile,
     target: Path,
-    noise: NoiseSettings,
+    request: dsp.ProfileRequest,
     *,
     method: str | None = None,
     noise_audio: AudioFile | None = None,
+    noise_file: Path | None = None,
+    profile_file: Path | None = None,
 ) -> ProfiledNoise:
     """The profile step: estimate the noise profile of `audio` (see :func:`estimate_file_profile`) and save it as `target` (``.npz``).
 
-    With ``noise.profile_file`` the saved profile is used instead (:func:`saved_profile`).
+    With `profile_file` the saved profile is used instead (:func:`saved_profile`).
     """
-    if noise.profile_file is not None:
-        measured = saved_profile(noise.profile_file, sample_rate=audio.sample_rate, channels=audio.channels, method=method)
+    if profile_file is not None:
+        measured = saved_profile(profile_file, sample_rate=audio.sample_rate, channels=audio.channels, method=method)
     else:
-        measured = estimate_file_profile(audio, noise, method=method, noise_audio=noise_audio)
+        measured = estimate_file_profile(audio, request, method=method, noise_audio=noise_audio, noise_file=noise_file)
     target.parent.mkdir(parents=True, exist_ok=True)
     with media.atomic_output(target) as partial:
         measured.save(partial)
