@@ -48,7 +48,8 @@ def make_inputs(inbox: Path, count: int, *, bad: int = 0, seconds: float = 1.0, 
     return hashes
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the process group `pgid` is still running."""
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
@@ -70,7 +71,7 @@ def kill_hard(process: subprocess.Popen[bytes], *, drain_s: float = 60.0) -> Non
     process.send_signal(signal.SIGKILL)
     process.wait()
     deadline = time.monotonic() + drain_s
-    while _group_alive(process.pid) and time.monotonic() < deadline:
+    while group_alive(process.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 

@@ -48,3 +48,36 @@ def test_watch_once_rides_out_a_server_kill_and_says_so(tmp_path: Path) -> None:
     assert drill.kills == 1 and drill.verdict.exactly_once, drill.verdict
     assert drill.failure_records == 0 and drill.tracebacks == 0
     assert len(drill.outage_lines) == 2 and all("file(s) waiting" in line for line in drill.outage_lines), drill.outage_lines
+
+
+def test_sigterm_stops_the_watcher_and_the_server_it_started(tmp_path: Path) -> None:
+    """SIGTERM to ``destatic watch`` on Prefect's temporary server: status 143, and no server left running without its parent."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "inbox").mkdir()
+    env = {**os.environ, "DESTATIC_RUNTIME__SERVER": "embedded", "DESTATIC_PATHS__WORK": str(tmp_path / "work"),
+           "PREFECT_HOME": str(tmp_path / "prefect"), "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
+    env.pop("PREFECT_API_URL", None)
+    log = tmp_path / "watch.log"
+    with log.open("w") as output:
+        watcher = subprocess.Popen([sys.executable, "-m", "destatic", "watch", "inbox"], cwd=tmp_path, env=env,
+                                   stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while "watching" not in log.read_text():
+            assert watcher.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.5)
+        os.kill(watcher.pid, signal.SIGTERM)
+        assert watcher.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+        deadline = time.monotonic() + 30
+        while drills.group_alive(watcher.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not drills.group_alive(watcher.pid), "a process of the watcher's session (its server) outlived it"
+        assert "Traceback" not in log.read_text(), log.read_text()
+    finally:
+        if drills.group_alive(watcher.pid):
+            os.killpg(watcher.pid, signal.SIGKILL)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import sys
 import threading
 from typing import Any
@@ -36,7 +37,18 @@ def main() -> None:
     status. What is skipped is the interpreter's teardown of every loaded
     module, which costs about 0.4 s with Prefect and matplotlib loaded and
     changes no file. An exception other than an exit is left to Python.
+
+    SIGTERM stops a command as Ctrl-C does, so that the same clean-up runs
+    (an embedded server is stopped with it, not left without a parent), and
+    the status is 143.
     """
+    terminated: list[int] = []
+
+    def stop_as_interrupted(number: int, frame: Any) -> None:
+        terminated.append(number)
+        signal.default_int_handler(number, frame)
+
+    signal.signal(signal.SIGTERM, stop_as_interrupted)
     try:
         status: Any = app(prog_name="destatic", standalone_mode=False)
     except ClickException as error:
@@ -46,7 +58,9 @@ def main() -> None:
         status = 1
     except SystemExit as stop:
         status = stop.code
-    if status is None:
+    if terminated:
+        status = 128 + signal.SIGTERM
+    elif status is None:
         status = 0
     elif not isinstance(status, int):
         print(status, file=sys.stderr)

@@ -219,7 +219,7 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
     running: list[subprocess.Popen[bytes]] = []
     cpus = one_cpu_each(len(commands))
     try:
-        with _sigint_deferred():
+        with _interrupts_deferred():
             for args, log in zip(commands, logs, strict=True):
                 with open(log, "wb") as stderr:
                     try:
@@ -249,22 +249,26 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
 
 
 @contextlib.contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) until the block ends: a KeyboardInterrupt raised inside
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends: a KeyboardInterrupt raised inside
     ``subprocess.Popen`` would lose a started child that nobody then kills."""
     if threading.current_thread() is not threading.main_thread():
         yield  # KeyboardInterrupt is raised in the main thread only
         return
-    caught: list[FrameType | None] = []
-    previous = signal.signal(signal.SIGINT, lambda number, frame: caught.append(frame))
+    caught: list[tuple[int, FrameType | None]] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda number, frame: caught.append((number, frame))) for number in held}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught and callable(previous):
-            previous(signal.SIGINT, caught[0])
-        elif caught and previous == signal.SIG_DFL:
-            signal.raise_signal(signal.SIGINT)
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for number, frame in caught[:1]:
+            handler = previous[number]
+            if callable(handler):
+                handler(number, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)
 
 
 def adts_offsets(path: Path) -> array:
