@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 from typing import Annotated, Any, Optional
@@ -75,7 +74,8 @@ def prefect_command(
 
     For example `destatic prefect artifact inspect KEY`, `destatic prefect
     work-pool create POOL --type process`, `destatic prefect worker start
-    --pool POOL`. With PREFECT_API_URL set, that server.
+    --pool POOL`. With PREFECT_API_URL set, that server. The prefect
+    command replaces this process.
     """
     from destatic import server
 
@@ -88,5 +88,7 @@ def prefect_command(
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
-    done = subprocess.run([sys.executable, "-m", "prefect", *arguments], env=environment, check=False)
-    raise typer.Exit(done.returncode)
+    # prefect takes this process's place: signals (a worker's SIGTERM), standard input and the status are its own.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "prefect", *arguments], environment)
