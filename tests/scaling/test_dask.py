@@ -192,6 +192,7 @@ def _batch_runs() -> list[object]:
         )
 
 
+@pytest.mark.slow  # about 45 s; .ci/run runs it. The workers-report tests run flows on Dask in the default run
 @pytest.mark.usefixtures("harness")
 def test_cli_batch_on_a_local_cluster_of_two(batch_inputs: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from prefect.artifacts import Artifact
@@ -230,7 +231,7 @@ def test_cli_batch_on_a_local_cluster_of_two(batch_inputs: list[Path], tmp_path:
     assert {run.state.name for run in cached if not run.name.startswith("deliver")} == {"Cached"}
 
 
-@pytest.mark.slow  # the CLI batch test covers the Dask runner in the default run
+@pytest.mark.slow
 @pytest.mark.usefixtures("harness")
 def test_batch_on_an_existing_scheduler_uses_both_workers(batch_inputs: list[Path], tmp_path: Path) -> None:
     from destatic.flows import run_batch
