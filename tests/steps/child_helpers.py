@@ -58,3 +58,11 @@ def modules_a_first_clean_adds(method: str) -> list[str]:
 
 def loaded(*names: str) -> list[bool]:
     return [name in sys.modules for name in names]
+
+
+def pid_after(seconds: float) -> int:
+    """This process's id, after `seconds` (a slow warm-up)."""
+    import time
+
+    time.sleep(seconds)
+    return os.getpid()

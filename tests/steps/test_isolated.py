@@ -46,6 +46,19 @@ def test_a_warmed_child_is_the_one_the_first_call_takes() -> None:
     assert [child.process.pid for child in isolated._idle["steps"]] == [pid]
 
 
+def test_a_child_still_warming_when_children_are_closed_is_not_reused() -> None:
+    import time
+
+    isolated.warm("steps", child_helpers.pid_after, 1.0)
+    time.sleep(0.2)
+    isolated.close_children()
+    while isolated._warming:
+        time.sleep(0.05)
+    assert isolated._idle.get("steps", []) == []
+    first = isolated.call(child_helpers.pid_after, 0.0)
+    assert isolated.call(child_helpers.pid_after, 0.0) == first, "a child started after the close is reused"
+
+
 def test_errors_come_back_as_themselves_with_the_childs_traceback(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="not what it says") as raised:
         isolated.call(child_helpers.refuse, tmp_path / "odd name.wav")

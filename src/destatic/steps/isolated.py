@@ -67,6 +67,7 @@ class _Child:
         )
         self.idle_since = time.monotonic()
         self.served = False
+        self.generation = _generation
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -94,6 +95,8 @@ class _Child:
 
 
 _idle: dict[str, list[_Child]] = {}
+_generation = 0
+"""Bumped by :func:`close_children`: a child started before (one still warming then) is closed when it is done, never reused."""
 _lock = threading.Lock()
 _working = threading.BoundedSemaphore(available_cpus())
 _reaper: threading.Thread | None = None
@@ -114,10 +117,14 @@ def _give_back(kind: str, child: _Child) -> None:
     global _reaper
     child.idle_since = time.monotonic()
     with _lock:
-        _idle.setdefault(kind, []).append(child)
+        outlived = child.generation != _generation
+        if not outlived:
+            _idle.setdefault(kind, []).append(child)
         if _reaper is None:
             _reaper = threading.Thread(target=_reap, name="destatic-children", daemon=True)
             _reaper.start()
+    if outlived:
+        child.close()
 
 
 def _reap() -> None:
@@ -159,8 +166,10 @@ def _warm(kind: str, prepare: Callable[..., Any], args: tuple[Any, ...]) -> None
 
 
 def close_children() -> None:
-    """Close every idle child now (at exit; a test that counts processes)."""
+    """Close every idle child now, and each one still starting or working once it is done (at exit; a test that counts processes)."""
+    global _generation
     with _lock:
+        _generation += 1
         children = [child for idle in _idle.values() for child in idle]
         _idle.clear()
     for child in children:
