@@ -56,7 +56,7 @@ def test_a_child_still_warming_when_children_are_closed_is_not_reused() -> None:
         time.sleep(0.05)
     assert isolated._idle.get("steps", []) == []
     first = isolated.call(child_helpers.pid_after, 0.0)
-    assert isolated.call(child_helpers.pid_after, 0.0) == first, "a child started after the close is reused"
+    assert isolated.call(child_helpers.pid_after, 0.0) == first, "a child started after the close is kept warm for the next call"
 
 
 def test_errors_come_back_as_themselves_with_the_childs_traceback(tmp_path: Path) -> None:
