@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio_ffmpeg
@@ -261,6 +262,22 @@ def test_cache_folder_is_the_users_or_numbas_named_by_the_sources(monkeypatch, t
     blocked.write_text("not a folder")
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocked / "numba"))
     assert _numba.cache_folder() is None
+
+
+def test_another_versions_cache_unused_for_a_month_is_removed_and_a_recent_one_kept(tmp_path, monkeypatch):
+    from destatic.dsp import _numba
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    month_ago = time.time() - _numba.STALE_AFTER_S - 3600
+    for name in ("0123456789abcdef", "dfn3-0123456789abcdef", "fedcba9876543210", "keep-me-0123456789abcdef", "notes"):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (month_ago, month_ago))
+    (tmp_path / "1111111111111111").mkdir()  # another version, used lately
+    folder = _numba.cache_folder()
+    left = sorted(path.name for path in tmp_path.iterdir())
+    assert left == sorted(["1111111111111111", folder.name, "dfn3-0123456789abcdef", "keep-me-0123456789abcdef", "notes"])
+    _numba.cache_subfolder("dfn3-fedcba9876543210")
+    assert not (tmp_path / "dfn3-0123456789abcdef").exists() and (tmp_path / "1111111111111111").is_dir()
 
 
 FRESH_PROCESS = """

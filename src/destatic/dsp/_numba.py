@@ -13,7 +13,8 @@ the user's cache folder, ``$XDG_CACHE_HOME/destatic/numba`` (by default
 and ``_kernels.py``: a second process loads it instead of compiling, nothing
 is written beside the installed package, and a change to either file (numba
 itself only notices changes to the file a function is in, not to what it
-inlines from another) compiles afresh. The folder is chosen for these
+inlines from another) compiles afresh. A version's subfolder that no process has
+used for 30 days is removed by the next process of another version. The folder is chosen for these
 functions only; other packages' numba caches stay where numba puts them.
 Where it cannot be written the loops are compiled in each process, uncached.
 """
@@ -24,8 +25,11 @@ import contextlib
 import hashlib
 import os
 import platform
+import re
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,6 +60,8 @@ LOGMMSE_INDEX_SHIFT = 13
 """float32 mantissa bits below the 1024 cells per octave of the log-MMSE table (23 - 10)."""
 SOURCES = ("_numba.py", "_kernels.py")
 """The files whose compiled code is cached; their digest names the cache's subfolder."""
+STALE_AFTER_S = 30 * 86400.0
+"""A digest-named cache subfolder no process has used for this long (another version's) is removed."""
 
 
 def cache_folder() -> Path | None:
@@ -80,10 +86,29 @@ def cache_subfolder(name: str) -> Path | None:
     folder = base / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
+        tempfile.TemporaryFile(dir=folder).close()  # also marks the folder used, by its time of change
     except OSError:
         return None
+    _remove_stale_versions(folder)
     return folder
+
+
+def _remove_stale_versions(folder: Path) -> None:
+    """Remove the siblings of `folder` named as it is but for their digest and unused for :data:`STALE_AFTER_S`.
+
+    Each version of the code (or of the model) has its own subfolder, and
+    nothing else would ever remove those of earlier versions.
+    """
+    family = re.fullmatch(r"(.*?)[0-9a-f]{16}", folder.name)
+    if family is None:
+        return
+    pattern = re.compile(re.escape(family.group(1)) + r"[0-9a-f]{16}")
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for sibling in folder.parent.iterdir():
+            with contextlib.suppress(OSError):
+                if sibling != folder and pattern.fullmatch(sibling.name) and now - sibling.stat().st_mtime > STALE_AFTER_S:
+                    shutil.rmtree(sibling, ignore_errors=True)
 
 
 _CACHE_FOLDER = cache_folder()
