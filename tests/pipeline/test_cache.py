@@ -180,6 +180,7 @@ def test_a_request_answered_before_is_answered_again_without_prefect(tmp_path: P
     assert again.stdout.strip() == str(tmp_path / "out.flac")
     changed = subprocess.run([*command, "--reduction-db", "12"], env=offline, capture_output=True, text=True, timeout=120)
     assert changed.returncode != 0, "another setting is another request: it needs the flow (and the API)"
+    assert "Traceback" not in changed.stderr and "http://127.0.0.1:9/api (PREFECT_API_URL) does not answer" in changed.stdout + changed.stderr
     for encoded in work.glob("*/export-*.flac"):
         encoded.unlink()
     evicted = subprocess.run(command, env=offline, capture_output=True, text=True, timeout=120)

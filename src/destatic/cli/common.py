@@ -185,11 +185,25 @@ def settings_from(config: Path | None, **overrides: Any) -> Any:
 
 
 @contextlib.contextmanager
-def prefect_api(settings: Any) -> Iterator[bool]:
-    """The Prefect API for the flows of a command (see :mod:`destatic.server`); yields whether it is Prefect's temporary server."""
-    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
+def prefect_api(settings: Any, *, must_answer: bool = False) -> Iterator[bool]:
+    """The Prefect API for the flows of a command (see :mod:`destatic.server`); yields whether it is Prefect's temporary server.
+
+    With `must_answer`, a server named by ``PREFECT_API_URL`` that does not
+    answer ends the command with one line saying so (the watcher waits for
+    it instead: :mod:`destatic.outage`).
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
     from destatic import server
+
+    configured = PREFECT_API_URL.value()
+    if must_answer and configured and not server.api_answers(configured):
+        console.print(
+            f"[red]error:[/red] the Prefect API at {configured} (PREFECT_API_URL) does not answer: start that server, "
+            "or leave PREFECT_API_URL unset to use destatic's own",
+            highlight=False, soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_FAILED)
 
     with contextlib.ExitStack() as stack:
         folder = results_in_work_folder(settings)["PREFECT_RESULTS_LOCAL_STORAGE_PATH"]

@@ -112,7 +112,7 @@ def run(
 
     from destatic.flows import run_tags
 
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), prefect_api(settings) as embedded, tags(*run_tags(settings)):
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}), prefect_api(settings, must_answer=True) as embedded, tags(*run_tags(settings)):
         if len(requests) == 1:
             failed, flow_runs = _run_one(requests[0], settings)
         else:

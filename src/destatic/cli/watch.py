@@ -171,7 +171,7 @@ def deploy(
     from destatic.flows import deploy_to_pool
 
     try:
-        with prefect_api(settings):
+        with prefect_api(settings, must_answer=True):
             deployed = deploy_to_pool(settings, pool=pool, name=name, create_pool=create_pool)
     except DestaticError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
