@@ -8,7 +8,8 @@ magnitudes and the measured noise power. Every candidate rule of
 :data:`RULES` makes its gains from them; destatic's own inverse step applies
 them, and the output is scored as ``quality.py`` scores it. ``default`` is
 destatic's own rule (its output is checked against ``destatic.denoise``'s);
-``before`` the same rule recomputed from the captured inputs (checks the capture).
+``before`` the rule before issue 30 (voice frames' noisy bins only) and
+``mts_tp3`` today's default, both recomputed from the captured inputs.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
@@ -44,13 +45,13 @@ class Inputs:
 
     classic: np.ndarray  # (rows, frames, bins) classic log-MMSE gains
     learned: np.ndarray  # (rows, frames, bins) DFN3's gain in destatic's frame
-    voice: np.ndarray  # (rows, frames) today's voice weight (voice-band energy DFN3 keeps)
+    voice: np.ndarray  # (rows, frames) the voice weight (voice-band energy DFN3 keeps over 0.4 s)
     lsnr: np.ndarray  # (rows, frames) DFN3's local SNR, dB, at each frame's centre
     magnitude: np.ndarray  # (rows, frames, bins) |Y| of what DFN3 was fed
     noise_power: np.ndarray  # (rows, bins) the profile's noise power
     frames_per_second: float
     bin_hz: float
-    half_window: int  # frames either side in today's voice window
+    half_window: int  # frames either side in the voice window
     auto: bool  # the profile is an auto estimate (no noise stretch measured)
     destatic: np.ndarray  # the gains destatic's own rule made
 
@@ -246,7 +247,7 @@ def capture(noisy: np.ndarray, rate: int, case: quality.Case) -> tuple[Inputs, n
 
     def mixed(self, learned_gains, ready):
         classic = np.concatenate(list(self._classic), axis=1)[:, :ready]
-        voice = self._voice(ready)
+        voice, _ = self._voice(ready)
         gains = original_mixed(self, learned_gains, ready)
         seen["parts"].append((classic, learned_gains.copy(), voice, gains))
         return gains
