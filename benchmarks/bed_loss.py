@@ -65,7 +65,8 @@ def run_item(case: quality.Case, rules: tuple[str, ...], cache_dir: Path) -> lis
     voice_frames = inputs.voice[0, start:] > VOICE_FRAME
     noisy_bins = inputs.classic[0, start:] < NOISY_CLASSIC
     rows = []
-    candidates = {"classic": inputs.classic, "learned": inputs.learned, **{name: hybrid_rules.RULES[name](inputs) for name in rules}}
+    candidates = {"classic": inputs.classic, "learned": inputs.learned}
+    candidates.update({name: hybrid_rules.RULES[name](inputs) for name in rules})
     for name, gain in candidates.items():
         output = hybrid_rules.apply(noisy, rate, gain, profile)
         begin = int(case.lead_in_s * rate)
