@@ -8,7 +8,8 @@ magnitudes and the measured noise power. Every candidate rule of
 :data:`RULES` makes its gains from them; destatic's own inverse step applies
 them, and the output is scored as ``quality.py`` scores it. ``default`` is
 destatic's own rule (its output is checked against ``destatic.denoise``'s);
-``before`` the same rule recomputed from the captured inputs (checks the capture).
+``before`` the rule before issue 30 (voice frames' noisy bins only) and
+``mts_tp3`` today's default, both recomputed from the captured inputs.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
@@ -44,13 +45,13 @@ class Inputs:
 
     classic: np.ndarray  # (rows, frames, bins) classic log-MMSE gains
     learned: np.ndarray  # (rows, frames, bins) DFN3's gain in destatic's frame
-    voice: np.ndarray  # (rows, frames) today's voice weight (voice-band energy DFN3 keeps)
+    voice: np.ndarray  # (rows, frames) the voice weight (voice-band energy DFN3 keeps over 0.4 s)
     lsnr: np.ndarray  # (rows, frames) DFN3's local SNR, dB, at each frame's centre
     magnitude: np.ndarray  # (rows, frames, bins) |Y| of what DFN3 was fed
     noise_power: np.ndarray  # (rows, bins) the profile's noise power
     frames_per_second: float
     bin_hz: float
-    half_window: int  # frames either side in today's voice window
+    half_window: int  # frames either side in the voice window
     auto: bool  # the profile is an auto estimate (no noise stretch measured)
     destatic: np.ndarray  # the gains destatic's own rule made
 
@@ -106,6 +107,42 @@ def kept_or_learned(x: Inputs, voice: np.ndarray, steady: np.ndarray, other: np.
     inside = steady * np.log(x.learned) + (1 - steady) * np.log(other)
     v = voice[..., np.newaxis]
     return np.exp(log_classic + v * (inside - log_classic))
+
+
+def energy_region(x: Inputs, seconds: float = 0.5) -> np.ndarray:
+    """Today's voice weight, its maximum over a centred window of ``2 seconds`` (pauses and onsets inside speech)."""
+    return window_max(x.voice, int(round(seconds * x.frames_per_second)))
+
+
+def tonal_removed(x: Inputs, over_db: float = 3.0, span_db: float = 6.0, frames: int = 5, width_hz: float = 250.0) -> np.ndarray:
+    """Per bin, 1 where what DFN3 removes stands out as a tone: above its neighbours in frequency and above the profile.
+
+    The removed power ``|Y|^2 (1 - L)^2`` is averaged over ``frames`` frames (noise's chance peaks average out, held
+    notes do not), then compared with the larger of its median over ``width_hz`` around the bin (a broadband burst,
+    such as a copy machine's clatter, raises its neighbours too) and the profile's noise power (the steady tones of
+    a fan or hum are in the profile). 0 at ``over_db`` above them, 1 from ``over_db + span_db``.
+    """
+    from scipy.ndimage import median_filter, uniform_filter1d
+
+    removed = x.magnitude.astype(np.float64) ** 2 * (1 - x.learned.astype(np.float64)) ** 2
+    removed = np.maximum(uniform_filter1d(removed, frames, axis=1, mode="nearest"), 0)
+    width = max(3, int(round(width_hz / x.bin_hz)) | 1)
+    neighbours = median_filter(removed, size=(1, 1, width), mode="nearest")
+    ground = np.maximum(neighbours, x.noise_power[:, np.newaxis, :])
+    excess_db = 10 * np.log10((removed + 1e-30) / (ground + 1e-30))
+    return np.clip((excess_db - over_db) / span_db, 0, 1)
+
+
+def mts_weight(x: Inputs) -> np.ndarray:
+    """``mts_e07``'s weight: ``0.7 max(v noisy, region steady)``."""
+    return 0.7 * np.maximum(
+        x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1), energy_region(x)[..., np.newaxis] * steady_share(x)
+    )
+
+
+def learned_unless_tonal(x: Inputs, voice: np.ndarray, protect: np.ndarray, mix: float = 1.0) -> np.ndarray:
+    """In voice frames every bin but the protected ones moves towards DFN3's gain (``mix`` of the way, in dB)."""
+    return mix_towards(x, mix * voice[..., np.newaxis] * (1 - protect))
 
 
 RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
@@ -166,6 +203,22 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "steady_to_learned": lambda x: mix_towards(
         x, lsnr_voice(x)[..., np.newaxis] * np.maximum(steady_share(x), np.clip((1 - x.classic) / 0.5, 0, 1))
     ),
+    "tone_e10": lambda x: learned_unless_tonal(x, energy_region(x), tonal_removed(x)),
+    "tone_e07": lambda x: learned_unless_tonal(x, energy_region(x), tonal_removed(x), mix=0.7),
+    "tone_e10_w": lambda x: learned_unless_tonal(x, energy_region(x), tonal_removed(x, over_db=0.0)),
+    "tone_e10_m3": lambda x: learned_unless_tonal(x, energy_region(x), tonal_removed(x, over_db=-3.0)),
+    "tone_e10_w_wide": lambda x: learned_unless_tonal(x, energy_region(x), tonal_removed(x, over_db=0.0, width_hz=500.0)),
+    "mts_tp0": lambda x: mix_towards(x, mts_weight(x) * (1 - tonal_removed(x, over_db=0.0))),
+    "mts_tp3": lambda x: mix_towards(x, mts_weight(x) * (1 - tonal_removed(x, over_db=3.0))),
+    "mts_tp3_l": lambda x: mix_towards(x, mts_weight(x) * (1 - tonal_removed(x, over_db=3.0)
+                                                          * np.clip((0.6 - x.learned) / 0.3, 0, 1))),
+    "mts_tpm3": lambda x: mix_towards(x, mts_weight(x) * (1 - tonal_removed(x, over_db=-3.0))),
+    "today_tp0": lambda x: mix_towards(x, 0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1)
+                                       * (1 - tonal_removed(x, over_db=0.0))),
+    "tone_mts": lambda x: mix_towards(x, np.maximum(
+        0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
+        energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),
+    )),
 }
 
 
@@ -194,7 +247,7 @@ def capture(noisy: np.ndarray, rate: int, case: quality.Case) -> tuple[Inputs, n
 
     def mixed(self, learned_gains, ready):
         classic = np.concatenate(list(self._classic), axis=1)[:, :ready]
-        voice = self._voice(ready)
+        voice, _ = self._voice(ready)
         gains = original_mixed(self, learned_gains, ready)
         seen["parts"].append((classic, learned_gains.copy(), voice, gains))
         return gains

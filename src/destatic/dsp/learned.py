@@ -11,10 +11,12 @@ model's delay out, and hands back exactly as many samples as it was given.
 :class:`LearnedGainComputer` turns that output into a gain in destatic's own
 STFT framing, ``|STFT(dfn(x))| / |STFT(x)|`` bounded to ``[floor, 1]``:
 method ``deepfilter`` uses it alone; method ``hybrid`` keeps the classic
-log-MMSE gain everywhere and, in frames where DFN3 itself hears a voice,
-moves the bins the classic rule finds noisy towards the learned gain. So
-voices get DFN3's cleaning while music, birdsong and room sound (which DFN3
-would delete) keep the classic rule's treatment.
+log-MMSE gain everywhere and moves towards the learned gain, in frames where
+DFN3 itself hears a voice, the bins the classic rule finds noisy, and within
+half a second of them the bins that hold no more than the steady noise;
+never the bins where what DFN3 removes stands out as a tone (a note of the
+music under the voice). So voices get DFN3's cleaning while music, birdsong
+and room sound (which DFN3 would delete) keep the classic rule's treatment.
 """
 
 from __future__ import annotations
@@ -50,6 +52,20 @@ VOICE_WINDOW_SECONDS = 0.4
 """The centred window the voice-band energies are summed over before they are compared."""
 NOISY_GAIN_SPAN = 0.5
 """A bin moves towards DFN3's gain in proportion to ``(1 - classic gain) / 0.5``, at most fully."""
+VOICE_REGION_SECONDS = 0.5
+"""A frame this close to a voice frame is in the voice region (pauses and onsets inside speech)."""
+STEADY_FRAMES = 3
+"""Frames the input's power is averaged over before it is compared with the noise profile."""
+STEADY_OVER_DB = 6.0
+"""A bin within this of the profile holds steady noise only; from ``STEADY_OVER_DB + STEADY_SPAN_DB`` over it, none."""
+STEADY_SPAN_DB = 6.0
+TONE_FRAMES = 5
+"""Frames the power DFN3 removes is averaged over (chance peaks of noise average out, held notes do not)."""
+TONE_WIDTH_HZ = 250.0
+"""The band around a bin whose median the removed power is compared with (a broadband burst raises it too)."""
+TONE_OVER_DB = 3.0
+"""Removed power this far over that median and the profile: a tone starts to be protected; fully from ``+ TONE_SPAN_DB``."""
+TONE_SPAN_DB = 6.0
 
 
 class DeepFilterStream:
@@ -233,7 +249,14 @@ class LearnedGainComputer:
         self._output_frames: FrameSplitter | None = None  # spectra of DFN3's output
         frequencies = np.arange(profile.bins) * profile.sample_rate / profile.n_fft
         self._band = (frequencies >= VOICE_BAND_HZ[0]) & (frequencies <= VOICE_BAND_HZ[1])
-        self._half = max(0, round(VOICE_WINDOW_SECONDS * profile.sample_rate / profile.hop_length) // 2) if self.hybrid else 0
+        frames_per_second = profile.sample_rate / profile.hop_length
+        self._half = max(0, round(VOICE_WINDOW_SECONDS * frames_per_second) // 2) if self.hybrid else 0
+        self._region = round(VOICE_REGION_SECONDS * frames_per_second) if self.hybrid else 0
+        # frames the mixing rule looks ahead (and keeps behind): the voice window around each frame of the region
+        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2) if self.hybrid else 0
+        self._tone_width = max(3, round(TONE_WIDTH_HZ * profile.n_fft / profile.sample_rate) | 1)
+        self._noise_power = np.zeros((0, profile.bins))
+        self._magnitude = np.zeros((0, 0, profile.bins), np.float32)
         self._classic: collections.deque[np.ndarray] = collections.deque()  # classic gains of frames not yet finished
         self._fed: np.ndarray | None = None  # input spectra waiting for DFN3's output
         self._learned = np.zeros((0, 0, profile.bins), np.float32)
@@ -256,6 +279,9 @@ class LearnedGainComputer:
         self._learned = np.zeros((self._rows, 0, self.profile.bins), np.float32)
         self._energy_in = np.zeros((self._rows, 0))
         self._energy_out = np.zeros((self._rows, 0))
+        self._magnitude = np.zeros((self._rows, 0, self.profile.bins), np.float32)
+        power = np.asarray(self.profile.power, np.float64)
+        self._noise_power = power.mean(axis=0, keepdims=True) if self._mid else power
 
     def push_samples(self, block: np.ndarray) -> None:
         """Feed the samples of the next block, ``(n, channels)``, hum already cancelled."""
@@ -287,6 +313,7 @@ class LearnedGainComputer:
         learned = np.clip(magnitude_out / np.maximum(magnitude_in, np.float32(1e-12)), self.floor, np.float32(1))
         self._learned = np.concatenate([self._learned, learned.astype(np.float32)], axis=1)
         if self.hybrid:
+            self._magnitude = np.concatenate([self._magnitude, magnitude_in.astype(np.float32)], axis=1)
             band = self._band
             self._energy_in = np.concatenate([self._energy_in, (magnitude_in[..., band].astype(np.float64) ** 2).sum(-1)], axis=1)
             self._energy_out = np.concatenate([self._energy_out, (magnitude_out[..., band].astype(np.float64) ** 2).sum(-1)], axis=1)
@@ -308,7 +335,7 @@ class LearnedGainComputer:
 
     def _emit(self, *, final: bool) -> np.ndarray:
         learned_ready = self._learned.shape[1] - self._past
-        ready = min(self._pending_spectra, learned_ready if final else max(learned_ready - self._half, 0))
+        ready = min(self._pending_spectra, learned_ready if final else max(learned_ready - self._ahead, 0))
         if ready <= 0:
             return np.zeros((self._channels, 0, self.profile.bins), np.float32)
         learned = self._learned[:, self._past : self._past + ready]
@@ -316,8 +343,9 @@ class LearnedGainComputer:
             gains = self._mixed(learned, ready)
         else:
             gains = learned
-        keep_from = max(self._past + ready - self._half, 0)
+        keep_from = max(self._past + ready - self._ahead, 0)
         self._learned = self._learned[:, keep_from:]
+        self._magnitude = self._magnitude[:, keep_from:]
         self._energy_in = self._energy_in[:, keep_from:]
         self._energy_out = self._energy_out[:, keep_from:]
         self._past = self._past + ready - keep_from
@@ -325,7 +353,13 @@ class LearnedGainComputer:
         return np.ascontiguousarray(gains, np.float32)
 
     def _mixed(self, learned: np.ndarray, ready: int) -> np.ndarray:
-        """``log G = log Gc + voice_mix * v * clip((1 - Gc) / 0.5) * (log L - log Gc)``: only voice frames, only noisy bins."""
+        """``log G = log Gc + w (log L - log Gc)``, ``w = voice_mix max(v noisy, region steady) (1 - tone)``.
+
+        ``v`` is the voice weight of the frame, ``region`` its maximum within
+        :data:`VOICE_REGION_SECONDS`, ``noisy = clip((1 - Gc) / 0.5)``, ``steady``
+        1 where the bin holds no more than the profile's noise and ``tone`` 1
+        where what DFN3 removes from the bin is a tone standing out of the noise.
+        """
         classic = np.concatenate(list(self._classic), axis=1)
         self._classic.clear()
         if classic.shape[1] > ready:
@@ -333,17 +367,60 @@ class LearnedGainComputer:
         classic = classic[:, :ready]
         log_classic = np.log(classic)
         noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
-        weight = (np.float32(self.options.voice_mix) * self._voice(ready))[..., np.newaxis] * noisy_bins
-        return np.exp(log_classic + weight * (np.log(learned) - log_classic))  # one learned row drives both for "mid"
+        voice, region = self._voice(ready)
+        weight = np.maximum(voice[..., np.newaxis] * noisy_bins, region[..., np.newaxis] * self._steady(ready))
+        weight = np.float32(self.options.voice_mix) * weight * (1 - self._tone(ready))
+        return np.exp(log_classic + weight * (np.log(learned) - log_classic)).astype(np.float32)  # one learned row drives both for "mid"
 
-    def _voice(self, ready: int) -> np.ndarray:
-        """Voice weight in [0, 1] of the next `ready` frames: the voice-band energy DFN3 keeps over a centred window."""
-        half = self._half
+    def _around(self, values: np.ndarray, ready: int, frames: int) -> np.ndarray:
+        """The next `ready` frames of `values` and ``frames // 2`` either side (the stream's ends repeated)."""
+        half = frames // 2
+        start, stop = self._past - half, self._past + ready + half
+        part = values[:, max(start, 0) : stop]
+        return np.pad(part, ((0, 0), (max(-start, 0), max(stop - values.shape[1], 0)), (0, 0)), mode="edge")
+
+    @staticmethod
+    def _centred_mean(around: np.ndarray, frames: int) -> np.ndarray:
+        """Mean over `frames` frames centred on each frame of :meth:`_around`'s middle."""
+        return np.lib.stride_tricks.sliding_window_view(around, frames, axis=1).mean(axis=-1)
+
+    def _steady(self, ready: int) -> np.ndarray:
+        """1 where a bin of the next `ready` frames holds no more than the profile's noise, 0 well over it."""
+        power = self._centred_mean(self._around(self._magnitude, ready, STEADY_FRAMES) ** 2, STEADY_FRAMES)
+        over_db = 10 * np.log10(power / np.maximum(self._noise_power[:, np.newaxis, :], 1e-30) + 1e-12)
+        return np.clip(1 - (over_db - STEADY_OVER_DB) / STEADY_SPAN_DB, 0, 1)
+
+    def _tone(self, ready: int) -> np.ndarray:
+        """1 where the power DFN3 removes from a bin stands out of its band and of the profile: a tone it takes for noise."""
+        from scipy.ndimage import median_filter
+
+        magnitude = self._around(self._magnitude, ready, TONE_FRAMES)
+        learned = self._around(self._learned, ready, TONE_FRAMES)
+        removed = self._centred_mean((magnitude * (1 - learned)) ** 2, TONE_FRAMES)
+        # one flat 1-D median over bins padded with their edge values: the same as a median along each frame, faster
+        side = self._tone_width // 2
+        padded = np.pad(removed, ((0, 0), (0, 0), (side, side)), mode="edge")
+        band = median_filter(padded.reshape(-1), size=self._tone_width, mode="nearest").reshape(padded.shape)[..., side:-side]
+        ground = np.maximum(band, self._noise_power[:, np.newaxis, :])
+        over_db = 10 * np.log10((removed + 1e-30) / (ground + 1e-30))
+        return np.clip((over_db - TONE_OVER_DB) / TONE_SPAN_DB, 0, 1)
+
+    def _voice(self, ready: int) -> tuple[np.ndarray, np.ndarray]:
+        """Voice weight in [0, 1] of the next `ready` frames, and its maximum over the voice region around each.
+
+        The weight is the voice-band energy DFN3 keeps over a centred window.
+        """
+        half, region = self._half, self._region
+        first, last = max(self._past - region, 0), min(self._past + ready + region, self._energy_in.shape[1])
 
         def window_sums(energy: np.ndarray) -> np.ndarray:
-            start, stop = self._past - half, self._past + ready + half
+            start, stop = first - half, last + half
             part = np.pad(energy[:, max(start, 0) : stop], ((0, 0), (max(-start, 0), max(stop - energy.shape[1], 0))))
-            return np.lib.stride_tricks.sliding_window_view(part, 2 * half + 1, axis=1).sum(axis=-1)[:, :ready]
+            return np.lib.stride_tricks.sliding_window_view(part, 2 * half + 1, axis=1).sum(axis=-1)[:, : last - first]
 
         kept_db = 10 * np.log10((window_sums(self._energy_out) + 1e-20) / (window_sums(self._energy_in) + 1e-20))
-        return np.clip((kept_db - VOICE_LOW_DB) / (VOICE_HIGH_DB - VOICE_LOW_DB), 0, 1).astype(np.float32)
+        voice = np.clip((kept_db - VOICE_LOW_DB) / (VOICE_HIGH_DB - VOICE_LOW_DB), 0, 1).astype(np.float32)
+        offset = self._past - first
+        padded = np.pad(voice, ((0, 0), (region - offset, region - (last - self._past - ready))), mode="edge")
+        widest = np.lib.stride_tricks.sliding_window_view(padded, 2 * region + 1, axis=1).max(axis=-1)
+        return voice[:, offset : offset + ready], widest[:, :ready]

@@ -135,8 +135,9 @@ class LearnedOptions(SuppressionOptions):
     Parameters
     ----------
     voice_mix : float in [0, 1]
-        ``hybrid`` only: in frames where DeepFilterNet3 hears a voice, how
-        far (in dB) the noisy bins move from the classic gain towards its gain.
+        ``hybrid`` only: how far (in dB) the bins it hands to DeepFilterNet3
+        (noisy bins of voice frames, steady-noise bins near them) move from
+        the classic gain towards DeepFilterNet3's gain.
     learned_stereo : {'mid', 'each'}
         ``hybrid`` only: on stereo, one DeepFilterNet3 pass on the channels'
         mean drives both (half the cost; -0.044 PESQ on the shared media), or
