@@ -370,7 +370,8 @@ class LearnedGainComputer:
         voice, region = self._voice(ready)
         weight = np.maximum(voice[..., np.newaxis] * noisy_bins, region[..., np.newaxis] * self._steady(ready))
         weight = np.float32(self.options.voice_mix) * weight * (1 - self._tone(ready))
-        return np.exp(log_classic + weight * (np.log(learned) - log_classic)).astype(np.float32)  # one learned row drives both for "mid"
+        # For "mid", one learned row drives both channels.
+        return np.exp(log_classic + weight * (np.log(learned) - log_classic)).astype(np.float32)
 
     def _around(self, values: np.ndarray, ready: int, frames: int) -> np.ndarray:
         """The next `ready` frames of `values` and ``frames // 2`` either side (the stream's ends repeated)."""
