@@ -37,7 +37,6 @@ import json
 import os
 import tarfile
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +55,6 @@ CHUNK_FRAMES = 50
 """Frames (0.5 s) run through the graphs at once. Their working memory grows with it (about 0.17 MB a frame: 25
 frames +3 MB, 50 +8, 100 +17, 500 +100), their speed hardly (0.0227 CPU-s per second of audio at 50 frames, 0.0233
 at 100, 0.0244 at 25, 0.029 at 500)."""
-CHUNKS_IN_FLIGHT = 3
-"""Chunks a stream has started and not returned: enough that the encoder runs ahead of the two decoders."""
 _MEAN_NORM_INIT_DB = (-60.0, -90.0)
 _UNIT_NORM_INIT = (0.001, 0.0001)
 _GRAPHS = ("enc", "erb_dec", "df_dec")
@@ -280,13 +277,10 @@ class Dfn3Stream:
     -----
     Frames are run in chunks of ``chunk_frames`` on a fixed grid from the
     first frame, whatever the sizes :meth:`process` is called with, so the
-    output does not depend on them. Each graph has a thread of the stream's
-    own (onnxruntime releases the GIL): the encoder runs on a chunk while the
-    two decoders, which need only its outputs, run on the one before, and
-    the caller goes on meanwhile. Each graph still sees the chunks in order,
-    so the output is the same bits as one thread's. :meth:`process` returns
-    the output of all but the last :data:`CHUNKS_IN_FLIGHT` chunks started,
-    so which samples a call returns depends only on what was fed.
+    output does not depend on them. A chunk runs in a thread of the stream's
+    own while the caller goes on (onnxruntime releases the GIL): :meth:`process`
+    returns the output of the chunks before the one it starts, so which
+    samples a call returns depends only on what was fed.
     """
 
     def __init__(
@@ -322,7 +316,7 @@ class Dfn3Stream:
         }
         self._pending = np.zeros(0, np.float32)
         self._chunk = int(chunk_frames) * FRAME
-        self._stages = {name: concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"destatic-dfn3-{name}") for name in _GRAPHS}
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3")
         self._running: collections.deque[concurrent.futures.Future[np.ndarray]] = collections.deque()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
@@ -336,9 +330,8 @@ class Dfn3Stream:
         done = self._pending.size - self._pending.size % chunk
         out = []
         for start in range(0, done, chunk):
-            while len(self._running) >= CHUNKS_IN_FLIGHT:
-                out.append(self._running.popleft().result())
-            self._running.append(self._submit(self._pending[start : start + chunk].copy()))
+            out.extend(self._collected())
+            self._running.append(self._worker.submit(self._run, self._pending[start : start + chunk].copy()))
         self._pending = self._pending[done:].copy()
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
@@ -352,45 +345,22 @@ class Dfn3Stream:
     def flush(self) -> np.ndarray:
         """Run the frames held for the chunk grid; return the output still owed. The stream ends here."""
         out = self._collected()
-        for stage in self._stages.values():
-            stage.shutdown()
+        self._worker.shutdown()
         if self._pending.size:
             out.append(self._run(self._pending))
             self._pending = np.zeros(0, np.float32)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def _submit(self, samples: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
-        """Start a chunk on the stages' threads: the encoder, then both decoders on its outputs; the future output."""
-        stages = self._stages
-        encoded = stages["enc"].submit(self._encode, samples)
-        mask = stages["erb_dec"].submit(lambda: self._mask(encoded.result()))
-        return stages["df_dec"].submit(lambda: self._output(encoded.result(), mask.result))
-
     def _run(self, samples: np.ndarray) -> np.ndarray:
-        """A chunk's output, computed in the calling thread."""
-        encoded = self._encode(samples)
-        return self._output(encoded, functools.partial(self._mask, encoded))
-
-    def _encode(self, samples: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """The chunk's spectra and the encoder's outputs on its features."""
         spectra = self._analyse(samples)
         feat_erb, feat_spec = self._features(spectra)
         enc = self._session("enc", {"feat_erb": feat_erb[np.newaxis, np.newaxis], "feat_spec": feat_spec[np.newaxis]},
                             ["e0", "e1", "e2", "e3", "emb", "c0", "lsnr"])
         if self.lsnr is not None:
             self.lsnr.append(enc["lsnr"].reshape(-1).copy())
-        return spectra, enc
-
-    def _mask(self, encoded: tuple[np.ndarray, dict[str, np.ndarray]]) -> np.ndarray:
-        """The ERB decoder's gains of the chunk's frames."""
-        enc = encoded[1]
-        return self._session("erb_dec", {name: enc[name] for name in ("emb", "e3", "e2", "e1", "e0")}, ["m"])["m"][0, 0]
-
-    def _output(self, encoded: tuple[np.ndarray, dict[str, np.ndarray]], mask: Callable[[], np.ndarray]) -> np.ndarray:
-        """The deep filter's coefficients, then (once `mask` gives the ERB gains) the chunk's output samples."""
-        spectra, enc = encoded
+        mask = self._session("erb_dec", {name: enc[name] for name in ("emb", "e3", "e2", "e1", "e0")}, ["m"])["m"][0, 0]
         coefs = self._session("df_dec", {"emb": enc["emb"], "c0": enc["c0"]}, ["coefs"])["coefs"][0]
-        return self._synthesise(self._filtered(spectra, mask(), coefs))
+        return self._synthesise(self._filtered(spectra, mask, coefs))
 
     def _session(self, name: str, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:
         """Run one graph on a chunk from the state the previous chunk left; keep the state this one leaves."""
