@@ -108,46 +108,63 @@ def _describe_half(label: str, half: list[dict[str, object]], threshold: float) 
 
 
 def _cost(minutes: float) -> tuple[float, float, float]:
-    """CPU seconds of the score and of ``denoise()`` (the default method) on `minutes` of 48 kHz stereo speech in noise.
+    """CPU seconds of the score and of a run's core on `minutes` of 48 kHz stereo speech in noise, in AAC.
 
     The speech is the shared LibriSpeech and NOIZEUS sentences one after the
     other with 1 s gaps, looped, under the air-conditioner noise at 5 dB SNR.
-    The score is timed as the report step runs it, the model already loaded
-    (a warm child); ``denoise()`` stands for the run, which also decodes and
-    encodes, so the score's share of a whole run is at most their ratio.
+    The score is timed as the report step runs it, the models already loaded
+    (a warm child). The run's core is what any run of such a file does:
+    decode (ffmpeg), ``denoise()`` (the default method), encode to AAC
+    (ffmpeg), ffmpeg's CPU included; a whole run also writes the report and
+    talks to Prefect, so the score's share of it is at most their ratio.
 
     Returns
     -------
     tuple
-        The score's CPU seconds, its wall seconds, and denoise()'s CPU seconds.
+        The score's CPU seconds, its wall seconds, and the run core's CPU seconds.
     """
+    import resource
+
     import destatic
     from destatic.dsp.quality import speech_quality
     from destatic.dsp.voice import voice_probabilities
+    from destatic.media.audio import export_audio, extract_audio
     from destatic.steps.quality import score_voice
     from destatic.steps.report import LEVEL_FRAME_S, _paired_energies, _quiet
+
+    def cpu_with_children() -> float:
+        return time.process_time() + sum(getattr(resource.getrusage(resource.RUSAGE_CHILDREN), field) for field in ("ru_utime", "ru_stime"))
 
     rate = 48000
     sentences = [common.load_mono(path, sample_rate=rate)[0] for path in sorted((common.MEDIA_DIR / "speech").iterdir())]
     talk = np.concatenate([piece for sentence in sentences for piece in (sentence, np.zeros(rate))])
     frames = int(minutes * 60 * rate)
-    voice = np.resize(talk, frames)
     noise = common.noise_excerpt(common.load_mono(common.MEDIA_DIR / "noise" / "AirConditioner_6.wav", sample_rate=rate)[0],
                                  frames, rng=np.random.default_rng(1))
-    noisy = common.mix_at_snr(voice, noise, 5.0)[0].astype(np.float32)
+    noisy = common.mix_at_snr(np.resize(talk, frames), noise, 5.0)[0].astype(np.float32)
     speech_quality(np.zeros(16000, np.float32))
     voice_probabilities(np.zeros(16000, np.float32))  # both models loaded, as in the report's child on a second file
     with tempfile.TemporaryDirectory() as scratch:
-        wav = Path(scratch) / "a.wav"
-        sf.write(wav, np.stack([noisy, noisy], axis=1), rate, subtype="FLOAT")
-        before, _ = _paired_energies(wav, wav)
+        folder = Path(scratch)
+        sf.write(folder / "mix.wav", np.stack([noisy, noisy], axis=1), rate, subtype="FLOAT")
+        export_audio(folder / "mix.wav", folder / "input.m4a")
+        started = cpu_with_children()
+        extract_audio(folder / "input.m4a", folder / "before.wav")
+        audio, _ = sf.read(folder / "before.wav", dtype="float32")
+        sf.write(folder / "after.wav", np.asarray(destatic.denoise(audio, rate), np.float32), rate, subtype="FLOAT")
+        export_audio(folder / "after.wav", folder / "output.m4a")
+        run_cpu = cpu_with_children() - started
+        before, _ = _paired_energies(folder / "before.wav", folder / "after.wav")
         wall, cpu = time.perf_counter(), time.process_time()
-        record = score_voice(wav, wav, before, _quiet(before), LEVEL_FRAME_S)
+        record = score_voice(folder / "before.wav", folder / "after.wav", before, _quiet(before), LEVEL_FRAME_S)
         score_wall, score_cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert "output" in record, record
-    cpu = time.process_time()
-    destatic.denoise(np.stack([noisy, noisy], axis=1), rate)
-    return score_cpu, score_wall, time.process_time() - cpu
+    return score_cpu, score_wall, run_cpu
+
+
+def _noise(row: dict[str, object]) -> str:
+    """The noise of a row's item, from its name (``speech+noise@snr``)."""
+    return str(row["case"]).split("+", 1)[-1].split("@", 1)[0]
 
 
 def _validation(rows: list[dict[str, object]]) -> None:
@@ -172,6 +189,14 @@ def _validation(rows: list[dict[str, object]]) -> None:
     print(f"threshold chosen on the tuning half (best F1 at finding its worst quarter by PESQ): OVRL < {best:.2f}")
     for label, part in (("tuning half", tuning), ("held-out half", held), ("all", rows)):
         print(_describe_half(label, part, best))
+    within = [_spearman(np.array([r["ovrl"] for r in methods.values()], float), np.array([r["pesq"] for r in methods.values()], float))
+              for methods in by_case.values() if all(np.isfinite(r["ovrl"]) for r in methods.values())]
+    print(f"within an item (the {len(METHODS)} outputs of one input ranked): mean rank correlation {np.nanmean(within):.2f} over {len(within)} items")
+    print("by noise (items: rank correlation over their outputs; mean PESQ of the input):")
+    for noise in sorted({_noise(row) for row in rows}):
+        part = [row for row in rows if _noise(row) == noise]
+        print(f"  {noise:18s} {len(part) // len(METHODS):3d}: {_spearman(np.array([r['ovrl'] for r in part], float), np.array([r['pesq'] for r in part], float)):5.2f}; "
+              f"{np.mean([r['pesq'] for r in part if r['method'] == 'noisy']):.2f}")
     for group, name in (("a", "group a (mixed, lead-in)"), ("b", "group b (recorded pairs)")):
         for label, half in (("tuning", tuning), ("held-out", held)):
             part = [row for row in half if row.get("group") == group]
@@ -205,9 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         _validation(rows)
     if args.cost_minutes:
-        score_cpu, score_wall, denoise_cpu = _cost(args.cost_minutes)
+        score_cpu, score_wall, run_cpu = _cost(args.cost_minutes)
         print(f"cost on {args.cost_minutes:g} min of 48 kHz stereo speech in noise, models loaded: the score {score_cpu:.2f} s CPU "
-              f"({score_wall:.2f} s wall), denoise() {denoise_cpu:.1f} s CPU: {100 * score_cpu / denoise_cpu:.1f} % "
+              f"({score_wall:.2f} s wall); decode + denoise() + AAC encode {run_cpu:.1f} s CPU: {100 * score_cpu / run_cpu:.1f} % of it "
               f"(load {os.getloadavg()[0]:.1f})")
     return 0
 

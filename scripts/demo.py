@@ -35,7 +35,7 @@ def _noizeus_file() -> Path | None:
 
 
 def real_samples() -> list[Path]:
-    """A video with speech, a talking-head mpg and a noisy NOIZEUS sentence, when present."""
+    """A video of solo piano (no voice), a talking-head mpg and a noisy NOIZEUS sentence, when present."""
     found = [MEDIA_DIR / rel for rel in SAMPLES[:2] if (MEDIA_DIR / rel).is_file()]
     noizeus = _noizeus_file()
     return found + ([noizeus] if noizeus else [])

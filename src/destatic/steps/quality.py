@@ -33,8 +33,8 @@ VOICE_PROBABILITY = 0.5
 """A frame the voice detector gives at least this probability of speech is voice."""
 MIN_VOICE_S = 1.0
 """Less speech than this: no score."""
-SEARCH_S = 120.0
-"""Seconds of the input the voice detector examines at most (about 0.3 s of CPU)."""
+SEARCH_S = 60.0
+"""Seconds of the input the voice detector examines at most (about 0.2 s of CPU)."""
 SEARCH_BLOCK_S = 4.0
 """The voice detector examines the input in blocks of this many seconds."""
 STRETCH_S = 1.0
