@@ -31,8 +31,8 @@ LOUD_OVER_FLOOR_DB = 3.0
 """The voice detector looks for speech around the input's 50 ms frames this far over its noise floor."""
 VOICE_PROBABILITY = 0.5
 """A frame the voice detector gives at least this probability of speech is voice."""
-MIN_VOICE_S = 1.0
-"""Less speech than this: no score."""
+MIN_VOICE_S = 0.5
+"""Less speech than this: no score (the celesta of ``media/music`` has 0.13 s, a 2 s sentence at 0 dB SNR 1.1 s)."""
 SEARCH_S = 60.0
 """Seconds of the input the voice detector examines at most (about 0.2 s of CPU)."""
 SEARCH_BLOCK_S = 4.0
@@ -102,7 +102,7 @@ def voice_spans(before_wav: Path, before: np.ndarray, quiet: np.ndarray, frame_s
         return []
     floor = max(float(before[quiet].mean()), 1e-12)
     loud = np.flatnonzero(before >= floor * 10 ** (LOUD_OVER_FLOOR_DB / 10))
-    if len(loud) * frame_s < MIN_VOICE_S:
+    if not len(loud):
         return []
     voiced = _voiced_frames(before_wav, loud, frame_s)
     if len(voiced) * frame_s < MIN_VOICE_S:
