@@ -39,7 +39,7 @@ SEARCH_BLOCK_S = 4.0
 """The voice detector examines the input in blocks of this many seconds."""
 STRETCH_S = 1.0
 """The voice frames scored are read in stretches of this many seconds, spread over the file."""
-NEEDS_LISTENING_BELOW = 2.4
+NEEDS_LISTENING_BELOW = 2.05
 """An output whose overall score (OVRL) is below this is flagged for a person to listen to (chosen on the benchmark's tuning half)."""
 
 
