@@ -54,7 +54,7 @@ def run(
     profile_file: ProfileFileOption = None,
     residue: Annotated[
         Optional[Path],
-        typer.Option("--residue", help="Also write what was removed (sample-aligned, like the output) here: a file for one input, a folder for many."),
+        typer.Option("--residue", help="Also write what was removed (sample-aligned, like the output) here: a file for one input, a folder for many (each named OUTPUT-residue.EXT)."),
     ] = None,
     loudness: Annotated[
         Optional[float], typer.Option("--loudness", help="Bring the result to this integrated loudness, LUFS (-16 for speech online), true peak at most -1 dBTP.")
