@@ -43,12 +43,17 @@ NEEDS_LISTENING_BELOW = 2.05
 """An output whose overall score (OVRL) is below this is flagged for a person to listen to (chosen on the benchmark's tuning half)."""
 
 
+def _evenly_spaced(count: int, wanted: int) -> np.ndarray:
+    """Indices of at most `wanted` of `count` items, spread evenly from the first to the last."""
+    return np.unique(np.linspace(0, count - 1, min(wanted, count)).round()).astype(int)
+
+
 def _spread(frames: np.ndarray, frame_s: float, *, seconds: float, stretch_s: float) -> list[tuple[float, float]]:
     """Up to `seconds` of the sorted frame indices `frames`, in stretches of `stretch_s` spread over them, as ``(start, end)`` spans."""
     per_stretch = max(1, round(stretch_s / frame_s))
     stretches = [frames[start:start + per_stretch] for start in range(0, len(frames), per_stretch)]
     wanted = max(1, int(np.ceil(seconds / stretch_s)))
-    chosen = [stretches[int(i)] for i in np.unique(np.linspace(0, len(stretches) - 1, min(wanted, len(stretches))).round())]
+    chosen = [stretches[i] for i in _evenly_spaced(len(stretches), wanted)]
     spans: list[tuple[float, float]] = []
     for group in chosen:
         for run in np.split(group, np.flatnonzero(np.diff(group) > 1) + 1):  # contiguous frames, one span each
@@ -69,7 +74,7 @@ def _voiced_frames(wav: Path, loud: np.ndarray, frame_s: float) -> np.ndarray:
     """
     per_block = max(1, round(SEARCH_BLOCK_S / frame_s))
     blocks = np.unique(loud // per_block)
-    blocks = blocks[np.unique(np.linspace(0, len(blocks) - 1, min(len(blocks), int(SEARCH_S / SEARCH_BLOCK_S))).round().astype(int))]
+    blocks = blocks[_evenly_spaced(len(blocks), int(SEARCH_S / SEARCH_BLOCK_S))]
     found = []
     for block in blocks:
         audio = _audio_at(wav, [(block * per_block * frame_s, (block + 1) * per_block * frame_s)], voice.RATE)
