@@ -42,7 +42,7 @@ from typing import TextIO
 from destatic import server
 from destatic.errors import causes
 
-__all__ = ["FIRST_WAIT_S", "LONGEST_WAIT_S", "api_unreachable", "best_effort", "quiet_prefect_transport_errors", "quiet_service_summaries", "runner_gave_up", "wait_for_api"]
+__all__ = ["FIRST_WAIT_S", "LONGEST_WAIT_S", "answers", "api_unreachable", "best_effort", "quiet_prefect_transport_errors", "quiet_service_summaries", "runner_gave_up", "wait_for_api"]
 
 FIRST_WAIT_S = 1.0
 LONGEST_WAIT_S = 30.0
@@ -102,6 +102,11 @@ def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
         return _logger
 
 
+def answers(api_url: str) -> bool:
+    """Whether the Prefect API at `api_url` answers its health check, given :data:`SLOW_ANSWER_S` when it is slow."""
+    return server.api_answers(api_url) or server.api_answers(api_url, timeout=SLOW_ANSWER_S)
+
+
 def wait_for_api(api_url: str | None, *, say: Callable[[str], None] | None = None, waiting: Callable[[], int] | None = None) -> float:
     """Return once the Prefect API at `api_url` answers; before that, wait with backoff, reviving destatic's own server.
 
@@ -120,7 +125,7 @@ def wait_for_api(api_url: str | None, *, say: Callable[[str], None] | None = Non
     float
         Seconds waited.
     """
-    if not api_url or server.api_answers(api_url) or server.api_answers(api_url, timeout=SLOW_ANSWER_S):
+    if not api_url or answers(api_url):
         return 0.0
     started, pause = time.monotonic(), FIRST_WAIT_S
     owned = server.owns(api_url)

@@ -194,10 +194,10 @@ def prefect_api(settings: Any, *, must_answer: bool = False) -> Iterator[bool]:
     """
     from prefect.settings import PREFECT_API_URL, PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
 
-    from destatic import server
+    from destatic import outage, server
 
     configured = PREFECT_API_URL.value()
-    if must_answer and configured and not server.api_answers(configured):
+    if must_answer and configured and not outage.answers(configured):
         console.print(
             f"[red]error:[/red] the Prefect API at {configured} (PREFECT_API_URL) does not answer: start that server, "
             "or leave PREFECT_API_URL unset to use destatic's own",
