@@ -13,9 +13,10 @@ the user's cache folder, ``$XDG_CACHE_HOME/destatic/numba`` (by default
 and ``_kernels.py``: a second process loads it instead of compiling, nothing
 is written beside the installed package, and a change to either file (numba
 itself only notices changes to the file a function is in, not to what it
-inlines from another) compiles afresh. A version's subfolder that no process has
-used for 30 days is removed by the next process of another version. The folder is chosen for these
-functions only; other packages' numba caches stay where numba puts them.
+inlines from another) compiles afresh. A version's subfolder that no
+process has used for 30 days is removed by the next process of another
+version. The folder is chosen for these functions only; other packages'
+numba caches stay where numba puts them.
 Where it cannot be written the loops are compiled in each process, uncached.
 """
 

@@ -19,7 +19,7 @@ from destatic.dsp.choices import HumMode, profile_mode
 from destatic.dsp.framing import BLOCK_SIZE, checked_profile, group_rows, stream_framing
 from destatic.dsp.inverse import filter_blocks
 from destatic.dsp.methods import build_options, method_spec, methods_listed, resolve_method
-from destatic.dsp.options import HEAD_SAMPLES, ProfileRequest, SuppressionOptions
+from destatic.dsp.options import ProfileRequest, SuppressionOptions
 from destatic.dsp.parallel import jobs_for_length, run_channel_groups, split_stream
 from destatic.dsp.subtract import rule_for
 from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
@@ -33,7 +33,7 @@ NoiseSpec = NoiseProfile | tuple[float, float] | np.ndarray | None
 def _profile_request(noise: NoiseSpec, method: str, hum: HumMode) -> ProfileRequest:
     """The profile request of a noise spec that names no recording or profile: automatic, or a stretch."""
     if noise is None:
-        return ProfileRequest(profile_mode(None, method), head_samples=method_spec(method).head_samples or HEAD_SAMPLES, hum=hum)
+        return ProfileRequest(profile_mode(None, method), hum=hum)
     if isinstance(noise, tuple):
         if len(noise) != 2:
             raise ParameterError(f"noise={noise!r} must be a (start_s, end_s) pair of seconds")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal
 
-from destatic.dsp.options import HEAD_SAMPLES, LearnedOptions, SuppressionOptions
+from destatic.dsp.options import LearnedOptions, SuppressionOptions
 from destatic.errors import ParameterError
 
 __all__ = [
@@ -85,8 +85,6 @@ class MethodSpec:
         STFT framing its profile must be made with; None: derived from the rate.
     default_profile : str
         The profile mode used when none is asked for.
-    head_samples : int or None
-        The ``head`` clip it measures by default, when that is its default mode.
     gain_dtype : str
         What its gains are stored as: float16 where they lie in [-1, 1].
     learned : bool
@@ -103,7 +101,6 @@ class MethodSpec:
     accepts: tuple[str, ...] = CLASSIC_OPTIONS
     framing: Mapping[str, Any] | None = None
     default_profile: str = "auto"
-    head_samples: int | None = None
     gain_dtype: str = "float16"
     learned: bool = False
     filters_together: Callable[[SuppressionOptions, int], bool] = field(default=_never)
@@ -114,7 +111,7 @@ _LEARNED_RULE = "LearnedGainComputer"
 METHOD_SPECS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for spec in (
     MethodSpec(
         "seed", "the original tutorial, |Y| - E|N|, defects included", "SeedGain",
-        accepts=(), framing=SEED_FRAMING, default_profile="head", head_samples=HEAD_SAMPLES, gain_dtype="float32",
+        accepts=(), framing=SEED_FRAMING, default_profile="head", gain_dtype="float32",
     ),
     MethodSpec("subtract", "Berouti power subtraction", _CLASSIC_RULE),
     MethodSpec("wiener", "Wiener gain with the decision-directed prior SNR", _CLASSIC_RULE),
