@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.destatic-installed
-SILERO_VAD := 6.2.3
 
 # Prefect state stays inside the checkout; no telemetry; the embedded server
 # gets time to start on a slow machine.
@@ -18,9 +17,6 @@ unexport PREFECT_API_URL
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet -e ".[test,bench,dask,s3]"
-	# The voice detector of the speech-quality score: Silero VAD's ONNX graphs (MIT), run on onnxruntime.
-	# Its wheel declares torch, which destatic does not use: install it without its dependencies.
-	$(BIN)/python -m pip install --quiet --no-deps "silero-vad==$(SILERO_VAD)"
 	# An editable install is not byte-compiled; without this, every command
 	# compiles destatic's modules again where PYTHONDONTWRITEBYTECODE is set.
 	$(BIN)/python -m compileall -q src

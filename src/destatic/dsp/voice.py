@@ -1,22 +1,19 @@
 """Voice activity: how likely each 32 ms frame of 16 kHz audio holds speech (Silero VAD v6).
 
-Silero's voice detector (MIT) as shipped in the ``silero-vad`` wheel, whose
-ONNX files need neither torch nor a download: its "sequence" export runs a
-block of frames in one call, each frame with the previous 64 samples as
-context, carrying the recurrent state from block to block. It tells speech
-from music, ambience and steady noise, which an energy threshold cannot, so
-the quality score (:mod:`destatic.dsp.quality`) is given voice only and a
-file of music alone gets no score.
-
-The wheel declares torch as a dependency, which this module does not use;
-the project installs it without its dependencies (see the Makefile).
+Silero's voice detector (MIT), its "sequence" ONNX export shipped in this
+package (``models/``, from the ``silero-vad`` 6.2.3 wheel, whose declared
+torch dependency it does not need): one call runs a block of frames, each
+frame with the previous 64 samples as context, carrying the recurrent state
+from block to block. It tells speech from music, ambience and steady noise,
+which an energy threshold cannot, so the quality score
+(:mod:`destatic.dsp.quality`) is given voice only and a file of music alone
+gets no score.
 """
 
 from __future__ import annotations
 
 import functools
-from importlib import util
-from pathlib import Path
+from importlib import resources
 
 import numpy as np
 
@@ -33,17 +30,8 @@ FRAME_S = _FRAME / RATE
 _BLOCK_FRAMES = 512
 """Frames per model call (16.4 s): one call's memory stays small and the loop short."""
 _STATE = 128
-
-
-def _model_path() -> Path:
-    """The sequence graph inside the installed ``silero_vad`` package, found without importing it (its import needs torch)."""
-    spec = util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("the silero-vad wheel is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad_16k_sequence.onnx"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: not in the installed silero-vad wheel")
-    return path
+_MODEL = "silero_vad_16k_sequence.onnx"
+"""The graph in this package's ``models/``, with Silero's MIT licence beside it."""
 
 
 @functools.cache
@@ -54,11 +42,12 @@ def _session():  # type: ignore[no-untyped-def]
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(_model_path()), sess_options=options, providers=["CPUExecutionProvider"])
+    model = resources.files(__package__).joinpath("models", _MODEL).read_bytes()
+    return onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def voice_available() -> bool:
-    """Whether onnxruntime and the ``silero-vad`` wheel (the model) are installed."""
+    """Whether the model loads: onnxruntime is installed and the package carries its ``models/`` folder."""
     try:
         _session()
     except (ImportError, FileNotFoundError):

@@ -138,7 +138,7 @@ def score_voice(before_wav: Path, after_wav: Path, before: np.ndarray, quiet: np
     if not dnsmos.dnsmos_available():
         return {"note": "not scored: the DNSMOS model (speechmos and onnxruntime wheels) is not installed"}
     if not voice.voice_available():
-        return {"note": "not scored: the voice detector (silero-vad wheel) is not installed"}
+        return {"note": "not scored: the voice detector's model does not load (onnxruntime missing, or a build of destatic without its models/)"}
     spans = voice_spans(before_wav, before, quiet, frame_s, seconds=dnsmos.MAX_WINDOWS * dnsmos.WINDOW_SAMPLES / dnsmos.RATE)
     if not spans:
         return {"note": f"not scored: no voice found (less than {MIN_VOICE_S:g} s of speech)"}
