@@ -44,7 +44,6 @@ Outcome = Literal["processed", "quarantined", "ignored", "deferred", "vanished",
 BATCHES = ("main", "readonly-outbox", "full-disk-work", "full-disk-outbox", "unprivileged")
 SEED = 20261123
 SECRET_TOKEN = b"DESTATIC-SECRET-7f3a91c2e4b8d6a0"
-NOBODY = 65534
 
 
 def ffmpeg_exe() -> str:
@@ -436,7 +435,7 @@ CASES: tuple[Case, ...] = (
     Case("full-disk-outbox", Path("big-for-outbox.wav"), asset("48k-stereo-3s.wav"), "retried",
          "outbox on a 64 KiB file system", "no space left", batch="full-disk-outbox"),
     Case("unreadable", Path("locked.wav"), _unreadable, "quarantined",
-         "mode 000, watcher run as uid 65534 (root reads anything)", "permission denied", batch="unprivileged"),
+         "mode 000, watcher without root's capabilities (root reads anything)", "permission denied", batch="unprivileged"),
     Case("control-unprivileged", Path("fine.wav"), asset("tone.wav"), "processed",
          "a good file beside the unreadable one", batch="unprivileged"),
 )

@@ -2,7 +2,7 @@
 
 The inputs of each batch are dropped into one inbox and ``watch_inbox`` runs
 over them under the Prefect test harness (the unprivileged batch runs
-``destatic watch --once`` as uid 65534). Each case is then judged on the file
+``destatic watch --once`` without root's capabilities). Each case is then judged on the file
 system: where its input went, with which bytes, what the outbox holds.
 """
 
