@@ -32,10 +32,10 @@ import argparse
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
+import bed_loss
 import common
 import hybrid_rules
 import quality
@@ -127,35 +127,21 @@ def run_item(case: quality.Case) -> list[dict[str, object]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--half", choices=(*quality.HALVES, "both"), default="tune")
-    parser.add_argument("--quick", action="store_true", help="quality.py's --quick subset")
-    parser.add_argument("--jobs", type=int, default=2)
+    bed_loss.add_bed_arguments(parser)
     args = parser.parse_args(argv)
-    common.require_media()
-    halves = quality.HALVES if args.half == "both" else (args.half,)
-    cases = quality.all_cases("d", quick=args.quick, halves=halves)
     began = time.perf_counter()
-    print(f"{len(cases)} cases, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    rows = []
-    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for result in pool.map(run_item, cases):
-            rows += result
+    rows, count = bed_loss.run_bed_items(args, run_item)
     metrics = ("si_sdr", "bed_db", "bed_weighted_db", "noise_db", "pesq", "stoi", "parameter")
     body = []
     for name in dict.fromkeys(row["mask"] for row in rows):
         mine = [row for row in rows if row["mask"] == name]
         body.append([name, *(float(np.nanmean([r[m] for r in mine])) if any(np.isfinite(r[m]) for r in mine) else "" for m in metrics)])
-    print(f"Group d, {args.half} half, {len(cases)} mixtures (means)\n")
+    print(f"Group d, {args.half} half, {count} mixtures (means)\n")
     print(quality.markdown_table(["mask", "SI-SDR dB", "bed dB", "bed-weighted gain dB", "noise dB", "PESQ", "STOI", "parameter"], body))
-    by_bed = []
-    for bed in dict.fromkeys(row["bed"] for row in rows):
-        by_bed.append([bed, *(
-            f"{np.mean([r['si_sdr'] for r in rows if r['bed'] == bed and r['mask'] == name]):.2f} / "
-            f"{np.mean([r['bed_db'] for r in rows if r['bed'] == bed and r['mask'] == name]):.2f}"
-            for name in dict.fromkeys(row["mask"] for row in rows)
-        )])
     print("\nSI-SDR / bed dB by bed:\n")
-    print(quality.markdown_table(["bed", *dict.fromkeys(row["mask"] for row in rows)], by_bed))
+    print(bed_loss.by_bed_table(
+        rows, "mask", lambda mine: f"{np.mean([r['si_sdr'] for r in mine]):.2f} / {np.mean([r['bed_db'] for r in mine]):.2f}"
+    ))
     print(f"\n{time.perf_counter() - began:.0f} s, load {os.getloadavg()[0]:.2f}")
     return 0
 

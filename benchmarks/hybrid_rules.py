@@ -277,6 +277,18 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "tp3_c25_nvm": lambda x: x.destatic if x.auto else with_continuity(x, "mts_tp3", where="outside", frames=25),
     "tp3_c13_nvm": lambda x: x.destatic if x.auto else with_continuity(x, "mts_tp3", where="outside", frames=13),
     "tp3_c25o1_nvm": lambda x: x.destatic if x.auto else with_continuity(x, "mts_tp3", where="outside", frames=25, over_db=1.0),
+    "c25nvm_p3": lambda x: x.destatic if x.auto else with_continuity(replace(x, classic=np.maximum(
+        x.classic, (continuity_gain(x, frames=25) * (1 - energy_region(x))[..., np.newaxis]).astype(x.classic.dtype))),
+        "mts_tp3", peaky_db=3.0),
+    "c25nvm_p6o6": lambda x: x.destatic if x.auto else with_continuity(replace(x, classic=np.maximum(
+        x.classic, (continuity_gain(x, frames=25) * (1 - energy_region(x))[..., np.newaxis]).astype(x.classic.dtype))),
+        "mts_tp3", peaky_db=6.0, over_db=6.0),
+    "tp3w_c7": lambda x: mix_towards(replace(x, classic=np.maximum(x.classic, continuity_gain(x).astype(x.classic.dtype))),
+                                      mts_weight(x) * (1 - tonal_removed(x, over_db=3.0))),
+    "tp3w_c25": lambda x: mix_towards(replace(x, classic=np.maximum(x.classic, continuity_gain(x, frames=25).astype(x.classic.dtype))),
+                                       mts_weight(x) * (1 - tonal_removed(x, over_db=3.0))),
+    "tp3w_c25o6": lambda x: mix_towards(replace(x, classic=np.maximum(
+        x.classic, continuity_gain(x, frames=25, over_db=6.0).astype(x.classic.dtype))), mts_weight(x) * (1 - tonal_removed(x, over_db=3.0))),
     "tone_mts": lambda x: mix_towards(x, np.maximum(
         0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
         energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),

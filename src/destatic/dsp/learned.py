@@ -72,7 +72,7 @@ TONE_OVER_DB = 3.0
 """Removed power this far over that median and the profile: a tone starts to be protected; fully from ``+ TONE_SPAN_DB``."""
 TONE_SPAN_DB = 6.0
 PERSIST_FRAMES = 25
-"""Frames the input's power is averaged over to find what persists over a measured noise (notes, ambience)."""
+"""Frames (about 0.4 s) the input's power is averaged over to find what persists over a measured noise (notes, ambience)."""
 PERSIST_OVER_DB = 3.0
 """That average this far over the profile: the classic gain starts to be raised to its Wiener gain; fully from ``+ PERSIST_SPAN_DB``."""
 PERSIST_SPAN_DB = 6.0
