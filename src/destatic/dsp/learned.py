@@ -74,7 +74,8 @@ TONE_SPAN_DB = 6.0
 PERSIST_FRAMES = 25
 """Frames (about 0.4 s) the input's power is averaged over to find what persists over a measured noise (notes, ambience)."""
 PERSIST_OVER_DB = 3.0
-"""That average this far over the profile: the classic gain starts to be raised to its Wiener gain; fully from ``+ PERSIST_SPAN_DB``."""
+"""That average this far over the profile: the classic gain starts to be raised to its Wiener gain;
+fully from ``+ PERSIST_SPAN_DB``."""
 PERSIST_SPAN_DB = 6.0
 
 
@@ -263,7 +264,8 @@ class LearnedGainComputer:
         self._half = max(0, round(VOICE_WINDOW_SECONDS * frames_per_second) // 2) if self.hybrid else 0
         self._region = round(VOICE_REGION_SECONDS * frames_per_second) if self.hybrid else 0
         # frames the mixing rule looks ahead (and keeps behind): the voice window around each frame of the region
-        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2, PERSIST_FRAMES // 2) if self.hybrid else 0
+        widest_half = max(TONE_FRAMES, STEADY_FRAMES, PERSIST_FRAMES) // 2
+        self._ahead = max(self._half + self._region, widest_half) if self.hybrid else 0
         self._tone_width = max(3, round(TONE_WIDTH_HZ * profile.n_fft / profile.sample_rate) | 1)
         self._noise_power = np.zeros((0, profile.bins))
         self._magnitude = np.zeros((0, 0, profile.bins), np.float32)
