@@ -17,6 +17,8 @@ input (with a profile without tones: no hum canceller, the masks alone). Masks
   ``mu`` per item (the Lagrange multiplier of the constraint).
 - ``classic``: destatic's log-MMSE gain with the hybrid's own profile (hum
   cancelled on hum items, as destatic does), for comparison; ``noisy`` is the input.
+- ``classic KEY=VALUE``: the same with one of its options changed
+  (:data:`CLASSIC_VARIANTS`): what each knob of the classic rule trades.
 
 Scored as ``quality.py`` scores group d (SI-SDR against voice plus bed, the
 bed's projected level) plus the noise's projected level in the output and
@@ -42,6 +44,11 @@ import quality
 
 BED_TARGET_DB = -3.0
 """Issue 30's floor for the bed's level in the output."""
+CLASSIC_VARIANTS = (
+    {"speech_absence": 0.0}, {"speech_absence": 0.1}, {"smoothing": 0.90}, {"smoothing": 0.98},
+    {"max_reduction_db": 20.0}, {"sensitivity_db": -3.0},
+)
+"""Options of the classic rule tried one at a time (its defaults: speech absence 0.2, smoothing 0.94, 30 dB, 0 dB)."""
 
 
 def framed_power(signal: np.ndarray, profile: object) -> np.ndarray:
@@ -95,9 +102,16 @@ def run_item(case: quality.Case) -> list[dict[str, object]]:
     start = int(case.lead_in_s * rate / profile.hop_length) + 1
     total = wanted + noise_power + 1e-20
     wiener = wanted / total
+    variants = {
+        "classic " + ",".join(f"{key}={value:g}" for key, value in options.items()):
+            (np.concatenate(list(compute_gains([samples], rate, destatic_profile, method="logmmse", **options)), axis=1).astype(np.float64),
+             float("nan"))
+        for options in CLASSIC_VARIANTS
+    }
     masks = {
         "noisy": (None, float("nan")),
         "classic": (classic.astype(np.float64), float("nan")),
+        **variants,
         "wiener": (wiener, float("nan")),
         "voice_wiener": (voice_power / (voice_power + bed_power + noise_power + 1e-20), float("nan")),
         "wiener_floor": solve_for_bed(lambda f: np.maximum(wiener, f), bed_power, start, 0.0, 1.0),
@@ -110,7 +124,7 @@ def run_item(case: quality.Case) -> list[dict[str, object]]:
         if mask is None:
             output, mask = np.asarray(noisy[begin:], np.float64), np.ones_like(wiener)
         else:
-            used = destatic_profile if name == "classic" else profile
+            used = destatic_profile if name.startswith("classic") else profile
             output = hybrid_rules.apply(noisy, rate, mask.astype(np.float32), used)[begin:].astype(np.float64)
         basis = np.stack([voice, bed[begin:], noise], axis=1)
         (_, bed_coefficient, noise_coefficient), *_ = np.linalg.lstsq(basis, output, rcond=None)
