@@ -19,6 +19,7 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -77,23 +78,42 @@ def run_item(case: quality.Case, rules: tuple[str, ...], cache_dir: Path) -> lis
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rules", nargs="+", default=["default"], choices=list(hybrid_rules.RULES))
+def add_bed_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the scripts that go through group d: ``--half``, ``--quick``, ``--jobs``."""
     parser.add_argument("--half", choices=(*quality.HALVES, "both"), default="tune")
     parser.add_argument("--quick", action="store_true", help="quality.py's --quick subset")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache")
-    args = parser.parse_args(argv)
+
+
+def run_bed_items(args: argparse.Namespace, item: Callable[..., list[dict[str, object]]], *shared: object) -> tuple[list[dict[str, object]], int]:
+    """Every group d mixture of the chosen half through ``item(case, *shared)`` in worker processes: the rows and the count."""
     common.require_media()
     halves = quality.HALVES if args.half == "both" else (args.half,)
     cases = quality.all_cases("d", quick=args.quick, halves=halves)
-    began = time.perf_counter()
     print(f"{len(cases)} cases, load {os.getloadavg()[0]:.2f}", file=sys.stderr)
     rows = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        for result in pool.map(run_item, cases, [tuple(args.rules)] * len(cases), [args.cache] * len(cases)):
+        for result in pool.map(item, cases, *([value] * len(cases) for value in shared)):
             rows += result
+    return rows, len(cases)
+
+
+def by_bed_table(rows: list[dict[str, object]], key: str, cell: Callable[[list[dict[str, object]]], object]) -> str:
+    """A row per bed, a column per candidate (``row[key]``), each cell ``cell`` of that bed's and candidate's rows."""
+    names = list(dict.fromkeys(row[key] for row in rows))
+    body = [[bed, *(cell([r for r in rows if r["bed"] == bed and r[key] == name]) for name in names)]
+            for bed in dict.fromkeys(row["bed"] for row in rows)]
+    return quality.markdown_table(["bed", *names], body)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rules", nargs="+", default=["default"], choices=list(hybrid_rules.RULES))
+    add_bed_arguments(parser)
+    parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache")
+    args = parser.parse_args(argv)
+    began = time.perf_counter()
+    rows, count = run_bed_items(args, run_item, tuple(args.rules), args.cache)
     parts = ["voice/noisy", "voice/kept", "other/noisy", "other/kept"]
     header = ["gain", "projected bed dB", "bed-weighted gain dB", *(f"missing {part}" for part in parts)]
     body = []
@@ -102,16 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         body.append([name, np.mean([r["projected_db"] for r in mine]), np.mean([r["level_db"] for r in mine]),
                      *(np.mean([r[part] for r in mine]) for part in parts)])
     share = np.mean([row["voice_share"] for row in rows if row["gain"] == "classic"])
-    print(f"Group d, {args.half} half, {len(cases)} mixtures; bed energy in voice frames: {100 * share:.0f} %\n")
+    print(f"Group d, {args.half} half, {count} mixtures; bed energy in voice frames: {100 * share:.0f} %\n")
     print(quality.markdown_table(header, body))
-    by_bed = []
-    for bed in dict.fromkeys(row["bed"] for row in rows):
-        cells = [bed]
-        for name in dict.fromkeys(row["gain"] for row in rows):
-            cells.append(np.mean([r["projected_db"] for r in rows if r["gain"] == name and r["bed"] == bed]))
-        by_bed.append(cells)
     print("\nProjected bed level by bed:\n")
-    print(quality.markdown_table(["bed", *dict.fromkeys(row["gain"] for row in rows)], by_bed))
+    print(by_bed_table(rows, "gain", lambda mine: np.mean([r["projected_db"] for r in mine])))
     print(f"\n{time.perf_counter() - began:.0f} s, load {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -8,8 +8,10 @@ magnitudes and the measured noise power. Every candidate rule of
 :data:`RULES` makes its gains from them; destatic's own inverse step applies
 them, and the output is scored as ``quality.py`` scores it. ``default`` is
 destatic's own rule (its output is checked against ``destatic.denoise``'s);
-``before`` the rule before issue 30 (voice frames' noisy bins only) and
-``mts_tp3`` today's default, both recomputed from the captured inputs.
+``before`` the rule before issue 30 (voice frames' noisy bins only),
+``mts_tp3`` the rule before the classic gain kept what persists over a
+measured noise away from voices, and ``tp3_c25_nvm`` today's default, all
+recomputed from the captured inputs.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
@@ -27,7 +29,7 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +147,45 @@ def learned_unless_tonal(x: Inputs, voice: np.ndarray, protect: np.ndarray, mix:
     return mix_towards(x, mix * voice[..., np.newaxis] * (1 - protect))
 
 
+def continuity_gain(x: Inputs, frames: int = 7, over_db: float = 3.0, span_db: float = 6.0, peaky_db: float | None = None) -> np.ndarray:
+    """A gain from the input's power averaged over ``frames`` frames, where it persists over the noise.
+
+    A held note keeps its bin's power over the profile frame after frame; the
+    noise's chance peaks average out (``frames`` frames of steady noise rarely
+    stand 3 dB over its mean). The gain is the Wiener gain of that averaged
+    power, ``1 - P_noise / P_avg``, weighted by how far ``P_avg`` stands over
+    the profile (0 at ``over_db``, 1 from ``over_db + span_db``); with
+    ``peaky_db``, also by how far it stands over its median across 250 Hz
+    (a tone, not a broadband rise).
+    """
+    from scipy.ndimage import median_filter, uniform_filter1d
+
+    power = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, frames, axis=1, mode="nearest")
+    noise = np.maximum(x.noise_power[:, np.newaxis, :], 1e-30)
+    over = 10 * np.log10(power / noise + 1e-12)
+    weight = np.clip((over - over_db) / span_db, 0, 1)
+    if peaky_db is not None:
+        width = max(3, int(round(250.0 / x.bin_hz)) | 1)
+        band = median_filter(power, size=(1, 1, width), mode="nearest")
+        weight = weight * np.clip((10 * np.log10((power + 1e-30) / (band + 1e-30)) - peaky_db) / span_db, 0, 1)
+    return weight * np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
+
+
+def with_continuity(x: Inputs, rule: str, where: str = "all", after: str = "none", **options: float) -> np.ndarray:
+    """``rule`` on the classic gain raised, bin by bin, to :func:`continuity_gain` where that is higher.
+
+    ``where``: ``all`` frames, ``outside`` the voice region only (1 - :func:`energy_region`), or ``none``.
+    ``after``: ``tone`` also raises the mixed gain to it in the bins :func:`tonal_removed` flags (a note
+    DFN3 removes under a voice); ``none`` does not.
+    """
+    continuity = continuity_gain(x, **options).astype(x.classic.dtype)
+    allowed = {"all": continuity, "none": 0 * continuity, "outside": continuity * (1 - energy_region(x))[..., np.newaxis]}[where]
+    gains = RULES[rule](replace(x, classic=np.maximum(x.classic, allowed)))
+    if after == "tone":
+        gains = np.maximum(gains, continuity * tonal_removed(x, over_db=3.0))
+    return gains
+
+
 RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "default": lambda x: x.destatic,
     "before": lambda x: _today(x, x.voice),
@@ -215,6 +256,39 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "mts_tpm3": lambda x: mix_towards(x, mts_weight(x) * (1 - tonal_removed(x, over_db=-3.0))),
     "today_tp0": lambda x: mix_towards(x, 0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1)
                                        * (1 - tonal_removed(x, over_db=0.0))),
+    "classic": lambda x: x.classic,
+    "classic_c7": lambda x: with_continuity(x, "classic"),
+    "tp3_c7": lambda x: with_continuity(x, "mts_tp3"),
+    "tp3_c7_o6": lambda x: with_continuity(x, "mts_tp3", over_db=6.0),
+    "tp3_c13": lambda x: with_continuity(x, "mts_tp3", frames=13),
+    "tp3_c13_o6": lambda x: with_continuity(x, "mts_tp3", frames=13, over_db=6.0),
+    "tp3_c7_p3": lambda x: with_continuity(x, "mts_tp3", peaky_db=3.0),
+    "tp3_c13_p0": lambda x: with_continuity(x, "mts_tp3", frames=13, peaky_db=0.0),
+    "tp3_c7_nv": lambda x: with_continuity(x, "mts_tp3", where="outside"),
+    "tp3_c7_t": lambda x: with_continuity(x, "mts_tp3", where="none", after="tone"),
+    "tp3_c7_nvt": lambda x: with_continuity(x, "mts_tp3", where="outside", after="tone"),
+    "tp3_c13o6_nvt": lambda x: with_continuity(x, "mts_tp3", where="outside", after="tone", frames=13, over_db=6.0),
+    "tp3_c7_nvt0": lambda x: with_continuity(x, "mts_tp3", where="outside", after="tone", over_db=0.0),
+    "tp3_c7o6_nv": lambda x: with_continuity(x, "mts_tp3", where="outside", over_db=6.0),
+    "tp3_c13_nv": lambda x: with_continuity(x, "mts_tp3", where="outside", frames=13),
+    "tp3_c25_nv": lambda x: with_continuity(x, "mts_tp3", where="outside", frames=25),
+    "tp3_c25o1_nv": lambda x: with_continuity(x, "mts_tp3", where="outside", frames=25, over_db=1.0),
+    "tp3_c13p0_nv": lambda x: with_continuity(x, "mts_tp3", where="outside", frames=13, peaky_db=0.0),
+    "tp3_c25_nvm": lambda x: x.destatic if x.auto else with_continuity(x, "mts_tp3", where="outside", frames=25),
+    "tp3_c13_nvm": lambda x: x.destatic if x.auto else with_continuity(x, "mts_tp3", where="outside", frames=13),
+    "tp3_c25o1_nvm": lambda x: x.destatic if x.auto else with_continuity(x, "mts_tp3", where="outside", frames=25, over_db=1.0),
+    "c25nvm_p3": lambda x: x.destatic if x.auto else with_continuity(replace(x, classic=np.maximum(
+        x.classic, (continuity_gain(x, frames=25) * (1 - energy_region(x))[..., np.newaxis]).astype(x.classic.dtype))),
+        "mts_tp3", peaky_db=3.0),
+    "c25nvm_p6o6": lambda x: x.destatic if x.auto else with_continuity(replace(x, classic=np.maximum(
+        x.classic, (continuity_gain(x, frames=25) * (1 - energy_region(x))[..., np.newaxis]).astype(x.classic.dtype))),
+        "mts_tp3", peaky_db=6.0, over_db=6.0),
+    "tp3w_c7": lambda x: mix_towards(replace(x, classic=np.maximum(x.classic, continuity_gain(x).astype(x.classic.dtype))),
+                                      mts_weight(x) * (1 - tonal_removed(x, over_db=3.0))),
+    "tp3w_c25": lambda x: mix_towards(replace(x, classic=np.maximum(x.classic, continuity_gain(x, frames=25).astype(x.classic.dtype))),
+                                       mts_weight(x) * (1 - tonal_removed(x, over_db=3.0))),
+    "tp3w_c25o6": lambda x: mix_towards(replace(x, classic=np.maximum(
+        x.classic, continuity_gain(x, frames=25, over_db=6.0).astype(x.classic.dtype))), mts_weight(x) * (1 - tonal_removed(x, over_db=3.0))),
     "tone_mts": lambda x: mix_towards(x, np.maximum(
         0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
         energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),
