@@ -277,10 +277,11 @@ class Dfn3Stream:
     -----
     Frames are run in chunks of ``chunk_frames`` on a fixed grid from the
     first frame, whatever the sizes :meth:`process` is called with, so the
-    output does not depend on them. A chunk runs in a thread of the stream's
-    own while the caller goes on (onnxruntime releases the GIL): :meth:`process`
-    returns the output of the chunks before the one it starts, so which
-    samples a call returns depends only on what was fed.
+    output does not depend on them. The chunks a call completes run one after
+    another in a thread of the stream's own while the caller goes on
+    (onnxruntime releases the GIL): :meth:`process` returns the output of the
+    chunks earlier calls started, so which samples a call returns depends
+    only on what was fed.
     """
 
     def __init__(
@@ -328,9 +329,8 @@ class Dfn3Stream:
         self._pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
         chunk = self._chunk
         done = self._pending.size - self._pending.size % chunk
-        out = []
+        out = self._collected() if done else []
         for start in range(0, done, chunk):
-            out.extend(self._collected())
             self._running.append(self._worker.submit(self._run, self._pending[start : start + chunk].copy()))
         self._pending = self._pending[done:].copy()
         return np.concatenate(out) if out else np.zeros(0, np.float32)

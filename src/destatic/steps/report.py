@@ -11,6 +11,7 @@ read are written from its record after the run
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 from pathlib import Path
@@ -135,13 +136,16 @@ def run(
     def draw() -> Plots:
         energies = _paired_energies(audio.path, cleaned.path)  # both files read once, for the excerpt and the reduction
         start, end = choose_excerpt(audio.path, cleaned.path, energies=energies)
-        with dsp.caching_other_packages(target.parent / ".numba"):  # librosa's cached functions, decorated as it is imported
-            spectrograms = plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start)
         excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
                     for label, wav in (("before", audio.path), ("after", cleaned.path))}
-        clips, note = preview_clips(audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else ({}, None)
-        before, _ = energies
-        quality = score_voice(audio.path, cleaned.path, before, _quiet(before) if len(before) else before > 0, LEVEL_FRAME_S)
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-previews") as cutting:
+            # ffmpeg cuts the previews on another core while this process draws and scores
+            cut = cutting.submit(preview_clips, audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else None
+            with dsp.caching_other_packages(target.parent / ".numba"):  # librosa's cached functions, decorated as it is imported
+                spectrograms = plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start)
+            before, _ = energies
+            quality = score_voice(audio.path, cleaned.path, before, _quiet(before) if len(before) else before > 0, LEVEL_FRAME_S)
+            clips, note = cut.result() if cut is not None else ({}, None)
         return Plots(
             path=target,
             profile_png=profile_png,
