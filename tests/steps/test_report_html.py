@@ -146,7 +146,7 @@ def test_the_report_of_a_video_plays_in_a_browser(media_dir: Path, tmp_path: Pat
     cwd.mkdir()
     monkeypatch.chdir(cwd)
     plots, page = _report(source, tmp_path / "work")
-    assert list(cwd.iterdir()) == [], "the previews wrote into the current folder"
+    assert list(cwd.iterdir()) == [], "moviepy wrote into the current folder"
     assert plots.clip_note is None and plots.before_clip is not None and plots.after_clip is not None
     assert plots.excerpt == (0.0, pytest.approx(3.0, abs=0.1)), "a short file is its own excerpt"
 

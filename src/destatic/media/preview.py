@@ -1,21 +1,19 @@
-"""Short, small preview clips of a video with another soundtrack, for the listening report.
+"""Short, small preview clips of a video with another soundtrack, for the listening report (moviepy).
 
-One ffmpeg call cuts, scales and encodes a preview (small, low bitrate);
+moviepy (imported on first use) decodes and re-encodes through the ffmpeg
+binary of imageio-ffmpeg. A preview is re-encoded (small, low bitrate);
 the real output never goes through here, its video is copied bit for bit
 (:mod:`destatic.media.remuxing`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from destatic.errors import BadInputError
 from destatic.media import _ffmpeg
 from destatic.media.atomic import atomic_output
-from destatic.media.probe import probe
 
 __all__ = ["PREVIEW_WIDTH", "preview_clip", "preview_clips", "preview_size"]
 
@@ -23,8 +21,6 @@ PREVIEW_WIDTH = 320
 """Pixels; narrower videos keep their width."""
 VIDEO_BITRATE = "160k"
 AUDIO_BITRATE = "64k"
-_SOUND_AND_MP4 = ["-c:a", "aac", "-b:a", AUDIO_BITRATE, "-shortest", "-movflags", "+faststart"]
-"""The sound's encoding and the MP4's layout (the index first: a page plays it as it loads), for every preview."""
 
 
 def preview_size(width: int, height: int, *, max_width: int = PREVIEW_WIDTH) -> tuple[int, int]:
@@ -51,7 +47,8 @@ def preview_clip(
     audio : path-like
         The soundtrack, as long as the excerpt (a longer one is cut at ``end - start``).
     target : path-like
-        The ``.mp4`` to write (atomically).
+        The ``.mp4`` to write (atomically); moviepy's temporary audio file goes beside it,
+        never into the current folder.
     start, end : float
         The excerpt, seconds of the video's timeline.
     max_width : int
@@ -62,26 +59,32 @@ def preview_clip(
     Path
         `target`.
     """
+    from moviepy import AudioFileClip, VideoFileClip
+
     target = Path(target)
-    info = probe(video)
-    if not info.video_streams:
-        raise BadInputError(f"{os.fsdecode(video)!r} has no video stream to preview")
-    picture = info.video_streams[0]
-    width, height = preview_size(picture.width or max_width, picture.height or max_width, max_width=max_width)
-    end = min(end, info.duration or end)
-    start = min(max(0.0, start), max(0.0, end - 0.1))
-    if picture.fps:  # from the frame on screen at `start` (ffmpeg would begin with the next one)
-        start = math.floor(start * picture.fps + 1e-6) / picture.fps
-    with atomic_output(target) as partial:
-        _ffmpeg.run(
-            [
-                *_ffmpeg.base_args(), "-ss", f"{start:.6f}", "-t", f"{end - start:.6f}", *_ffmpeg.input_args(video),
-                *_ffmpeg.input_args(audio),
-                "-map", f"0:{picture.index}", "-map", "1:a:0", "-vf", f"scale={width}:{height}",
-                "-c:v", "libx264", "-preset", "veryfast", "-b:v", VIDEO_BITRATE, "-pix_fmt", "yuv420p", "-threads", "1",
-                *_SOUND_AND_MP4, *_ffmpeg.output_args(partial, muxer="mp4"),
-            ],
-            source=video,
+    with VideoFileClip(str(video), audio=False) as probe:
+        size = preview_size(*probe.size, max_width=max_width)
+    with (
+        VideoFileClip(str(video), audio=False, target_resolution=size) as source,
+        AudioFileClip(str(audio)) as sound,
+        atomic_output(target) as partial,
+    ):
+        end = min(end, source.duration or end)
+        start = min(max(0.0, start), max(0.0, end - 0.1))
+        clip = source.subclipped(start, end)
+        clip = clip.with_audio(sound.subclipped(0, min(sound.duration, clip.duration)))
+        clip.write_videofile(
+            str(partial),
+            codec="libx264",
+            audio_codec="aac",
+            bitrate=VIDEO_BITRATE,
+            audio_bitrate=AUDIO_BITRATE,
+            preset="veryfast",
+            audio_fps=sound.fps,
+            temp_audiofile=str(target.with_name(target.stem + "-sound.m4a")),
+            threads=1,
+            ffmpeg_params=["-movflags", "+faststart", "-pix_fmt", "yuv420p"],
+            logger=None,
         )
     return target
 
@@ -97,7 +100,7 @@ def preview_clips(
 ) -> dict[str, Path]:
     """The same preview of `video` once per soundtrack, as ``<stem>-<label>.mp4``.
 
-    The first is cut, scaled and encoded (:func:`preview_clip`); the
+    moviepy cuts, scales and encodes the first (:func:`preview_clip`); the
     others copy its video stream with their own sound (one ffmpeg call each,
     no second decode of the source).
 
@@ -128,7 +131,8 @@ def preview_clips(
             _ffmpeg.run(
                 [
                     *_ffmpeg.base_args(), *_ffmpeg.input_args(first), *_ffmpeg.input_args(sound),
-                    "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", *_SOUND_AND_MP4, *_ffmpeg.output_args(partial, muxer="mp4"),
+                    "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy", "-c:a", "aac", "-b:a", AUDIO_BITRATE,
+                    "-shortest", "-movflags", "+faststart", *_ffmpeg.output_args(partial, muxer="mp4"),
                 ],
                 source=video,
             )
