@@ -17,11 +17,6 @@ half a second of them the bins that hold no more than the steady noise;
 never the bins where what DFN3 removes stands out as a tone (a note of the
 music under the voice). So voices get DFN3's cleaning while music, birdsong
 and room sound (which DFN3 would delete) keep the classic rule's treatment.
-Away from voices, with a measured noise profile, that treatment keeps more of
-what persists over the noise: a bin whose power, averaged over
-:data:`PERSIST_FRAMES` frames, stands clear of the profile keeps at least
-that average's Wiener gain (the noise's chance peaks average out, a held
-note or a room's sound does not).
 """
 
 from __future__ import annotations
@@ -71,12 +66,6 @@ TONE_WIDTH_HZ = 250.0
 TONE_OVER_DB = 3.0
 """Removed power this far over that median and the profile: a tone starts to be protected; fully from ``+ TONE_SPAN_DB``."""
 TONE_SPAN_DB = 6.0
-PERSIST_FRAMES = 25
-"""Frames (about 0.4 s) the input's power is averaged over to find what persists over a measured noise (notes, ambience)."""
-PERSIST_OVER_DB = 3.0
-"""That average this far over the profile: the classic gain starts to be raised to its Wiener gain;
-fully from ``+ PERSIST_SPAN_DB``."""
-PERSIST_SPAN_DB = 6.0
 
 
 class DeepFilterStream:
@@ -264,8 +253,7 @@ class LearnedGainComputer:
         self._half = max(0, round(VOICE_WINDOW_SECONDS * frames_per_second) // 2) if self.hybrid else 0
         self._region = round(VOICE_REGION_SECONDS * frames_per_second) if self.hybrid else 0
         # frames the mixing rule looks ahead (and keeps behind): the voice window around each frame of the region
-        widest_half = max(TONE_FRAMES, STEADY_FRAMES, PERSIST_FRAMES) // 2
-        self._ahead = max(self._half + self._region, widest_half) if self.hybrid else 0
+        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2) if self.hybrid else 0
         self._tone_width = max(3, round(TONE_WIDTH_HZ * profile.n_fft / profile.sample_rate) | 1)
         self._noise_power = np.zeros((0, profile.bins))
         self._magnitude = np.zeros((0, 0, profile.bins), np.float32)
@@ -371,19 +359,15 @@ class LearnedGainComputer:
         :data:`VOICE_REGION_SECONDS`, ``noisy = clip((1 - Gc) / 0.5)``, ``steady``
         1 where the bin holds no more than the profile's noise and ``tone`` 1
         where what DFN3 removes from the bin is a tone standing out of the noise.
-        With a measured profile, ``Gc`` is first raised to ``(1 - region) persist``
-        (:meth:`_persistent`).
         """
         classic = np.concatenate(list(self._classic), axis=1)
         self._classic.clear()
         if classic.shape[1] > ready:
             self._classic.append(classic[:, ready:])
         classic = classic[:, :ready]
-        voice, region = self._voice(ready)
-        if self.profile.mode != "auto":
-            classic = np.maximum(classic, ((1 - region)[..., np.newaxis] * self._persistent(ready)).astype(np.float32))
         log_classic = np.log(classic)
         noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
+        voice, region = self._voice(ready)
         weight = np.maximum(voice[..., np.newaxis] * noisy_bins, region[..., np.newaxis] * self._steady(ready))
         weight = np.float32(self.options.voice_mix) * weight * (1 - self._tone(ready))
         # For "mid", one learned row drives both channels.
@@ -406,18 +390,6 @@ class LearnedGainComputer:
         power = self._centred_mean(self._around(self._magnitude, ready, STEADY_FRAMES) ** 2, STEADY_FRAMES)
         over_db = 10 * np.log10(power / np.maximum(self._noise_power[:, np.newaxis, :], 1e-30) + 1e-12)
         return np.clip(1 - (over_db - STEADY_OVER_DB) / STEADY_SPAN_DB, 0, 1)
-
-    def _persistent(self, ready: int) -> np.ndarray:
-        """The Wiener gain of each bin's power averaged over :data:`PERSIST_FRAMES`, where that stands clear of the profile.
-
-        Weighted 0 at :data:`PERSIST_OVER_DB` over the profile, 1 from ``PERSIST_OVER_DB + PERSIST_SPAN_DB``.
-        """
-        magnitude = self._around(self._magnitude, ready, PERSIST_FRAMES).astype(np.float64)
-        power = self._centred_mean(magnitude**2, PERSIST_FRAMES)
-        noise = np.maximum(self._noise_power[:, np.newaxis, :], 1e-30)
-        over_db = 10 * np.log10(power / noise + 1e-12)
-        weight = np.clip((over_db - PERSIST_OVER_DB) / PERSIST_SPAN_DB, 0, 1)
-        return weight * np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
 
     def _tone(self, ready: int) -> np.ndarray:
         """1 where the power DFN3 removes from a bin stands out of its band and of the profile: a tone it takes for noise."""
