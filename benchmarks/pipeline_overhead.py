@@ -136,7 +136,14 @@ def direct_steps(source: Path, work: Path) -> float:
     return time.perf_counter() - started
 
 
-def _step_seconds(work_root: Path) -> dict[str, float]:
+def afftdn_command(video: Path, output: Path) -> list[str]:
+    """The peer every whole-run figure is a ratio to: ``ffmpeg -i VIDEO -af afftdn -c:v copy OUTPUT``."""
+    import imageio_ffmpeg
+
+    return [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-af", "afftdn", "-c:v", "copy", str(output)]
+
+
+def step_seconds(work_root: Path) -> dict[str, float]:
     """Step times of the one run in `work_root`, from its ``last-run.json``."""
     from destatic.steps.report_page import LAST_RUN
 
@@ -244,20 +251,17 @@ def main() -> int:
         cli = [str(Path(sys.executable).parent / "destatic"), "run"]
         server_env = {**base_env(prefect_home), "PREFECT_API_URL": api_url}
         if not args.skip_long:
-            import imageio_ffmpeg
-
             long_video = OUT / "long.mp4"
             started = time.perf_counter()
             make_long_video(long_video, args.minutes)
             print(f"made a {args.minutes:g}-minute video in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            ffmpeg = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(long_video),
-                      "-af", "afftdn", "-c:v", "copy", str(OUT / "afftdn.mp4")]
+            ffmpeg = afftdn_command(long_video, OUT / "afftdn.mp4")
             peers, runs, all_steps = [], [], []
             for attempt in range(args.repeat):  # alternated, so that a slow spell of the machine hits both
                 work = OUT / f"work-long{attempt}"
                 peers.append(timed(ffmpeg, server_env))
                 runs.append(timed([*cli, str(long_video), "--method", args.method, "-o", str(OUT / f"long-clean{attempt}.mp4"), "--work", str(work)], server_env))
-                all_steps.append(_step_seconds(work))
+                all_steps.append(step_seconds(work))
                 if attempt + 1 < args.repeat:
                     shutil.rmtree(work)
             ratios = [run.wall / peer.wall for run, peer in zip(runs, peers)]

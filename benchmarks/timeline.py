@@ -15,7 +15,6 @@ Usage: ``python benchmarks/timeline.py [--method hybrid] [--minutes 10] [--repea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -24,10 +23,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import imageio_ffmpeg
 import psutil
 
-from pipeline_overhead import OUT, base_env, make_long_video, start_server, stop_server
+from pipeline_overhead import OUT, afftdn_command, base_env, make_long_video, start_server, step_seconds, stop_server
 
 TIMELINE = OUT.parent / "timeline"
 SAMPLE_S = 0.1
@@ -130,8 +128,7 @@ def main() -> int:
     server, api_url = start_server(prefect_home, TIMELINE / "server.log")
     env = {**base_env(prefect_home), "PREFECT_API_URL": api_url}
     destatic = str(Path(sys.executable).parent / "destatic")
-    afftdn = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-af", "afftdn", "-c:v", "copy",
-              str(TIMELINE / "afftdn.mp4")]
+    afftdn = afftdn_command(video, TIMELINE / "afftdn.mp4")
     try:
         for attempt in range(args.repeat):
             load_before = os.getloadavg()
@@ -142,8 +139,7 @@ def main() -> int:
             wall, seen = sampled_run([destatic, "run", str(video), "--method", args.method, "-o", str(TIMELINE / f"clean{attempt}.mp4"),
                                       "--work", str(work)], env)
             load_after = os.getloadavg()
-            (record,) = work.glob("*/last-run.json")
-            steps = json.loads(record.read_text())["step_seconds"]
+            steps = step_seconds(work)
             print(f"round {attempt + 1}: afftdn {peer:.1f} s, destatic run {wall:.1f} s = {wall / peer:.2f}x afftdn "
                   f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, {os.cpu_count()} CPUs)")
             print("  steps, s: " + " ".join(f"{name} {seconds:.1f}" for name, seconds in steps.items()))

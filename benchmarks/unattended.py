@@ -40,7 +40,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline_overhead import base_env, make_long_video, start_server, stop_server
+from pipeline_overhead import afftdn_command, base_env, make_long_video, start_server, stop_server
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 OUT = REPO_ROOT / "benchmarks" / "out" / "unattended"
@@ -158,8 +158,7 @@ def main() -> int:
             make_long_video(videos[minutes], minutes)
         for minutes, method in [(m, "logmmse") for m in args.minutes] + [(m, None) for m in args.learned_minutes]:
             video = videos[minutes]
-            peer = measure([ffmpeg, "-y", "-loglevel", "error", "-i", str(video), "-af", "afftdn", "-c:v", "copy",
-                            str(OUT / "afftdn.mp4")], env)
+            peer = measure(afftdn_command(video, OUT / "afftdn.mp4"), env)
             work = OUT / f"work-{minutes:g}-{method or 'default'}"
             chosen = ["--method", method] if method else []
             ours = measure([*cli, "run", str(video), "-o", str(OUT / f"clean-{minutes:g}-{method or 'default'}.mp4"),
