@@ -305,7 +305,7 @@ def _run_unprivileged(batch: str, root: Path, ctx: Context) -> BatchResult:
 def cli_env(settings: Any, *, home: Path | None = None) -> dict[str, str]:
     """Environment for a ``destatic`` subprocess: these settings' folders, the current Prefect API.
 
-    With `home`, HOME and PREFECT_HOME point there (for a user that cannot write root's).
+    With `home`, HOME and PREFECT_HOME point there (the watcher's state stays in the batch's folder).
     """
     from prefect.settings import PREFECT_API_URL
 

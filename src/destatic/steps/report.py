@@ -139,7 +139,7 @@ def run(
         excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
                     for label, wav in (("before", audio.path), ("after", cleaned.path))}
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-previews") as cutting:
-            # ffmpeg cuts the previews on another core while this process draws and scores
+            # moviepy cuts the previews (its ffmpeg on another core) while this thread draws and scores
             cut = cutting.submit(preview_clips, audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else None
             with dsp.caching_other_packages(target.parent / ".numba"):  # librosa's cached functions, decorated as it is imported
                 spectrograms = plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start)
