@@ -588,3 +588,62 @@ def denoise(audio: np.ndarray, sample_rate: int, profile: NoiseProfile, *, metho
     if residue and removed:
         result = result + np.concatenate(removed)
     return result
+
+
+def hybrid_mix(
+    classic: np.ndarray,
+    learned_ready: np.ndarray,
+    magnitude: np.ndarray,
+    learned: np.ndarray,
+    first: int,
+    noise: np.ndarray,
+    voice: np.ndarray,
+    region: np.ndarray,
+    voice_mix: float,
+    tone_width: int,
+) -> np.ndarray:
+    """The hybrid's mixing rule in numpy, as ``LearnedGainComputer._mixed`` computed it at 8316633.
+
+    ``classic`` (channels, ready, bins); ``learned_ready`` the learned gains of those frames (rows, ready,
+    bins); ``magnitude`` and ``learned`` every kept frame's (rows, kept, bins), the first ready one at
+    ``first``; ``noise`` (rows, bins) float64; ``voice``, ``region`` (rows, ready) float32.
+    """
+    from destatic.dsp.learned import (  # noqa: PLC0415
+        NOISY_GAIN_SPAN,
+        STEADY_FRAMES,
+        STEADY_OVER_DB,
+        STEADY_SPAN_DB,
+        TONE_FRAMES,
+        TONE_OVER_DB,
+        TONE_SPAN_DB,
+    )
+    from scipy.ndimage import median_filter  # noqa: PLC0415
+
+    ready = classic.shape[1]
+
+    def around(values: np.ndarray, frames: int) -> np.ndarray:
+        half = frames // 2
+        start, stop = first - half, first + ready + half
+        part = values[:, max(start, 0) : stop]
+        return np.pad(part, ((0, 0), (max(-start, 0), max(stop - values.shape[1], 0)), (0, 0)), mode="edge")
+
+    def centred_mean(values: np.ndarray, frames: int) -> np.ndarray:
+        return np.lib.stride_tricks.sliding_window_view(values, frames, axis=1).mean(axis=-1)
+
+    power = centred_mean(around(magnitude, STEADY_FRAMES) ** 2, STEADY_FRAMES)
+    over_db = 10 * np.log10(power / np.maximum(noise[:, np.newaxis, :], 1e-30) + 1e-12)
+    steady = np.clip(1 - (over_db - STEADY_OVER_DB) / STEADY_SPAN_DB, 0, 1)
+
+    removed = centred_mean((around(magnitude, TONE_FRAMES) * (1 - around(learned, TONE_FRAMES))) ** 2, TONE_FRAMES)
+    side = tone_width // 2
+    padded = np.pad(removed, ((0, 0), (0, 0), (side, side)), mode="edge")
+    band = median_filter(padded.reshape(-1), size=tone_width, mode="nearest").reshape(padded.shape)[..., side:-side]
+    ground = np.maximum(band, noise[:, np.newaxis, :])
+    over_db = 10 * np.log10((removed + 1e-30) / (ground + 1e-30))
+    tone = np.clip((over_db - TONE_OVER_DB) / TONE_SPAN_DB, 0, 1)
+
+    log_classic = np.log(classic)
+    noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
+    weight = np.maximum(voice[..., np.newaxis] * noisy_bins, region[..., np.newaxis] * steady)
+    weight = np.float32(voice_mix) * weight * (1 - tone)
+    return np.exp(log_classic + weight * (np.log(learned_ready) - log_classic)).astype(np.float32)

@@ -195,6 +195,39 @@ def test_streams_are_bit_identical_whatever_the_block_sizes_and_jobs(rng):
     assert outputs[0].shape == audio.shape
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mid=st.booleans(),
+    ready=st.integers(1, 40),
+    before=st.integers(0, 6),
+    after=st.integers(0, 6),
+    bins=st.integers(1, 300),
+    tone_width=st.sampled_from([3, 5, 11, 21]),
+    voice_mix=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, before, after, bins, tone_width, voice_mix, seed):
+    """Gains over and under the profile, tones standing out, frames near the kept ones' ends: numpy's gains to the bit."""
+    from destatic.dsp import _mixing
+    from destatic.dsp import learned as learned_module
+
+    rng = np.random.default_rng(seed)
+    channels, rows = (2, 1) if mid else (rng.integers(1, 4), None)
+    rows = rows or channels
+    kept = before + ready + after
+    noise = 10 ** rng.uniform(-3, 0, (rows, bins))
+    magnitude = np.sqrt(noise[:, np.newaxis, :] * 10 ** rng.uniform(-1.5, 2, (rows, kept, bins))).astype(np.float32)
+    magnitude[:, :, rng.integers(0, bins, 3)] *= np.float32(30)  # tones
+    learned = rng.uniform(1e-3, 1, (rows, kept, bins)).astype(np.float32)
+    classic = rng.uniform(1e-3, 1, (channels, ready, bins)).astype(np.float32)
+    voice, region = rng.uniform(0, 1, (2, rows, ready)).astype(np.float32)
+    learned_ready = learned[:, before : before + ready]
+    expected = reference.hybrid_mix(classic, learned_ready, magnitude, learned, before, noise, voice, region, voice_mix, tone_width)
+    got = np.empty_like(classic)
+    _mixing.hybrid_mix(classic, np.log(classic), np.log(learned_ready), magnitude, learned, before, noise, voice, region, learned_module.mix_constants(voice_mix, tone_width), got)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_exp_and_log_are_within_an_ulp_or_two():
     from destatic.dsp import _numba
 

@@ -1,4 +1,4 @@
-"""What the compiled loops of the DSP core (:mod:`destatic.dsp._kernels`) are built with: numba's set-up and the scalar pieces they inline.
+"""What the compiled loops of the DSP core (:mod:`destatic.dsp._kernels`, :mod:`destatic.dsp._mixing`) are built with: numba's set-up and the scalar pieces they inline.
 
 - :func:`compiled`: ``numba.njit`` without the GIL, IEEE division (no
   zero checks, so loops vectorise), cached on disk in :func:`cache_folder`;
@@ -10,8 +10,8 @@
 The compiled code is cached in ``NUMBA_CACHE_DIR`` if that is set, else in
 the user's cache folder, ``$XDG_CACHE_HOME/destatic/numba`` (by default
 ``~/.cache/destatic/numba``), in a subfolder named by a digest of this file
-and ``_kernels.py``: a second process loads it instead of compiling, nothing
-is written beside the installed package, and a change to either file (numba
+and the loops' modules (:data:`SOURCES`): a second process loads it instead of compiling, nothing
+is written beside the installed package, and a change to any of them (numba
 itself only notices changes to the file a function is in, not to what it
 inlines from another) compiles afresh. A version's subfolder that no
 process has used for 30 days is removed by the next process of another
@@ -59,7 +59,7 @@ __all__ = [
 
 LOGMMSE_INDEX_SHIFT = 13
 """float32 mantissa bits below the 1024 cells per octave of the log-MMSE table (23 - 10)."""
-SOURCES = ("_numba.py", "_kernels.py")
+SOURCES = ("_numba.py", "_kernels.py", "_mixing.py")
 """The files whose compiled code is cached; their digest names the cache's subfolder."""
 STALE_AFTER_S = 30 * 86400.0
 """A digest-named cache subfolder no process has used for this long (another version's) is removed."""

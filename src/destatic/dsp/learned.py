@@ -22,6 +22,7 @@ and room sound (which DFN3 would delete) keep the classic rule's treatment.
 from __future__ import annotations
 
 import collections
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,6 +33,9 @@ from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER, LearnedOptions
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter
 from destatic.errors import ParameterError
+
+if TYPE_CHECKING:
+    from destatic.dsp import _mixing
 
 __all__ = ["DFN_RATE", "DeepFilterStream", "LearnedGainComputer", "deepfilter"]
 
@@ -208,6 +212,23 @@ def deepfilter(
     return out.reshape(samples.shape)
 
 
+def mix_constants(voice_mix: float, tone_width: int) -> _mixing.MixConstants:
+    """The constants of the hybrid's mixing loop: this module's, with the options' `voice_mix` and a tone band `tone_width` bins wide."""
+    from destatic.dsp import _mixing  # noqa: PLC0415  (numba loads on first use, not on import)
+
+    return _mixing.MixConstants(
+        voice_mix=np.float32(voice_mix),
+        noisy_span=np.float32(NOISY_GAIN_SPAN),
+        steady_frames=STEADY_FRAMES,
+        steady_over_db=STEADY_OVER_DB,
+        steady_span_db=STEADY_SPAN_DB,
+        tone_frames=TONE_FRAMES,
+        tone_width=tone_width,
+        tone_over_db=TONE_OVER_DB,
+        tone_span_db=TONE_SPAN_DB,
+    )
+
+
 class LearnedGainComputer:
     """The gain rule of the learned methods, one stream: DFN3's gain alone (``deepfilter``) or mixed in (``hybrid``).
 
@@ -357,54 +378,28 @@ class LearnedGainComputer:
 
         ``v`` is the voice weight of the frame, ``region`` its maximum within
         :data:`VOICE_REGION_SECONDS`, ``noisy = clip((1 - Gc) / 0.5)``, ``steady``
-        1 where the bin holds no more than the profile's noise and ``tone`` 1
-        where what DFN3 removes from the bin is a tone standing out of the noise.
+        1 where the bin's power over :data:`STEADY_FRAMES` frames is no more than
+        the profile's noise, and ``tone`` 1 where the power DFN3 removes from
+        the bin over :data:`TONE_FRAMES` frames stands out of its band (the
+        median over :data:`TONE_WIDTH_HZ`) and of the profile: a tone it takes
+        for noise. One compiled loop (:func:`destatic.dsp._mixing.hybrid_mix`).
         """
+        from destatic.dsp import _mixing  # noqa: PLC0415  (numba loads on first use, not on import)
+
         classic = np.concatenate(list(self._classic), axis=1)
         self._classic.clear()
         if classic.shape[1] > ready:
             self._classic.append(classic[:, ready:])
-        classic = classic[:, :ready]
-        log_classic = np.log(classic)
-        noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
+        classic = np.ascontiguousarray(classic[:, :ready])
         voice, region = self._voice(ready)
-        weight = np.maximum(voice[..., np.newaxis] * noisy_bins, region[..., np.newaxis] * self._steady(ready))
-        weight = np.float32(self.options.voice_mix) * weight * (1 - self._tone(ready))
-        # For "mid", one learned row drives both channels.
-        return np.exp(log_classic + weight * (np.log(learned) - log_classic)).astype(np.float32)
-
-    def _around(self, values: np.ndarray, ready: int, frames: int) -> np.ndarray:
-        """The next `ready` frames of `values` and ``frames // 2`` either side (the stream's ends repeated)."""
-        half = frames // 2
-        start, stop = self._past - half, self._past + ready + half
-        part = values[:, max(start, 0) : stop]
-        return np.pad(part, ((0, 0), (max(-start, 0), max(stop - values.shape[1], 0)), (0, 0)), mode="edge")
-
-    @staticmethod
-    def _centred_mean(around: np.ndarray, frames: int) -> np.ndarray:
-        """Mean over `frames` frames centred on each frame of :meth:`_around`'s middle."""
-        return np.lib.stride_tricks.sliding_window_view(around, frames, axis=1).mean(axis=-1)
-
-    def _steady(self, ready: int) -> np.ndarray:
-        """1 where a bin of the next `ready` frames holds no more than the profile's noise, 0 well over it."""
-        power = self._centred_mean(self._around(self._magnitude, ready, STEADY_FRAMES) ** 2, STEADY_FRAMES)
-        over_db = 10 * np.log10(power / np.maximum(self._noise_power[:, np.newaxis, :], 1e-30) + 1e-12)
-        return np.clip(1 - (over_db - STEADY_OVER_DB) / STEADY_SPAN_DB, 0, 1)
-
-    def _tone(self, ready: int) -> np.ndarray:
-        """1 where the power DFN3 removes from a bin stands out of its band and of the profile: a tone it takes for noise."""
-        from scipy.ndimage import median_filter
-
-        magnitude = self._around(self._magnitude, ready, TONE_FRAMES)
-        learned = self._around(self._learned, ready, TONE_FRAMES)
-        removed = self._centred_mean((magnitude * (1 - learned)) ** 2, TONE_FRAMES)
-        # one flat 1-D median over bins padded with their edge values: the same as a median along each frame, faster
-        side = self._tone_width // 2
-        padded = np.pad(removed, ((0, 0), (0, 0), (side, side)), mode="edge")
-        band = median_filter(padded.reshape(-1), size=self._tone_width, mode="nearest").reshape(padded.shape)[..., side:-side]
-        ground = np.maximum(band, self._noise_power[:, np.newaxis, :])
-        over_db = 10 * np.log10((removed + 1e-30) / (ground + 1e-30))
-        return np.clip((over_db - TONE_OVER_DB) / TONE_SPAN_DB, 0, 1)
+        gains = np.empty_like(classic)
+        # For "mid", one learned row drives both channels. Contiguous arrays: one compiled signature.
+        _mixing.hybrid_mix(
+            classic, np.log(classic), np.log(learned), np.ascontiguousarray(self._magnitude),
+            np.ascontiguousarray(self._learned), self._past, np.ascontiguousarray(self._noise_power), voice, region,
+            mix_constants(self.options.voice_mix, self._tone_width), gains,
+        )  # fmt: skip
+        return gains
 
     def _voice(self, ready: int) -> tuple[np.ndarray, np.ndarray]:
         """Voice weight in [0, 1] of the next `ready` frames, and its maximum over the voice region around each.

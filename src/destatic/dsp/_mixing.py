@@ -1,0 +1,133 @@
+"""The hybrid's mixing rule, compiled (numba): the classic gain moved towards the learned one, frame by frame.
+
+:class:`destatic.dsp.learned.LearnedGainComputer` defines the rule and its
+constants; this loop computes it without numpy's temporaries, in numpy's
+arithmetic and order, so the gains are the same to the bit (the numpy
+formulation is the test oracle, ``tests/dsp/dsp_reference.py``). Where a
+clipped ramp is saturated, the ``log10`` behind it is skipped, and a bin's
+band median is taken only where it can change the result. Compiled and cached
+as :mod:`destatic.dsp._kernels` is.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from destatic.dsp._kernels import _kth_smallest
+from destatic.dsp._numba import compiled
+
+__all__ = ["MixConstants", "hybrid_mix"]
+
+
+class MixConstants(NamedTuple):
+    """The constants of :func:`hybrid_mix`: the hybrid's mixing rule, defined in :mod:`destatic.dsp.learned`."""
+
+    voice_mix: np.float32
+    noisy_span: np.float32
+    steady_frames: int
+    steady_over_db: float
+    steady_span_db: float
+    tone_frames: int
+    tone_width: int
+    tone_over_db: float
+    tone_span_db: float
+
+
+@compiled
+def _centred_mean_row(values, factor, frame, frames, out):
+    """Mean over ``frames`` frames centred on ``frame`` of ``values`` (rows of float32), each times ``factor`` (None: 1), squared.
+
+    Frames past either end repeat the end frame. float32 throughout, summed in order, as numpy's mean over a window.
+    """
+    last = values.shape[0] - 1
+    half = frames // 2
+    count = np.float32(frames)
+    for b in range(out.shape[0]):
+        out[b] = np.float32(0.0)
+    for k in range(frames):
+        f = min(max(frame - half + k, 0), last)
+        row = values[f]
+        if factor is None:
+            for b in range(out.shape[0]):
+                out[b] += row[b] * row[b]
+        else:
+            weights = factor[f]
+            for b in range(out.shape[0]):
+                v = row[b] * (np.float32(1.0) - weights[b])
+                out[b] += v * v
+    for b in range(out.shape[0]):
+        out[b] = out[b] / count
+
+
+@compiled
+def _median_around(values, b, window):
+    """The median of the ``window.shape[0]`` (odd) bins of ``values`` centred on bin ``b``, the edge bins repeated outwards."""
+    width = window.shape[0]
+    last = values.shape[0] - 1
+    for k in range(width):
+        window[k] = values[min(max(b + k - width // 2, 0), last)]
+    return _kth_smallest(window, width // 2)
+
+
+@compiled
+def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noise, voice, region, constants, out):
+    """The hybrid's gains: ``exp(log Gc + w (log L - log Gc))``, ``w = voice_mix max(v noisy, region steady) (1 - tone)``.
+
+    ``classic``, ``log_classic`` and ``out`` are (channels, frames, bins); ``log_learned``, ``voice``
+    and ``region`` have a row per learned pass (one for the mid channel of stereo, or one per channel),
+    ``magnitude`` and ``learned`` (rows, kept frames, bins) hold the input's magnitude and the learned
+    gain around these frames, the first of them at ``first``; ``noise`` (rows, bins) is the profile's
+    power. ``steady`` and ``tone`` are read from the mean powers over a few frames around each frame,
+    ``tone`` against their median over neighbouring bins. The arithmetic is numpy's, in its order and
+    types (the logs of float32 come in, computed by numpy), so the gains are numpy's to the bit.
+    """
+    channels, frames, bins = out.shape
+    rows = log_learned.shape[0]
+    power = np.empty(bins, np.float32)
+    removed = np.empty(bins, np.float32)
+    window = np.empty(constants.tone_width, np.float32)
+    steady = np.empty(bins, np.float64)
+    tone_free = np.empty(bins, np.float64)
+    voice_mix = np.float64(constants.voice_mix)
+    # power ratios safely (1e-9) past where the clipped ramps saturate: there the result is exact without log10
+    steady_all = 10.0 ** (constants.steady_over_db / 10.0) * (1.0 - 1e-9)
+    steady_none = 10.0 ** ((constants.steady_over_db + constants.steady_span_db) / 10.0) * (1.0 + 1e-9)
+    tone_none = 10.0 ** (constants.tone_over_db / 10.0) * (1.0 - 1e-9)
+    tone_all = 10.0 ** ((constants.tone_over_db + constants.tone_span_db) / 10.0) * (1.0 + 1e-9)
+    for r in range(rows):
+        for t in range(frames):
+            _centred_mean_row(magnitude[r], None, first + t, constants.steady_frames, power)
+            _centred_mean_row(magnitude[r], learned[r], first + t, constants.tone_frames, removed)
+            for b in range(bins):
+                ratio = np.float64(power[b]) / max(noise[r, b], 1e-30) + 1e-12
+                if ratio < steady_all:
+                    steady[b] = 1.0
+                elif ratio > steady_none:
+                    steady[b] = 0.0
+                else:
+                    over_db = 10.0 * np.log10(ratio)
+                    steady[b] = min(max(1.0 - (over_db - constants.steady_over_db) / constants.steady_span_db, 0.0), 1.0)
+                lifted = np.float64(removed[b] + np.float32(1e-30))
+                if lifted / (noise[r, b] + 1e-30) < tone_none:  # the band's median can only lower this ratio
+                    tone_free[b] = 1.0
+                    continue
+                ratio = lifted / (max(np.float64(_median_around(removed, b, window)), noise[r, b]) + 1e-30)
+                if ratio < tone_none:
+                    tone_free[b] = 1.0
+                elif ratio > tone_all:
+                    tone_free[b] = 0.0
+                else:
+                    over_db = 10.0 * np.log10(ratio)
+                    tone_free[b] = 1.0 - min(max((over_db - constants.tone_over_db) / constants.tone_span_db, 0.0), 1.0)
+            for c in range(channels):
+                if rows != 1 and c != r:
+                    continue
+                for b in range(bins):
+                    g = classic[c, t, b]
+                    noisy = min(max((np.float32(1.0) - g) / constants.noisy_span, np.float32(0.0)), np.float32(1.0))
+                    weight = max(np.float64(voice[r, t] * noisy), np.float64(region[r, t]) * steady[b])
+                    weight = voice_mix * weight * tone_free[b]
+                    step = np.float64(log_learned[r, t, b] - log_classic[c, t, b])
+                    out[c, t, b] = np.float32(np.exp(np.float64(log_classic[c, t, b]) + weight * step))
