@@ -293,6 +293,14 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "sp_c25_p3": lambda x: safe_persistence(x),
     "sp_c25_p0": lambda x: safe_persistence(x, peaky_db=0.0),
     "sp_c25_p6": lambda x: safe_persistence(x, peaky_db=6.0),
+    "ds_q10": lambda x: drift_safe(x),
+    "ds_q20": lambda x: drift_safe(x, quantile=0.2),
+    "ds_q05": lambda x: drift_safe(x, quantile=0.05),
+    "ds_q10_p0": lambda x: drift_safe(x, peaky_db=0.0),
+    "ds_q10_in03": lambda x: drift_safe(x, inside=0.3),
+    "ds_q10_in05": lambda x: drift_safe(x, inside=0.5),
+    "ds_q10_in10": lambda x: drift_safe(x, inside=1.0),
+    "ds_q10_in05_c7": lambda x: drift_safe(x, inside=0.5, frames=7),
     "sp_c13_p3": lambda x: safe_persistence(x, frames=13, peaky_db=3.0),
     "sp_c25_p3o1": lambda x: safe_persistence(x, over_db=1.0),
     "sp_c25_p3_any": lambda x: safe_persistence(x, tones=False),
@@ -306,14 +314,34 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
 }
 
 
-def near_tones(profile: object, spread: int = 2) -> np.ndarray:
-    """Per bin, whether it is within ``spread`` bins of one of the profile's tones."""
-    near = np.zeros(profile.bins, bool)
-    centres = np.rint(np.asarray(profile.tones, np.float64) * profile.n_fft / profile.sample_rate).astype(int)
-    for offset in range(-spread, spread + 1):
-        index = centres + offset
-        near[index[(index >= 0) & (index < profile.bins)]] = True
-    return near
+def drift_persistence(x: Inputs, frames: int = 25, quantile: float = 0.1, over_db: float = 3.0, span_db: float = 6.0,
+                      peaky_db: float | None = None) -> np.ndarray:
+    """:func:`continuity_gain` against the profile scaled, frame by frame, by how far the whole spectrum stands over it
+    (the ``quantile`` over bins of the averaged power over the profile, at least 1), as the classic rule's tracker
+    lets a measured noise drift: noise that grows louder everywhere is not taken for something that persists over it."""
+    from scipy.ndimage import median_filter, uniform_filter1d
+
+    power = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, frames, axis=1, mode="nearest")
+    profile = np.maximum(x.noise_power[:, np.newaxis, :], 1e-30)
+    drift = np.maximum(np.quantile(power / profile, quantile, axis=-1), 1.0)
+    noise = profile * drift[..., np.newaxis]
+    weight = np.clip((10 * np.log10(power / noise + 1e-12) - over_db) / span_db, 0, 1)
+    if peaky_db is not None:
+        width = max(3, int(round(250.0 / x.bin_hz)) | 1)
+        band = median_filter(power, size=(1, 1, width), mode="nearest")
+        weight = weight * np.clip((10 * np.log10((power + 1e-30) / (band + 1e-30)) - peaky_db) / span_db, 0, 1)
+    return weight * np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
+
+
+def drift_safe(x: Inputs, auto: bool = False, inside: float = 0.0, **options: float) -> np.ndarray:
+    """``mts_tp3`` on the classic gain raised to :func:`drift_persistence` away from the profile's tones, outside the
+    voice region (``inside`` of it within); with an automatic profile only if ``auto``."""
+    if x.auto and not auto:
+        return x.destatic
+    continuity = drift_persistence(x, **options) * ~x.profile_tones
+    outside = 1 - (1 - inside) * energy_region(x)
+    raised = np.maximum(x.classic, (continuity * outside[..., np.newaxis]).astype(x.classic.dtype))
+    return RULES["mts_tp3"](replace(x, classic=raised))
 
 
 def safe_persistence(x: Inputs, frames: int = 25, peaky_db: float | None = 3.0, tones: bool = True, auto: bool = False,
@@ -347,6 +375,7 @@ def capture(noisy: np.ndarray, rate: int, case: quality.Case) -> tuple[Inputs, n
     from destatic.dsp import learned
     from destatic.dsp.denoising import resolve_profile
     from destatic.dsp.framing import checked_profile
+    from destatic.dsp.gains import tone_bins
     from destatic.dsp.subtract import compute_gains
 
     samples = np.asarray(noisy, np.float32).reshape(-1, 1)
@@ -386,7 +415,7 @@ def capture(noisy: np.ndarray, rate: int, case: quality.Case) -> tuple[Inputs, n
         classic, learned_gains, voice, lsnr, magnitude, np.asarray(profile.power, np.float64),
         frames_per_second=rate / profile.hop_length, bin_hz=rate / profile.n_fft,
         half_window=round(learned.VOICE_WINDOW_SECONDS * rate / profile.hop_length) // 2, auto=profile.mode == "auto",
-        destatic=gains, profile_tones=near_tones(profile),
+        destatic=gains, profile_tones=tone_bins(profile),
     )
     return inputs, gains, profile
 

@@ -17,6 +17,9 @@ half a second of them the bins that hold no more than the steady noise;
 never the bins where what DFN3 removes stands out as a tone (a note of the
 music under the voice). So voices get DFN3's cleaning while music, birdsong
 and room sound (which DFN3 would delete) keep the classic rule's treatment.
+Away from voices, with a measured noise profile, that treatment keeps more of
+what persists over the noise (:mod:`destatic.dsp.persistence`), but not noise
+that has grown louder everywhere, nor the bins of the profile's tones.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import collections
 import numpy as np
 
 from destatic.dsp import dfn3
-from destatic.dsp.gains import GainComputer
+from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
 from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER, LearnedOptions
+from destatic.dsp.persistence import PERSIST_FRAMES, persistent_gain
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter
 from destatic.errors import ParameterError
@@ -253,8 +257,9 @@ class LearnedGainComputer:
         self._half = max(0, round(VOICE_WINDOW_SECONDS * frames_per_second) // 2) if self.hybrid else 0
         self._region = round(VOICE_REGION_SECONDS * frames_per_second) if self.hybrid else 0
         # frames the mixing rule looks ahead (and keeps behind): the voice window around each frame of the region
-        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2) if self.hybrid else 0
+        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2, PERSIST_FRAMES // 2) if self.hybrid else 0
         self._tone_width = max(3, round(TONE_WIDTH_HZ * profile.n_fft / profile.sample_rate) | 1)
+        self._not_tones = ~tone_bins(profile)
         self._noise_power = np.zeros((0, profile.bins))
         self._magnitude = np.zeros((0, 0, profile.bins), np.float32)
         self._classic: collections.deque[np.ndarray] = collections.deque()  # classic gains of frames not yet finished
@@ -359,15 +364,19 @@ class LearnedGainComputer:
         :data:`VOICE_REGION_SECONDS`, ``noisy = clip((1 - Gc) / 0.5)``, ``steady``
         1 where the bin holds no more than the profile's noise and ``tone`` 1
         where what DFN3 removes from the bin is a tone standing out of the noise.
+        With a measured profile, ``Gc`` is first raised outside the voice region
+        to what persists over the noise (:meth:`_persistent`).
         """
         classic = np.concatenate(list(self._classic), axis=1)
         self._classic.clear()
         if classic.shape[1] > ready:
             self._classic.append(classic[:, ready:])
         classic = classic[:, :ready]
+        voice, region = self._voice(ready)
+        if self.profile.mode != "auto":
+            classic = np.maximum(classic, self._persistent(ready, region))
         log_classic = np.log(classic)
         noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
-        voice, region = self._voice(ready)
         weight = np.maximum(voice[..., np.newaxis] * noisy_bins, region[..., np.newaxis] * self._steady(ready))
         weight = np.float32(self.options.voice_mix) * weight * (1 - self._tone(ready))
         # For "mid", one learned row drives both channels.
@@ -390,6 +399,13 @@ class LearnedGainComputer:
         power = self._centred_mean(self._around(self._magnitude, ready, STEADY_FRAMES) ** 2, STEADY_FRAMES)
         over_db = 10 * np.log10(power / np.maximum(self._noise_power[:, np.newaxis, :], 1e-30) + 1e-12)
         return np.clip(1 - (over_db - STEADY_OVER_DB) / STEADY_SPAN_DB, 0, 1)
+
+    def _persistent(self, ready: int, region: np.ndarray) -> np.ndarray:
+        """:func:`~destatic.dsp.persistence.persistent_gain` of the next `ready` frames, times ``1 - region`` (no voice near)."""
+        magnitude = self._around(self._magnitude, ready, PERSIST_FRAMES).astype(np.float64)
+        power = self._centred_mean(magnitude**2, PERSIST_FRAMES)
+        kept = persistent_gain(power, self._noise_power, self._not_tones)
+        return ((1 - region)[..., np.newaxis] * kept).astype(np.float32)
 
     def _tone(self, ready: int) -> np.ndarray:
         """1 where the power DFN3 removes from a bin stands out of its band and of the profile: a tone it takes for noise."""
