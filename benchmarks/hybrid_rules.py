@@ -10,8 +10,9 @@ them, and the output is scored as ``quality.py`` scores it. ``default`` is
 destatic's own rule (its output is checked against ``destatic.denoise``'s);
 ``before`` the rule before issue 30 (voice frames' noisy bins only),
 ``mts_tp3`` the rule before the classic gain kept what persists over a
-measured noise away from voices, and ``tp3_c25_nvm`` today's default, all
-recomputed from the captured inputs.
+measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
+(reverted: it kept noise that grows louder and hum it cannot cancel) and
+``ds_q10`` today's default, all recomputed from the captured inputs.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
