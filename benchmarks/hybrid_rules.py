@@ -299,6 +299,9 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "ds_q05": lambda x: drift_safe(x, quantile=0.05),
     "ds_q10_p0": lambda x: drift_safe(x, peaky_db=0.0),
     "ds_q10_in03": lambda x: drift_safe(x, inside=0.3),
+    "gap05": lambda x: pauses_to_learned(x, 0.5),
+    "gap07": lambda x: pauses_to_learned(x, 0.7),
+    "gap10": lambda x: pauses_to_learned(x, 1.0),
     "ds_q10_in05": lambda x: drift_safe(x, inside=0.5),
     "ds_q10_in10": lambda x: drift_safe(x, inside=1.0),
     "ds_q10_in05_c7": lambda x: drift_safe(x, inside=0.5, frames=7),
@@ -343,6 +346,16 @@ def drift_safe(x: Inputs, auto: bool = False, inside: float = 0.0, **options: fl
     outside = 1 - (1 - inside) * energy_region(x)
     raised = np.maximum(x.classic, (continuity * outside[..., np.newaxis]).astype(x.classic.dtype))
     return RULES["mts_tp3"](replace(x, classic=raised))
+
+
+def pauses_to_learned(x: Inputs, share: float) -> np.ndarray:
+    """``ds_q10``, and in the voice region's frames that the voice weight calls "not voice" (pauses and onsets inside
+    speech) every bin but the tones at least ``share`` of the way to DFN3's gain (``noise_left.py``: the copy
+    machine's clatter is left there)."""
+    region = energy_region(x)
+    weight = np.maximum(mts_weight(x), share * (region * (1 - x.voice))[..., np.newaxis]) * (1 - tonal_removed(x, over_db=3.0))
+    raised = (drift_persistence(x) * ~x.profile_tones * (1 - region)[..., np.newaxis]).astype(x.classic.dtype)
+    return mix_towards(replace(x, classic=x.classic if x.auto else np.maximum(x.classic, raised)), weight)
 
 
 def safe_persistence(x: Inputs, frames: int = 25, peaky_db: float | None = 3.0, tones: bool = True, auto: bool = False,
