@@ -300,6 +300,9 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "ds_q10_p0": lambda x: drift_safe(x, peaky_db=0.0),
     "ds_q10_in03": lambda x: drift_safe(x, inside=0.3),
     "gap05": lambda x: pauses_to_learned(x, 0.5),
+    "vall03": lambda x: voice_frames_to_learned(x, 0.3),
+    "vall05": lambda x: voice_frames_to_learned(x, 0.5),
+    "vall03_gap05": lambda x: voice_frames_to_learned(x, 0.3, pauses=0.5),
     "gap07": lambda x: pauses_to_learned(x, 0.7),
     "gap10": lambda x: pauses_to_learned(x, 1.0),
     "ds_q10_in05": lambda x: drift_safe(x, inside=0.5),
@@ -354,6 +357,17 @@ def pauses_to_learned(x: Inputs, share: float) -> np.ndarray:
     machine's clatter is left there)."""
     region = energy_region(x)
     weight = np.maximum(mts_weight(x), share * (region * (1 - x.voice))[..., np.newaxis]) * (1 - tonal_removed(x, over_db=3.0))
+    raised = (drift_persistence(x) * ~x.profile_tones * (1 - region)[..., np.newaxis]).astype(x.classic.dtype)
+    return mix_towards(replace(x, classic=x.classic if x.auto else np.maximum(x.classic, raised)), weight)
+
+
+def voice_frames_to_learned(x: Inputs, share: float, pauses: float = 0.0) -> np.ndarray:
+    """``ds_q10``, and every bin of voice frames but the tones at least ``share`` of the way to DFN3's gain
+    (``noise_left.py``: the vacuum cleaner's noise left sits in the bins the classic rule keeps); ``pauses`` as
+    :func:`pauses_to_learned`."""
+    region = energy_region(x)
+    least = np.maximum(share * x.voice, pauses * region * (1 - x.voice))[..., np.newaxis]
+    weight = np.maximum(mts_weight(x), least) * (1 - tonal_removed(x, over_db=3.0))
     raised = (drift_persistence(x) * ~x.profile_tones * (1 - region)[..., np.newaxis]).astype(x.classic.dtype)
     return mix_towards(replace(x, classic=x.classic if x.auto else np.maximum(x.classic, raised)), weight)
 
