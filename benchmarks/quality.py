@@ -18,6 +18,12 @@ Every shared speaker (the LibriSpeech, NOIZEUS and VoiceBank clean speech of
   the output on the voice and the bed). Beds: the two pieces of
   ``media/music`` and the music of ``chaplin.mp4`` and
   ``big_buck_bunny_0_30.webm``.
+- ``e``: cases a rule that keeps "what persists over the profile" gets wrong:
+  steady noise that grows 12 dB louder than the lead-in partway (under a
+  voice, and alone), hum whose profile comes from a separate recording (its
+  tones have no phase, so they cannot be cancelled), and stereo with
+  independent noise in each channel; scored by PESQ, STOI, SI-SDR and the
+  noise left (dB, least-squares projection on the voice and the noise).
 
 ``Babble_4`` is left out: it is not steady noise (a cafe's voices), so it is
 neither what destatic removes nor a fair target for a voice detector.
@@ -56,7 +62,7 @@ import numpy as np
 import common
 import result_cache
 
-METRICS = ("pesq", "stoi", "si_sdr", "bed_db")
+METRICS = ("pesq", "stoi", "si_sdr", "bed_db", "noise_db")
 LEAD_IN_S = 1.0
 GROUP_B_PROFILE_S = 0.25
 SNRS_DB = (0.0, 5.0, 10.0)
@@ -69,8 +75,10 @@ GROUP_TITLES = {
     "b": "b: NOIZEUS and VoiceBank pairs, no lead-in (auto profile)",
     "c": "c: music and ambience to keep + noise, 1 s lead-in (SI-SDR only)",
     "d": "d: voice over a music bed 12 dB under it + noise at 5 dB, 1 s lead-in (SI-SDR against voice + bed; the bed's level after)",
+    "e": "e: noise growing 12 dB over the lead-in, hum from a separate recording, stereo with independent noise (noise left, dB)",
 }
-GROUP_METRICS = {"a": ("pesq", "stoi", "si_sdr"), "b": ("pesq", "stoi", "si_sdr"), "c": ("si_sdr",), "d": ("si_sdr", "bed_db")}
+GROUP_METRICS = {"a": ("pesq", "stoi", "si_sdr"), "b": ("pesq", "stoi", "si_sdr"), "c": ("si_sdr",), "d": ("si_sdr", "bed_db"),
+                 "e": ("pesq", "stoi", "si_sdr", "noise_db")}
 STEADY_NOISES = common.SPEECH_NOISES + common.SYNTHETIC_NOISES
 KEEP_RATE = 44100
 KEEP_SNRS_DB = (5.0, 15.0)
@@ -92,6 +100,29 @@ BEDS = (
     ("piano", "video/chaplin.mp4", 0.0, None),
     ("score", "video/big_buck_bunny_0_30.webm", 9.5, 20.0),
 )
+LOUDER_DB = 12.0
+"""Group e: how much louder than the lead-in the noise grows partway."""
+LOUDER_FROM = 0.4
+"""... from this share of the item after the lead-in (over :data:`LOUDER_RAMP_S`)."""
+LOUDER_RAMP_S = 0.2
+LOUDER_SNR_DB = 10.0
+"""Group e: speech over the noise before it grows (after it: 10 - 12 = -2 dB)."""
+LOUDER_NOISES = ("white", "pink", "AirConditioner_6")
+ALONE_S = 8.0
+"""Group e: length of the noise-alone items after the lead-in."""
+ALONE_RATE = 16000
+ALONE_LEVEL = 0.02
+"""Group e: RMS of the noise-alone items before they grow (0.08 after).""" 
+SEPARATE_HUM_SNR_DB = 5.0
+SEPARATE_HISS_DB = -30.0
+"""Group e: the hiss under the hum (in the mixture and in the separate recording), relative to the hum."""
+SEPARATE_RECORDING_S = 2.0
+SEPARATE_PAUSE_S = 2.0
+"""Group e: hum alone after the lead-in before the voice starts (where a rule for what is not voice acts)."""
+STEREO_NOISES = ("white", "AirConditioner_6")
+STEREO_SNR_DB = 5.0
+SAFETY_SPEAKERS = 2
+"""Group e: speakers per kind and noise (the first of each corpus in turn; one for each half)."""
 
 
 def speakers() -> list[tuple[str, Path]]:
@@ -124,12 +155,27 @@ class Case:
     span_s: tuple[float, float | None] | None = None
     bed: str | None = None
     half: str = ""
+    kind: str | None = None
+    """Group e: ``louder``, ``louder-alone``, ``hum-separate`` or ``stereo``."""
 
     @property
     def name(self) -> str:
         snr = "" if self.snr_db is None else f"@{self.snr_db:g}dB"
         bed = "" if self.bed is None else f"+{self.bed}"
-        return f"{self.speech}{bed}+{self.noise}{snr}"
+        kind = "" if self.kind is None else f"{self.kind}:"
+        return f"{kind}{self.speech}{bed}+{self.noise}{snr}"
+
+    @property
+    def noise_label(self) -> str:
+        """The noise column of the score rows: the noise (kind and noise in group e)."""
+        return self.stratum if self.kind is not None else self.noise
+
+    @property
+    def stratum(self) -> str:
+        """What the halves are balanced over, and the per-noise rows name: the noise (the bed in group d, kind and noise in e)."""
+        if self.kind is not None:
+            return f"{self.kind} {self.noise}"
+        return self.bed or self.noise
 
     @property
     def lead_in_s(self) -> float:
@@ -140,7 +186,11 @@ class Case:
 
         The reference is what the output is scored against (the voice plus
         the bed in group d); ``bed`` is the bed as mixed in (group d), else None.
+        Stereo items (group e) are ``(n, 2)``.
         """
+        if self.kind is not None:
+            noisy, reference, rate = self._load_safety()
+            return noisy, reference, rate, None
         if self.span_s is not None:
             rate = KEEP_RATE
             clean = common.load_video_audio(
@@ -170,13 +220,60 @@ class Case:
         return noisy * scale, np.concatenate([np.zeros(lead_in), voice_and_bed]) * scale, rate, padded_bed
 
 
+    def _load_safety(self) -> tuple[np.ndarray, np.ndarray, int]:
+        rng = np.random.default_rng(common.stable_seed(self.name))
+        if self.kind == "louder-alone":
+            rate, clean = ALONE_RATE, np.zeros(int(ALONE_S * ALONE_RATE))
+        else:
+            clean, rate = common.load_mono(self.clean_path)
+        lead_in = int(self.lead_in_s * rate)
+        total = lead_in + len(clean)
+        if self.kind == "stereo":
+            noises = [common.load_noise(self.noise, total, rate, rng=rng) for _ in range(2)]
+            pairs = [common.mix_at_snr(clean, noise, self.snr_db, lead_in=lead_in) for noise in noises]
+            scale = min(1.0, common.PEAK_LIMIT / max(np.max(np.abs(noisy)) for noisy, _ in pairs))
+            return (np.stack([noisy for noisy, _ in pairs], axis=1) * scale, np.stack([ref for _, ref in pairs], axis=1) * scale, rate)
+        if self.kind == "hum-separate":
+            clean = np.concatenate([np.zeros(int(SEPARATE_PAUSE_S * rate)), clean])
+            total = lead_in + len(clean)
+            noise = common.load_noise("hum", total, rate, rng=rng)
+            noise += rng.standard_normal(total) * 10 ** (SEPARATE_HISS_DB / 20)
+            noisy, reference = common.mix_at_snr(clean, noise, self.snr_db, lead_in=lead_in)
+            return noisy, reference, rate
+        noise = common.load_noise(self.noise, total, rate, rng=rng)
+        start = lead_in + int(LOUDER_FROM * len(clean))
+        ramp = np.clip((np.arange(total) - start) / (LOUDER_RAMP_S * rate), 0, 1)
+        noise *= 10 ** (LOUDER_DB * ramp / 20)
+        if self.kind == "louder-alone":
+            noise *= ALONE_LEVEL / np.sqrt(np.mean(noise[:lead_in] ** 2))
+            return noise, np.zeros(total), rate
+        quiet = noise[lead_in:start]
+        noise *= np.sqrt(np.mean(clean**2) / (np.mean(quiet**2) * 10 ** (self.snr_db / 10)))
+        noisy = np.concatenate([np.zeros(lead_in), clean]) + noise
+        scale = min(1.0, common.PEAK_LIMIT / np.max(np.abs(noisy)))
+        return noisy * scale, np.concatenate([np.zeros(lead_in), clean]) * scale, rate
+
+    def noise_recording(self) -> np.ndarray | None:
+        """The separate noise recording destatic learns from (``hum-separate``: other phases, other hiss), else None."""
+        if self.kind != "hum-separate":
+            return None
+        _, rate = common.load_mono(self.clean_path)
+        rng = np.random.default_rng(common.stable_seed("recording", self.name))
+        frames = int(SEPARATE_RECORDING_S * rate)
+        recording = common.load_noise("hum", frames, rate, rng=rng) + rng.standard_normal(frames) * 10 ** (SEPARATE_HISS_DB / 20)
+        noisy, reference, _ = self._load_safety()
+        start = int(self.lead_in_s * rate)
+        level = np.sqrt(np.mean((noisy - reference)[start:] ** 2) / np.mean(recording**2))
+        return recording * level
+
+
 def split_halves(cases: list[Case]) -> list[Case]:
     """Assign each case to the tuning or the held-out half: alternately within its group and noise (bed in group d), in a seeded order."""
-    ordered = sorted(cases, key=lambda case: (case.group, case.bed or case.noise, common.stable_seed("half", case.name)))
+    ordered = sorted(cases, key=lambda case: (case.group, case.stratum, common.stable_seed("half", case.name)))
     position: dict[tuple[str, str], int] = {}
     halves = {}
     for case in ordered:
-        stratum = (case.group, case.bed or case.noise)
+        stratum = (case.group, case.stratum)
         index = position.get(stratum, 0)
         position[stratum] = index + 1
         halves[case.name, case.group] = HALVES[index % 2]
@@ -184,15 +281,16 @@ def split_halves(cases: list[Case]) -> list[Case]:
 
 
 def quick_subset(cases: list[Case]) -> list[Case]:
-    """One case in :data:`QUICK_SHARE` of each group, noise (bed in group d) and half (the first ones in the seeded order)."""
-    ordered = sorted(cases, key=lambda case: (case.group, case.bed or case.noise, case.half, common.stable_seed("quick", case.name)))
+    """One case in :data:`QUICK_SHARE` of each group, noise (bed in group d) and half (the first ones in the seeded order);
+    every case of group e (it is small)."""
+    ordered = sorted(cases, key=lambda case: (case.group, case.stratum, case.half, common.stable_seed("quick", case.name)))
     position: dict[tuple[str, str, str], int] = {}
     kept = set()
     for case in ordered:
-        stratum = (case.group, case.bed or case.noise, case.half)
+        stratum = (case.group, case.stratum, case.half)
         index = position.get(stratum, 0)
         position[stratum] = index + 1
-        if index % QUICK_SHARE == 0:
+        if case.group == "e" or index % QUICK_SHARE == 0:
             kept.add((case.name, case.group))
     return [case for case in cases if (case.name, case.group) in kept]
 
@@ -235,12 +333,29 @@ def group_d_cases() -> list[Case]:
     ]
 
 
-GROUP_CASES = {"a": group_a_cases, "b": group_b_cases, "c": group_c_cases, "d": group_d_cases}
+def group_e_cases() -> list[Case]:
+    """:data:`SAFETY_SPEAKERS` speakers (one per corpus in turn) for each kind and noise; the noise-alone items by seed."""
+    by_corpus: dict[str, list[Path]] = {}
+    for corpus, path in speakers():
+        by_corpus.setdefault(corpus, []).append(path)
+    chosen = [(corpus, paths[0]) for corpus, paths in by_corpus.items()]
+    pairs = [chosen[index % len(chosen)] for index in range(SAFETY_SPEAKERS)]
+    cases = []
+    for noise in LOUDER_NOISES:
+        cases += [Case("e", corpus, path.name.split(".")[0], noise, LOUDER_SNR_DB, path, kind="louder") for corpus, path in pairs]
+        cases += [Case("e", "none", f"alone{seed}", noise, None, pairs[0][1], kind="louder-alone") for seed in range(SAFETY_SPEAKERS)]
+    cases += [Case("e", corpus, path.name.split(".")[0], "hum", SEPARATE_HUM_SNR_DB, path, kind="hum-separate") for corpus, path in pairs]
+    cases += [Case("e", corpus, path.name.split(".")[0], noise, STEREO_SNR_DB, path, kind="stereo")
+              for noise in STEREO_NOISES for corpus, path in pairs]
+    return cases
+
+
+GROUP_CASES = {"a": group_a_cases, "b": group_b_cases, "c": group_c_cases, "d": group_d_cases, "e": group_e_cases}
 
 
 def all_cases(groups: str, *, quick: bool, halves: tuple[str, ...] = HALVES) -> list[Case]:
     """The cases of these groups with their halves (the split is the same whatever is selected)."""
-    cases = split_halves([case for group in "abcd" for case in GROUP_CASES[group]()])
+    cases = split_halves([case for group in "abcde" for case in GROUP_CASES[group]()])
     cases = [case for case in cases if case.group in groups and case.half in halves]
     return quick_subset(cases) if quick else cases
 
@@ -276,7 +391,11 @@ def parse_spec(spec: str) -> tuple[str | None, dict[str, object]]:
     return (None if name == "default" else name), options
 
 
-def noise_argument(case: Case) -> tuple[float, float] | None:
+def noise_argument(case: Case) -> tuple[float, float] | np.ndarray | None:
+    """destatic's ``noise`` for a case: its separate recording, else its lead-in, else None (auto)."""
+    recording = case.noise_recording()
+    if recording is not None:
+        return recording
     return (0.0, case.lead_in_s) if case.lead_in_s else None
 
 
@@ -346,8 +465,8 @@ def _dfn3(noisy: np.ndarray, rate: int, case: Case) -> np.ndarray:
 
 def peer_methods() -> list[Method]:
     peers = [
-        Method("noisy", lambda noisy, rate, case: noisy),
-        Method("seed", _seed, uses_destatic=True),
+        Method("noisy", lambda noisy, rate, case: noisy, groups="abcde"),
+        Method("seed", _seed, uses_destatic=True, groups="abcde"),
         Method("noisereduce", _noisereduce),
         Method("noisereduce-head", _noisereduce_head, groups="b"),
         Method("afftdn", _afftdn),
@@ -357,7 +476,7 @@ def peer_methods() -> list[Method]:
     from destatic.dsp import learned_available
 
     if learned_available():
-        peers.append(Method("dfn3", _dfn3, uses_destatic=True))
+        peers.append(Method("dfn3", _dfn3, uses_destatic=True, groups="abcde"))
     else:
         print("no DeepFilterNet3 wheel: the dfn3 peer is left out", file=sys.stderr)
     if common.sox_exe() is not None:
@@ -375,18 +494,47 @@ def bed_level_db(output: np.ndarray, voice: np.ndarray, bed: np.ndarray, noise: 
     return float(20 * np.log10(max(abs(coefficient), 1e-5)))
 
 
+def noise_level_db(output: np.ndarray, voice: np.ndarray, noise: np.ndarray) -> float:
+    """The noise's level in ``output`` relative to the input's, dB: its coefficient in the least-squares fit of
+    ``output`` by ``a voice + c noise`` (by the noise alone where there is no voice)."""
+    basis = np.stack([voice, noise] if np.any(voice) else [noise], axis=1)
+    coefficients, *_ = np.linalg.lstsq(basis, output, rcond=None)
+    return float(20 * np.log10(max(abs(coefficients[-1]), 1e-5)))
+
+
 def score_output(
     case: Case, reference: np.ndarray, output: np.ndarray, rate: int, bed: np.ndarray | None, noisy: np.ndarray
 ) -> dict[str, float]:
-    """The group's scores of an aligned output on the region after the lead-in (NaN for what the group does not score)."""
+    """The group's scores of an aligned output on the region after the lead-in (NaN for what the group does not score).
+
+    Stereo items: the mean of the channels' scores.
+    """
+    if reference.ndim == 2:
+        each = [score_output(case, reference[:, c], output[:, c], rate, bed, noisy[:, c]) for c in range(reference.shape[1])]
+        return {key: float(np.mean([scores[key] for scores in each])) for key in each[0]}
     start = int(case.lead_in_s * rate)
+    nothing = {"pesq": float("nan"), "stoi": float("nan"), "si_sdr": float("nan"), "pesq_failed": 0.0,
+               "bed_db": float("nan"), "noise_db": float("nan")}
+    if case.group == "e":
+        speech = {} if not np.any(reference) else common.score(reference[start:], output[start:], rate)
+        noise = noisy[start:] - reference[start:]
+        return {**nothing, **speech, "noise_db": noise_level_db(output[start:], reference[start:], noise)}
     if case.group in "ab":
-        return {**common.score(reference[start:], output[start:], rate), "bed_db": float("nan")}
-    scores = {"pesq": float("nan"), "stoi": float("nan"), "si_sdr": common.si_sdr(reference[start:], output[start:]),
-              "pesq_failed": 0.0, "bed_db": float("nan")}
+        return {**nothing, **common.score(reference[start:], output[start:], rate)}
+    scores = {**nothing, "si_sdr": common.si_sdr(reference[start:], output[start:])}
     if bed is not None:
         scores["bed_db"] = bed_level_db(output[start:], reference[start:] - bed[start:], bed[start:], noisy[start:] - reference[start:])
     return scores
+
+
+def output_lag(reference: np.ndarray, output: np.ndarray, rate: int) -> int:
+    """The output's delay behind the reference in samples (stereo: the channel furthest off; a silent reference: 0)."""
+    if reference.ndim == 2:
+        lags = [output_lag(reference[:, c], output[:, c], rate) for c in range(reference.shape[1])]
+        return max(lags, key=abs)
+    if not np.any(reference):
+        return 0
+    return common.estimate_lag(reference, output, max_lag=int(MAX_LAG_S * rate))
 
 
 def run_case(
@@ -410,14 +558,16 @@ def run_case(
         began = time.perf_counter()
         output = np.asarray(method.run(noisy, rate, case), dtype=np.float64)
         seconds = time.perf_counter() - began
-        lag = common.estimate_lag(reference, output, max_lag=int(MAX_LAG_S * rate))
-        aligned = common.advance(output, 0 if method.is_destatic else lag, len(noisy))
+        lag = output_lag(reference, output, rate)
+        shift = 0 if method.is_destatic else lag
+        aligned = (common.advance(output, shift, len(noisy)) if output.ndim == 1
+                   else np.stack([common.advance(column, shift, len(noisy)) for column in output.T], axis=1))
         row = {
             "group": case.group,
             "half": case.half,
             "corpus": case.corpus,
             "case": case.name,
-            "noise": case.noise,
+            "noise": case.noise_label,
             "bed": case.bed or "",
             "snr_db": "" if case.snr_db is None else case.snr_db,
             "sample_rate": rate,
@@ -435,7 +585,7 @@ def run_case(
 
 
 def _mean(rows: list[dict[str, object]], key: str) -> float:
-    values = np.array([float(r[key]) for r in rows])
+    values = np.array([float(r.get(key, "nan")) for r in rows])  # rows cached before a metric was added lack it
     return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
 
@@ -450,7 +600,7 @@ def earlier_rows(path: Path, cases: list[Case]) -> list[dict[str, object]]:
     with path.open(newline="") as handle:
         for row in csv.DictReader(handle):
             if row["is_destatic"] == "True" and (row["group"], row["case"]) in wanted:
-                numbers = {key: float(row[key]) for key in (*METRICS, "pesq_failed", "lag_ms", "seconds")}
+                numbers = {key: float(row.get(key) or "nan") for key in (*METRICS, "pesq_failed", "lag_ms", "seconds")}
                 numbers.update({key: int(float(row[key])) for key in ("lag_samples", "length_diff")})
                 rows.append({**row, **numbers, "method": f"{row['method']}@earlier", "is_destatic": True, "cached": True})
     return rows
@@ -493,6 +643,8 @@ def _noise_means(rows: list[dict[str, object]], group: str, half: str, method: s
     return {noise: _mean([r for r in mine if r["noise"] == noise], metric) for noise in dict.fromkeys(r["noise"] for r in mine)}
 
 
+SAFETY_PESQ_SLACK = 0.01
+SAFETY_NOISE_SLACK_DB = 1.0
 CLASSIC_EXCLUDED = ("noisy", "dfn3")
 """Peers that are not classic denoisers (the keep group's target is the best classic peer)."""
 
@@ -503,7 +655,9 @@ def targets(rows: list[dict[str, object]], summary: list[dict[str, object]], bas
     Groups a and b: mean PESQ >= DFN3 alone's, PESQ per noise >= DFN3's - 0.1,
     STOI >= DFN3's, SI-SDR >= the baseline's (today's rule). Group c: SI-SDR
     >= the best classic peer's + 2 dB. Group d: SI-SDR >= the baseline's, the
-    bed's level >= -3 dB. Every group: lag 0 and exact length on every item.
+    bed's level >= -3 dB. Group e: PESQ no more than :data:`SAFETY_PESQ_SLACK` under the
+    baseline's, the noise left of every kind and noise at most :data:`SAFETY_NOISE_SLACK_DB`
+    over the baseline's. Every group: lag 0 and exact length on every item.
     """
     result = []
 
@@ -532,6 +686,12 @@ def targets(rows: list[dict[str, object]], summary: list[dict[str, object]], bas
                 check(group, half, method, f"SI-SDR >= {best['method']} + 2", entry["si_sdr"], best["si_sdr"] + 2.0)
         if group == "d":
             check(group, half, method, "bed level >= -3 dB", entry["bed_db"], -3.0)
+        if group == "e" and base is not None:
+            check(group, half, method, f"PESQ >= {baseline} - {SAFETY_PESQ_SLACK}", entry["pesq"], base["pesq"] - SAFETY_PESQ_SLACK)
+            mine, theirs = (_noise_means(rows, group, half, m, "noise_db") for m in (method, baseline))
+            worst = max(mine, key=lambda kind: mine[kind] - theirs[kind])
+            check(group, half, method, f"noise left per kind <= {baseline}'s + {SAFETY_NOISE_SLACK_DB} dB",
+                  -mine[worst], -theirs[worst] - SAFETY_NOISE_SLACK_DB, worst)
         check(group, half, method, "lag 0 and exact length on every item", -entry["misaligned"], 0)
     return result
 
@@ -568,11 +728,12 @@ def summary_tables(rows: list[dict[str, object]], summary: list[dict[str, object
                 + [sum(h["misaligned"] for h in present), max(h["max_abs_lag_ms"] for h in present),
                    max(h["max_abs_length_diff"] for h in present), sum(h["seconds"] for h in present)]
             )
-        names = {"pesq": "PESQ", "stoi": "STOI", "si_sdr": "SI-SDR dB", "bed_db": "bed level dB"}
+        names = {"pesq": "PESQ", "stoi": "STOI", "si_sdr": "SI-SDR dB", "bed_db": "bed level dB", "noise_db": "noise left dB"}
         header = ["method", "n tune / held"] + [f"{names[m]} tune / held" for m in metrics]
         header += ["items not lag 0 + exact length", "max |lag| ms", "max |len diff|", "time s"]
         parts = [markdown_table(header, body)]
         by = [("noise", metrics[0])] + ([("bed", "si_sdr"), ("bed", "bed_db")] if group == "d" else [])
+        by += [("noise", "noise_db")] if group == "e" else []
         for key, metric in by:
             in_group = [r for r in rows if r["group"] == group]
             lines = []
@@ -646,7 +807,7 @@ def bar_chart(summary: list[dict[str, object]], path: Path) -> None:
 
 def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
     with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="nan")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -687,7 +848,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "(e.g. --baseline destatic:default@earlier to hold a new rule against today's)")
     parser.add_argument("--peers", nargs="*", default=None, metavar="NAME",
                         help="only these peers (e.g. noisy sox seed dfn3); default all")
-    parser.add_argument("--groups", default="abcd", help="which groups to run: any of a, b, c, d (default abcd)")
+    parser.add_argument("--groups", default="abcde", help="which groups to run: any of a, b, c, d, e (default abcde)")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), help="worker processes (default 2)")
     parser.add_argument("--out", type=Path, default=common.OUT_DIR, help="output folder (default benchmarks/out)")
     parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache",

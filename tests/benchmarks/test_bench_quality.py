@@ -29,10 +29,10 @@ def test_check_specs_refuses_an_unknown_option_before_the_run() -> None:
 
 
 def test_the_halves_split_every_group_and_noise_evenly_and_never_move(media_dir: Path) -> None:
-    cases = quality.all_cases("abcd", quick=False)
+    cases = quality.all_cases("abcde", quick=False)
     names = [(case.group, case.name) for case in cases]
     assert len(names) == len(set(names))
-    strata = collections.Counter((case.group, case.bed or case.noise, case.half) for case in cases)
+    strata = collections.Counter((case.group, case.stratum, case.half) for case in cases)
     for (group, stratum, half), count in strata.items():
         other = strata[group, stratum, "held" if half == "tune" else "tune"]
         assert abs(count - other) <= 1, (group, stratum)
@@ -64,6 +64,37 @@ def test_a_bed_mixture_puts_the_bed_12_db_under_the_voice_and_measures_it(media_
     halved = voice + 0.5 * bed + 0.1 * noise
     assert quality.bed_level_db(halved[start:], voice[start:], bed[start:], noise[start:]) == pytest.approx(-6.02, abs=0.01)
 
+
+
+
+def test_group_e_holds_the_cases_a_persistence_rule_gets_wrong_and_all_of_it_is_quick(media_dir: Path) -> None:
+    from destatic.dsp.denoising import resolve_profile
+
+    cases = quality.all_cases("e", quick=False)
+    assert [c.name for c in quality.all_cases("e", quick=True)] == [c.name for c in cases]
+    strata = collections.Counter((case.stratum, case.half) for case in cases)
+    assert all(strata[stratum, "tune"] == strata[stratum, "held"] for stratum, _ in strata)
+    by_kind = {case.kind: case for case in cases}
+    assert set(by_kind) == {"louder", "louder-alone", "hum-separate", "stereo"}
+
+    noisy, reference, rate, _ = by_kind["louder-alone"].load()
+    lead_in, late = int(quality.LEAD_IN_S * rate), slice(-2 * rate, None)
+    assert not reference.any()
+    grown = 10 * np.log10(np.mean(noisy[late] ** 2) / np.mean(noisy[:lead_in] ** 2))
+    assert grown == pytest.approx(quality.LOUDER_DB, abs=1.0)
+    assert quality.noise_level_db(0.1 * noisy, reference, noisy) == pytest.approx(-20.0, abs=1e-6)
+
+    case = by_kind["hum-separate"]
+    noisy, reference, rate, _ = case.load()
+    profile = resolve_profile(noisy, rate, quality.noise_argument(case))
+    assert profile.tones.size and not profile.tone_amplitudes.any()
+    noise = noisy - reference
+    assert quality.noise_level_db(reference + 0.5 * noise, reference, noise) == pytest.approx(-6.02, abs=0.01)
+
+    noisy, reference, rate, _ = by_kind["stereo"].load()
+    noise = noisy - reference
+    assert noisy.shape[1] == 2 and np.array_equal(reference[:, 0], reference[:, 1])
+    assert abs(np.corrcoef(noise[:, 0], noise[:, 1])[0, 1]) < 0.1
 
 
 @pytest.fixture(autouse=True)

@@ -37,7 +37,7 @@ from destatic.dsp.options import SuppressionOptions
 from destatic.dsp.profile import NoiseProfile
 from destatic.errors import ParameterError
 
-__all__ = ["GainComputer", "GainRule", "SeedGain", "exp1"]
+__all__ = ["GainComputer", "GainRule", "SeedGain", "exp1", "tone_bins"]
 PRIOR_SNR_FLOOR_DB = -25.0
 TONE_BINS = 2
 """Bins either side of a profile tone's bin (a Hann window's main lobe) that the noise ceiling leaves free."""
@@ -97,6 +97,16 @@ def _half_exp1_table() -> tuple[np.ndarray, int]:
     centres = patterns.astype(np.int32).view(np.float32).astype(np.float64)
     values = np.exp(0.5 * exp1(centres))
     return values.astype(np.float32), int(first)
+
+
+def tone_bins(profile: NoiseProfile) -> np.ndarray:
+    """Per bin, whether it lies within :data:`TONE_BINS` of one of the profile's tones (hum, a fan's blade)."""
+    near = np.zeros(profile.bins, bool)
+    if profile.tones.size:
+        centre = np.rint(np.asarray(profile.tones) * profile.n_fft / profile.sample_rate).astype(int)
+        index = (centre[:, np.newaxis] + np.arange(-TONE_BINS, TONE_BINS + 1)).ravel()
+        near[index[(index >= 0) & (index < profile.bins)]] = True
+    return near
 
 
 def _triangle_kernel(width_bins: float) -> np.ndarray | None:
@@ -272,10 +282,8 @@ class GainComputer(_AnswersAtOnce):
             return None
         ceiling = (profile.power * np.float32(10 ** (options.profiled_ceiling_db / 10)))[:, np.newaxis, :]
         if profile.tones.size and not profile.tone_amplitudes.any():
-            centre = np.rint(np.asarray(profile.tones) * profile.n_fft / profile.sample_rate).astype(int)
-            near = (centre[:, np.newaxis] + np.arange(-TONE_BINS, TONE_BINS + 1)).ravel()
             ceiling = ceiling.copy()
-            ceiling[..., near[(near >= 0) & (near < profile.bins)]] = np.inf
+            ceiling[..., tone_bins(profile)] = np.inf
         return ceiling
 
     def __call__(self, spectra: np.ndarray) -> np.ndarray:

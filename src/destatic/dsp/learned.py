@@ -17,6 +17,9 @@ half a second of them the bins that hold no more than the steady noise;
 never the bins where what DFN3 removes stands out as a tone (a note of the
 music under the voice). So voices get DFN3's cleaning while music, birdsong
 and room sound (which DFN3 would delete) keep the classic rule's treatment.
+Away from voices, with a measured noise profile, that treatment keeps more of
+what persists over the noise (:mod:`destatic.dsp.persistence`), but not noise
+that has grown louder everywhere, nor the bins of the profile's tones.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from destatic.dsp import dfn3
-from destatic.dsp.gains import GainComputer
+from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
 from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER, LearnedOptions
+from destatic.dsp.persistence import PERSIST_FRAMES, persistent_gain
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter
 from destatic.errors import ParameterError
@@ -274,8 +278,9 @@ class LearnedGainComputer:
         self._half = max(0, round(VOICE_WINDOW_SECONDS * frames_per_second) // 2) if self.hybrid else 0
         self._region = round(VOICE_REGION_SECONDS * frames_per_second) if self.hybrid else 0
         # frames the mixing rule looks ahead (and keeps behind): the voice window around each frame of the region
-        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2) if self.hybrid else 0
+        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2, PERSIST_FRAMES // 2) if self.hybrid else 0
         self._tone_width = max(3, round(TONE_WIDTH_HZ * profile.n_fft / profile.sample_rate) | 1)
+        self._not_tones = ~tone_bins(profile)
         self._noise_power = np.zeros((0, profile.bins))
         self._magnitude = np.zeros((0, 0, profile.bins), np.float32)
         self._classic: collections.deque[np.ndarray] = collections.deque()  # classic gains of frames not yet finished
@@ -382,7 +387,9 @@ class LearnedGainComputer:
         the profile's noise, and ``tone`` 1 where the power DFN3 removes from
         the bin over :data:`TONE_FRAMES` frames stands out of its band (the
         median over :data:`TONE_WIDTH_HZ`) and of the profile: a tone it takes
-        for noise. One compiled loop (:func:`destatic.dsp._mixing.hybrid_mix`).
+        for noise. With a measured profile, ``Gc`` is first raised outside the
+        voice region to what persists over the noise (:meth:`_persistent`).
+        The rule is one compiled loop (:func:`destatic.dsp._mixing.hybrid_mix`).
         """
         from destatic.dsp import _mixing  # noqa: PLC0415  (numba loads on first use, not on import)
 
@@ -392,6 +399,8 @@ class LearnedGainComputer:
             self._classic.append(classic[:, ready:])
         classic = np.ascontiguousarray(classic[:, :ready])
         voice, region = self._voice(ready)
+        if self.profile.mode != "auto":
+            classic = np.maximum(classic, self._persistent(ready, region))
         gains = np.empty_like(classic)
         # For "mid", one learned row drives both channels. Contiguous arrays: one compiled signature.
         _mixing.hybrid_mix(
@@ -400,6 +409,16 @@ class LearnedGainComputer:
             mix_constants(self.options.voice_mix, self._tone_width), gains,
         )  # fmt: skip
         return gains
+
+    def _persistent(self, ready: int, region: np.ndarray) -> np.ndarray:
+        """:func:`~destatic.dsp.persistence.persistent_gain` of the next `ready` frames, times ``1 - region`` (no voice near)."""
+        half = PERSIST_FRAMES // 2
+        start, stop = self._past - half, self._past + ready + half
+        part = self._magnitude[:, max(start, 0) : stop].astype(np.float64)
+        around = np.pad(part, ((0, 0), (max(-start, 0), max(stop - self._magnitude.shape[1], 0)), (0, 0)), mode="edge")
+        power = np.lib.stride_tricks.sliding_window_view(around**2, PERSIST_FRAMES, axis=1).mean(axis=-1)
+        kept = persistent_gain(power, self._noise_power, self._not_tones)
+        return ((1 - region)[..., np.newaxis] * kept).astype(np.float32)
 
     def _voice(self, ready: int) -> tuple[np.ndarray, np.ndarray]:
         """Voice weight in [0, 1] of the next `ready` frames, and its maximum over the voice region around each.
