@@ -72,6 +72,22 @@ def _median_around(values, b, window):
 
 
 @compiled
+def _saturation(start_db, span_db):
+    """The power ratios safely (1e-9) below and above which :func:`_ramp` is 0 and 1 without a ``log10``."""
+    return 10.0 ** (start_db / 10.0) * (1.0 - 1e-9), 10.0 ** ((start_db + span_db) / 10.0) * (1.0 + 1e-9)
+
+
+@compiled
+def _ramp(ratio, start_db, span_db, limits):
+    """``clip((10 log10(ratio) - start_db) / span_db, 0, 1)``, numpy's float64 arithmetic; ``limits`` from :func:`_saturation`."""
+    if ratio < limits[0]:
+        return 0.0
+    if ratio > limits[1]:
+        return 1.0
+    return min(max((10.0 * np.log10(ratio) - start_db) / span_db, 0.0), 1.0)
+
+
+@compiled
 def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noise, voice, region, constants, out):
     """The hybrid's gains: ``exp(log Gc + w (log L - log Gc))``, ``w = voice_mix max(v noisy, region steady) (1 - tone)``.
 
@@ -91,36 +107,21 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
     steady = np.empty(bins, np.float64)
     tone_free = np.empty(bins, np.float64)
     voice_mix = np.float64(constants.voice_mix)
-    # power ratios safely (1e-9) past where the clipped ramps saturate: there the result is exact without log10
-    steady_all = 10.0 ** (constants.steady_over_db / 10.0) * (1.0 - 1e-9)
-    steady_none = 10.0 ** ((constants.steady_over_db + constants.steady_span_db) / 10.0) * (1.0 + 1e-9)
-    tone_none = 10.0 ** (constants.tone_over_db / 10.0) * (1.0 - 1e-9)
-    tone_all = 10.0 ** ((constants.tone_over_db + constants.tone_span_db) / 10.0) * (1.0 + 1e-9)
+    steady_limits = _saturation(constants.steady_over_db, constants.steady_span_db)
+    tone_limits = _saturation(constants.tone_over_db, constants.tone_span_db)
     for r in range(rows):
         for t in range(frames):
             _centred_mean_row(magnitude[r], None, first + t, constants.steady_frames, power)
             _centred_mean_row(magnitude[r], learned[r], first + t, constants.tone_frames, removed)
             for b in range(bins):
                 ratio = np.float64(power[b]) / max(noise[r, b], 1e-30) + 1e-12
-                if ratio < steady_all:
-                    steady[b] = 1.0
-                elif ratio > steady_none:
-                    steady[b] = 0.0
-                else:
-                    over_db = 10.0 * np.log10(ratio)
-                    steady[b] = min(max(1.0 - (over_db - constants.steady_over_db) / constants.steady_span_db, 0.0), 1.0)
+                steady[b] = 1.0 - _ramp(ratio, constants.steady_over_db, constants.steady_span_db, steady_limits)
                 lifted = np.float64(removed[b] + np.float32(1e-30))
-                if lifted / (noise[r, b] + 1e-30) < tone_none:  # the band's median can only lower this ratio
+                if lifted / (noise[r, b] + 1e-30) < tone_limits[0]:  # the band's median can only lower this ratio
                     tone_free[b] = 1.0
                     continue
                 ratio = lifted / (max(np.float64(_median_around(removed, b, window)), noise[r, b]) + 1e-30)
-                if ratio < tone_none:
-                    tone_free[b] = 1.0
-                elif ratio > tone_all:
-                    tone_free[b] = 0.0
-                else:
-                    over_db = 10.0 * np.log10(ratio)
-                    tone_free[b] = 1.0 - min(max((over_db - constants.tone_over_db) / constants.tone_span_db, 0.0), 1.0)
+                tone_free[b] = 1.0 - _ramp(ratio, constants.tone_over_db, constants.tone_span_db, tone_limits)
             for c in range(channels):
                 if rows != 1 and c != r:
                     continue
