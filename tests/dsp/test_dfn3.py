@@ -105,6 +105,34 @@ def test_the_output_does_not_depend_on_how_frames_are_fed(noisy_speech):
     assert np.array_equal(np.concatenate([*fed, stream.flush()]), _engine(noisy_speech, chunk_frames=50))
 
 
+@pytest.mark.parametrize("name", dfn3._GRAPHS)
+def test_each_edited_graph_from_a_zero_state_gives_the_wheels_graph_bit_for_bit(name):
+    import onnx
+    import onnxruntime
+
+    original = dfn3._archive()[f"{name}.onnx"]
+    edited = dfn3._edited(original)
+    assert not [node for node in edited.graph.node if node.op_type == "Einsum"]  # the grouped linears are MatMuls now
+    frames, rng = 30, np.random.default_rng(3)
+    wheel = onnxruntime.InferenceSession(original, providers=["CPUExecutionProvider"])
+    feeds = {
+        value.name: rng.standard_normal([frames if dim == "S" else dim for dim in value.shape]).astype(np.float32)
+        for value in wheel.get_inputs()
+    }
+    expected = dict(zip([value.name for value in wheel.get_outputs()], wheel.run(None, feeds), strict=True))
+    graph = dfn3._Graph.of(onnxruntime.InferenceSession(edited.SerializeToString(), providers=["CPUExecutionProvider"]))
+    ours = dict(feeds)
+    for source, past in graph.past_frames.items():
+        value = ours.pop(source)
+        ours[graph.padded[source]] = np.concatenate([np.zeros((*value.shape[:2], past, *value.shape[3:]), np.float32), value], axis=2)
+    for state_in, _, width in graph.hidden:
+        ours[state_in] = np.zeros((1, 1, width), np.float32)
+    wanted = [output.name for output in onnx.load_from_string(original).graph.output if output.name in expected]
+    got = dict(zip(wanted, graph.session.run(wanted, ours), strict=True))  # type: ignore[attr-defined]
+    for output in wanted:
+        assert np.array_equal(got[output], expected[output]), output
+
+
 def test_an_unknown_execution_provider_is_refused_in_one_line():
     with pytest.raises(ParameterError, match="learned_provider='NoSuchExecutionProvider' is not available"):
         destatic.denoise(np.zeros(4800, np.float32), 48_000, noise=(0.0, 0.05), method="deepfilter", learned_provider="NoSuchExecutionProvider")

@@ -230,9 +230,36 @@ def _edited(model_bytes: bytes) -> Any:
         for node in dead:
             graph.node.remove(node)
         used = {name for node in graph.node for name in node.input} | {value.name for value in graph.output}
+    _grouped_linears_as_matmuls(graph)
     state = {"padded": padded, "past_frames": past_frames, "hidden": hidden}
     model.metadata_props.append(onnx.StringStringEntryProto(key=_STATE_KEY, value=json.dumps(state)))
     return model
+
+
+def _grouped_linears_as_matmuls(graph: Any) -> None:
+    """Replace each grouped linear layer, ``Einsum("btgi,gih->btgh")``, by a transpose, a batched MatMul and its inverse.
+
+    The same products summed in the same order (the output is bit-identical),
+    for about a seventh less of DFN3's CPU: onnxruntime's Einsum spends more
+    around its MatMul than the two transposes cost.
+    """
+    from onnx import helper
+
+    nodes = []
+    for node in graph.node:
+        equation = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "equation"), b"")
+        if node.op_type != "Einsum" or equation != b"btgi,gih->btgh":
+            nodes.append(node)
+            continue
+        (features, weights), (out,) = node.input, node.output
+        by_group, products = f"{out}_by_group", f"{out}_products"
+        nodes += [
+            helper.make_node("Transpose", [features], [by_group], perm=[0, 2, 1, 3]),
+            helper.make_node("MatMul", [by_group, weights], [products]),
+            helper.make_node("Transpose", [products], [out], perm=[0, 2, 1, 3]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 @functools.lru_cache(maxsize=4)
