@@ -11,8 +11,10 @@ destatic's own rule (its output is checked against ``destatic.denoise``'s);
 ``before`` the rule before issue 30 (voice frames' noisy bins only),
 ``mts_tp3`` the rule before the classic gain kept what persists over a
 measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
-(reverted: it kept noise that grows louder and hum it cannot cancel) and
-``ds_q10`` today's default, all recomputed from the captured inputs.
+(reverted: it kept noise that grows louder and hum it cannot cancel),
+``ds_q10`` the rule before the raise reached inside voices (where bins look
+like a bed's partials) and ``bi10_o6`` today's default, all recomputed from
+the captured inputs.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
@@ -238,16 +240,19 @@ def bed_like(x: Inputs, peak_db: float = 3.0, flux_db_at: float = -15.0, peak_sp
     return weight
 
 
-def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bool = False, **options: float) -> np.ndarray:
-    """``ds_q10`` with its persistence raise also inside the voice region (``inside`` of the way) where :func:`bed_like`
-    (the bed's partials, not clatter); ``clatter``: in voice frames the bins the classic rule keeps (``Gc >= 0.5``)
-    that are not bed-like at least that far towards DFN3's gain; ``keep``: bed-like bins not moved towards DFN3."""
+def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bool = False, inside_over_db: float = 3.0,
+                  **options: float) -> np.ndarray:
+    """``ds_q10`` with its persistence raise also inside the voice region (``inside`` of the way, from ``inside_over_db``
+    over the drifted noise) where :func:`bed_like` (the bed's partials, not clatter); ``clatter``: in voice frames the
+    bins the classic rule keeps (``Gc >= 0.5``) that are not bed-like at least that far towards DFN3's gain; ``keep``:
+    bed-like bins not moved towards DFN3."""
     if x.auto:
         return x.destatic
     region = energy_region(x)
     bed = bed_like(x, **options)
     persistent = drift_persistence(x) * ~x.profile_tones
-    allowed = persistent * ((1 - region)[..., np.newaxis] + inside * region[..., np.newaxis] * bed)
+    within = persistent if inside_over_db == 3.0 else drift_persistence(x, over_db=inside_over_db) * ~x.profile_tones
+    allowed = persistent * (1 - region)[..., np.newaxis] + within * inside * region[..., np.newaxis] * bed
     raised = replace(x, classic=np.maximum(x.classic, allowed.astype(x.classic.dtype)))
     weight = mts_weight(raised) * (1 - tonal_removed(x, over_db=3.0))
     if keep:
@@ -397,6 +402,9 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "bi10_cl03": lambda x: bed_in_voices(x, clatter=0.3),
     "bi10_cl05": lambda x: bed_in_voices(x, clatter=0.5),
     "bi00_cl05": lambda x: bed_in_voices(x, inside=0.0, clatter=0.5),
+    "bi10_o6": lambda x: bed_in_voices(x, inside_over_db=6.0),
+    "bi10_o9": lambda x: bed_in_voices(x, inside_over_db=9.0),
+    "bi10_o6_p6": lambda x: bed_in_voices(x, inside_over_db=6.0, peak_db=6.0),
     "tone_mts": lambda x: mix_towards(x, np.maximum(
         0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
         energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),
