@@ -46,7 +46,7 @@ BED_TARGET_DB = -3.0
 """Issue 30's floor for the bed's level in the output."""
 CLASSIC_VARIANTS = (
     {"speech_absence": 0.0}, {"speech_absence": 0.1}, {"smoothing": 0.90}, {"smoothing": 0.98},
-    {"max_reduction_db": 20.0}, {"sensitivity_db": -3.0},
+    {"max_reduction_db": 20.0}, {"sensitivity_db": -3.0}, {"track_noise": False}, {"profiled_ceiling_db": 0.0}, {"profiled_ceiling_db": 1.0},
 )
 """Options of the classic rule tried one at a time (its defaults: speech absence 0.2, smoothing 0.94, 30 dB, 0 dB)."""
 

@@ -11,8 +11,10 @@ destatic's own rule (its output is checked against ``destatic.denoise``'s);
 ``before`` the rule before issue 30 (voice frames' noisy bins only),
 ``mts_tp3`` the rule before the classic gain kept what persists over a
 measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
-(reverted: it kept noise that grows louder and hum it cannot cancel) and
-``ds_q10`` today's default, all recomputed from the captured inputs.
+(reverted: it kept noise that grows louder and hum it cannot cancel),
+``ds_q10`` the rule before the raise reached inside voices (where bins look
+like a bed's partials) and ``bi10_o6`` today's default, all recomputed from
+the captured inputs.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
@@ -188,6 +190,79 @@ def with_continuity(x: Inputs, rule: str, where: str = "all", after: str = "none
     return gains
 
 
+SMOOTH_FRAMES = 3
+"""Frames a bin's power is averaged over before its peakiness and flux are read (``bed_features.py``)."""
+STABLE_SECONDS = 0.1
+"""Either side of a frame: the span over which a bed's partial holds and clatter comes and goes."""
+NEIGHBOURS = (2, 3, 4)
+"""A bin's peakiness is read against the mean of the bins this far away on both sides."""
+
+
+def peakiness_db(power: np.ndarray) -> np.ndarray:
+    """Per frame and bin (``power`` is ``(..., frames, bins)``), dB over the mean of the bins :data:`NEIGHBOURS` away."""
+    reach = max(NEIGHBOURS)
+    pad = [(0, 0)] * (power.ndim - 1) + [(reach, reach)]
+    padded = np.pad(power, pad, mode="edge")
+    bins = power.shape[-1]
+    around = sum(padded[..., reach + k : reach + k + bins] + padded[..., reach - k : reach - k + bins] for k in NEIGHBOURS)
+    return 10 * np.log10((power + 1e-30) / (around / (2 * len(NEIGHBOURS)) + 1e-30))
+
+
+def stable_peak_db(peak: np.ndarray, half_frames: int) -> np.ndarray:
+    """The smallest, over ``+- half_frames`` (axis -2), of the largest peakiness within one bin: a peak that holds its place."""
+    from scipy.ndimage import maximum_filter1d, minimum_filter1d
+
+    near = maximum_filter1d(peak, 3, axis=-1, mode="nearest")
+    return minimum_filter1d(near, 2 * half_frames + 1, axis=-2, mode="nearest")
+
+
+def flux_db(power: np.ndarray, half_frames: int) -> np.ndarray:
+    """Minus the spread, in dB, of each bin's power over ``+- half_frames`` (axis -2): near 0 for what holds, low for clatter."""
+    from scipy.ndimage import maximum_filter1d, minimum_filter1d
+
+    level = 10 * np.log10(power + 1e-30)
+    size = 2 * half_frames + 1
+    return minimum_filter1d(level, size, axis=-2, mode="nearest") - maximum_filter1d(level, size, axis=-2, mode="nearest")
+
+
+def bed_like(x: Inputs, peak_db: float = 3.0, flux_db_at: float = -15.0, peak_span: float = 3.0, flux_span: float = 5.0,
+             use_flux: bool = True) -> np.ndarray:
+    """Per bin, 1 where the input looks like a bed's partial: peaky (within a bin, over its neighbours 2-4 bins away)
+    and steady over +-:data:`STABLE_SECONDS` (clatter is neither); ramps of ``peak_span`` and ``flux_span`` dB."""
+    from scipy.ndimage import maximum_filter1d, uniform_filter1d
+
+    power = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, SMOOTH_FRAMES, axis=1, mode="nearest")
+    peak = maximum_filter1d(peakiness_db(power), 3, axis=-1, mode="nearest")
+    weight = np.clip((peak - peak_db) / peak_span + 1, 0, 1)
+    if use_flux:
+        half = max(1, int(round(STABLE_SECONDS * x.frames_per_second)))
+        weight = weight * np.clip((flux_db(power, half) - flux_db_at) / flux_span + 1, 0, 1)
+    return weight
+
+
+def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bool = False, inside_over_db: float = 3.0,
+                  **options: float) -> np.ndarray:
+    """``ds_q10`` with its persistence raise also inside the voice region (``inside`` of the way, from ``inside_over_db``
+    over the drifted noise) where :func:`bed_like` (the bed's partials, not clatter); ``clatter``: in voice frames the
+    bins the classic rule keeps (``Gc >= 0.5``) that are not bed-like at least that far towards DFN3's gain; ``keep``:
+    bed-like bins not moved towards DFN3."""
+    if x.auto:
+        return x.destatic
+    region = energy_region(x)
+    bed = bed_like(x, **options)
+    persistent = drift_persistence(x) * ~x.profile_tones
+    within = persistent if inside_over_db == 3.0 else drift_persistence(x, over_db=inside_over_db) * ~x.profile_tones
+    allowed = persistent * (1 - region)[..., np.newaxis] + within * inside * region[..., np.newaxis] * bed
+    raised = replace(x, classic=np.maximum(x.classic, allowed.astype(x.classic.dtype)))
+    weight = mts_weight(raised) * (1 - tonal_removed(x, over_db=3.0))
+    if keep:
+        weight = weight * (1 - bed)
+    if clatter:
+        kept = np.clip((raised.classic - 0.4) / 0.2, 0, 1)
+        weight = np.maximum(weight, clatter * x.voice[..., np.newaxis] * kept * (1 - bed) * (1 - tonal_removed(x, over_db=3.0)))
+    return mix_towards(raised, weight)
+
+
 RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "default": lambda x: x.destatic,
     "before": lambda x: _today(x, x.voice),
@@ -318,6 +393,18 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "sp_c25_p3_auto": lambda x: safe_persistence(x, auto=True),
     "sp_c25_pm3": lambda x: safe_persistence(x, peaky_db=-3.0),
     "sp_c25_none": lambda x: safe_persistence(x, peaky_db=None),
+    "bi10": lambda x: bed_in_voices(x),
+    "bi10_p6": lambda x: bed_in_voices(x, peak_db=6.0),
+    "bi10_nf": lambda x: bed_in_voices(x, use_flux=False),
+    "bi10_f10": lambda x: bed_in_voices(x, flux_db_at=-10.0),
+    "bi05": lambda x: bed_in_voices(x, inside=0.5),
+    "bi10_k": lambda x: bed_in_voices(x, keep=True),
+    "bi10_cl03": lambda x: bed_in_voices(x, clatter=0.3),
+    "bi10_cl05": lambda x: bed_in_voices(x, clatter=0.5),
+    "bi00_cl05": lambda x: bed_in_voices(x, inside=0.0, clatter=0.5),
+    "bi10_o6": lambda x: bed_in_voices(x, inside_over_db=6.0),
+    "bi10_o9": lambda x: bed_in_voices(x, inside_over_db=9.0),
+    "bi10_o6_p6": lambda x: bed_in_voices(x, inside_over_db=6.0, peak_db=6.0),
     "tone_mts": lambda x: mix_towards(x, np.maximum(
         0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
         energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),

@@ -1,10 +1,11 @@
-"""What persists over a measured noise is kept; noise grown louder everywhere and the profile's tones are not."""
+"""What persists over a measured noise is kept; noise grown louder everywhere and the profile's tones are not; inside
+a voice, only what looks like a held partial."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from destatic.dsp.persistence import persistent_gain
+from destatic.dsp.persistence import PARTIAL_OVER_DB, partial_weight, persistent_gain
 
 
 def test_a_few_bins_clear_of_the_noise_keep_their_wiener_gain_and_the_rest_nothing():
@@ -32,3 +33,25 @@ def test_the_bins_of_the_profiles_tones_are_never_kept():
     free = np.ones(64, bool)
     free[9:14] = False  # a tone without phase, as a separate recording gives it
     assert not persistent_gain(power, noise, free).any()
+
+
+def test_inside_a_voice_the_gain_starts_further_over_the_noise():
+    noise = np.ones((1, 64))
+    power = np.ones((1, 3, 64))
+    power[..., 10:13] = 10 ** ((PARTIAL_OVER_DB - 1) / 10)  # kept away from voices, not inside them
+    free = np.ones(64, bool)
+    assert persistent_gain(power, noise, free)[..., 10:13].all()
+    assert not persistent_gain(power, noise, free, over_db=PARTIAL_OVER_DB).any()
+
+
+def test_a_held_partial_is_one_and_flat_or_coming_and_going_power_is_zero():
+    half, frames = 6, 20
+    power = np.ones((1, frames + 2 * half, 64))
+    power[..., 20] = 100.0  # a held note: 20 dB over its neighbours, level steady
+    power[..., 40] = 100.0  # a burst: as peaky, but only in every other frame (20 dB of spread)
+    power[:, ::2, 40] = 1.0
+    weight = partial_weight(power, half)
+    assert weight.shape == (1, frames, 64)
+    np.testing.assert_array_equal(weight[..., 19:22], 1.0)  # the peak and the bins beside it (a partial's shoulders)
+    assert not weight[..., 40].any()
+    assert not weight[..., :18].any() and not weight[..., 23:39].any()  # flat: no peak

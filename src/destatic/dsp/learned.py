@@ -19,7 +19,9 @@ music under the voice). So voices get DFN3's cleaning while music, birdsong
 and room sound (which DFN3 would delete) keep the classic rule's treatment.
 Away from voices, with a measured noise profile, that treatment keeps more of
 what persists over the noise (:mod:`destatic.dsp.persistence`), but not noise
-that has grown louder everywhere, nor the bins of the profile's tones.
+that has grown louder everywhere, nor the bins of the profile's tones; inside
+voices it does so only further over the noise and in bins that look like a
+held partial (a note of a music bed, not a copy machine's clatter).
 """
 
 from __future__ import annotations
@@ -33,7 +35,15 @@ from destatic.dsp import dfn3
 from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
 from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER, LearnedOptions
-from destatic.dsp.persistence import PERSIST_FRAMES, persistent_gain
+from destatic.dsp.persistence import (
+    PARTIAL_FRAMES,
+    PARTIAL_OVER_DB,
+    PARTIAL_SECONDS,
+    PERSIST_FRAMES,
+    PERSIST_OVER_DB,
+    partial_weight,
+    persistent_gain,
+)
 from destatic.dsp.profile import NoiseProfile
 from destatic.dsp.stft import FrameSplitter
 from destatic.errors import ParameterError
@@ -278,7 +288,11 @@ class LearnedGainComputer:
         self._half = max(0, round(VOICE_WINDOW_SECONDS * frames_per_second) // 2) if self.hybrid else 0
         self._region = round(VOICE_REGION_SECONDS * frames_per_second) if self.hybrid else 0
         # frames the mixing rule looks ahead (and keeps behind): the voice window around each frame of the region
-        self._ahead = max(self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2, PERSIST_FRAMES // 2) if self.hybrid else 0
+        self._partial_half = max(1, round(PARTIAL_SECONDS * frames_per_second))
+        self._ahead = max(
+            self._half + self._region, TONE_FRAMES // 2, STEADY_FRAMES // 2, PERSIST_FRAMES // 2,
+            self._partial_half + PARTIAL_FRAMES // 2,
+        ) if self.hybrid else 0  # fmt: skip
         self._tone_width = max(3, round(TONE_WIDTH_HZ * profile.n_fft / profile.sample_rate) | 1)
         self._not_tones = ~tone_bins(profile)
         self._noise_power = np.zeros((0, profile.bins))
@@ -387,8 +401,9 @@ class LearnedGainComputer:
         the profile's noise, and ``tone`` 1 where the power DFN3 removes from
         the bin over :data:`TONE_FRAMES` frames stands out of its band (the
         median over :data:`TONE_WIDTH_HZ`) and of the profile: a tone it takes
-        for noise. With a measured profile, ``Gc`` is first raised outside the
-        voice region to what persists over the noise (:meth:`_persistent`).
+        for noise. With a measured profile, ``Gc`` is first raised to what
+        persists over the noise (:meth:`_persistent`; inside the voice region
+        only in bins that look like a held partial).
         The rule is one compiled loop (:func:`destatic.dsp._mixing.hybrid_mix`).
         """
         from destatic.dsp import _mixing  # noqa: PLC0415  (numba loads on first use, not on import)
@@ -411,14 +426,29 @@ class LearnedGainComputer:
         return gains
 
     def _persistent(self, ready: int, region: np.ndarray) -> np.ndarray:
-        """:func:`~destatic.dsp.persistence.persistent_gain` of the next `ready` frames, times ``1 - region`` (no voice near)."""
+        """What persists over the noise in the next `ready` frames (:mod:`destatic.dsp.persistence`): away from voices
+        (``1 - region``) from :data:`~destatic.dsp.persistence.PERSIST_OVER_DB` over the noise; inside the voice
+        region from :data:`~destatic.dsp.persistence.PARTIAL_OVER_DB`, and only where a bin looks like a held partial."""
         half = PERSIST_FRAMES // 2
+        power = np.lib.stride_tricks.sliding_window_view(self._power_around(half, ready), PERSIST_FRAMES, axis=1).mean(axis=-1)
+        kept, inside = persistent_gain(power, self._noise_power, self._not_tones, over_db=(PERSIST_OVER_DB, PARTIAL_OVER_DB))
+        partial_half = self._partial_half
+        smooth = np.lib.stride_tricks.sliding_window_view(
+            self._power_around(partial_half + PARTIAL_FRAMES // 2, ready), PARTIAL_FRAMES, axis=1
+        ).mean(axis=-1)
+        last = self._magnitude.shape[1] - 1  # the true end where it is in reach: the mean there repeats, as at the start
+        first_frame, stop_frame = self._past - partial_half, self._past + ready + partial_half
+        lead, tail = max(-first_frame, 0), max(stop_frame - 1 - last, 0)
+        if lead or tail:
+            smooth = np.pad(smooth[:, lead : smooth.shape[1] - tail], ((0, 0), (lead, tail), (0, 0)), mode="edge")
+        inside *= partial_weight(smooth, partial_half)
+        return ((1 - region)[..., np.newaxis] * kept + region[..., np.newaxis] * inside).astype(np.float32)
+
+    def _power_around(self, half: int, ready: int) -> np.ndarray:
+        """The input's power of the next `ready` frames and `half` more on each side, the end frames repeated outwards."""
         start, stop = self._past - half, self._past + ready + half
         part = self._magnitude[:, max(start, 0) : stop].astype(np.float64)
-        around = np.pad(part, ((0, 0), (max(-start, 0), max(stop - self._magnitude.shape[1], 0)), (0, 0)), mode="edge")
-        power = np.lib.stride_tricks.sliding_window_view(around**2, PERSIST_FRAMES, axis=1).mean(axis=-1)
-        kept = persistent_gain(power, self._noise_power, self._not_tones)
-        return ((1 - region)[..., np.newaxis] * kept).astype(np.float32)
+        return np.pad(part, ((0, 0), (max(-start, 0), max(stop - self._magnitude.shape[1], 0)), (0, 0)), mode="edge") ** 2
 
     def _voice(self, ready: int) -> tuple[np.ndarray, np.ndarray]:
         """Voice weight in [0, 1] of the next `ready` frames, and its maximum over the voice region around each.

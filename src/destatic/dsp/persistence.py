@@ -11,13 +11,22 @@ the :data:`PERSIST_QUANTILE` over bins of the averaged power over it, as the
 classic rule's tracker lets a measured noise drift), and the bins of the
 profile's tones (a separate recording's tones have no phase, so they cannot
 be cancelled: what is left there is known noise).
+
+Inside a voice, "persists over the noise" also holds for the noise that
+shares bins with speech and for unsteady noise (a copy machine's clatter), so
+there the gain is kept only from :data:`PARTIAL_OVER_DB` over the noise, and
+only in bins that look like a held partial (:func:`partial_weight`: a peak
+over its neighbouring bins that keeps its level, as a bed's notes do and
+clatter does not).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PERSIST_FRAMES", "persistent_gain"]
+__all__ = [
+    "PARTIAL_FRAMES", "PARTIAL_OVER_DB", "PARTIAL_SECONDS", "PERSIST_FRAMES", "PERSIST_OVER_DB", "partial_weight", "persistent_gain",
+]
 
 PERSIST_FRAMES = 25
 """Frames the input's power is averaged over (chance peaks of steady noise average out, held notes do not)."""
@@ -26,9 +35,71 @@ PERSIST_QUANTILE = 0.1
 PERSIST_OVER_DB = 3.0
 """Averaged power this far over the (drifted) noise: the gain starts to be kept; fully from ``+ PERSIST_SPAN_DB``."""
 PERSIST_SPAN_DB = 6.0
+PARTIAL_OVER_DB = 6.0
+"""Inside a voice, averaged power this far over the (drifted) noise starts to be kept, where it looks like a partial."""
+PARTIAL_FRAMES = 3
+"""Frames the input's power is averaged over before its peakiness and its steadiness are read."""
+PARTIAL_NEIGHBOURS = (2, 3, 4)
+"""A bin's peakiness is its power over the mean of the bins this far away on both sides."""
+PARTIAL_PEAK_DB = 3.0
+"""Peakiness (the largest within one bin) from 0 dB to this: a partial from not at all to fully."""
+PARTIAL_SPREAD_DB = (15.0, 20.0)
+"""The spread of a bin's level over the steadiness span: a partial fully up to the first, not at all from the second."""
+PARTIAL_SECONDS = 0.1
+"""Either side of a frame: the span over which a partial keeps its level and clatter comes and goes."""
 
 
-def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray) -> np.ndarray:
+def partial_weight(power: np.ndarray, half_frames: int) -> np.ndarray:
+    """How much each bin looks like a held partial: a peak over its neighbouring bins that keeps its level.
+
+    Parameters
+    ----------
+    power : np.ndarray [shape=(rows, frames + 2 half_frames, bins)]
+        The input's power averaged over :data:`PARTIAL_FRAMES` frames, with
+        ``half_frames`` frames more on each side than the frames wanted.
+    half_frames : int
+        Frames either side over which the level's spread is read (:data:`PARTIAL_SECONDS`).
+
+    Returns
+    -------
+    np.ndarray [shape=(rows, frames, bins)]
+        In [0, 1]: the product of a peakiness ramp (the bin, or one next to it,
+        0 to :data:`PARTIAL_PEAK_DB` over the mean of its neighbours
+        :data:`PARTIAL_NEIGHBOURS` bins away) and a steadiness ramp (the
+        spread of its level over ``+- half_frames`` within :data:`PARTIAL_SPREAD_DB`).
+    """
+    frames = power.shape[1] - 2 * half_frames
+    middle = np.ascontiguousarray(power[:, half_frames : half_frames + frames], np.float32)
+    reach, bins = max(PARTIAL_NEIGHBOURS), power.shape[-1]
+    padded = np.concatenate([np.repeat(middle[..., :1], reach, -1), middle, np.repeat(middle[..., -1:], reach, -1)], axis=-1)
+    around = np.zeros_like(middle)
+    for k in PARTIAL_NEIGHBOURS:
+        around += padded[..., reach + k : reach + k + bins]
+        around += padded[..., reach - k : reach - k + bins]
+    ratio = (middle + np.float32(1e-30)) / (around / np.float32(2 * len(PARTIAL_NEIGHBOURS)) + np.float32(1e-30))
+    peaky = _ramp_db(ratio, 0.0, PARTIAL_PEAK_DB)
+    near = np.concatenate([peaky[..., :1], peaky, peaky[..., -1:]], axis=-1)  # the largest within one bin
+    peaky = np.maximum(np.maximum(near[..., :-2], near[..., 1:-1]), near[..., 2:])
+    steady = np.asarray(power, np.float32)
+    highest, lowest = steady[:, :frames].copy(), steady[:, :frames].copy()
+    for k in range(1, 2 * half_frames + 1):
+        np.maximum(highest, steady[:, k : k + frames], out=highest)
+        np.minimum(lowest, steady[:, k : k + frames], out=lowest)
+    low, high = PARTIAL_SPREAD_DB
+    spread = (highest + np.float32(1e-30)) / (lowest + np.float32(1e-30))
+    return peaky * (1 - _ramp_db(spread, low, high - low))
+
+
+def _ramp_db(ratio: np.ndarray, start_db: float, span_db: float) -> np.ndarray:
+    """``clip((10 log10(ratio) - start_db) / span_db, 0, 1)``, the ``log10`` taken only where the ramp is not flat."""
+    out = (ratio >= np.float32(10 ** ((start_db + span_db) / 10))).astype(np.float32)
+    within = (ratio > np.float32(10 ** (start_db / 10))) & (out == 0)
+    out[within] = (10 * np.log10(ratio[within]) - np.float32(start_db)) / np.float32(span_db)
+    return out
+
+
+def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray,
+                    over_db: float | tuple[float, ...] = PERSIST_OVER_DB) -> np.ndarray | tuple[np.ndarray, ...]:
     """The Wiener gain of averaged power where it persists over the noise and the noise has not simply grown.
 
     Parameters
@@ -39,15 +110,21 @@ def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray
         The measured profile's noise power.
     free : np.ndarray [shape=(bins,), dtype=bool]
         False in the bins of the profile's tones (never kept).
+    over_db : float or tuple of float
+        Where the weight starts, dB over the drifted noise (:data:`PERSIST_OVER_DB`;
+        :data:`PARTIAL_OVER_DB` inside a voice); a tuple gives a gain for each,
+        from one estimate of the drift.
 
     Returns
     -------
-    np.ndarray [shape=(rows, frames, bins)]
-        ``1 - N / P`` weighted 0 at :data:`PERSIST_OVER_DB` over the drifted
-        noise ``N`` to 1 six dB higher; 0 where ``free`` is False.
+    np.ndarray [shape=(rows, frames, bins)] or a tuple of them
+        ``1 - N / P`` weighted 0 at ``over_db`` over the drifted noise ``N``
+        to 1 six dB higher; 0 where ``free`` is False.
     """
     profile = np.maximum(noise_power[:, np.newaxis, :], 1e-30)
     drift = np.maximum(np.quantile(power / profile, PERSIST_QUANTILE, axis=-1), 1.0)
     noise = profile * drift[..., np.newaxis]
-    weight = np.clip((10 * np.log10(power / noise + 1e-12) - PERSIST_OVER_DB) / PERSIST_SPAN_DB, 0, 1)
-    return weight * np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1) * free
+    over = 10 * np.log10(power / noise + 1e-12)
+    wiener = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1) * free
+    gains = tuple(np.clip((over - start) / PERSIST_SPAN_DB, 0, 1) * wiener for start in np.atleast_1d(over_db))
+    return gains if isinstance(over_db, tuple) else gains[0]
