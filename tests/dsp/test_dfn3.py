@@ -11,7 +11,6 @@ import ctypes
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -104,56 +103,6 @@ def test_the_output_does_not_depend_on_how_frames_are_fed(noisy_speech):
     assert all(part.size % (50 * dfn3.FRAME) == 0 for part in fed)  # memory: a chunk at a time
     assert stream._pending.size < 50 * dfn3.FRAME and len(stream._running) <= 1
     assert np.array_equal(np.concatenate([*fed, stream.flush()]), _engine(noisy_speech, chunk_frames=50))
-
-
-def _stream_threads() -> set[threading.Thread]:
-    return {thread for thread in threading.enumerate() if thread.name.startswith("destatic-dfn3")}
-
-
-class _FailingStage(dfn3.Dfn3Stream):
-    """The engine with one stage made to fail on its third chunk: a fault no real input here provokes."""
-
-    def __init__(self, stage: str, **options):
-        super().__init__(**options)
-        self._failing, self._calls = stage, 0
-
-    def _fail_on_third(self, stage: str) -> None:
-        if stage == self._failing:
-            self._calls += 1
-            if self._calls == 3:
-                raise RuntimeError(f"{stage} failed")
-
-    def _encoded(self, samples):
-        self._fail_on_third("encoder")
-        return super()._encoded(samples)
-
-    def _decoded(self, encoded):
-        self._fail_on_third("decoder")
-        return super()._decoded(encoded)
-
-
-@pytest.mark.parametrize("stage", ["encoder", "decoder"])
-def test_a_failing_stage_is_raised_in_the_caller_and_leaves_no_thread(noisy_speech, stage):
-    before = _stream_threads()
-    stream = _FailingStage(stage, chunk_frames=20)
-    part = 60 * dfn3.FRAME
-    assert stream.process(noisy_speech[:part]).size == 0  # three chunks started: the third fails in its thread
-    assert _stream_threads() - before  # the stream's threads run
-    with pytest.raises(RuntimeError, match=f"{stage} failed"):
-        stream.process(noisy_speech[part : 2 * part])
-    assert not (_stream_threads() - before)
-
-
-def test_flush_and_close_end_the_streams_threads(noisy_speech):
-    before = _stream_threads()
-    flushed, closed = dfn3.Dfn3Stream(chunk_frames=20), dfn3.Dfn3Stream(chunk_frames=20)
-    out = [
-        stream.process(noisy_speech[: 50 * dfn3.FRAME]).size + stream.process(noisy_speech[50 * dfn3.FRAME : 100 * dfn3.FRAME]).size
-        for stream in (flushed, closed)
-    ]  # chunks left in both threads
-    assert out[0] + flushed.flush().size == 100 * dfn3.FRAME
-    closed.close()
-    assert not (_stream_threads() - before)
 
 
 def test_an_unknown_execution_provider_is_refused_in_one_line():

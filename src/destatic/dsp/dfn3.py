@@ -277,18 +277,11 @@ class Dfn3Stream:
     -----
     Frames are run in chunks of ``chunk_frames`` on a fixed grid from the
     first frame, whatever the sizes :meth:`process` is called with, so the
-    output does not depend on them. The chunks a call completes run in two
-    threads of the stream's own while the caller goes on (onnxruntime
-    releases the GIL): one computes a chunk's features and runs the encoder,
-    the other runs both decoders, the deep filter and the synthesis on the
-    chunk before. Each graph still sees the chunks in order, so the output is
-    the same bits as one thread's; the encoder hands a chunk on only once the
-    decoders are done with the previous one, so at most one encoded chunk
-    waits. :meth:`process` returns the output of the chunks earlier calls
-    started, so which samples a call returns depends only on what was fed.
-    A failure in either thread is raised in the caller by the call that
-    collects that chunk, and stops both threads, as :meth:`flush` and
-    :meth:`close` do.
+    output does not depend on them. The chunks a call completes run one after
+    another in a thread of the stream's own while the caller goes on
+    (onnxruntime releases the GIL): :meth:`process` returns the output of the
+    chunks earlier calls started, so which samples a call returns depends
+    only on what was fed.
     """
 
     def __init__(
@@ -324,10 +317,8 @@ class Dfn3Stream:
         }
         self._pending = np.zeros(0, np.float32)
         self._chunk = int(chunk_frames) * FRAME
-        self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3-enc")
-        self._decoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3-dec")
-        self._decoding: concurrent.futures.Future[np.ndarray] | None = None  # the last chunk handed to the decoder
-        self._running: collections.deque[concurrent.futures.Future[concurrent.futures.Future[np.ndarray]]] = collections.deque()
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3")
+        self._running: collections.deque[concurrent.futures.Future[np.ndarray]] = collections.deque()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
     def process(self, samples: np.ndarray) -> np.ndarray:
@@ -340,58 +331,33 @@ class Dfn3Stream:
         done = self._pending.size - self._pending.size % chunk
         out = self._collected() if done else []
         for start in range(0, done, chunk):
-            self._running.append(self._encoder.submit(self._encode_and_pass, self._pending[start : start + chunk].copy()))
+            self._running.append(self._worker.submit(self._run, self._pending[start : start + chunk].copy()))
         self._pending = self._pending[done:].copy()
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _collected(self) -> list[np.ndarray]:
-        """The output of the chunks started, each once finished; on a failure in either thread, both are stopped."""
+        """The output of the chunks started, each once finished."""
         out = []
-        try:
-            while self._running:
-                out.append(self._running.popleft().result().result())
-        except BaseException:
-            self.close()
-            raise
+        while self._running:
+            out.append(self._running.popleft().result())
         return out
 
     def flush(self) -> np.ndarray:
         """Run the frames held for the chunk grid; return the output still owed. The stream ends here."""
         out = self._collected()
-        self.close()
+        self._worker.shutdown()
         if self._pending.size:
-            encoded = self._encoded(self._pending)
-            out.append(self._decoded(encoded))
+            out.append(self._run(self._pending))
             self._pending = np.zeros(0, np.float32)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def close(self) -> None:
-        """Stop the stream's threads: chunks not begun are dropped, the ones running finish; returns once both have ended."""
-        self._encoder.shutdown(cancel_futures=True)
-        self._decoder.shutdown(cancel_futures=True)
-        self._running.clear()
-
-    def _encode_and_pass(self, samples: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
-        """In the encoder's thread: encode a chunk, then, once the decoder is done with the last, hand it this one."""
-        encoded = self._encoded(samples)
-        if self._decoding is not None:
-            concurrent.futures.wait([self._decoding])
-        self._decoding = self._decoder.submit(self._decoded, encoded)
-        return self._decoding
-
-    def _encoded(self, samples: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """A chunk's spectra and the encoder's outputs on its features."""
+    def _run(self, samples: np.ndarray) -> np.ndarray:
         spectra = self._analyse(samples)
         feat_erb, feat_spec = self._features(spectra)
         enc = self._session("enc", {"feat_erb": feat_erb[np.newaxis, np.newaxis], "feat_spec": feat_spec[np.newaxis]},
                             ["e0", "e1", "e2", "e3", "emb", "c0", "lsnr"])
         if self.lsnr is not None:
             self.lsnr.append(enc["lsnr"].reshape(-1).copy())
-        return spectra, enc
-
-    def _decoded(self, encoded: tuple[np.ndarray, dict[str, np.ndarray]]) -> np.ndarray:
-        """A chunk's output samples: both decoders on the encoder's outputs, the ERB gains, the deep filter, the synthesis."""
-        spectra, enc = encoded
         mask = self._session("erb_dec", {name: enc[name] for name in ("emb", "e3", "e2", "e1", "e0")}, ["m"])["m"][0, 0]
         coefs = self._session("df_dec", {"emb": enc["emb"], "c0": enc["c0"]}, ["coefs"])["coefs"][0]
         return self._synthesise(self._filtered(spectra, mask, coefs))
