@@ -11,6 +11,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,42 @@ def test_each_edited_graph_from_a_zero_state_gives_the_wheels_graph_bit_for_bit(
     got = dict(zip(wanted, graph.session.run(wanted, ours), strict=True))  # type: ignore[attr-defined]
     for output in wanted:
         assert np.array_equal(got[output], expected[output]), output
+
+
+def _stream_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("destatic-dfn3")}
+
+
+class _FailingThirdChunk(dfn3.Dfn3Stream):
+    """The engine made to fail on its third chunk: a fault no real input here provokes."""
+
+    chunks = 0
+
+    def _run(self, samples):
+        self.chunks += 1
+        if self.chunks == 3:
+            raise RuntimeError("chunk 3 failed")
+        return super()._run(samples)
+
+
+def test_a_failing_chunk_is_raised_in_the_caller_and_ends_the_streams_thread(noisy_speech):
+    before = _stream_threads()
+    stream = _FailingThirdChunk(chunk_frames=20)
+    part = 60 * dfn3.FRAME
+    assert stream.process(noisy_speech[:part]).size == 0  # three chunks started: the third fails in the thread
+    assert _stream_threads() - before
+    with pytest.raises(RuntimeError, match="chunk 3 failed"):
+        stream.process(noisy_speech[part : 2 * part])
+    assert not (_stream_threads() - before)
+
+
+def test_flush_ends_the_streams_thread(noisy_speech):
+    before = _stream_threads()
+    stream = dfn3.Dfn3Stream(chunk_frames=20)
+    out = stream.process(noisy_speech[: 50 * dfn3.FRAME]).size + stream.process(noisy_speech[50 * dfn3.FRAME : 100 * dfn3.FRAME]).size
+    assert _stream_threads() - before
+    assert out + stream.flush().size == 100 * dfn3.FRAME
+    assert not (_stream_threads() - before)
 
 
 def test_an_unknown_execution_provider_is_refused_in_one_line():

@@ -308,7 +308,8 @@ class Dfn3Stream:
     another in a thread of the stream's own while the caller goes on
     (onnxruntime releases the GIL): :meth:`process` returns the output of the
     chunks earlier calls started, so which samples a call returns depends
-    only on what was fed.
+    only on what was fed. A chunk that fails in that thread is raised by the
+    call that collects it, and ends the thread, as :meth:`flush` does.
     """
 
     def __init__(
@@ -363,10 +364,15 @@ class Dfn3Stream:
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _collected(self) -> list[np.ndarray]:
-        """The output of the chunks started, each once finished."""
+        """The output of the chunks started, each once finished; a chunk's failure ends the stream's thread."""
         out = []
-        while self._running:
-            out.append(self._running.popleft().result())
+        try:
+            while self._running:
+                out.append(self._running.popleft().result())
+        except BaseException:
+            self._worker.shutdown(cancel_futures=True)
+            self._running.clear()
+            raise
         return out
 
     def flush(self) -> np.ndarray:
