@@ -49,7 +49,7 @@ def errors(items: list[dict[str, object]], statistic: str, threshold: float, sig
 
 def best_threshold(items: list[dict[str, object]], statistic: str) -> tuple[float, float]:
     """The threshold and direction (+1: "only voice" below it) with the fewest errors, misses of c, d counting double
-    (a missed bed costs more than a missed blend); ties to the middle of the widest gap."""
+    (a missed bed costs more than a missed blend), at midpoints between the items' values; the first of equals wins."""
     values = np.sort(np.unique([item[statistic] for item in items]))
     candidates = np.concatenate([[values[0] - 1], (values[1:] + values[:-1]) / 2, [values[-1] + 1]])
     best = None
