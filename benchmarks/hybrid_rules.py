@@ -14,7 +14,10 @@ measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
 (reverted: it kept noise that grows louder and hum it cannot cancel),
 ``ds_q10`` the rule before the raise reached inside voices (where bins look
 like a bed's partials) and ``bi10_o6`` today's default, all recomputed from
-the captured inputs.
+the captured inputs. ``scene_blend`` (issue 30's seventh attempt, an
+experiment) picks per file between the blend ``learned^0.7 classic^0.3`` in
+every frame and the default, by :func:`scene_statistics`; every rule's row
+carries those statistics for ``scene_detector.py``.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
@@ -263,8 +266,60 @@ def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bo
     return mix_towards(raised, weight)
 
 
+SCENE_VOICE_BELOW = 0.2
+"""Frames whose voice weight's region (:func:`energy_region`) is under this count as "not voice" for the scene detector."""
+
+
+def scene_statistics(x: Inputs) -> dict[str, float]:
+    """Per file, how much besides voice and the steady noise the not-voice frames hold (issue 30's seventh attempt).
+
+    ``scene_kept``: in not-voice frames, the mean share of bins (tones of the profile left out) whose power, over
+    25 frames, persists over the drifted noise profile (:func:`drift_persistence` over 0.5); ``scene_kept_p90``: the
+    90th percentile of that share over the frames whose own voice weight is low (pauses inside speech too);
+    ``scene_partials``: in the voice region, the share of bins that look like a bed's partial (:func:`bed_like`) and
+    persist 6 dB over the drifted noise; ``scene_classic_db``:
+    the energy the classic gain keeps there against the input's, dB; ``scene_lsnr``: DFN3's mean local SNR there.
+    Falls back to every frame when fewer than 1 % are not voice.
+    """
+    quiet = energy_region(x) < SCENE_VOICE_BELOW
+    if quiet.mean() < 0.01:
+        quiet = np.ones_like(quiet)
+    kept = (drift_persistence(x) > 0.5) & ~x.profile_tones
+    power = x.magnitude.astype(np.float64) ** 2
+    kept_energy = (power * x.classic.astype(np.float64) ** 2)[quiet].sum()
+    pauses = x.voice < SCENE_VOICE_BELOW
+    region = energy_region(x) >= SCENE_VOICE_BELOW
+    partials = (bed_like(x) * drift_persistence(x, over_db=6.0) > 0.5) & ~x.profile_tones
+    return {
+        "scene_kept": float(kept.mean(axis=-1)[quiet].mean()),
+        "scene_kept_p90": float(np.percentile(kept.mean(axis=-1)[pauses], 90)) if pauses.any() else 0.0,
+        "scene_partials": float(partials.mean(axis=-1)[region].mean()) if region.any() else 0.0,
+        "scene_classic_db": float(10 * np.log10((kept_energy + 1e-30) / (power[quiet].sum() + 1e-30))),
+        "scene_lsnr": float(x.lsnr[quiet].mean()),
+        "scene_quiet_share": float(quiet.mean()),
+    }
+
+
+def scene_blend(x: Inputs, statistic: str = "scene_classic_db", below: float = -3.375, mix: float = 0.7,
+                tones: bool = True, auto: bool = False, pauses_below: float = np.inf) -> np.ndarray:
+    """``learned^mix * classic^(1 - mix)`` in every frame where the file's ``statistic`` (:func:`scene_statistics`) is
+    under ``below`` ("only voice and steady noise"), else destatic's default rule; ``tones``: the profile's tones
+    keep the default's gain (its hum handling); ``auto``: with an automatic profile too, else the default there;
+    ``pauses_below``: also only where ``scene_kept_p90`` (what persists in pauses inside speech) is under it."""
+    scene = scene_statistics(x)
+    if (x.auto and not auto) or scene[statistic] >= below or scene["scene_kept_p90"] >= pauses_below:
+        return x.destatic
+    blend = mix_towards(x, np.full_like(x.classic, mix))
+    return np.where(x.profile_tones, x.destatic, blend) if tones else blend
+
+
 RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "default": lambda x: x.destatic,
+    "blend07_all": lambda x: mix_towards(x, np.full_like(x.classic, 0.7)),
+    "learned_all": lambda x: x.learned,
+    "blend07_tones": lambda x: np.where(x.profile_tones, x.destatic, mix_towards(x, np.full_like(x.classic, 0.7))),
+    "scene_blend": lambda x: scene_blend(x),
+    "scene_blend_p": lambda x: scene_blend(x, pauses_below=0.01363),
     "before": lambda x: _today(x, x.voice),
     "today_lsnr": lambda x: _today(x, lsnr_voice(x)),
     "today_lsnr_m1": lambda x: _today(x, lsnr_voice(x), mix=1.0),
@@ -591,6 +646,7 @@ def run_item(case: quality.Case, rules: tuple[str, ...], cache_dir: Path, cached
                 direct = destatic.denoise(noisy, rate, noise=quality.noise_argument(case), method="hybrid")
                 assert np.array_equal(output, direct), f"{case.name}: the recomputed default is not destatic's output"
             row = score_row(case, f"rule:{name}", output, noisy, reference, rate, bed, captured_s + time.perf_counter() - began)
+            row.update(scene_statistics(inputs))
             cache.put(mixture, wanted[name], True, row)
     for name in rules:
         rows.append({**cache.get(mixture, wanted[name], True), "half": case.half, "noise": case.noise_label})
