@@ -22,7 +22,10 @@ It prints, first, the accuracy of each against the GRU's output inside the
 real graph, over the 2,000 frames from a zero state in 50-frame chunks: the
 largest absolute error of the hidden state relative to its RMS, over the
 whole run and in its first and last 200 frames (whether the error grows
-through the recurrence). Then the CPU microseconds per GRU step of each
+through the recurrence). Then DFN3's output with every GRU's recurrent
+weights rounded to int8 or float16 and back (what those kernels read;
+onnxruntime runs the rest), its difference from the wheel's output in dB.
+Then the CPU microseconds per GRU step of each
 (median over repeats, the variants alternated), one GRU again and again and
 the five in turn on the same chunk as the graphs run them, the projected CPU
 on 10 minutes of audio (60,000 frames x 5 GRUs), and what one more
@@ -99,8 +102,21 @@ class _Capturing(dfn3.Dfn3Stream):
         return values
 
 
-def real_grus(seconds: float = SECONDS) -> list[dict]:
-    """Each GRU of the wheel's graphs: name, attributes, weights, and its input and output over ``seconds`` of audio."""
+def _noisy_speech(seconds: float) -> np.ndarray:
+    """``seconds`` of speech over air-conditioner noise at 48 kHz, whole frames."""
+    audio = next(common.speech_noise_blocks(seconds / 60, channels=1, block_seconds=seconds))[:, 0]
+    return audio[: len(audio) - len(audio) % dfn3.FRAME]
+
+
+def _denoised(graphs: dict[str, object], extra: dict[str, list[str]], audio: np.ndarray) -> tuple[np.ndarray, _Capturing]:
+    """The stream's output on `audio` with these graphs, and the stream (its captured outputs)."""
+    stream = _Capturing(graphs, extra)
+    out = np.concatenate([stream.process(audio), stream.flush()])
+    return out, stream
+
+
+def real_grus(audio: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Each GRU of the wheel's graphs (name, attributes, weights, its input and output on `audio`), and the output."""
     archive = dfn3._archive()
     graphs, extra, grus = {}, {}, []
     for name in dfn3._GRAPHS:
@@ -118,14 +134,46 @@ def real_grus(seconds: float = SECONDS) -> list[dict]:
                 model.graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
                 extra[name].append(tensor)
         graphs[name] = dfn3._Graph.of(_session(model))
-    audio = next(common.speech_noise_blocks(seconds / 60, channels=1, block_seconds=seconds))[:, 0]
-    stream = _Capturing(graphs, extra)
-    stream.process(audio[: len(audio) - len(audio) % dfn3.FRAME])
-    stream.flush()
+    out, stream = _denoised(graphs, extra, audio)
     for gru in grus:
         gru["x"] = np.concatenate(stream.captured[gru["x_name"]], axis=0)[:, 0, :].astype(np.float32)
         gru["y"] = np.concatenate(stream.captured[gru["y_name"]], axis=0)[:, 0, 0, :].astype(np.float32)
-    return grus
+    return grus, out
+
+
+def _int8_rows(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`weights` [rows, n] as int8 with a float32 scale per row (its largest magnitude over 127)."""
+    row_max = np.abs(weights).max(axis=1)
+    scale = np.where(row_max > 0, row_max / 127, 1).astype(np.float32)
+    return np.clip(np.rint(weights / scale[:, np.newaxis]), -127, 127).astype(np.int8), scale
+
+
+ROUNDINGS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "int8": lambda r: (lambda q, scale: q.astype(np.float32) * scale[:, np.newaxis])(*_int8_rows(r)),
+    "f16": lambda r: r.astype(np.float16).astype(np.float32),
+}
+"""Each smaller type's recurrent weights as the float32 values they stand for."""
+
+
+def output_with_rounded_weights(audio: np.ndarray, rounding: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The stream's output on `audio` with every GRU's recurrent weights rounded, onnxruntime running the rest.
+
+    Rounding the weights is what a kernel keeping them in a smaller type does
+    (the widening is exact); so this measures a variant's effect on the output
+    without splitting the graphs.
+    """
+    archive = dfn3._archive()
+    graphs = {}
+    for name in dfn3._GRAPHS:
+        model = dfn3._edited(archive[f"{name}.onnx"])
+        constants = _constants(model.graph)
+        for node in model.graph.node:
+            if node.op_type == "GRU":
+                rounded = f"{node.input[2]}_rounded"
+                model.graph.initializer.append(numpy_helper.from_array(rounding(constants[node.input[2]][0])[np.newaxis], rounded))
+                node.input[2] = rounded
+        graphs[name] = dfn3._Graph.of(_session(model))
+    return _denoised(graphs, {name: [] for name in dfn3._GRAPHS}, audio)[0]
 
 
 def one_node_gru(gru: dict) -> onnxruntime.InferenceSession:
@@ -250,9 +298,8 @@ def runners(gru: dict) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarra
     w_t = np.ascontiguousarray(w.T)
     input_bias, recurrent_bias = b[:rows].copy(), b[rows:].copy()
     session = one_node_gru(gru)
-    row_max = np.abs(r).max(axis=1)
-    scale = np.where(row_max > 0, row_max / 127, 1).astype(np.float32)
-    quantised_t = np.ascontiguousarray(np.clip(np.rint(r / scale[:, np.newaxis]), -127, 127).astype(np.int8).T)
+    quantised, scale = _int8_rows(r)
+    quantised_t = np.ascontiguousarray(quantised.T)
     halves = r.astype(np.float16).view(np.uint16)
 
     def ort(x: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -332,7 +379,8 @@ def main() -> None:
     parser.add_argument("--inner", type=int, default=10, help="chunks per timed repeat")
     args = parser.parse_args()
     common.require_media()
-    grus = real_grus()
+    audio = _noisy_speech(SECONDS)
+    grus, reference = real_grus(audio)
     print(f"CPU: {common_cpu()}; load average at start: {open('/proc/loadavg').read().split()[:3]}")
     for gru in grus:
         print(f"{gru['name']}: {gru['attributes']}, input {gru['W'].shape[1]}, hidden {gru['R'].shape[1]}, "
@@ -353,6 +401,11 @@ def main() -> None:
         cells = [f"{name} {whole:.1e} ({first:.1e}, {last:.1e})" for name, run in variant.items()
                  for whole, first, last in [errors(run, gru)]]
         print(f"  {gru['name']:>22}: " + "; ".join(cells))
+    print("\nDFN3's output with every GRU's recurrent weights rounded to the type (the rest unchanged), against the wheel's:")
+    for name, rounding in ROUNDINGS.items():
+        difference = output_with_rounded_weights(audio, rounding) - reference
+        print(f"  {name}: difference {10 * np.log10(np.sum(difference**2) / np.sum(reference**2)):.1f} dB "
+              f"against the output, largest {np.abs(difference).max():.2e} (output peak {np.abs(reference).max():.2f})")
     one = timed({name: [all_runners[0][name]] for name in names}, chunks[:1], states[0], args.repeats, args.inner)
     load_one = open("/proc/loadavg").read().split()[:3]
     five = timed({name: [variant[name] for variant in all_runners] for name in names}, chunks, states[0],
