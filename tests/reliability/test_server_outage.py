@@ -72,7 +72,12 @@ def test_sigterm_stops_the_watcher_and_the_server_it_started(tmp_path: Path) -> 
             assert watcher.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.5)
         os.kill(watcher.pid, signal.SIGTERM)
-        assert watcher.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+        try:
+            status = watcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit 60 s after SIGTERM; its processes and their threads:\n{drills.group_stacks(watcher.pid)}\n"
+                        f"watch.log:\n{log.read_text()}")
+        assert status == 128 + signal.SIGTERM, log.read_text()
         deadline = time.monotonic() + 30
         while drills.group_alive(watcher.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
