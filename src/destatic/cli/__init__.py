@@ -8,11 +8,11 @@ of commands; :mod:`.common` holds what they share.
 
 from __future__ import annotations
 
-import _thread
 import atexit
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -62,19 +62,29 @@ class _Termination:
         while not self.returned.wait(min(TERM_GRACE_S, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 break
-            _thread.interrupt_main(signal.SIGTERM)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # a real signal: it ends a blocking call
         time.sleep(max(0.0, deadline - time.monotonic()))
-        print(f"destatic: still running {TERM_DEADLINE_S:g} s after SIGTERM: ending now", file=sys.stderr, flush=True)
+        flushing = threading.Thread(target=sys.stdout.flush, daemon=True)  # not here: a blocked main thread may hold its lock
+        flushing.start()
+        flushing.join(1.0)
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno(), f"destatic: still running {TERM_DEADLINE_S:g} s after SIGTERM: ending now\n".encode())
         _stop_temporary_server()
         os._exit(128 + signal.SIGTERM)
 
 
 def _stop_temporary_server() -> None:
-    """Stop Prefect's temporary server if this process started one, as its exit handler would (nothing is imported)."""
+    """Stop Prefect's temporary server if this process started one, as its exit handler would, without logging or importing."""
     prefect_server = sys.modules.get("prefect.server.api.server")
-    if prefect_server is not None:
-        with contextlib.suppress(Exception):
-            prefect_server.SubprocessASGIServer().stop()
+    process = None if prefect_server is None else prefect_server.SubprocessASGIServer().server_process
+    if process is None:
+        return
+    with contextlib.suppress(Exception):
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def _prefect_termination(error: BaseException) -> bool:
