@@ -46,18 +46,22 @@ class _Termination:
     """
 
     def __init__(self) -> None:
-        self.received = threading.Event()
+        self.received = False
         self.returned = threading.Event()
+        # The handler takes no lock (it may run while the main thread holds one): it wakes the thread through a pipe.
+        self._woken, self._wake = os.pipe()
+        threading.Thread(target=self._see_it_through, name="destatic-sigterm", daemon=True).start()
 
     def interrupt(self, number: int, frame: Any) -> None:
         """The SIGTERM handler."""
-        if not self.received.is_set():
-            self.received.set()
-            threading.Thread(target=self._see_it_through, name="destatic-sigterm", daemon=True).start()
+        if not self.received:
+            self.received = True
+            os.write(self._wake, b"!")
         if not self.returned.is_set():  # once the command has returned, the exit handlers run undisturbed
             signal.default_int_handler(number, frame)
 
     def _see_it_through(self) -> None:
+        os.read(self._woken, 1)
         deadline = time.monotonic() + TERM_DEADLINE_S
         while not self.returned.wait(min(TERM_GRACE_S, max(0.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
@@ -122,11 +126,11 @@ def main() -> None:
     except SystemExit as stop:
         status = stop.code
     except BaseException as error:
-        if not (termination.received.is_set() or _prefect_termination(error)):
+        if not (termination.received or _prefect_termination(error)):
             raise
         status = 128 + signal.SIGTERM
     termination.returned.set()
-    if termination.received.is_set():
+    if termination.received:
         status = 128 + signal.SIGTERM
     elif status is None:
         status = 0
