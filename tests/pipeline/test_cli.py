@@ -184,6 +184,53 @@ def test_main_runs_exit_handlers_and_keeps_the_status(arguments: list[str], stat
         assert "artifacts" in done.stdout  # the help's last command: nothing was cut off
 
 
+def _terminated(body: str) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run `body` as a destatic command (TERM_GRACE_S 1 s, TERM_DEADLINE_S 4 s), SIGTERM it once it prints 'ready'; its end, and the seconds it took."""
+    import signal
+    import time
+
+    code = (
+        "import atexit, sys, time\n"
+        "import destatic.cli as cli\n"
+        "cli.TERM_GRACE_S, cli.TERM_DEADLINE_S = 1.0, 4.0\n"
+        "@cli.app.command()\n"
+        "def stubborn() -> None:\n"
+        + "".join(f"    {line}\n" for line in body.splitlines())
+        + "sys.argv = ['destatic', 'stubborn']\n"
+        "cli.main()\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stdout.readline() == "ready\n", process.communicate(timeout=60)
+    sent = time.monotonic()
+    if "raise" not in body:
+        process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), time.monotonic() - sent
+
+
+def test_sigterm_ends_a_command_that_lost_the_interrupt() -> None:
+    # Library code that catches the interrupt (or a finalizer it is raised in) must not keep the command going.
+    done, seconds = _terminated("try:\n    print('ready', flush=True)\n    time.sleep(60)\nexcept KeyboardInterrupt:\n"
+                                "    print('interrupt lost', flush=True)\ntime.sleep(60)")
+    assert done.returncode == 143, done.stderr
+    assert "interrupt lost" in done.stdout and "after SIGTERM" not in done.stderr
+    assert seconds < 3.5, seconds  # raised again after TERM_GRACE_S, well before TERM_DEADLINE_S
+
+
+def test_sigterm_ends_the_process_when_an_exit_handler_blocks() -> None:
+    done, seconds = _terminated("atexit.register(time.sleep, 600)\nprint('ready', flush=True)\ntime.sleep(60)")
+    assert done.returncode == 143, done.stderr
+    assert "destatic: still running 4 s after SIGTERM: ending now" in done.stderr
+    assert 3.5 < seconds < 20, seconds
+
+
+def test_prefects_termination_signal_ends_a_command_as_sigterm_does() -> None:
+    # While a flow runs, Prefect's SIGTERM handler raises its own exception in place of ours.
+    done, _ = _terminated("from prefect.exceptions import TerminationSignal\nprint('ready', flush=True)\nraise TerminationSignal(15)")
+    assert done.returncode == 143, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+
+
 # --- what a new user tripped on (issue 18)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +56,18 @@ def group_alive(pgid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def group_stacks(pgid: int) -> str:
+    """The processes of the process group `pgid` and the Python stack of every thread of each (``py-spy dump``), for a hang's report."""
+    listing = subprocess.run(["ps", "-o", "pid=,stat=,etime=,args=", "-g", str(pgid)], capture_output=True, text=True).stdout
+    parts = [listing]
+    if shutil.which("py-spy") is None:
+        return listing + "(py-spy is not installed: no stacks)"
+    for line in listing.splitlines():
+        dump = subprocess.run(["py-spy", "dump", "--pid", line.split()[0]], capture_output=True, text=True, timeout=60)
+        parts.append(dump.stdout + dump.stderr)
+    return "\n".join(parts)
 
 
 def start_watcher(settings: Any, log: Path) -> subprocess.Popen[bytes]:

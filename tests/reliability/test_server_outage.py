@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -50,11 +51,15 @@ def test_watch_once_rides_out_a_server_kill_and_says_so(tmp_path: Path) -> None:
     assert len(drill.outage_lines) == 2 and all("file(s) waiting" in line for line in drill.outage_lines), drill.outage_lines
 
 
-def test_sigterm_stops_the_watcher_and_the_server_it_started(tmp_path: Path) -> None:
-    """SIGTERM to ``destatic watch`` on Prefect's temporary server: status 143, and no server left running without its parent."""
+@pytest.mark.parametrize("moment", ["at once after 'watching', both cores busy", "while the temporary server starts"])
+def test_sigterm_stops_the_watcher_and_the_server_it_started(tmp_path: Path, moment: str) -> None:
+    """SIGTERM to ``destatic watch`` on Prefect's temporary server: status 143 within seconds, and no server left running without its parent.
+
+    'watching' is said once that server answers: before, a SIGTERM after the
+    line met a watcher still starting it.
+    """
     import os
     import signal
-    import subprocess
     import sys
     import time
 
@@ -63,21 +68,39 @@ def test_sigterm_stops_the_watcher_and_the_server_it_started(tmp_path: Path) -> 
            "PREFECT_HOME": str(tmp_path / "prefect"), "XDG_STATE_HOME": str(tmp_path / "state"), "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
     log = tmp_path / "watch.log"
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2 if "busy" in moment else 0)]
     with log.open("w") as output:
         watcher = subprocess.Popen([sys.executable, "-m", "destatic", "watch", "inbox"], cwd=tmp_path, env=env,
                                    stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 240
-        while "watching" not in log.read_text():
+        while not ("watching" in log.read_text() if "busy" in moment else _has_child(watcher.pid)):
             assert watcher.poll() is None and time.monotonic() < deadline, log.read_text()
-            time.sleep(0.5)
+            time.sleep(0.02)
+        assert "watching" not in log.read_text() or "busy" in moment, "said 'watching' before its server started"
         os.kill(watcher.pid, signal.SIGTERM)
-        assert watcher.wait(timeout=60) == 128 + signal.SIGTERM, log.read_text()
+        sent = time.monotonic()
+        try:
+            status = watcher.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"no exit 60 s after SIGTERM; its processes and their threads:\n{drills.group_stacks(watcher.pid)}\n"
+                        f"watch.log:\n{log.read_text()}")
+        assert status == 128 + signal.SIGTERM, log.read_text()
+        assert time.monotonic() - sent < 15, log.read_text()
         deadline = time.monotonic() + 30
         while drills.group_alive(watcher.pid) and time.monotonic() < deadline:
             time.sleep(0.5)
         assert not drills.group_alive(watcher.pid), "a process of the watcher's session (its server) outlived it"
         assert "Traceback" not in log.read_text(), log.read_text()
     finally:
+        for process in busy:
+            process.kill()
+            process.wait()
         if drills.group_alive(watcher.pid):
             os.killpg(watcher.pid, signal.SIGKILL)
+
+
+def _has_child(pid: int) -> bool:
+    """Whether process `pid` has started a process (the temporary server)."""
+    listing = subprocess.run(["ps", "-o", "ppid=", "-A"], capture_output=True, text=True).stdout
+    return str(pid) in listing.split()

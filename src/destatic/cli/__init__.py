@@ -12,8 +12,10 @@ import atexit
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
 import typer
@@ -24,6 +26,75 @@ from destatic.cli.common import app, usage_error
 from destatic.cli.run import run
 
 __all__ = ["app", "files", "main", "run", "server", "watch"]
+
+
+TERM_GRACE_S = 5.0
+"""After SIGTERM, how long the command has to unwind before it is interrupted again (an interrupt can be lost)."""
+TERM_DEADLINE_S = 30.0
+"""After SIGTERM, how long until the process ends whatever it is doing, Prefect's temporary server stopped first."""
+
+
+class _Termination:
+    """SIGTERM stops a command as Ctrl-C does, and for sure within :data:`TERM_DEADLINE_S`.
+
+    The first SIGTERM raises KeyboardInterrupt in the main thread, so that
+    the command's clean-up runs. An interrupt can be lost (raised inside a
+    finalizer, or caught by library code, and the command goes on), so a
+    thread raises it again every :data:`TERM_GRACE_S` until the command has
+    returned. Should the exit handlers still be running at the deadline,
+    the temporary server is stopped and the process ends with status 143.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self.returned = threading.Event()
+        # The handler takes no lock (it may run while the main thread holds one): it wakes the thread through a pipe.
+        self._woken, self._wake = os.pipe()
+        threading.Thread(target=self._see_it_through, name="destatic-sigterm", daemon=True).start()
+
+    def interrupt(self, number: int, frame: Any) -> None:
+        """The SIGTERM handler."""
+        if not self.received:
+            self.received = True
+            os.write(self._wake, b"!")
+        if not self.returned.is_set():  # once the command has returned, the exit handlers run undisturbed
+            signal.default_int_handler(number, frame)
+
+    def _see_it_through(self) -> None:
+        os.read(self._woken, 1)
+        deadline = time.monotonic() + TERM_DEADLINE_S
+        while not self.returned.wait(min(TERM_GRACE_S, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # a real signal: it ends a blocking call
+        time.sleep(max(0.0, deadline - time.monotonic()))
+        flushing = threading.Thread(target=sys.stdout.flush, daemon=True)  # not here: a blocked main thread may hold its lock
+        flushing.start()
+        flushing.join(1.0)
+        with contextlib.suppress(OSError):
+            os.write(sys.stderr.fileno(), f"destatic: still running {TERM_DEADLINE_S:g} s after SIGTERM: ending now\n".encode())
+        _stop_temporary_server()
+        os._exit(128 + signal.SIGTERM)
+
+
+def _stop_temporary_server() -> None:
+    """Stop Prefect's temporary server if this process started one, as its exit handler would, without logging or importing."""
+    prefect_server = sys.modules.get("prefect.server.api.server")
+    process = None if prefect_server is None else prefect_server.SubprocessASGIServer().server_process
+    if process is None:
+        return
+    with contextlib.suppress(Exception):
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _prefect_termination(error: BaseException) -> bool:
+    """Whether `error` is Prefect's own form of SIGTERM (raised in place of ours while a flow runs)."""
+    exceptions = sys.modules.get("prefect.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.TerminationSignal)
 
 
 def main() -> None:
@@ -40,15 +111,11 @@ def main() -> None:
 
     SIGTERM stops a command as Ctrl-C does, so that the same clean-up runs
     (an embedded server is stopped with it, not left without a parent), and
-    the status is 143.
+    the status is 143, at any moment and within :data:`TERM_DEADLINE_S`
+    (see :class:`_Termination`).
     """
-    terminated: list[int] = []
-
-    def stop_as_interrupted(number: int, frame: Any) -> None:
-        terminated.append(number)
-        signal.default_int_handler(number, frame)
-
-    signal.signal(signal.SIGTERM, stop_as_interrupted)
+    termination = _Termination()
+    signal.signal(signal.SIGTERM, termination.interrupt)
     try:
         status: Any = app(prog_name="destatic", standalone_mode=False)
     except ClickException as error:
@@ -58,7 +125,12 @@ def main() -> None:
         status = 1
     except SystemExit as stop:
         status = stop.code
-    if terminated:
+    except BaseException as error:
+        if not (termination.received or _prefect_termination(error)):
+            raise
+        status = 128 + signal.SIGTERM
+    termination.returned.set()
+    if termination.received:
         status = 128 + signal.SIGTERM
     elif status is None:
         status = 0

@@ -81,8 +81,8 @@ def watch(
                 how = "a plain loop on Prefect's temporary server" if embedded else "served as deployment watch-inbox/destatic-watch"
                 if settings.watch.dispatch == "deployment":
                     how += f", each file to {settings.watch.deployment}"
-                console.print(f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)")
-                serve_watcher(settings)
+                line = f"watching {settings.paths.inbox} every {settings.watch.interval_s} s ({how}; Ctrl+C stops)"
+                serve_watcher(settings, ready=lambda: console.print(line))
                 return
             state = scan_once(settings)
             if embedded:

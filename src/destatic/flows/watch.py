@@ -344,15 +344,17 @@ def watch_inbox(settings: Settings | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def serve_watcher(settings: Settings) -> None:
-    """Run :func:`watch_inbox` every ``settings.watch.interval_s`` seconds (blocks).
+def serve_watcher(settings: Settings, ready: Callable[[], None] = lambda: None) -> None:
+    """Run :func:`watch_inbox` every ``settings.watch.interval_s`` seconds (blocks); call `ready` once watching.
 
     With a Prefect server (``PREFECT_API_URL`` set) the flow is served as the
     ``watch-inbox/destatic-watch`` deployment on an interval schedule, visible
     and controllable in the UI; with ``watch.dispatch="deployment"`` its scans
     hand the files to the workers of the per-file deployment. Prefect's
     embedded server does not run the scheduler, so without one the scans are
-    started by a plain loop here.
+    started by a plain loop here, and `ready` is called once that server
+    answers and the notifications run (starting it takes 5 to 25 s), just
+    before the first scan.
 
     Raises
     ------
@@ -367,15 +369,26 @@ def serve_watcher(settings: Settings) -> None:
         check_deployment(settings)
     if PREFECT_API_URL.value():
         with _scans_on_events(settings, scan_here=True):
+            ready()
             _serve_through_outages(settings, PREFECT_API_URL.value())
         return
     with _scans_on_events(settings, scan_here=False) as wake:
+        _start_temporary_server()
+        ready()
         while True:
             started = time.monotonic()
             wake.event.clear()
             watch_inbox(settings, return_state=True)
             wake.announce()
             wake.event.wait(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
+
+
+def _start_temporary_server() -> None:
+    """Start Prefect's temporary server now, as the first flow run would (its exit handler stops it)."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        client.api_healthcheck()
 
 
 SETTLED_EVENT = "destatic.file.settled"
