@@ -12,7 +12,7 @@ def test_a_few_bins_clear_of_the_noise_keep_their_wiener_gain_and_the_rest_nothi
     noise = np.full((1, 64), 2.0)
     power = np.repeat(noise[:, np.newaxis, :], 3, axis=1)
     power[..., 10:13] *= 16  # 12 dB over the noise: fully weighted
-    gain = persistent_gain(power, noise, np.ones(64, bool))
+    (gain,) = persistent_gain(power, noise, np.ones(64, bool))
     np.testing.assert_allclose(gain[..., 10:13], 1 - 1 / 16)
     assert not gain[..., :10].any() and not gain[..., 13:].any()
 
@@ -21,7 +21,7 @@ def test_noise_grown_louder_everywhere_is_not_taken_for_something_that_persists(
     noise = np.linspace(1.0, 4.0, 64)[np.newaxis]
     power = np.repeat(16 * noise[:, np.newaxis, :], 3, axis=1)
     power[..., 10:13] *= 16  # a note over the louder noise is still kept
-    gain = persistent_gain(power, noise, np.ones(64, bool))
+    (gain,) = persistent_gain(power, noise, np.ones(64, bool))
     assert not gain[..., :10].any() and not gain[..., 13:].any()
     np.testing.assert_allclose(gain[..., 10:13], 1 - 1 / 16)
 
@@ -32,7 +32,7 @@ def test_the_bins_of_the_profiles_tones_are_never_kept():
     power[..., 10:13] = 100.0
     free = np.ones(64, bool)
     free[9:14] = False  # a tone without phase, as a separate recording gives it
-    assert not persistent_gain(power, noise, free).any()
+    assert not persistent_gain(power, noise, free)[0].any()
 
 
 def test_inside_a_voice_the_gain_starts_further_over_the_noise():
@@ -40,8 +40,8 @@ def test_inside_a_voice_the_gain_starts_further_over_the_noise():
     power = np.ones((1, 3, 64))
     power[..., 10:13] = 10 ** ((PARTIAL_OVER_DB - 1) / 10)  # kept away from voices, not inside them
     free = np.ones(64, bool)
-    assert persistent_gain(power, noise, free)[..., 10:13].all()
-    assert not persistent_gain(power, noise, free, over_db=PARTIAL_OVER_DB).any()
+    assert persistent_gain(power, noise, free)[0][..., 10:13].all()
+    assert not persistent_gain(power, noise, free, over_db=(PARTIAL_OVER_DB,))[0].any()
 
 
 def test_a_held_partial_is_one_and_flat_or_coming_and_going_power_is_zero():

@@ -429,13 +429,18 @@ class LearnedGainComputer:
         """What persists over the noise in the next `ready` frames (:mod:`destatic.dsp.persistence`): away from voices
         (``1 - region``) from :data:`~destatic.dsp.persistence.PERSIST_OVER_DB` over the noise; inside the voice
         region from :data:`~destatic.dsp.persistence.PARTIAL_OVER_DB`, and only where a bin looks like a held partial."""
-        half = PERSIST_FRAMES // 2
-        power = np.lib.stride_tricks.sliding_window_view(self._power_around(half, ready), PERSIST_FRAMES, axis=1).mean(axis=-1)
-        kept, inside = persistent_gain(power, self._noise_power, self._not_tones, over_db=(PERSIST_OVER_DB, PARTIAL_OVER_DB))
-        partial_half = self._partial_half
-        smooth = np.lib.stride_tricks.sliding_window_view(
-            self._power_around(partial_half + PARTIAL_FRAMES // 2, ready), PARTIAL_FRAMES, axis=1
-        ).mean(axis=-1)
+        half, partial_half = PERSIST_FRAMES // 2, self._partial_half
+        smooth_half = partial_half + PARTIAL_FRAMES // 2
+        reach = max(half, smooth_half)
+        around = self._power_around(reach, ready)  # one copy for both averages, each sliced to its own reach
+
+        def mean_power(frames: int, own_half: int) -> np.ndarray:
+            part = around[:, reach - own_half : reach + ready + own_half]
+            return np.lib.stride_tricks.sliding_window_view(part, frames, axis=1).mean(axis=-1)
+
+        kept, inside = persistent_gain(mean_power(PERSIST_FRAMES, half), self._noise_power, self._not_tones,
+                                       over_db=(PERSIST_OVER_DB, PARTIAL_OVER_DB))
+        smooth = mean_power(PARTIAL_FRAMES, smooth_half)
         last = self._magnitude.shape[1] - 1  # the true end where it is in reach: the mean there repeats, as at the start
         first_frame, stop_frame = self._past - partial_half, self._past + ready + partial_half
         lead, tail = max(-first_frame, 0), max(stop_frame - 1 - last, 0)

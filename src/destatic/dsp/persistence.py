@@ -99,7 +99,7 @@ def _ramp_db(ratio: np.ndarray, start_db: float, span_db: float) -> np.ndarray:
 
 
 def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray,
-                    over_db: float | tuple[float, ...] = PERSIST_OVER_DB) -> np.ndarray | tuple[np.ndarray, ...]:
+                    over_db: tuple[float, ...] = (PERSIST_OVER_DB,)) -> tuple[np.ndarray, ...]:
     """The Wiener gain of averaged power where it persists over the noise and the noise has not simply grown.
 
     Parameters
@@ -110,15 +110,15 @@ def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray
         The measured profile's noise power.
     free : np.ndarray [shape=(bins,), dtype=bool]
         False in the bins of the profile's tones (never kept).
-    over_db : float or tuple of float
+    over_db : tuple of float
         Where the weight starts, dB over the drifted noise (:data:`PERSIST_OVER_DB`;
-        :data:`PARTIAL_OVER_DB` inside a voice); a tuple gives a gain for each,
-        from one estimate of the drift.
+        :data:`PARTIAL_OVER_DB` inside a voice): one gain for each, from one
+        estimate of the drift.
 
     Returns
     -------
-    np.ndarray [shape=(rows, frames, bins)] or a tuple of them
-        ``1 - N / P`` weighted 0 at ``over_db`` over the drifted noise ``N``
+    tuple of np.ndarray [shape=(rows, frames, bins)]
+        For each of `over_db`, ``1 - N / P`` weighted 0 at ``over_db`` over the drifted noise ``N``
         to 1 six dB higher; 0 where ``free`` is False.
     """
     profile = np.maximum(noise_power[:, np.newaxis, :], 1e-30)
@@ -126,5 +126,4 @@ def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray
     noise = profile * drift[..., np.newaxis]
     over = 10 * np.log10(power / noise + 1e-12)
     wiener = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1) * free
-    gains = tuple(np.clip((over - start) / PERSIST_SPAN_DB, 0, 1) * wiener for start in np.atleast_1d(over_db))
-    return gains if isinstance(over_db, tuple) else gains[0]
+    return tuple(np.clip((over - start) / PERSIST_SPAN_DB, 0, 1) * wiener for start in over_db)

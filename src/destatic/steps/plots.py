@@ -163,19 +163,20 @@ def plot_spectrograms(
 
 
 def warm_up(fallback: Path) -> None:
-    """Import what the plots use: matplotlib (Agg), librosa's display (its cached numba functions: `fallback`
-    as for :func:`destatic.dsp.caching_other_packages`) and PIL.
+    """Load what the plots use: matplotlib (Agg), librosa's display (its cached numba functions: `fallback`
+    as for :func:`destatic.dsp.caching_other_packages`), PIL and the spectrogram's compiled frames.
 
-    For the report's child, started as a file's audio is extracted. Only
-    imports: drawing a figure as well saved the report step 0.7 s more on a
-    10-minute video, but what matplotlib kept of it raised the child's peak
-    by 9 MiB, over the 250 MB the unattended figures allow.
+    For the report's child (:func:`destatic.steps.report.warm_up`). No figure is drawn: that
+    saved the step 0.7 s more on a 10-minute video, but what matplotlib kept
+    of it raised the child's peak by 9 MiB, over the 250 MB the unattended
+    figures allow.
     """
     from PIL import Image  # noqa: F401  (for the small copies)
 
     _pyplot()
     with dsp.caching_other_packages(fallback):
         import librosa.display  # noqa: F401
+    dsp.spectrogram_db(np.zeros(2048, np.float32), 48000, 1024)
 
 
 def at_lowest_priority(work: Callable[[], Any]) -> Any:

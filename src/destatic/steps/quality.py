@@ -25,7 +25,7 @@ from destatic.dsp import quality as dnsmos
 from destatic.dsp import voice
 from destatic.steps.listening import read_mono
 
-__all__ = ["LOUD_OVER_FLOOR_DB", "MIN_VOICE_S", "NEEDS_LISTENING_BELOW", "describe", "needs_listening", "score_voice", "voice_spans"]
+__all__ = ["LOUD_OVER_FLOOR_DB", "MIN_VOICE_S", "NEEDS_LISTENING_BELOW", "describe", "needs_listening", "score_voice", "voice_spans", "warm_up"]
 
 LOUD_OVER_FLOOR_DB = 3.0
 """The voice detector looks for speech around the input's 50 ms frames this far over its noise floor."""
@@ -124,6 +124,12 @@ def _audio_at(wav: Path, spans: list[tuple[float, float]], rate: int) -> np.ndar
         audio, native = read_mono(wav, start, end - start)
         pieces.append(soxr.resample(audio, native, rate) if native != rate and len(audio) else audio)
     return np.clip(np.concatenate(pieces), -1.0, 1.0)
+
+
+def warm_up() -> None:
+    """Load the voice detector's and DNSMOS's sessions now, where they are installed (for the report's child)."""
+    if dnsmos.dnsmos_available():
+        voice.voice_available()
 
 
 def score_voice(before_wav: Path, after_wav: Path, before: np.ndarray, quiet: np.ndarray, frame_s: float) -> dict[str, Any]:

@@ -20,13 +20,14 @@ import numpy as np
 import soundfile as sf
 
 from destatic import dsp, media
+from destatic.steps import plots, quality
 from destatic.steps.listening import previews as preview_clips
 from destatic.steps.listening import write_excerpt
 from destatic.steps.plots import at_lowest_priority, plot_profile, plot_spectrograms
 from destatic.steps.quality import score_voice
 from destatic.steps.records import AudioFile, ExtractedAudio, Plots, ProfiledNoise
 
-__all__ = ["EXCERPT_S", "QUIET_FRACTION", "choose_excerpt", "noise_reduction_db", "run"]
+__all__ = ["EXCERPT_S", "QUIET_FRACTION", "choose_excerpt", "noise_reduction_db", "run", "warm_up"]
 
 LEVEL_FRAME_S = 0.05
 QUIET_FRACTION = 0.2
@@ -102,6 +103,18 @@ def choose_excerpt(
     totals = np.convolve(score, np.ones(window), mode="valid")
     start = int(np.argmax(totals)) * LEVEL_FRAME_S
     return start, min(duration, start + seconds)
+
+
+def warm_up(fallback: Path) -> None:
+    """Load in the report's child, while the first steps run, what its step needs: the plots'
+    libraries and kernels (:func:`destatic.steps.plots.warm_up`, `fallback` as there) and the scoring's
+    sessions (:func:`destatic.steps.quality.warm_up`).
+
+    The step runs at the lowest priority beside the encoders, so whatever it
+    loads there waits for them and lengthens the run's tail.
+    """
+    plots.warm_up(fallback)
+    quality.warm_up()
 
 
 def run(

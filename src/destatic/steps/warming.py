@@ -13,7 +13,7 @@ from pathlib import Path
 
 from destatic import dsp
 from destatic.settings import Settings
-from destatic.steps import extract, isolated, plots
+from destatic.steps import extract, isolated, plots, report
 
 __all__ = ["start_ahead", "warm_children"]
 
@@ -24,14 +24,14 @@ def warm_children(settings: Settings, work_dir: Path) -> None:
     Nothing is started when ``runtime.isolate_steps`` is off or the steps
     run on Dask, nor for a child already idle or starting. The DSP child
     cleans a second of noise with the method of the settings (:func:`destatic.dsp.warm_up`);
-    the report's imports its plotting libraries at the lowest priority
-    (:func:`destatic.steps.plots.warm_up`), with its numba fallback in
+    the report's loads its plotting libraries and scoring sessions at the lowest priority
+    (:func:`destatic.steps.report.warm_up`), with its numba fallback in
     `work_dir` as the report step's. See :func:`destatic.steps.isolated.warm`.
     """
     if not (settings.runtime.isolate_steps and settings.runtime.task_runner == "thread"):
         return
     isolated.warm("steps", dsp.warm_up, settings.suppression.method)
-    isolated.warm("report", plots.at_lowest_priority, functools.partial(plots.warm_up, work_dir / ".numba"))
+    isolated.warm("report", plots.at_lowest_priority, functools.partial(report.warm_up, work_dir / ".numba"))
 
 
 def start_ahead(settings: Settings, source: Path, work_dir: Path) -> None:
