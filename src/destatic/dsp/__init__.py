@@ -37,7 +37,7 @@ from destatic._lazy import lazy_package
 __getattr__, __dir__, __all__ = lazy_package(__name__)
 
 if TYPE_CHECKING:
-    from destatic.dsp._numba import caching_other_packages, loops_compiled
+    from destatic.dsp._numba import caching_other_packages, loops_to_compile
     from destatic.dsp.choices import HUM_MODES, PROFILE_MODES, HumMode, ProfileMode
     from destatic.dsp.denoising import NoiseSpec, denoise, denoise_stream, resolve_profile, warm_up
     from destatic.dsp.framing import SEED_FRAMING, framing_for

@@ -115,9 +115,9 @@ def _remove_stale_versions(folder: Path) -> None:
 _CACHE_FOLDER = cache_folder()
 
 
-def loops_compiled() -> bool:
-    """Whether numba's cache for this version of the loops holds any compiled loop yet (False: the next use compiles)."""
-    return _CACHE_FOLDER is not None and any(_CACHE_FOLDER.rglob("*.nbi"))
+def loops_to_compile() -> bool:
+    """Whether numba's cache for this version of the loops can keep them but holds none yet (the next use compiles and keeps them)."""
+    return _CACHE_FOLDER is not None and not any(_CACHE_FOLDER.rglob("*.nbi"))
 
 
 def say_if_compiling() -> None:
@@ -130,7 +130,7 @@ def say_if_compiling() -> None:
     if _said:
         return
     _said = True
-    if not loops_compiled():
+    if _CACHE_FOLDER is None or loops_to_compile():
         where = f"; they are kept in {_CACHE_FOLDER}" if _CACHE_FOLDER is not None else ""
         print(f"destatic: compiling the DSP loops for this machine, once (about 10 s){where}", file=sys.stderr, flush=True)
 

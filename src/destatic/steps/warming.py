@@ -47,9 +47,10 @@ def warm_dsp(method: str | None) -> None:
     So the classic method's loops are compiled in a process of their own
     (255 MiB), then the rest of `method`'s in another (269 MiB), each of
     which ends, and this child only loads them. Should those processes fail,
-    this child compiles what is missing, as before.
+    this child compiles what is missing, as before. Where the cache cannot be
+    written, nothing would be kept for this child to load: it compiles alone.
     """
-    if not dsp.loops_compiled():
+    if dsp.loops_to_compile():
         for compiling in dict.fromkeys((CLASSIC_DEFAULT, method)):
             warm = f"from destatic import dsp; dsp.warm_up({compiling!r})"
             subprocess.run([sys.executable, "-c", warm], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=False)
