@@ -163,7 +163,7 @@ def _run(step: Callable[..., Any], *args: Any, isolated: bool, child: str = "ste
 
 
 _EXTRACT = StepCache(step="extract", suffix=steps.extract.SUFFIX, content=steps.extract.BY_CONTENT)
-_PROFILE = StepCache(step="profile", suffix=".npz", content=("noise_file", "profile_file"))
+_PROFILE = StepCache(step="profile", suffix=steps.profile.SUFFIX, content=steps.profile.BY_CONTENT)
 _SUBTRACT = StepCache(step="subtract", suffix=".npy")
 _INVERSE = StepCache(step="inverse", suffix=".wav")
 _RESIDUE = StepCache(step="residue", suffix=".wav")
@@ -216,8 +216,11 @@ def profile_noise(
     isolated: bool = True,
     target: Path,
 ) -> steps.ProfiledNoise:
-    """Profile: measure the noise power per channel and bin (or take a saved profile) into ``profile-<key>.npz``."""
-    return _run(
+    """Profile: measure the noise power per channel and bin (or take a saved profile) into ``profile-<key>.npz``.
+
+    A profile begun ahead for this target (:func:`destatic.steps.warming.start_ahead`) is taken instead.
+    """
+    return steps.ahead.taken("profile", target) or _run(
         steps.profile.run, audio, target, request, method=method, noise_audio=noise_audio, noise_file=noise_file,
         profile_file=profile_file, isolated=isolated,
     )

@@ -372,3 +372,27 @@ def test_the_extraction_begun_ahead_is_the_one_the_flow_takes(short_video: Path,
     state = denoise_file(source, settings, output=tmp_path / "out" / "talk.mpg", return_state=True)
     assert state.is_completed(), state.message
     assert sorted(work_dir.glob("extract-*.wav")) == [extract.target_in(work_dir, source)]
+
+
+def test_the_profile_begun_ahead_is_the_one_the_flow_takes(short_video: Path, make_settings, tmp_path: Path) -> None:
+    """``destatic run`` measures the profile while Prefect loads: the flow's profile step takes that file, not a second one."""
+    import time
+
+    from destatic.flows import denoise_file
+    from destatic.steps import ahead, warming
+    from destatic.workspace import work_dir_for
+
+    settings = make_settings()
+    source = short_video.absolute()
+    work_dir = work_dir_for(source, settings)
+    warming.start_ahead(settings, source, work_dir)
+    assert ahead.pending("profile", work_dir)
+    deadline = time.monotonic() + 120
+    while not list(work_dir.glob("profile-*.npz")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [made] = work_dir.glob("profile-*.npz")
+    made_inode = made.stat().st_ino
+    state = denoise_file(source, settings, output=tmp_path / "out" / "talk.mpg", return_state=True)
+    assert state.is_completed(), state.message
+    assert list(work_dir.glob("profile-*.npz")) == [made] and made.stat().st_ino == made_inode, "the flow measured the profile again"
+    assert not ahead.pending("profile", work_dir)

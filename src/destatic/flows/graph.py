@@ -162,12 +162,9 @@ def submit_steps(run: FileRun) -> None:
         run.progress = create_progress_artifact(progress=10.0, description=f"destatic: {source.name}")
     tasks.notify_progress(work_dir, 10.0)
     audio, noise_audio = run.futures["extract"], run.futures.get("noise")
-    noise_file = settings.noise.file.absolute() if noise_audio is not None and settings.noise.file else None
-    profile_file = settings.noise.profile_file.absolute() if settings.noise.profile_file else None
     method, isolated = settings.suppression.method, settings.runtime.isolate_steps
     profile = run.submit(
-        "profile", tasks.profile_noise, audio, work_dir, settings.noise.request(method),
-        method=method, noise_file=noise_file, noise_audio=noise_audio, profile_file=profile_file, isolated=isolated,
+        "profile", tasks.profile_noise, audio, work_dir, noise_audio=noise_audio, isolated=isolated, **steps.profile.arguments(settings)
     )
     gains = run.submit(
         "subtract", tasks.subtract_noise, audio, profile, work_dir, method, settings.suppression.options(),

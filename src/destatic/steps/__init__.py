@@ -32,6 +32,7 @@ __getattr__, __dir__, __all__ = lazy_package(__name__)
 
 if TYPE_CHECKING:
     from destatic.steps import (
+        ahead,
         deliver,
         export,
         extract,

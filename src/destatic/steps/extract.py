@@ -6,17 +6,17 @@ record, for the remux to put the cleaned audio back in sync.
 
 :func:`start_ahead` begins the decoding in a thread before the step is run
 (``destatic run`` does, while Prefect loads); the step's :func:`run` then
-takes that decoding's record instead of decoding again.
+takes that decoding's record instead of decoding again (:mod:`.ahead`).
 """
 
 from __future__ import annotations
 
-import atexit
-import threading
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 from destatic import cache, media
+from destatic.steps import ahead
 from destatic.steps.records import ExtractedAudio
 
 __all__ = ["BY_CONTENT", "SUFFIX", "run", "start_ahead", "target_in"]
@@ -24,10 +24,6 @@ __all__ = ["BY_CONTENT", "SUFFIX", "run", "start_ahead", "target_in"]
 SUFFIX = ".wav"
 BY_CONTENT = ("source",)
 """The step's artifact: a WAV, named by the cache key of its inputs, the source counted by its bytes (the task's cache policy)."""
-
-_ahead: dict[Path, Future[ExtractedAudio]] = {}
-_ahead_lock = threading.Lock()
-
 
 def target_in(work_dir: Path, source: Path, *, stream: int | None = None) -> Path:
     """The step's WAV for `source` in `work_dir`, named as the task names it (:data:`SUFFIX`, :data:`BY_CONTENT`)."""
@@ -62,11 +58,8 @@ def run(source: Path, target: Path, *, stream: int | None = None) -> ExtractedAu
     destatic.errors.TransientError
         ffmpeg killed, disk full or another I/O error.
     """
-    with _ahead_lock:
-        ahead = _ahead.pop(Path(target), None)
-    if ahead is not None and ahead.exception() is None and Path(target).is_file():
-        return ahead.result()
-    return _decode(source, target, stream=stream)
+    begun: ExtractedAudio | None = ahead.taken("extract", target)
+    return begun or _decode(source, target, stream=stream)
 
 
 def _decode(source: Path, target: Path, *, stream: int | None) -> ExtractedAudio:
@@ -83,37 +76,20 @@ def _decode(source: Path, target: Path, *, stream: int | None) -> ExtractedAudio
     )
 
 
-def start_ahead(source: Path, work_dir: Path, *, time_limit_s: float | None = None) -> None:
+def start_ahead(source: Path, work_dir: Path, *, time_limit_s: float | None = None) -> Future[Any] | None:
     """Begin decoding the default audio stream of `source` into its step's WAV in `work_dir`, in a thread.
 
-    Nothing is begun when that WAV exists already (an earlier run's) or is
-    being decoded. The decoding runs with ffmpeg's time limit `time_limit_s`
-    (None: derived from the file, as for the step), and the process waits
-    for it at exit, so that no half-written file is left behind.
+    Nothing is begun (None) when that WAV exists already (an earlier run's)
+    or is being decoded. The decoding runs with ffmpeg's time limit
+    `time_limit_s` (None: derived from the file, as for the step); its future
+    gives the WAV and its record (:data:`destatic.steps.ahead.Made`).
     """
     target = target_in(work_dir, source)
     if target.is_file():
-        return
-    with _ahead_lock:
-        if target in _ahead:
-            return
-        future: Future[ExtractedAudio] = Future()
-        _ahead[target] = future
+        return None
 
-    def decode() -> None:
-        try:
-            with media.time_limit(time_limit_s):
-                future.set_result(_decode(source, target, stream=None))
-        except BaseException as error:  # the step decodes again and says what went wrong
-            future.set_exception(error)
+    def decode() -> ahead.Made:
+        with media.time_limit(time_limit_s):
+            return target, _decode(source, target, stream=None)
 
-    threading.Thread(target=decode, name="destatic-extract-ahead", daemon=True).start()
-
-
-@atexit.register
-def _wait_for_decodings() -> None:
-    """Wait for the decodings no step took over (a step that took one waited for it)."""
-    with _ahead_lock:
-        pending = list(_ahead.values())
-    for future in pending:
-        future.exception()
+    return ahead.begin("extract", work_dir, decode)

@@ -10,12 +10,41 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from destatic import dsp, media
+from destatic import cache, dsp, media
 from destatic.errors import BadInputError, InternalError, UncleanableAudioError
 from destatic.steps.records import AudioFile, ProfiledNoise
 
-__all__ = ["estimate_file_profile", "run", "saved_profile"]
+if TYPE_CHECKING:
+    from destatic.settings import Settings
+
+__all__ = ["BY_CONTENT", "SUFFIX", "arguments", "estimate_file_profile", "run", "saved_profile", "target_in"]
+
+SUFFIX = ".npz"
+BY_CONTENT = ("noise_file", "profile_file")
+"""The step's artifact: a profile, named by the cache key of its inputs, the files from outside the work folder counted by their bytes."""
+
+
+def arguments(settings: Settings) -> dict[str, Any]:
+    """The step's arguments that the settings give: the request, the method, the noise file and the saved profile.
+
+    The rest are the audio, the work folder and the noise file's audio
+    (its extraction, when ``noise.mode`` is ``file``).
+    """
+    noise, method = settings.noise, settings.suppression.method
+    return {
+        "request": noise.request(method),
+        "method": method,
+        "noise_file": noise.file.absolute() if noise.mode == "file" and noise.file else None,
+        "profile_file": noise.profile_file.absolute() if noise.profile_file else None,
+    }
+
+
+def target_in(work_dir: Path, audio: AudioFile, given: dict[str, Any], *, noise_audio: AudioFile | None = None) -> Path:
+    """The step's profile for `audio` in `work_dir`, named as the task names it (`given`: :func:`arguments`)."""
+    inputs = {"audio": audio, "work_dir": work_dir, "noise_audio": noise_audio, **given}
+    return work_dir / cache.artifact_name("profile", cache.step_key("profile", inputs, content=BY_CONTENT), SUFFIX)
 
 
 def estimate_file_profile(
