@@ -20,11 +20,7 @@ import numpy as np
 import soundfile as sf
 
 from destatic import dsp, media
-from destatic.steps import plots, quality
-from destatic.steps.listening import previews as preview_clips
-from destatic.steps.listening import write_excerpt
-from destatic.steps.plots import at_lowest_priority, plot_profile, plot_spectrograms
-from destatic.steps.quality import score_voice
+from destatic.steps import listening, plots, quality
 from destatic.steps.records import AudioFile, ExtractedAudio, Plots, ProfiledNoise
 
 __all__ = ["EXCERPT_S", "QUIET_FRACTION", "choose_excerpt", "noise_reduction_db", "run", "warm_up"]
@@ -125,7 +121,7 @@ def run(
     Picks the excerpt (:func:`choose_excerpt`), plots the noise profile and the
     spectrograms of the excerpt, writes the excerpt before and after cleaning
     and, for a video, preview clips of it. Done at the lowest priority
-    (:func:`at_lowest_priority`), beside the encode.
+    (:func:`destatic.steps.plots.at_lowest_priority`), beside the encode.
 
     Parameters
     ----------
@@ -149,21 +145,21 @@ def run(
     def draw() -> Plots:
         energies = _paired_energies(audio.path, cleaned.path)  # both files read once, for the excerpt and the reduction
         start, end = choose_excerpt(audio.path, cleaned.path, energies=energies)
-        excerpts = {label: write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
+        excerpts = {label: listening.write_excerpt(wav, target.with_name(f"{target.stem}-{label}.flac"), start=start, end=end)
                     for label, wav in (("before", audio.path), ("after", cleaned.path))}
         with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-previews") as cutting:
             # moviepy cuts the previews (its ffmpeg on another core) while this thread draws and scores
-            cut = cutting.submit(preview_clips, audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else None
+            cut = cutting.submit(listening.previews, audio, excerpts, start, end, target.with_name(target.stem), video=source) if previews else None
             with dsp.caching_other_packages(target.parent / ".numba"):  # librosa's cached functions, decorated as it is imported
-                spectrograms = plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start)
+                spectrograms = plots.plot_spectrograms(audio.path, cleaned.path, spectrogram_png, start=start, seconds=end - start)
             before, _ = energies
-            quality = score_voice(audio.path, cleaned.path, before, _quiet(before) if len(before) else before > 0, LEVEL_FRAME_S)
+            score = quality.score_voice(audio.path, cleaned.path, before, _quiet(before) if len(before) else before > 0, LEVEL_FRAME_S)
             clips, note = cut.result() if cut is not None else ({}, None)
         return Plots(
             path=target,
             profile_png=profile_png,
             spectrogram_png=spectrogram_png,
-            profile_uri=plot_profile(noise.profile, profile_png),
+            profile_uri=plots.plot_profile(noise.profile, profile_png),
             spectrogram_uri=spectrograms,
             reduction_db=noise_reduction_db(audio.path, cleaned.path, energies=energies),
             excerpt=(start, end),
@@ -172,11 +168,11 @@ def run(
             before_clip=clips.get("before"),
             after_clip=clips.get("after"),
             clip_note=note,
-            quality=quality,
+            quality=score,
         )
 
-    plots = at_lowest_priority(draw)
-    record = {name: str(value) if isinstance(value, Path) else value for name, value in vars(plots).items() if name != "path"}
+    drawn = plots.at_lowest_priority(draw)
+    record = {name: str(value) if isinstance(value, Path) else value for name, value in vars(drawn).items() if name != "path"}
     with media.atomic_output(target) as partial:
         partial.write_text(json.dumps(record), encoding="utf-8")
-    return plots
+    return drawn
