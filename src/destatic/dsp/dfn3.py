@@ -233,9 +233,9 @@ class _Graph:
 def _graphs(provider: str, float16_grus: bool = True) -> dict[str, _Graph]:
     """The three graphs, edited, in onnxruntime sessions of one thread (loaded from :func:`_kept_model`'s folder).
 
-    With ``float16_grus``, each graph is the pieces :func:`~destatic.dsp._dfn3_graphs.split` cuts it
-    in, its GRUs run by our kernel; otherwise one session, onnxruntime's
-    GRUs in float32.
+    With ``float16_grus``, each graph is the pieces that
+    :func:`~destatic.dsp._dfn3_graphs.split` cuts it in, its GRUs run by our
+    kernel; otherwise one session, onnxruntime's GRUs in float32.
     """
     import onnxruntime
 
