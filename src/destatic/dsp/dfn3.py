@@ -16,8 +16,8 @@ their GRUs' state and their convolutions' past frames are inputs and
 outputs, then cut around their five GRUs into eight pieces, each run by
 onnxruntime, the GRUs between them by :func:`destatic.dsp._kernels.gru_steps`
 with their recurrent weights in float16 (they then fit a core's L2: DFN3
-takes about 0.87x the CPU of onnxruntime's float32 GRUs, its output about
-81-85 dB from theirs; ``float16_grus=False`` runs the graphs unsplit). The
+takes about 0.9x the CPU it takes with onnxruntime's float32 GRUs, its
+output about 81-85 dB from theirs; ``float16_grus=False`` runs the graphs unsplit). The
 edited graphs, their pieces, the GRUs' weights and the model's
 ``config.ini`` are kept in a folder beside the compiled loops' cache
 (:func:`destatic.dsp._numba.cache_subfolder`) named by a digest of the
@@ -211,6 +211,10 @@ class _Graph:
     past_frames: dict[str, int]  # original input -> frames of past its convolution looks back on
     hidden: list[tuple[str, str, int]]  # (state input, state output, width) of each GRU left in a piece
     grus: list[_Gru]
+
+    def __post_init__(self) -> None:
+        self.piece_names = [([value.name for value in piece.get_inputs()], [value.name for value in piece.get_outputs()])
+                            for piece in self.pieces]
 
     @classmethod
     def of(cls, session: Any) -> _Graph:
@@ -406,9 +410,8 @@ class Dfn3Stream:
             self._past[(name, source)] = joined[:, :, joined.shape[2] - frames :].copy()
         for state_in, _, _ in graph.hidden:
             feeds[state_in] = self._hidden[(name, state_in)]
-        for stage, piece in enumerate(graph.pieces):
-            names = [value.name for value in piece.get_outputs()]
-            feeds.update(zip(names, piece.run(names, {value.name: feeds[value.name] for value in piece.get_inputs()}), strict=True))
+        for stage, (piece, (inputs, names)) in enumerate(zip(graph.pieces, graph.piece_names, strict=True)):
+            feeds.update(zip(names, piece.run(names, {name: feeds[name] for name in inputs}), strict=True))
             for gru in graph.grus:
                 if gru.stage == stage:
                     feeds[gru.y] = gru.run(feeds[gru.projected], self._gru_states[(name, gru.y)])
