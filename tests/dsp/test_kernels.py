@@ -406,3 +406,37 @@ def test_exp1_is_scipys_to_1e_13_and_the_logmmse_table_unchanged():
     patterns = ((first + np.arange(table.size, dtype=np.int64)) << shift) + (1 << (shift - 1))
     centres = patterns.astype(np.int32).view(np.float32).astype(np.float64)
     assert np.array_equal(table, np.exp(0.5 * scipy.special.exp1(centres)).astype(np.float32))
+
+
+def _numpy_gru(projected: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+    """ONNX's GRU (z, r, h; linear_before_reset) in float64 from its input's projection: the oracle of ``gru_steps``."""
+    size = hidden.size
+    out, h = [], hidden.astype(np.float64)
+    for row in projected.astype(np.float64):
+        product = recurrent.astype(np.float64) @ h + bias
+        update = 1 / (1 + np.exp(-(row[:size] + product[:size])))
+        reset = 1 / (1 + np.exp(-(row[size : 2 * size] + product[size : 2 * size])))
+        candidate = np.tanh(row[2 * size :] + reset * product[2 * size :])
+        h = (1 - update) * candidate + update * h
+        out.append(h)
+    return np.array(out)
+
+
+def test_the_gru_kernel_is_onnxs_gru_with_its_recurrent_weights_in_half_precision(rng):
+    from destatic.dsp._kernels import gru_steps
+
+    size, frames = 64, 40
+    recurrent = (rng.standard_normal((3 * size, size)) / np.sqrt(size)).astype(np.float16)
+    bias = rng.standard_normal(3 * size).astype(np.float32) * 0.1
+    projected = rng.standard_normal((frames, 3 * size)).astype(np.float32) * 3  # saturates some gates
+    hidden = rng.uniform(-1, 1, size).astype(np.float32)
+    expected = _numpy_gru(projected, recurrent, bias, hidden)
+    out = np.empty((frames, size), np.float32)
+    state = hidden.copy()
+    gru_steps(projected, recurrent.view(np.uint16), bias, state, out)
+    assert np.abs(out - expected).max() < 1e-5
+    assert np.array_equal(state, out[-1])
+    again = np.empty((frames - 15, size), np.float32)
+    state = out[14].copy()
+    gru_steps(projected[15:], recurrent.view(np.uint16), bias, state, again)
+    assert np.array_equal(again, out[15:])  # the state carries from one call to the next

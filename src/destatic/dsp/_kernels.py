@@ -29,6 +29,7 @@ __all__ = [
     "Tracking",
     "append_columns",
     "frames_into",
+    "gru_steps",
     "one_pole_into",
     "overlap_add",
     "smooth_bins_into",
@@ -564,3 +565,33 @@ def _limit_and_apply(gain, low, high, apply, out, pairs):
             g = one - min(max(gain[b], low), high)
             pairs[2 * b] *= g
             pairs[2 * b + 1] *= g
+
+
+
+@compiled(fused=True, reassociated=True)
+def gru_steps(projected, recurrent, recurrent_bias, hidden, out):
+    """An ONNX GRU (gates z, r, h; ``linear_before_reset``) over a chunk of frames, from ``hidden``, which it updates.
+
+    ``projected`` (frames, 3 size): the input's projection plus its bias;
+    ``recurrent`` (3 size, size): the recurrent weights as float16 bits
+    (uint16), widened as they are read: 384 KiB at size 256 stay in a core's
+    L2 where float32's 768 KiB do not (each step reads them all).
+    ``out`` (frames, size) takes the state after each frame. The sigmoid and
+    tanh go through :func:`_exp`, so that their loops vectorise.
+    """
+    rows, size = recurrent.shape
+    product = np.empty(rows, np.float32)
+    low, high, one = np.float32(-87.0), np.float32(88.0), np.float32(1.0)
+    for t in range(projected.shape[0]):
+        for j in range(rows):
+            total = np.float32(0.0)
+            for k in range(size):
+                total += _unhalf(recurrent[j, k]) * hidden[k]
+            product[j] = total + recurrent_bias[j]
+        for j in range(size):
+            update = one / (one + _exp(min(max(-(projected[t, j] + product[j]), low), high)))
+            reset = one / (one + _exp(min(max(-(projected[t, size + j] + product[size + j]), low), high)))
+            doubled = np.float32(-2.0) * (projected[t, 2 * size + j] + reset * product[2 * size + j])
+            candidate = np.float32(2.0) / (one + _exp(min(max(doubled, low), high))) - one
+            hidden[j] = candidate + update * (hidden[j] - candidate)
+            out[t, j] = hidden[j]

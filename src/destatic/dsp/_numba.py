@@ -157,19 +157,21 @@ def caching_other_packages(fallback: Path) -> Iterator[None]:
         _numba_config.CACHE_DIR = saved
 
 
-def compiled(function=None, *, fused: bool = False):
-    """``numba.njit(nogil=True)``, cached in :func:`cache_folder`; ``fused`` lets multiply-adds fuse (FMA).
+def compiled(function=None, *, fused: bool = False, reassociated: bool = False):
+    """``numba.njit(nogil=True)``, cached in :func:`cache_folder`; ``fused`` lets multiply-adds fuse (FMA), ``reassociated`` sums reorder.
 
     numba picks a function's cache folder when it is decorated, from
     ``numba.config.CACHE_DIR``: that is set to ours for the decoration only.
     Division by zero follows IEEE (``error_model="numpy"``), without the
     checks that would stop loops from vectorising. Only the loops that are
     not bit-identical to the numpy oracle anyway (``exp``, ``log``) are
-    ``fused``.
+    ``fused``; only DeepFilterNet3's GRU, whose dot products vectorise only
+    when their sums may be reordered, is ``reassociated``.
     """
     if function is None:
-        return lambda function: compiled(function, fused=fused)
-    options = {"nogil": True, "error_model": "numpy", "fastmath": {"contract"} if fused else False}
+        return lambda function: compiled(function, fused=fused, reassociated=reassociated)
+    fastmath = ({"contract"} if fused else set()) | ({"reassoc"} if reassociated else set())
+    options = {"nogil": True, "error_model": "numpy", "fastmath": fastmath or False}
     if _CACHE_FOLDER is None:
         return numba.njit(cache=False, **options)(function)
     saved = _numba_config.CACHE_DIR
