@@ -277,15 +277,24 @@ def denoise(
 
 
 def warm_up(method: str | None = None, sample_rate: int = 48000) -> None:
-    """Clean a second of generated stereo noise with `method`, and load what the search for hum uses.
+    """Clean a second of generated stereo noise with `method`, load what the search for hum uses, and what a gains file's rows do.
 
     For a process that will clean audio soon (a step child started as a
     file's audio is extracted): its modules import and its compiled loops
     load from numba's cache now, not in its first step. The same numbers come
     out of every later call; this only moves their start-up cost.
     """
+    from destatic.dsp.gain_file import as_stored
+    from destatic.dsp.inverse import apply_gains
+    from destatic.dsp.subtract import gain_dtype, gain_shape
     from destatic.dsp.tones import prominence
 
     noise = np.random.default_rng(0).standard_normal((sample_rate, 2)).astype(np.float32) * 1e-3
     denoise(noise, sample_rate, method=method, n_jobs=1)
     prominence(np.zeros(64), 1.0)
+    stored = gain_dtype(method)
+    if stored == np.float16:  # the steps' gains file: its rows stored as float16 and applied from it
+        profile = estimate_profile(noise, sample_rate)
+        halves = as_stored(np.ones(gain_shape(noise.shape[0], profile), np.float32), stored)
+        for _ in apply_gains([noise], sample_rate, [halves], profile=profile):
+            pass
