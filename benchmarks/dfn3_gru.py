@@ -10,7 +10,7 @@ noise (``common.speech_noise_blocks``, one channel) it prints:
 - how far the float16 engine's output is below the float32 one's, dB;
 - each engine's peak resident memory (VmHWM) on ``--memory-minutes`` of audio
   in a fresh process with the DSP child's allocator settings
-  (``steps.isolated.MEMORY_ENVIRONMENT``), the classic method's compiled loops
+  (``steps.isolated.memory_environment("steps")``), the classic method's compiled loops
   loaded first (numba and they are in the DSP child whatever the engine).
 
 Run ``python benchmarks/dfn3_gru.py [--pairs N]`` from the checkout; one core
@@ -33,7 +33,7 @@ import numpy as np
 
 import common
 from destatic.dsp import dfn3
-from destatic.steps.isolated import MEMORY_ENVIRONMENT
+from destatic.steps.isolated import memory_environment
 
 ENGINES = {"float32 onnxruntime GRUs (unsplit)": False, "float16 kernel GRUs (split)": True}
 
@@ -57,7 +57,7 @@ def peak_memory(float16_grus: bool, minutes: float) -> int:
             "from destatic import dsp; dsp.warm_up('logmmse'); "
             f"dfn3_gru.denoised(dfn3_gru.speech({minutes * 60}), {float16_grus}); "
             "print(next(line.split()[1] for line in open('/proc/self/status') if line.startswith('VmHWM')))")
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **MEMORY_ENVIRONMENT},
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, **memory_environment("steps")},
                           capture_output=True, text=True, check=True)
     return int(done.stdout.split()[-1])
 

@@ -52,7 +52,20 @@ Not lower: at 256 KiB the blocks the DSP loops allocate for every few
 seconds of audio were mapped afresh each time, and their page faults made
 subtract and inverse twice as slow (10-minute stereo: 2.1 and 2.8 s against
 1.0 and 1.3 s), for 17 MiB less at the peak."""
+DSP_MMAP_THRESHOLD = 4 << 20
+"""The DSP child's threshold instead (``steps``): DFN3's onnxruntime tensors of a chunk (2.3-3 MiB each, its arena
+being off) were mapped afresh for every chunk at 2 MiB, and their page faults made the subtract step about a fifth
+slower (3 minutes of stereo: 4.7 s against 3.9 s; a 10-minute run's subtract step 16-17 s against 13.1-13.5 s),
+for about 13 MiB more at the peak."""
 _SERVE = "from destatic.steps.isolated import serve; serve()"
+
+
+def memory_environment(kind: str) -> dict[str, str]:
+    """The allocator settings of a child of `kind` (:data:`MEMORY_ENVIRONMENT`; the DSP child's threshold :data:`DSP_MMAP_THRESHOLD`)."""
+    if kind != "steps":
+        return dict(MEMORY_ENVIRONMENT)
+    threshold = str(DSP_MMAP_THRESHOLD)
+    return {**MEMORY_ENVIRONMENT, "MALLOC_MMAP_THRESHOLD_": threshold, "MALLOC_TRIM_THRESHOLD_": threshold}
 
 
 class _Child:
@@ -60,7 +73,7 @@ class _Child:
 
     def __init__(self, kind: str) -> None:
         package_root = str(Path(__file__).resolve().parents[2])
-        env = {**MEMORY_ENVIRONMENT, **os.environ}
+        env = {**memory_environment(kind), **os.environ}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (package_root, env.get("PYTHONPATH"))))
         self.process = subprocess.Popen(
             [sys.executable, "-c", _SERVE, kind], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True
