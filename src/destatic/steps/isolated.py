@@ -37,7 +37,7 @@ from destatic import media
 from destatic._cpus import available_cpus
 from destatic.errors import DestaticError
 
-__all__ = ["IDLE_S", "WARM_IDLE_S", "call", "close_children", "serve", "warm"]
+__all__ = ["IDLE_S", "WARM_IDLE_S", "call", "close_children", "memory_environment", "serve", "warm"]
 
 T = TypeVar("T")
 
