@@ -16,7 +16,12 @@ from destatic.dsp import LEARNED_NEEDS, learned_available
 
 @pytest.mark.parametrize(
     "method",
-    ["logmmse", pytest.param("hybrid", marks=pytest.mark.skipif(not learned_available(), reason=f"hybrid needs {LEARNED_NEEDS}"))],
+    [
+        "logmmse",
+        pytest.param(  # compiles every loop of DFN3's engine too (about 25 s): slow
+            "hybrid", marks=[pytest.mark.slow, pytest.mark.skipif(not learned_available(), reason=f"hybrid needs {LEARNED_NEEDS}")]
+        ),
+    ],
 )
 def test_a_cold_cache_is_filled_by_other_processes_and_the_child_only_loads(tmp_path: Path, method: str) -> None:
     """warm_dsp with an empty cache: every loop the method uses is a cache hit in the calling process, none a miss,
