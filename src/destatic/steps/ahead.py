@@ -20,11 +20,10 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 __all__ = ["Made", "begin", "closing", "pending", "taken"]
 
-T = TypeVar("T")
 Made = tuple[Path, Any]
 """What a piece of work gives back: the artifact it wrote and the step's record of it; or None for nothing done."""
 
