@@ -95,6 +95,20 @@ def test_learned_methods_give_the_same_samples_whatever_the_jobs_and_nearly_what
 
 
 @needs_dfn
+@pytest.mark.parametrize("method", ["deepfilter", "hybrid"])
+def test_stereo_gets_one_learned_pass_on_its_mid_channel_unless_each_is_asked(method, media_dir, rng):
+    import soundfile
+
+    speech, rate = soundfile.read(media_dir / "speech" / "198-209-0000.decoded.flac", dtype="float32", frames=3 * 16000)
+    left = np.concatenate([np.zeros(rate // 2, np.float32), speech]) + 0.01 * rng.standard_normal(speech.size + rate // 2)
+    stereo = np.stack([left, left / 2], axis=1).astype(np.float32)  # the same sound 6 dB down: one pass's gains scale it exactly
+    mid = destatic.denoise(stereo, rate, noise=(0.0, 0.4), method=method)
+    np.testing.assert_allclose(mid[:, 1], mid[:, 0] / 2, rtol=0, atol=1e-6)
+    each = destatic.denoise(stereo, rate, noise=(0.0, 0.4), method=method, learned_stereo="each")
+    assert np.abs(each[:, 1] - each[:, 0] / 2).max() > 1e-3  # DFN3 is not linear: a pass of its own gives other gains
+
+
+@needs_dfn
 def test_the_streams_local_snr_tells_speech_from_noise_whatever_the_blocks(media_dir, rng):
     import soundfile
 

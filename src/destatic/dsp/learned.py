@@ -381,8 +381,8 @@ class LearnedGainComputer:
         learned = self._learned[:, self._past : self._past + ready]
         if self.hybrid:
             gains = self._mixed(learned, ready)
-        else:
-            gains = learned
+        else:  # for "mid", one learned row drives both channels
+            gains = np.broadcast_to(learned, (self._channels, *learned.shape[1:]))
         keep_from = max(self._past + ready - self._ahead, 0)
         self._learned = self._learned[:, keep_from:]
         self._magnitude = self._magnitude[:, keep_from:]

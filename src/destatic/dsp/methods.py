@@ -118,7 +118,8 @@ METHOD_SPECS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for s
     MethodSpec("logmmse", "Ephraim-Malah log-spectral amplitude (OM-LSA)", _CLASSIC_RULE),
     MethodSpec(
         "deepfilter", "DeepFilterNet3's gain alone", _LEARNED_RULE,
-        options=LearnedOptions, accepts=("max_reduction_db", "learned_provider"), learned=True,
+        options=LearnedOptions, accepts=("max_reduction_db", "learned_stereo", "learned_provider"), learned=True,
+        filters_together=_mid_of_stereo,
     ),
     MethodSpec(
         "hybrid", "log-MMSE, moved towards DeepFilterNet3's gain where it hears a voice", _LEARNED_RULE,
