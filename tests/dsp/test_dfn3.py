@@ -106,6 +106,19 @@ def test_the_output_does_not_depend_on_how_frames_are_fed(noisy_speech):
     assert np.array_equal(np.concatenate([*fed, stream.flush()]), _engine(noisy_speech, chunk_frames=50))
 
 
+def test_the_pipelined_stream_gives_the_same_bits_in_three_threads(noisy_speech):
+    before = _stream_threads()
+    stream = dfn3.Dfn3Stream(chunk_frames=30, keep_lsnr=True, pipelined=True)
+    size = 100 * dfn3.FRAME
+    fed = [stream.process(noisy_speech[start : start + size]) for start in range(0, noisy_speech.size, size)]
+    assert len(_stream_threads() - before) == 3
+    out = np.concatenate([*fed, stream.flush()])
+    assert not (_stream_threads() - before)
+    reference = dfn3.Dfn3Stream(chunk_frames=30, keep_lsnr=True)
+    assert np.array_equal(out, np.concatenate([reference.process(noisy_speech), reference.flush()]))
+    assert np.array_equal(np.concatenate(stream.lsnr), np.concatenate(reference.lsnr))
+
+
 def test_the_float16_grus_stay_far_below_onnxruntimes_float32_ones(noisy_speech):
     ours = _engine(noisy_speech)
     reference = _engine(noisy_speech, float16_grus=False)
@@ -156,16 +169,17 @@ class _FailingThirdChunk(dfn3.Dfn3Stream):
 
     chunks = 0
 
-    def _run(self, samples):
+    def _encode(self, samples):
         self.chunks += 1
         if self.chunks == 3:
             raise RuntimeError("chunk 3 failed")
-        return super()._run(samples)
+        return super()._encode(samples)
 
 
-def test_a_failing_chunk_is_raised_in_the_caller_and_ends_the_streams_thread(noisy_speech):
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_a_failing_chunk_is_raised_in_the_caller_and_ends_the_streams_thread(pipelined, noisy_speech):
     before = _stream_threads()
-    stream = _FailingThirdChunk(chunk_frames=20)
+    stream = _FailingThirdChunk(chunk_frames=20, pipelined=pipelined)
     part = 60 * dfn3.FRAME
     assert stream.process(noisy_speech[:part]).size == 0  # three chunks started: the third fails in the thread
     assert _stream_threads() - before

@@ -296,17 +296,24 @@ class Dfn3Stream:
         Run the GRUs in our kernel, their recurrent weights in float16 (the
         default: about 85 dB from onnxruntime's float32 GRUs, and faster);
         False runs the graphs whole in onnxruntime (the reference).
+    pipelined : bool
+        Run the encoder (with the features), the ERB decoder and the deep
+        filter's decoder (with the resynthesis) in three threads, each about
+        a third of the work, a chunk apart where they must: the same output,
+        sooner where cores are free, with a few chunks' encoder outputs more
+        in memory. For a caller with little else to do.
 
     Notes
     -----
     Frames are run in chunks of ``chunk_frames`` on a fixed grid from the
     first frame, whatever the sizes :meth:`process` is called with, so the
     output does not depend on them. The chunks a call completes run one after
-    another in a thread of the stream's own while the caller goes on
-    (onnxruntime releases the GIL): :meth:`process` returns the output of the
-    chunks earlier calls started, so which samples a call returns depends
-    only on what was fed. A chunk that fails in that thread is raised by the
-    call that collects it, and ends the thread, as :meth:`flush` does.
+    another in a thread of the stream's own (three, ``pipelined``) while the
+    caller goes on (onnxruntime releases the GIL): :meth:`process` queues
+    them, then returns the output of the chunks earlier calls started, so
+    which samples a call returns depends only on what was fed. A chunk that
+    fails in those threads is raised by the call that collects it, and ends
+    them, as :meth:`flush` does.
     """
 
     def __init__(
@@ -317,6 +324,7 @@ class Dfn3Stream:
         chunk_frames: int = CHUNK_FRAMES,
         keep_lsnr: bool = False,
         float16_grus: bool = True,
+        pipelined: bool = False,
     ):
         self.config = config = model_config()
         if (config.sample_rate, config.hop_size, config.fft_size, config.df_lookahead) != (RATE, FRAME, 2 * FRAME, config.conv_lookahead):
@@ -347,6 +355,10 @@ class Dfn3Stream:
         self._pending = np.zeros(0, np.float32)
         self._chunk = int(chunk_frames) * FRAME
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3")
+        self._encoder, self._masker = (
+            (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"destatic-dfn3-{stage}") for stage in ("enc", "erb"))
+            if pipelined else (None, None)
+        )  # fmt: skip
         self._running: collections.deque[concurrent.futures.Future[np.ndarray]] = collections.deque()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
@@ -358,42 +370,75 @@ class Dfn3Stream:
         self._pending = np.concatenate([self._pending, samples]) if self._pending.size else samples
         chunk = self._chunk
         done = self._pending.size - self._pending.size % chunk
-        out = self._collected() if done else []
+        started = len(self._running) if done else 0  # by earlier calls: this call returns their output
         for start in range(0, done, chunk):
-            self._running.append(self._worker.submit(self._run, self._pending[start : start + chunk].copy()))
+            samples = self._pending[start : start + chunk].copy()
+            if self._encoder is None or self._masker is None:
+                self._running.append(self._worker.submit(self._run, samples))
+            else:  # each stage keeps its own states, so they may run a chunk apart with the same output
+                encoded = self._encoder.submit(self._encode, samples)
+                mask = self._masker.submit(lambda encoded=encoded: self._mask(encoded.result()[1]))
+                self._running.append(self._worker.submit(self._finished, encoded, mask))
         self._pending = self._pending[done:].copy()
+        out = self._collected(started)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
-    def _collected(self) -> list[np.ndarray]:
-        """The output of the chunks started, each once finished; a chunk's failure ends the stream's thread."""
+    def _collected(self, count: int | None = None) -> list[np.ndarray]:
+        """The output of the first `count` chunks started (None: all), each once finished; a chunk's failure ends the stream's threads."""
         out = []
         try:
-            while self._running:
+            for _ in range(len(self._running) if count is None else count):
                 out.append(self._running.popleft().result())
         except BaseException:
-            self._worker.shutdown(cancel_futures=True)
+            self._shutdown(cancel=True)
             self._running.clear()
             raise
         return out
 
+    def _shutdown(self, *, cancel: bool = False) -> None:
+        for worker in (self._encoder, self._masker, self._worker):
+            if worker is not None:
+                worker.shutdown(cancel_futures=cancel)
+
     def flush(self) -> np.ndarray:
         """Run the frames held for the chunk grid; return the output still owed. The stream ends here."""
         out = self._collected()
-        self._worker.shutdown()
+        self._shutdown()
         if self._pending.size:
             out.append(self._run(self._pending))
             self._pending = np.zeros(0, np.float32)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _run(self, samples: np.ndarray) -> np.ndarray:
+        spectra, enc = self._encode(samples)
+        return self._output(spectra, self._mask(enc), self._coefficients(enc))
+
+    def _finished(self, encoded: concurrent.futures.Future[Any], mask: concurrent.futures.Future[np.ndarray]) -> np.ndarray:
+        """The last stage of a pipelined chunk, from the first two's results."""
+        spectra, enc = encoded.result()
+        coefs = self._coefficients(enc)
+        return self._output(spectra, mask.result(), coefs)
+
+    def _encode(self, samples: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The chunk's spectra, and the encoder's outputs from its features."""
         spectra = self._analyse(samples)
         feat_erb, feat_spec = self._features(spectra)
         enc = self._session("enc", {"feat_erb": feat_erb[np.newaxis, np.newaxis], "feat_spec": feat_spec[np.newaxis]},
                             ["e0", "e1", "e2", "e3", "emb", "c0", "lsnr"])
         if self.lsnr is not None:
             self.lsnr.append(enc["lsnr"].reshape(-1).copy())
-        mask = self._session("erb_dec", {name: enc[name] for name in ("emb", "e3", "e2", "e1", "e0")}, ["m"])["m"][0, 0]
-        coefs = self._session("df_dec", {"emb": enc["emb"], "c0": enc["c0"]}, ["coefs"])["coefs"][0]
+        return spectra, enc
+
+    def _mask(self, enc: dict[str, np.ndarray]) -> np.ndarray:
+        """The ERB decoder: a gain per band and frame."""
+        return self._session("erb_dec", {name: enc[name] for name in ("emb", "e3", "e2", "e1", "e0")}, ["m"])["m"][0, 0]
+
+    def _coefficients(self, enc: dict[str, np.ndarray]) -> np.ndarray:
+        """The deep filter's decoder: its complex taps per low bin and frame."""
+        return self._session("df_dec", {"emb": enc["emb"], "c0": enc["c0"]}, ["coefs"])["coefs"][0]
+
+    def _output(self, spectra: np.ndarray, mask: np.ndarray, coefs: np.ndarray) -> np.ndarray:
+        """The chunk's output samples: the mask and the deep filter applied, resynthesised."""
         return self._synthesise(self._filtered(spectra, mask, coefs))
 
     def _session(self, name: str, feeds: dict[str, np.ndarray], outputs: list[str]) -> dict[str, np.ndarray]:

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from destatic._cpus import available_cpus
 from destatic.dsp import dfn3
 from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
@@ -99,6 +100,9 @@ class DeepFilterStream:
         onnxruntime execution provider of the model.
     keep_lsnr : bool
         Keep the model's local SNR estimate of every 10 ms frame, for :meth:`take_lsnr`.
+    pipelined : bool
+        Run the model in two threads, one chunk apart (:class:`~destatic.dsp.dfn3.Dfn3Stream`):
+        the same output, sooner where a core is free.
 
     Notes
     -----
@@ -115,12 +119,13 @@ class DeepFilterStream:
         atten_lim_db: float = NO_LIMIT_DB,
         provider: str = DEFAULT_LEARNED_PROVIDER,
         keep_lsnr: bool = False,
+        pipelined: bool = False,
     ):
         if not learned_available():
             raise ParameterError(f"the learned methods need {LEARNED_NEEDS}")
         import soxr
 
-        self._model = dfn3.Dfn3Stream(atten_lim_db, provider=provider, keep_lsnr=keep_lsnr)
+        self._model = dfn3.Dfn3Stream(atten_lim_db, provider=provider, keep_lsnr=keep_lsnr, pipelined=pipelined)
         self.sample_rate = int(sample_rate)
         same = self.sample_rate == DFN_RATE
         self._up = None if same else soxr.ResampleStream(self.sample_rate, DFN_RATE, 1, dtype="float32", quality="HQ")
@@ -215,7 +220,7 @@ def deepfilter(
     columns = samples.reshape(samples.shape[0], -1)
     out = np.empty_like(columns)
     for channel in range(columns.shape[1]):
-        stream = DeepFilterStream(sample_rate, atten_lim_db=atten_lim_db, provider=provider)
+        stream = DeepFilterStream(sample_rate, atten_lim_db=atten_lim_db, provider=provider, pipelined=available_cpus() > 1)
         position = 0
         for start in range(0, columns.shape[0], block_size):
             part = stream.push(columns[start : start + block_size, channel])
@@ -309,8 +314,12 @@ class LearnedGainComputer:
         self._channels = channels
         self._mid = channels == 2 and self.method.filters_together(self.options, channels)
         self._rows = 1 if self._mid else channels
+        # DFN3's gain alone leaves this thread little to do: a second core can run the model's encoder ahead
+        pipelined = not self.hybrid and self._rows == 1 and available_cpus() > 1
         self._streams = [
-            DeepFilterStream(self.profile.sample_rate, atten_lim_db=self._atten_lim_db, provider=self.options.learned_provider)
+            DeepFilterStream(
+                self.profile.sample_rate, atten_lim_db=self._atten_lim_db, provider=self.options.learned_provider, pipelined=pipelined
+            )
             for _ in range(self._rows)
         ]
         framing = {"n_fft": self.profile.n_fft, "hop_length": self.profile.hop_length, "centered": self.profile.centered}
