@@ -132,7 +132,7 @@ def say_if_compiling() -> None:
     _said = True
     if _CACHE_FOLDER is None or loops_to_compile():
         where = f"; they are kept in {_CACHE_FOLDER}" if _CACHE_FOLDER is not None else ""
-        print(f"destatic: compiling the DSP loops for this machine, once (about 10 s){where}", file=sys.stderr, flush=True)
+        print(f"destatic: compiling the DSP loops for this machine, once (10-20 s){where}", file=sys.stderr, flush=True)
 
 
 _said = False
