@@ -46,6 +46,7 @@ __all__ = [
     "Entry",
     "Pruned",
     "artifact_name",
+    "artifact_path",
     "budget_bytes",
     "clear",
     "entries",
@@ -87,6 +88,14 @@ _ARTIFACT = re.compile(rf"\A(?P<step>{'|'.join(STEP_MODULES)})-(?P<key>[0-9a-f]{
 def artifact_name(step: str, key: str, suffix: str) -> str:
     """The file name of a step's artifact: ``<step>-<key><suffix>`` (the one naming rule every step and the cache share)."""
     return f"{step}-{key}{suffix}"
+
+
+def artifact_path(
+    step: str, inputs: Mapping[str, Any], suffix: str, *, content: tuple[str, ...] = (), ignore: tuple[str, ...] = (), key: str | None = None
+) -> Path:
+    """Where `step` writes its artifact for `inputs`: ``<work_dir>/<step>-<key><suffix>``, `key` being :func:`step_key`'s unless given."""
+    key = key or step_key(step, inputs, content=content, ignore=ignore)
+    return Path(inputs["work_dir"]) / artifact_name(step, key, suffix)
 
 
 def step_version(step: str) -> str:

@@ -28,7 +28,7 @@ from prefect.states import State
 from prefect.transactions import get_transaction
 
 from destatic import media, outage, steps
-from destatic.cache import artifact_name, step_key
+from destatic.cache import artifact_path, step_key
 from destatic.errors import TransientError
 from destatic.dsp.options import ProfileRequest, SuppressionOptions
 
@@ -73,13 +73,12 @@ class StepCache(CachePolicy):
 
     def artifact(self, inputs: Mapping[str, Any], key: str | None = None) -> Path:
         """Where the step writes its artifact for these inputs: ``<work_dir>/<step>-<key><suffix>``."""
-        key = key or step_key(self.step, inputs, content=self.content, ignore=self.ignore)
         if self.suffix_from is None:
             suffix = self.suffix
         else:
             value = inputs[self.suffix_from]
             suffix = value.suffix if isinstance(value, Path) else f".{value}"
-        return Path(inputs["work_dir"]) / artifact_name(self.step, key, suffix)
+        return artifact_path(self.step, inputs, suffix, content=self.content, ignore=self.ignore, key=key)
 
     def compute_key(
         self,

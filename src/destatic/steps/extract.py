@@ -27,8 +27,7 @@ BY_CONTENT = ("source",)
 
 def target_in(work_dir: Path, source: Path, *, stream: int | None = None) -> Path:
     """The step's WAV for `source` in `work_dir`, named as the task names it (:data:`SUFFIX`, :data:`BY_CONTENT`)."""
-    inputs = {"source": source, "work_dir": work_dir, "stream": stream}
-    return work_dir / cache.artifact_name("extract", cache.step_key("extract", inputs, content=BY_CONTENT), SUFFIX)
+    return cache.artifact_path("extract", {"source": source, "work_dir": work_dir, "stream": stream}, SUFFIX, content=BY_CONTENT)
 
 
 def run(source: Path, target: Path, *, stream: int | None = None) -> ExtractedAudio:

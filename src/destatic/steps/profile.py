@@ -44,7 +44,7 @@ def arguments(settings: Settings) -> dict[str, Any]:
 def target_in(work_dir: Path, audio: AudioFile, given: dict[str, Any], *, noise_audio: AudioFile | None = None) -> Path:
     """The step's profile for `audio` in `work_dir`, named as the task names it (`given`: :func:`arguments`)."""
     inputs = {"audio": audio, "work_dir": work_dir, "noise_audio": noise_audio, **given}
-    return work_dir / cache.artifact_name("profile", cache.step_key("profile", inputs, content=BY_CONTENT), SUFFIX)
+    return cache.artifact_path("profile", inputs, SUFFIX, content=BY_CONTENT)
 
 
 def estimate_file_profile(
