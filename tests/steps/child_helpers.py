@@ -66,3 +66,8 @@ def pid_after(seconds: float) -> int:
 
     time.sleep(seconds)
     return os.getpid()
+
+
+def allocator_settings() -> dict[str, str]:
+    """glibc allocator variables this process was started with."""
+    return {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")}

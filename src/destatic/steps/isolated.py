@@ -57,15 +57,19 @@ DSP_MMAP_THRESHOLD = 4 << 20
 being off) were mapped afresh for every chunk at 2 MiB, and their page faults made the subtract step about a fifth
 slower (3 minutes of stereo: 4.7 s against 3.9 s; a 10-minute run's subtract step 16-17 s against 13.1-13.5 s),
 for about 13 MiB more at the peak."""
+DSP_ARENAS = 1
+"""The DSP child's threads (the classic rule's, DFN3's, the profile begun ahead) share one arena: each thread's peak
+was kept apart in two (the subtract and inverse steps of 30 minutes of stereo in one process: 302-303 MiB against
+307-310, in 39.5-42.2 s against 40.5-43.0)."""
 _SERVE = "from destatic.steps.isolated import serve; serve()"
 
 
 def memory_environment(kind: str) -> dict[str, str]:
-    """The allocator settings of a child of `kind` (:data:`MEMORY_ENVIRONMENT`; the DSP child's threshold :data:`DSP_MMAP_THRESHOLD`)."""
+    """The allocator settings of a child of `kind` (:data:`MEMORY_ENVIRONMENT`; the DSP child's :data:`DSP_MMAP_THRESHOLD` and :data:`DSP_ARENAS`)."""
     if kind != "steps":
         return dict(MEMORY_ENVIRONMENT)
     threshold = str(DSP_MMAP_THRESHOLD)
-    return {**MEMORY_ENVIRONMENT, "MALLOC_MMAP_THRESHOLD_": threshold, "MALLOC_TRIM_THRESHOLD_": threshold}
+    return {"MALLOC_ARENA_MAX": str(DSP_ARENAS), "MALLOC_MMAP_THRESHOLD_": threshold, "MALLOC_TRIM_THRESHOLD_": threshold}
 
 
 class _Child:
