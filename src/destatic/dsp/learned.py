@@ -101,7 +101,7 @@ class DeepFilterStream:
     keep_lsnr : bool
         Keep the model's local SNR estimate of every 10 ms frame, for :meth:`take_lsnr`.
     pipelined : bool
-        Run the model in two threads, one chunk apart (:class:`~destatic.dsp.dfn3.Dfn3Stream`):
+        Run the model's encoder and two decoders in three threads (:class:`~destatic.dsp.dfn3.Dfn3Stream`):
         the same output, sooner where a core is free.
 
     Notes
@@ -314,7 +314,7 @@ class LearnedGainComputer:
         self._channels = channels
         self._mid = channels == 2 and self.method.filters_together(self.options, channels)
         self._rows = 1 if self._mid else channels
-        # DFN3's gain alone leaves this thread little to do: a second core can run the model's encoder ahead
+        # DFN3's gain alone leaves this thread little to do: the model's three stages may take the other cores
         pipelined = not self.hybrid and self._rows == 1 and available_cpus() > 1
         self._streams = [
             DeepFilterStream(
