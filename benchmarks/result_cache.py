@@ -100,12 +100,19 @@ class CachedDeepFilterStream:
     real: type | None = None
 
     def __init__(
-        self, sample_rate: int, *, atten_lim_db: float = 100.0, provider: str = DEFAULT_LEARNED_PROVIDER, keep_lsnr: bool = False
+        self,
+        sample_rate: int,
+        *,
+        atten_lim_db: float = 100.0,
+        provider: str = DEFAULT_LEARNED_PROVIDER,
+        keep_lsnr: bool = False,
+        pipelined: bool = False,
     ):
         self.sample_rate = int(sample_rate)
         self.atten_lim_db = float(atten_lim_db)
         self.provider = provider
         self.keep_lsnr = keep_lsnr
+        self.pipelined = pipelined  # how the real stream runs if the output is not stored: the same samples either way
         self._parts: list[np.ndarray] = []
         self._lsnr: np.ndarray | None = None
 
@@ -131,7 +138,7 @@ class CachedDeepFilterStream:
             if self.keep_lsnr:
                 self._lsnr = np.load(lsnr_path)
             return np.load(path)
-        stream = self.real(self.sample_rate, atten_lim_db=self.atten_lim_db, provider=self.provider, keep_lsnr=True)
+        stream = self.real(self.sample_rate, atten_lim_db=self.atten_lim_db, provider=self.provider, keep_lsnr=True, pipelined=self.pipelined)
         step = 1 << 16
         output = np.concatenate(
             [stream.push(samples[start : start + step]) for start in range(0, samples.size, step)] + [stream.finish()]

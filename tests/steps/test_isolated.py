@@ -39,7 +39,9 @@ def test_a_child_holds_no_prefect_and_is_reused_while_warm() -> None:
     assert again == first and other_kind != first
 
 
-def test_the_dsp_child_keeps_its_threads_in_one_arena_and_dfn3s_tensors_in_its_heap() -> None:
+def test_the_dsp_child_keeps_its_threads_in_one_arena_and_dfn3s_tensors_in_its_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [name for name in os.environ if name.startswith("MALLOC_")]:  # the caller's own settings win (dask's nanny sets one)
+        monkeypatch.delenv(name)
     steps, report = isolated.call(child_helpers.allocator_settings), isolated.call(child_helpers.allocator_settings, child="report")
     assert steps == {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(4 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 20)}
     assert report == {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(2 << 20), "MALLOC_TRIM_THRESHOLD_": str(2 << 20)}
