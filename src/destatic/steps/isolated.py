@@ -69,7 +69,7 @@ def memory_environment(kind: str) -> dict[str, str]:
     if kind != "steps":
         return dict(MEMORY_ENVIRONMENT)
     threshold = str(DSP_MMAP_THRESHOLD)
-    return {"MALLOC_ARENA_MAX": str(DSP_ARENAS), "MALLOC_MMAP_THRESHOLD_": threshold, "MALLOC_TRIM_THRESHOLD_": threshold}
+    return {**MEMORY_ENVIRONMENT, "MALLOC_ARENA_MAX": str(DSP_ARENAS), "MALLOC_MMAP_THRESHOLD_": threshold, "MALLOC_TRIM_THRESHOLD_": threshold}
 
 
 class _Child:
