@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from destatic._cpus import available_cpus
 from destatic.dsp._dfn3_graphs import STATE_KEY, edited, split
 from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER
 from destatic.errors import InternalError, ParameterError
@@ -301,7 +302,8 @@ class Dfn3Stream:
         filter's decoder (with the resynthesis) in three threads, each about
         a third of the work, a chunk apart where they must: the same output,
         sooner where cores are free, with a few chunks' encoder outputs more
-        in memory. For a caller with little else to do.
+        in memory. For a caller with little else to do; one thread where
+        only one CPU is available.
 
     Notes
     -----
@@ -357,7 +359,7 @@ class Dfn3Stream:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="destatic-dfn3")
         self._encoder, self._masker = (
             (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"destatic-dfn3-{stage}") for stage in ("enc", "erb"))
-            if pipelined else (None, None)
+            if pipelined and available_cpus() > 1 else (None, None)
         )  # fmt: skip
         self._running: collections.deque[concurrent.futures.Future[np.ndarray]] = collections.deque()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from destatic._cpus import available_cpus
 from destatic.dsp import dfn3
 from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
@@ -220,7 +219,7 @@ def deepfilter(
     columns = samples.reshape(samples.shape[0], -1)
     out = np.empty_like(columns)
     for channel in range(columns.shape[1]):
-        stream = DeepFilterStream(sample_rate, atten_lim_db=atten_lim_db, provider=provider, pipelined=available_cpus() > 1)
+        stream = DeepFilterStream(sample_rate, atten_lim_db=atten_lim_db, provider=provider, pipelined=True)
         position = 0
         for start in range(0, columns.shape[0], block_size):
             part = stream.push(columns[start : start + block_size, channel])
@@ -315,7 +314,7 @@ class LearnedGainComputer:
         self._mid = channels == 2 and self.method.filters_together(self.options, channels)
         self._rows = 1 if self._mid else channels
         # DFN3's gain alone leaves this thread little to do: the model's three stages may take the other cores
-        pipelined = not self.hybrid and self._rows == 1 and available_cpus() > 1
+        pipelined = not self.hybrid and self._rows == 1
         self._streams = [
             DeepFilterStream(
                 self.profile.sample_rate, atten_lim_db=self._atten_lim_db, provider=self.options.learned_provider, pipelined=pipelined
