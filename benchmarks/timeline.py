@@ -9,7 +9,7 @@ steps' times from the run's ``last-run.json``, each process's lifetime, CPU, pea
 RSS (as sampled) and busy span, and the CPU seconds each kind of process used in
 every 2 s window, with the load average before and after.
 
-Usage: ``python benchmarks/timeline.py [--method hybrid] [--minutes 10] [--repeat 1]``.
+Usage: ``python benchmarks/timeline.py [--method hybrid] [--minutes 10] [--repeat 1] [--window 2]``.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def sampled_run(command: list[str], env: dict[str, str]) -> tuple[float, dict[in
     return time.perf_counter() - started, seen
 
 
-def print_timeline(seen: dict[int, Sampled]) -> None:
+def print_timeline(seen: dict[int, Sampled], window_s: float = WINDOW_S) -> None:
     """Each process's lifetime, CPU and busy span; then the CPU of each kind of process per window."""
     for pid, record in sorted(seen.items(), key=lambda item: item[1].first):
         total = record.cpu[-1][1]
@@ -101,15 +101,15 @@ def print_timeline(seen: dict[int, Sampled]) -> None:
         span = f"busy {busy[0]:5.1f}-{busy[-1]:5.1f} s" if busy else ""
         print(f"  {record.label:20s} pid {pid:7d}  alive {record.first:5.1f}-{record.last:5.1f} s  CPU {total:5.1f} s  "
               f"peak RSS {record.peak_rss / 2**20:4.0f} MiB  {span}")
-    windows: dict[int, dict[str, float]] = {}
+    windows: dict[float, dict[str, float]] = {}
     for record in seen.values():
         for (now, cpu), (_, before) in zip(record.cpu[1:], record.cpu):
-            window = windows.setdefault(int(now // WINDOW_S) * WINDOW_S, {})
+            window = windows.setdefault(now // window_s * window_s, {})
             window[record.label] = window.get(record.label, 0.0) + cpu - before
-    print(f"  CPU seconds per {WINDOW_S} s window:")
+    print(f"  CPU seconds per {window_s:g} s window:")
     for start in sorted(windows):
         parts = sorted(windows[start].items(), key=lambda item: -item[1])
-        print(f"    {start:4d}-{start + WINDOW_S:4d} s: {sum(windows[start].values()):4.1f}  "
+        print(f"    {start:5.1f}-{start + window_s:5.1f} s: {sum(windows[start].values()):4.1f}  "
               + ", ".join(f"{label} {cpu:.1f}" for label, cpu in parts if cpu >= 0.1))
 
 
@@ -118,6 +118,7 @@ def main() -> int:
     parser.add_argument("--method", default="hybrid", help="destatic method (default hybrid, passed explicitly)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the generated video")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of afftdn then destatic")
+    parser.add_argument("--window", type=float, default=WINDOW_S, help=f"seconds per line of the CPU timeline (default {WINDOW_S})")
     args = parser.parse_args()
     if TIMELINE.exists():
         shutil.rmtree(TIMELINE)
@@ -144,7 +145,7 @@ def main() -> int:
                   f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after, {os.cpu_count()} CPUs)")
             print("  steps, s: " + " ".join(f"{name} {seconds:.1f}" for name, seconds in steps.items()))
             print(f"  CPU of the whole run: {sum(record.cpu[-1][1] for record in seen.values()):.1f} s")
-            print_timeline(seen)
+            print_timeline(seen, args.window)
     finally:
         stop_server(server)
     return 0
