@@ -71,9 +71,3 @@ def pid_after(seconds: float) -> int:
 def allocator_settings() -> dict[str, str]:
     """glibc allocator variables this process was started with."""
     return {name: value for name, value in os.environ.items() if name.startswith("MALLOC_")}
-
-
-def resident_mib() -> float:
-    """This process's resident memory now, MiB."""
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
