@@ -26,13 +26,12 @@ import json
 import os
 import re
 import shutil
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel
 
 from destatic import __version__
 from destatic._digest import file_digest
@@ -108,7 +107,8 @@ def step_version(step: str) -> str:
 
 
 def _key_part(value: Any) -> Any:
-    if isinstance(value, BaseModel):
+    pydantic = sys.modules.get("pydantic")  # a settings model exists only where pydantic is loaded: not in a step child
+    if pydantic is not None and isinstance(value, pydantic.BaseModel):
         return json.loads(value.model_dump_json())
     if dataclasses.is_dataclass(value) and hasattr(value, "path"):
         return str(value.path)  # a step's record: its artifact's name holds its key

@@ -17,6 +17,11 @@ def loaded_modules() -> tuple[int, bool, bool]:
     return os.getpid(), "prefect" in sys.modules, "matplotlib" in sys.modules
 
 
+def holds(module: str) -> bool:
+    """Whether `module` is loaded in this process."""
+    return module in sys.modules
+
+
 def refuse(path: Path) -> None:
     raise BadInputError(path, "it is not what it says")
 

@@ -39,6 +39,23 @@ def test_a_child_holds_no_prefect_and_is_reused_while_warm() -> None:
     assert again == first and other_kind != first
 
 
+def test_the_dsp_child_holds_no_settings_model_after_its_warm_up_and_a_profile(tmp_path: Path) -> None:
+    """pydantic (about 20 MiB of the DSP child's peak) stays in the flow's process: nothing the child runs needs the settings."""
+    import numpy as np
+    import soundfile as sf
+
+    from destatic.settings import load_settings
+    from destatic.steps import profile, warming
+    from destatic.steps.records import AudioFile
+
+    wav = tmp_path / "audio.wav"
+    sf.write(wav, np.random.default_rng(0).standard_normal((48000, 2)).astype(np.float32) * 0.01, 48000, subtype="FLOAT")
+    audio = AudioFile(wav, 48000, 2, 48000)
+    isolated.warm("steps", warming.warm_dsp, "logmmse")
+    isolated.call(profile.run, audio, tmp_path / "profile.npz", **profile.arguments(load_settings()))
+    assert "pydantic" in sys.modules and not isolated.call(child_helpers.holds, "pydantic")
+
+
 def test_the_dsp_child_keeps_its_threads_in_one_arena_and_dfn3s_tensors_in_its_heap(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [name for name in os.environ if name.startswith("MALLOC_")]:  # the caller's own settings win (dask's nanny sets one)
         monkeypatch.delenv(name)

@@ -13,11 +13,14 @@ import functools
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from destatic import dsp
 from destatic.dsp.methods import CLASSIC_DEFAULT
-from destatic.settings import Settings
 from destatic.steps import ahead, extract, isolated, plots, profile, report
+
+if TYPE_CHECKING:
+    from destatic.settings import Settings
 
 __all__ = ["start_ahead", "warm_children", "warm_dsp"]
 
