@@ -172,11 +172,11 @@ class _FailingThirdChunk(dfn3.Dfn3Stream):
 
     chunks = 0
 
-    def _encode(self, samples):
+    def _encoded(self, feat_erb, feat_spec):
         self.chunks += 1
         if self.chunks == 3:
             raise RuntimeError("chunk 3 failed")
-        return super()._encode(samples)
+        return super()._encoded(feat_erb, feat_spec)
 
 
 @pytest.mark.parametrize("pipelined", [False, True])

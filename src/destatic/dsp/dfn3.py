@@ -43,6 +43,7 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -309,11 +310,14 @@ class Dfn3Stream:
     -----
     Frames are run in chunks of ``chunk_frames`` on a fixed grid from the
     first frame, whatever the sizes :meth:`process` is called with, so the
-    output does not depend on them. The chunks a call completes run one after
-    another in a thread of the stream's own (three, ``pipelined``) while the
-    caller goes on (onnxruntime releases the GIL): :meth:`process` queues
-    them, then returns the output of the chunks earlier calls started, so
-    which samples a call returns depends only on what was fed. A chunk that
+    output does not depend on them. The graphs of the chunks a call completes
+    run one after another in a thread of the stream's own while the caller
+    goes on (onnxruntime releases the GIL); the caller computes each chunk's
+    features as it queues it and its output as it collects it, work that
+    would otherwise lengthen that thread, the critical path of the hybrid's
+    gains (``pipelined``: three threads do everything). :meth:`process`
+    returns the output of the chunks earlier calls started, so which samples
+    a call returns depends only on what was fed. A chunk that
     fails in those threads is raised by the call that collects it, and ends
     them, as :meth:`flush` does.
     """
@@ -361,7 +365,7 @@ class Dfn3Stream:
             (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"destatic-dfn3-{stage}") for stage in ("enc", "erb"))
             if pipelined and available_cpus() > 1 else (None, None)
         )  # fmt: skip
-        self._running: collections.deque[concurrent.futures.Future[np.ndarray]] = collections.deque()
+        self._running: collections.deque[Callable[[], np.ndarray]] = collections.deque()  # each chunk's output, when called
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
     def process(self, samples: np.ndarray) -> np.ndarray:
@@ -376,11 +380,13 @@ class Dfn3Stream:
         for start in range(0, done, chunk):
             samples = self._pending[start : start + chunk].copy()
             if self._encoder is None or self._masker is None:
-                self._running.append(self._worker.submit(self._run, samples))
+                spectra = self._analyse(samples)
+                decoded = self._worker.submit(self._decoded, self._features(spectra))
+                self._running.append(functools.partial(self._finished_here, spectra, decoded))
             else:  # each stage keeps its own states, so they may run a chunk apart with the same output
                 encoded = self._encoder.submit(self._encode, samples)
                 mask = self._masker.submit(lambda encoded=encoded: self._mask(encoded.result()[1]))
-                self._running.append(self._worker.submit(self._finished, encoded, mask))
+                self._running.append(self._worker.submit(self._finished, encoded, mask).result)
         self._pending = self._pending[done:].copy()
         out = self._collected(started)
         return np.concatenate(out) if out else np.zeros(0, np.float32)
@@ -390,7 +396,7 @@ class Dfn3Stream:
         out = []
         try:
             for _ in range(len(self._running) if count is None else count):
-                out.append(self._running.popleft().result())
+                out.append(self._running.popleft()())
         except BaseException:
             self._shutdown(cancel=True)
             self._running.clear()
@@ -412,8 +418,17 @@ class Dfn3Stream:
         return np.concatenate(out) if out else np.zeros(0, np.float32)
 
     def _run(self, samples: np.ndarray) -> np.ndarray:
-        spectra, enc = self._encode(samples)
-        return self._output(spectra, self._mask(enc), self._coefficients(enc))
+        spectra = self._analyse(samples)
+        return self._output(spectra, *self._decoded(self._features(spectra)))
+
+    def _decoded(self, features: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The three graphs on a chunk's features: the ERB mask and the deep filter's taps."""
+        enc = self._encoded(*features)
+        return self._mask(enc), self._coefficients(enc)
+
+    def _finished_here(self, spectra: np.ndarray, decoded: concurrent.futures.Future[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+        """The output of a chunk whose graphs ran in the stream's thread, made in the caller's."""
+        return self._output(spectra, *decoded.result())
 
     def _finished(self, encoded: concurrent.futures.Future[Any], mask: concurrent.futures.Future[np.ndarray]) -> np.ndarray:
         """The last stage of a pipelined chunk, from the first two's results."""
@@ -424,12 +439,15 @@ class Dfn3Stream:
     def _encode(self, samples: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """The chunk's spectra, and the encoder's outputs from its features."""
         spectra = self._analyse(samples)
-        feat_erb, feat_spec = self._features(spectra)
+        return spectra, self._encoded(*self._features(spectra))
+
+    def _encoded(self, feat_erb: np.ndarray, feat_spec: np.ndarray) -> dict[str, np.ndarray]:
+        """The encoder's outputs from a chunk's features (its local SNR kept in :attr:`lsnr` if asked)."""
         enc = self._session("enc", {"feat_erb": feat_erb[np.newaxis, np.newaxis], "feat_spec": feat_spec[np.newaxis]},
                             ["e0", "e1", "e2", "e3", "emb", "c0", "lsnr"])
         if self.lsnr is not None:
             self.lsnr.append(enc["lsnr"].reshape(-1).copy())
-        return spectra, enc
+        return enc
 
     def _mask(self, enc: dict[str, np.ndarray]) -> np.ndarray:
         """The ERB decoder: a gain per band and frame."""
