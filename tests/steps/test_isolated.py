@@ -56,6 +56,14 @@ def test_the_dsp_child_holds_no_settings_model_after_its_warm_up_and_a_profile(t
     assert "pydantic" in sys.modules and not isolated.call(child_helpers.holds, "pydantic")
 
 
+def test_the_report_child_loads_none_of_the_compiled_loops(tmp_path: Path) -> None:
+    """Its spectrograms are framed by numpy: numba's compiled code of ours (about 50 MiB) stays out of it."""
+    from destatic.steps import report
+
+    isolated.call(report.warm_up, tmp_path / ".numba", child="report")
+    assert not isolated.call(child_helpers.holds, "destatic.dsp._kernels", child="report")
+
+
 def test_the_dsp_child_keeps_its_threads_in_one_arena_and_dfn3s_tensors_in_its_heap(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [name for name in os.environ if name.startswith("MALLOC_")]:  # the caller's own settings win (dask's nanny sets one)
         monkeypatch.delenv(name)

@@ -169,7 +169,8 @@ def plot_spectrograms(
 
 def warm_up(fallback: Path) -> None:
     """Load what the plots use: matplotlib (Agg), librosa's display (its cached numba functions: `fallback`
-    as for :func:`destatic.dsp.caching_other_packages`), PIL and the spectrogram's compiled frames.
+    as for :func:`destatic.dsp.caching_other_packages`), PIL and the spectrogram's FFT (framed by numpy:
+    no compiled loops of ours in that child).
 
     For the report's child (:func:`destatic.steps.report.warm_up`). No figure is drawn: that
     saved the step 0.7 s more on a 10-minute video, but what matplotlib kept
