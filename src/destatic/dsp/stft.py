@@ -377,8 +377,9 @@ def spectrogram_db(audio: np.ndarray, sample_rate: int, n_fft: int) -> np.ndarra
         return np.zeros((n_fft // 2 + 1, 0), np.float32)
     if samples.size < n_fft:  # one frame, zero-padded
         samples = np.pad(samples, (0, n_fft - samples.size))
-    frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[:: n_fft // 2] * hann_window(n_fft)
+    window = hann_window(n_fft)
+    frames = np.lib.stride_tricks.sliding_window_view(samples, n_fft)[:: n_fft // 2] * window
     spectra = scipy.fft.rfft(frames, axis=-1).astype(np.complex64, copy=False)
-    density = np.square(np.abs(spectra)) / (sample_rate * np.square(hann_window(n_fft)).sum())
+    density = np.square(np.abs(spectra)) / (sample_rate * np.square(window).sum())
     density[:, 1 : n_fft // 2] *= 2
     return 10 * np.log10(np.maximum(density, 1e-30)).T
