@@ -77,7 +77,7 @@ def test_spectrograms_pool_to_about_the_pixels_keeping_mean_power_and_the_low_bi
 
 def test_a_figure_drawn_in_a_long_lived_process_leaves_little_to_the_cycle_collector(rng: np.random.Generator, tmp_path) -> None:
     """Where the steps are not isolated (``runtime.isolate_steps`` off, a Dask worker), each file's figures stay
-    until one of Python's seldom full collections: emptied when saved, about 2-3 MiB of them a file, not 10."""
+    until one of Python's seldom full collections: emptied when saved, about 2-3 MiB a plot, not 8."""
     import gc
 
     import psutil
