@@ -243,6 +243,26 @@ def test_exp_and_log_are_within_an_ulp_or_two():
     assert (np.abs(got - exact) / ulp).max() <= 2.0
 
 
+
+def test_exp_to_float32_gives_libms_float32_bits_even_next_to_a_rounding_midpoint():
+    """Random arguments, every kind of edge, and exps that land within an ulp of a float32 midpoint (where a fast exp
+    a few float64 ulp off would round the other way): libm's float64 exp rounded to float32, bit for bit."""
+    import math
+
+    from destatic.dsp import _numba
+
+    rng = np.random.default_rng(5)
+    below = np.exp(rng.uniform(-86, 87, 50_000)).astype(np.float32)
+    midpoints = (below.astype(np.float64) + np.nextafter(below, np.float32(np.inf)).astype(np.float64)) / 2
+    edges = [0.0, -0.0, -86.99, -87.0, -87.5, 87.99, 88.0, 88.8, -708.0, 709.0, -1e4, 1e4, np.nan, np.inf, -np.inf]
+    x = np.concatenate([rng.uniform(-30, 2, 200_000), rng.uniform(-700, 700, 50_000), np.log(midpoints), edges])
+    got = np.empty(x.size, np.float32)
+    _numba.exp_to_float32(x, got)
+    with np.errstate(over="ignore"):
+        expected = np.array([math.inf if v >= 710 else math.exp(v) for v in x], np.float64).astype(np.float32)
+    assert np.array_equal(got, expected, equal_nan=True)
+
+
 def _relative_db(output: np.ndarray, expected: np.ndarray) -> float:
     return float(10 * np.log10(np.sum((output - expected) ** 2) / np.sum(expected**2) + 1e-300))
 

@@ -4,9 +4,12 @@
 constants; this loop computes it without numpy's temporaries, in numpy's
 arithmetic and order, so the gains are the same to the bit (the numpy
 formulation is the test oracle, ``tests/dsp/dsp_reference.py``). Where a
-clipped ramp is saturated, the ``log10`` behind it is skipped, and a bin's
-band median is taken only where it can change the result. Compiled and cached
-as :mod:`destatic.dsp._kernels` is.
+clipped ramp is saturated, the ``log10`` behind it is skipped. A bin's band
+median is selected only where it can change the result and counting the
+band's bins against the levels that saturate the ramp (or against the
+profile's noise) leaves it open: about 1 % of bins on speech, where it was
+7 %. The ``exp`` is vectorised (:func:`~destatic.dsp._numba.exp_to_float32`,
+libm's bits). Compiled and cached as :mod:`destatic.dsp._kernels` is.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from destatic.dsp._kernels import _kth_smallest
-from destatic.dsp._numba import compiled
+from destatic.dsp._numba import compiled, exp_to_float32
 
 __all__ = ["MixConstants", "hybrid_mix"]
 
@@ -72,6 +75,24 @@ def _median_around(values, b, window):
 
 
 @compiled
+def _median_beyond(values, b, width, floor, low, high):
+    """Where the median of the ``width`` (odd) bins of ``values`` centred on bin ``b`` (edge bins repeated) lies, as
+    far as a count tells: 2 if at most ``floor``, 1 if at least ``high``, -1 if at most ``low``, 0 if not known.
+
+    Counting needs no reordering: far cheaper than :func:`_median_around` where it is enough.
+    """
+    last = values.shape[0] - 1
+    reach = under = under_floor = 0
+    for k in range(width):
+        value = np.float64(values[min(max(b + k - width // 2, 0), last)])
+        reach += value >= high
+        under += value <= low
+        under_floor += value <= floor
+    half = width // 2
+    return 2 if under_floor > half else (1 if reach > half else (-1 if under > half else 0))
+
+
+@compiled
 def _saturation(start_db, span_db):
     """The power ratios safely (1e-9) below and above which :func:`_ramp` is 0 and 1 without a ``log10``."""
     return 10.0 ** (start_db / 10.0) * (1.0 - 1e-9), 10.0 ** ((start_db + span_db) / 10.0) * (1.0 + 1e-9)
@@ -106,6 +127,7 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
     window = np.empty(constants.tone_width, np.float32)
     steady = np.empty(bins, np.float64)
     tone_free = np.empty(bins, np.float64)
+    exponent = np.empty(bins, np.float64)
     voice_mix = np.float64(constants.voice_mix)
     steady_limits = _saturation(constants.steady_over_db, constants.steady_span_db)
     tone_limits = _saturation(constants.tone_over_db, constants.tone_span_db)
@@ -120,6 +142,19 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
                 if lifted / (noise[r, b] + 1e-30) < tone_limits[0]:  # the band's median can only lower this ratio
                     tone_free[b] = 1.0
                     continue
+                # Levels of the median that put the ratio below and above the ramp (checked exactly): often enough to know.
+                high, low = lifted / tone_limits[0] * (1.0 + 1e-6), lifted / tone_limits[1] * (1.0 - 1e-6)
+                side = _median_beyond(removed, b, constants.tone_width, noise[r, b], low, high)
+                if side == 2:  # the ground is the profile's noise
+                    ratio = lifted / (noise[r, b] + 1e-30)
+                    tone_free[b] = 1.0 - _ramp(ratio, constants.tone_over_db, constants.tone_span_db, tone_limits)
+                    continue
+                if side == 1 and lifted / (max(high, noise[r, b]) + 1e-30) < tone_limits[0]:
+                    tone_free[b] = 1.0
+                    continue
+                if side == -1 and lifted / (max(low, noise[r, b]) + 1e-30) > tone_limits[1]:
+                    tone_free[b] = 0.0
+                    continue
                 ratio = lifted / (max(np.float64(_median_around(removed, b, window)), noise[r, b]) + 1e-30)
                 tone_free[b] = 1.0 - _ramp(ratio, constants.tone_over_db, constants.tone_span_db, tone_limits)
             for c in range(channels):
@@ -131,4 +166,5 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
                     weight = max(np.float64(voice[r, t] * noisy), np.float64(region[r, t]) * steady[b])
                     weight = voice_mix * weight * tone_free[b]
                     step = np.float64(log_learned[r, t, b] - log_classic[c, t, b])
-                    out[c, t, b] = np.float32(np.exp(np.float64(log_classic[c, t, b]) + weight * step))
+                    exponent[b] = np.float64(log_classic[c, t, b]) + weight * step
+                exp_to_float32(exponent, out[c, t])

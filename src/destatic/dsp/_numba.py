@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import os
 import platform
 import re
@@ -50,6 +51,7 @@ __all__ = [
     "caching_other_packages",
     "compiled",
     "exp_into",
+    "exp_to_float32",
     "floats_of_halves",
     "halves_into",
     "log_into",
@@ -220,6 +222,31 @@ def _pow2(typingctx, k):
 
 
 @intrinsic
+def _bits64(typingctx, value):
+    """The bit pattern of a float64 as an int64 (a no-op in machine code)."""
+    if value != types.float64:
+        return None
+    return types.int64(types.float64), lambda context, builder, signature, args: builder.bitcast(args[0], ir.IntType(64))
+
+
+@intrinsic
+def _pow2_of_shifted(typingctx, shifted):
+    """2**k for a float64 ``1.5 * 2**52 + k``, k in [-1022, 1023]: the low bits of its pattern moved to the exponent's place.
+
+    Integer adds and shifts only, which vectorise (AVX2 has no float64 to int64 conversion).
+    """
+    if shifted != types.float64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        i64 = ir.IntType(64)
+        exponent = builder.add(builder.bitcast(args[0], i64), ir.Constant(i64, 1023))
+        return builder.bitcast(builder.shl(exponent, ir.Constant(i64, 52)), ir.DoubleType())
+
+    return types.float64(types.float64), codegen
+
+
+@intrinsic
 def _exponent_and_mantissa(typingctx, x):
     """``(k, m)`` with ``x = 2**k * m``, ``m`` in [1, 2), both float32, for a positive normal float32 ``x``."""
     if x != types.float32:
@@ -287,6 +314,61 @@ def _exp(x):
     p = (((c6 * r + c5) * r + c4) * r + c3) * r + c2
     p = (r * r) * p + r + np.float32(1.0)
     return p * _pow2(k)
+
+
+EXP64_LN2_HIGH = 6.93147180369123816490e-01
+"""ln 2 with its low 32 mantissa bits zero, so that ``k * EXP64_LN2_HIGH`` is exact."""
+EXP64_LN2_LOW = 1.90821492927058770002e-10
+"""ln 2 - EXP64_LN2_HIGH."""
+EXP64_SHIFT = 6755399441055744.0
+"""1.5 * 2**52: added to a float64 below 2**51 in magnitude, it rounds it to an integer held in the low mantissa bits."""
+EXP64_COEFFICIENTS = tuple(1.0 / math.factorial(n) for n in range(14))
+"""exp's Taylor series to r**13 / 13!: on |r| <= ln(2) / 2 the first term left out is below 5e-18, so :func:`_exp64` is within a few ulp."""
+EXP64_SAFE_ULPS = 1 << 10
+"""How far, in float64 ulp, :func:`_exp64` must be from a float32 rounding midpoint for :func:`exp_to_float32` to trust it."""
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _exp64(x):
+    """exp of a float64 in [-708, 709], within a few ulp, vectorisable: 2**k times the Taylor series of the rest."""
+    shifted = x * 1.4426950408889634 + EXP64_SHIFT  # k = x / ln 2 rounded, in the low bits
+    k = shifted - EXP64_SHIFT
+    r = (x - k * EXP64_LN2_HIGH) - k * EXP64_LN2_LOW
+    c = EXP64_COEFFICIENTS
+    p = ((((((c[13] * r + c[12]) * r + c[11]) * r + c[10]) * r + c[9]) * r + c[8]) * r + c[7]) * r + c[6]
+    p = (((((p * r + c[5]) * r + c[4]) * r + c[3]) * r + c[2]) * r + c[1]) * r + c[0]
+    return p * _pow2_of_shifted(shifted)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def _exp_rounds_safely(x, approximate):
+    """Whether float32 of :func:`_exp64`'s `approximate` exp of `x` is float32 of the exact one (False: ask libm).
+
+    Where ``exp(x)`` is a normal float32, two float64 values within a few
+    ulp of it round to the same float32 unless a float32 rounding midpoint
+    (the low 29 of their 52 mantissa bits at half) lies between them.
+    """
+    low = _bits64(approximate) & ((1 << 29) - 1)
+    return (x > -87.0) & (x < 88.0) & (abs(low - (1 << 28)) > EXP64_SAFE_ULPS)
+
+
+@numba.njit(inline="always", error_model="numpy")
+def exp_to_float32(values, out):
+    """``out[i] = float32(exp(values[i]))``, to the bit as from libm's float64 exp, at the cost of :func:`_exp64`.
+
+    The values rounded unsafely (a few in a million) are redone with libm's
+    exp in a loop of their own: in the same loop as the others, the compiler
+    would compute libm's exp for every value.
+    """
+    unsafe = 0
+    for i in range(values.shape[0]):
+        approximate = _exp64(values[i])
+        out[i] = np.float32(approximate)
+        unsafe += not _exp_rounds_safely(values[i], approximate)
+    if unsafe:
+        for i in range(values.shape[0]):
+            if not _exp_rounds_safely(values[i], _exp64(values[i])):
+                out[i] = np.float32(np.exp(values[i]))
 
 
 @numba.njit(inline="always", error_model="numpy")
