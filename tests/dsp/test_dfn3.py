@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -188,6 +189,47 @@ def test_a_failing_chunk_is_raised_in_the_caller_and_ends_the_streams_thread(pip
     assert _stream_threads() - before
     with pytest.raises(RuntimeError, match="chunk 3 failed"):
         stream.process(noisy_speech[part : 2 * part])
+    assert not (_stream_threads() - before)
+
+
+
+class _SlowMaskStream(dfn3.Dfn3Stream):
+    """A stream whose ERB decoder is slowed, so that the caller comes for each chunk before its deep filter's decoder
+    has started; records which thread ran each chunk's deep filter decoder."""
+
+    def __init__(self, *args, failing_chunk: int | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.decoded_by: list[str] = []
+        self.failing_chunk = failing_chunk
+
+    def _mask(self, enc):
+        time.sleep(0.02)
+        return super()._mask(enc)
+
+    def _coefficients(self, enc):
+        self.decoded_by.append(threading.current_thread().name)
+        if len(self.decoded_by) == self.failing_chunk:
+            raise RuntimeError(f"deep filter decoder of chunk {self.failing_chunk} failed")
+        return super()._coefficients(enc)
+
+
+def test_a_caller_that_would_wait_runs_the_deep_filter_decoder_itself_with_the_same_bits(noisy_speech):
+    stream = _SlowMaskStream(chunk_frames=20)
+    size = 60 * dfn3.FRAME
+    fed = [stream.process(noisy_speech[start : start + size]) for start in range(0, noisy_speech.size, size)]
+    out = np.concatenate([*fed, stream.flush()])
+    assert threading.main_thread().name in stream.decoded_by  # the caller took them (the stream's thread, without the delay)
+    assert np.array_equal(out, _engine(noisy_speech, chunk_frames=20))
+
+
+def test_a_deep_filter_decoder_failing_in_the_callers_thread_is_raised_and_ends_the_streams_thread(noisy_speech):
+    before = _stream_threads()
+    stream = _SlowMaskStream(chunk_frames=20, failing_chunk=4)
+    size = 60 * dfn3.FRAME
+    with pytest.raises(RuntimeError, match="chunk 4 failed"):
+        for start in range(0, noisy_speech.size, size):
+            stream.process(noisy_speech[start : start + size])
+    assert stream.decoded_by[3] == threading.main_thread().name
     assert not (_stream_threads() - before)
 
 

@@ -43,6 +43,7 @@ import json
 import os
 import tarfile
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,18 @@ def _graphs(provider: str, float16_grus: bool = True) -> dict[str, _Graph]:
     return graphs
 
 
+class _ChunkGraphs:
+    """One chunk's way through the graphs, shared by the stream's thread and the caller's (see :class:`Dfn3Stream`)."""
+
+    def __init__(self, features: tuple[np.ndarray, np.ndarray], previous_taps: concurrent.futures.Future[np.ndarray] | None):
+        self.features: tuple[np.ndarray, np.ndarray] | None = features
+        self.previous_taps = previous_taps
+        self.encoded: dict[str, np.ndarray] | None = None  # what the deep filter's decoder reads from the encoder
+        self.mask: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
+        self.taps: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
+        self.claimed = False  # the deep filter's decoder taken by one thread
+
+
 class Dfn3Stream:
     """DeepFilterNet3 on one 48 kHz channel: whole 480-sample frames in, as many out, :data:`DELAY` samples late.
 
@@ -315,7 +328,11 @@ class Dfn3Stream:
     goes on (onnxruntime releases the GIL); the caller computes each chunk's
     features as it queues it and its output as it collects it, work that
     would otherwise lengthen that thread, the critical path of the hybrid's
-    gains (``pipelined``: three threads do everything). :meth:`process`
+    gains. A caller that comes to collect a chunk before that thread has
+    started its deep filter's decoder (a third of the graphs' work) claims it
+    and runs it rather than wait (``pipelined``: three threads do
+    everything). Whichever thread runs a graph, its states pass from chunk
+    to chunk in order, so the output is the same. :meth:`process`
     returns the output of the chunks earlier calls started, so which samples
     a call returns depends only on what was fed. A chunk that
     fails in those threads is raised by the call that collects it, and ends
@@ -366,6 +383,8 @@ class Dfn3Stream:
             if pipelined and available_cpus() > 1 else (None, None)
         )  # fmt: skip
         self._running: collections.deque[Callable[[], np.ndarray]] = collections.deque()  # each chunk's output, when called
+        self._last_taps: concurrent.futures.Future[np.ndarray] | None = None  # the deep filter's taps of the last chunk queued
+        self._claims = threading.Lock()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
     def process(self, samples: np.ndarray) -> np.ndarray:
@@ -381,8 +400,10 @@ class Dfn3Stream:
             samples = self._pending[start : start + chunk].copy()
             if self._encoder is None or self._masker is None:
                 spectra = self._analyse(samples)
-                decoded = self._worker.submit(self._decoded, self._features(spectra))
-                self._running.append(functools.partial(self._finished_here, spectra, decoded))
+                graphs = _ChunkGraphs(self._features(spectra), self._last_taps)
+                self._last_taps = graphs.taps
+                self._worker.submit(self._front, graphs)
+                self._running.append(functools.partial(self._finished_here, spectra, graphs))
             else:  # each stage keeps its own states, so they may run a chunk apart with the same output
                 encoded = self._encoder.submit(self._encode, samples)
                 mask = self._masker.submit(lambda encoded=encoded: self._mask(encoded.result()[1]))
@@ -426,9 +447,47 @@ class Dfn3Stream:
         enc = self._encoded(*features)
         return self._mask(enc), self._coefficients(enc)
 
-    def _finished_here(self, spectra: np.ndarray, decoded: concurrent.futures.Future[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """The output of a chunk whose graphs ran in the stream's thread, made in the caller's."""
-        return self._output(spectra, *decoded.result())
+    def _front(self, chunk: _ChunkGraphs) -> None:
+        """In the stream's thread: the encoder and the ERB decoder; then the deep filter's decoder, if still unclaimed and
+        the previous chunk's is done (it carries its state from chunk to chunk)."""
+        try:
+            enc = self._encoded(*chunk.features)
+            chunk.features = None
+            chunk.encoded = {name: enc[name] for name in ("emb", "c0")}
+            mask = self._mask(enc)
+        except BaseException as error:  # raised in the caller, which collects the chunk
+            chunk.mask.set_exception(error)
+            return
+        chunk.mask.set_result(mask)
+        if (chunk.previous_taps is None or chunk.previous_taps.done()) and self._claimed(chunk):
+            self._back(chunk)
+
+    def _claimed(self, chunk: _ChunkGraphs) -> bool:
+        """Whether this thread takes the chunk's deep filter decoder (no other thread has)."""
+        with self._claims:
+            if chunk.claimed:
+                return False
+            chunk.claimed = True
+            return True
+
+    def _back(self, chunk: _ChunkGraphs) -> None:
+        """The deep filter's decoder on a chunk whose encoder ran."""
+        try:
+            chunk.taps.set_result(self._coefficients(chunk.encoded))
+        except BaseException as error:
+            chunk.taps.set_exception(error)
+        finally:
+            chunk.encoded = chunk.previous_taps = None
+
+    def _finished_here(self, spectra: np.ndarray, chunk: _ChunkGraphs) -> np.ndarray:
+        """The output of a chunk, made in the caller's thread. If the stream's thread has not yet come to the chunk's deep
+        filter decoder, the caller claims it and runs it itself once the encoder is done, rather than wait (chunks are
+        collected in order, so the previous chunk's is done)."""
+        mine = self._claimed(chunk)
+        mask = chunk.mask.result()
+        if mine:
+            self._back(chunk)
+        return self._output(spectra, mask, chunk.taps.result())
 
     def _finished(self, encoded: concurrent.futures.Future[Any], mask: concurrent.futures.Future[np.ndarray]) -> np.ndarray:
         """The last stage of a pipelined chunk, from the first two's results."""
