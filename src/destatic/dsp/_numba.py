@@ -190,10 +190,12 @@ def _i32(builder, value):
 
 @intrinsic
 def _bits(typingctx, value):
-    """The bit pattern of a float32 as an int32 (a no-op in machine code)."""
-    if value != types.float32:
+    """The bit pattern of a float32 as an int32, or of a float64 as an int64 (a no-op in machine code)."""
+    integers = {types.float32: types.int32, types.float64: types.int64}
+    if value not in integers:
         return None
-    return types.int32(types.float32), lambda context, builder, signature, args: builder.bitcast(args[0], ir.IntType(32))
+    width = integers[value].bitwidth
+    return integers[value](value), lambda context, builder, signature, args: builder.bitcast(args[0], ir.IntType(width))
 
 
 @intrinsic
@@ -219,14 +221,6 @@ def _pow2(typingctx, k):
         return builder.bitcast(builder.shl(exponent, ir.Constant(ir.IntType(32), 23)), ir.FloatType())
 
     return types.float32(types.float32), codegen
-
-
-@intrinsic
-def _bits64(typingctx, value):
-    """The bit pattern of a float64 as an int64 (a no-op in machine code)."""
-    if value != types.float64:
-        return None
-    return types.int64(types.float64), lambda context, builder, signature, args: builder.bitcast(args[0], ir.IntType(64))
 
 
 @intrinsic
@@ -348,7 +342,7 @@ def _exp_rounds_safely(x, approximate):
     ulp of it round to the same float32 unless a float32 rounding midpoint
     (the low 29 of their 52 mantissa bits at half) lies between them.
     """
-    low = _bits64(approximate) & ((1 << 29) - 1)
+    low = _bits(approximate) & ((1 << 29) - 1)
     return (x > -87.0) & (x < 88.0) & (abs(low - (1 << 28)) > EXP64_SAFE_ULPS)
 
 
