@@ -402,7 +402,7 @@ class Dfn3Stream:
                 spectra = self._analyse(samples)
                 graphs = _ChunkGraphs(self._features(spectra), self._last_taps)
                 self._last_taps = graphs.taps
-                self._worker.submit(self._front, graphs)
+                self._worker.submit(self._encode_and_mask, graphs)
                 self._running.append(functools.partial(self._finished_here, spectra, graphs))
             else:  # each stage keeps its own states, so they may run a chunk apart with the same output
                 encoded = self._encoder.submit(self._encode, samples)
@@ -447,7 +447,7 @@ class Dfn3Stream:
         enc = self._encoded(*features)
         return self._mask(enc), self._coefficients(enc)
 
-    def _front(self, chunk: _ChunkGraphs) -> None:
+    def _encode_and_mask(self, chunk: _ChunkGraphs) -> None:
         """In the stream's thread: the encoder and the ERB decoder; then the deep filter's decoder, if still unclaimed and
         the previous chunk's is done (it carries its state from chunk to chunk)."""
         try:
@@ -460,7 +460,7 @@ class Dfn3Stream:
             return
         chunk.mask.set_result(mask)
         if (chunk.previous_taps is None or chunk.previous_taps.done()) and self._claimed(chunk):
-            self._back(chunk)
+            self._decode_taps(chunk)
 
     def _claimed(self, chunk: _ChunkGraphs) -> bool:
         """Whether this thread takes the chunk's deep filter decoder (no other thread has)."""
@@ -470,7 +470,7 @@ class Dfn3Stream:
             chunk.claimed = True
             return True
 
-    def _back(self, chunk: _ChunkGraphs) -> None:
+    def _decode_taps(self, chunk: _ChunkGraphs) -> None:
         """The deep filter's decoder on a chunk whose encoder ran."""
         try:
             chunk.taps.set_result(self._coefficients(chunk.encoded))
@@ -481,12 +481,12 @@ class Dfn3Stream:
 
     def _finished_here(self, spectra: np.ndarray, chunk: _ChunkGraphs) -> np.ndarray:
         """The output of a chunk, made in the caller's thread. If the stream's thread has not yet come to the chunk's deep
-        filter decoder, the caller claims it and runs it itself once the encoder is done, rather than wait (chunks are
-        collected in order, so the previous chunk's is done)."""
+        filter decoder, the caller claims it and runs it itself once the encoder and the ERB decoder are done, rather
+        than wait (chunks are collected in order, so the previous chunk's is done)."""
         mine = self._claimed(chunk)
         mask = chunk.mask.result()
         if mine:
-            self._back(chunk)
+            self._decode_taps(chunk)
         return self._output(spectra, mask, chunk.taps.result())
 
     def _finished(self, encoded: concurrent.futures.Future[Any], mask: concurrent.futures.Future[np.ndarray]) -> np.ndarray:
