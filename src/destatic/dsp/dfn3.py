@@ -291,7 +291,7 @@ class _ChunkGraphs:
         self.encoded: dict[str, np.ndarray] | None = None  # what the deep filter's decoder reads from the encoder
         self.mask: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
         self.taps: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
-        self.claimed = False  # the deep filter's decoder taken by one thread
+        self.claim = threading.Lock()  # taken, never released, by the one thread that runs the deep filter's decoder
 
 
 class Dfn3Stream:
@@ -384,7 +384,6 @@ class Dfn3Stream:
         )  # fmt: skip
         self._running: collections.deque[Callable[[], np.ndarray]] = collections.deque()  # each chunk's output, when called
         self._last_taps: concurrent.futures.Future[np.ndarray] | None = None  # the deep filter's taps of the last chunk queued
-        self._claims = threading.Lock()
         self.lsnr: list[np.ndarray] | None = [] if keep_lsnr else None
 
     def process(self, samples: np.ndarray) -> np.ndarray:
@@ -440,12 +439,8 @@ class Dfn3Stream:
 
     def _run(self, samples: np.ndarray) -> np.ndarray:
         spectra = self._analyse(samples)
-        return self._output(spectra, *self._decoded(self._features(spectra)))
-
-    def _decoded(self, features: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The three graphs on a chunk's features: the ERB mask and the deep filter's taps."""
-        enc = self._encoded(*features)
-        return self._mask(enc), self._coefficients(enc)
+        enc = self._encoded(*self._features(spectra))
+        return self._output(spectra, self._mask(enc), self._coefficients(enc))
 
     def _encode_and_mask(self, chunk: _ChunkGraphs) -> None:
         """In the stream's thread: the encoder and the ERB decoder; then the deep filter's decoder, if still unclaimed and
@@ -459,16 +454,8 @@ class Dfn3Stream:
             chunk.mask.set_exception(error)
             return
         chunk.mask.set_result(mask)
-        if (chunk.previous_taps is None or chunk.previous_taps.done()) and self._claimed(chunk):
+        if (chunk.previous_taps is None or chunk.previous_taps.done()) and chunk.claim.acquire(blocking=False):
             self._decode_taps(chunk)
-
-    def _claimed(self, chunk: _ChunkGraphs) -> bool:
-        """Whether this thread takes the chunk's deep filter decoder (no other thread has)."""
-        with self._claims:
-            if chunk.claimed:
-                return False
-            chunk.claimed = True
-            return True
 
     def _decode_taps(self, chunk: _ChunkGraphs) -> None:
         """The deep filter's decoder on a chunk whose encoder ran."""
@@ -483,7 +470,7 @@ class Dfn3Stream:
         """The output of a chunk, made in the caller's thread. If the stream's thread has not yet come to the chunk's deep
         filter decoder, the caller claims it and runs it itself once the encoder and the ERB decoder are done, rather
         than wait (chunks are collected in order, so the previous chunk's is done)."""
-        mine = self._claimed(chunk)
+        mine = chunk.claim.acquire(blocking=False)
         mask = chunk.mask.result()
         if mine:
             self._decode_taps(chunk)
