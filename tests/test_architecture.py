@@ -39,6 +39,7 @@ RULES: dict[str, tuple[str, ...]] = {
     "destatic.errors": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
     "destatic._cpus": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
     "destatic._digest": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
+    "destatic._interrupts": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
     "destatic.cache": ("prefect", "destatic.dsp", "destatic.media", *ABOVE_THE_CORE),
     "destatic.settings": ("prefect", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.inbox", "destatic.cli", "destatic.runners"),
     "destatic.workspace": ("prefect", "destatic.steps", "destatic.tasks", "destatic.flows", "destatic.inbox", "destatic.cli"),

@@ -23,6 +23,7 @@ from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_table_artifact
 
 from destatic import inbox, outage, server
+from destatic._interrupts import interrupts_deferred
 from destatic.errors import DestaticError, causes, display_path, reason_of
 from destatic.flows.denoise import OUTPUTS_KEY, denoise_file, keep_the_budget, run_tags
 from destatic.flows.graph import FINISHED
@@ -384,10 +385,15 @@ def serve_watcher(settings: Settings, ready: Callable[[], None] = lambda: None) 
 
 
 def _start_temporary_server() -> None:
-    """Start Prefect's temporary server now, as the first flow run would (its exit handler stops it)."""
+    """Start Prefect's temporary server now, as the first flow run would (its exit handler stops it).
+
+    A SIGTERM or Ctrl-C meanwhile waits until the server is up: raised while
+    Prefect starts it, the interrupt could lose the server's process before
+    its exit handler is registered, and the server would outlive the watcher.
+    """
     from prefect import get_client
 
-    with get_client(sync_client=True) as client:
+    with interrupts_deferred(), get_client(sync_client=True) as client:
         client.api_healthcheck()
 
 

@@ -27,17 +27,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
 import subprocess
-import threading
 import time
 from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import BinaryIO
 
 from destatic._cpus import available_cpus, bind_to_cpu, one_cpu_each
+from destatic._interrupts import interrupts_deferred
 from destatic.errors import InternalError, ParameterError, TransientError
 from destatic.media import _ffmpeg
 from destatic.media.atomic import partial_path
@@ -219,7 +217,7 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
     running: list[subprocess.Popen[bytes]] = []
     cpus = one_cpu_each(len(commands))
     try:
-        with _interrupts_deferred():
+        with interrupts_deferred():
             for args, log in zip(commands, logs, strict=True):
                 with open(log, "wb") as stderr:
                     try:
@@ -246,29 +244,6 @@ def _run_all(commands: Sequence[Sequence[_ffmpeg.Arg]], logs: Sequence[Path], *,
             if process.poll() is None:
                 _ffmpeg.kill_tree(process)
             process.wait()
-
-
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (SIGINT) and SIGTERM until the block ends: a KeyboardInterrupt raised inside
-    ``subprocess.Popen`` would lose a started child that nobody then kills."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # KeyboardInterrupt is raised in the main thread only
-        return
-    caught: list[tuple[int, FrameType | None]] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.signal(number, lambda number, frame: caught.append((number, frame))) for number in held}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-        for number, frame in caught[:1]:
-            handler = previous[number]
-            if callable(handler):
-                handler(number, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(number)
 
 
 def adts_offsets(path: Path) -> array:
