@@ -30,11 +30,9 @@ def current_api_url() -> str:
         return str(configured)
     if not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
         raise DestaticError("PREFECT_API_URL is not set and the temporary server is disabled: set PREFECT_API_URL")
-    from prefect.server.api.server import SubprocessASGIServer
+    from destatic import server
 
-    server = SubprocessASGIServer()
-    server.start()
-    return server.api_url
+    return server.start_temporary()
 
 
 class SharedApiDaskTaskRunner(DaskTaskRunner):

@@ -2,7 +2,7 @@
 
 A KeyboardInterrupt raised inside ``subprocess.Popen`` (or between it and
 the code that records the child) would lose a started child that nobody
-then stops: ffmpeg's AAC segments, Prefect's temporary server.
+then stops: ffmpeg's AAC segments.
 """
 
 from __future__ import annotations

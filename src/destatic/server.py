@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -37,7 +38,7 @@ from destatic.media.atomic import process_alive
 
 __all__ = [
     "BackgroundServer", "api_answers", "client_home", "find", "owns", "prefect_api", "prefect_command_environment",
-    "revive", "settle_task_runs", "start", "state_folder", "stop",
+    "revive", "settle_task_runs", "start", "start_temporary", "state_folder", "stop",
 ]
 
 HOST = "127.0.0.1"
@@ -279,11 +280,52 @@ def prefect_api(kind: str) -> Iterator[str]:
         yield f"Prefect server at {configured}"
         return
     if kind == "embedded":
+        start_temporary()
         yield EMBEDDED
         return
     server, started = start()
     with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
         yield f"destatic's Prefect server{' (started)' if started else ''}, UI {server.ui_url}"
+
+
+def start_temporary() -> str:
+    """Start Prefect's temporary server now, as the first Prefect call would; return its API URL.
+
+    Prefect starts it in a thread of its own, where no SIGTERM or Ctrl-C
+    can land between the server's process starting and Prefect recording
+    it (its exit handler would then not know the server, which would
+    outlive the command). An interrupt ends the wait at once: the server is
+    stopped as soon as Prefect has it, and the interrupt goes on. Starting
+    it again is a no-op.
+
+    Raises
+    ------
+    DestaticError
+        The server did not start.
+    """
+    from prefect.server.api.server import SubprocessASGIServer
+
+    temporary = SubprocessASGIServer()
+    failed: list[Exception] = []
+
+    def start() -> None:
+        try:
+            temporary.start()
+        except Exception as error:  # handed to the caller, or moot once it was interrupted
+            failed.append(error)
+
+    starting = threading.Thread(target=start, name="destatic-temporary-server", daemon=True)
+    starting.start()
+    try:
+        starting.join()
+    except BaseException:
+        while starting.is_alive() and temporary.server_process is None:
+            time.sleep(0.01)
+        temporary.stop()
+        raise
+    if failed:
+        raise DestaticError(f"Prefect's temporary server did not start: {failed[0]}")
+    return temporary.api_url
 
 
 def prefect_command_environment(kind: str) -> dict[str, str]:

@@ -23,7 +23,6 @@ from prefect import flow, get_run_logger, tags
 from prefect.artifacts import create_table_artifact
 
 from destatic import inbox, outage, server
-from destatic._interrupts import interrupts_deferred
 from destatic.errors import DestaticError, causes, display_path, reason_of
 from destatic.flows.denoise import OUTPUTS_KEY, denoise_file, keep_the_budget, run_tags
 from destatic.flows.graph import FINISHED
@@ -374,7 +373,7 @@ def serve_watcher(settings: Settings, ready: Callable[[], None] = lambda: None) 
             _serve_through_outages(settings, PREFECT_API_URL.value())
         return
     with _scans_on_events(settings, scan_here=False) as wake:
-        _start_temporary_server()
+        server.start_temporary()
         ready()
         while True:
             started = time.monotonic()
@@ -382,19 +381,6 @@ def serve_watcher(settings: Settings, ready: Callable[[], None] = lambda: None) 
             watch_inbox(settings, return_state=True)
             wake.announce()
             wake.event.wait(max(0.0, settings.watch.interval_s - (time.monotonic() - started)))
-
-
-def _start_temporary_server() -> None:
-    """Start Prefect's temporary server now, as the first flow run would (its exit handler stops it).
-
-    A SIGTERM or Ctrl-C meanwhile waits until the server is up: raised while
-    Prefect starts it, the interrupt could lose the server's process before
-    its exit handler is registered, and the server would outlive the watcher.
-    """
-    from prefect import get_client
-
-    with interrupts_deferred(), get_client(sync_client=True) as client:
-        client.api_healthcheck()
 
 
 SETTLED_EVENT = "destatic.file.settled"
