@@ -92,6 +92,21 @@ def test_a_child_still_warming_when_children_are_closed_is_not_reused() -> None:
     assert isolated.call(child_helpers.pid_after, 0.0) == first, "a child started after the close is kept warm for the next call"
 
 
+def test_waiting_for_a_warming_child_gives_up_as_soon_as_asked() -> None:
+    """Work begun ahead waits for the child's warm-up unless the process is exiting (the first run compiles for 10-20 s)."""
+    import threading
+    import time
+
+    isolated.warm("steps", child_helpers.pid_after, 3.0)
+    exiting = threading.Event()
+    threading.Timer(0.5, exiting.set).start()
+    started = time.monotonic()
+    assert not isolated.warmed("steps", unless=exiting.is_set)
+    assert time.monotonic() - started < 2.0
+    assert isolated.warmed("steps", unless=lambda: False), "it waits out the warm-up when nothing asks it to stop"
+    assert not isolated._warming
+
+
 def test_errors_come_back_as_themselves_with_the_childs_traceback(tmp_path: Path) -> None:
     with pytest.raises(BadInputError, match="not what it says") as raised:
         isolated.call(child_helpers.refuse, tmp_path / "odd name.wav")

@@ -37,7 +37,7 @@ from destatic import media
 from destatic._cpus import available_cpus
 from destatic.errors import DestaticError
 
-__all__ = ["COLLECTING_KINDS", "IDLE_S", "WARM_IDLE_S", "call", "close_children", "memory_environment", "serve", "warm"]
+__all__ = ["COLLECTING_KINDS", "IDLE_S", "WARM_IDLE_S", "call", "close_children", "memory_environment", "serve", "warm", "warmed"]
 
 T = TypeVar("T")
 
@@ -175,6 +175,21 @@ def warm(kind: str, prepare: Callable[..., Any], /, *args: Any) -> None:
         starting = threading.Thread(target=_warm, args=(kind, prepare, args), name=f"destatic-warm-{kind}", daemon=True)
         _warming[kind] = starting
     starting.start()
+
+
+def warmed(kind: str, *, unless: Callable[[], bool]) -> bool:
+    """Wait until no child of `kind` is starting (:func:`warm`); False as soon as ``unless()`` is true instead.
+
+    For work begun ahead, which should not start once the process exits
+    (its first run on a machine compiles the loops for 10-20 s first).
+    """
+    with _lock:
+        starting = _warming.get(kind)
+    while starting is not None and starting.is_alive():
+        if unless():
+            return False
+        starting.join(0.1)
+    return not unless()
 
 
 def _warm(kind: str, prepare: Callable[..., Any], args: tuple[Any, ...]) -> None:

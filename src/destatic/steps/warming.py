@@ -84,7 +84,7 @@ def start_ahead(settings: Settings, source: Path, work_dir: Path) -> None:
     def measure() -> ahead.Made | None:
         audio = decoding.result()[1]
         target = profile.target_in(work_dir, audio, given)
-        if ahead.closing() or target.is_file():
+        if target.is_file() or not isolated.warmed("steps", unless=ahead.closing):
             return None
         return target, isolated.call(profile.run, audio, target, **given)
 
