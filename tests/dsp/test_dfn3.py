@@ -23,7 +23,7 @@ import soundfile
 import destatic
 from destatic._cpus import available_cpus
 from destatic.errors import ParameterError
-from destatic.dsp import LEARNED_NEEDS, dfn3, learned_available
+from destatic.dsp import LEARNED_NEEDS, _dfn3_graphs, _dfn3_model, dfn3, learned_available
 
 pytestmark = pytest.mark.skipif(not learned_available(), reason=f"the learned methods need {LEARNED_NEEDS}")
 
@@ -135,13 +135,13 @@ def test_the_float16_grus_stay_far_below_onnxruntimes_float32_ones(noisy_speech)
     assert not any(graph.hidden for graph in stream._graphs.values())  # no GRU left in a piece
 
 
-@pytest.mark.parametrize("name", dfn3._GRAPHS)
+@pytest.mark.parametrize("name", _dfn3_model.GRAPHS)
 def test_each_edited_graph_from_a_zero_state_gives_the_wheels_graph_bit_for_bit(name):
     import onnx
     import onnxruntime
 
-    original = dfn3._archive()[f"{name}.onnx"]
-    edited = dfn3.edited(original)
+    original = _dfn3_model.archive_files()[f"{name}.onnx"]
+    edited = _dfn3_graphs.edited(original)
     assert not [node for node in edited.graph.node if node.op_type == "Einsum"]  # the grouped linears are MatMuls now
     frames, rng = 30, np.random.default_rng(3)
     wheel = onnxruntime.InferenceSession(original, providers=["CPUExecutionProvider"])
@@ -150,7 +150,7 @@ def test_each_edited_graph_from_a_zero_state_gives_the_wheels_graph_bit_for_bit(
         for value in wheel.get_inputs()
     }
     expected = dict(zip([value.name for value in wheel.get_outputs()], wheel.run(None, feeds), strict=True))
-    graph = dfn3._Graph.of(onnxruntime.InferenceSession(edited.SerializeToString(), providers=["CPUExecutionProvider"]))
+    graph = _dfn3_model.Graph.of(onnxruntime.InferenceSession(edited.SerializeToString(), providers=["CPUExecutionProvider"]))
     ours = dict(feeds)
     for source, past in graph.past_frames.items():
         value = ours.pop(source)
@@ -257,11 +257,11 @@ def test_the_engine_keeps_the_encoders_local_snr(noisy_speech):
 ONE_PROCESS = """
 import sys
 import numpy as np
-from destatic.dsp import dfn3
+from destatic.dsp import _dfn3_model, dfn3
 samples = (np.random.default_rng(7).standard_normal(150 * dfn3.FRAME) * 0.05).astype(np.float32)
 stream = dfn3.Dfn3Stream(chunk_frames=40)
 out = np.concatenate([stream.process(samples), stream.flush()])
-sys.stdout.write(f"{'onnx' in sys.modules} {dfn3._kept_model()} {out.astype('<f4').tobytes().hex()}")
+sys.stdout.write(f"{'onnx' in sys.modules} {_dfn3_model.kept_model()} {out.astype('<f4').tobytes().hex()}")
 """
 
 

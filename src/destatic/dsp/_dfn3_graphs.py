@@ -4,7 +4,7 @@
 of its past frames and exposes each GRU's state as an input and an output;
 :func:`split` cuts an edited graph around its GRUs, for our own kernel to
 run them. Both run once per version of the model and of this code: their
-results are kept on disk by :func:`destatic.dsp.dfn3._kept_model`.
+results are kept on disk by :func:`destatic.dsp._dfn3_model.kept_model`.
 """
 
 from __future__ import annotations
