@@ -13,8 +13,9 @@ destatic's own rule (its output is checked against ``destatic.denoise``'s);
 measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
 (reverted: it kept noise that grows louder and hum it cannot cancel),
 ``ds_q10`` the rule before the raise reached inside voices (where bins look
-like a bed's partials) and ``bi10_o6`` today's default, all recomputed from
-the captured inputs. ``scene_blend`` (issue 30's seventh attempt, an
+like a bed's partials), ``bi10_o6`` the rule before the eighth attempt and
+``rn3_m`` (:func:`removed_noise`) today's default, all recomputed from the
+captured inputs. ``scene_blend`` (issue 30's seventh attempt, an
 experiment) picks per file between the blend ``learned^0.7 classic^0.3`` in
 every frame and the default, by :func:`scene_statistics`; every rule's row
 carries those statistics for ``scene_detector.py``.
@@ -266,6 +267,35 @@ def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bo
     return mix_towards(raised, weight)
 
 
+def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames: int = 3, up: bool = False,
+                  mix: float = 1.0, measured_only: bool = False, up_in_voice: bool = False) -> np.ndarray:
+    """``bi10_o6``'s gains, moved in the voice region towards DFN3's gain in the bins where what DFN3 removes,
+    ``|Y|^2 (1 - L^2)`` averaged over ``frames`` frames, is no more than the profile's noise (1 up to ``over_db`` over
+    it, 0 from ``over_db + span_db``): there DFN3 takes out only steady noise, between and under the voice's
+    harmonics. A bed's note that DFN3 deletes stands over the noise and keeps the default's gain. Only downwards
+    unless ``up`` (``up_in_voice``: upwards only in frames the voice weight calls voice, not their whole region);
+    never at the profile's tones; ``measured_only``: not with an automatic profile (issue 30's eighth attempt)."""
+    from scipy.ndimage import uniform_filter1d
+
+    if measured_only and x.auto:
+        return x.destatic
+
+    base = bed_in_voices(x, inside_over_db=6.0)  # the rule before (destatic's own gains already include this one)
+    learned = x.learned.astype(np.float64)
+    removed = uniform_filter1d(x.magnitude.astype(np.float64) ** 2 * (1 - learned**2), frames, axis=1, mode="nearest")
+    excess_db = 10 * np.log10(np.maximum(removed, 1e-30) / np.maximum(x.noise_power[:, np.newaxis, :], 1e-30))
+    noise_only = np.clip((over_db + span_db - excess_db) / span_db, 0, 1) * ~x.profile_tones
+    weight = mix * energy_region(x)[..., np.newaxis] * noise_only
+    log_default = np.log(base.astype(np.float64))
+    lower = np.exp(log_default + weight * (np.log(np.minimum(learned, base)) - log_default))
+    if not (up or up_in_voice):
+        return lower.astype(base.dtype)
+    if up_in_voice:
+        weight = mix * x.voice[..., np.newaxis] * noise_only
+    higher = np.exp(log_default + weight * (np.log(np.maximum(learned, base)) - log_default))
+    return np.where(learned < base, lower, higher).astype(base.dtype)
+
+
 SCENE_VOICE_BELOW = 0.2
 """Frames whose voice weight's region (:func:`energy_region`) is under this count as "not voice" for the scene detector."""
 
@@ -460,6 +490,15 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "bi10_o6": lambda x: bed_in_voices(x, inside_over_db=6.0),
     "bi10_o9": lambda x: bed_in_voices(x, inside_over_db=9.0),
     "bi10_o6_p6": lambda x: bed_in_voices(x, inside_over_db=6.0, peak_db=6.0),
+    "rn3": lambda x: removed_noise(x),
+    "rn0": lambda x: removed_noise(x, over_db=0.0),
+    "rn6": lambda x: removed_noise(x, over_db=6.0),
+    "rn3_up": lambda x: removed_noise(x, up=True),
+    "rn3_m05": lambda x: removed_noise(x, mix=0.5),
+    "rn3_up_m": lambda x: removed_noise(x, up=True, measured_only=True),
+    "rn3_upv_m": lambda x: removed_noise(x, up_in_voice=True, measured_only=True),
+    "rn6_up_m": lambda x: removed_noise(x, over_db=6.0, up=True, measured_only=True),
+    "rn3_m": lambda x: removed_noise(x, measured_only=True),
     "tone_mts": lambda x: mix_towards(x, np.maximum(
         0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
         energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),

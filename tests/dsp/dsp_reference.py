@@ -599,16 +599,20 @@ def hybrid_mix(
     noise: np.ndarray,
     voice: np.ndarray,
     region: np.ndarray,
+    lowered: np.ndarray,
     voice_mix: float,
     tone_width: int,
 ) -> np.ndarray:
-    """The hybrid's mixing rule in numpy, as ``LearnedGainComputer._mixed`` computed it at 8316633.
+    """The hybrid's mixing rule in numpy, as ``LearnedGainComputer._mixed`` computed it at 8316633, then (issue 30's
+    eighth attempt) lowered to DFN3's gain in the voice region where DFN3 removes no more than the noise.
 
     ``classic`` (channels, ready, bins); ``learned_ready`` the learned gains of those frames (rows, ready,
     bins); ``magnitude`` and ``learned`` every kept frame's (rows, kept, bins), the first ready one at
-    ``first``; ``noise`` (rows, bins) float64; ``voice``, ``region`` (rows, ready) float32.
+    ``first``; ``noise`` (rows, bins) float64; ``voice``, ``region`` (rows, ready) float32; ``lowered`` (bins) bool.
     """
     from destatic.dsp.learned import (  # noqa: PLC0415
+        NOISE_REMOVED_OVER_DB,
+        NOISE_REMOVED_SPAN_DB,
         NOISY_GAIN_SPAN,
         STEADY_FRAMES,
         STEADY_OVER_DB,
@@ -646,4 +650,13 @@ def hybrid_mix(
     noisy_bins = np.clip((1 - classic) / NOISY_GAIN_SPAN, 0, 1)
     weight = np.maximum(voice[..., np.newaxis] * noisy_bins, region[..., np.newaxis] * steady)
     weight = np.float32(voice_mix) * weight * (1 - tone)
-    return np.exp(log_classic + weight * (np.log(learned_ready) - log_classic)).astype(np.float32)
+    log_learned = np.log(learned_ready)
+    mixed = log_classic + weight * (log_learned - log_classic)
+
+    noise_removed = centred_mean(around(magnitude, STEADY_FRAMES) ** 2 * (1 - around(learned, STEADY_FRAMES) ** 2), STEADY_FRAMES)
+    ratio = np.maximum(noise_removed.astype(np.float64), 1e-30) / np.maximum(noise[:, np.newaxis, :], 1e-30)
+    over_db = 10 * np.log10(ratio)
+    noise_only = 1 - np.clip((over_db - NOISE_REMOVED_OVER_DB) / NOISE_REMOVED_SPAN_DB, 0, 1)
+    down = lowered & (log_learned < mixed)
+    lowered_mix = mixed + region.astype(np.float64)[..., np.newaxis] * noise_only * (log_learned - mixed)
+    return np.exp(np.where(down, lowered_mix, mixed)).astype(np.float32)

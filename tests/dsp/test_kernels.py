@@ -207,7 +207,8 @@ def test_streams_are_bit_identical_whatever_the_block_sizes_and_jobs(rng):
     seed=st.integers(0, 2**32 - 1),
 )
 def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, before, after, bins, tone_width, voice_mix, seed):
-    """Gains over and under the profile, tones standing out, frames near the kept ones' ends: numpy's gains to the bit."""
+    """Gains over and under the profile, tones standing out, bins lowered to DFN3's gain or not, frames near the kept
+    ones' ends: numpy's gains to the bit."""
     from destatic.dsp import _mixing
     from destatic.dsp import learned as learned_module
 
@@ -221,10 +222,11 @@ def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, befor
     learned = rng.uniform(1e-3, 1, (rows, kept, bins)).astype(np.float32)
     classic = rng.uniform(1e-3, 1, (channels, ready, bins)).astype(np.float32)
     voice, region = rng.uniform(0, 1, (2, rows, ready)).astype(np.float32)
+    lowered = rng.random(bins) < 0.7
     learned_ready = learned[:, before : before + ready]
-    expected = reference.hybrid_mix(classic, learned_ready, magnitude, learned, before, noise, voice, region, voice_mix, tone_width)
+    expected = reference.hybrid_mix(classic, learned_ready, magnitude, learned, before, noise, voice, region, lowered, voice_mix, tone_width)
     got = np.empty_like(classic)
-    _mixing.hybrid_mix(classic, np.log(classic), np.log(learned_ready), magnitude, learned, before, noise, voice, region, learned_module.mix_constants(voice_mix, tone_width), got)
+    _mixing.hybrid_mix(classic, np.log(classic), np.log(learned_ready), magnitude, learned, before, noise, voice, region, lowered, learned_module.mix_constants(voice_mix, tone_width), got)
     np.testing.assert_array_equal(got, expected)
 
 

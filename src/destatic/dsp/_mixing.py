@@ -36,11 +36,14 @@ class MixConstants(NamedTuple):
     tone_width: int
     tone_over_db: float
     tone_span_db: float
+    noise_removed_over_db: float
+    noise_removed_span_db: float
 
 
 @compiled
-def _centred_mean_row(values, factor, frame, frames, out):
-    """Mean over ``frames`` frames centred on ``frame`` of ``values`` (rows of float32), each times ``factor`` (None: 1), squared.
+def _centred_mean_row(values, factor, frame, frames, out, squared_factor=False):
+    """Mean over ``frames`` frames centred on ``frame`` of ``values`` (rows of float32), each times ``1 - factor`` (None: 1),
+    squared; with ``squared_factor``, ``values^2 (1 - factor^2)`` instead.
 
     Frames past either end repeat the end frame. float32 throughout, summed in order, as numpy's mean over a window.
     """
@@ -55,6 +58,10 @@ def _centred_mean_row(values, factor, frame, frames, out):
         if factor is None:
             for b in range(out.shape[0]):
                 out[b] += row[b] * row[b]
+        elif squared_factor:
+            weights = factor[f]
+            for b in range(out.shape[0]):
+                out[b] += row[b] * row[b] * (np.float32(1.0) - weights[b] * weights[b])
         else:
             weights = factor[f]
             for b in range(out.shape[0]):
@@ -109,8 +116,11 @@ def _ramp(ratio, start_db, span_db, limits):
 
 
 @compiled
-def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noise, voice, region, constants, out):
-    """The hybrid's gains: ``exp(log Gc + w (log L - log Gc))``, ``w = voice_mix max(v noisy, region steady) (1 - tone)``.
+def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noise, voice, region, lowered, constants, out):
+    """The hybrid's gains: ``exp(log G)``, ``log G = log Gc + w (log L - log Gc)``, ``w = voice_mix max(v noisy, region
+    steady) (1 - tone)``; then, in the bins of ``lowered`` (bins, bool) where ``log L < log G``, ``log G`` moves
+    ``region noise_only`` of the way to ``log L``, ``noise_only`` being 1 where the power DFN3 removes is no more than the
+    profile's noise.
 
     ``classic``, ``log_classic`` and ``out`` are (channels, frames, bins); ``log_learned``, ``voice``
     and ``region`` have a row per learned pass (one for the mid channel of stereo, or one per channel),
@@ -126,6 +136,9 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
     removed = np.empty(bins, np.float32)
     window = np.empty(constants.tone_width, np.float32)
     steady = np.empty(bins, np.float64)
+    noise_removed = np.empty(bins, np.float32)
+    noise_only = np.empty(bins, np.float64)
+    removed_limits = _saturation(constants.noise_removed_over_db, constants.noise_removed_span_db)
     tone_free = np.empty(bins, np.float64)
     exponent = np.empty(bins, np.float64)
     voice_mix = np.float64(constants.voice_mix)
@@ -135,9 +148,14 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
         for t in range(frames):
             _centred_mean_row(magnitude[r], None, first + t, constants.steady_frames, power)
             _centred_mean_row(magnitude[r], learned[r], first + t, constants.tone_frames, removed)
+            _centred_mean_row(magnitude[r], learned[r], first + t, constants.steady_frames, noise_removed, True)
             for b in range(bins):
                 ratio = np.float64(power[b]) / max(noise[r, b], 1e-30) + 1e-12
                 steady[b] = 1.0 - _ramp(ratio, constants.steady_over_db, constants.steady_span_db, steady_limits)
+                if lowered[b]:
+                    ratio = max(np.float64(noise_removed[b]), 1e-30) / max(noise[r, b], 1e-30)
+                    noise_only[b] = 1.0 - _ramp(ratio, constants.noise_removed_over_db, constants.noise_removed_span_db,
+                                                removed_limits)
                 lifted = np.float64(removed[b] + np.float32(1e-30))
                 if lifted / (noise[r, b] + 1e-30) < tone_limits[0]:  # the band's median can only lower this ratio
                     tone_free[b] = 1.0
@@ -166,5 +184,9 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
                     weight = max(np.float64(voice[r, t] * noisy), np.float64(region[r, t]) * steady[b])
                     weight = voice_mix * weight * tone_free[b]
                     step = np.float64(log_learned[r, t, b] - log_classic[c, t, b])
-                    exponent[b] = np.float64(log_classic[c, t, b]) + weight * step
+                    mixed = np.float64(log_classic[c, t, b]) + weight * step
+                    target = np.float64(log_learned[r, t, b])
+                    if lowered[b] and target < mixed:
+                        mixed = mixed + np.float64(region[r, t]) * noise_only[b] * (target - mixed)
+                    exponent[b] = mixed
                 exp_to_float32(exponent, out[c, t])

@@ -15,7 +15,10 @@ log-MMSE gain everywhere and moves towards the learned gain, in frames where
 DFN3 itself hears a voice, the bins the classic rule finds noisy, and within
 half a second of them the bins that hold no more than the steady noise;
 never the bins where what DFN3 removes stands out as a tone (a note of the
-music under the voice). So voices get DFN3's cleaning while music, birdsong
+music under the voice). With a measured noise profile, within that half
+second, a bin then goes down to the learned gain where what DFN3 removes is
+no more than the profile's noise: only noise, between and under the voice's
+harmonics. So voices get DFN3's cleaning while music, birdsong
 and room sound (which DFN3 would delete) keep the classic rule's treatment.
 Away from voices, with a measured noise profile, that treatment keeps more of
 what persists over the noise (:mod:`destatic.dsp.persistence`), but not noise
@@ -84,6 +87,11 @@ TONE_WIDTH_HZ = 250.0
 TONE_OVER_DB = 3.0
 """Removed power this far over that median and the profile: a tone starts to be protected; fully from ``+ TONE_SPAN_DB``."""
 TONE_SPAN_DB = 6.0
+NOISE_REMOVED_OVER_DB = 3.0
+"""In the voice region, where the power DFN3 removes from a bin (over :data:`STEADY_FRAMES` frames) is no more than
+this over the profile's noise, it removes only that noise: the bin goes down to DFN3's gain (a measured profile only);
+not at all from ``NOISE_REMOVED_OVER_DB + NOISE_REMOVED_SPAN_DB``, where it removes something besides (a bed's note)."""
+NOISE_REMOVED_SPAN_DB = 3.0
 
 
 class DeepFilterStream:
@@ -244,6 +252,8 @@ def mix_constants(voice_mix: float, tone_width: int) -> _mixing.MixConstants:
         tone_width=tone_width,
         tone_over_db=TONE_OVER_DB,
         tone_span_db=TONE_SPAN_DB,
+        noise_removed_over_db=NOISE_REMOVED_OVER_DB,
+        noise_removed_span_db=NOISE_REMOVED_SPAN_DB,
     )
 
 
@@ -411,7 +421,11 @@ class LearnedGainComputer:
         median over :data:`TONE_WIDTH_HZ`) and of the profile: a tone it takes
         for noise. With a measured profile, ``Gc`` is first raised to what
         persists over the noise (:meth:`_persistent`; inside the voice region
-        only in bins that look like a held partial).
+        only in bins that look like a held partial), and in the voice region
+        the result then goes down to DFN3's gain, ``region`` of the way, in
+        the bins but the profile's tones where what DFN3 removes is no more
+        than the profile's noise (:data:`NOISE_REMOVED_OVER_DB`): between and
+        under the voice's harmonics.
         The rule is one compiled loop (:func:`destatic.dsp._mixing.hybrid_mix`).
         """
         from destatic.dsp import _mixing  # noqa: PLC0415  (numba loads on first use, not on import)
@@ -422,14 +436,16 @@ class LearnedGainComputer:
             self._classic.append(classic[:, ready:])
         classic = np.ascontiguousarray(classic[:, :ready])
         voice, region = self._voice(ready)
-        if self.profile.mode != "auto":
+        measured = self.profile.mode != "auto"
+        if measured:
             classic = np.maximum(classic, self._persistent(ready, region))
         gains = np.empty_like(classic)
         # For "mid", one learned row drives both channels. Contiguous arrays: one compiled signature.
         _mixing.hybrid_mix(
             classic, np.log(classic), np.log(learned), np.ascontiguousarray(self._magnitude),
             np.ascontiguousarray(self._learned), self._past, np.ascontiguousarray(self._noise_power), voice, region,
-            mix_constants(self.options.voice_mix, self._tone_width), gains,
+            self._not_tones if measured else np.zeros_like(self._not_tones), mix_constants(self.options.voice_mix, self._tone_width),
+            gains,
         )  # fmt: skip
         return gains
 

@@ -137,7 +137,10 @@ class LearnedOptions(SuppressionOptions):
     voice_mix : float in [0, 1]
         ``hybrid`` only: how far (in dB) the bins it hands to DeepFilterNet3
         (noisy bins of voice frames, steady-noise bins near them) move from
-        the classic gain towards DeepFilterNet3's gain.
+        the classic gain towards DeepFilterNet3's gain. Near voices, with a
+        measured noise, the bins where DeepFilterNet3 removes no more than
+        that noise then go all the way down to its gain, whatever this is
+        (``method="logmmse"`` keeps the classic gain alone).
     learned_stereo : {'mid', 'each'}
         On stereo, one DeepFilterNet3 pass on the channels' mean drives both
         (half the cost), or one pass per channel. A pass per channel took out
