@@ -217,6 +217,21 @@ def test_sigterm_ends_a_command_that_lost_the_interrupt() -> None:
     assert seconds < 3.5, seconds  # raised again after TERM_GRACE_S, well before TERM_DEADLINE_S
 
 
+def test_sigterm_inside_the_import_machinery_is_put_off_for_a_moment() -> None:
+    # Raised between the import lock's acquire and its try, it would leave the lock held (another thread's import then waits).
+    done, seconds = _terminated(
+        "import signal, types\n"
+        "inside_import = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename='<frozen importlib._bootstrap>'))\n"
+        "print('ready', flush=True)\n"
+        "signal.getsignal(signal.SIGTERM)(signal.SIGTERM, inside_import)  # the handler raises nothing here\n"
+        "print('put off', flush=True)\n"
+        "time.sleep(60)"
+    )
+    assert done.returncode == 143, done.stderr
+    assert "put off" in done.stdout and "Traceback" not in done.stderr, done.stderr
+    assert seconds < 0.9, seconds  # raised again after TERM_RETRY_S, before TERM_GRACE_S
+
+
 def test_sigterm_ends_the_process_when_an_exit_handler_blocks() -> None:
     done, seconds = _terminated("atexit.register(time.sleep, 600)\nprint('ready', flush=True)\ntime.sleep(60)")
     assert done.returncode == 143, done.stderr

@@ -32,6 +32,8 @@ TERM_GRACE_S = 5.0
 """After SIGTERM, how long the command has to unwind before it is interrupted again (an interrupt can be lost)."""
 TERM_DEADLINE_S = 30.0
 """After SIGTERM, how long until the process ends whatever it is doing, Prefect's temporary server stopped first."""
+TERM_RETRY_S = 0.05
+"""After SIGTERM, how soon an interrupt put off while the main thread was inside Python's import machinery is raised."""
 
 
 class _Termination:
@@ -43,10 +45,18 @@ class _Termination:
     thread raises it again every :data:`TERM_GRACE_S` until the command has
     returned. Should the exit handlers still be running at the deadline,
     the temporary server is stopped and the process ends with status 143.
+
+    Not inside Python's import machinery: raised between its taking the
+    import lock and the ``try`` that gives it back, the interrupt would
+    leave the lock held by the main thread, and the first import of any
+    other thread (Prefect's event loop, draining its events at exit)
+    would wait for it until the deadline. There it is put off for
+    :data:`TERM_RETRY_S`.
     """
 
     def __init__(self) -> None:
         self.received = False
+        self.put_off = False
         self.returned = threading.Event()
         # The handler takes no lock (it may run while the main thread holds one): it wakes the thread through a pipe.
         self._woken, self._wake = os.pipe()
@@ -57,16 +67,24 @@ class _Termination:
         if not self.received:
             self.received = True
             os.write(self._wake, b"!")
-        if not self.returned.is_set():  # once the command has returned, the exit handlers run undisturbed
-            signal.default_int_handler(number, frame)
+        if self.returned.is_set():  # once the command has returned, the exit handlers run undisturbed
+            return
+        if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+            self.put_off = True  # the thread raises it again in a moment
+            return
+        signal.default_int_handler(number, frame)
 
     def _see_it_through(self) -> None:
         os.read(self._woken, 1)
         deadline = time.monotonic() + TERM_DEADLINE_S
-        while not self.returned.wait(min(TERM_GRACE_S, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
+        again = time.monotonic() + TERM_GRACE_S
+        while not self.returned.wait(min(TERM_RETRY_S, max(0.0, deadline - time.monotonic()))):
+            now = time.monotonic()
+            if now >= deadline:
                 break
-            signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # a real signal: it ends a blocking call
+            if self.put_off or now >= again:
+                self.put_off, again = False, now + TERM_GRACE_S
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)  # a real signal: it ends a blocking call
         time.sleep(max(0.0, deadline - time.monotonic()))
         flushing = threading.Thread(target=sys.stdout.flush, daemon=True)  # not here: a blocked main thread may hold its lock
         flushing.start()
