@@ -222,6 +222,7 @@ def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, befor
     learned = rng.uniform(1e-3, 1, (rows, kept, bins)).astype(np.float32)
     classic = rng.uniform(1e-3, 1, (channels, ready, bins)).astype(np.float32)
     voice, region = rng.uniform(0, 1, (2, rows, ready)).astype(np.float32)
+    region[rng.random(region.shape) < 0.3] = 0  # frames outside the voice region
     lowered = rng.random(bins) < 0.7
     learned_ready = learned[:, before : before + ready]
     expected = reference.hybrid_mix(classic, learned_ready, magnitude, learned, before, noise, voice, region, lowered, voice_mix, tone_width)

@@ -139,6 +139,7 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
     noise_removed = np.empty(bins, np.float32)
     noise_only = np.empty(bins, np.float64)
     removed_limits = _saturation(constants.noise_removed_over_db, constants.noise_removed_span_db)
+    any_lowered = lowered.any()
     tone_free = np.empty(bins, np.float64)
     exponent = np.empty(bins, np.float64)
     voice_mix = np.float64(constants.voice_mix)
@@ -148,11 +149,13 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
         for t in range(frames):
             _centred_mean_row(magnitude[r], None, first + t, constants.steady_frames, power)
             _centred_mean_row(magnitude[r], learned[r], first + t, constants.tone_frames, removed)
-            _centred_mean_row(magnitude[r], learned[r], first + t, constants.steady_frames, noise_removed, True)
+            lowering = any_lowered and region[r, t] > 0  # else the step below moves nothing: skipped, exactly
+            if lowering:
+                _centred_mean_row(magnitude[r], learned[r], first + t, constants.steady_frames, noise_removed, True)
             for b in range(bins):
                 ratio = np.float64(power[b]) / max(noise[r, b], 1e-30) + 1e-12
                 steady[b] = 1.0 - _ramp(ratio, constants.steady_over_db, constants.steady_span_db, steady_limits)
-                if lowered[b]:
+                if lowering and lowered[b]:
                     ratio = max(np.float64(noise_removed[b]), 1e-30) / max(noise[r, b], 1e-30)
                     noise_only[b] = 1.0 - _ramp(ratio, constants.noise_removed_over_db, constants.noise_removed_span_db,
                                                 removed_limits)
@@ -186,7 +189,7 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
                     step = np.float64(log_learned[r, t, b] - log_classic[c, t, b])
                     mixed = np.float64(log_classic[c, t, b]) + weight * step
                     target = np.float64(log_learned[r, t, b])
-                    if lowered[b] and target < mixed:
+                    if lowering and lowered[b] and target < mixed:
                         mixed = mixed + np.float64(region[r, t]) * noise_only[b] * (target - mixed)
                     exponent[b] = mixed
                 exp_to_float32(exponent, out[c, t])
