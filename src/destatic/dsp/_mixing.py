@@ -38,6 +38,7 @@ class MixConstants(NamedTuple):
     tone_span_db: float
     noise_removed_over_db: float
     noise_removed_span_db: float
+    lowering_floor: np.float32
 
 
 @compiled
@@ -118,9 +119,9 @@ def _ramp(ratio, start_db, span_db, limits):
 @compiled
 def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noise, voice, region, lowered, constants, out):
     """The hybrid's gains: ``exp(log G)``, ``log G = log Gc + w (log L - log Gc)``, ``w = voice_mix max(v noisy, region
-    steady) (1 - tone)``; then, in the bins of ``lowered`` (bins, bool) where ``log L < log G``, ``log G`` moves
-    ``region noise_only`` of the way to ``log L``, ``noise_only`` being 1 where the power DFN3 removes is no more than the
-    profile's noise.
+    steady) (1 - tone)``; then, in the bins of ``lowered`` (bins, bool) where ``log L' < log G``, ``log G`` moves
+    ``region noise_only`` of the way to ``log L'``, ``noise_only`` being 1 where the power DFN3 removes is no more than the
+    profile's noise and ``L'`` the learned gain no lower than ``lowering_floor`` (the log of the classic gain's floor).
 
     ``classic``, ``log_classic`` and ``out`` are (channels, frames, bins); ``log_learned``, ``voice``
     and ``region`` have a row per learned pass (one for the mid channel of stereo, or one per channel),
@@ -188,7 +189,7 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
                     weight = voice_mix * weight * tone_free[b]
                     step = np.float64(log_learned[r, t, b] - log_classic[c, t, b])
                     mixed = np.float64(log_classic[c, t, b]) + weight * step
-                    target = np.float64(log_learned[r, t, b])
+                    target = np.float64(max(log_learned[r, t, b], constants.lowering_floor))
                     if lowering and lowered[b] and target < mixed:
                         mixed = mixed + np.float64(region[r, t]) * noise_only[b] * (target - mixed)
                     exponent[b] = mixed

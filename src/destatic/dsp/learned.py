@@ -18,7 +18,9 @@ never the bins where what DFN3 removes stands out as a tone (a note of the
 music under the voice). With a measured noise profile, within that half
 second, a bin then goes down to the learned gain where what DFN3 removes is
 no more than the profile's noise: only noise, between and under the voice's
-harmonics. So voices get DFN3's cleaning while music, birdsong
+harmonics. The learned gain may go deeper than the classic rule's floor
+(:data:`~destatic.dsp.options.CLASSIC_REDUCTION_DB`) only where it is mixed in
+with a measured profile. So voices get DFN3's cleaning while music, birdsong
 and room sound (which DFN3 would delete) keep the classic rule's treatment.
 Away from voices, with a measured noise profile, that treatment keeps more of
 what persists over the noise (:mod:`destatic.dsp.persistence`), but not noise
@@ -30,6 +32,7 @@ held partial (a note of a music bed, not a copy machine's clatter).
 from __future__ import annotations
 
 import collections
+import dataclasses
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -37,7 +40,7 @@ import numpy as np
 from destatic.dsp import dfn3
 from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
-from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER, LearnedOptions
+from destatic.dsp.options import CLASSIC_REDUCTION_DB, DEFAULT_LEARNED_PROVIDER, LearnedOptions
 from destatic.dsp.persistence import (
     PARTIAL_FRAMES,
     PARTIAL_OVER_DB,
@@ -238,8 +241,9 @@ def deepfilter(
     return out.reshape(samples.shape)
 
 
-def mix_constants(voice_mix: float, tone_width: int) -> _mixing.MixConstants:
-    """The constants of the hybrid's mixing loop: this module's, with the options' `voice_mix` and a tone band `tone_width` bins wide."""
+def mix_constants(voice_mix: float, tone_width: int, lowering_floor: float) -> _mixing.MixConstants:
+    """The constants of the hybrid's mixing loop: this module's, with the options' `voice_mix`, a tone band `tone_width`
+    bins wide, and the lowest gain `lowering_floor` the bins lowered to DFN3's gain go to (the classic gain's floor)."""
     from destatic.dsp import _mixing  # noqa: PLC0415  (numba loads on first use, not on import)
 
     return _mixing.MixConstants(
@@ -254,6 +258,7 @@ def mix_constants(voice_mix: float, tone_width: int) -> _mixing.MixConstants:
         tone_span_db=TONE_SPAN_DB,
         noise_removed_over_db=NOISE_REMOVED_OVER_DB,
         noise_removed_span_db=NOISE_REMOVED_SPAN_DB,
+        lowering_floor=np.log(np.float32(lowering_floor)),
     )
 
 
@@ -267,7 +272,9 @@ class LearnedGainComputer:
     method : {'deepfilter', 'hybrid'}
     options : LearnedOptions
         ``max_reduction_db`` is the floor of every gain (for ``deepfilter``
-        also DFN3's attenuation limit); ``voice_mix`` how far, in dB, the
+        also DFN3's attenuation limit; the hybrid's classic gain, and its
+        learned gain with an automatic profile, stay within
+        :data:`~destatic.dsp.options.CLASSIC_REDUCTION_DB` too); ``voice_mix`` how far, in dB, the
         hybrid moves noisy bins of voice frames towards DFN3's gain;
         ``learned_stereo`` ``"mid"`` (stereo: one DFN3 pass on the channels'
         mean drives both) or ``"each"`` (a pass per channel).
@@ -288,8 +295,12 @@ class LearnedGainComputer:
         self.profile = profile
         self.hybrid = method == "hybrid"
         self.options = options
-        self.classic = GainComputer(profile, "logmmse", options) if self.hybrid else None
-        self.floor = np.float32(10 ** (-options.max_reduction_db / 20))
+        classic_reduction_db = min(options.max_reduction_db, CLASSIC_REDUCTION_DB) if self.hybrid else options.max_reduction_db
+        classic_options = dataclasses.replace(options, max_reduction_db=classic_reduction_db)
+        self.classic = GainComputer(profile, "logmmse", classic_options) if self.hybrid else None
+        self.classic_floor = np.float32(10 ** (-classic_reduction_db / 20))
+        deeper = self.hybrid and profile.mode != "auto"  # DFN3's gain, mixed in near voices, may go deeper (measured noise)
+        self.floor = np.float32(10 ** (-options.max_reduction_db / 20)) if deeper else self.classic_floor
         self._atten_lim_db = NO_LIMIT_DB if self.hybrid else options.max_reduction_db
         self._rows = self._channels = 0
         self._mid = False
@@ -444,7 +455,8 @@ class LearnedGainComputer:
         _mixing.hybrid_mix(
             classic, np.log(classic), np.log(learned), np.ascontiguousarray(self._magnitude),
             np.ascontiguousarray(self._learned), self._past, np.ascontiguousarray(self._noise_power), voice, region,
-            self._not_tones if measured else np.zeros_like(self._not_tones), mix_constants(self.options.voice_mix, self._tone_width),
+            self._not_tones if measured else np.zeros_like(self._not_tones),
+            mix_constants(self.options.voice_mix, self._tone_width, self.classic_floor),
             gains,
         )  # fmt: skip
         return gains

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, Literal
 
-from destatic.dsp.options import LearnedOptions, SuppressionOptions
+from destatic.dsp.options import HybridOptions, LearnedOptions, SuppressionOptions
 from destatic.errors import ParameterError
 
 __all__ = [
@@ -123,7 +123,7 @@ METHOD_SPECS: Mapping[str, MethodSpec] = MappingProxyType({spec.name: spec for s
     ),
     MethodSpec(
         "hybrid", "log-MMSE, moved towards DeepFilterNet3's gain where it hears a voice", _LEARNED_RULE,
-        options=LearnedOptions, accepts=(*CLASSIC_OPTIONS, "voice_mix", "learned_stereo", "learned_provider"),
+        options=HybridOptions, accepts=(*CLASSIC_OPTIONS, "voice_mix", "learned_stereo", "learned_provider"),
         learned=True, filters_together=_mid_of_stereo,
     ),
 )})

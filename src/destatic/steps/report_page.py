@@ -119,7 +119,7 @@ def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
     chose: the method, the profile mode and the suppression options.
     """
     method = dsp.resolve_method(settings.suppression.method)
-    defaults = dsp.SuppressionOptions()
+    defaults = dsp.method_spec(method).options()
     fallback = "" if dsp.learned_available() else f" (the learned default needs {dsp.LEARNED_NEEDS}, not installed here)"
     resolved = {
         "suppression.method": method + fallback,
