@@ -14,11 +14,14 @@ measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
 (reverted: it kept noise that grows louder and hum it cannot cancel),
 ``ds_q10`` the rule before the raise reached inside voices (where bins look
 like a bed's partials), ``bi10_o6`` the rule before the eighth attempt and
-``rn3_m`` (:func:`removed_noise`) today's default, all recomputed from the
-captured inputs. ``scene_blend`` (issue 30's seventh attempt, an
-experiment) picks per file between the blend ``learned^0.7 classic^0.3`` in
-every frame and the default, by :func:`scene_statistics`; every rule's row
-carries those statistics for ``scene_detector.py``.
+``rn3_m`` (:func:`removed_noise`) the rule before the ninth attempt and
+``rn3_m_mf80`` (:func:`deeper_in_mix`) today's default, all recomputed from
+the captured inputs (DFN3's gain floored as the classic gain, and as the
+hybrid floors it, which is deeper with a measured profile). ``scene_blend``
+(issue 30's seventh attempt, an experiment) picks per file between the
+blend ``learned^0.7 classic^0.3`` in every frame and the default, by
+:func:`scene_statistics`; every rule's row carries those statistics for
+``scene_detector.py``.
 
 Rows are cached per mixture, rule name and destatic's source, so a new rule
 re-scores only itself: give an edited rule a new name. Tune with
@@ -53,7 +56,7 @@ class Inputs:
     """What a mixing rule sees for one item, every frame at once (rows: DFN3's rows, 1 for mono)."""
 
     classic: np.ndarray  # (rows, frames, bins) classic log-MMSE gains
-    learned: np.ndarray  # (rows, frames, bins) DFN3's gain in destatic's frame
+    learned: np.ndarray  # (rows, frames, bins) DFN3's gain in destatic's frame, floored as the classic gain
     voice: np.ndarray  # (rows, frames) the voice weight (voice-band energy DFN3 keeps over 0.4 s)
     lsnr: np.ndarray  # (rows, frames) DFN3's local SNR, dB, at each frame's centre
     magnitude: np.ndarray  # (rows, frames, bins) |Y| of what DFN3 was fed
@@ -64,6 +67,8 @@ class Inputs:
     auto: bool  # the profile is an auto estimate (no noise stretch measured)
     destatic: np.ndarray  # the gains destatic's own rule made
     profile_tones: np.ndarray  # (bins,) True within 2 bins of one of the profile's tones (hum, a fan's blade)
+    learned_deep: np.ndarray  # DFN3's gain floored as the hybrid floors it (deeper with a measured profile)
+    classic_floor: float  # the classic gain's floor, the lowest ``learned`` goes
 
 
 def _today(x: Inputs, voice: np.ndarray, mix: float = 0.7) -> np.ndarray:
@@ -268,13 +273,16 @@ def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bo
 
 
 def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames: int = 3, up: bool = False,
-                  mix: float = 1.0, measured_only: bool = False, up_in_voice: bool = False) -> np.ndarray:
+                  mix: float = 1.0, measured_only: bool = False, up_in_voice: bool = False,
+                  up_kept_over_db: float | None = None, lower_floor_db: float | None = None) -> np.ndarray:
     """``bi10_o6``'s gains, moved in the voice region towards DFN3's gain in the bins where what DFN3 removes,
     ``|Y|^2 (1 - L^2)`` averaged over ``frames`` frames, is no more than the profile's noise (1 up to ``over_db`` over
     it, 0 from ``over_db + span_db``): there DFN3 takes out only steady noise, between and under the voice's
     harmonics. A bed's note that DFN3 deletes stands over the noise and keeps the default's gain. Only downwards
-    unless ``up`` (``up_in_voice``: upwards only in frames the voice weight calls voice, not their whole region);
-    never at the profile's tones; ``measured_only``: not with an automatic profile (issue 30's eighth attempt)."""
+    unless ``up`` (``up_in_voice``: upwards only in frames the voice weight calls voice, not their whole region;
+    ``up_kept_over_db``: only where the power DFN3 keeps is that far over the noise, ramp 3 dB); never at the profile's
+    tones; ``measured_only``: not with an automatic profile (issue 30's eighth attempt); ``lower_floor_db``: the
+    lowering step goes down to DFN3's gain floored there (ninth attempt), the rest as before."""
     from scipy.ndimage import uniform_filter1d
 
     if measured_only and x.auto:
@@ -282,18 +290,55 @@ def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames:
 
     base = bed_in_voices(x, inside_over_db=6.0)  # the rule before (destatic's own gains already include this one)
     learned = x.learned.astype(np.float64)
+    target = learned if lower_floor_db is None else np.maximum(x.learned_deep, 10 ** (-lower_floor_db / 20))
     removed = uniform_filter1d(x.magnitude.astype(np.float64) ** 2 * (1 - learned**2), frames, axis=1, mode="nearest")
     excess_db = 10 * np.log10(np.maximum(removed, 1e-30) / np.maximum(x.noise_power[:, np.newaxis, :], 1e-30))
     noise_only = np.clip((over_db + span_db - excess_db) / span_db, 0, 1) * ~x.profile_tones
     weight = mix * energy_region(x)[..., np.newaxis] * noise_only
     log_default = np.log(base.astype(np.float64))
-    lower = np.exp(log_default + weight * (np.log(np.minimum(learned, base)) - log_default))
+    lower = np.exp(log_default + weight * (np.log(np.minimum(target, base)) - log_default))
     if not (up or up_in_voice):
         return lower.astype(base.dtype)
     if up_in_voice:
         weight = mix * x.voice[..., np.newaxis] * noise_only
+    if up_kept_over_db is not None:
+        kept = uniform_filter1d(x.magnitude.astype(np.float64) ** 2 * learned**2, frames, axis=1, mode="nearest")
+        kept_db = 10 * np.log10(np.maximum(kept, 1e-30) / np.maximum(x.noise_power[:, np.newaxis, :], 1e-30))
+        weight = weight * np.clip((kept_db - up_kept_over_db) / 3.0, 0, 1)
     higher = np.exp(log_default + weight * (np.log(np.maximum(learned, base)) - log_default))
     return np.where(learned < base, lower, higher).astype(base.dtype)
+
+
+def floored(x: Inputs, floor_db: float, pauses_db: float | None = None, steady_db: float | None = None,
+            classic_under_db: float | None = None, deep_db: float = 80.0) -> np.ndarray:
+    """``rn3_m`` with DFN3's gain floored at ``floor_db`` instead of the classic gain's floor, in the mix and the lowering
+    step alike (issue 30's ninth attempt; ``x.learned_deep`` holds it down to 80 dB). ``pauses_db``: the floor goes
+    down to that as the frame's voice weight goes to 0; ``steady_db``: ... in bins within 6 dB of the profile (ramp to
+    12 dB); ``classic_under_db``: down to ``deep_db`` where the classic gain is under that (ramp 6 dB)."""
+    floor_db_here: np.ndarray | float = floor_db
+    if pauses_db is not None:
+        floor_db_here = (floor_db + (pauses_db - floor_db) * (1 - x.voice))[..., np.newaxis]
+    if steady_db is not None:
+        from scipy.ndimage import uniform_filter1d
+
+        power = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, 3, axis=1, mode="nearest")
+        over = 10 * np.log10(power / np.maximum(x.noise_power[:, np.newaxis, :], 1e-30) + 1e-12)
+        floor_db_here = floor_db + (steady_db - floor_db) * np.clip(1 - (over - 6.0) / 6.0, 0, 1)
+    if classic_under_db is not None:
+        classic_db = 20 * np.log10(np.maximum(x.classic.astype(np.float64), 1e-12))
+        floor_db_here = floor_db + (deep_db - floor_db) * np.clip((classic_under_db + 6.0 - classic_db) / 6.0, 0, 1)
+    learned = np.maximum(x.learned_deep, 10 ** (-np.asarray(floor_db_here) / 20)).astype(x.learned.dtype)
+    return removed_noise(replace(x, learned=learned), measured_only=True)
+
+
+def deeper_in_mix(x: Inputs, floor_db: float) -> np.ndarray:
+    """``rn3_m`` with DFN3's gain floored at ``floor_db`` (not the classic gain's floor) where it is mixed in, but
+    still at the classic gain's floor where the lowering step takes a bin down to it; with a measured profile only
+    (issue 30's ninth attempt, today's default at 80 dB)."""
+    if x.auto:
+        return x.destatic
+    return removed_noise(replace(x, learned=np.maximum(x.learned_deep, 10 ** (-floor_db / 20)).astype(x.learned.dtype)),
+                         measured_only=True, lower_floor_db=-20 * np.log10(x.classic_floor))
 
 
 SCENE_VOICE_BELOW = 0.2
@@ -499,6 +544,17 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "rn3_upv_m": lambda x: removed_noise(x, up_in_voice=True, measured_only=True),
     "rn6_up_m": lambda x: removed_noise(x, over_db=6.0, up=True, measured_only=True),
     "rn3_m": lambda x: removed_noise(x, measured_only=True),
+    "rn3_upk0_m": lambda x: removed_noise(x, up=True, measured_only=True, up_kept_over_db=0.0),
+    "rn3_upkm3_m": lambda x: removed_noise(x, up=True, measured_only=True, up_kept_over_db=-3.0),
+    "rn3_m_f40": lambda x: floored(x, 40.0),
+    "rn3_m_f80": lambda x: floored(x, 80.0),
+    "rn3_m_fv80": lambda x: floored(x, 30.0, pauses_db=80.0),
+    "rn3_m_fs50": lambda x: floored(x, 30.0, steady_db=50.0),
+    "rn3_m_fc27": lambda x: floored(x, 30.0, classic_under_db=-27.0),
+    "rn3_m_lf80": lambda x: removed_noise(x, measured_only=True, lower_floor_db=80.0),
+    "rn3_m_mf40": lambda x: deeper_in_mix(x, 40.0),
+    "rn3_m_mf60": lambda x: deeper_in_mix(x, 60.0),
+    "rn3_m_mf80": lambda x: deeper_in_mix(x, 80.0),
     "tone_mts": lambda x: mix_towards(x, np.maximum(
         0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
         energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),
@@ -624,11 +680,13 @@ def capture(noisy: np.ndarray, rate: int, case: quality.Case) -> tuple[Inputs, n
     (instance,) = seen["computers"]
     lsnr = np.stack([frame_lsnr(member.take_lsnr(), gains.shape[1], profile) for member in instance._streams])
     magnitude = np.concatenate(seen["fed"], axis=1)[:, : gains.shape[1]]
+    classic_floor = np.float32(instance.classic_floor)
     inputs = Inputs(
-        classic, learned_gains, voice, lsnr, magnitude, np.asarray(profile.power, np.float64),
+        classic, np.maximum(learned_gains, classic_floor), voice, lsnr, magnitude, np.asarray(profile.power, np.float64),
         frames_per_second=rate / profile.hop_length, bin_hz=rate / profile.n_fft,
         half_window=round(learned.VOICE_WINDOW_SECONDS * rate / profile.hop_length) // 2, auto=profile.mode == "auto",
-        destatic=gains, profile_tones=tone_bins(profile),
+        destatic=gains, profile_tones=tone_bins(profile), learned_deep=learned_gains,
+        classic_floor=float(classic_floor),
     )
     return inputs, gains, profile
 
