@@ -38,6 +38,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noises", nargs="+", default=["CopyMachine_2", "VacuumCleaner_1"])
     parser.add_argument("--items", type=int, default=4, help="tuning-half mixtures of group d and per group a noise")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--cache", default=common.OUT_DIR / "cache")
+    parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache")
     args = parser.parse_args(argv)
     common.require_media()
     began = time.perf_counter()

@@ -250,7 +250,7 @@ def bed_like(x: Inputs, peak_db: float = 3.0, flux_db_at: float = -15.0, peak_sp
 
 
 def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bool = False, inside_over_db: float = 3.0,
-                  **options: float) -> np.ndarray:
+                  keep_removed_over_db: float | None = None, **options: float) -> np.ndarray:
     """``ds_q10`` with its persistence raise also inside the voice region (``inside`` of the way, from ``inside_over_db``
     over the drifted noise) where :func:`bed_like` (the bed's partials, not clatter); ``clatter``: in voice frames the
     bins the classic rule keeps (``Gc >= 0.5``) that are not bed-like at least that far towards DFN3's gain; ``keep``:
@@ -266,6 +266,13 @@ def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bo
     weight = mts_weight(raised) * (1 - tonal_removed(x, over_db=3.0))
     if keep:
         weight = weight * (1 - bed)
+    if keep_removed_over_db is not None:
+        from scipy.ndimage import uniform_filter1d
+
+        removed = uniform_filter1d(x.magnitude.astype(np.float64) ** 2 * (1 - x.learned.astype(np.float64) ** 2), 3,
+                                   axis=1, mode="nearest")
+        removed_db = 10 * np.log10(np.maximum(removed, 1e-30) / np.maximum(x.noise_power[:, np.newaxis, :], 1e-30))
+        weight = weight * (1 - bed * np.clip((removed_db - keep_removed_over_db) / 3.0, 0, 1))
     if clatter:
         kept = np.clip((raised.classic - 0.4) / 0.2, 0, 1)
         weight = np.maximum(weight, clatter * x.voice[..., np.newaxis] * kept * (1 - bed) * (1 - tonal_removed(x, over_db=3.0)))
@@ -274,7 +281,8 @@ def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bo
 
 def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames: int = 3, up: bool = False,
                   mix: float = 1.0, measured_only: bool = False, up_in_voice: bool = False,
-                  up_kept_over_db: float | None = None, lower_floor_db: float | None = None) -> np.ndarray:
+                  up_kept_over_db: float | None = None, lower_floor_db: float | None = None, drifted: bool = False,
+                  **bed_options) -> np.ndarray:
     """``bi10_o6``'s gains, moved in the voice region towards DFN3's gain in the bins where what DFN3 removes,
     ``|Y|^2 (1 - L^2)`` averaged over ``frames`` frames, is no more than the profile's noise (1 up to ``over_db`` over
     it, 0 from ``over_db + span_db``): there DFN3 takes out only steady noise, between and under the voice's
@@ -288,11 +296,15 @@ def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames:
     if measured_only and x.auto:
         return x.destatic
 
-    base = bed_in_voices(x, inside_over_db=6.0)  # the rule before (destatic's own gains already include this one)
+    base = bed_in_voices(x, inside_over_db=6.0, **bed_options)  # the rule before (destatic's own gains include it)
     learned = x.learned.astype(np.float64)
     target = learned if lower_floor_db is None else np.maximum(x.learned_deep, 10 ** (-lower_floor_db / 20))
     removed = uniform_filter1d(x.magnitude.astype(np.float64) ** 2 * (1 - learned**2), frames, axis=1, mode="nearest")
-    excess_db = 10 * np.log10(np.maximum(removed, 1e-30) / np.maximum(x.noise_power[:, np.newaxis, :], 1e-30))
+    noise = np.maximum(x.noise_power[:, np.newaxis, :], 1e-30)
+    if drifted:  # the profile raised as far as the whole spectrum stands over it (drift_persistence's)
+        power = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, 25, axis=1, mode="nearest")
+        noise = noise * np.maximum(np.quantile(power / noise, 0.1, axis=-1), 1.0)[..., np.newaxis]
+    excess_db = 10 * np.log10(np.maximum(removed, 1e-30) / noise)
     noise_only = np.clip((over_db + span_db - excess_db) / span_db, 0, 1) * ~x.profile_tones
     weight = mix * energy_region(x)[..., np.newaxis] * noise_only
     log_default = np.log(base.astype(np.float64))
@@ -331,14 +343,14 @@ def floored(x: Inputs, floor_db: float, pauses_db: float | None = None, steady_d
     return removed_noise(replace(x, learned=learned), measured_only=True)
 
 
-def deeper_in_mix(x: Inputs, floor_db: float) -> np.ndarray:
+def deeper_in_mix(x: Inputs, floor_db: float, **options) -> np.ndarray:
     """``rn3_m`` with DFN3's gain floored at ``floor_db`` (not the classic gain's floor) where it is mixed in, but
     still at the classic gain's floor where the lowering step takes a bin down to it; with a measured profile only
     (issue 30's ninth attempt, today's default at 80 dB)."""
     if x.auto:
         return x.destatic
     return removed_noise(replace(x, learned=np.maximum(x.learned_deep, 10 ** (-floor_db / 20)).astype(x.learned.dtype)),
-                         measured_only=True, lower_floor_db=-20 * np.log10(x.classic_floor))
+                         measured_only=True, lower_floor_db=-20 * np.log10(x.classic_floor), **options)
 
 
 SCENE_VOICE_BELOW = 0.2
@@ -555,6 +567,10 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "rn3_m_mf40": lambda x: deeper_in_mix(x, 40.0),
     "rn3_m_mf60": lambda x: deeper_in_mix(x, 60.0),
     "rn3_m_mf80": lambda x: deeper_in_mix(x, 80.0),
+    "mf80_drift": lambda x: deeper_in_mix(x, 80.0, drifted=True),
+    "mf80_kr6": lambda x: deeper_in_mix(x, 80.0, keep_removed_over_db=6.0),
+    "mf80_kr12": lambda x: deeper_in_mix(x, 80.0, keep_removed_over_db=12.0),
+    "mf80_kr18": lambda x: deeper_in_mix(x, 80.0, keep_removed_over_db=18.0),
     "tone_mts": lambda x: mix_towards(x, np.maximum(
         0.7 * x.voice[..., np.newaxis] * np.clip((1 - x.classic) / 0.5, 0, 1),
         energy_region(x)[..., np.newaxis] * (1 - tonal_removed(x)),

@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--noises", nargs="+", default=["CopyMachine_2", "VacuumCleaner_1"])
     parser.add_argument("--items", type=int, default=3, help="tuning-half mixtures per noise (the --quick ones first)")
-    parser.add_argument("--cache", default=common.OUT_DIR / "cache")
+    parser.add_argument("--cache", type=Path, default=common.OUT_DIR / "cache")
     args = parser.parse_args(argv)
     common.require_media()
     began = time.perf_counter()

@@ -274,8 +274,9 @@ class LearnedGainComputer:
         ``max_reduction_db`` is the floor of every gain (for ``deepfilter``
         also DFN3's attenuation limit; the hybrid's classic gain, and its
         learned gain with an automatic profile, stay within
-        :data:`~destatic.dsp.options.CLASSIC_REDUCTION_DB` too); ``voice_mix`` how far, in dB, the
-        hybrid moves noisy bins of voice frames towards DFN3's gain;
+        :data:`~destatic.dsp.options.CLASSIC_REDUCTION_DB` too);
+        ``voice_mix`` how far, in dB, the hybrid moves noisy bins of voice
+        frames towards DFN3's gain;
         ``learned_stereo`` ``"mid"`` (stereo: one DFN3 pass on the channels'
         mean drives both) or ``"each"`` (a pass per channel).
 
