@@ -597,6 +597,7 @@ def hybrid_mix(
     learned: np.ndarray,
     first: int,
     noise: np.ndarray,
+    drift: np.ndarray,
     voice: np.ndarray,
     region: np.ndarray,
     lowered: np.ndarray,
@@ -606,7 +607,8 @@ def hybrid_mix(
 ) -> np.ndarray:
     """The hybrid's mixing rule in numpy, as ``LearnedGainComputer._mixed`` computed it at 8316633, then (issue 30's
     eighth attempt) lowered to DFN3's gain in the voice region where DFN3 removes no more than the noise, no lower
-    than ``lowering_floor`` (ninth attempt: the classic gain's floor, where DFN3's gain may go deeper).
+    than ``lowering_floor`` (ninth attempt: the classic gain's floor, where DFN3's gain may go deeper), the noise
+    raised by each frame's ``drift`` (rows, ready) float64.
 
     ``classic`` (channels, ready, bins); ``learned_ready`` the learned gains of those frames (rows, ready,
     bins); ``magnitude`` and ``learned`` every kept frame's (rows, kept, bins), the first ready one at
@@ -656,7 +658,8 @@ def hybrid_mix(
     mixed = log_classic + weight * (log_learned - log_classic)
 
     noise_removed = centred_mean(around(magnitude, STEADY_FRAMES) ** 2 * (1 - around(learned, STEADY_FRAMES) ** 2), STEADY_FRAMES)
-    ratio = np.maximum(noise_removed.astype(np.float64), 1e-30) / np.maximum(noise[:, np.newaxis, :], 1e-30)
+    grown = noise[:, np.newaxis, :] * drift[..., np.newaxis]
+    ratio = np.maximum(noise_removed.astype(np.float64), 1e-30) / np.maximum(grown, 1e-30)
     over_db = 10 * np.log10(ratio)
     noise_only = 1 - np.clip((over_db - NOISE_REMOVED_OVER_DB) / NOISE_REMOVED_SPAN_DB, 0, 1)
     target = np.maximum(log_learned, np.log(np.float32(lowering_floor)))

@@ -210,7 +210,7 @@ def test_streams_are_bit_identical_whatever_the_block_sizes_and_jobs(rng):
 def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, before, after, bins, tone_width, voice_mix,
                                                                  lowering_floor, seed):
     """Gains over and under the profile, tones standing out, bins lowered to DFN3's gain or not (some of it under the
-    lowering step's floor), frames near the kept ones' ends: numpy's gains to the bit."""
+    lowering step's floor, the noise grown in some frames), frames near the kept ones' ends: numpy's gains to the bit."""
     from destatic.dsp import _mixing
     from destatic.dsp import learned as learned_module
 
@@ -226,13 +226,17 @@ def test_the_hybrids_mixing_loop_is_the_numpy_rule_bit_for_bit(mid, ready, befor
     voice, region = rng.uniform(0, 1, (2, rows, ready)).astype(np.float32)
     region[rng.random(region.shape) < 0.3] = 0  # frames outside the voice region
     lowered = rng.random(bins) < 0.7
+    drift = np.maximum(10 ** rng.uniform(-1, 1.5, (rows, ready)), 1.0)  # noise grown louder in some frames
     learned_ready = learned[:, before : before + ready]
     expected = reference.hybrid_mix(
-        classic, learned_ready, magnitude, learned, before, noise, voice, region, lowered, voice_mix, tone_width, lowering_floor
+        classic, learned_ready, magnitude, learned, before, noise, drift, voice, region, lowered, voice_mix, tone_width,
+        lowering_floor,
     )
     got = np.empty_like(classic)
     constants = learned_module.mix_constants(voice_mix, tone_width, lowering_floor)
-    _mixing.hybrid_mix(classic, np.log(classic), np.log(learned_ready), magnitude, learned, before, noise, voice, region, lowered, constants, got)
+    _mixing.hybrid_mix(
+        classic, np.log(classic), np.log(learned_ready), magnitude, learned, before, noise, drift, voice, region, lowered, constants, got
+    )
     np.testing.assert_array_equal(got, expected)
 
 

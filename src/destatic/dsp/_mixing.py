@@ -117,11 +117,13 @@ def _ramp(ratio, start_db, span_db, limits):
 
 
 @compiled
-def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noise, voice, region, lowered, constants, out):
+def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noise, drift, voice, region, lowered, constants,
+               out):
     """The hybrid's gains: ``exp(log G)``, ``log G = log Gc + w (log L - log Gc)``, ``w = voice_mix max(v noisy, region
     steady) (1 - tone)``; then, in the bins of ``lowered`` (bins, bool) where ``log L' < log G``, ``log G`` moves
     ``region noise_only`` of the way to ``log L'``, ``noise_only`` being 1 where the power DFN3 removes is no more than the
-    profile's noise and ``L'`` the learned gain no lower than ``lowering_floor`` (the log of the classic gain's floor).
+    profile's noise raised by the frame's ``drift`` (rows, frames: how far the noise has grown) and ``L'`` the learned
+    gain no lower than ``lowering_floor`` (the log of the classic gain's floor).
 
     ``classic``, ``log_classic`` and ``out`` are (channels, frames, bins); ``log_learned``, ``voice``
     and ``region`` have a row per learned pass (one for the mid channel of stereo, or one per channel),
@@ -157,7 +159,7 @@ def hybrid_mix(classic, log_classic, log_learned, magnitude, learned, first, noi
                 ratio = np.float64(power[b]) / max(noise[r, b], 1e-30) + 1e-12
                 steady[b] = 1.0 - _ramp(ratio, constants.steady_over_db, constants.steady_span_db, steady_limits)
                 if lowering and lowered[b]:
-                    ratio = max(np.float64(noise_removed[b]), 1e-30) / max(noise[r, b], 1e-30)
+                    ratio = max(np.float64(noise_removed[b]), 1e-30) / max(noise[r, b] * drift[r, t], 1e-30)
                     noise_only[b] = 1.0 - _ramp(ratio, constants.noise_removed_over_db, constants.noise_removed_span_db,
                                                 removed_limits)
                 lifted = np.float64(removed[b] + np.float32(1e-30))

@@ -47,6 +47,7 @@ from destatic.dsp.persistence import (
     PARTIAL_SECONDS,
     PERSIST_FRAMES,
     PERSIST_OVER_DB,
+    noise_drift,
     partial_weight,
     persistent_gain,
 )
@@ -436,8 +437,9 @@ class LearnedGainComputer:
         only in bins that look like a held partial), and in the voice region
         the result then goes down to DFN3's gain, ``region`` of the way, in
         the bins but the profile's tones where what DFN3 removes is no more
-        than the profile's noise (:data:`NOISE_REMOVED_OVER_DB`): between and
-        under the voice's harmonics.
+        than the profile's noise (:data:`NOISE_REMOVED_OVER_DB`), raised by
+        how far the noise has grown (the drift of :meth:`_persistent`):
+        between and under the voice's harmonics.
         The rule is one compiled loop (:func:`destatic.dsp._mixing.hybrid_mix`).
         """
         from destatic.dsp import _mixing  # noqa: PLC0415  (numba loads on first use, not on import)
@@ -449,23 +451,26 @@ class LearnedGainComputer:
         classic = np.ascontiguousarray(classic[:, :ready])
         voice, region = self._voice(ready)
         measured = self.profile.mode != "auto"
+        drift = np.ones(region.shape)  # the lowering step needs a measured profile: no drift without one
         if measured:
-            classic = np.maximum(classic, self._persistent(ready, region))
+            persistent, drift = self._persistent(ready, region)
+            classic = np.maximum(classic, persistent)
         gains = np.empty_like(classic)
         # For "mid", one learned row drives both channels. Contiguous arrays: one compiled signature.
         _mixing.hybrid_mix(
             classic, np.log(classic), np.log(learned), np.ascontiguousarray(self._magnitude),
-            np.ascontiguousarray(self._learned), self._past, np.ascontiguousarray(self._noise_power), voice, region,
+            np.ascontiguousarray(self._learned), self._past, np.ascontiguousarray(self._noise_power), drift, voice, region,
             self._not_tones if measured else np.zeros_like(self._not_tones),
             mix_constants(self.options.voice_mix, self._tone_width, self.classic_floor),
             gains,
         )  # fmt: skip
         return gains
 
-    def _persistent(self, ready: int, region: np.ndarray) -> np.ndarray:
+    def _persistent(self, ready: int, region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """What persists over the noise in the next `ready` frames (:mod:`destatic.dsp.persistence`): away from voices
         (``1 - region``) from :data:`~destatic.dsp.persistence.PERSIST_OVER_DB` over the noise; inside the voice
-        region from :data:`~destatic.dsp.persistence.PARTIAL_OVER_DB`, and only where a bin looks like a held partial."""
+        region from :data:`~destatic.dsp.persistence.PARTIAL_OVER_DB`, and only where a bin looks like a held partial.
+        And the noise's drift those frames (:func:`~destatic.dsp.persistence.noise_drift`), ``(rows, ready)``."""
         half, partial_half = PERSIST_FRAMES // 2, self._partial_half
         smooth_half = partial_half + PARTIAL_FRAMES // 2
         reach = max(half, smooth_half)
@@ -475,8 +480,10 @@ class LearnedGainComputer:
             part = around[:, reach - own_half : reach + ready + own_half]
             return np.lib.stride_tricks.sliding_window_view(part, frames, axis=1).mean(axis=-1)
 
-        kept, inside = persistent_gain(mean_power(PERSIST_FRAMES, half), self._noise_power, self._not_tones,
-                                       over_db=(PERSIST_OVER_DB, PARTIAL_OVER_DB))
+        persist_power = mean_power(PERSIST_FRAMES, half)
+        drift = noise_drift(persist_power, self._noise_power)
+        kept, inside = persistent_gain(persist_power, self._noise_power, self._not_tones,
+                                       over_db=(PERSIST_OVER_DB, PARTIAL_OVER_DB), drift=drift)
         smooth = mean_power(PARTIAL_FRAMES, smooth_half)
         last = self._magnitude.shape[1] - 1  # the true end where it is in reach: the mean there repeats, as at the start
         first_frame, stop_frame = self._past - partial_half, self._past + ready + partial_half
@@ -484,7 +491,8 @@ class LearnedGainComputer:
         if lead or tail:
             smooth = np.pad(smooth[:, lead : smooth.shape[1] - tail], ((0, 0), (lead, tail), (0, 0)), mode="edge")
         inside *= partial_weight(smooth, partial_half)
-        return ((1 - region)[..., np.newaxis] * kept + region[..., np.newaxis] * inside).astype(np.float32)
+        raised = ((1 - region)[..., np.newaxis] * kept + region[..., np.newaxis] * inside).astype(np.float32)
+        return raised, np.ascontiguousarray(drift, np.float64)
 
     def _power_around(self, half: int, ready: int) -> np.ndarray:
         """The input's power of the next `ready` frames and `half` more on each side, the end frames repeated outwards."""

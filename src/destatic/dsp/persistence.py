@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "PARTIAL_FRAMES", "PARTIAL_OVER_DB", "PARTIAL_SECONDS", "PERSIST_FRAMES", "PERSIST_OVER_DB", "partial_weight", "persistent_gain",
+    "PARTIAL_FRAMES", "PARTIAL_OVER_DB", "PARTIAL_SECONDS", "PERSIST_FRAMES", "PERSIST_OVER_DB", "noise_drift", "partial_weight",
+    "persistent_gain",
 ]
 
 PERSIST_FRAMES = 25
@@ -98,8 +99,28 @@ def _ramp_db(ratio: np.ndarray, start_db: float, span_db: float) -> np.ndarray:
     return out
 
 
+def noise_drift(power: np.ndarray, noise_power: np.ndarray) -> np.ndarray:
+    """How far a measured noise has grown, frame by frame: how far the whole spectrum stands over the profile.
+
+    Parameters
+    ----------
+    power : np.ndarray [shape=(rows, frames, bins)]
+        The input's power averaged over :data:`PERSIST_FRAMES` frames centred on each frame.
+    noise_power : np.ndarray [shape=(rows, bins)]
+        The measured profile's noise power.
+
+    Returns
+    -------
+    np.ndarray [shape=(rows, frames)]
+        The :data:`PERSIST_QUANTILE` over bins of ``power`` over the profile, at least 1: a
+        voice, a bed or a tone fills too few bins to raise it, noise grown louder everywhere does.
+    """
+    profile = np.maximum(noise_power[:, np.newaxis, :], 1e-30)
+    return np.maximum(np.quantile(power / profile, PERSIST_QUANTILE, axis=-1), 1.0)
+
+
 def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray,
-                    over_db: tuple[float, ...] = (PERSIST_OVER_DB,)) -> tuple[np.ndarray, ...]:
+                    over_db: tuple[float, ...] = (PERSIST_OVER_DB,), drift: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
     """The Wiener gain of averaged power where it persists over the noise and the noise has not simply grown.
 
     Parameters
@@ -114,6 +135,8 @@ def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray
         Where the weight starts, dB over the drifted noise (:data:`PERSIST_OVER_DB`;
         :data:`PARTIAL_OVER_DB` inside a voice): one gain for each, from one
         estimate of the drift.
+    drift : np.ndarray [shape=(rows, frames)] or None
+        :func:`noise_drift` of these powers, if the caller has it already.
 
     Returns
     -------
@@ -122,7 +145,7 @@ def persistent_gain(power: np.ndarray, noise_power: np.ndarray, free: np.ndarray
         to 1 six dB higher; 0 where ``free`` is False.
     """
     profile = np.maximum(noise_power[:, np.newaxis, :], 1e-30)
-    drift = np.maximum(np.quantile(power / profile, PERSIST_QUANTILE, axis=-1), 1.0)
+    drift = noise_drift(power, noise_power) if drift is None else drift
     noise = profile * drift[..., np.newaxis]
     over = 10 * np.log10(power / noise + 1e-12)
     wiener = np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1) * free
