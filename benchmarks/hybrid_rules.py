@@ -14,10 +14,12 @@ measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
 (reverted: it kept noise that grows louder and hum it cannot cancel),
 ``ds_q10`` the rule before the raise reached inside voices (where bins look
 like a bed's partials), ``bi10_o6`` the rule before the eighth attempt and
-``rn3_m`` (:func:`removed_noise`) the rule before the ninth attempt and
-``rn3_m_mf80`` (:func:`deeper_in_mix`) today's default, all recomputed from
-the captured inputs (DFN3's gain floored as the classic gain, and as the
-hybrid floors it, which is deeper with a measured profile). ``scene_blend``
+``rn3_m`` (:func:`removed_noise`) the rule before the ninth attempt,
+``rn3_m_mf80`` (:func:`deeper_in_mix`) the ninth attempt's and
+``mf80_drift`` (its noise raised by its drift) today's default, all
+recomputed from the captured inputs (DFN3's gain floored as the classic
+gain, and as the hybrid floors it, which is deeper with a measured
+profile). ``scene_blend``
 (issue 30's seventh attempt, an experiment) picks per file between the
 blend ``learned^0.7 classic^0.3`` in every frame and the default, by
 :func:`scene_statistics`; every rule's row carries those statistics for
@@ -290,7 +292,9 @@ def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames:
     unless ``up`` (``up_in_voice``: upwards only in frames the voice weight calls voice, not their whole region;
     ``up_kept_over_db``: only where the power DFN3 keeps is that far over the noise, ramp 3 dB); never at the profile's
     tones; ``measured_only``: not with an automatic profile (issue 30's eighth attempt); ``lower_floor_db``: the
-    lowering step goes down to DFN3's gain floored there (ninth attempt), the rest as before."""
+    lowering step goes down to DFN3's gain floored there (ninth attempt), the rest as before; ``drifted``: the profile
+    raised by the noise's drift (:func:`drift_persistence`'s), so that noise grown louder counts as noise;
+    ``bed_options`` go to :func:`bed_in_voices`."""
     from scipy.ndimage import uniform_filter1d
 
     if measured_only and x.auto:
