@@ -19,6 +19,7 @@ import numpy as np
 
 import quality
 import result_cache
+from bed_oracle import framed_power
 
 FLOORS_DB = (30.0, 40.0, 50.0, 100.0)
 
@@ -29,17 +30,11 @@ def floored_outputs(noisy: np.ndarray, rate: int, case: quality.Case) -> dict[st
     from destatic.dsp.framing import checked_profile
     from destatic.dsp.inverse import apply_gains
     from destatic.dsp.learned import deepfilter
-    from destatic.dsp.stft import FrameSplitter
 
     samples = np.asarray(noisy, np.float32).reshape(-1, 1)
     profile = checked_profile(resolve_profile(samples, rate, quality.noise_argument(case), method="hybrid"), rate, 1)
     learned = deepfilter(samples, rate)
-
-    def spectra(audio: np.ndarray) -> np.ndarray:
-        splitter = FrameSplitter(1, n_fft=profile.n_fft, hop_length=profile.hop_length, centered=profile.centered)
-        return np.concatenate([splitter.push(np.ascontiguousarray(audio)), splitter.finish()], axis=1)
-
-    ratio = np.abs(spectra(learned)) / np.maximum(np.abs(spectra(samples)), 1e-12)
+    ratio = np.sqrt(framed_power(learned, profile) / np.maximum(framed_power(samples, profile), 1e-24))
     outputs = {"dfn3": learned[:, 0]}
     for floor_db in FLOORS_DB:
         gains = np.clip(ratio, 10 ** (-floor_db / 20), 1.0).astype(np.float32)
