@@ -16,7 +16,8 @@ measured noise away from voices, ``tp3_c25_nvm`` that raise as first tried
 like a bed's partials), ``bi10_o6`` the rule before the eighth attempt and
 ``rn3_m`` (:func:`removed_noise`) the rule before the ninth attempt,
 ``rn3_m_mf80`` (:func:`deeper_in_mix`) the ninth attempt's and
-``mf80_drift`` (its noise raised by its drift) today's default, all
+``mf80_drift`` (its noise raised by its drift) today's default (``mf80_flat*``, ``_fr*``, ``_rd*`` and ``_bm*``:
+the tenth attempt's noise that the profile does not describe, an experiment), all
 recomputed from the captured inputs (DFN3's gain floored as the classic
 gain, and as the hybrid floors it, which is deeper with a measured
 profile). ``scene_blend``
@@ -284,7 +285,9 @@ def bed_in_voices(x: Inputs, inside: float = 1.0, clatter: float = 0.0, keep: bo
 def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames: int = 3, up: bool = False,
                   mix: float = 1.0, measured_only: bool = False, up_in_voice: bool = False,
                   up_kept_over_db: float | None = None, lower_floor_db: float | None = None, drifted: bool = False,
-                  **bed_options) -> np.ndarray:
+                  flat_db: float | None = None, flat_hz: float = 250.0, flat_cap_db: float | None = None,
+                  flat_rise_db: float | None = None, band_min_seconds: float | None = None,
+                  removed_quantile: float | None = None, removed_frames: int = 3, **bed_options) -> np.ndarray:
     """``bi10_o6``'s gains, moved in the voice region towards DFN3's gain in the bins where what DFN3 removes,
     ``|Y|^2 (1 - L^2)`` averaged over ``frames`` frames, is no more than the profile's noise (1 up to ``over_db`` over
     it, 0 from ``over_db + span_db``): there DFN3 takes out only steady noise, between and under the voice's
@@ -294,6 +297,17 @@ def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames:
     tones; ``measured_only``: not with an automatic profile (issue 30's eighth attempt); ``lower_floor_db``: the
     lowering step goes down to DFN3's gain floored there (ninth attempt), the rest as before; ``drifted``: the profile
     raised by the noise's drift (:func:`drift_persistence`'s), so that noise grown louder counts as noise;
+
+    Issue 30's tenth attempt (experiments), for noise the profile does not describe: ``flat_db``, what DFN3 removes
+    also counts as noise where it stands no more than that over its median across ``flat_hz`` (ramp 3 dB): a copy
+    machine's clatter is spread over its band, a held partial is not; ``flat_cap_db``, read on the ratio of what DFN3
+    removes to the noise (the noise's shape scaled up is flat), and only where that ratio's median across the band is
+    no more than ``flat_cap_db`` (ramp 3 dB: a voice or a bed over a faint noise is not noise grown louder) and, with
+    ``flat_rise_db``, at least that (ramp 3 dB: the noise has grown over its profile in that band);
+    ``band_min_seconds``, the noise raised, per bin, to the least over +- that many seconds of the input's power over
+    it, its median across ``flat_hz`` first (grown noise fills its band's pauses and most of its bins);
+    ``removed_quantile``, the noise raised, frame by frame, to that quantile over bins of what DFN3 removes over it
+    (averaged over ``removed_frames``): a voice or a bed's notes fill too few bins to raise it.
     ``bed_options`` go to :func:`bed_in_voices`."""
     from scipy.ndimage import uniform_filter1d
 
@@ -308,8 +322,38 @@ def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames:
     if drifted:  # the profile raised as far as the whole spectrum stands over it (drift_persistence's)
         power = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, 25, axis=1, mode="nearest")
         noise = noise * np.maximum(np.quantile(power / noise, 0.1, axis=-1), 1.0)[..., np.newaxis]
+    if band_min_seconds is not None:
+        from scipy.ndimage import median_filter, minimum_filter1d
+
+        width = max(3, int(round(flat_hz / x.bin_hz)) | 1)
+        level = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, frames, axis=1, mode="nearest") / noise
+        level = median_filter(level, size=(1, 1, width), mode="nearest")
+        reach = max(1, int(round(band_min_seconds * x.frames_per_second)))
+        noise = noise * np.maximum(minimum_filter1d(level, 2 * reach + 1, axis=1, mode="nearest"), 1.0)
+    if removed_quantile is not None:
+        averaged = removed if removed_frames == frames else uniform_filter1d(
+            x.magnitude.astype(np.float64) ** 2 * (1 - learned**2), removed_frames, axis=1, mode="nearest")
+        grown = np.quantile(averaged / noise, removed_quantile, axis=-1)
+        noise = noise * np.maximum(grown, 1.0)[..., np.newaxis]
     excess_db = 10 * np.log10(np.maximum(removed, 1e-30) / noise)
     noise_only = np.clip((over_db + span_db - excess_db) / span_db, 0, 1) * ~x.profile_tones
+    if flat_db is not None:
+        from scipy.ndimage import median_filter
+
+        width = max(3, int(round(flat_hz / x.bin_hz)) | 1)
+        if flat_cap_db is None:
+            band = np.maximum(median_filter(removed, size=(1, 1, width), mode="nearest"), noise)
+            peaky_db = 10 * np.log10(np.maximum(removed, 1e-30) / band)
+            flat = np.clip((flat_db + 3.0 - peaky_db) / 3.0, 0, 1)
+        else:
+            ratio = np.maximum(removed, 1e-30) / noise
+            band = np.maximum(median_filter(ratio, size=(1, 1, width), mode="nearest"), 1.0)
+            peaky_db = 10 * np.log10(ratio / band)
+            band_db = 10 * np.log10(band)
+            flat = np.clip((flat_db + 3.0 - peaky_db) / 3.0, 0, 1) * np.clip((flat_cap_db + 3.0 - band_db) / 3.0, 0, 1)
+            if flat_rise_db is not None:
+                flat = flat * np.clip((band_db - flat_rise_db) / 3.0, 0, 1)
+        noise_only = np.maximum(noise_only, flat * ~x.profile_tones)
     weight = mix * energy_region(x)[..., np.newaxis] * noise_only
     log_default = np.log(base.astype(np.float64))
     lower = np.exp(log_default + weight * (np.log(np.minimum(target, base)) - log_default))
@@ -572,6 +616,29 @@ RULES: dict[str, Callable[[Inputs], np.ndarray]] = {
     "rn3_m_mf60": lambda x: deeper_in_mix(x, 60.0),
     "rn3_m_mf80": lambda x: deeper_in_mix(x, 80.0),
     "mf80_drift": lambda x: deeper_in_mix(x, 80.0, drifted=True),
+    "mf80_flat3": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=3.0),
+    "mf80_flat6": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=6.0),
+    "mf80_flat0": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=0.0),
+    "mf80_flat3w5": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=3.0, flat_hz=500.0),
+    "mf80_fr3c15": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=3.0, flat_cap_db=15.0),
+    "mf80_fr6c15": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=6.0, flat_cap_db=15.0),
+    "mf80_fr3c20": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=3.0, flat_cap_db=20.0),
+    "mf80_fr6c10": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=6.0, flat_cap_db=10.0),
+    "mf80_rd50": lambda x: deeper_in_mix(x, 80.0, drifted=True, removed_quantile=0.5),
+    "mf80_rd30": lambda x: deeper_in_mix(x, 80.0, drifted=True, removed_quantile=0.3),
+    "mf80_rd70": lambda x: deeper_in_mix(x, 80.0, drifted=True, removed_quantile=0.7),
+    "mf80_rd50_25": lambda x: deeper_in_mix(x, 80.0, drifted=True, removed_quantile=0.5, removed_frames=25),
+    "mf80_fr6c15r3": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=6.0, flat_cap_db=15.0, flat_rise_db=3.0),
+    "mf80_fr6c15r6": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=6.0, flat_cap_db=15.0, flat_rise_db=6.0),
+    "mf80_fr3c15r3": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=3.0, flat_cap_db=15.0, flat_rise_db=3.0),
+    "mf80_fr6c15r3w5": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=6.0, flat_cap_db=15.0, flat_rise_db=3.0,
+                                               flat_hz=500.0),
+    "mf80_fr6c20r6w5": lambda x: deeper_in_mix(x, 80.0, drifted=True, flat_db=6.0, flat_cap_db=20.0, flat_rise_db=6.0,
+                                               flat_hz=500.0),
+    "mf80_bm05": lambda x: deeper_in_mix(x, 80.0, drifted=True, band_min_seconds=0.5),
+    "mf80_bm10": lambda x: deeper_in_mix(x, 80.0, drifted=True, band_min_seconds=1.0),
+    "mf80_bm03": lambda x: deeper_in_mix(x, 80.0, drifted=True, band_min_seconds=0.3),
+    "mf80_bm05w5": lambda x: deeper_in_mix(x, 80.0, drifted=True, band_min_seconds=0.5, flat_hz=500.0),
     "mf80_kr6": lambda x: deeper_in_mix(x, 80.0, keep_removed_over_db=6.0),
     "mf80_kr12": lambda x: deeper_in_mix(x, 80.0, keep_removed_over_db=12.0),
     "mf80_kr18": lambda x: deeper_in_mix(x, 80.0, keep_removed_over_db=18.0),
