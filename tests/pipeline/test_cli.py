@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -184,9 +185,8 @@ def test_main_runs_exit_handlers_and_keeps_the_status(arguments: list[str], stat
         assert "artifacts" in done.stdout  # the help's last command: nothing was cut off
 
 
-def _terminated(body: str) -> tuple[subprocess.CompletedProcess[str], float]:
-    """Run `body` as a destatic command (TERM_GRACE_S 1 s, TERM_DEADLINE_S 4 s), SIGTERM it once it prints 'ready'; its end, and the seconds it took."""
-    import signal
+def _terminated(body: str, send: int | None = signal.SIGTERM) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run `body` as a destatic command (TERM_GRACE_S 1 s, TERM_DEADLINE_S 4 s), send it `send` once it prints 'ready'; its end, and the seconds it took."""
     import time
 
     code = (
@@ -202,8 +202,8 @@ def _terminated(body: str) -> tuple[subprocess.CompletedProcess[str], float]:
     process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None and process.stdout.readline() == "ready\n", process.communicate(timeout=60)
     sent = time.monotonic()
-    if "raise" not in body:
-        process.send_signal(signal.SIGTERM)
+    if send is not None:
+        process.send_signal(send)
     stdout, stderr = process.communicate(timeout=60)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), time.monotonic() - sent
 
@@ -227,11 +227,31 @@ def test_sigterm_inside_the_import_machinery_is_put_off_for_a_moment() -> None:
         "print('ready', flush=True)\n"
         "signal.getsignal(signal.SIGTERM)(signal.SIGTERM, inside_import)  # the handler raises nothing here\n"
         "os.write(2, b'put off\\n')  # stderr: the test reads stdout's first line only, buffered\n"
-        "time.sleep(60)"
+        "time.sleep(60)",
+        send=None,  # the handler was called above, by hand
     )
     assert done.returncode == 143, done.stderr
     assert "put off" in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert seconds < 5, seconds  # raised again after TERM_RETRY_S, before TERM_GRACE_S
+
+
+def test_ctrl_c_inside_the_import_machinery_is_put_off_for_a_moment() -> None:
+    # As SIGTERM above: a leaked import lock would hang the process at exit, and Ctrl-C has no deadline.
+    done, seconds = _terminated(
+        "import os, signal, types\n"
+        "cli.TERM_RETRY_S = 1.0\n"
+        "inside_import = types.SimpleNamespace(f_code=types.SimpleNamespace(co_filename='<frozen importlib._bootstrap>'))\n"
+        "print('ready', flush=True)\n"
+        "signal.getsignal(signal.SIGINT)(signal.SIGINT, inside_import)  # the handler raises nothing here\n"
+        "os.write(2, b'put off\\n')\n"
+        "time.sleep(60)\n"
+        "print('not interrupted', flush=True)",
+        send=None,
+    )
+    assert done.returncode == 130, done.stderr  # Ctrl-C's status, as before
+    assert "put off" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert "not interrupted" not in done.stdout
+    assert 0.9 < seconds < 30, seconds  # raised again after TERM_RETRY_S, not at once and not after the sleep
 
 
 def test_sigterm_ends_the_process_when_an_exit_handler_blocks() -> None:
@@ -243,7 +263,8 @@ def test_sigterm_ends_the_process_when_an_exit_handler_blocks() -> None:
 
 def test_prefects_termination_signal_ends_a_command_as_sigterm_does() -> None:
     # While a flow runs, Prefect's SIGTERM handler raises its own exception in place of ours.
-    done, _ = _terminated("from prefect.exceptions import TerminationSignal\nprint('ready', flush=True)\nraise TerminationSignal(15)")
+    done, _ = _terminated("from prefect.exceptions import TerminationSignal\nprint('ready', flush=True)\nraise TerminationSignal(15)",
+                          send=None)
     assert done.returncode == 143, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
 

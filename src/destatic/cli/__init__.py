@@ -51,7 +51,9 @@ class _Termination:
     leave the lock held by the main thread, and the first import of any
     other thread (Prefect's event loop, draining its events at exit)
     would wait for it until the deadline. There it is put off for
-    :data:`TERM_RETRY_S`.
+    :data:`TERM_RETRY_S`. Ctrl-C (SIGINT) is put off there the same way
+    (:meth:`ctrl_c`): it has no deadline, so such a lock would hang the
+    process at exit.
     """
 
     def __init__(self) -> None:
@@ -60,7 +62,9 @@ class _Termination:
         self.returned = threading.Event()
         # The handler takes no lock (it may run while the main thread holds one): it wakes the thread through a pipe.
         self._woken, self._wake = os.pipe()
+        self._ctrl_c_woken, self._ctrl_c_wake = os.pipe()
         threading.Thread(target=self._see_it_through, name="destatic-sigterm", daemon=True).start()
+        threading.Thread(target=self._raise_put_off_ctrl_c, name="destatic-sigint", daemon=True).start()
 
     def interrupt(self, number: int, frame: Any) -> None:
         """The SIGTERM handler."""
@@ -69,10 +73,22 @@ class _Termination:
             os.write(self._wake, b"!")
         if self.returned.is_set():  # once the command has returned, the exit handlers run undisturbed
             return
-        if frame is not None and frame.f_code.co_filename.startswith("<frozen importlib"):
+        if _inside_import(frame):
             self.put_off = True  # the thread raises it again in a moment
             return
         signal.default_int_handler(number, frame)
+
+    def ctrl_c(self, number: int, frame: Any) -> None:
+        """The SIGINT handler: KeyboardInterrupt, as Python's own, but put off for a moment inside the import machinery."""
+        if _inside_import(frame):
+            os.write(self._ctrl_c_wake, b"!")
+            return
+        signal.default_int_handler(number, frame)
+
+    def _raise_put_off_ctrl_c(self) -> None:
+        while os.read(self._ctrl_c_woken, 1):
+            time.sleep(TERM_RETRY_S)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
 
     def _see_it_through(self) -> None:
         os.read(self._woken, 1)
@@ -93,6 +109,11 @@ class _Termination:
             os.write(sys.stderr.fileno(), f"destatic: still running {TERM_DEADLINE_S:g} s after SIGTERM: ending now\n".encode())
         _stop_temporary_server()
         os._exit(128 + signal.SIGTERM)
+
+
+def _inside_import(frame: Any) -> bool:
+    """Whether a signal arrived while the main thread ran Python's import machinery (it may hold the import lock)."""
+    return frame is not None and frame.f_code.co_filename.startswith("<frozen importlib")
 
 
 def _stop_temporary_server() -> None:
@@ -130,10 +151,12 @@ def main() -> None:
     SIGTERM stops a command as Ctrl-C does, so that the same clean-up runs
     (an embedded server is stopped with it, not left without a parent), and
     the status is 143, at any moment and within :data:`TERM_DEADLINE_S`
-    (see :class:`_Termination`).
+    (see :class:`_Termination`). Inside Python's import machinery both
+    SIGTERM and Ctrl-C are put off for :data:`TERM_RETRY_S`.
     """
     termination = _Termination()
     signal.signal(signal.SIGTERM, termination.interrupt)
+    signal.signal(signal.SIGINT, termination.ctrl_c)
     try:
         status: Any = app(prog_name="destatic", standalone_mode=False)
     except ClickException as error:
