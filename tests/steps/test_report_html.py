@@ -124,6 +124,16 @@ def test_a_silent_file_gets_a_report(tmp_path: Path) -> None:
     assert page.count("<audio") == 2 and "<video" not in page
 
 
+def test_the_report_says_how_deep_the_hybrids_gains_went_with_an_automatic_profile() -> None:
+    hybrid, logmmse = (load_settings(suppression={"method": method}) for method in ("hybrid", "logmmse"))
+    used = report_page.settings_used(hybrid, profile_mode="auto")
+    assert used["suppression.reduction_db"] == ("80.0 (at most 30.0 with the auto profile)", "default")
+    assert report_page.settings_used(hybrid, profile_mode="segment")["suppression.reduction_db"] == (80.0, "default")
+    shallow = load_settings(suppression={"method": "hybrid", "reduction_db": 18})
+    assert report_page.settings_used(shallow, profile_mode="auto")["suppression.reduction_db"] == (18.0, "set")
+    assert report_page.settings_used(logmmse, profile_mode="auto")["suppression.reduction_db"] == (30.0, "default")
+
+
 def test_audio_input_gets_audio_players_only(media_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "speech.flac"
     shutil.copyfile(media_dir / "speech" / "3436-172162-0000.decoded.flac", source)

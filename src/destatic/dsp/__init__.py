@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from destatic.dsp.inverse import apply_gains, apply_gains_by_group
     from destatic.dsp.learned import DeepFilterStream, deepfilter
     from destatic.dsp.methods import LEARNED_METHODS, LEARNED_NEEDS, METHODS, Method, default_method, learned_available, method_spec, resolve_method
-    from destatic.dsp.options import ProfileRequest, SuppressionOptions
+    from destatic.dsp.options import ProfileRequest, SuppressionOptions, deepest_reduction_db
     from destatic.dsp.parallel import jobs_for_length
     from destatic.dsp.profile import NoiseProfile, estimate_profile, find_hum, profile_from_blocks
     from destatic.dsp.stft import default_n_fft, frame_count, spectrogram_db

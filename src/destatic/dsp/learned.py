@@ -40,7 +40,7 @@ import numpy as np
 from destatic.dsp import dfn3
 from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
-from destatic.dsp.options import CLASSIC_REDUCTION_DB, DEFAULT_LEARNED_PROVIDER, LearnedOptions
+from destatic.dsp.options import CLASSIC_REDUCTION_DB, DEFAULT_LEARNED_PROVIDER, LearnedOptions, deepest_reduction_db
 from destatic.dsp.persistence import (
     PARTIAL_FRAMES,
     PARTIAL_OVER_DB,
@@ -301,8 +301,8 @@ class LearnedGainComputer:
         classic_options = dataclasses.replace(options, max_reduction_db=classic_reduction_db)
         self.classic = GainComputer(profile, "logmmse", classic_options) if self.hybrid else None
         self.classic_floor = np.float32(10 ** (-classic_reduction_db / 20))
-        deeper = self.hybrid and profile.mode != "auto"  # DFN3's gain, mixed in near voices, may go deeper (measured noise)
-        self.floor = np.float32(10 ** (-options.max_reduction_db / 20)) if deeper else self.classic_floor
+        deepest_db = deepest_reduction_db(method, options.max_reduction_db, measured=profile.mode != "auto")
+        self.floor = np.float32(10 ** (-deepest_db / 20))  # DFN3's gain, mixed in near voices, goes deepest
         self._atten_lim_db = NO_LIMIT_DB if self.hybrid else options.max_reduction_db
         self._rows = self._channels = 0
         self._mid = False

@@ -23,6 +23,7 @@ __all__ = [
     "ProfileRequest",
     "SuppressionOptions",
     "check_number",
+    "deepest_reduction_db",
 ]
 
 DEFAULT_LEARNED_PROVIDER = "CPUExecutionProvider"
@@ -35,6 +36,30 @@ goes deeper either: there its estimation errors would become musical noise and h
 HYBRID_REDUCTION_DB = 80.0
 """The hybrid's maximum reduction unless told otherwise: with a measured noise, where it mixes in DeepFilterNet3's gain,
 that gain may go this deep (at 30 dB, mic hiss under a voice stayed audible: issue 30's ninth attempt)."""
+
+
+def deepest_reduction_db(method: str, max_reduction_db: float, measured: bool) -> float:
+    """How deep, in dB, any gain of `method` goes under a maximum reduction of `max_reduction_db`.
+
+    Parameters
+    ----------
+    method : str
+        A method's name (:data:`~destatic.dsp.methods.METHODS`).
+    max_reduction_db : float > 0
+        The maximum reduction it was given (or its default).
+    measured : bool
+        Whether the noise profile was measured (not ``auto``).
+
+    Returns
+    -------
+    float
+        `max_reduction_db`, but for the hybrid with an automatic profile no
+        more than :data:`CLASSIC_REDUCTION_DB`: its learned gain goes past the
+        classic floor only near voices over a measured noise.
+    """
+    if method == "hybrid" and not measured:
+        return min(max_reduction_db, CLASSIC_REDUCTION_DB)
+    return max_reduction_db
 
 
 def check_number(

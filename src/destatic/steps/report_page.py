@@ -112,11 +112,14 @@ def report_page(
     sections.append(Section("Files", header=["file", "path"], rows=[[label, f"`{path}`"] for label, path in files.items()]))
     return f"destatic: {source.name}", facts, sections
 
-def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
+def settings_used(settings: Settings, profile_mode: str | None = None) -> dict[str, tuple[Any, str]]:
     """Every setting as ``group.name -> (value used, "set" or "default")``.
 
     The settings that leave a choice to the DSP core (none) show what it
-    chose: the method, the profile mode and the suppression options.
+    chose: the method, the profile mode and the suppression options. Given
+    the mode of the profile used, a maximum reduction that no gain reaches
+    with it says how deep the gains went (the hybrid's with an automatic
+    profile: :func:`~destatic.dsp.options.deepest_reduction_db`).
     """
     method = dsp.resolve_method(settings.suppression.method)
     defaults = dsp.method_spec(method).options()
@@ -141,6 +144,11 @@ def settings_used(settings: Settings) -> dict[str, tuple[Any, str]]:
             setting = f"{group}.{name}"
             how = "default" if value == default[group][name] else "set"
             used[setting] = (resolved[setting] if value is None and setting in resolved else value, how)
+    reduction, how = used["suppression.reduction_db"]
+    if profile_mode is not None and isinstance(reduction, float):
+        deepest = dsp.deepest_reduction_db(method, reduction, measured=profile_mode != "auto")
+        if deepest != reduction:
+            used["suppression.reduction_db"] = (f"{reduction} (at most {deepest} with the {profile_mode} profile)", how)
     return used
 
 
@@ -225,7 +233,7 @@ def write_report(
         output=output,
         streams=_stream_rows(audio.source),
         profile_how=_profile_how(settings, noise.profile),
-        settings=settings_used(settings),
+        settings=settings_used(settings, profile_mode=noise.profile.mode),
         step_seconds=step_seconds,
         reduction_db=plots.reduction_db,
         profile_uri=plots.profile_uri,
