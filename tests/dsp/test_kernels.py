@@ -106,6 +106,10 @@ def test_compiled_gains_agree_with_the_numpy_oracle(method, options, channels, f
     )
     if exact:
         np.testing.assert_array_equal(got, expected)
+    elif method == "subtract":
+        # Its over-subtraction comes from the frame's SNR, summed in another order: an ulp there moves 1 - alpha / gamma
+        # by about 1e-7, which the square root makes a relative error of up to 1e-3 in a gain just over the floor.
+        np.testing.assert_allclose(got.astype(np.float64) ** 2, expected.astype(np.float64) ** 2, rtol=2e-5, atol=1e-6)
     else:
         np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-6)
 
