@@ -40,7 +40,7 @@ import numpy as np
 from destatic.dsp import dfn3
 from destatic.dsp.gains import GainComputer, tone_bins
 from destatic.dsp.methods import LEARNED_NEEDS, METHOD_SPECS, learned_available
-from destatic.dsp.options import CLASSIC_REDUCTION_DB, DEFAULT_LEARNED_PROVIDER, LearnedOptions, deepest_reduction_db
+from destatic.dsp.options import DEFAULT_LEARNED_PROVIDER, LearnedOptions, deepest_reduction_db
 from destatic.dsp.persistence import (
     PARTIAL_FRAMES,
     PARTIAL_OVER_DB,
@@ -297,7 +297,8 @@ class LearnedGainComputer:
         self.profile = profile
         self.hybrid = method == "hybrid"
         self.options = options
-        classic_reduction_db = min(options.max_reduction_db, CLASSIC_REDUCTION_DB) if self.hybrid else options.max_reduction_db
+        # The classic gain stops where every gain stops without a measured noise (the hybrid's: the classic floor).
+        classic_reduction_db = deepest_reduction_db(method, options.max_reduction_db, measured=False)
         classic_options = dataclasses.replace(options, max_reduction_db=classic_reduction_db)
         self.classic = GainComputer(profile, "logmmse", classic_options) if self.hybrid else None
         self.classic_floor = np.float32(10 ** (-classic_reduction_db / 20))
