@@ -132,6 +132,11 @@ def energy_region(x: Inputs, seconds: float = 0.5) -> np.ndarray:
     return window_max(x.voice, int(round(seconds * x.frames_per_second)))
 
 
+def band_bins(x: Inputs, hz: float) -> int:
+    """An odd number of bins, at least 3, spanning about ``hz``: the width of a median across a band."""
+    return max(3, int(round(hz / x.bin_hz)) | 1)
+
+
 def tonal_removed(x: Inputs, over_db: float = 3.0, span_db: float = 6.0, frames: int = 5, width_hz: float = 250.0) -> np.ndarray:
     """Per bin, 1 where what DFN3 removes stands out as a tone: above its neighbours in frequency and above the profile.
 
@@ -144,7 +149,7 @@ def tonal_removed(x: Inputs, over_db: float = 3.0, span_db: float = 6.0, frames:
 
     removed = x.magnitude.astype(np.float64) ** 2 * (1 - x.learned.astype(np.float64)) ** 2
     removed = np.maximum(uniform_filter1d(removed, frames, axis=1, mode="nearest"), 0)
-    width = max(3, int(round(width_hz / x.bin_hz)) | 1)
+    width = band_bins(x, width_hz)
     neighbours = median_filter(removed, size=(1, 1, width), mode="nearest")
     ground = np.maximum(neighbours, x.noise_power[:, np.newaxis, :])
     excess_db = 10 * np.log10((removed + 1e-30) / (ground + 1e-30))
@@ -181,7 +186,7 @@ def continuity_gain(x: Inputs, frames: int = 7, over_db: float = 3.0, span_db: f
     over = 10 * np.log10(power / noise + 1e-12)
     weight = np.clip((over - over_db) / span_db, 0, 1)
     if peaky_db is not None:
-        width = max(3, int(round(250.0 / x.bin_hz)) | 1)
+        width = band_bins(x, 250.0)
         band = median_filter(power, size=(1, 1, width), mode="nearest")
         weight = weight * np.clip((10 * np.log10((power + 1e-30) / (band + 1e-30)) - peaky_db) / span_db, 0, 1)
     return weight * np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
@@ -325,7 +330,7 @@ def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames:
     if band_min_seconds is not None:
         from scipy.ndimage import median_filter, minimum_filter1d
 
-        width = max(3, int(round(flat_hz / x.bin_hz)) | 1)
+        width = band_bins(x, flat_hz)
         level = uniform_filter1d(x.magnitude.astype(np.float64) ** 2, frames, axis=1, mode="nearest") / noise
         level = median_filter(level, size=(1, 1, width), mode="nearest")
         reach = max(1, int(round(band_min_seconds * x.frames_per_second)))
@@ -340,7 +345,7 @@ def removed_noise(x: Inputs, over_db: float = 3.0, span_db: float = 3.0, frames:
     if flat_db is not None:
         from scipy.ndimage import median_filter
 
-        width = max(3, int(round(flat_hz / x.bin_hz)) | 1)
+        width = band_bins(x, flat_hz)
         if flat_cap_db is None:
             band = np.maximum(median_filter(removed, size=(1, 1, width), mode="nearest"), noise)
             peaky_db = 10 * np.log10(np.maximum(removed, 1e-30) / band)
@@ -666,7 +671,7 @@ def drift_persistence(x: Inputs, frames: int = 25, quantile: float = 0.1, over_d
     noise = profile * drift[..., np.newaxis]
     weight = np.clip((10 * np.log10(power / noise + 1e-12) - over_db) / span_db, 0, 1)
     if peaky_db is not None:
-        width = max(3, int(round(250.0 / x.bin_hz)) | 1)
+        width = band_bins(x, 250.0)
         band = median_filter(power, size=(1, 1, width), mode="nearest")
         weight = weight * np.clip((10 * np.log10((power + 1e-30) / (band + 1e-30)) - peaky_db) / span_db, 0, 1)
     return weight * np.clip(1 - noise / np.maximum(power, 1e-30), 0, 1)
